@@ -1,0 +1,32 @@
+//! `GET /health`: each component's state and last heartbeat.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::controller::{ComponentState, ComponentStatus};
+use crate::server::ServerState;
+
+#[derive(Debug, Serialize)]
+pub struct Health {
+    /// `ok` when every component runs, `degraded` otherwise.
+    pub status: &'static str,
+    pub version: &'static str,
+    pub server: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    pub components: Vec<ComponentStatus>,
+}
+
+pub async fn health(State(state): State<ServerState>) -> Json<Health> {
+    let components = state.status.snapshot();
+    let all_running = components.iter().all(|c| c.state == ComponentState::Running);
+    Json(Health {
+        status: if all_running { "ok" } else { "degraded" },
+        version: crate::VERSION,
+        server: state.settings.server_name.clone(),
+        started_at: state.started_at,
+        components,
+    })
+}

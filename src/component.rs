@@ -1,0 +1,145 @@
+//! What every component supervised by the Controller looks like.
+//!
+//! A component is a long-running task: [`Component::run`] is called with a
+//! [`ComponentContext`] and returns only when asked to stop (its shutdown
+//! token is cancelled) or when it fails. While it runs it calls
+//! [`Heartbeat::beat`] at least once per heartbeat interval; the Controller
+//! restarts a component whose heartbeats stop (it hangs) or whose task ends
+//! with an error or a panic (it crashes).
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::controller::{ComponentState, StatusBoard};
+use crate::db::Database;
+
+/// Stable identifier of a component, as used in logs, `/health` and the UI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentId {
+    MessagingAgent,
+    PolicyService,
+    SynchronizationService,
+    MailStoreService,
+    /// Used by tests and by later components not listed here yet.
+    Custom(&'static str),
+}
+
+impl ComponentId {
+    /// The id used on the wire (`messaging_agent`, …).
+    pub fn key(&self) -> &'static str {
+        match self {
+            ComponentId::MessagingAgent => "messaging_agent",
+            ComponentId::PolicyService => "policy_service",
+            ComponentId::SynchronizationService => "synchronization_service",
+            ComponentId::MailStoreService => "mailstore_service",
+            ComponentId::Custom(key) => key,
+        }
+    }
+
+    /// The seed's name for the component, for people.
+    pub fn display_name(&self) -> &'static str {
+        match self {
+            ComponentId::MessagingAgent => "Messaging Agent",
+            ComponentId::PolicyService => "Policy Service",
+            ComponentId::SynchronizationService => "Synchronization Service",
+            ComponentId::MailStoreService => "MailStore Service",
+            ComponentId::Custom(key) => key,
+        }
+    }
+}
+
+impl fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.display_name())
+    }
+}
+
+/// Why a component's run ended badly.
+pub type ComponentError = anyhow::Error;
+
+/// A component the Controller starts and watches.
+pub trait Component: Send + Sync + 'static {
+    fn id(&self) -> ComponentId;
+
+    /// Runs until `ctx.shutdown` is cancelled (then returns `Ok`) or until it
+    /// fails. Called again after every restart, with a fresh context.
+    fn run(&self, ctx: ComponentContext) -> BoxFuture<'static, Result<(), ComponentError>>;
+}
+
+/// What a component gets each time it is started.
+#[derive(Clone)]
+pub struct ComponentContext {
+    pub db: Database,
+    pub heartbeat: Heartbeat,
+    /// How often the Controller expects a heartbeat.
+    pub heartbeat_interval: std::time::Duration,
+    pub shutdown: CancellationToken,
+}
+
+/// The sending side of a component's heartbeat.
+#[derive(Clone)]
+pub struct Heartbeat {
+    id: ComponentId,
+    tx: Arc<watch::Sender<Option<Instant>>>,
+    board: StatusBoard,
+}
+
+impl Heartbeat {
+    /// A heartbeat channel for `id`; the receiver goes to the Controller,
+    /// and each beat shows at once on the status board.
+    pub fn channel(id: ComponentId, board: StatusBoard) -> (Heartbeat, watch::Receiver<Option<Instant>>) {
+        let (tx, rx) = watch::channel(None);
+        (Heartbeat { id, tx: Arc::new(tx), board }, rx)
+    }
+
+    /// "I am alive and doing my work." Recorded in the Controller's log.
+    pub fn beat(&self) {
+        self.tx.send_replace(Some(Instant::now()));
+        tracing::info!(target: "bramble::controller", component = %self.id, "heartbeat");
+        self.board.update(self.id, |s| {
+            s.state = ComponentState::Running;
+            s.last_heartbeat = Some(time::OffsetDateTime::now_utc());
+        });
+    }
+}
+
+/// The loop most components start from: beat, do one round of work, wait
+/// for the next interval or for shutdown. `round` failing ends the run with
+/// that error, which the Controller treats as a crash.
+pub async fn run_rounds<F, Fut>(ctx: ComponentContext, mut round: F) -> Result<(), ComponentError>
+where
+    F: FnMut(ComponentContext) -> Fut + Send,
+    Fut: std::future::Future<Output = Result<(), ComponentError>> + Send,
+{
+    let mut ticker = tokio::time::interval(ctx.heartbeat_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return Ok(()),
+            _ = ticker.tick() => {
+                round(ctx.clone()).await?;
+                ctx.heartbeat.beat();
+            }
+        }
+    }
+}
+
+/// The round every component does before its own work exists or between
+/// its own rounds: confirm the Configuration Database answers. A component
+/// whose database is gone stops beating, and the Controller notices.
+pub async fn standby(ctx: ComponentContext) -> Result<(), ComponentError> {
+    run_rounds(ctx, |ctx| async move {
+        ctx.db
+            .ping()
+            .await
+            .map_err(|e| anyhow::anyhow!("the Configuration Database does not answer: {e}"))
+    })
+    .await
+}

@@ -1,0 +1,421 @@
+//! The BlackBerry Configuration Database.
+//!
+//! diesel over an r2d2 pool of SQLite connections (bundled SQLite, so no
+//! system library is needed on Windows or macOS). Every connection gets WAL,
+//! `busy_timeout` and foreign keys when the pool hands it out. Queries run
+//! off the async threads through [`Database::run`]. Migrations live in
+//! `migrations/sqlite/`, are embedded in the binary and run at start-up.
+//!
+//! Before anything is written the file is checked: a file that is not
+//! SQLite, fails SQLite's own consistency check, belongs to another
+//! application or was created by a newer Bramble is refused with an error
+//! naming the file — and is left exactly as it was.
+//!
+//! Secrets (device transport keys, the SRP key) are sealed with a local
+//! master key kept beside the database ([`seal`]).
+//!
+//! Tables and their typed functions are in [`models`]; the data model is
+//! described in `docs/data-model.md`.
+
+pub mod ids;
+pub mod models;
+pub mod schema;
+pub mod seal;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::sql_types::{Integer, Text};
+use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::config::Settings;
+pub use seal::Sealer;
+
+/// The connection type every model function takes.
+pub type Conn = SqliteConnection;
+
+/// Migrations compiled into the binary.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// `PRAGMA application_id` of a Bramble database ("BRMB").
+pub const APPLICATION_ID: i32 = 0x4252_4D42;
+
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Everything that can go wrong with the Configuration Database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("the data folder {path} cannot be written ({source}). Choose a folder you can write to with `data_dir` in the settings file or BRAMBLE_DATA_DIR; nothing was changed.")]
+    DataDirUnwritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a Bramble Configuration Database (it is not an SQLite file at all). Move it aside or point `[database] path` at another file; Bramble did not change it.")]
+    NotSqlite { path: PathBuf },
+    #[error("{path} is damaged: SQLite's consistency check reports \"{report}\". Restore it from a backup or move it aside to start with an empty database; Bramble did not change it.")]
+    Corrupt { path: PathBuf, report: String },
+    #[error("{path} is an SQLite database of another application (application id {application_id:#x}, {tables} tables). Point `[database] path` at a Bramble database or an empty location; Bramble did not change it.")]
+    Foreign {
+        path: PathBuf,
+        application_id: i32,
+        tables: i64,
+    },
+    #[error("{path} was written by a newer Bramble (schema versions {unknown:?} are unknown to {version}). Upgrade Bramble; this version will not touch the file.")]
+    TooNew {
+        path: PathBuf,
+        unknown: Vec<String>,
+        version: &'static str,
+    },
+    #[error("cannot open the Configuration Database {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("the Configuration Database could not apply its schema updates: {0}")]
+    Migration(String),
+    #[error("no database connection is free ({0}); the database may be locked by another program")]
+    Pool(#[from] r2d2::Error),
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("the database task stopped unexpectedly: {0}")]
+    Task(String),
+    #[error("cannot seal or unseal a stored secret: {0}")]
+    Seal(#[from] seal::SealError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl DbError {
+    /// Stable code for administrators and the console.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DbError::DataDirUnwritable { .. } => "DATA_DIR_UNWRITABLE",
+            DbError::NotSqlite { .. } => "DB_NOT_SQLITE",
+            DbError::Corrupt { .. } => "DB_CORRUPT",
+            DbError::Foreign { .. } => "DB_FOREIGN",
+            DbError::TooNew { .. } => "DB_TOO_NEW",
+            DbError::Open { .. } => "DB_OPEN_FAILED",
+            DbError::Migration(_) => "DB_MIGRATION_FAILED",
+            DbError::Pool(_) => "DB_BUSY",
+            DbError::Query(diesel::result::Error::NotFound) => "NOT_FOUND",
+            DbError::Query(_) => "DB_QUERY_FAILED",
+            DbError::Task(_) => "DB_TASK_FAILED",
+            DbError::Seal(_) => "DB_SEAL_FAILED",
+            DbError::Invalid(_) => "INVALID_INPUT",
+        }
+    }
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+/// What [`Database::check`] found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Health {
+    pub path: PathBuf,
+    pub exists: bool,
+    pub applied: Vec<String>,
+    pub pending: Vec<String>,
+}
+
+/// A pool of connections to the Configuration Database plus the sealer for
+/// its secrets. Cheap to clone.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool<ConnectionManager<SqliteConnection>>,
+    sealer: Arc<Sealer>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("path", &self.path).finish()
+    }
+}
+
+#[derive(Debug)]
+struct Pragmas {
+    busy_timeout_ms: u32,
+}
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(&format!(
+            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            self.busy_timeout_ms
+        ))
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+#[derive(QueryableByName)]
+struct IntRow {
+    #[diesel(sql_type = Integer)]
+    value: i32,
+}
+
+#[derive(QueryableByName)]
+struct TextRow {
+    #[diesel(sql_type = Text)]
+    value: String,
+}
+
+#[derive(QueryableByName)]
+struct CountRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    value: i64,
+}
+
+impl Database {
+    /// Opens (creating if needed) the database the settings name, refuses
+    /// foreign or damaged files, and applies pending migrations.
+    pub fn open(settings: &Settings) -> DbResult<Database> {
+        Self::open_path(&settings.database_path(), settings.database.pool_size, settings.database.busy_timeout_ms)
+    }
+
+    /// [`Database::open`] for an explicit file.
+    pub fn open_path(path: &Path, pool_size: u32, busy_timeout_ms: u32) -> DbResult<Database> {
+        let folder = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        ensure_writable_folder(&folder)?;
+        inspect(path)?;
+        let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());
+        let pool = Pool::builder()
+            .max_size(pool_size.max(1))
+            .connection_timeout(Duration::from_secs(30))
+            .connection_customizer(Box::new(Pragmas { busy_timeout_ms }))
+            .build(manager)
+            .map_err(|e| DbError::Open {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        {
+            let mut conn = pool.get()?;
+            conn.run_pending_migrations(MIGRATIONS)
+                .map_err(|e| DbError::Migration(e.to_string()))?;
+        }
+        let sealer = Sealer::load_or_create(&key_path(path))?;
+        tracing::info!(target: "bramble::db", path = %path.display(), "Configuration Database ready");
+        Ok(Database {
+            pool,
+            sealer: Arc::new(sealer),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Reports on a database without changing it: whether it exists, which
+    /// migrations are applied and which are pending. Fails as `open` would
+    /// for a foreign, damaged or too-new file.
+    pub fn check(path: &Path) -> DbResult<Health> {
+        if !path.exists() {
+            return Ok(Health {
+                path: path.to_path_buf(),
+                exists: false,
+                applied: Vec::new(),
+                pending: migration_versions(),
+            });
+        }
+        inspect(path)?;
+        let mut conn = establish(path)?;
+        let applied = applied_versions(&mut conn)?;
+        let pending = migration_versions()
+            .into_iter()
+            .filter(|v| !applied.contains(v))
+            .collect();
+        Ok(Health {
+            path: path.to_path_buf(),
+            exists: true,
+            applied,
+            pending,
+        })
+    }
+
+    /// Where the database file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Seals and unseals stored secrets.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// Runs `f` with a pooled connection on a blocking thread.
+    pub async fn run<T, F>(&self, f: F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn) -> DbResult<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// Like [`Database::run`] with the sealer too, for models with secrets.
+    pub async fn run_sealed<T, F>(&self, f: F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn, &Sealer) -> DbResult<T> + Send + 'static,
+    {
+        let sealer = self.sealer.clone();
+        self.run(move |conn| f(conn, &sealer)).await
+    }
+
+    /// Runs `f` on the calling thread; for the CLI and tests.
+    pub fn run_blocking<T>(&self, f: impl FnOnce(&mut Conn) -> DbResult<T>) -> DbResult<T> {
+        let mut conn = self.pool.get()?;
+        f(&mut conn)
+    }
+
+    /// A round trip to the database: is it reachable and answering?
+    pub async fn ping(&self) -> DbResult<()> {
+        self.run(|conn| {
+            diesel::sql_query("SELECT 1 AS value").get_result::<IntRow>(conn)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// The master key file sealing this database's secrets.
+pub fn key_path(db_path: &Path) -> PathBuf {
+    let mut name = db_path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".key");
+    db_path.with_file_name(name)
+}
+
+fn ensure_writable_folder(folder: &Path) -> DbResult<()> {
+    let unwritable = |source| DbError::DataDirUnwritable {
+        path: folder.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(folder).map_err(unwritable)?;
+    let probe = folder.join(".bramble-write-check");
+    std::fs::write(&probe, b"ok").map_err(unwritable)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+fn establish(path: &Path) -> DbResult<SqliteConnection> {
+    SqliteConnection::establish(&path.to_string_lossy()).map_err(|e| DbError::Open {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Refuses files that are not ours; touches nothing.
+fn inspect(path: &Path) -> DbResult<()> {
+    let len = match std::fs::metadata(path) {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(DbError::Open {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })
+        }
+    };
+    if len == 0 {
+        return Ok(());
+    }
+    let mut header = [0u8; 16];
+    {
+        use std::io::Read;
+        let mut file = std::fs::File::open(path).map_err(|e| DbError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        if file.read_exact(&mut header).is_err() || &header != SQLITE_MAGIC {
+            return Err(DbError::NotSqlite {
+                path: path.to_path_buf(),
+            });
+        }
+    }
+    let mut conn = establish(path)?;
+    let corrupt = |report: String| DbError::Corrupt {
+        path: path.to_path_buf(),
+        report,
+    };
+    let report = diesel::sql_query("PRAGMA quick_check")
+        .load::<QuickCheckRow>(&mut conn)
+        .map_err(|e| corrupt(e.to_string()))?;
+    let problems: Vec<String> = report
+        .into_iter()
+        .map(|r| r.quick_check)
+        .filter(|line| line != "ok")
+        .collect();
+    if !problems.is_empty() {
+        return Err(corrupt(problems.join("; ")));
+    }
+    let application_id = diesel::sql_query("SELECT application_id AS value FROM pragma_application_id()")
+        .get_result::<IntRow>(&mut conn)
+        .map_err(|e| corrupt(e.to_string()))?
+        .value;
+    let tables = diesel::sql_query(
+        "SELECT count(*) AS value FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name != '__diesel_schema_migrations'",
+    )
+    .get_result::<CountRow>(&mut conn)
+    .map_err(|e| corrupt(e.to_string()))?
+    .value;
+    if application_id != APPLICATION_ID && (application_id != 0 || tables > 0) {
+        return Err(DbError::Foreign {
+            path: path.to_path_buf(),
+            application_id,
+            tables,
+        });
+    }
+    let known = migration_versions();
+    let unknown: Vec<String> = applied_versions(&mut conn)?
+        .into_iter()
+        .filter(|v| !known.contains(v))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(DbError::TooNew {
+            path: path.to_path_buf(),
+            unknown,
+            version: crate::VERSION,
+        });
+    }
+    Ok(())
+}
+
+#[derive(QueryableByName)]
+struct QuickCheckRow {
+    #[diesel(sql_type = Text)]
+    quick_check: String,
+}
+
+fn applied_versions(conn: &mut SqliteConnection) -> DbResult<Vec<String>> {
+    let exists = diesel::sql_query(
+        "SELECT count(*) AS value FROM sqlite_master WHERE type = 'table' AND name = '__diesel_schema_migrations'",
+    )
+    .get_result::<CountRow>(conn)?
+    .value;
+    if exists == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(diesel::sql_query("SELECT version AS value FROM __diesel_schema_migrations ORDER BY version")
+        .load::<TextRow>(conn)?
+        .into_iter()
+        .map(|r| r.value)
+        .collect())
+}
+
+fn migration_versions() -> Vec<String> {
+    use diesel::migration::MigrationSource;
+    let migrations: Vec<Box<dyn diesel::migration::Migration<diesel::sqlite::Sqlite>>> =
+        MigrationSource::<diesel::sqlite::Sqlite>::migrations(&MIGRATIONS).unwrap_or_default();
+    migrations
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .collect()
+}
+
+/// The current time in UTC, as stored in the database.
+pub fn now() -> time::PrimitiveDateTime {
+    let now = time::OffsetDateTime::now_utc();
+    time::PrimitiveDateTime::new(now.date(), now.time())
+}

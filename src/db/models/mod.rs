@@ -1,0 +1,16 @@
+//! One file per table or aggregate of the Configuration Database. Every
+//! table is reachable through typed functions named `find_by_*`, `save`
+//! and `delete_*`, each taking a `&mut Conn` so callers choose the thread
+//! (see [`crate::db::Database::run`]) and can group calls in a transaction.
+
+pub mod group;
+pub mod administrator;
+pub mod user;
+
+#[cfg(test)]
+pub(crate) fn test_db() -> (tempfile::TempDir, crate::db::Database) {
+    #![allow(clippy::unwrap_used)]
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::db::Database::open_path(&dir.path().join("bramble.db"), 2, 5_000).unwrap();
+    (dir, db)
+}

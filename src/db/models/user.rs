@@ -1,0 +1,269 @@
+//! Smartphone users: name, e-mail, mailbox, account and activation status,
+//! assigned Messaging Agent (seed: "BlackBerry smartphone user list,
+//! including mailbox information").
+
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use time::PrimitiveDateTime;
+
+use crate::db::ids::{MessagingAgentId, UserId};
+use crate::db::schema::users;
+use crate::db::{now, Conn, DbResult};
+
+/// Whether the account may use Bramble at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountStatus {
+    Active,
+    Disabled,
+    /// The directory entry disappeared or was disabled; an administrator decides.
+    RemovedInDirectory,
+}
+
+/// Where the user is in wireless activation (seed: "Initializing" …
+/// "Completed").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationStatus {
+    NotActivated,
+    Initializing,
+    Activating,
+    Completed,
+    Failed,
+}
+
+macro_rules! text_enum {
+    ($ty:ident { $($variant:ident => $text:literal),* $(,)? }) => {
+        impl $ty {
+            pub fn as_str(&self) -> &'static str {
+                match self { $($ty::$variant => $text),* }
+            }
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($ty::$variant),)* _ => None }
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use text_enum;
+
+text_enum!(AccountStatus { Active => "active", Disabled => "disabled", RemovedInDirectory => "removed_in_directory" });
+text_enum!(ActivationStatus {
+    NotActivated => "not_activated",
+    Initializing => "initializing",
+    Activating => "activating",
+    Completed => "completed",
+    Failed => "failed",
+});
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = users, check_for_backend(diesel::sqlite::Sqlite))]
+struct UserRow {
+    id: UserId,
+    display_name: String,
+    email: String,
+    mailbox_login: String,
+    account_status: String,
+    activation_status: String,
+    messaging_agent_id: Option<MessagingAgentId>,
+    created_at: PrimitiveDateTime,
+    updated_at: PrimitiveDateTime,
+}
+
+/// A smartphone user.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct User {
+    pub id: UserId,
+    pub display_name: String,
+    pub email: String,
+    pub mailbox_login: String,
+    pub account_status: AccountStatus,
+    pub activation_status: ActivationStatus,
+    pub messaging_agent_id: Option<MessagingAgentId>,
+    pub created_at: PrimitiveDateTime,
+    pub updated_at: PrimitiveDateTime,
+}
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        User {
+            id: row.id,
+            display_name: row.display_name,
+            email: row.email,
+            mailbox_login: row.mailbox_login,
+            // Unknown text (from a newer version) reads as the safe choice.
+            account_status: AccountStatus::parse(&row.account_status).unwrap_or(AccountStatus::Disabled),
+            activation_status: ActivationStatus::parse(&row.activation_status)
+                .unwrap_or(ActivationStatus::NotActivated),
+            messaging_agent_id: row.messaging_agent_id,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// A user not yet saved.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub display_name: String,
+    pub email: String,
+    pub mailbox_login: String,
+}
+
+impl NewUser {
+    pub fn save(&self, conn: &mut Conn) -> DbResult<User> {
+        let at = now();
+        let row = diesel::insert_into(users::table)
+            .values((
+                users::display_name.eq(&self.display_name),
+                users::email.eq(&self.email),
+                users::mailbox_login.eq(&self.mailbox_login),
+                users::account_status.eq(AccountStatus::Active.as_str()),
+                users::activation_status.eq(ActivationStatus::NotActivated.as_str()),
+                users::created_at.eq(at),
+                users::updated_at.eq(at),
+            ))
+            .returning(UserRow::as_returning())
+            .get_result(conn)?;
+        Ok(row.into())
+    }
+}
+
+impl User {
+    pub fn find_by_id(conn: &mut Conn, id: UserId) -> DbResult<Option<User>> {
+        Ok(users::table
+            .find(id)
+            .select(UserRow::as_select())
+            .first(conn)
+            .optional()?
+            .map(User::from))
+    }
+
+    /// E-mail addresses compare case-insensitively.
+    pub fn find_by_email(conn: &mut Conn, email: &str) -> DbResult<Option<User>> {
+        Ok(users::table
+            .filter(users::email.eq(email))
+            .select(UserRow::as_select())
+            .first(conn)
+            .optional()?
+            .map(User::from))
+    }
+
+    /// One page of users whose name or e-mail contains `query`, by name.
+    pub fn search(conn: &mut Conn, query: &str, offset: i64, limit: i64) -> DbResult<(Vec<User>, i64)> {
+        let pattern = format!("%{}%", query.replace('%', "\\%").replace('_', "\\_"));
+        let matching = || {
+            users::table
+                .filter(
+                    users::display_name
+                        .like(pattern.clone())
+                        .escape('\\')
+                        .or(users::email.like(pattern.clone()).escape('\\')),
+                )
+                .into_boxed()
+        };
+        let total = matching().count().get_result(conn)?;
+        let rows = matching()
+            .order((users::display_name.asc(), users::id.asc()))
+            .offset(offset)
+            .limit(limit)
+            .select(UserRow::as_select())
+            .load(conn)?;
+        Ok((rows.into_iter().map(User::from).collect(), total))
+    }
+
+    /// The users a Messaging Agent serves.
+    pub fn find_by_messaging_agent(conn: &mut Conn, agent: MessagingAgentId) -> DbResult<Vec<User>> {
+        Ok(users::table
+            .filter(users::messaging_agent_id.eq(agent))
+            .order(users::id.asc())
+            .select(UserRow::as_select())
+            .load(conn)?
+            .into_iter()
+            .map(User::from)
+            .collect())
+    }
+
+    /// Writes every field back; `updated_at` becomes now.
+    pub fn save(&mut self, conn: &mut Conn) -> DbResult<()> {
+        self.updated_at = now();
+        diesel::update(users::table.find(self.id))
+            .set((
+                users::display_name.eq(&self.display_name),
+                users::email.eq(&self.email),
+                users::mailbox_login.eq(&self.mailbox_login),
+                users::account_status.eq(self.account_status.as_str()),
+                users::activation_status.eq(self.activation_status.as_str()),
+                users::messaging_agent_id.eq(self.messaging_agent_id),
+                users::updated_at.eq(self.updated_at),
+            ))
+            .execute(conn)?;
+        Ok(())
+    }
+
+    /// Deletes the user; their group memberships, filters and statistics go
+    /// with them, their devices are kept without an owner.
+    pub fn delete_by_id(conn: &mut Conn, id: UserId) -> DbResult<bool> {
+        Ok(diesel::delete(users::table.find(id)).execute(conn)? > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::db::models::test_db;
+
+    #[test]
+    fn create_find_search_update_delete() {
+        let (_dir, db) = test_db();
+        db.run_blocking(|conn| {
+            let alice = NewUser {
+                display_name: "Alice Example".into(),
+                email: "alice@example.com".into(),
+                mailbox_login: "alice".into(),
+            }
+            .save(conn)?;
+            NewUser {
+                display_name: "Bob Example".into(),
+                email: "bob@example.com".into(),
+                mailbox_login: "bob".into(),
+            }
+            .save(conn)?;
+            assert_eq!(alice.activation_status, ActivationStatus::NotActivated);
+
+            let found = User::find_by_email(conn, "ALICE@example.com")?.unwrap();
+            assert_eq!(found.id, alice.id);
+
+            let (page, total) = User::search(conn, "example", 0, 1)?;
+            assert_eq!(total, 2);
+            assert_eq!(page.len(), 1);
+            assert_eq!(page[0].display_name, "Alice Example");
+            let (page, _) = User::search(conn, "example", 1, 1)?;
+            assert_eq!(page[0].display_name, "Bob Example");
+            assert_eq!(User::search(conn, "%", 0, 10)?.1, 0, "% is a literal");
+
+            let mut edited = found.clone();
+            edited.activation_status = ActivationStatus::Initializing;
+            edited.display_name = "Alice E.".into();
+            edited.save(conn)?;
+            let reread = User::find_by_id(conn, alice.id)?.unwrap();
+            assert_eq!(reread.activation_status, ActivationStatus::Initializing);
+            assert_eq!(reread.display_name, "Alice E.");
+
+            let dup = NewUser {
+                display_name: "Again".into(),
+                email: "alice@EXAMPLE.com".into(),
+                mailbox_login: "a".into(),
+            }
+            .save(conn);
+            assert!(dup.is_err(), "e-mail is unique, case-insensitively");
+
+            assert!(User::delete_by_id(conn, alice.id)?);
+            assert!(User::find_by_id(conn, alice.id)?.is_none());
+            assert!(!User::delete_by_id(conn, alice.id)?);
+            Ok(())
+        })
+        .unwrap();
+    }
+}

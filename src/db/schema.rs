@@ -1,0 +1,297 @@
+// Diesel table definitions for migrations/sqlite. Keep in step with the
+// migrations: `db::tests::schema_matches_migrations` checks every column.
+
+diesel::table! {
+    srp_connections (id) {
+        id -> BigInt,
+        srp_id -> Text,
+        srp_key_sealed -> Binary,
+        relay_host -> Text,
+        relay_port -> Integer,
+        cal_licences -> Integer,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    servers (id) {
+        id -> BigInt,
+        name -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    messaging_agents (id) {
+        id -> BigInt,
+        server_id -> BigInt,
+        name -> Text,
+        max_users -> Integer,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        display_name -> Text,
+        email -> Text,
+        mailbox_login -> Text,
+        account_status -> Text,
+        activation_status -> Text,
+        messaging_agent_id -> Nullable<BigInt>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    groups (id) {
+        id -> BigInt,
+        name -> Text,
+        description -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    group_members (group_id, user_id) {
+        group_id -> BigInt,
+        user_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    administrators (id) {
+        id -> BigInt,
+        login -> Text,
+        display_name -> Text,
+        password_hash -> Text,
+        disabled -> Bool,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    roles (id) {
+        id -> BigInt,
+        name -> Text,
+        builtin -> Bool,
+        permissions -> Text,
+    }
+}
+
+diesel::table! {
+    administrator_roles (administrator_id, role_id) {
+        administrator_id -> BigInt,
+        role_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    it_policies (id) {
+        id -> BigInt,
+        name -> Text,
+        description -> Text,
+        is_default -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    it_policy_rules (policy_id, rule) {
+        policy_id -> BigInt,
+        rule -> Text,
+        value -> Text,
+    }
+}
+
+diesel::table! {
+    it_policy_assignments (id) {
+        id -> BigInt,
+        policy_id -> BigInt,
+        user_id -> Nullable<BigInt>,
+        group_id -> Nullable<BigInt>,
+        rank -> Integer,
+    }
+}
+
+diesel::table! {
+    software_configurations (id) {
+        id -> BigInt,
+        name -> Text,
+        description -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    software_applications (id) {
+        id -> BigInt,
+        configuration_id -> BigInt,
+        name -> Text,
+        version -> Text,
+        disposition -> Text,
+    }
+}
+
+diesel::table! {
+    software_assignments (id) {
+        id -> BigInt,
+        configuration_id -> BigInt,
+        user_id -> Nullable<BigInt>,
+        group_id -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    devices (id) {
+        id -> BigInt,
+        pin -> Text,
+        user_id -> Nullable<BigInt>,
+        model -> Text,
+        os_version -> Text,
+        carrier -> Text,
+        applied_policy_id -> Nullable<BigInt>,
+        policy_applied_at -> Nullable<Timestamp>,
+        last_contact_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    device_diagnostics (id) {
+        id -> BigInt,
+        device_id -> BigInt,
+        reported_at -> Timestamp,
+        report -> Text,
+    }
+}
+
+diesel::table! {
+    device_keys (device_id, slot) {
+        device_id -> BigInt,
+        slot -> Text,
+        key_id -> BigInt,
+        sealed_key -> Binary,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    service_books (id) {
+        id -> BigInt,
+        device_id -> BigInt,
+        kind -> Text,
+        uid -> Text,
+        content -> Text,
+        sent_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    message_filters (id) {
+        id -> BigInt,
+        user_id -> Nullable<BigInt>,
+        name -> Text,
+        position -> Integer,
+        enabled -> Bool,
+        conditions -> Text,
+        action -> Text,
+    }
+}
+
+diesel::table! {
+    messages (id) {
+        id -> BigInt,
+        ref_id -> Text,
+        user_id -> Nullable<BigInt>,
+        device_id -> Nullable<BigInt>,
+        direction -> Text,
+        status -> Text,
+        subject -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    message_hops (id) {
+        id -> BigInt,
+        message_id -> BigInt,
+        hop -> Text,
+        at -> Timestamp,
+        detail -> Text,
+    }
+}
+
+diesel::table! {
+    statistics (id) {
+        id -> BigInt,
+        user_id -> Nullable<BigInt>,
+        forwarded -> BigInt,
+        filtered -> BigInt,
+        pending -> BigInt,
+        delivered -> BigInt,
+        expired -> BigInt,
+        failed -> BigInt,
+        sent -> BigInt,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> BigInt,
+        at -> Timestamp,
+        actor -> Text,
+        action -> Text,
+        target -> Text,
+        before_state -> Nullable<Text>,
+        after_state -> Nullable<Text>,
+        prev_hash -> Text,
+        hash -> Text,
+    }
+}
+
+diesel::joinable!(messaging_agents -> servers (server_id));
+diesel::joinable!(users -> messaging_agents (messaging_agent_id));
+diesel::joinable!(group_members -> groups (group_id));
+diesel::joinable!(group_members -> users (user_id));
+diesel::joinable!(administrator_roles -> administrators (administrator_id));
+diesel::joinable!(administrator_roles -> roles (role_id));
+diesel::joinable!(it_policy_rules -> it_policies (policy_id));
+diesel::joinable!(it_policy_assignments -> it_policies (policy_id));
+diesel::joinable!(software_applications -> software_configurations (configuration_id));
+diesel::joinable!(devices -> users (user_id));
+diesel::joinable!(device_diagnostics -> devices (device_id));
+diesel::joinable!(device_keys -> devices (device_id));
+diesel::joinable!(service_books -> devices (device_id));
+diesel::joinable!(message_hops -> messages (message_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    srp_connections,
+    servers,
+    messaging_agents,
+    users,
+    groups,
+    group_members,
+    administrators,
+    roles,
+    administrator_roles,
+    it_policies,
+    it_policy_rules,
+    it_policy_assignments,
+    software_configurations,
+    software_applications,
+    software_assignments,
+    devices,
+    device_diagnostics,
+    device_keys,
+    service_books,
+    message_filters,
+    messages,
+    message_hops,
+    statistics,
+    audit_log,
+);

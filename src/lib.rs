@@ -1,0 +1,40 @@
+//! # Bramble server core
+//!
+//! Bramble re-implements the BlackBerry Enterprise Server 5.0 architecture.
+//! This crate is the server core: every seed component is one module, named
+//! as the specification names it, and [`Server::start`] runs them all in one
+//! process (the desktop window and `bramble serve` both call it).
+//!
+//! Layout:
+//! - [`config`]: the settings file (TOML) with `BRAMBLE_…` overrides.
+//! - [`logging`]: daily rolling log files plus the console, one target per
+//!   component.
+//! - [`db`]: the BlackBerry Configuration Database (diesel + r2d2, SQLite).
+//! - [`controller`]: the BlackBerry Controller — starts components, records
+//!   their heartbeats, restarts those that hang or crash.
+//! - [`admin`]: the BlackBerry Administration Service — the console's HTTP
+//!   JSON API and the web UI it serves.
+//! - [`messaging_agent`], [`policy`], [`sync`], [`mailstore`]: the components
+//!   the Controller starts (seed: "The BlackBerry Controller is also
+//!   responsible for starting…"). Their protocol work arrives with later
+//!   issues; today each runs under the Controller and reports heartbeats.
+//! - [`server`]: [`Server::start`] and the [`ServerHandle`] that owns the
+//!   named tasks and the shutdown signal.
+
+pub mod admin;
+pub mod component;
+pub mod config;
+pub mod controller;
+pub mod db;
+pub mod logging;
+pub mod mailstore;
+pub mod messaging_agent;
+pub mod policy;
+pub mod server;
+pub mod sync;
+
+pub use config::Settings;
+pub use server::{Server, ServerHandle};
+
+/// The version of this build, shown by `bramble --version` and `/health`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

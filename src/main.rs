@@ -1,0 +1,236 @@
+//! `bramble`: the command line of the Bramble server core.
+//!
+//! `bramble serve` runs the server headless (the console in a browser);
+//! `bramble db migrate|check` manage the Configuration Database;
+//! `bramble admin create` makes the first Security Administrator.
+
+use std::io::{IsTerminal, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use bramble::config::Settings;
+use bramble::db::models::administrator::{Administrator, NewAdministrator};
+use bramble::db::Database;
+use bramble::{Server, VERSION};
+
+#[derive(Parser)]
+#[command(name = "bramble", version = VERSION, about = "Bramble: an open BlackBerry Enterprise Server 5.0 architecture")]
+struct Cli {
+    /// Settings file (TOML). Also: BRAMBLE_CONFIG.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data folder (database, logs). Overrides `data_dir`.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server without a window; the console is served to browsers.
+    Serve {
+        /// Address of the Administration Service (console and API).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// The Configuration Database.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// Administrator accounts of the console.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Create the database or apply pending schema updates.
+    Migrate,
+    /// Report on the database without changing it.
+    Check,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an administrator with the Security Administrator role.
+    Create {
+        /// Login name.
+        #[arg(long)]
+        login: String,
+        /// Display name (defaults to the login).
+        #[arg(long)]
+        name: Option<String>,
+        /// Read the password from standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// An error with a stable code, printed for an administrator.
+struct Failure {
+    code: &'static str,
+    message: String,
+}
+
+impl<E: std::fmt::Display> From<(&'static str, E)> for Failure {
+    fn from((code, e): (&'static str, E)) -> Self {
+        Failure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error[{}]: {}", failure.code, failure.message);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_settings(cli: &Cli) -> Result<Settings, Failure> {
+    let loaded = Settings::load(cli.config.as_deref()).map_err(|e| Failure::from((e.code(), &e)))?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let mut settings = loaded.settings;
+    if let Some(dir) = &cli.data_dir {
+        settings.data_dir = dir.clone();
+    }
+    Ok(settings)
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let settings = load_settings(&cli)?;
+    match cli.command {
+        Command::Serve { listen } => serve(settings, listen),
+        Command::Db { command: DbCommand::Migrate } => {
+            let db = Database::open(&settings).map_err(|e| Failure::from((e.code(), &e)))?;
+            let health = Database::check(db.path()).map_err(|e| Failure::from((e.code(), &e)))?;
+            println!(
+                "Configuration Database {} is up to date ({} schema versions applied).",
+                health.path.display(),
+                health.applied.len()
+            );
+            Ok(())
+        }
+        Command::Db { command: DbCommand::Check } => {
+            let health = Database::check(&settings.database_path()).map_err(|e| Failure::from((e.code(), &e)))?;
+            if !health.exists {
+                println!(
+                    "No Configuration Database at {} yet; `bramble db migrate` or `bramble serve` creates it.",
+                    health.path.display()
+                );
+            } else if health.pending.is_empty() {
+                println!(
+                    "Configuration Database {} is healthy and up to date ({} schema versions applied).",
+                    health.path.display(),
+                    health.applied.len()
+                );
+            } else {
+                println!(
+                    "Configuration Database {} is healthy; {} schema updates are pending ({}); `bramble db migrate` applies them.",
+                    health.path.display(),
+                    health.pending.len(),
+                    health.pending.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Command::Admin {
+            command: AdminCommand::Create {
+                login,
+                name,
+                password_stdin,
+            },
+        } => {
+            let password = read_password(password_stdin).map_err(|e| Failure::from(("PASSWORD_UNREADABLE", format!("{e:#}"))))?;
+            let db = Database::open(&settings).map_err(|e| Failure::from((e.code(), &e)))?;
+            let new = NewAdministrator {
+                login: login.clone(),
+                display_name: name.unwrap_or_else(|| login.clone()),
+                password,
+            };
+            let admin = db
+                .run_blocking(|conn| Administrator::create_security_administrator(conn, &new))
+                .map_err(|e| Failure::from((e.code(), &e)))?;
+            println!("Created Security Administrator `{}` (id {}).", admin.login, admin.id);
+            Ok(())
+        }
+    }
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    let password = if from_stdin || !std::io::stdin().is_terminal() {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("reading the password from standard input")?;
+        text.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        let first = rpassword::prompt_password("Password: ").context("reading the password")?;
+        let again = rpassword::prompt_password("Password again: ").context("reading the password")?;
+        anyhow::ensure!(first == again, "the two passwords differ");
+        first
+    };
+    Ok(password)
+}
+
+fn serve(mut settings: Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
+    if let Some(addr) = listen {
+        settings.admin.listen = addr;
+    }
+    let _logs = bramble::logging::init(&settings, true).map_err(|e| Failure::from((e.code(), &e)))?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::from(("RUNTIME_FAILED", e)))?;
+    runtime.block_on(async move {
+        let mut handle = Server::start(settings).await.map_err(|e| {
+            tracing::error!(target: "bramble::server", code = e.code(), "{e}");
+            Failure::from((e.code(), &e))
+        })?;
+        println!("Bramble {VERSION} is running; console at {}", handle.admin_url());
+        let ended = tokio::select! {
+            _ = shutdown_signal() => None,
+            name = handle.any_task_ended() => Some(name),
+        };
+        if let Some(name) = ended {
+            tracing::error!(target: "bramble::server", "the {name} task stopped unexpectedly; shutting down");
+        }
+        handle.shutdown().await.map_err(|e| Failure::from(("SHUTDOWN_FAILED", e)))?;
+        match ended {
+            Some(name) => Err(Failure::from(("TASK_FAILED", format!("the {name} task stopped unexpectedly; see the log")))),
+            None => Ok(()),
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,203 @@
+//! Starting and stopping the whole server core.
+//!
+//! [`Server::start`] opens the Configuration Database, binds the
+//! Administration Service, and runs the named tasks (`controller`,
+//! `administration`); the [`ServerHandle`] it returns owns them and the
+//! shutdown signal. [`ServerHandle::shutdown`] stops every task, waits for
+//! each and reports the ones that failed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::component::Component;
+use crate::config::Settings;
+use crate::controller::{Controller, StatusBoard};
+use crate::db::{Database, DbError};
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("{addr} is already in use by another program (is Bramble already running?). Stop that program, or choose another address with `[admin] listen` in the settings file or BRAMBLE_ADMIN__LISTEN; nothing was started.")]
+    PortInUse { addr: SocketAddr },
+    #[error("cannot listen on {addr}: {source}. Choose another address with `[admin] listen` in the settings file or BRAMBLE_ADMIN__LISTEN.")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl StartError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            StartError::Database(e) => e.code(),
+            StartError::PortInUse { .. } => "PORT_IN_USE",
+            StartError::Bind { .. } => "BIND_FAILED",
+        }
+    }
+}
+
+/// One or more tasks ended badly.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .failed.iter().map(|(task, why)| format!("{task}: {why}")).collect::<Vec<_>>().join("; "))]
+pub struct ShutdownError {
+    /// (task name, what went wrong)
+    pub failed: Vec<(String, String)>,
+}
+
+/// Shared by the tasks of one running server.
+#[derive(Clone)]
+pub struct ServerState {
+    pub settings: Arc<Settings>,
+    pub db: Database,
+    pub status: StatusBoard,
+    pub started_at: OffsetDateTime,
+}
+
+/// The running server core.
+pub struct ServerHandle {
+    tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+    shutdown: CancellationToken,
+    admin_addr: SocketAddr,
+    state: ServerState,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle").field("admin_addr", &self.admin_addr).finish()
+    }
+}
+
+/// Entry point of the server core.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// The components the Controller starts (seed: Messaging Agent, Policy
+    /// Service, Synchronization Service, MailStore Service).
+    pub fn default_components() -> Vec<Arc<dyn Component>> {
+        vec![
+            Arc::new(crate::messaging_agent::MessagingAgent),
+            Arc::new(crate::policy::PolicyService),
+            Arc::new(crate::sync::SynchronizationService),
+            Arc::new(crate::mailstore::MailStoreService),
+        ]
+    }
+
+    /// Binds the Administration Service on `settings.admin.listen` and
+    /// starts everything.
+    pub async fn start(settings: Settings) -> Result<ServerHandle, StartError> {
+        let listener = bind(settings.admin.listen).await?;
+        Self::start_with(settings, listener, Self::default_components()).await
+    }
+
+    /// Starts with a listener the caller bound (tests bind `127.0.0.1:0`)
+    /// and the given components.
+    pub async fn start_with(
+        settings: Settings,
+        listener: TcpListener,
+        components: Vec<Arc<dyn Component>>,
+    ) -> Result<ServerHandle, StartError> {
+        let admin_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: settings.admin.listen,
+            source,
+        })?;
+        let db_settings = settings.clone();
+        let db = tokio::task::spawn_blocking(move || Database::open(&db_settings))
+            .await
+            .map_err(|e| DbError::Task(e.to_string()))??;
+        let status = StatusBoard::default();
+        let state = ServerState {
+            settings: Arc::new(settings),
+            db: db.clone(),
+            status: status.clone(),
+            started_at: OffsetDateTime::now_utc(),
+        };
+        let shutdown = CancellationToken::new();
+
+        let controller = Controller::new(state.settings.controller.clone(), db, components, status);
+        let controller_task = tokio::spawn(controller.run(shutdown.clone()));
+        let admin_task = tokio::spawn(crate::admin::serve(listener, state.clone(), shutdown.clone()));
+        info!(target: "bramble::server", version = crate::VERSION, admin = %admin_addr, "Bramble started");
+        Ok(ServerHandle {
+            tasks: vec![("controller", controller_task), ("administration", admin_task)],
+            shutdown,
+            admin_addr,
+            state,
+        })
+    }
+}
+
+impl ServerHandle {
+    /// Where the Administration Service listens.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// `http://127.0.0.1:PORT`, for the console.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr)
+    }
+
+    /// Shared state: settings, database, component statuses.
+    pub fn state(&self) -> &ServerState {
+        &self.state
+    }
+
+    /// A token cancelled when the server shuts down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Resolves when any task ends on its own (which only happens on failure).
+    pub async fn any_task_ended(&mut self) -> &'static str {
+        let waits = self.tasks.iter_mut().map(|(name, handle)| {
+            Box::pin(async move {
+                let _ = (&mut *handle).await;
+                *name
+            })
+        });
+        futures::future::select_all(waits).await.0
+    }
+
+    /// Stops every task and waits for each; reports those that failed.
+    pub async fn shutdown(self) -> Result<(), ShutdownError> {
+        info!(target: "bramble::server", "shutting down");
+        self.shutdown.cancel();
+        let mut failed = Vec::new();
+        for (name, handle) in self.tasks {
+            let outcome = match handle.await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(join) if join.is_panic() => "panicked".to_owned(),
+                Err(_) => "was cancelled".to_owned(),
+            };
+            error!(target: "bramble::server", task = name, "{outcome}");
+            failed.push((name.to_owned(), outcome));
+        }
+        if failed.is_empty() {
+            info!(target: "bramble::server", "stopped");
+            Ok(())
+        } else {
+            Err(ShutdownError { failed })
+        }
+    }
+}
+
+/// Binds `addr`, turning "address in use" into words.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            StartError::PortInUse { addr }
+        } else {
+            StartError::Bind { addr, source }
+        }
+    })
+}

@@ -1,0 +1,77 @@
+import { expect, test, type Page } from '@playwright/test';
+
+const EXPECTED_COMPONENTS = [
+  'Messaging Agent',
+  'Policy Service',
+  'Synchronization Service',
+  'MailStore Service',
+];
+
+/** Console errors and uncaught exceptions seen on a page. */
+function collectPageErrors(page: Page): string[] {
+  const errors: string[] = [];
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') {
+      const where = msg.location();
+      errors.push(`console.error: ${msg.text()}${where.url ? ` (${where.url}:${where.lineNumber})` : ''}`);
+    }
+  });
+  page.on('pageerror', (err) => errors.push(`uncaught: ${err.message}`));
+  return errors;
+}
+
+function componentRow(page: Page, name: string) {
+  return page
+    .getByTestId('component-table')
+    .locator('[data-testid^="component-row-"]')
+    .filter({ has: page.getByText(name, { exact: true }) });
+}
+
+test.describe('Servers and components', () => {
+  test('lists every server component as running', async ({ page }) => {
+    await page.goto('/');
+
+    await expect(page.getByRole('heading', { name: 'Bramble Administration Service' })).toBeVisible();
+    await expect(page.getByTestId('component-table')).toBeVisible();
+
+    for (const name of EXPECTED_COMPONENTS) {
+      const row = componentRow(page, name);
+      await expect(row, `row for ${name}`).toHaveCount(1);
+      await expect(row.locator('[data-testid^="component-state-"]'), `state of ${name}`).toHaveText(
+        'running',
+      );
+    }
+    await expect(page.getByTestId('api-error')).toHaveCount(0);
+  });
+
+  test('shows the overall status as ok', async ({ page }) => {
+    await page.goto('/');
+
+    await expect(page.getByTestId('overall-status')).toHaveText('ok');
+    await expect(page.getByTestId('server-version')).not.toBeEmpty();
+  });
+
+  test('logs no console errors while loading and polling', async ({ page }) => {
+    const errors = collectPageErrors(page);
+    const failedRequests: string[] = [];
+    page.on('requestfailed', (req) =>
+      failedRequests.push(`${req.method()} ${req.url()}: ${req.failure()?.errorText ?? 'failed'}`),
+    );
+    page.on('response', (res) => {
+      if (res.status() >= 400) failedRequests.push(`${res.request().method()} ${res.url()}: HTTP ${res.status()}`);
+    });
+
+    await page.goto('/');
+    await expect(page.getByTestId('component-table')).toBeVisible();
+
+    // Let at least one more /health poll (every 5 s) happen.
+    const nextPoll = page.waitForResponse((res) => new URL(res.url()).pathname === '/health', {
+      timeout: 15_000,
+    });
+    await nextPoll;
+    await expect(page.getByTestId('component-table')).toBeVisible();
+
+    expect(errors, 'console errors').toEqual([]);
+    expect(failedRequests, 'failed requests').toEqual([]);
+  });
+});
