@@ -1,1 +1,9 @@
-fn main(){}
+//! Integration tests: one binary (see STYLE.md), one module per concern.
+//! They start the real server core on free loopback ports and run the real
+//! `bramble` executable against temporary data folders.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cli;
+mod fixture;
+mod server;

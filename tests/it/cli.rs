@@ -1,0 +1,232 @@
+//! The `bramble` command line, including what it does with bad input: a
+//! clear error naming the file or port, a non-zero exit, no panic, and no
+//! data touched.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::Connection;
+
+use crate::fixture::{bramble, bramble_bin, digest, http_get, text};
+
+fn assert_refused(output: &std::process::Output, code: &str, mentions: &str) {
+    let all = text(output);
+    assert!(!output.status.success(), "expected failure: {all}");
+    assert!(all.contains(&format!("error[{code}]")), "expected {code}: {all}");
+    assert!(all.contains(mentions), "expected mention of {mentions}: {all}");
+    assert!(!all.contains("panicked"), "{all}");
+}
+
+#[test]
+fn version() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bramble(dir.path(), &["--version"]);
+    assert!(out.status.success());
+    assert!(text(&out).contains(bramble::VERSION));
+}
+
+#[test]
+fn migrate_creates_the_database_and_check_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fresh");
+    let out = bramble(&data, &["db", "check"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("No Configuration Database"), "{}", text(&out));
+
+    let out = bramble(&data, &["db", "migrate"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(data.join("bramble.db").is_file());
+    assert!(data.join("bramble.db.key").is_file(), "master key for sealed secrets");
+
+    let out = bramble(&data, &["db", "check"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("healthy and up to date"), "{}", text(&out));
+
+    // Migrating again is harmless.
+    let out = bramble(&data, &["db", "migrate"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn unwritable_data_folder_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-folder");
+    std::fs::write(&blocker, b"a file where the data folder should be").unwrap();
+    let data = blocker.join("data");
+    let out = bramble(&data, &["db", "migrate"]);
+    assert_refused(&out, "DATA_DIR_UNWRITABLE", &blocker.display().to_string());
+}
+
+#[test]
+fn a_file_that_is_not_sqlite_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bramble.db");
+    std::fs::write(&db, b"quarterly report, definitely not a database\n").unwrap();
+    let before = digest(&db);
+    let out = bramble(dir.path(), &["db", "migrate"]);
+    assert_refused(&out, "DB_NOT_SQLITE", &db.display().to_string());
+    assert_eq!(digest(&db), before);
+    assert!(!dir.path().join("bramble.db.key").exists());
+}
+
+#[test]
+fn a_damaged_database_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    assert!(bramble(&data, &["db", "migrate"]).status.success());
+    let db = data.join("bramble.db");
+    // Overwrite the middle of the file, past the header page.
+    let mut bytes = std::fs::read(&db).unwrap();
+    assert!(bytes.len() > 8192, "database has several pages");
+    for b in &mut bytes[4096..8192] {
+        *b = 0xA5;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let before = digest(&db);
+    let out = bramble(&data, &["db", "migrate"]);
+    assert_refused(&out, "DB_CORRUPT", &db.display().to_string());
+    assert_eq!(digest(&db), before);
+    let out = bramble(&data, &["serve"]);
+    assert_refused(&out, "DB_CORRUPT", "backup");
+    assert_eq!(digest(&db), before);
+}
+
+#[test]
+fn another_applications_database_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bramble.db");
+    {
+        let mut conn = diesel::SqliteConnection::establish(&db.to_string_lossy()).unwrap();
+        conn.batch_execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL); INSERT INTO invoices VALUES (1, 9.5);")
+            .unwrap();
+    }
+    let before = digest(&db);
+    let out = bramble(dir.path(), &["db", "migrate"]);
+    assert_refused(&out, "DB_FOREIGN", &db.display().to_string());
+    assert_eq!(digest(&db), before);
+    let out = bramble(dir.path(), &["db", "check"]);
+    assert_refused(&out, "DB_FOREIGN", "another application");
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(bramble(dir.path(), &["db", "migrate"]).status.success());
+    let db = dir.path().join("bramble.db");
+    {
+        let mut conn = diesel::SqliteConnection::establish(&db.to_string_lossy()).unwrap();
+        conn.batch_execute("INSERT INTO __diesel_schema_migrations (version) VALUES ('29991231000000');")
+            .unwrap();
+    }
+    let before = digest(&db);
+    let out = bramble(dir.path(), &["db", "migrate"]);
+    assert_refused(&out, "DB_TOO_NEW", "newer Bramble");
+    assert_eq!(digest(&db), before);
+}
+
+#[test]
+fn malformed_settings_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bramble.toml");
+    std::fs::write(&file, "[admin]\nlisten = \"127.0.0.1:3180\"\n[controller\n").unwrap();
+    let out = bramble(dir.path(), &["--config", file.to_str().unwrap(), "serve"]);
+    assert_refused(&out, "SETTINGS_MALFORMED", &file.display().to_string());
+    assert!(!dir.path().join("bramble.db").exists(), "nothing started");
+}
+
+#[test]
+fn unknown_setting_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bramble.toml");
+    std::fs::write(&file, "[controller]\nmax_restart_per_day = 3\n").unwrap();
+    let out = bramble(dir.path(), &["--config", file.to_str().unwrap(), "db", "migrate"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("controller.max_restart_per_day"), "{}", text(&out));
+}
+
+#[test]
+fn port_in_use_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = bramble(dir.path(), &["serve", "--listen", &addr]);
+    assert_refused(&out, "PORT_IN_USE", &addr);
+}
+
+#[test]
+fn admin_create_makes_a_security_administrator() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |password: &str| {
+        let mut child = Command::new(bramble_bin())
+            .args(["admin", "create", "--login", "firstadmin", "--password-stdin"])
+            .env_remove("BRAMBLE_CONFIG")
+            .env("BRAMBLE_DATA_DIR", dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run("long enough password");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Security Administrator `firstadmin`"), "{}", text(&out));
+    let out = run("another password");
+    assert_refused(&out, "INVALID_INPUT", "already exists");
+    let out = {
+        let other = tempfile::tempdir().unwrap();
+        bramble(other.path(), &["admin", "create", "--login", "x", "--password-stdin"])
+    };
+    assert_refused(&out, "INVALID_INPUT", "at least 8 characters");
+}
+
+#[tokio::test]
+async fn serve_answers_health_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bramble_bin())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("BRAMBLE_CONFIG")
+        .env("BRAMBLE_DATA_DIR", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        lines.find_map(|l| l.ok().filter(|l| l.contains("console at")))
+    })
+    .await
+    .unwrap()
+    .expect("serve prints where the console is");
+    let url = line.rsplit(' ').next().unwrap();
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+
+    let mut doc = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (status, body) = http_get(addr, "/health").await;
+        assert_eq!(status, 200);
+        doc = serde_json::from_str(&body).unwrap();
+        if doc["status"] == "ok" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(doc["status"], "ok", "{doc}");
+    assert_eq!(doc["components"].as_array().unwrap().len(), 4);
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    let logs: Vec<_> = std::fs::read_dir(dir.path().join("logs")).unwrap().collect();
+    assert_eq!(logs.len(), 1, "one daily log file");
+}

@@ -1,0 +1,72 @@
+//! Shared helpers: temporary data folders, the `bramble` binary, and a
+//! minimal HTTP GET for talking to the Administration Service.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The `bramble` executable built for these tests.
+pub fn bramble_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bramble"))
+}
+
+/// Runs `bramble ARGS` with its data folder in `data_dir` and no settings
+/// file from the environment.
+pub fn bramble(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(bramble_bin())
+        .args(args)
+        .env_remove("BRAMBLE_CONFIG")
+        .env("BRAMBLE_DATA_DIR", data_dir)
+        .env("BRAMBLE_ADMIN__LISTEN", "127.0.0.1:0")
+        .output()
+        .expect("run bramble")
+}
+
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `GET path` over HTTP/1.1; returns (status, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// SHA-256 of a file, to prove a command left it untouched.
+pub fn digest(path: &Path) -> Vec<u8> {
+    openssl::sha::sha256(&std::fs::read(path).expect("read file")).to_vec()
+}

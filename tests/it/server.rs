@@ -1,0 +1,91 @@
+//! The server core as `bramble serve` and the desktop run it.
+
+use std::time::Duration;
+
+use bramble::config::Settings;
+use bramble::Server;
+
+use crate::fixture::http_get;
+
+fn settings(dir: &std::path::Path) -> Settings {
+    let mut settings = Settings::load_from(None, &[]).unwrap().settings;
+    settings.data_dir = dir.to_path_buf();
+    settings.admin.listen = "127.0.0.1:0".parse().unwrap();
+    settings
+}
+
+async fn health(addr: std::net::SocketAddr) -> serde_json::Value {
+    let (status, body) = http_get(addr, "/health").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn starts_reports_health_and_shuts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = Server::start(settings(dir.path())).await.unwrap();
+    let addr = handle.admin_addr();
+
+    // Components beat as soon as they start; give the real clock a moment.
+    let mut doc = health(addr).await;
+    for _ in 0..100 {
+        if doc["status"] == "ok" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        doc = health(addr).await;
+    }
+    assert_eq!(doc["status"], "ok", "{doc}");
+    assert_eq!(doc["version"], bramble::VERSION);
+    let components = doc["components"].as_array().unwrap();
+    let mut names: Vec<&str> = components.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["MailStore Service", "Messaging Agent", "Policy Service", "Synchronization Service"]
+    );
+    for component in components {
+        assert_eq!(component["state"], "running", "{component}");
+        assert!(component["last_heartbeat"].is_string(), "{component}");
+        assert_eq!(component["restarts"], 0);
+    }
+
+    // The console's API answers errors as {code, message}.
+    let (status, body) = http_get(addr, "/api/no-such-thing").await;
+    assert_eq!(status, 404);
+    let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(err["code"], "NOT_FOUND");
+
+    // The database and the log folder are in the data folder.
+    assert!(dir.path().join("bramble.db").is_file());
+
+    handle.shutdown().await.unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the console port is closed after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn two_servers_side_by_side() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let one = Server::start(settings(a.path())).await.unwrap();
+    let two = Server::start(settings(b.path())).await.unwrap();
+    assert_ne!(one.admin_addr(), two.admin_addr());
+    assert_eq!(health(one.admin_addr()).await["components"].as_array().unwrap().len(), 4);
+    assert_eq!(health(two.admin_addr()).await["components"].as_array().unwrap().len(), 4);
+    one.shutdown().await.unwrap();
+    two.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn port_in_use_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut s = settings(dir.path());
+    s.admin.listen = taken.local_addr().unwrap();
+    let err = Server::start(s).await.unwrap_err();
+    assert_eq!(err.code(), "PORT_IN_USE");
+    assert!(err.to_string().contains(&taken.local_addr().unwrap().to_string()));
+}
