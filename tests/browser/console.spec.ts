@@ -20,6 +20,19 @@ function collectPageErrors(page: Page): string[] {
   return errors;
 }
 
+/**
+ * Wait until the console shows the health report, failing with the
+ * administrator-facing error text when it shows an API error instead.
+ */
+async function waitForHealthReport(page: Page): Promise<void> {
+  const table = page.getByTestId('component-table');
+  const apiError = page.getByTestId('api-error');
+  await expect(table.or(apiError).first()).toBeVisible();
+  if (!(await table.isVisible()) && (await apiError.isVisible())) {
+    throw new Error(`The console shows an API error instead of the health report: ${await apiError.innerText()}`);
+  }
+}
+
 function componentRow(page: Page, name: string) {
   return page
     .getByTestId('component-table')
@@ -32,7 +45,7 @@ test.describe('Servers and components', () => {
     await page.goto('/');
 
     await expect(page.getByRole('heading', { name: 'Bramble Administration Service' })).toBeVisible();
-    await expect(page.getByTestId('component-table')).toBeVisible();
+    await waitForHealthReport(page);
 
     for (const name of EXPECTED_COMPONENTS) {
       const row = componentRow(page, name);
@@ -46,6 +59,7 @@ test.describe('Servers and components', () => {
 
   test('shows the overall status as ok', async ({ page }) => {
     await page.goto('/');
+    await waitForHealthReport(page);
 
     await expect(page.getByTestId('overall-status')).toHaveText('ok');
     await expect(page.getByTestId('server-version')).not.toBeEmpty();
@@ -62,7 +76,7 @@ test.describe('Servers and components', () => {
     });
 
     await page.goto('/');
-    await expect(page.getByTestId('component-table')).toBeVisible();
+    await waitForHealthReport(page);
 
     // Let at least one more /health poll (every 5 s) happen.
     const nextPoll = page.waitForResponse((res) => new URL(res.url()).pathname === '/health', {

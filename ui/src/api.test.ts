@@ -1,0 +1,174 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+
+vi.mock('@tauri-apps/api/core', () => ({ invoke: vi.fn() }));
+
+import { invoke } from '@tauri-apps/api/core';
+import { ApiError, ErrorCodes, getHealth, request, resetEndpoint } from './api';
+import { jsonResponse, sampleHealth } from './test/fixtures';
+
+const invokeMock = vi.mocked(invoke);
+
+async function caught(promise: Promise<unknown>): Promise<ApiError> {
+  try {
+    await promise;
+  } catch (err) {
+    expect(err).toBeInstanceOf(ApiError);
+    return err as ApiError;
+  }
+  throw new Error('expected the request to fail');
+}
+
+beforeEach(() => {
+  resetEndpoint();
+  invokeMock.mockReset();
+});
+
+afterEach(() => {
+  delete (window as unknown as Record<string, unknown>).__TAURI_INTERNALS__;
+  resetEndpoint();
+});
+
+describe('api client in a browser', () => {
+  it('uses same-origin URLs and no Authorization header', async () => {
+    const fetchMock = vi.fn().mockResolvedValue(jsonResponse(sampleHealth()));
+    vi.stubGlobal('fetch', fetchMock);
+
+    const doc = await getHealth();
+
+    expect(doc.components).toHaveLength(4);
+    expect(fetchMock).toHaveBeenCalledTimes(1);
+    const [url, init] = fetchMock.mock.calls[0] as [string, RequestInit];
+    expect(url).toBe('/health');
+    expect((init.headers as Record<string, string>).Authorization).toBeUndefined();
+    expect(invokeMock).not.toHaveBeenCalled();
+  });
+
+  it('turns a JSON error document into an ApiError with its code and message', async () => {
+    vi.stubGlobal(
+      'fetch',
+      vi.fn().mockResolvedValue(
+        jsonResponse(
+          { code: 'POLICY_NOT_FOUND', message: 'No IT policy is named "Default".' },
+          404,
+          'Not Found',
+        ),
+      ),
+    );
+
+    const err = await caught(request('/api/policies/Default'));
+    expect(err.code).toBe('POLICY_NOT_FOUND');
+    expect(err.message).toBe('No IT policy is named "Default".');
+    expect(err.status).toBe(404);
+  });
+
+  it('maps an error status without an error document to UNEXPECTED_RESPONSE', async () => {
+    vi.stubGlobal(
+      'fetch',
+      vi.fn().mockResolvedValue(new Response('<h1>Bad gateway</h1>', { status: 502, statusText: 'Bad Gateway' })),
+    );
+
+    const err = await caught(getHealth());
+    expect(err.code).toBe(ErrorCodes.UNEXPECTED_RESPONSE);
+    expect(err.status).toBe(502);
+    expect(err.message).toContain('502');
+  });
+
+  it('maps a network failure to SERVER_UNREACHABLE naming the address', async () => {
+    vi.stubGlobal('fetch', vi.fn().mockRejectedValue(new TypeError('Failed to fetch')));
+
+    const err = await caught(getHealth());
+    expect(err.code).toBe('SERVER_UNREACHABLE');
+    expect(err.status).toBeUndefined();
+    expect(err.message).toContain('The Bramble server could not be reached at');
+    expect(err.message).toContain(window.location.origin);
+  });
+
+  it('maps a request that never answers to SERVER_UNREACHABLE', async () => {
+    vi.stubGlobal(
+      'fetch',
+      vi.fn(
+        (_url: string, init: RequestInit) =>
+          new Promise<Response>((_resolve, reject) => {
+            init.signal?.addEventListener('abort', () =>
+              reject(new DOMException('The operation was aborted.', 'AbortError')),
+            );
+          }),
+      ),
+    );
+
+    const err = await caught(request('/health', { timeoutMs: 20 }));
+    expect(err.code).toBe('SERVER_UNREACHABLE');
+    expect(err.message).toContain('no answer within');
+  });
+
+  it('rejects a 2xx answer that is not JSON with INVALID_RESPONSE', async () => {
+    vi.stubGlobal('fetch', vi.fn().mockResolvedValue(new Response('<!doctype html><html></html>', { status: 200 })));
+
+    const err = await caught(getHealth());
+    expect(err.code).toBe(ErrorCodes.INVALID_RESPONSE);
+  });
+
+  it('rejects JSON that is not a health document with INVALID_RESPONSE', async () => {
+    vi.stubGlobal('fetch', vi.fn().mockResolvedValue(jsonResponse({ hello: 'world' })));
+
+    const err = await caught(getHealth());
+    expect(err.code).toBe(ErrorCodes.INVALID_RESPONSE);
+  });
+});
+
+describe('api client in the desktop shell', () => {
+  beforeEach(() => {
+    (window as unknown as Record<string, unknown>).__TAURI_INTERNALS__ = {};
+  });
+
+  it('asks the shell for the endpoint once and sends the bearer token', async () => {
+    invokeMock.mockResolvedValue({ base_url: 'http://127.0.0.1:3999/', token: 's3cret' });
+    const fetchMock = vi.fn().mockImplementation(async () => jsonResponse(sampleHealth()));
+    vi.stubGlobal('fetch', fetchMock);
+
+    await getHealth();
+    await getHealth();
+
+    expect(invokeMock).toHaveBeenCalledTimes(1);
+    expect(invokeMock).toHaveBeenCalledWith('console_endpoint');
+    const [url, init] = fetchMock.mock.calls[0] as [string, RequestInit];
+    expect(url).toBe('http://127.0.0.1:3999/health');
+    expect((init.headers as Record<string, string>).Authorization).toBe('Bearer s3cret');
+  });
+
+  it('sends no Authorization header when the token is null', async () => {
+    invokeMock.mockResolvedValue({ base_url: 'http://127.0.0.1:3999', token: null });
+    const fetchMock = vi.fn().mockResolvedValue(jsonResponse(sampleHealth()));
+    vi.stubGlobal('fetch', fetchMock);
+
+    await getHealth();
+
+    const [url, init] = fetchMock.mock.calls[0] as [string, RequestInit];
+    expect(url).toBe('http://127.0.0.1:3999/health');
+    expect((init.headers as Record<string, string>).Authorization).toBeUndefined();
+  });
+
+  it('names the shell-provided address when the server is unreachable', async () => {
+    invokeMock.mockResolvedValue({ base_url: 'http://127.0.0.1:3999', token: null });
+    vi.stubGlobal('fetch', vi.fn().mockRejectedValue(new TypeError('Failed to fetch')));
+
+    const err = await caught(getHealth());
+    expect(err.code).toBe('SERVER_UNREACHABLE');
+    expect(err.message).toContain('could not be reached at http://127.0.0.1:3999');
+  });
+
+  it('reports a failing console_endpoint command and asks again next time', async () => {
+    invokeMock.mockRejectedValueOnce('no server configured');
+    const fetchMock = vi.fn().mockResolvedValue(jsonResponse(sampleHealth()));
+    vi.stubGlobal('fetch', fetchMock);
+
+    const err = await caught(getHealth());
+    expect(err.code).toBe(ErrorCodes.CONSOLE_ENDPOINT_UNAVAILABLE);
+    expect(err.message).toContain('no server configured');
+    expect(fetchMock).not.toHaveBeenCalled();
+
+    invokeMock.mockResolvedValueOnce({ base_url: 'http://127.0.0.1:3999', token: null });
+    await expect(getHealth()).resolves.toMatchObject({ version: '0.1.0' });
+    expect(invokeMock).toHaveBeenCalledTimes(2);
+  });
+});

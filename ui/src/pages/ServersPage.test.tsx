@@ -1,0 +1,132 @@
+import { describe, expect, it, vi, beforeEach } from 'vitest';
+import { fireEvent, render, screen, waitFor, within } from '@testing-library/react';
+import { MantineProvider } from '@mantine/core';
+import { App } from '../App';
+import { ServersPage } from './ServersPage';
+import { resetEndpoint } from '../api';
+import { jsonResponse, sampleHealth } from '../test/fixtures';
+
+function renderApp() {
+  return render(
+    <MantineProvider>
+      <App />
+    </MantineProvider>,
+  );
+}
+
+beforeEach(() => {
+  resetEndpoint();
+});
+
+describe('Servers and components page', () => {
+  it('shows a loader, then the server summary and the component table', async () => {
+    let answer: (r: Response) => void = () => {};
+    vi.stubGlobal(
+      'fetch',
+      vi.fn(() => new Promise<Response>((resolve) => (answer = resolve))),
+    );
+    renderApp();
+
+    expect(screen.getByText('Bramble Administration Service')).toBeTruthy();
+    expect(await screen.findByTestId('health-loading')).toBeTruthy();
+
+    answer(jsonResponse(sampleHealth()));
+
+    const table = await screen.findByTestId('component-table');
+    expect(within(table).getAllByTestId(/^component-row-/)).toHaveLength(4);
+    expect(screen.getByTestId('overall-status').textContent).toBe('degraded');
+    expect(screen.getByTestId('server-version').textContent).toBe('0.1.0');
+    expect(screen.getByTestId('server-name').textContent).toBe('bes-lab-01');
+    expect(screen.queryByTestId('health-loading')).toBeNull();
+    expect(screen.queryByTestId('api-error')).toBeNull();
+  });
+
+  it('shows the error code and message with a Retry button that recovers', async () => {
+    const fetchMock = vi
+      .fn()
+      .mockRejectedValueOnce(new TypeError('Failed to fetch'))
+      .mockResolvedValue(jsonResponse({ ...sampleHealth(), status: 'ok' }));
+    vi.stubGlobal('fetch', fetchMock);
+    renderApp();
+
+    const alert = await screen.findByTestId('api-error');
+    expect(alert.textContent).toContain('SERVER_UNREACHABLE');
+    expect(alert.textContent).toContain('The Bramble server could not be reached at');
+    expect(screen.queryByTestId('component-table')).toBeNull();
+
+    fireEvent.click(within(alert).getByRole('button', { name: /retry/i }));
+
+    await waitFor(() => expect(screen.getByTestId('overall-status').textContent).toBe('ok'));
+    expect(screen.queryByTestId('api-error')).toBeNull();
+    expect(fetchMock).toHaveBeenCalledTimes(2);
+  });
+
+  it('shows the code and message of a server error document', async () => {
+    vi.stubGlobal(
+      'fetch',
+      vi.fn().mockResolvedValue(
+        jsonResponse({ code: 'NOT_AUTHORISED', message: 'Sign in as an administrator first.' }, 401),
+      ),
+    );
+    renderApp();
+
+    const alert = await screen.findByTestId('api-error');
+    expect(alert.getAttribute('data-code')).toBe('NOT_AUTHORISED');
+    expect(within(alert).getByText('Sign in as an administrator first.')).toBeTruthy();
+  });
+
+  it('keeps the last report on screen, marked as stale, when a later poll fails', async () => {
+    const fetchMock = vi
+      .fn()
+      .mockResolvedValueOnce(jsonResponse({ ...sampleHealth(), status: 'ok' }))
+      .mockRejectedValue(new TypeError('Failed to fetch'));
+    vi.stubGlobal('fetch', fetchMock);
+    render(
+      <MantineProvider>
+        <ServersPage pollIntervalMs={30} />
+      </MantineProvider>,
+    );
+
+    const alert = await screen.findByTestId('api-error');
+    expect(alert.textContent).toContain('SERVER_UNREACHABLE');
+    expect(alert.textContent).toContain('Showing the last report received at');
+    expect(screen.getByTestId('component-table')).toBeTruthy();
+    expect(screen.getByTestId('overall-status').textContent).toBe('ok');
+    expect(screen.getByTestId('overall-status-stale')).toBeTruthy();
+  });
+
+  it('polls again after the interval and shows the new state', async () => {
+    const degraded = sampleHealth();
+    const recovered = {
+      ...sampleHealth(),
+      status: 'ok' as const,
+      components: sampleHealth().components.map((c) => ({ ...c, state: 'running' as const })),
+    };
+    const fetchMock = vi
+      .fn()
+      .mockResolvedValueOnce(jsonResponse(degraded))
+      .mockImplementation(async () => jsonResponse(recovered));
+    vi.stubGlobal('fetch', fetchMock);
+    render(
+      <MantineProvider>
+        <ServersPage pollIntervalMs={30} />
+      </MantineProvider>,
+    );
+
+    await waitFor(() => expect(screen.getByTestId('overall-status').textContent).toBe('degraded'));
+    await waitFor(() => expect(screen.getByTestId('overall-status').textContent).toBe('ok'));
+    expect(screen.getByTestId('component-state-mailstore_service').textContent).toBe('running');
+  });
+
+  it('lists the console sections with only Servers enabled', () => {
+    vi.stubGlobal('fetch', vi.fn(() => new Promise<Response>(() => {})));
+    renderApp();
+
+    const servers = screen.getByTestId('nav-servers');
+    expect(servers.getAttribute('aria-disabled')).toBeNull();
+    expect(servers.getAttribute('aria-current')).toBe('page');
+    for (const key of ['users', 'groups', 'roles', 'it-policies', 'activation', 'software', 'devices']) {
+      expect(screen.getByTestId(`nav-${key}`).getAttribute('aria-disabled')).toBe('true');
+    }
+  });
+});

@@ -1,0 +1,163 @@
+import { Alert, Button, Group, Loader, Paper, SimpleGrid, Stack, Text, Title } from '@mantine/core';
+import type { ReactNode } from 'react';
+import type { ApiError, HealthDocument } from '../api';
+import { ComponentTable } from '../components/ComponentTable';
+import { OverallStatusBadge } from '../components/StateBadge';
+import { Timestamp } from '../components/Timestamp';
+import { HEALTH_POLL_INTERVAL_MS, useHealth } from '../hooks/useHealth';
+import { useNow } from '../hooks/useNow';
+import { formatLocalTime } from '../time';
+
+export function ServersPage({
+  pollIntervalMs = HEALTH_POLL_INTERVAL_MS,
+}: {
+  /** How often to ask for `/health` again (tests shorten it). */
+  pollIntervalMs?: number;
+}) {
+  const health = useHealth(pollIntervalMs);
+  const now = useNow(5_000);
+  // Never show a heartbeat as "in the future" just because the clock ticker
+  // lags behind the latest poll.
+  const effectiveNow =
+    health.receivedAt && health.receivedAt > now ? health.receivedAt : now;
+
+  return (
+    <Stack gap="lg">
+      <Title order={2}>Servers and components</Title>
+
+      {health.error && (
+        <ApiErrorAlert
+          error={health.error}
+          onRetry={health.retry}
+          retrying={health.refreshing}
+          staleSince={health.data ? health.receivedAt : null}
+        />
+      )}
+
+      {health.loading && !health.data && !health.error && (
+        <Group gap="sm" data-testid="health-loading">
+          <Loader size="sm" />
+          <Text size="sm" c="dimmed">
+            Asking the Bramble server for its state…
+          </Text>
+        </Group>
+      )}
+
+      {health.data && (
+        <>
+          <ServerSummary health={health.data} now={effectiveNow} stale={health.error !== null} />
+          <Paper withBorder p="xs">
+            <ComponentTable components={health.data.components} now={effectiveNow} />
+          </Paper>
+          <Text size="xs" c="dimmed" data-testid="health-updated">
+            {health.receivedAt
+              ? `Updated ${formatLocalTime(health.receivedAt)}; refreshes every ${Math.round(pollIntervalMs / 1000)} seconds.`
+              : null}
+          </Text>
+        </>
+      )}
+    </Stack>
+  );
+}
+
+function ServerSummary({
+  health,
+  now,
+  stale,
+}: {
+  health: HealthDocument;
+  now: Date;
+  /** The last poll failed: what is shown is the last known state. */
+  stale: boolean;
+}) {
+  const notRunning = health.components.filter((c) => c.state !== 'running').length;
+  return (
+    <Paper withBorder p="md">
+      <SimpleGrid cols={{ base: 1, xs: 2, md: 4 }} spacing="lg">
+        <Field label="Overall status">
+          <Group gap="xs">
+            <OverallStatusBadge status={health.status} />
+            {stale && (
+              <Text size="xs" c="red.7" data-testid="overall-status-stale">
+                last known
+              </Text>
+            )}
+            {notRunning > 0 && (
+              <Text size="xs" c="dimmed">
+                {notRunning} of {health.components.length} components not running
+              </Text>
+            )}
+          </Group>
+        </Field>
+        <Field label="Server">
+          <Text fw={500} data-testid="server-name">
+            {health.server}
+          </Text>
+        </Field>
+        <Field label="Version">
+          <Text fw={500} data-testid="server-version">
+            {health.version}
+          </Text>
+        </Field>
+        <Field label="Started">
+          <Timestamp value={health.started_at} now={now} missing="unknown" testId="server-started" />
+        </Field>
+      </SimpleGrid>
+    </Paper>
+  );
+}
+
+function Field({ label, children }: { label: string; children: ReactNode }) {
+  return (
+    <Stack gap={4}>
+      <Text size="xs" c="dimmed" tt="uppercase" fw={600}>
+        {label}
+      </Text>
+      {children}
+    </Stack>
+  );
+}
+
+function ApiErrorAlert({
+  error,
+  onRetry,
+  retrying,
+  staleSince,
+}: {
+  error: ApiError;
+  onRetry: () => void;
+  retrying: boolean;
+  staleSince: Date | null;
+}) {
+  return (
+    <Alert
+      color="red"
+      variant="light"
+      title={error.code}
+      data-testid="api-error"
+      data-code={error.code}
+      role="alert"
+    >
+      <Stack gap="sm" align="flex-start">
+        <Text size="sm" data-testid="api-error-message">
+          {error.message}
+        </Text>
+        {staleSince && (
+          <Text size="xs" c="dimmed">
+            Showing the last report received at {formatLocalTime(staleSince)}.
+          </Text>
+        )}
+        <Button
+          size="xs"
+          color="red"
+          variant="outline"
+          onClick={onRetry}
+          loading={retrying}
+          data-testid="api-error-retry"
+        >
+          Retry
+        </Button>
+      </Stack>
+    </Alert>
+  );
+}
