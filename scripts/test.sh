@@ -27,7 +27,7 @@ browser_tests() {
   port=$(free_port)
   data=$(mktemp -d /tmp/bramble-browser-XXXXXX)
   cargo build --bin bramble
-  BRAMBLE_DATA_DIR="$data" "$CARGO_TARGET_DIR/debug/bramble" serve --listen "127.0.0.1:$port" \
+  BRAMBLE_DATA_DIR="$data" BRAMBLE_ROUTER__LAN_LISTEN=127.0.0.1:0 "$CARGO_TARGET_DIR/debug/bramble" serve --listen "127.0.0.1:$port" \
     >"$ARTIFACTS/serve.log" 2>&1 &
   pid=$!
   if ! wait_for_health "http://127.0.0.1:$port" 60; then

@@ -14,6 +14,12 @@
 //!   their heartbeats, restarts those that hang or crash.
 //! - [`admin`]: the BlackBerry Administration Service — the console's HTTP
 //!   JSON API and the web UI it serves.
+//! - [`router`]: the BlackBerry Router — the outbound SRP link to the relay
+//!   and the LAN path for devices connected directly.
+//! - [`dispatcher`]: the BlackBerry Dispatcher — compress + encrypt to
+//!   devices, decrypt + decompress from them, the outbound queue with
+//!   delivery confirmation and resend, users assigned to Messaging Agents.
+//! - [`clock`]: wall time that tests drive with a paused tokio clock.
 //! - [`messaging_agent`], [`policy`], [`sync`], [`mailstore`]: the components
 //!   the Controller starts (seed: "The BlackBerry Controller is also
 //!   responsible for starting…"). Their protocol work arrives with later
@@ -22,14 +28,17 @@
 //!   named tasks and the shutdown signal.
 
 pub mod admin;
+pub mod clock;
 pub mod component;
 pub mod config;
 pub mod controller;
 pub mod db;
+pub mod dispatcher;
 pub mod logging;
 pub mod mailstore;
 pub mod messaging_agent;
 pub mod policy;
+pub mod router;
 pub mod server;
 pub mod sync;
 

@@ -15,10 +15,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use crate::clock::Clock;
 use crate::component::Component;
 use crate::config::Settings;
 use crate::controller::{Controller, StatusBoard};
 use crate::db::{Database, DbError};
+use crate::dispatcher::keys::KeyCache;
+use crate::dispatcher::{assignment, Dispatcher};
+use crate::router::RouterHandle;
 
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +63,29 @@ pub struct ServerState {
     pub db: Database,
     pub status: StatusBoard,
     pub started_at: OffsetDateTime,
+    pub dispatcher: Dispatcher,
+}
+
+/// The sockets a server listens on; bound by the caller so tests can use
+/// `127.0.0.1:0` and run many servers side by side.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The Administration Service (console and API).
+    pub admin: TcpListener,
+    /// The Router's LAN path for directly connected devices, if enabled.
+    pub lan: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses the settings name.
+    pub async fn bind(settings: &Settings) -> Result<Listeners, StartError> {
+        let admin = bind(settings.admin.listen).await?;
+        let lan = match settings.router.lan_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        Ok(Listeners { admin, lan })
+    }
 }
 
 /// The running server core.
@@ -66,6 +93,7 @@ pub struct ServerHandle {
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
     shutdown: CancellationToken,
     admin_addr: SocketAddr,
+    lan_addr: Option<SocketAddr>,
     state: ServerState,
 }
 
@@ -94,42 +122,89 @@ impl Server {
     /// Binds the Administration Service on `settings.admin.listen` and
     /// starts everything.
     pub async fn start(settings: Settings) -> Result<ServerHandle, StartError> {
-        let listener = bind(settings.admin.listen).await?;
-        Self::start_with(settings, listener, Self::default_components()).await
+        let listeners = Listeners::bind(&settings).await?;
+        Self::start_with(settings, listeners, Self::default_components()).await
     }
 
     /// Starts with a listener the caller bound (tests bind `127.0.0.1:0`)
     /// and the given components.
     pub async fn start_with(
         settings: Settings,
-        listener: TcpListener,
+        listeners: Listeners,
         components: Vec<Arc<dyn Component>>,
     ) -> Result<ServerHandle, StartError> {
-        let admin_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        let admin_addr = listeners.admin.local_addr().map_err(|source| StartError::Bind {
             addr: settings.admin.listen,
             source,
         })?;
+        let lan_addr = listeners.lan.as_ref().and_then(|l| l.local_addr().ok());
         let db_settings = settings.clone();
-        let db = tokio::task::spawn_blocking(move || Database::open(&db_settings))
-            .await
-            .map_err(|e| DbError::Task(e.to_string()))??;
+        let db = tokio::task::spawn_blocking(move || -> Result<Database, DbError> {
+            let db = Database::open(&db_settings)?;
+            db.run_blocking(|conn| {
+                let agents = assignment::ensure_agents(conn, &db_settings.server_name, db_settings.messaging_agents)?;
+                assignment::assign_unassigned(conn, &agents)
+            })?;
+            Ok(db)
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))??;
         let status = StatusBoard::default();
+        let router = RouterHandle::new();
+        let dispatcher = Dispatcher::new(
+            db.clone(),
+            KeyCache::new(db.clone()),
+            router.clone(),
+            settings.dispatcher.clone(),
+            Clock::new(),
+        );
         let state = ServerState {
             settings: Arc::new(settings),
             db: db.clone(),
             status: status.clone(),
             started_at: OffsetDateTime::now_utc(),
+            dispatcher: dispatcher.clone(),
         };
         let shutdown = CancellationToken::new();
+        let (events_tx, events_rx) = tokio::sync::mpsc::channel(4096);
 
+        let mut tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
+        tasks.push(("dispatcher", tokio::spawn(dispatcher.clone().run(events_rx, shutdown.clone()))));
+        tasks.push((
+            "router",
+            tokio::spawn(crate::router::link::run(
+                state.settings.router.clone(),
+                state.settings.server_name.clone(),
+                db.clone(),
+                router.clone(),
+                events_tx.clone(),
+                shutdown.clone(),
+            )),
+        ));
+        if let Some(lan) = listeners.lan {
+            tasks.push((
+                "router-lan",
+                tokio::spawn(crate::router::lan::serve(
+                    lan,
+                    router,
+                    dispatcher.keys().clone(),
+                    events_tx,
+                    shutdown.clone(),
+                )),
+            ));
+        }
         let controller = Controller::new(state.settings.controller.clone(), db, components, status);
-        let controller_task = tokio::spawn(controller.run(shutdown.clone()));
-        let admin_task = tokio::spawn(crate::admin::serve(listener, state.clone(), shutdown.clone()));
-        info!(target: "bramble::server", version = crate::VERSION, admin = %admin_addr, "Bramble started");
+        tasks.push(("controller", tokio::spawn(controller.run(shutdown.clone()))));
+        tasks.push((
+            "administration",
+            tokio::spawn(crate::admin::serve(listeners.admin, state.clone(), shutdown.clone())),
+        ));
+        info!(target: "bramble::server", version = crate::VERSION, admin = %admin_addr, lan = ?lan_addr, "Bramble started");
         Ok(ServerHandle {
-            tasks: vec![("controller", controller_task), ("administration", admin_task)],
+            tasks,
             shutdown,
             admin_addr,
+            lan_addr,
             state,
         })
     }
@@ -139,6 +214,16 @@ impl ServerHandle {
     /// Where the Administration Service listens.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Where the Router's LAN path listens, if enabled.
+    pub fn lan_addr(&self) -> Option<SocketAddr> {
+        self.lan_addr
+    }
+
+    /// The Dispatcher: send to devices, subscribe to delivery events.
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.state.dispatcher
     }
 
     /// `http://127.0.0.1:PORT`, for the console.

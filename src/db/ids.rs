@@ -60,4 +60,5 @@ id_type!(
     MessageHopId,
     StatisticsId,
     AuditEntryId,
+    OutboundId,
 );

@@ -254,6 +254,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    outbound_queue (id) {
+        id -> BigInt,
+        ref_id -> Text,
+        pin -> Text,
+        content_type -> Integer,
+        priority -> Bool,
+        envelope -> Binary,
+        state -> Text,
+        attempts -> Integer,
+        created_at -> Timestamp,
+        last_sent_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::joinable!(messaging_agents -> servers (server_id));
 diesel::joinable!(users -> messaging_agents (messaging_agent_id));
 diesel::joinable!(group_members -> groups (group_id));
@@ -294,4 +309,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     message_hops,
     statistics,
     audit_log,
+    outbound_queue,
 );

@@ -195,6 +195,7 @@ async fn serve_answers_health_and_stops_on_sigterm() {
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env_remove("BRAMBLE_CONFIG")
         .env("BRAMBLE_DATA_DIR", dir.path())
+        .env("BRAMBLE_ROUTER__LAN_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -19,6 +19,7 @@ pub fn bramble(data_dir: &Path, args: &[&str]) -> Output {
         .env_remove("BRAMBLE_CONFIG")
         .env("BRAMBLE_DATA_DIR", data_dir)
         .env("BRAMBLE_ADMIN__LISTEN", "127.0.0.1:0")
+        .env("BRAMBLE_ROUTER__LAN_LISTEN", "127.0.0.1:0")
         .output()
         .expect("run bramble")
 }

@@ -7,3 +7,4 @@
 mod cli;
 mod fixture;
 mod server;
+mod wireless;

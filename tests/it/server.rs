@@ -11,6 +11,7 @@ fn settings(dir: &std::path::Path) -> Settings {
     let mut settings = Settings::load_from(None, &[]).unwrap().settings;
     settings.data_dir = dir.to_path_buf();
     settings.admin.listen = "127.0.0.1:0".parse().unwrap();
+    settings.router.lan_listen = Some("127.0.0.1:0".parse().unwrap());
     settings
 }
 

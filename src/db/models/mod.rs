@@ -3,8 +3,20 @@
 //! and `delete_*`, each taking a `&mut Conn` so callers choose the thread
 //! (see [`crate::db::Database::run`]) and can group calls in a transaction.
 
-pub mod group;
 pub mod administrator;
+pub mod audit;
+pub mod device;
+pub mod device_key;
+pub mod group;
+pub mod it_policy;
+pub mod message;
+pub mod message_filter;
+pub mod outbound;
+pub mod server;
+pub mod service_book;
+pub mod software;
+pub mod srp_connection;
+pub mod statistics;
 pub mod user;
 
 #[cfg(test)]

@@ -184,6 +184,26 @@ impl User {
             .collect())
     }
 
+    /// Users not yet served by any Messaging Agent, oldest first.
+    pub fn find_unassigned(conn: &mut Conn, limit: i64) -> DbResult<Vec<User>> {
+        Ok(users::table
+            .filter(users::messaging_agent_id.is_null())
+            .order(users::id.asc())
+            .limit(limit)
+            .select(UserRow::as_select())
+            .load(conn)?
+            .into_iter()
+            .map(User::from)
+            .collect())
+    }
+
+    /// Moves users to a Messaging Agent (or none).
+    pub fn set_messaging_agent(conn: &mut Conn, ids: &[UserId], agent: Option<MessagingAgentId>) -> DbResult<usize> {
+        Ok(diesel::update(users::table.filter(users::id.eq_any(ids)))
+            .set((users::messaging_agent_id.eq(agent), users::updated_at.eq(now())))
+            .execute(conn)?)
+    }
+
     /// Writes every field back; `updated_at` becomes now.
     pub fn save(&mut self, conn: &mut Conn) -> DbResult<()> {
         self.updated_at = now();

@@ -1,0 +1,278 @@
+//! The device: configuration, keys, the RefIDs it has shown, and making a
+//! link (hello, LAN proof, welcome).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use bramble_proto::control::{lan_proof, Control};
+use bramble_proto::envelope::TransportKey;
+use bramble_proto::frame::{Frame, DEFAULT_MAX_MESSAGE};
+use bramble_proto::io::{read_frame, write_frame};
+use bramble_proto::{ContentType, Pin, RefId};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+use tracing::{debug, warn};
+
+use crate::connection::Connection;
+use crate::keys::KeyStore;
+use crate::seen::SeenRefs;
+use crate::DeviceError;
+
+/// The relay's default port for device links.
+pub const DEFAULT_RELAY_PORT: u16 = 3102;
+
+/// RefID of link-control packets (hello, proof, pong) that are about no
+/// message.
+pub const LINK_REF_ID: RefId = RefId(0);
+
+/// Who the device is and the limits it keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceConfig {
+    pub pin: Pin,
+    /// The SRP ID of the device's enterprise server, once activation has
+    /// told it; the relay routes the device's traffic there.
+    pub srp_id: Option<String>,
+    pub model: String,
+    pub os_version: String,
+    /// Largest message accepted or sent, after decompression (default 16 MiB).
+    pub max_message: usize,
+    /// How many RefIDs are remembered to show each message once (default 10 000).
+    pub dedupe_window: usize,
+    /// Limit on connecting and the hello exchange (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Limit on writing one packet to the peer (default 30 s); a peer that
+    /// stops reading for longer loses the link.
+    pub write_timeout: Duration,
+}
+
+impl DeviceConfig {
+    /// A reference device with the default limits.
+    pub fn new(pin: Pin) -> DeviceConfig {
+        DeviceConfig {
+            pin,
+            srp_id: None,
+            model: "Bramble reference device".to_owned(),
+            os_version: "5.0.0".to_owned(),
+            max_message: DEFAULT_MAX_MESSAGE,
+            dedupe_window: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where a device connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// Over the wireless network: the relay's device port (plain TCP,
+    /// [`DEFAULT_RELAY_PORT`]); the relay answers the hello with `welcome`.
+    Relay(SocketAddr),
+    /// Connected to the organization's network: the Router's LAN listener,
+    /// which challenges the device to prove its transport key.
+    Lan(SocketAddr),
+}
+
+impl Path {
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Path::Relay(addr) | Path::Lan(addr) => *addr,
+        }
+    }
+}
+
+/// What every link of one device shares.
+pub(crate) struct DeviceInner {
+    pub(crate) config: DeviceConfig,
+    keys: RwLock<KeyStore>,
+    seen: Mutex<SeenRefs>,
+}
+
+impl DeviceInner {
+    pub(crate) fn keys(&self) -> RwLockReadGuard<'_, KeyStore> {
+        self.keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn seen(&self) -> MutexGuard<'_, SeenRefs> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn with_keys_mut<T>(&self, f: impl FnOnce(&mut KeyStore) -> T) -> T {
+        let mut keys = self
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut keys)
+    }
+}
+
+/// One smartphone: a PIN, its keys, and the messages it has shown.
+///
+/// Cheap to clone (the clones are the same device). The RefIDs already
+/// shown belong to the device, not to a link, so a message sent again
+/// after a reconnect is still shown once.
+#[derive(Clone)]
+pub struct Device {
+    pub(crate) inner: Arc<DeviceInner>,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("pin", &self.inner.config.pin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Device {
+    pub fn new(config: DeviceConfig, keys: KeyStore) -> Device {
+        let seen = SeenRefs::new(config.dedupe_window);
+        Device {
+            inner: Arc::new(DeviceInner {
+                config,
+                keys: RwLock::new(keys),
+                seen: Mutex::new(seen),
+            }),
+        }
+    }
+
+    pub fn pin(&self) -> Pin {
+        self.inner.config.pin
+    }
+
+    pub fn config(&self) -> &DeviceConfig {
+        &self.inner.config
+    }
+
+    /// A copy of the key store as it is now.
+    pub fn keys(&self) -> KeyStore {
+        self.inner.keys().clone()
+    }
+
+    /// Replaces all keys (links already up use the new ones at once).
+    pub fn set_keys(&self, keys: KeyStore) {
+        self.inner.with_keys_mut(|k| *k = keys);
+    }
+
+    /// See [`KeyStore::install_pending`].
+    pub fn install_pending_key(&self, key: TransportKey) {
+        self.inner.with_keys_mut(|k| k.install_pending(key));
+    }
+
+    /// See [`KeyStore::promote`].
+    pub fn promote_keys(&self) -> bool {
+        self.inner.with_keys_mut(KeyStore::promote)
+    }
+
+    /// How many RefIDs the device remembers having shown.
+    pub fn remembered(&self) -> usize {
+        self.inner.seen().len()
+    }
+
+    /// Connects, says hello, answers the LAN challenge on [`Path::Lan`],
+    /// and waits for `welcome` or `refused`, all within
+    /// [`DeviceConfig::handshake_timeout`]. Then a background task runs
+    /// the link until the peer closes it or [`Connection::close`].
+    pub async fn connect(&self, path: Path) -> Result<Connection, DeviceError> {
+        let config = &self.inner.config;
+        let addr = path.addr();
+        let limit = config.handshake_timeout;
+        let deadline = Instant::now() + limit;
+        let stream = match timeout_at(deadline, TcpStream::connect(addr)).await {
+            Err(_) => return Err(DeviceError::HandshakeTimeout(limit)),
+            Ok(Err(e)) => {
+                return Err(DeviceError::Connect {
+                    addr,
+                    source: Arc::new(e),
+                })
+            }
+            Ok(Ok(stream)) => stream,
+        };
+        // Small packets (confirmations, proofs) must not wait for Nagle.
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let (mut reader, mut writer) = stream.into_split();
+        let pin = config.pin;
+        let hello = Control::DeviceHello {
+            pin,
+            srp_id: config.srp_id.clone(),
+            model: config.model.clone(),
+            os_version: config.os_version.clone(),
+        };
+        handshake_write(&mut writer, hello.frame(pin, LINK_REF_ID), deadline, limit).await?;
+        loop {
+            let frame = match timeout_at(deadline, read_frame(&mut reader)).await {
+                Err(_) => return Err(DeviceError::HandshakeTimeout(limit)),
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok(None)) => return Err(DeviceError::HandshakeClosed),
+                Ok(Ok(Some(frame))) => frame,
+            };
+            if frame.content_type != ContentType::Control {
+                debug!(%pin, content_type = ?frame.content_type, ref_id = %frame.ref_id,
+                       "packet before welcome ignored");
+                continue;
+            }
+            match Control::from_frame(&frame) {
+                Ok(Control::Welcome) => break,
+                Ok(Control::Refused { reason }) => return Err(DeviceError::Refused(reason)),
+                Ok(Control::LanChallenge { nonce }) => {
+                    if let Path::Relay(_) = path {
+                        // A proof is only for the Router: answering on the
+                        // relay path would let anyone on it collect proofs.
+                        return Err(DeviceError::Unexpected(
+                            "a LAN challenge on the relay path".to_owned(),
+                        ));
+                    }
+                    let proof = {
+                        let keys = self.inner.keys();
+                        let key = keys.current().ok_or(DeviceError::NoKey)?;
+                        Control::LanProof {
+                            key_id: key.id,
+                            proof: lan_proof(key.secret(), pin, &nonce),
+                        }
+                    };
+                    handshake_write(&mut writer, proof.frame(pin, LINK_REF_ID), deadline, limit)
+                        .await?;
+                }
+                Ok(Control::Ping) => {
+                    handshake_write(
+                        &mut writer,
+                        Control::Pong.frame(pin, frame.ref_id),
+                        deadline,
+                        limit,
+                    )
+                    .await?
+                }
+                Ok(other) => debug!(%pin, control = ?other, "control before welcome ignored"),
+                Err(e) => {
+                    warn!(%pin, error = %e, "unreadable control packet before welcome ignored")
+                }
+            }
+        }
+        debug!(%pin, ?path, "link up");
+        Ok(Connection::start(self.inner.clone(), path, reader, writer))
+    }
+}
+
+async fn handshake_write(
+    writer: &mut OwnedWriteHalf,
+    frame: Frame,
+    deadline: Instant,
+    limit: Duration,
+) -> Result<(), DeviceError> {
+    let write = async {
+        write_frame(writer, &frame).await?;
+        writer.flush().await?;
+        Ok::<(), DeviceError>(())
+    };
+    timeout_at(deadline, write)
+        .await
+        .unwrap_or(Err(DeviceError::HandshakeTimeout(limit)))
+}

@@ -1,0 +1,220 @@
+//! Plain messages between neighbours on a link, carried as JSON in
+//! [`ContentType::Control`](crate::ContentType::Control) packets, and the
+//! [`ErrorReport`] of [`ContentType::Error`](crate::ContentType::Error)
+//! packets. They are not end-to-end encrypted: the server↔relay link is TLS,
+//! and nothing here is secret.
+//!
+//! SRP link authentication (server → relay, after TLS is up):
+//! 1. server: `srp_hello {srp_id, nonce}` (32 random bytes, hex)
+//! 2. relay: `srp_challenge {nonce, proof}` with
+//!    `proof = HMAC-SHA256(srp_key, "relay" || srp_id || server_nonce || relay_nonce)`
+//!    — the relay proves it knows the key first, so a server never answers
+//!    an impostor.
+//! 3. server checks it, then: `srp_response {proof}` with
+//!    `proof = HMAC-SHA256(srp_key, "server" || srp_id || server_nonce || relay_nonce)`
+//! 4. relay: `srp_accepted` or `srp_rejected {reason}` and closes.
+//! 5. server: `server_info {…}` (the "basic information packet").
+//!
+//! Device link (device → relay, or device → Router on the LAN):
+//! `device_hello {pin, …}`; the Router (LAN) answers `lan_challenge
+//! {nonce}` and the device proves it holds its transport key with
+//! `lan_proof {key_id, proof = HMAC-SHA256(transport_key, "lan" || PIN (8
+//! hex digits) || nonce)}`; then `welcome`.
+
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::sign::Signer;
+use serde::{Deserialize, Serialize};
+
+use crate::frame::Frame;
+use crate::{ContentType, Pin, RefId};
+
+/// Largest control or error payload accepted.
+pub const MAX_CONTROL_LEN: usize = 16 * 1024;
+
+/// What happened to a packet in the relay (reported to the server with the
+/// packet's PIN and RefID in the header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportStatus {
+    /// Handed to the device's connection.
+    DeliveredToDevice,
+    /// The device is offline; stored until it connects or the entry expires.
+    StoredForOfflineDevice,
+    /// Stored too long; dropped.
+    Expired,
+    /// No device has ever registered this PIN.
+    UnknownPin,
+    /// The device's store is full; dropped.
+    StoreFull,
+}
+
+/// Link control.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Control {
+    SrpHello { srp_id: String, nonce: String },
+    SrpChallenge { nonce: String, proof: String },
+    SrpResponse { proof: String },
+    SrpAccepted,
+    SrpRejected { reason: String },
+    /// The server's basic information packet, sent first on a new link.
+    ServerInfo { server_name: String, version: String },
+    DeviceHello {
+        pin: Pin,
+        /// The SRP ID of the device's enterprise server, once it has one
+        /// (from activation); the relay routes the device's traffic there.
+        #[serde(default)]
+        srp_id: Option<String>,
+        #[serde(default)]
+        model: String,
+        #[serde(default)]
+        os_version: String,
+    },
+    LanChallenge { nonce: String },
+    LanProof { key_id: u32, proof: String },
+    Welcome,
+    /// The link is refused; the reason is for a person.
+    Refused { reason: String },
+    /// Relay → server, about the packet whose PIN and RefID are in the header.
+    Transport { status: TransportStatus },
+    Ping,
+    Pong,
+}
+
+/// Why a control payload is not understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("control payload of {0} bytes exceeds {MAX_CONTROL_LEN}")]
+    TooLarge(usize),
+    #[error("control payload is not valid: {0}")]
+    Invalid(String),
+    #[error("expected a control packet, got {0:?}")]
+    WrongType(ContentType),
+}
+
+impl Control {
+    pub fn to_payload(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn from_payload(payload: &[u8]) -> Result<Control, ControlError> {
+        if payload.len() > MAX_CONTROL_LEN {
+            return Err(ControlError::TooLarge(payload.len()));
+        }
+        serde_json::from_slice(payload).map_err(|e| ControlError::Invalid(e.to_string()))
+    }
+
+    /// A control packet about (`pin`, `ref_id`).
+    pub fn frame(&self, pin: Pin, ref_id: RefId) -> Frame {
+        Frame::single(ContentType::Control, pin, ref_id, self.to_payload())
+    }
+
+    /// The control message in `frame`.
+    pub fn from_frame(frame: &Frame) -> Result<Control, ControlError> {
+        if frame.content_type != ContentType::Control {
+            return Err(ControlError::WrongType(frame.content_type));
+        }
+        Control::from_payload(&frame.payload)
+    }
+}
+
+/// The payload of an error packet: what went wrong with the packet whose
+/// RefID is in the header, in words for the device's user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReport {
+    pub code: String,
+    pub message: String,
+}
+
+impl ErrorReport {
+    pub const UNDECRYPTABLE: &'static str = "UNDECRYPTABLE";
+
+    pub fn frame(&self, pin: Pin, ref_id: RefId) -> Frame {
+        Frame::single(ContentType::Error, pin, ref_id, serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub fn from_payload(payload: &[u8]) -> Result<ErrorReport, ControlError> {
+        if payload.len() > MAX_CONTROL_LEN {
+            return Err(ControlError::TooLarge(payload.len()));
+        }
+        serde_json::from_slice(payload).map_err(|e| ControlError::Invalid(e.to_string()))
+    }
+}
+
+/// 32 random bytes as hex, for challenge nonces.
+pub fn nonce() -> String {
+    let mut bytes = [0u8; 32];
+    let _ = openssl::rand::rand_bytes(&mut bytes);
+    hex(&bytes)
+}
+
+/// HMAC-SHA256 over the parts, as hex.
+pub fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
+    let mac = || -> Result<Vec<u8>, openssl::error::ErrorStack> {
+        let pkey = PKey::hmac(key)?;
+        let mut signer = Signer::new(MessageDigest::sha256(), &pkey)?;
+        for part in parts {
+            signer.update(part)?;
+        }
+        signer.sign_to_vec()
+    };
+    mac().map(|m| hex(&m)).unwrap_or_default()
+}
+
+/// Compares two proofs in constant time.
+pub fn proofs_match(a: &str, b: &str) -> bool {
+    !a.is_empty() && a.len() == b.len() && openssl::memcmp::eq(a.as_bytes(), b.as_bytes())
+}
+
+/// The relay's proof in the SRP handshake.
+pub fn srp_relay_proof(key: &[u8], srp_id: &str, server_nonce: &str, relay_nonce: &str) -> String {
+    hmac_hex(key, &[b"relay", srp_id.as_bytes(), server_nonce.as_bytes(), relay_nonce.as_bytes()])
+}
+
+/// The server's proof in the SRP handshake.
+pub fn srp_server_proof(key: &[u8], srp_id: &str, server_nonce: &str, relay_nonce: &str) -> String {
+    hmac_hex(key, &[b"server", srp_id.as_bytes(), server_nonce.as_bytes(), relay_nonce.as_bytes()])
+}
+
+/// A device's proof of its transport key on the LAN path.
+pub fn lan_proof(transport_key: &[u8], pin: Pin, nonce: &str) -> String {
+    hmac_hex(transport_key, &[b"lan", pin.to_string().as_bytes(), nonce.as_bytes()])
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn control_json_is_tagged() {
+        let c = Control::Transport {
+            status: TransportStatus::DeliveredToDevice,
+        };
+        let text = String::from_utf8(c.to_payload()).unwrap();
+        assert_eq!(text, r#"{"type":"transport","status":"delivered_to_device"}"#);
+        assert_eq!(Control::from_payload(text.as_bytes()).unwrap(), c);
+        let f = c.frame(Pin(1), RefId(2));
+        assert_eq!(Control::from_frame(&f).unwrap(), c);
+        assert!(Control::from_payload(b"{\"type\":\"nope\"}").is_err());
+        assert!(Control::from_payload(&vec![b' '; MAX_CONTROL_LEN + 1]).is_err());
+    }
+
+    #[test]
+    fn srp_proofs_differ_by_role_and_key() {
+        let a = srp_relay_proof(b"key", "S1", "n1", "n2");
+        let b = srp_server_proof(b"key", "S1", "n1", "n2");
+        let c = srp_relay_proof(b"other", "S1", "n1", "n2");
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert!(proofs_match(&a, &srp_relay_proof(b"key", "S1", "n1", "n2")));
+        assert!(!proofs_match(&a, &c));
+        assert!(!proofs_match("", ""));
+    }
+}

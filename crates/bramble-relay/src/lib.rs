@@ -1,0 +1,141 @@
+//! # bramble-relay — the BlackBerry Infrastructure and wireless network
+//!
+//! In BES 5.0 the enterprise server never accepts connections from the
+//! Internet: its BlackBerry Router connects *out* through port 3101 to the
+//! BlackBerry Infrastructure, authenticates with its SRP ID and SRP
+//! authentication key, and the Infrastructure forwards packets to the
+//! wireless network, which reaches the device by its PIN. Devices' replies
+//! travel the same way back. This crate is that middle: one process that
+//! plays both the Infrastructure and the wireless network.
+//!
+//! ```text
+//!  enterprise server ──TLS :3101──▶ relay ◀──TCP :3102── device
+//!  (Router, SRP ID + key)           routes by PIN          (DeviceHello{pin})
+//! ```
+//!
+//! The relay sees only packet headers (content type, PIN, RefID,
+//! fragments): payloads between server and device are end-to-end encrypted
+//! envelopes ([`bramble_proto::envelope`]) it cannot read. It relays
+//! packets as packets, in order per link, without reassembling them.
+//!
+//! ## Links
+//! - **Server port** (default 3101): TLS (openssl), then the SRP handshake
+//!   of [`bramble_proto::control`], then the server's basic information
+//!   packet (`server_info`). Each step must come within
+//!   `handshake_timeout` (10 s). A second accepted link for an SRP ID
+//!   replaces the first. Failed authentications (unknown SRP ID, wrong
+//!   key, a server that gives up after the challenge because the relay's
+//!   proof did not match its key, no basic information packet) and
+//!   flapping (more than `lockout_failures` accepted links in
+//!   `lockout_window`) lock the SRP ID out for `lockout_duration`; the
+//!   relay then answers `srp_rejected {reason: "locked out until …"}`.
+//!   [`client`] is the server's side of this, shared with the Bramble
+//!   Router.
+//! - **Device port** (default 3102): plain TCP; the device sends
+//!   `device_hello {pin, srp_id?, …}` and gets `welcome`, then whatever
+//!   was stored for it. A newer connection for a PIN replaces the older.
+//!
+//! Either link answers `ping` with `pong`. A malformed packet closes only
+//! the connection it came on (logged with the peer's address).
+//!
+//! ## Routing
+//! - **Server → device**, by the PIN in the header. Device connected:
+//!   forwarded, and the server gets `transport {delivered_to_device}`.
+//!   Otherwise the packet is stored (whether or not a device ever said
+//!   hello for that PIN: a PIN the relay has not seen may belong to a
+//!   device that has yet to connect) and the server gets
+//!   `stored_for_offline_device`; `delivered_to_device` follows when the
+//!   device connects and the store is handed over, or `expired` after
+//!   `store_expiry`. A full store drops the new packet: `store_full`.
+//!   Reports carry the message's PIN and RefID and are sent once per
+//!   message, on its last fragment. `unknown_pin` is never reported to a
+//!   server; the relay counts device traffic without a home server under
+//!   that name instead ([`RelayStats::unknown_pin`]).
+//! - **Device → server**: to the device's home server — the SRP ID in its
+//!   hello, else the last server that sent to its PIN. The header's PIN
+//!   must be the device's own; other packets are dropped and logged. A
+//!   disconnected home server's packets are stored (same bounds) and
+//!   handed over when its link comes back; a full store answers the device
+//!   with an error packet `STORE_FULL`. No home server, or one not
+//!   registered here: an error packet `NO_SERVER` (content type `error`,
+//!   the message's RefID).
+//! - Reports owed to a disconnected server are stored for it like packets.
+//! - Stores are per device PIN and per SRP ID, bounded by
+//!   `store_per_device` packets and `store_expiry`, and keep a message
+//!   whole or not at all: when one of its packets does not fit, the ones
+//!   already stored go too, so the relay never hands over half a message.
+//! - The relay does not reassemble: packets are relayed as packets, in
+//!   order per link, priority flag untouched.
+//!
+//! ## Configuration (`bramble relay --config relay.toml`)
+//! Every key is optional; these are the defaults:
+//!
+//! ```toml
+//! server_listen = "0.0.0.0:3101"   # enterprise servers (TLS)
+//! device_listen = "0.0.0.0:3102"   # devices
+//! store_per_device = 1000          # packets held per offline device (and per disconnected server)
+//! store_expiry = "7d"              # durations: "250ms", "60s", "5m", "1h", "7d" or a number of seconds
+//! lockout_failures = 5             # failed links per SRP ID within lockout_window (0: never lock out)
+//! lockout_window = "60s"
+//! lockout_duration = "5m"
+//! handshake_timeout = "10s"        # each step of a link's set-up
+//!
+//! [tls]                            # neither path: a fresh self-signed certificate at each start
+//! # cert = "/etc/bramble/relay-cert.pem"
+//! # key = "/etc/bramble/relay-key.pem"
+//! # generate_if_missing = true     # write a self-signed pair there on first start
+//!
+//! # One table per enterprise server allowed to connect:
+//! # [[srp_accounts]]
+//! # srp_id = "S12345678"
+//! # key = "the SRP authentication key, as typed"
+//! ```
+//!
+//! [`RelayConfig::load`] reads such a file; [`run`] runs a relay until a
+//! shutdown future completes. Logs go to `tracing` under the target
+//! `bramble::relay`.
+
+pub mod client;
+pub mod config;
+mod lockout;
+mod relay;
+mod store;
+pub mod tls;
+
+pub use config::{RelayConfig, SrpAccount, TlsIdentity};
+pub use relay::{run, Relay, RelayHandle, RelayStats, NO_SERVER, STORE_FULL};
+
+use std::net::SocketAddr;
+
+/// The `tracing` target of everything the relay logs.
+pub const TARGET: &str = "bramble::relay";
+
+/// The reasons the relay gives in `srp_rejected`, which
+/// [`client::connect_srp`] turns into typed errors. Each reason starts with
+/// one of these.
+pub mod reject {
+    /// The server's proof does not match: the keys differ.
+    pub const BAD_KEY: &str = "the SRP authentication key does not match";
+    /// No such SRP ID is registered with the relay.
+    pub const UNKNOWN_SRP_ID: &str = "unknown SRP ID";
+    /// The SRP ID is locked out; a time follows.
+    pub const LOCKED_OUT: &str = "locked out until";
+}
+
+/// Why the relay cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("relay configuration: {0}")]
+    Config(String),
+    #[error("relay TLS certificate: {0}")]
+    Tls(String),
+    #[error("cannot listen for {what} on {addr}: {source}; is another relay running there?")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("relay I/O: {0}")]
+    Io(#[from] std::io::Error),
+}

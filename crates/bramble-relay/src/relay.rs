@@ -1,0 +1,1204 @@
+//! The relay itself: listeners, links, routing by PIN and store and forward.
+//!
+//! One task per connection reads packets and routes them under a single
+//! lock on the routing table; each link has a writer task fed by a bounded
+//! queue, filled without waiting while the lock is held, so the order in
+//! which the relay decides is the order on the wire (the welcome, then the
+//! stored packets, then live ones). A link whose queue is full is not
+//! reading: it is closed and its traffic is stored as for an offline peer.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bramble_proto::control::{
+    nonce, proofs_match, srp_relay_proof, srp_server_proof, Control, ErrorReport, TransportStatus,
+};
+use bramble_proto::frame::Frame;
+use bramble_proto::io::{read_frame, write_frame, ReadError};
+use bramble_proto::{ContentType, Pin, RefId};
+use openssl::ssl::SslAcceptor;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, WriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::time::{timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::config::RelayConfig;
+use crate::lockout::{Lockout, Policy};
+use crate::store::{is_last, Pushed, Store, Stored};
+use crate::tls::{self, Identity};
+use crate::{reject, RelayError, TARGET};
+
+/// Packets a link may have queued beyond a full store before it counts as
+/// not reading.
+const LINK_QUEUE: usize = 1024;
+/// Longest time spent closing a link politely.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Longest SRP ID or nonce accepted in a hello.
+const MAX_HELLO_FIELD: usize = 256;
+
+/// `ErrorReport` code: the device's packet has nowhere to go.
+pub const NO_SERVER: &str = "NO_SERVER";
+/// `ErrorReport` code: the device's server is disconnected and the relay
+/// holds as many packets for it as it may; this one was dropped.
+pub const STORE_FULL: &str = "STORE_FULL";
+
+/// Counters since start (packets, not messages, unless stated), and the
+/// links up now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Packets handed straight to the peer's link, either direction.
+    pub routed: u64,
+    /// Packets stored for an offline device or disconnected server.
+    pub stored: u64,
+    /// Stored packets handed over when the peer connected.
+    pub delivered_from_store: u64,
+    /// Stored packets dropped for age.
+    pub expired: u64,
+    /// Device messages with no known, registered home server.
+    pub unknown_pin: u64,
+    /// Failed SRP authentications (unknown SRP ID, wrong key, abandoned
+    /// handshake, no basic information packet).
+    pub auth_failures: u64,
+    /// Lockouts started.
+    pub lockouts: u64,
+    pub servers_connected: usize,
+    pub devices_connected: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    store_cap: usize,
+    expiry: Duration,
+    policy: Policy,
+    handshake: Duration,
+}
+
+/// The sending end of a link.
+#[derive(Clone)]
+struct LinkTx {
+    id: u64,
+    peer: SocketAddr,
+    tx: mpsc::Sender<Frame>,
+    cancel: CancellationToken,
+}
+
+impl LinkTx {
+    /// Queues a packet without waiting; gives it back if the link is gone
+    /// or not reading (and then closes the link).
+    fn push(&self, frame: Frame) -> Result<(), Frame> {
+        match self.tx.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(frame)) => {
+                warn!(target: TARGET, peer = %self.peer, "the peer is not reading its link; closing it");
+                self.cancel.cancel();
+                Err(frame)
+            }
+            Err(TrySendError::Closed(frame)) => Err(frame),
+        }
+    }
+}
+
+struct ServerEntry {
+    key: Vec<u8>,
+    link: Option<LinkTx>,
+    store: Store,
+    lockout: Lockout,
+}
+
+#[derive(Default)]
+struct DeviceEntry {
+    /// The SRP ID the device named in its hello.
+    hello_srp: Option<String>,
+    /// The last server that sent to this PIN.
+    learned_srp: Option<String>,
+    link: Option<LinkTx>,
+    store: Store,
+}
+
+impl DeviceEntry {
+    fn home(&self) -> Option<&str> {
+        self.hello_srp.as_deref().or(self.learned_srp.as_deref())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Live,
+    Stored,
+    Full,
+}
+
+struct State {
+    servers: HashMap<String, ServerEntry>,
+    devices: HashMap<Pin, DeviceEntry>,
+    stats: RelayStats,
+}
+
+/// A report owed to a server.
+type Report = (String, Pin, RefId, TransportStatus);
+
+fn locked_reason(until: Instant, now: Instant) -> String {
+    let left = until.saturating_duration_since(now);
+    let wall = time::OffsetDateTime::now_utc() + left;
+    let wall = wall
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|w| {
+            w.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "later".to_owned());
+    format!(
+        "{} {wall} ({} s from now)",
+        reject::LOCKED_OUT,
+        left.as_secs().max(1)
+    )
+}
+
+impl State {
+    fn new(config: &RelayConfig) -> State {
+        let servers = config
+            .srp_accounts
+            .iter()
+            .map(|a| {
+                (
+                    a.srp_id.clone(),
+                    ServerEntry {
+                        key: a.key.clone(),
+                        link: None,
+                        store: Store::default(),
+                        lockout: Lockout::default(),
+                    },
+                )
+            })
+            .collect();
+        State {
+            servers,
+            devices: HashMap::new(),
+            stats: RelayStats::default(),
+        }
+    }
+
+    fn stats(&self) -> RelayStats {
+        RelayStats {
+            servers_connected: self.servers.values().filter(|s| s.link.is_some()).count(),
+            devices_connected: self.devices.values().filter(|d| d.link.is_some()).count(),
+            ..self.stats
+        }
+    }
+
+    // ---- SRP accounts and lockout ----
+
+    /// The key for `srp_id`, or why it may not connect now.
+    fn srp_key(&mut self, srp_id: &str, now: Instant) -> Result<Vec<u8>, String> {
+        let Some(server) = self.servers.get_mut(srp_id) else {
+            self.stats.auth_failures += 1;
+            return Err(format!(
+                "{} {srp_id}: no enterprise server with this SRP ID is registered with this relay",
+                reject::UNKNOWN_SRP_ID
+            ));
+        };
+        if let Some(until) = server.lockout.locked_until(now) {
+            return Err(locked_reason(until, now));
+        }
+        Ok(server.key.clone())
+    }
+
+    fn srp_failure(&mut self, limits: &Limits, srp_id: &str, now: Instant) {
+        self.stats.auth_failures += 1;
+        if let Some(server) = self.servers.get_mut(srp_id) {
+            if server.lockout.failure(now, limits.policy) {
+                self.stats.lockouts += 1;
+                warn!(
+                    target: TARGET,
+                    srp_id,
+                    "SRP ID {srp_id} locked out for {:?} after {} failed connections within {:?}",
+                    limits.policy.duration,
+                    limits.policy.limit,
+                    limits.policy.window
+                );
+            }
+        }
+    }
+
+    /// Records an authenticated connection; refuses it if it is one too
+    /// many (flapping) or a lockout began meanwhile.
+    fn srp_opened(&mut self, limits: &Limits, srp_id: &str, now: Instant) -> Result<(), String> {
+        let Some(server) = self.servers.get_mut(srp_id) else {
+            return Err(format!("{} {srp_id}", reject::UNKNOWN_SRP_ID));
+        };
+        if let Some(until) = server.lockout.locked_until(now) {
+            return Err(locked_reason(until, now));
+        }
+        if server.lockout.opened(now, limits.policy) {
+            self.stats.lockouts += 1;
+            warn!(
+                target: TARGET,
+                srp_id,
+                "SRP ID {srp_id} locked out for {:?}: more than {} connections within {:?} (flapping; \
+                 is the same SRP ID configured on two servers?)",
+                limits.policy.duration,
+                limits.policy.limit,
+                limits.policy.window
+            );
+            let until = server
+                .lockout
+                .locked_until(now)
+                .unwrap_or(now + limits.policy.duration);
+            return Err(locked_reason(until, now));
+        }
+        Ok(())
+    }
+
+    // ---- links ----
+
+    fn register_server(&mut self, limits: &Limits, srp_id: &str, link: &LinkTx, now: Instant) {
+        let Some(server) = self.servers.get_mut(srp_id) else {
+            link.cancel.cancel();
+            return;
+        };
+        if let Some(old) = server.link.replace(link.clone()) {
+            info!(
+                target: TARGET,
+                srp_id,
+                "SRP ID {srp_id}: a new link from {} was accepted; dropping the earlier link from {}",
+                link.peer,
+                old.peer
+            );
+            old.cancel.cancel();
+        }
+        let mut pending = server.store.take_all();
+        let mut flushed = 0u64;
+        let mut expired = 0u64;
+        while let Some(item) = pending.pop_front() {
+            if now.duration_since(item.at) >= limits.expiry {
+                expired += 1;
+                continue;
+            }
+            match link.push(item.frame) {
+                Ok(()) => flushed += 1,
+                Err(frame) => {
+                    pending.push_front(Stored { frame, ..item });
+                    server.store.restore_front(pending);
+                    server.link = None;
+                    break;
+                }
+            }
+        }
+        if flushed > 0 || expired > 0 {
+            info!(
+                target: TARGET,
+                srp_id, "SRP ID {srp_id}: handed over {flushed} stored packets ({expired} had expired)"
+            );
+        }
+        self.stats.delivered_from_store += flushed;
+        self.stats.expired += expired;
+    }
+
+    fn register_device(
+        &mut self,
+        limits: &Limits,
+        pin: Pin,
+        hello_srp: Option<String>,
+        link: &LinkTx,
+        now: Instant,
+    ) {
+        let device = self.devices.entry(pin).or_default();
+        device.hello_srp = hello_srp;
+        if let Some(old) = device.link.replace(link.clone()) {
+            info!(
+                target: TARGET,
+                %pin, "PIN {pin}: a new connection from {} replaces the one from {}", link.peer, old.peer
+            );
+            old.cancel.cancel();
+        }
+        if link.push(Control::Welcome.frame(pin, RefId(0))).is_err() {
+            device.link = None;
+            return;
+        }
+        let mut pending = device.store.take_all();
+        let mut reports: Vec<Report> = Vec::new();
+        let mut flushed = 0u64;
+        let mut expired = 0u64;
+        while let Some(item) = pending.pop_front() {
+            let last = is_last(&item.frame);
+            let (ref_id, origin) = (item.frame.ref_id, item.origin.clone());
+            if now.duration_since(item.at) >= limits.expiry {
+                expired += 1;
+                if let (true, Some(origin)) = (last, origin) {
+                    reports.push((origin, pin, ref_id, TransportStatus::Expired));
+                }
+                continue;
+            }
+            match link.push(item.frame) {
+                Ok(()) => {
+                    flushed += 1;
+                    if let (true, Some(origin)) = (last, origin) {
+                        reports.push((origin, pin, ref_id, TransportStatus::DeliveredToDevice));
+                    }
+                }
+                Err(frame) => {
+                    pending.push_front(Stored { frame, ..item });
+                    device.store.restore_front(pending);
+                    device.link = None;
+                    break;
+                }
+            }
+        }
+        if flushed > 0 || expired > 0 {
+            info!(
+                target: TARGET,
+                %pin, "PIN {pin}: handed over {flushed} stored packets ({expired} had expired)"
+            );
+        }
+        self.stats.delivered_from_store += flushed;
+        self.stats.expired += expired;
+        for report in reports {
+            self.report(limits, report, now);
+        }
+    }
+
+    fn unregister_server(&mut self, srp_id: &str, link_id: u64) {
+        if let Some(server) = self.servers.get_mut(srp_id) {
+            if server.link.as_ref().is_some_and(|l| l.id == link_id) {
+                server.link = None;
+            }
+        }
+    }
+
+    fn unregister_device(&mut self, pin: Pin, link_id: u64) {
+        if let Some(device) = self.devices.get_mut(&pin) {
+            if device.link.as_ref().is_some_and(|l| l.id == link_id) {
+                device.link = None;
+            }
+        }
+    }
+
+    // ---- delivery ----
+
+    /// To a server's link, or its store. `None`: no such server.
+    fn deliver_to_server(
+        &mut self,
+        limits: &Limits,
+        srp_id: &str,
+        frame: Frame,
+        now: Instant,
+    ) -> Option<Outcome> {
+        let server = self.servers.get_mut(srp_id)?;
+        let frame = match &server.link {
+            Some(link) => match link.push(frame) {
+                Ok(()) => return Some(Outcome::Live),
+                Err(frame) => {
+                    server.link = None;
+                    frame
+                }
+            },
+            None => frame,
+        };
+        let stored = Stored {
+            frame,
+            at: now,
+            origin: None,
+        };
+        Some(match server.store.push(stored, limits.store_cap) {
+            Pushed::Stored => Outcome::Stored,
+            Pushed::Full => Outcome::Full,
+        })
+    }
+
+    /// To a device's link, or its store.
+    fn deliver_to_device(
+        &mut self,
+        limits: &Limits,
+        origin: &str,
+        frame: Frame,
+        now: Instant,
+    ) -> Outcome {
+        let device = self.devices.entry(frame.pin).or_default();
+        if device.learned_srp.as_deref() != Some(origin) {
+            device.learned_srp = Some(origin.to_owned());
+        }
+        let frame = match &device.link {
+            Some(link) => match link.push(frame) {
+                Ok(()) => return Outcome::Live,
+                Err(frame) => {
+                    device.link = None;
+                    frame
+                }
+            },
+            None => frame,
+        };
+        let stored = Stored {
+            frame,
+            at: now,
+            origin: Some(origin.to_owned()),
+        };
+        match device.store.push(stored, limits.store_cap) {
+            Pushed::Stored => Outcome::Stored,
+            Pushed::Full => Outcome::Full,
+        }
+    }
+
+    fn report(&mut self, limits: &Limits, (srp_id, pin, ref_id, status): Report, now: Instant) {
+        let frame = Control::Transport { status }.frame(pin, ref_id);
+        match self.deliver_to_server(limits, &srp_id, frame, now) {
+            None => {
+                debug!(target: TARGET, "no server {srp_id} for the {status:?} report of {pin}/{ref_id}")
+            }
+            Some(Outcome::Full) => warn!(
+                target: TARGET,
+                srp_id = %srp_id,
+                "report {status:?} for PIN {pin} RefID {ref_id} dropped: SRP ID {srp_id} is disconnected and its store is full"
+            ),
+            Some(_) => {}
+        }
+    }
+
+    /// A non-control packet from the server `srp_id`, for the PIN in its header.
+    fn route_from_server(&mut self, limits: &Limits, srp_id: &str, frame: Frame, now: Instant) {
+        let (pin, ref_id, last) = (frame.pin, frame.ref_id, is_last(&frame));
+        let status = match self.deliver_to_device(limits, srp_id, frame, now) {
+            Outcome::Live => {
+                self.stats.routed += 1;
+                TransportStatus::DeliveredToDevice
+            }
+            Outcome::Stored => {
+                self.stats.stored += 1;
+                debug!(target: TARGET, %pin, "PIN {pin} is offline: stored RefID {ref_id}");
+                TransportStatus::StoredForOfflineDevice
+            }
+            Outcome::Full => {
+                warn!(target: TARGET, %pin, "PIN {pin} is offline and its store is full: dropped RefID {ref_id}");
+                TransportStatus::StoreFull
+            }
+        };
+        if last {
+            self.report(limits, (srp_id.to_owned(), pin, ref_id, status), now);
+        }
+    }
+
+    /// A non-control packet from the device `pin`; returns an error packet
+    /// for the device when the message cannot go anywhere.
+    fn route_from_device(
+        &mut self,
+        limits: &Limits,
+        pin: Pin,
+        frame: Frame,
+        now: Instant,
+    ) -> Option<Frame> {
+        let (ref_id, last) = (frame.ref_id, is_last(&frame));
+        let home = self
+            .devices
+            .get(&pin)
+            .and_then(|d| d.home())
+            .map(str::to_owned);
+        let no_server = |message: String| {
+            ErrorReport {
+                code: NO_SERVER.to_owned(),
+                message,
+            }
+            .frame(pin, ref_id)
+        };
+        let Some(home) = home else {
+            if !last {
+                return None;
+            }
+            self.stats.unknown_pin += 1;
+            info!(target: TARGET, %pin, "PIN {pin} has no known enterprise server: RefID {ref_id} refused");
+            return Some(no_server(format!(
+                "No enterprise server is known for PIN {pin}; activate the device with its enterprise server first."
+            )));
+        };
+        match self.deliver_to_server(limits, &home, frame, now) {
+            None => {
+                if !last {
+                    return None;
+                }
+                self.stats.unknown_pin += 1;
+                info!(target: TARGET, %pin, "PIN {pin}: its server {home} is not registered with this relay");
+                Some(no_server(format!(
+                    "The enterprise server {home} of PIN {pin} is not registered with this relay."
+                )))
+            }
+            Some(Outcome::Live) => {
+                self.stats.routed += 1;
+                None
+            }
+            Some(Outcome::Stored) => {
+                self.stats.stored += 1;
+                None
+            }
+            Some(Outcome::Full) => {
+                if !last {
+                    return None;
+                }
+                warn!(target: TARGET, %pin, "SRP ID {home} is disconnected and its store is full: dropped RefID {ref_id} from PIN {pin}");
+                Some(
+                    ErrorReport {
+                        code: STORE_FULL.to_owned(),
+                        message: format!(
+                            "The enterprise server {home} is not connected and the relay cannot hold more for it; try again later."
+                        ),
+                    }
+                    .frame(pin, ref_id),
+                )
+            }
+        }
+    }
+
+    /// Drops stored packets that are too old, reporting them.
+    fn sweep(&mut self, limits: &Limits, now: Instant) {
+        let mut reports: Vec<Report> = Vec::new();
+        let mut expired = 0u64;
+        for (pin, device) in &mut self.devices {
+            for item in device.store.expire(now, limits.expiry) {
+                expired += 1;
+                if let (true, Some(origin)) = (is_last(&item.frame), item.origin) {
+                    reports.push((origin, *pin, item.frame.ref_id, TransportStatus::Expired));
+                }
+            }
+        }
+        for (srp_id, server) in &mut self.servers {
+            let old = server.store.expire(now, limits.expiry);
+            if !old.is_empty() {
+                warn!(target: TARGET, srp_id = %srp_id, "dropped {} packets stored too long for SRP ID {srp_id}", old.len());
+                expired += old.len() as u64;
+            }
+        }
+        self.devices
+            .retain(|_, d| d.link.is_some() || !d.store.is_empty() || d.home().is_some());
+        if expired > 0 {
+            info!(target: TARGET, "{expired} stored packets expired");
+        }
+        self.stats.expired += expired;
+        for report in reports {
+            self.report(limits, report, now);
+        }
+    }
+}
+
+struct Shared {
+    limits: Limits,
+    state: Mutex<State>,
+    acceptor: SslAcceptor,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    next_link: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Starts relays.
+pub struct Relay;
+
+impl Relay {
+    /// Binds the two configured ports and starts.
+    pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
+        config.validate()?;
+        let bind = |what: &'static str, addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| RelayError::Bind { what, addr, source })
+        };
+        let servers = bind("enterprise servers", config.server_listen).await?;
+        let devices = bind("devices", config.device_listen).await?;
+        Relay::start_with(config, servers, devices).await
+    }
+
+    /// Starts on listeners bound by the caller (the `*_listen` addresses
+    /// of `config` are not used).
+    pub async fn start_with(
+        config: RelayConfig,
+        server_listener: TcpListener,
+        device_listener: TcpListener,
+    ) -> Result<RelayHandle, RelayError> {
+        config.validate()?;
+        let identity = Identity::from_config(&config.tls)?;
+        let acceptor = identity.acceptor().map_err(|e| {
+            RelayError::Tls(format!(
+                "the certificate and key cannot be used for TLS: {e}"
+            ))
+        })?;
+        let server_addr = server_listener.local_addr()?;
+        let device_addr = device_listener.local_addr()?;
+        let limits = Limits {
+            store_cap: config.store_per_device,
+            expiry: config.store_expiry,
+            policy: Policy {
+                limit: config.lockout_failures,
+                window: config.lockout_window,
+                duration: config.lockout_duration,
+            },
+            handshake: config.handshake_timeout,
+        };
+        let shared = Arc::new(Shared {
+            limits,
+            state: Mutex::new(State::new(&config)),
+            acceptor,
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            next_link: AtomicU64::new(1),
+        });
+        shared
+            .tracker
+            .spawn(accept_loop(shared.clone(), server_listener, Port::Server));
+        shared
+            .tracker
+            .spawn(accept_loop(shared.clone(), device_listener, Port::Device));
+        shared.tracker.spawn(sweeper(shared.clone()));
+        let fingerprint = identity.fingerprint();
+        info!(
+            target: TARGET,
+            "relay listening: enterprise servers on {server_addr} (TLS, certificate SHA-256 {fingerprint}), \
+             devices on {device_addr}; {} SRP accounts",
+            config.srp_accounts.len()
+        );
+        Ok(RelayHandle {
+            shared,
+            server_addr,
+            device_addr,
+            certificate_pem: identity.certificate_pem(),
+            fingerprint,
+        })
+    }
+}
+
+/// A running relay. Dropping it stops the relay without waiting; prefer
+/// [`RelayHandle::shutdown`].
+pub struct RelayHandle {
+    shared: Arc<Shared>,
+    server_addr: SocketAddr,
+    device_addr: SocketAddr,
+    certificate_pem: String,
+    fingerprint: String,
+}
+
+impl RelayHandle {
+    /// Where enterprise servers connect.
+    pub fn server_addr(&self) -> SocketAddr {
+        self.server_addr
+    }
+
+    /// Where devices connect.
+    pub fn device_addr(&self) -> SocketAddr {
+        self.device_addr
+    }
+
+    /// The relay's TLS certificate (PEM), for a server to pin.
+    pub fn certificate_pem(&self) -> &str {
+        &self.certificate_pem
+    }
+
+    /// SHA-256 of the certificate, colon-separated hex.
+    pub fn certificate_fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    pub fn stats(&self) -> RelayStats {
+        self.shared.lock().stats()
+    }
+
+    /// Stops listening, closes every link and waits for the tasks to end.
+    pub async fn shutdown(self) {
+        self.shared.cancel.cancel();
+        self.shared.tracker.close();
+        self.shared.tracker.wait().await;
+        info!(target: TARGET, "relay stopped");
+    }
+}
+
+impl Drop for RelayHandle {
+    fn drop(&mut self) {
+        self.shared.cancel.cancel();
+    }
+}
+
+/// Runs a relay until `shutdown` completes (for `bramble relay`).
+pub async fn run<F>(config: RelayConfig, shutdown: F) -> Result<(), RelayError>
+where
+    F: std::future::Future<Output = ()>,
+{
+    let handle = Relay::start(config).await?;
+    shutdown.await;
+    info!(target: TARGET, "relay shutting down");
+    handle.shutdown().await;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Port {
+    Server,
+    Device,
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, port: Port) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                let task = shared.clone();
+                match port {
+                    Port::Server => shared.tracker.spawn(server_connection(task, tcp, peer)),
+                    Port::Device => shared.tracker.spawn(device_connection(task, tcp, peer)),
+                };
+            }
+            Err(e) => {
+                warn!(target: TARGET, "accepting a connection on the {port:?} port failed: {e}");
+                tokio::select! {
+                    _ = shared.cancel.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn sweeper(shared: Arc<Shared>) {
+    let period =
+        (shared.limits.expiry / 4).clamp(Duration::from_millis(20), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            _ = tick.tick() => shared.lock().sweep(&shared.limits, Instant::now()),
+        }
+    }
+}
+
+async fn send_control<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    control: &Control,
+    pin: Pin,
+) -> Result<(), ReadError> {
+    write_frame(stream, &control.frame(pin, RefId(0))).await?;
+    stream.flush().await?;
+    Ok(())
+}
+
+/// What came during a link's set-up.
+enum Got {
+    Control(Control),
+    /// A packet that is not a readable control message.
+    Other(String),
+}
+
+impl std::fmt::Display for Got {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Got::Control(control) => write!(f, "{control:?}"),
+            Got::Other(what) => write!(f, "a packet that is not a control message ({what})"),
+        }
+    }
+}
+
+/// One packet within `limit`; `Err` when none came (timeout, closed,
+/// malformed).
+async fn read_control<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: Duration,
+) -> Result<Got, String> {
+    match timeout(limit, read_frame(stream)).await {
+        Err(_) => Err(format!("nothing within {limit:?}")),
+        Ok(Ok(None)) => Err("the peer closed the connection".to_owned()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(Some(frame))) => Ok(match Control::from_frame(&frame) {
+            Ok(control) => Got::Control(control),
+            Err(e) => Got::Other(e.to_string()),
+        }),
+    }
+}
+
+/// Sends a last message and closes.
+async fn close_with<S: AsyncWrite + Unpin>(stream: &mut S, control: &Control, pin: Pin) {
+    let _ = timeout(CLOSE_GRACE, async {
+        let _ = send_control(stream, control, pin).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+async fn server_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    let cancel = shared.cancel.clone();
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = server_connection_inner(shared, tcp, peer) => {}
+    }
+}
+
+async fn server_connection_inner(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    let limits = shared.limits;
+    let mut stream = match timeout(limits.handshake, tls::accept(&shared.acceptor, tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            info!(target: TARGET, %peer, "TLS handshake with {peer} on the server port failed: {e}");
+            return;
+        }
+        Err(_) => {
+            info!(target: TARGET, %peer, "TLS handshake with {peer} on the server port timed out");
+            return;
+        }
+    };
+    let Some(srp_id) = authenticate(&shared, &mut stream, peer).await else {
+        return;
+    };
+    match read_control(&mut stream, limits.handshake).await {
+        Ok(Got::Control(Control::ServerInfo {
+            server_name,
+            version,
+        })) => {
+            info!(
+                target: TARGET,
+                srp_id = %srp_id, %peer,
+                "SRP link up: SRP ID {srp_id} from {peer}, server {server_name:?} version {version:?}"
+            );
+        }
+        other => {
+            let what = match other {
+                Ok(got) => got.to_string(),
+                Err(e) => e,
+            };
+            warn!(
+                target: TARGET,
+                srp_id = %srp_id, %peer,
+                "SRP ID {srp_id} from {peer}: expected the basic information packet first, got {what}; closing"
+            );
+            shared.lock().srp_failure(&limits, &srp_id, Instant::now());
+            let _ = timeout(CLOSE_GRACE, stream.shutdown()).await;
+            return;
+        }
+    }
+    run_link(shared, stream, peer, Side::Server(srp_id)).await;
+}
+
+/// The relay's side of the SRP handshake; the SRP ID on success.
+async fn authenticate<S>(shared: &Shared, stream: &mut S, peer: SocketAddr) -> Option<String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limits = shared.limits;
+    let rejected = |reason: String| Control::SrpRejected { reason };
+    let (srp_id, server_nonce) = match read_control(stream, limits.handshake).await {
+        Ok(Got::Control(Control::SrpHello { srp_id, nonce })) => (srp_id, nonce),
+        Ok(other) => {
+            warn!(target: TARGET, %peer, "{peer} on the server port sent {other} instead of an SRP hello; closing");
+            shared.lock().stats.auth_failures += 1;
+            close_with(stream, &rejected("expected srp_hello".to_owned()), Pin(0)).await;
+            return None;
+        }
+        Err(why) => {
+            info!(target: TARGET, %peer, "{peer} on the server port sent no SRP hello ({why}); closing");
+            return None;
+        }
+    };
+    if srp_id.len() > MAX_HELLO_FIELD
+        || server_nonce.is_empty()
+        || server_nonce.len() > MAX_HELLO_FIELD
+    {
+        warn!(target: TARGET, %peer, "{peer} sent a malformed SRP hello; closing");
+        shared.lock().stats.auth_failures += 1;
+        close_with(stream, &rejected("malformed srp_hello".to_owned()), Pin(0)).await;
+        return None;
+    }
+    let key = shared.lock().srp_key(&srp_id, Instant::now());
+    let key = match key {
+        Ok(key) => key,
+        Err(reason) => {
+            warn!(target: TARGET, %peer, "SRP ID {srp_id:?} from {peer} refused: {reason}");
+            close_with(stream, &rejected(reason), Pin(0)).await;
+            return None;
+        }
+    };
+    let relay_nonce = nonce();
+    let challenge = Control::SrpChallenge {
+        nonce: relay_nonce.clone(),
+        proof: srp_relay_proof(&key, &srp_id, &server_nonce, &relay_nonce),
+    };
+    if let Err(e) = send_control(stream, &challenge, Pin(0)).await {
+        info!(target: TARGET, %peer, "SRP ID {srp_id} from {peer}: sending the challenge failed: {e}");
+        shared.lock().srp_failure(&limits, &srp_id, Instant::now());
+        return None;
+    }
+    match read_control(stream, limits.handshake).await {
+        Ok(Got::Control(Control::SrpResponse { proof })) => {
+            if !proofs_match(
+                &proof,
+                &srp_server_proof(&key, &srp_id, &server_nonce, &relay_nonce),
+            ) {
+                warn!(
+                    target: TARGET,
+                    srp_id = %srp_id, %peer,
+                    "SRP ID {srp_id} from {peer} refused: its SRP authentication key does not match"
+                );
+                shared.lock().srp_failure(&limits, &srp_id, Instant::now());
+                close_with(stream, &rejected(reject::BAD_KEY.to_owned()), Pin(0)).await;
+                return None;
+            }
+        }
+        Ok(other) => {
+            warn!(target: TARGET, %peer, "SRP ID {srp_id} from {peer} answered the challenge with {other}; closing");
+            shared.lock().srp_failure(&limits, &srp_id, Instant::now());
+            close_with(
+                stream,
+                &rejected("expected srp_response".to_owned()),
+                Pin(0),
+            )
+            .await;
+            return None;
+        }
+        Err(why) => {
+            warn!(
+                target: TARGET,
+                srp_id = %srp_id, %peer,
+                "SRP ID {srp_id} from {peer} did not answer the challenge ({why}); \
+                 the server probably holds a different SRP authentication key"
+            );
+            shared.lock().srp_failure(&limits, &srp_id, Instant::now());
+            return None;
+        }
+    }
+    let opened = shared.lock().srp_opened(&limits, &srp_id, Instant::now());
+    if let Err(reason) = opened {
+        close_with(stream, &rejected(reason), Pin(0)).await;
+        return None;
+    }
+    if let Err(e) = send_control(stream, &Control::SrpAccepted, Pin(0)).await {
+        info!(target: TARGET, %peer, "SRP ID {srp_id} from {peer}: the link failed after authentication: {e}");
+        return None;
+    }
+    info!(target: TARGET, srp_id = %srp_id, %peer, "SRP ID {srp_id} authenticated from {peer}");
+    Some(srp_id)
+}
+
+async fn device_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    let cancel = shared.cancel.clone();
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = device_connection_inner(shared, tcp, peer) => {}
+    }
+}
+
+async fn device_connection_inner(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr) {
+    let hello = read_control(&mut tcp, shared.limits.handshake).await;
+    let (pin, srp_id) = match hello {
+        Ok(Got::Control(Control::DeviceHello {
+            pin,
+            srp_id,
+            model,
+            os_version,
+        })) => {
+            if srp_id.as_ref().is_some_and(|s| s.len() > MAX_HELLO_FIELD) {
+                close_with(
+                    &mut tcp,
+                    &Control::Refused {
+                        reason: "the SRP ID is too long".into(),
+                    },
+                    pin,
+                )
+                .await;
+                return;
+            }
+            info!(
+                target: TARGET,
+                %pin, %peer,
+                "device {pin} connected from {peer} (model {model:?}, OS {os_version:?}, server {})",
+                srp_id.as_deref().unwrap_or("not named")
+            );
+            (pin, srp_id)
+        }
+        Ok(other) => {
+            warn!(target: TARGET, %peer, "{peer} on the device port sent {other} before device_hello; closing");
+            let refused = Control::Refused {
+                reason: "the first packet must be device_hello".into(),
+            };
+            close_with(&mut tcp, &refused, Pin(0)).await;
+            return;
+        }
+        Err(why) => {
+            info!(target: TARGET, %peer, "{peer} on the device port sent no hello ({why}); closing");
+            return;
+        }
+    };
+    run_link(shared, tcp, peer, Side::Device { pin, srp_id }).await;
+}
+
+enum Side {
+    Server(String),
+    Device { pin: Pin, srp_id: Option<String> },
+}
+
+impl Side {
+    fn describe(&self, peer: SocketAddr) -> String {
+        match self {
+            Side::Server(srp_id) => format!("SRP ID {srp_id} at {peer}"),
+            Side::Device { pin, .. } => format!("device {pin} at {peer}"),
+        }
+    }
+}
+
+/// A link after its set-up: register it, route what it sends, unregister.
+async fn run_link<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr, side: Side)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let limits = shared.limits;
+    let who = side.describe(peer);
+    let (mut reader, writer) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::channel(LINK_QUEUE + limits.store_cap);
+    let cancel = shared.cancel.child_token();
+    let link = LinkTx {
+        id: shared.next_link.fetch_add(1, Ordering::Relaxed),
+        peer,
+        tx,
+        cancel: cancel.clone(),
+    };
+    let writer_task = shared
+        .tracker
+        .spawn(write_loop(writer, rx, cancel.clone(), who.clone()));
+    {
+        let mut state = shared.lock();
+        match &side {
+            Side::Server(srp_id) => state.register_server(&limits, srp_id, &link, Instant::now()),
+            Side::Device { pin, srp_id } => {
+                state.register_device(&limits, *pin, srp_id.clone(), &link, Instant::now())
+            }
+        }
+    }
+    loop {
+        let read = tokio::select! {
+            _ = cancel.cancelled() => {
+                debug!(target: TARGET, "closing the link of {who}");
+                break;
+            }
+            read = read_frame(&mut reader) => read,
+        };
+        let frame = match read {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                info!(target: TARGET, %peer, "{who} closed its link");
+                break;
+            }
+            Err(e) => {
+                warn!(target: TARGET, %peer, "closing the link of {who}: {e}");
+                break;
+            }
+        };
+        if frame.content_type == ContentType::Control {
+            handle_control(&link, &frame, &who);
+            continue;
+        }
+        let now = Instant::now();
+        let mut state = shared.lock();
+        match &side {
+            Side::Server(srp_id) => state.route_from_server(&limits, srp_id, frame, now),
+            Side::Device { pin, .. } => {
+                if frame.pin != *pin {
+                    warn!(
+                        target: TARGET,
+                        %peer,
+                        "{who} sent a packet for PIN {} (RefID {}): dropped, a device speaks only for its own PIN",
+                        frame.pin,
+                        frame.ref_id
+                    );
+                    continue;
+                }
+                if let Some(reply) = state.route_from_device(&limits, *pin, frame, now) {
+                    let _ = link.push(reply);
+                }
+            }
+        }
+    }
+    {
+        let mut state = shared.lock();
+        match &side {
+            Side::Server(srp_id) => state.unregister_server(srp_id, link.id),
+            Side::Device { pin, .. } => state.unregister_device(*pin, link.id),
+        }
+    }
+    cancel.cancel();
+    let _ = writer_task.await;
+}
+
+fn handle_control(link: &LinkTx, frame: &Frame, who: &str) {
+    match Control::from_frame(frame) {
+        Ok(Control::Ping) => {
+            let _ = link.push(Control::Pong.frame(frame.pin, frame.ref_id));
+        }
+        Ok(Control::Pong) => {}
+        Ok(Control::ServerInfo {
+            server_name,
+            version,
+        }) => {
+            info!(target: TARGET, "{who} updated its information: server {server_name:?} version {version:?}");
+        }
+        Ok(other) => debug!(target: TARGET, "{who} sent {other:?} on an open link; ignored"),
+        Err(e) => warn!(target: TARGET, "{who} sent an unreadable control packet ({e}); ignored"),
+    }
+}
+
+async fn write_loop<S>(
+    writer: WriteHalf<S>,
+    mut rx: mpsc::Receiver<Frame>,
+    cancel: CancellationToken,
+    who: String,
+) where
+    S: AsyncWrite,
+{
+    let mut out = BufWriter::new(writer);
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            frame = rx.recv() => match frame {
+                Some(frame) => frame,
+                None => break,
+            },
+        };
+        let written = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            written = write_batch(&mut out, first, &mut rx) => written,
+        };
+        if let Err(e) = written {
+            info!(target: TARGET, "writing to {who} failed: {e}");
+            cancel.cancel();
+            break;
+        }
+    }
+    let _ = timeout(CLOSE_GRACE, out.shutdown()).await;
+}
+
+/// Writes `first` and whatever else is queued (up to a batch), then flushes.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    out: &mut BufWriter<W>,
+    first: Frame,
+    rx: &mut mpsc::Receiver<Frame>,
+) -> Result<(), ReadError> {
+    write_frame(out, &first).await?;
+    let mut batch = VecDeque::new();
+    while batch.len() < 64 {
+        match rx.try_recv() {
+            Ok(frame) => batch.push_back(frame),
+            Err(_) => break,
+        }
+    }
+    for frame in batch {
+        write_frame(out, &frame).await?;
+    }
+    out.flush().await?;
+    Ok(())
+}

@@ -1,0 +1,801 @@
+//! The relay over real TCP on loopback: enterprise servers through
+//! `bramble_relay::client` (TLS with the relay's certificate pinned),
+//! devices as plain framed TCP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bramble_proto::control::{srp_relay_proof, Control, ErrorReport, TransportStatus};
+use bramble_proto::frame::{split, Frame, MAX_PAYLOAD};
+use bramble_proto::io::{read_frame, write_frame};
+use bramble_proto::{ContentType, Pin, RefId};
+use bramble_relay::client::{
+    connect_srp, connect_tls, ClientTls, LinkError, LinkReader, LinkWriter,
+};
+use bramble_relay::{reject, run, Relay, RelayConfig, RelayHandle, RelayStats, SrpAccount};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{sleep, timeout, Instant};
+
+const S1_KEY: &[u8] = b"s1-authentication-key";
+const S2_KEY: &[u8] = b"s2-authentication-key";
+const WAIT: Duration = Duration::from_secs(5);
+const QUIET: Duration = Duration::from_millis(300);
+
+fn config() -> RelayConfig {
+    RelayConfig {
+        server_listen: "127.0.0.1:0".parse().unwrap(),
+        device_listen: "127.0.0.1:0".parse().unwrap(),
+        srp_accounts: vec![SrpAccount::new("S1", S1_KEY), SrpAccount::new("S2", S2_KEY)],
+        ..RelayConfig::default()
+    }
+}
+
+async fn start(config: RelayConfig) -> RelayHandle {
+    Relay::start(config).await.unwrap()
+}
+
+fn info(name: &str) -> Control {
+    Control::ServerInfo {
+        server_name: name.into(),
+        version: "5.0.0".into(),
+    }
+}
+
+async fn wait_for(relay: &RelayHandle, what: &str, test: impl Fn(&RelayStats) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let stats = relay.stats();
+        if test(&stats) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {stats:?}"
+        );
+        sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn recv_from<R: AsyncRead + Unpin>(r: &mut R, who: &str) -> Frame {
+    timeout(WAIT, read_frame(r))
+        .await
+        .unwrap_or_else(|_| panic!("{who}: nothing arrived"))
+        .unwrap_or_else(|e| panic!("{who}: {e}"))
+        .unwrap_or_else(|| panic!("{who}: closed"))
+}
+
+async fn quiet<R: AsyncRead + Unpin>(r: &mut R, who: &str) {
+    if let Ok(read) = timeout(QUIET, read_frame(r)).await {
+        panic!("{who} should have received nothing, got {read:?}");
+    }
+}
+
+/// True once the peer has closed (clean end or error), ignoring frames.
+async fn closed<R: AsyncRead + Unpin>(r: &mut R) -> bool {
+    timeout(WAIT, async {
+        loop {
+            match read_frame(r).await {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return true,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+async fn send_to<W: AsyncWrite + Unpin>(w: &mut W, frame: &Frame) {
+    write_frame(w, frame).await.unwrap();
+    w.flush().await.unwrap();
+}
+
+fn cmime(pin: Pin, ref_id: u64, text: &str) -> Frame {
+    Frame::single(
+        ContentType::Cmime,
+        pin,
+        RefId(ref_id),
+        text.as_bytes().to_vec(),
+    )
+}
+
+struct Server {
+    r: LinkReader,
+    w: LinkWriter,
+}
+
+async fn try_server(relay: &RelayHandle, srp_id: &str, key: &[u8]) -> Result<Server, LinkError> {
+    let (r, w) = connect_srp(
+        &relay.server_addr().to_string(),
+        ClientTls::pinned(relay.certificate_pem()),
+        srp_id,
+        key,
+        info("BES-test"),
+    )
+    .await?;
+    Ok(Server { r, w })
+}
+
+async fn server(relay: &RelayHandle, srp_id: &str, key: &[u8]) -> Server {
+    let s = try_server(relay, srp_id, key).await.unwrap();
+    // The link is registered once the relay has read the basic information
+    // packet; wait for it so tests see live routing, not the store.
+    wait_for(relay, "the server link", |st| st.servers_connected >= 1).await;
+    s
+}
+
+impl Server {
+    async fn send(&mut self, frame: &Frame) {
+        send_to(&mut self.w, frame).await;
+    }
+
+    async fn recv(&mut self) -> Frame {
+        recv_from(&mut self.r, "server").await
+    }
+
+    async fn report(&mut self, pin: Pin, ref_id: u64) -> TransportStatus {
+        let f = self.recv().await;
+        assert_eq!(
+            (f.pin, f.ref_id),
+            (pin, RefId(ref_id)),
+            "report header: {f:?}"
+        );
+        match Control::from_frame(&f).unwrap() {
+            Control::Transport { status } => status,
+            other => panic!("expected a transport report, got {other:?}"),
+        }
+    }
+
+    async fn quiet(&mut self) {
+        quiet(&mut self.r, "server").await;
+    }
+}
+
+struct Device {
+    r: tokio::net::tcp::OwnedReadHalf,
+    w: tokio::net::tcp::OwnedWriteHalf,
+    pin: Pin,
+}
+
+async fn device(relay: &RelayHandle, pin: u32, srp_id: Option<&str>) -> Device {
+    let tcp = TcpStream::connect(relay.device_addr()).await.unwrap();
+    let (r, w) = tcp.into_split();
+    let mut d = Device {
+        r,
+        w,
+        pin: Pin(pin),
+    };
+    let hello = Control::DeviceHello {
+        pin: Pin(pin),
+        srp_id: srp_id.map(str::to_owned),
+        model: "8900".into(),
+        os_version: "5.0.0.411".into(),
+    };
+    d.send(&hello.frame(Pin(pin), RefId(0))).await;
+    let welcome = d.recv().await;
+    assert_eq!(Control::from_frame(&welcome).unwrap(), Control::Welcome);
+    d
+}
+
+impl Device {
+    async fn send(&mut self, frame: &Frame) {
+        send_to(&mut self.w, frame).await;
+    }
+
+    async fn recv(&mut self) -> Frame {
+        recv_from(&mut self.r, "device").await
+    }
+
+    async fn quiet(&mut self) {
+        quiet(&mut self.r, "device").await;
+    }
+}
+
+#[tokio::test]
+async fn srp_handshake_and_delivery_with_reports() {
+    let relay = start(config()).await;
+    let mut d = device(&relay, 0x2A3B4C5D, Some("S1")).await;
+    let mut s = server(&relay, "S1", S1_KEY).await;
+
+    let mail = cmime(d.pin, 1, "encrypted envelope");
+    s.send(&mail).await;
+    assert_eq!(d.recv().await, mail);
+    assert_eq!(s.report(d.pin, 1).await, TransportStatus::DeliveredToDevice);
+
+    // A three-packet message: relayed as packets in order, one report.
+    let payload = vec![0x5A; 2 * MAX_PAYLOAD + 10];
+    let frames = split(ContentType::Sync, 0, d.pin, RefId(2), &payload).unwrap();
+    assert_eq!(frames.len(), 3);
+    for f in &frames {
+        s.send(f).await;
+    }
+    for f in &frames {
+        assert_eq!(&d.recv().await, f);
+    }
+    assert_eq!(s.report(d.pin, 2).await, TransportStatus::DeliveredToDevice);
+    s.quiet().await;
+
+    // Ping → pong on both links, with the ping's header.
+    s.send(&Control::Ping.frame(Pin(0), RefId(7))).await;
+    let pong = s.recv().await;
+    assert_eq!(
+        (Control::from_frame(&pong).unwrap(), pong.ref_id),
+        (Control::Pong, RefId(7))
+    );
+    d.send(&Control::Ping.frame(d.pin, RefId(8))).await;
+    let pong = d.recv().await;
+    assert_eq!(
+        (Control::from_frame(&pong).unwrap(), pong.ref_id),
+        (Control::Pong, RefId(8))
+    );
+
+    let stats = relay.stats();
+    assert_eq!(stats.routed, 4);
+    assert_eq!((stats.servers_connected, stats.devices_connected), (1, 1));
+    assert_eq!(stats.auth_failures, 0);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_key_is_refused_and_counted() {
+    let relay = start(config()).await;
+    // The relay proves itself first; with a different key its proof does
+    // not verify and the server never answers.
+    let err = try_server(&relay, "S1", b"not the key")
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, LinkError::RelayProofInvalid { .. }), "{err}");
+    assert!(
+        err.to_string().contains("Settings → Wireless network"),
+        "{err}"
+    );
+    wait_for(&relay, "the failure to be counted", |st| {
+        st.auth_failures == 1
+    })
+    .await;
+
+    // A server that answers with a wrong proof is rejected explicitly.
+    let mut tls = connect_tls(
+        &relay.server_addr().to_string(),
+        &ClientTls::pinned(relay.certificate_pem()),
+    )
+    .await
+    .unwrap();
+    let hello = Control::SrpHello {
+        srp_id: "S1".into(),
+        nonce: "00ff".into(),
+    };
+    send_to(&mut tls, &hello.frame(Pin(0), RefId(0))).await;
+    let challenge = Control::from_frame(&recv_from(&mut tls, "raw server").await).unwrap();
+    assert!(
+        matches!(challenge, Control::SrpChallenge { .. }),
+        "{challenge:?}"
+    );
+    send_to(
+        &mut tls,
+        &Control::SrpResponse {
+            proof: "ab".repeat(32),
+        }
+        .frame(Pin(0), RefId(0)),
+    )
+    .await;
+    match Control::from_frame(&recv_from(&mut tls, "raw server").await).unwrap() {
+        Control::SrpRejected { reason } => assert!(reason.starts_with(reject::BAD_KEY), "{reason}"),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert!(closed(&mut tls).await);
+    wait_for(&relay, "the second failure", |st| st.auth_failures == 2).await;
+    assert_eq!(relay.stats().servers_connected, 0);
+    relay.shutdown().await;
+}
+
+/// A stand-in relay for testing the server side: accepts TLS, then runs
+/// `script` on the stream; returns the address and the certificate.
+async fn fake_relay<F, Fut>(script: F) -> (SocketAddr, String, tokio::task::JoinHandle<Fut::Output>)
+where
+    F: FnOnce(tokio_openssl::SslStream<TcpStream>) -> Fut + Send + 'static,
+    Fut: std::future::Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    let identity = bramble_relay::tls::self_signed().unwrap();
+    let acceptor = identity.acceptor().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let stream = bramble_relay::tls::accept(&acceptor, tcp).await.unwrap();
+        script(stream).await
+    });
+    (addr, identity.certificate_pem(), task)
+}
+
+#[tokio::test]
+async fn server_side_refuses_a_relay_with_a_wrong_proof() {
+    let (addr, pem, fake) = fake_relay(|mut stream| async move {
+        let Control::SrpHello { srp_id, nonce } =
+            Control::from_frame(&recv_from(&mut stream, "fake").await).unwrap()
+        else {
+            panic!("expected a hello")
+        };
+        let relay_nonce = "11".repeat(32);
+        let proof = srp_relay_proof(b"impostor's guess", &srp_id, &nonce, &relay_nonce);
+        let challenge = Control::SrpChallenge {
+            nonce: relay_nonce,
+            proof,
+        };
+        send_to(&mut stream, &challenge.frame(Pin(0), RefId(0))).await;
+        // What the server does next: it must not send its proof.
+        timeout(WAIT, read_frame(&mut stream)).await.unwrap()
+    })
+    .await;
+    let err = connect_srp(
+        &addr.to_string(),
+        ClientTls::pinned(pem),
+        "S1",
+        S1_KEY,
+        info("BES"),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(matches!(err, LinkError::RelayProofInvalid { .. }), "{err}");
+    assert!(err.to_string().contains("not the genuine relay"), "{err}");
+    let after = fake.await.unwrap();
+    assert!(
+        !matches!(after, Ok(Some(_))),
+        "the server answered an impostor: {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn server_side_reports_a_key_the_relay_refuses() {
+    let (addr, pem, fake) = fake_relay(|mut stream| async move {
+        let Control::SrpHello { srp_id, nonce } =
+            Control::from_frame(&recv_from(&mut stream, "fake").await).unwrap()
+        else {
+            panic!("expected a hello")
+        };
+        let relay_nonce = "22".repeat(32);
+        let proof = srp_relay_proof(S1_KEY, &srp_id, &nonce, &relay_nonce);
+        let challenge = Control::SrpChallenge {
+            nonce: relay_nonce,
+            proof,
+        };
+        send_to(&mut stream, &challenge.frame(Pin(0), RefId(0))).await;
+        let response = Control::from_frame(&recv_from(&mut stream, "fake").await).unwrap();
+        assert!(
+            matches!(response, Control::SrpResponse { .. }),
+            "{response:?}"
+        );
+        let rejected = Control::SrpRejected {
+            reason: reject::BAD_KEY.into(),
+        };
+        send_to(&mut stream, &rejected.frame(Pin(0), RefId(0))).await;
+    })
+    .await;
+    let err = connect_srp(
+        &addr.to_string(),
+        ClientTls::pinned(pem),
+        "S1",
+        S1_KEY,
+        info("BES"),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(matches!(err, LinkError::WrongKey { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "the relay refused SRP ID S1: the SRP authentication key does not match; check Settings → Wireless network"
+    );
+    fake.await.unwrap();
+}
+
+#[tokio::test]
+async fn server_side_refuses_a_certificate_that_is_not_pinned() {
+    let relay = start(config()).await;
+    let other = bramble_relay::tls::self_signed().unwrap().certificate_pem();
+    let err = connect_srp(
+        &relay.server_addr().to_string(),
+        ClientTls::pinned(other),
+        "S1",
+        S1_KEY,
+        info("BES"),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(matches!(err, LinkError::Tls { .. }), "{err}");
+    assert!(err.to_string().contains("not the pinned one"), "{err}");
+    // Without a pin or CA the self-signed certificate is not trusted.
+    let err = connect_srp(
+        &relay.server_addr().to_string(),
+        ClientTls::default(),
+        "S1",
+        S1_KEY,
+        info("BES"),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(matches!(err, LinkError::Tls { .. }), "{err}");
+    // As a CA (it is its own issuer, and names 127.0.0.1) it is.
+    let s = connect_srp(
+        &relay.server_addr().to_string(),
+        ClientTls::with_ca(relay.certificate_pem()),
+        "S1",
+        S1_KEY,
+        info("BES"),
+    )
+    .await;
+    assert!(s.is_ok(), "{:?}", s.err());
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_srp_id_is_rejected() {
+    let relay = start(config()).await;
+    let err = try_server(&relay, "S9", S1_KEY).await.err().unwrap();
+    match &err {
+        LinkError::Rejected { srp_id, reason } => {
+            assert_eq!(srp_id, "S9");
+            assert!(reason.starts_with(reject::UNKNOWN_SRP_ID), "{reason}");
+        }
+        other => panic!("expected a rejection, got {other}"),
+    }
+    assert_eq!(relay.stats().auth_failures, 1);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_link_for_an_srp_id_drops_the_first() {
+    let relay = start(config()).await;
+    let mut first = server(&relay, "S1", S1_KEY).await;
+    let mut second = try_server(&relay, "S1", S1_KEY).await.unwrap();
+    assert!(closed(&mut first.r).await, "the first link stays open");
+    wait_for(&relay, "one link", |st| st.servers_connected == 1).await;
+
+    let mut d = device(&relay, 0x100, Some("S1")).await;
+    let reply = cmime(d.pin, 3, "reply");
+    d.send(&reply).await;
+    assert_eq!(second.recv().await, reply);
+
+    // Likewise a newer connection for a PIN replaces the older one.
+    let mut newer = device(&relay, 0x100, Some("S1")).await;
+    assert!(
+        closed(&mut d.r).await,
+        "the older device connection stays open"
+    );
+    second.send(&cmime(newer.pin, 4, "to the newer")).await;
+    assert_eq!(newer.recv().await.ref_id, RefId(4));
+    assert_eq!(
+        second.report(newer.pin, 4).await,
+        TransportStatus::DeliveredToDevice
+    );
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_an_srp_id_out_for_a_while() {
+    let lockout = Duration::from_millis(1500);
+    let relay = start(RelayConfig {
+        lockout_failures: 3,
+        lockout_duration: lockout,
+        ..config()
+    })
+    .await;
+    for n in 1..=3 {
+        let err = try_server(&relay, "S1", b"wrong").await.err().unwrap();
+        assert!(matches!(err, LinkError::RelayProofInvalid { .. }), "{err}");
+        wait_for(&relay, "the failure", |st| st.auth_failures == n).await;
+    }
+    assert_eq!(relay.stats().lockouts, 1);
+    let locked_at = Instant::now();
+    let err = try_server(&relay, "S1", S1_KEY).await.err().unwrap();
+    match &err {
+        LinkError::LockedOut { srp_id, reason } => {
+            assert_eq!(srp_id, "S1");
+            assert!(reason.starts_with(reject::LOCKED_OUT), "{reason}");
+        }
+        other => panic!("expected a lockout, got {other}"),
+    }
+    // Another SRP ID is not affected.
+    server(&relay, "S2", S2_KEY).await;
+
+    sleep(lockout.saturating_sub(locked_at.elapsed()) + Duration::from_millis(100)).await;
+    try_server(&relay, "S1", S1_KEY).await.unwrap();
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn flapping_locks_an_srp_id_out() {
+    let relay = start(RelayConfig {
+        lockout_failures: 2,
+        ..config()
+    })
+    .await;
+    let _a = try_server(&relay, "S1", S1_KEY).await.unwrap();
+    let _b = try_server(&relay, "S1", S1_KEY).await.unwrap();
+    let err = try_server(&relay, "S1", S1_KEY).await.err().unwrap();
+    assert!(matches!(err, LinkError::LockedOut { .. }), "{err}");
+    let err = try_server(&relay, "S1", S1_KEY).await.err().unwrap();
+    assert!(matches!(err, LinkError::LockedOut { .. }), "{err}");
+    assert_eq!(relay.stats().lockouts, 1);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn offline_device_gets_its_stored_packets_in_order_on_connecting() {
+    let relay = start(config()).await;
+    let mut s = server(&relay, "S1", S1_KEY).await;
+    let pin = Pin(0x0BAD_CAFE);
+    // A PIN the relay has never seen: stored all the same.
+    let first = cmime(pin, 1, "one");
+    let two = split(
+        ContentType::Cmime,
+        0,
+        pin,
+        RefId(2),
+        &vec![2; MAX_PAYLOAD + 1],
+    )
+    .unwrap();
+    let third = Frame::single(ContentType::ItPolicy, pin, RefId(3), b"policy".to_vec());
+    s.send(&first).await;
+    for f in &two {
+        s.send(f).await;
+    }
+    s.send(&third).await;
+    for ref_id in 1..=3 {
+        assert_eq!(
+            s.report(pin, ref_id).await,
+            TransportStatus::StoredForOfflineDevice
+        );
+    }
+    s.quiet().await;
+
+    let mut d = device(&relay, pin.0, None).await;
+    let mut expected = vec![first];
+    expected.extend(two);
+    expected.push(third);
+    for f in &expected {
+        assert_eq!(&d.recv().await, f);
+    }
+    for ref_id in 1..=3 {
+        assert_eq!(
+            s.report(pin, ref_id).await,
+            TransportStatus::DeliveredToDevice
+        );
+    }
+    let stats = relay.stats();
+    assert_eq!(
+        (stats.stored, stats.delivered_from_store, stats.routed),
+        (4, 4, 0)
+    );
+
+    // The store was handed over once; the device learned its server from
+    // the traffic and can answer.
+    d.quiet().await;
+    let reply = cmime(pin, 9, "got it");
+    d.send(&reply).await;
+    assert_eq!(s.recv().await, reply);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_store_drops_new_packets() {
+    let relay = start(RelayConfig {
+        store_per_device: 2,
+        ..config()
+    })
+    .await;
+    let mut s = server(&relay, "S1", S1_KEY).await;
+    let pin = Pin(0x77);
+    for ref_id in 1..=3 {
+        s.send(&cmime(pin, ref_id, "x")).await;
+    }
+    assert_eq!(
+        s.report(pin, 1).await,
+        TransportStatus::StoredForOfflineDevice
+    );
+    assert_eq!(
+        s.report(pin, 2).await,
+        TransportStatus::StoredForOfflineDevice
+    );
+    assert_eq!(s.report(pin, 3).await, TransportStatus::StoreFull);
+
+    let mut d = device(&relay, pin.0, Some("S1")).await;
+    assert_eq!(d.recv().await.ref_id, RefId(1));
+    assert_eq!(d.recv().await.ref_id, RefId(2));
+    d.quiet().await;
+    assert_eq!(s.report(pin, 1).await, TransportStatus::DeliveredToDevice);
+    assert_eq!(s.report(pin, 2).await, TransportStatus::DeliveredToDevice);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn stored_packets_expire_with_a_report() {
+    let relay = start(RelayConfig {
+        store_expiry: Duration::from_millis(300),
+        ..config()
+    })
+    .await;
+    let mut s = server(&relay, "S1", S1_KEY).await;
+    let pin = Pin(0x55);
+    s.send(&cmime(pin, 1, "stale")).await;
+    assert_eq!(
+        s.report(pin, 1).await,
+        TransportStatus::StoredForOfflineDevice
+    );
+    assert_eq!(s.report(pin, 1).await, TransportStatus::Expired);
+    assert_eq!(relay.stats().expired, 1);
+
+    let mut d = device(&relay, pin.0, None).await;
+    d.quiet().await;
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn devices_reach_their_home_server() {
+    let relay = start(config()).await;
+    let mut s1 = server(&relay, "S1", S1_KEY).await;
+
+    // Home from the hello.
+    let mut named = device(&relay, 0x10, Some("S1")).await;
+    let mut frame = cmime(named.pin, 1, "reply");
+    frame.content_type = ContentType::DeliveryConfirmation;
+    named.send(&frame).await;
+    assert_eq!(s1.recv().await, frame);
+
+    // Home learned from the server that last sent to the PIN.
+    let mut learned = device(&relay, 0x11, None).await;
+    s1.send(&cmime(learned.pin, 2, "hello")).await;
+    assert_eq!(learned.recv().await.ref_id, RefId(2));
+    assert_eq!(
+        s1.report(learned.pin, 2).await,
+        TransportStatus::DeliveredToDevice
+    );
+    let answer = cmime(learned.pin, 3, "answer");
+    learned.send(&answer).await;
+    assert_eq!(s1.recv().await, answer);
+
+    // A disconnected home server: stored, handed over when it connects.
+    let mut waiting = device(&relay, 0x12, Some("S2")).await;
+    let a = cmime(waiting.pin, 4, "first");
+    let b = cmime(waiting.pin, 5, "second");
+    waiting.send(&a).await;
+    waiting.send(&b).await;
+    wait_for(&relay, "two stored packets", |st| st.stored == 2).await;
+    let mut s2 = try_server(&relay, "S2", S2_KEY).await.unwrap();
+    assert_eq!(s2.recv().await, a);
+    assert_eq!(s2.recv().await, b);
+    waiting.quiet().await;
+    assert_eq!(relay.stats().delivered_from_store, 2);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_device_without_a_server_gets_no_server() {
+    let relay = start(config()).await;
+    for (pin, srp_id) in [(0x20, None), (0x21, Some("S9"))] {
+        let mut d = device(&relay, pin, srp_id).await;
+        d.send(&cmime(d.pin, 42, "anyone?")).await;
+        let error = d.recv().await;
+        assert_eq!(error.content_type, ContentType::Error);
+        assert_eq!((error.pin, error.ref_id), (d.pin, RefId(42)));
+        let report = ErrorReport::from_payload(&error.payload).unwrap();
+        assert_eq!(report.code, bramble_relay::NO_SERVER);
+        assert!(!report.message.is_empty());
+    }
+    assert_eq!(relay.stats().unknown_pin, 2);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_device_cannot_speak_for_another_pin() {
+    let relay = start(config()).await;
+    let mut s = server(&relay, "S1", S1_KEY).await;
+    let mut d = device(&relay, 0x30, Some("S1")).await;
+    d.send(&cmime(Pin(0x31), 1, "forged")).await;
+    let genuine = cmime(d.pin, 2, "genuine");
+    d.send(&genuine).await;
+    // Only the genuine packet arrives, and the link stays up.
+    assert_eq!(s.recv().await, genuine);
+    s.quiet().await;
+    d.send(&Control::Ping.frame(d.pin, RefId(3))).await;
+    assert_eq!(Control::from_frame(&d.recv().await).unwrap(), Control::Pong);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_malformed_packet_closes_only_its_connection() {
+    let relay = start(config()).await;
+    let mut s1 = server(&relay, "S1", S1_KEY).await;
+    let mut s2 = try_server(&relay, "S2", S2_KEY).await.unwrap();
+    let mut good = device(&relay, 0x40, Some("S1")).await;
+    let mut oversized = device(&relay, 0x41, Some("S1")).await;
+    let mut bad_version = device(&relay, 0x42, Some("S1")).await;
+
+    // A length beyond the 64 KiB limit.
+    oversized
+        .w
+        .write_all(&[0xFF, 0xFF, 0xFF, 0xFF])
+        .await
+        .unwrap();
+    assert!(closed(&mut oversized.r).await);
+    // An unsupported version.
+    let mut bytes = cmime(bad_version.pin, 1, "x").encode().unwrap();
+    bytes[4] = 9;
+    bad_version.w.write_all(&bytes).await.unwrap();
+    assert!(closed(&mut bad_version.r).await);
+    // Garbage on a server link.
+    s2.w.write_all(&[0, 0, 0, 1, 0]).await.unwrap();
+    s2.w.flush().await.unwrap();
+    assert!(closed(&mut s2.r).await);
+
+    // Everyone else carries on, and new connections are served.
+    s1.send(&cmime(good.pin, 5, "still here")).await;
+    assert_eq!(good.recv().await.ref_id, RefId(5));
+    assert_eq!(
+        s1.report(good.pin, 5).await,
+        TransportStatus::DeliveredToDevice
+    );
+    let mut again = device(&relay, 0x41, Some("S1")).await;
+    again.send(&cmime(again.pin, 6, "back")).await;
+    assert_eq!(s1.recv().await.ref_id, RefId(6));
+    wait_for(&relay, "S2 to be gone", |st| st.servers_connected == 1).await;
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_device_port_wants_a_hello_first() {
+    let relay = start(config()).await;
+    let tcp = TcpStream::connect(relay.device_addr()).await.unwrap();
+    let (mut r, mut w) = tcp.into_split();
+    send_to(&mut w, &cmime(Pin(1), 1, "no hello")).await;
+    let refused = Control::from_frame(&recv_from(&mut r, "device").await).unwrap();
+    assert!(matches!(refused, Control::Refused { .. }), "{refused:?}");
+    assert!(closed(&mut r).await);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_links() {
+    let relay = start(config()).await;
+    let mut s = server(&relay, "S1", S1_KEY).await;
+    let mut d = device(&relay, 0x50, Some("S1")).await;
+    let (server_addr, device_addr) = (relay.server_addr(), relay.device_addr());
+    timeout(WAIT, relay.shutdown())
+        .await
+        .expect("shutdown hangs");
+    assert!(closed(&mut s.r).await);
+    assert!(closed(&mut d.r).await);
+    assert!(TcpStream::connect(device_addr).await.is_err());
+    assert!(TcpStream::connect(server_addr).await.is_err());
+}
+
+#[tokio::test]
+async fn run_stops_when_told() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let relay = tokio::spawn(run(config(), async {
+        let _ = rx.await;
+    }));
+    sleep(Duration::from_millis(50)).await;
+    tx.send(()).unwrap();
+    timeout(WAIT, relay).await.unwrap().unwrap().unwrap();
+
+    let busy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = run(
+        RelayConfig {
+            server_listen: busy.local_addr().unwrap(),
+            ..config()
+        },
+        async {},
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("cannot listen"), "{err}");
+}

@@ -1,0 +1,148 @@
+//! Device transport keys as the Dispatcher and the Router use them: read
+//! from the Configuration Database (where they are sealed at rest), kept in
+//! memory per PIN, and dropped from memory whenever they change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bramble_proto::envelope::TransportKey;
+use bramble_proto::Pin;
+
+use crate::db::models::device::{Device, NewDevice};
+use crate::db::models::device_key::{DeviceKey, KeyMaterial, KeySlot};
+use crate::db::{Conn, Database, DbError, DbResult, Sealer};
+
+/// A device's keys by role; messages name the key they use by id.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRing {
+    pub current: Option<TransportKey>,
+    pub pending: Option<TransportKey>,
+    pub previous: Option<TransportKey>,
+}
+
+impl KeyRing {
+    pub fn current(&self) -> Option<&TransportKey> {
+        self.current.as_ref()
+    }
+
+    /// The key with this id, whichever role it has now.
+    pub fn by_id(&self, id: u32) -> Option<&TransportKey> {
+        [&self.current, &self.pending, &self.previous]
+            .into_iter()
+            .flatten()
+            .find(|k| k.id == id)
+    }
+}
+
+/// Cached key rings, one per PIN; cheap to clone.
+#[derive(Clone)]
+pub struct KeyCache {
+    db: Database,
+    rings: Arc<Mutex<HashMap<Pin, Option<Arc<KeyRing>>>>>,
+}
+
+impl KeyCache {
+    pub fn new(db: Database) -> KeyCache {
+        KeyCache {
+            db,
+            rings: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The device's keys; `None` for a PIN with no device or no keys.
+    pub async fn ring(&self, pin: Pin) -> DbResult<Option<Arc<KeyRing>>> {
+        if let Some(cached) = self.rings.lock().ok().and_then(|r| r.get(&pin).cloned()) {
+            return Ok(cached);
+        }
+        let ring = self
+            .db
+            .run_sealed(move |conn, sealer| load(conn, sealer, pin))
+            .await?
+            .map(Arc::new);
+        if let Ok(mut rings) = self.rings.lock() {
+            rings.insert(pin, ring.clone());
+        }
+        Ok(ring)
+    }
+
+    /// One key of a device by id.
+    pub async fn key(&self, pin: Pin, key_id: u32) -> Option<TransportKey> {
+        self.ring(pin).await.ok().flatten().and_then(|r| r.by_id(key_id).cloned())
+    }
+
+    /// Forget what is cached for `pin` (its keys changed).
+    pub fn invalidate(&self, pin: Pin) {
+        if let Ok(mut rings) = self.rings.lock() {
+            rings.remove(&pin);
+        }
+    }
+
+    /// TEST PATH, until wireless activation establishes keys: registers the
+    /// device if needed and stores `key` as its current transport key.
+    /// Tests, benchmarks and `bramble device provision` use it; nothing in
+    /// normal operation does.
+    pub async fn provision_for_test(&self, pin: Pin, key: &TransportKey) -> DbResult<()> {
+        let key = key.clone();
+        self.db
+            .run_sealed(move |conn, sealer| provision(conn, sealer, pin, &key))
+            .await?;
+        self.invalidate(pin);
+        Ok(())
+    }
+}
+
+fn db_pin(pin: Pin) -> DbResult<crate::db::models::device::Pin> {
+    crate::db::models::device::Pin::parse(&pin.to_string())
+}
+
+fn load(conn: &mut Conn, sealer: &Sealer, pin: Pin) -> DbResult<Option<KeyRing>> {
+    let Some(device) = Device::find_by_pin(conn, &db_pin(pin)?)? else {
+        return Ok(None);
+    };
+    let mut ring = KeyRing::default();
+    for slot in [KeySlot::Current, KeySlot::Pending, KeySlot::Previous] {
+        let Some(sealed) = DeviceKey::find_slot(conn, device.id, slot)? else {
+            continue;
+        };
+        let id = u32::try_from(sealed.info.key_id)
+            .map_err(|_| DbError::Invalid(format!("device {pin} has a key id out of range")))?;
+        let material = sealed.unseal(sealer)?;
+        let key = TransportKey::from_slice(id, material.as_bytes())
+            .ok_or_else(|| DbError::Invalid(format!("device {pin} has a transport key of the wrong length")))?;
+        match slot {
+            KeySlot::Current => ring.current = Some(key),
+            KeySlot::Pending => ring.pending = Some(key),
+            KeySlot::Previous => ring.previous = Some(key),
+        }
+    }
+    if ring.current.is_none() && ring.pending.is_none() && ring.previous.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(ring))
+}
+
+fn provision(conn: &mut Conn, sealer: &Sealer, pin: Pin, key: &TransportKey) -> DbResult<()> {
+    let pin_text = db_pin(pin)?;
+    let device = match Device::find_by_pin(conn, &pin_text)? {
+        Some(device) => device,
+        None => Device::create(
+            conn,
+            &NewDevice {
+                pin: pin_text,
+                user_id: None,
+                model: String::new(),
+                os_version: String::new(),
+                carrier: String::new(),
+            },
+        )?,
+    };
+    DeviceKey::save_slot(
+        conn,
+        sealer,
+        device.id,
+        KeySlot::Current,
+        i64::from(key.id),
+        &KeyMaterial::new(key.secret().to_vec()),
+    )?;
+    Ok(())
+}

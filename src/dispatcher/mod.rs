@@ -1,0 +1,520 @@
+//! The BlackBerry Dispatcher.
+//!
+//! Seed: it compresses and encrypts all data sent to the smartphones,
+//! decrypts and decompresses all data received from them, manages the
+//! connection to the BlackBerry Infrastructure through the Router, assigns
+//! users to Messaging Agents and directs data traffic between components.
+//!
+//! - Outbound ([`Dispatcher::send`]): seal each message for its device
+//!   (`bramble_proto::envelope`, the device's current transport key), write
+//!   it to the outbound queue in the Configuration Database, then hand its
+//!   packets to the Router. A message stays queued until the device
+//!   confirms delivery; it is sent again when the SRP link returns
+//!   (if the relay may not have it), when a LAN connection that carried it
+//!   drops, and when no confirmation arrives within the resend timeout
+//!   (seed: four hours). At-least-once on the wire; the device removes
+//!   duplicates by RefID, so its user sees each message once.
+//! - Inbound ([`Dispatcher::run`]): reassemble packets, open envelopes with
+//!   the device's keys (current, pending or previous, by the key id in the
+//!   header), and direct each content type to the component registered for
+//!   it ([`Dispatcher::register`]). A message that cannot be decrypted is
+//!   ignored and the device is told (seed: "the BlackBerry Enterprise Server
+//!   ignores the message and sends an error message to the smartphone").
+//! - [`assignment`]: users to Messaging Agents, at most 500 each by default.
+//! - [`keys`]: the transport keys of devices, cached from the database.
+
+pub mod assignment;
+pub mod keys;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bramble_proto::control::{Control, ErrorReport, TransportStatus};
+use bramble_proto::envelope::{self, EnvelopeError};
+use bramble_proto::frame::{self, Frame, Message, Reassembler};
+use bramble_proto::{ContentType, Pin, RefId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::clock::Clock;
+use crate::db::ids::OutboundId;
+use crate::db::models::outbound::{NewOutbound, OutboundPacket, OutboundState};
+use crate::db::{Database, DbError};
+use crate::router::{RouterEvent, RouterHandle, Via};
+use keys::KeyCache;
+
+/// Dispatcher settings (`[dispatcher]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DispatcherSettings {
+    /// Send again when a device has not confirmed within this time (seed: four hours).
+    pub resend_after_secs: u64,
+    /// Give up on a message not confirmed within this time; it counts as expired.
+    pub expire_after_secs: u64,
+    /// Largest message accepted from a device, after decompression.
+    pub max_message_bytes: usize,
+    /// How often the queue is checked for messages to resend or expire.
+    pub resend_check_secs: u64,
+}
+
+impl Default for DispatcherSettings {
+    fn default() -> Self {
+        DispatcherSettings {
+            resend_after_secs: 4 * 60 * 60,
+            expire_after_secs: 7 * 24 * 60 * 60,
+            max_message_bytes: frame::DEFAULT_MAX_MESSAGE,
+            resend_check_secs: 60,
+        }
+    }
+}
+
+/// A decrypted message from a device, for the component that handles its
+/// content type.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub pin: Pin,
+    pub ref_id: RefId,
+    pub content_type: ContentType,
+    pub plaintext: Vec<u8>,
+    pub via: Via,
+}
+
+/// A message for a device.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub pin: Pin,
+    pub content_type: ContentType,
+    pub plaintext: Vec<u8>,
+    /// "Forward with priority".
+    pub priority: bool,
+    /// Keep the caller's RefID (e.g. the Messaging Agent's); else a new one.
+    pub ref_id: Option<RefId>,
+}
+
+/// What happened to outbound messages; for statistics, the console and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryEvent {
+    Sent { pin: Pin, ref_id: RefId, via: Via },
+    Relay { pin: Pin, ref_id: RefId, status: TransportStatus },
+    /// The device confirmed: the message is delivered.
+    Confirmed { pin: Pin, ref_id: RefId },
+    Resent { pin: Pin, ref_id: RefId, reason: ResendReason },
+    Expired { pin: Pin, ref_id: RefId },
+    /// A device's message could not be decrypted; the device was told.
+    Undecryptable { pin: Pin, ref_id: RefId },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResendReason {
+    LinkRestored,
+    LanClosed,
+    NoConfirmation,
+}
+
+/// Why a message could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("device {0} has no transport key; it must be activated first")]
+    NoKey(Pin),
+    #[error("cannot encrypt the message: {0}")]
+    Envelope(#[from] EnvelopeError),
+    #[error("cannot packetize the message: {0}")]
+    Frame(#[from] frame::FrameError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+struct Inner {
+    db: Database,
+    clock: Clock,
+    settings: DispatcherSettings,
+    keys: KeyCache,
+    router: RouterHandle,
+    handlers: RwLock<HashMap<ContentType, mpsc::Sender<Inbound>>>,
+    reassembler: Mutex<Reassembler>,
+    events: broadcast::Sender<DeliveryEvent>,
+}
+
+/// The Dispatcher; cheap to clone.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+impl Dispatcher {
+    pub fn new(db: Database, keys: KeyCache, router: RouterHandle, settings: DispatcherSettings, clock: Clock) -> Dispatcher {
+        let reassembler = Reassembler::new(settings.max_message_bytes, 4096);
+        let (events, _) = broadcast::channel(4096);
+        Dispatcher {
+            inner: Arc::new(Inner {
+                db,
+                clock,
+                settings,
+                keys,
+                router,
+                handlers: RwLock::new(HashMap::new()),
+                reassembler: Mutex::new(reassembler),
+                events,
+            }),
+        }
+    }
+
+    /// Delivery events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<DeliveryEvent> {
+        self.inner.events.subscribe()
+    }
+
+    pub fn keys(&self) -> &KeyCache {
+        &self.inner.keys
+    }
+
+    pub fn router(&self) -> &RouterHandle {
+        &self.inner.router
+    }
+
+    /// The component for `content_type` receives decrypted messages from
+    /// devices here. A later registration replaces an earlier one.
+    pub fn register(&self, content_type: ContentType, capacity: usize) -> mpsc::Receiver<Inbound> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        if let Ok(mut handlers) = self.inner.handlers.write() {
+            handlers.insert(content_type, tx);
+        }
+        rx
+    }
+
+    fn emit(&self, event: DeliveryEvent) {
+        let _ = self.inner.events.send(event);
+    }
+
+    /// Seals, queues and sends one message; returns its RefID once the
+    /// message is safely queued (it will reach the device even if no path
+    /// is up right now).
+    pub async fn send(&self, message: Outgoing) -> Result<RefId, DispatchError> {
+        let mut ids = self.send_all(vec![message]).await?;
+        ids.pop().ok_or_else(|| DispatchError::Db(DbError::Invalid("nothing was queued".into())))
+    }
+
+    /// [`Dispatcher::send`] for many messages with one database write.
+    pub async fn send_all(&self, messages: Vec<Outgoing>) -> Result<Vec<RefId>, DispatchError> {
+        let mut queued = Vec::with_capacity(messages.len());
+        for m in messages {
+            let ring = self.inner.keys.ring(m.pin).await?.ok_or(DispatchError::NoKey(m.pin))?;
+            let key = ring.current().ok_or(DispatchError::NoKey(m.pin))?;
+            let ref_id = m.ref_id.unwrap_or_else(RefId::random);
+            let sealed = envelope::seal(key, m.content_type, m.pin, ref_id, &m.plaintext)?;
+            queued.push(NewOutbound {
+                ref_id,
+                pin: m.pin,
+                content_type: m.content_type,
+                priority: m.priority,
+                envelope: sealed,
+            });
+        }
+        let at = self.inner.clock.now_db();
+        let batch = queued.clone();
+        self.inner
+            .db
+            .run(move |conn| NewOutbound::save_all(conn, &batch, at))
+            .await?;
+        let ref_ids = queued.iter().map(|q| q.ref_id).collect();
+        self.transmit(queued.into_iter().map(|q| (q.pin, q.ref_id, q.content_type, q.priority, q.envelope)))
+            .await?;
+        Ok(ref_ids)
+    }
+
+    /// Hands queued messages to the Router and records where they went.
+    async fn transmit(
+        &self,
+        messages: impl Iterator<Item = (Pin, RefId, ContentType, bool, Vec<u8>)>,
+    ) -> Result<(), DispatchError> {
+        let mut by_state: HashMap<&'static str, (OutboundState, Vec<RefId>)> = HashMap::new();
+        for (pin, ref_id, content_type, priority, sealed) in messages {
+            let flags = if priority { frame::FLAG_PRIORITY } else { 0 };
+            let frames = frame::split(content_type, flags, pin, ref_id, &sealed)?;
+            match self.inner.router.send(pin, frames).await {
+                Ok(via) => {
+                    let state = match via {
+                        Via::Relay => OutboundState::AtRelay,
+                        Via::Lan => OutboundState::SentLan,
+                    };
+                    by_state.entry(state.as_str()).or_insert((state, Vec::new())).1.push(ref_id);
+                    self.emit(DeliveryEvent::Sent { pin, ref_id, via });
+                }
+                Err(_) => debug!(target: "bramble::dispatcher", %pin, %ref_id, "no path to the device now; the message stays queued"),
+            }
+        }
+        let at = self.inner.clock.now_db();
+        for (_, (state, ref_ids)) in by_state {
+            self.inner
+                .db
+                .run(move |conn| OutboundPacket::mark_sent(conn, &ref_ids, state, at))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Sends again the queued messages in `states` (all devices, or one).
+    async fn resend(&self, states: &'static [OutboundState], pin: Option<Pin>, reason: ResendReason) -> Result<usize, DispatchError> {
+        let mut after = OutboundId(0);
+        let mut total = 0;
+        loop {
+            let batch = match pin {
+                Some(pin) => {
+                    if after.0 > 0 {
+                        break;
+                    }
+                    self.inner.db.run(move |conn| OutboundPacket::find_by_pin(conn, pin, states)).await?
+                }
+                None => {
+                    self.inner
+                        .db
+                        .run(move |conn| OutboundPacket::find_in_states(conn, states, after, 500))
+                        .await?
+                }
+            };
+            let Some(last) = batch.last() else { break };
+            after = if pin.is_some() { OutboundId(i64::MAX) } else { last.id };
+            total += batch.len();
+            for p in &batch {
+                self.emit(DeliveryEvent::Resent {
+                    pin: p.pin,
+                    ref_id: p.ref_id,
+                    reason,
+                });
+            }
+            let short = batch.len() < 500;
+            self.transmit(batch.into_iter().map(|p| (p.pin, p.ref_id, p.content_type, p.priority, p.envelope)))
+                .await?;
+            if short && pin.is_none() {
+                break;
+            }
+        }
+        if total > 0 {
+            info!(target: "bramble::dispatcher", count = total, ?reason, "messages sent again");
+        }
+        Ok(total)
+    }
+
+    /// Resends what waited longer than the resend timeout without a
+    /// confirmation, and expires what is too old. Returns (resent, expired).
+    pub async fn check_queue(&self) -> Result<(usize, usize), DispatchError> {
+        let now = self.inner.clock.now_db();
+        let expire_cutoff = now - time::Duration::seconds(self.inner.settings.expire_after_secs as i64);
+        let expired = self
+            .inner
+            .db
+            .run(move |conn| OutboundPacket::delete_created_before(conn, expire_cutoff))
+            .await?;
+        for p in &expired {
+            warn!(target: "bramble::dispatcher", pin = %p.pin, ref_id = %p.ref_id, "message expired without a delivery confirmation");
+            self.emit(DeliveryEvent::Expired { pin: p.pin, ref_id: p.ref_id });
+        }
+        let resend_cutoff = now - time::Duration::seconds(self.inner.settings.resend_after_secs as i64);
+        let mut resent = 0;
+        loop {
+            let due = self
+                .inner
+                .db
+                .run(move |conn| OutboundPacket::find_due_for_resend(conn, resend_cutoff, 500))
+                .await?;
+            if due.is_empty() {
+                break;
+            }
+            resent += due.len();
+            for p in &due {
+                self.emit(DeliveryEvent::Resent {
+                    pin: p.pin,
+                    ref_id: p.ref_id,
+                    reason: ResendReason::NoConfirmation,
+                });
+            }
+            let before = due.len();
+            self.transmit(due.into_iter().map(|p| (p.pin, p.ref_id, p.content_type, p.priority, p.envelope)))
+                .await?;
+            if !self.inner.router.is_link_up() || before < 500 {
+                // Nothing more can move now; the link's return resends the rest.
+                break;
+            }
+        }
+        if resent > 0 {
+            info!(target: "bramble::dispatcher", count = resent, "messages without a delivery confirmation sent again");
+        }
+        Ok((resent, expired.len()))
+    }
+
+    /// Handles the Router's events and the queue timers until `shutdown`.
+    pub async fn run(self, mut events: mpsc::Receiver<RouterEvent>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut check = tokio::time::interval(Duration::from_secs(self.inner.settings.resend_check_secs.max(1)));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = check.tick() => {
+                    if let Err(e) = self.check_queue().await {
+                        warn!(target: "bramble::dispatcher", "checking the outbound queue failed: {e}");
+                    }
+                }
+                event = events.recv() => {
+                    let Some(event) = event else { return Ok(()) };
+                    if let Err(e) = self.handle(event).await {
+                        warn!(target: "bramble::dispatcher", "{e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one event from the Router.
+    pub async fn handle(&self, event: RouterEvent) -> Result<(), DispatchError> {
+        match event {
+            RouterEvent::LinkUp => {
+                const AFTER_LINK: &[OutboundState] =
+                    &[OutboundState::Queued, OutboundState::AtRelay, OutboundState::StoredAtRelay];
+                self.resend(AFTER_LINK, None, ResendReason::LinkRestored).await?;
+            }
+            RouterEvent::LinkDown => {}
+            RouterEvent::LanAttached(pin) => {
+                const WAITING: &[OutboundState] = &[OutboundState::Queued, OutboundState::StoredAtRelay];
+                self.resend(WAITING, Some(pin), ResendReason::LinkRestored).await?;
+            }
+            RouterEvent::LanDetached(pin) => {
+                const ON_LAN: &[OutboundState] = &[OutboundState::SentLan, OutboundState::Queued];
+                self.resend(ON_LAN, Some(pin), ResendReason::LanClosed).await?;
+            }
+            RouterEvent::Frame { frame, via } => self.inbound(frame, via).await?,
+        }
+        Ok(())
+    }
+
+    async fn inbound(&self, frame: Frame, via: Via) -> Result<(), DispatchError> {
+        if frame.content_type == ContentType::Control {
+            if let Ok(Control::Transport { status }) = Control::from_frame(&frame) {
+                self.relay_report(frame.pin, frame.ref_id, status).await?;
+            }
+            return Ok(());
+        }
+        let message = {
+            let Ok(mut reassembler) = self.inner.reassembler.lock() else {
+                return Ok(());
+            };
+            match reassembler.push(frame) {
+                Ok(Some(message)) => message,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    warn!(target: "bramble::dispatcher", "dropped a partial message: {e}");
+                    return Ok(());
+                }
+            }
+        };
+        if message.content_type == ContentType::Error {
+            let report = ErrorReport::from_payload(&message.payload);
+            warn!(target: "bramble::dispatcher", pin = %message.pin, ref_id = %message.ref_id, ?report, "error reported about a message");
+            return Ok(());
+        }
+        let plaintext = match self.open(&message).await {
+            Ok(plaintext) => plaintext,
+            Err(e) => {
+                warn!(target: "bramble::dispatcher", pin = %message.pin, ref_id = %message.ref_id, "ignored a message that cannot be decrypted ({e}); telling the device");
+                let report = ErrorReport {
+                    code: ErrorReport::UNDECRYPTABLE.to_owned(),
+                    message: "Your message could not be decrypted by the server and was not delivered. \
+                              If this repeats, generate a new encryption key or reactivate the device."
+                        .to_owned(),
+                };
+                let _ = self
+                    .inner
+                    .router
+                    .send(message.pin, vec![report.frame(message.pin, message.ref_id)])
+                    .await;
+                self.emit(DeliveryEvent::Undecryptable {
+                    pin: message.pin,
+                    ref_id: message.ref_id,
+                });
+                return Ok(());
+            }
+        };
+        if message.content_type == ContentType::DeliveryConfirmation {
+            return self.confirmed(message.pin, message.ref_id).await;
+        }
+        let handler = self
+            .inner
+            .handlers
+            .read()
+            .ok()
+            .and_then(|h| h.get(&message.content_type).cloned());
+        match handler {
+            Some(tx) => {
+                let inbound = Inbound {
+                    pin: message.pin,
+                    ref_id: message.ref_id,
+                    content_type: message.content_type,
+                    plaintext,
+                    via,
+                };
+                if tx.send(inbound).await.is_err() {
+                    warn!(target: "bramble::dispatcher", content_type = ?message.content_type, "the component for this content type has stopped; message dropped");
+                }
+            }
+            None => {
+                warn!(target: "bramble::dispatcher", pin = %message.pin, content_type = ?message.content_type, "no component handles this content type yet; message dropped");
+            }
+        }
+        Ok(())
+    }
+
+    async fn open(&self, message: &Message) -> Result<Vec<u8>, EnvelopeError> {
+        let ring = match self.inner.keys.ring(message.pin).await {
+            Ok(Some(ring)) => ring,
+            _ => return Err(EnvelopeError::UnknownKey(envelope::key_id(&message.payload).unwrap_or(0))),
+        };
+        envelope::open(
+            |id| ring.by_id(id),
+            message.content_type,
+            message.pin,
+            message.ref_id,
+            &message.payload,
+            self.inner.settings.max_message_bytes,
+        )
+    }
+
+    async fn confirmed(&self, pin: Pin, ref_id: RefId) -> Result<(), DispatchError> {
+        let removed = self
+            .inner
+            .db
+            .run(move |conn| OutboundPacket::delete_confirmed(conn, pin, ref_id))
+            .await?;
+        if removed.is_some() {
+            self.emit(DeliveryEvent::Confirmed { pin, ref_id });
+        } else {
+            debug!(target: "bramble::dispatcher", %pin, %ref_id, "confirmation for a message no longer queued");
+        }
+        Ok(())
+    }
+
+    async fn relay_report(&self, pin: Pin, ref_id: RefId, status: TransportStatus) -> Result<(), DispatchError> {
+        let state = match status {
+            TransportStatus::DeliveredToDevice => Some(OutboundState::DeliveredToDevice),
+            TransportStatus::StoredForOfflineDevice => Some(OutboundState::StoredAtRelay),
+            // The relay dropped it: back to queued, so the next chance sends it.
+            TransportStatus::Expired | TransportStatus::StoreFull => Some(OutboundState::Queued),
+            TransportStatus::UnknownPin => None,
+        };
+        if let Some(state) = state {
+            self.inner
+                .db
+                .run(move |conn| OutboundPacket::set_state(conn, pin, ref_id, state))
+                .await?;
+        }
+        if status == TransportStatus::UnknownPin {
+            warn!(target: "bramble::dispatcher", %pin, %ref_id, "the relay does not know this PIN");
+        }
+        self.emit(DeliveryEvent::Relay { pin, ref_id, status });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,142 @@
+//! The LAN path: devices connected directly to the Router.
+//!
+//! A device says `device_hello`, the Router answers `lan_challenge`, the
+//! device proves it holds its current transport key with `lan_proof`; only
+//! then is the connection used for that PIN (a stranger on the LAN cannot
+//! divert a device's traffic). While connected, the device's packets go
+//! this way; when the connection closes they go by the relay again, and the
+//! Dispatcher re-sends what was in flight on the LAN.
+
+use std::time::Duration;
+
+use bramble_proto::control::{lan_proof, nonce, proofs_match, Control};
+use bramble_proto::frame::Frame;
+use bramble_proto::io::{read_frame, write_frame};
+use bramble_proto::{ContentType, RefId};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{RouterEvent, RouterHandle, Via};
+use crate::dispatcher::keys::KeyCache;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const WRITE_QUEUE: usize = 256;
+
+/// Accepts LAN connections until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    router: RouterHandle,
+    keys: KeyCache,
+    events: mpsc::Sender<RouterEvent>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    info!(target: "bramble::router", addr = ?listener.local_addr().ok(), "LAN path listening");
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn!(target: "bramble::router", "LAN accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let (router, keys, events, shutdown) = (router.clone(), keys.clone(), events.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = connection(stream, router, keys, events, shutdown).await {
+                        warn!(target: "bramble::router", %peer, "LAN connection ended: {e}");
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    router: RouterHandle,
+    keys: KeyCache,
+    events: mpsc::Sender<RouterEvent>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, writer) = stream.into_split();
+    let mut writer = BufWriter::new(writer);
+
+    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut reader)).await??;
+    let pin = match hello.as_ref().map(Control::from_frame) {
+        Some(Ok(Control::DeviceHello { pin, .. })) => pin,
+        _ => anyhow::bail!("the first packet was not a device hello"),
+    };
+    let challenge = nonce();
+    write_frame(&mut writer, &Control::LanChallenge { nonce: challenge.clone() }.frame(pin, RefId(0))).await?;
+    writer.flush().await?;
+    let proof = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut reader)).await??;
+    let accepted = match proof.as_ref().map(Control::from_frame) {
+        Some(Ok(Control::LanProof { key_id, proof })) => match keys.key(pin, key_id).await {
+            Some(key) => proofs_match(&proof, &lan_proof(key.secret(), pin, &challenge)),
+            None => false,
+        },
+        _ => false,
+    };
+    if !accepted {
+        let refusal = Control::Refused {
+            reason: format!("device {pin} could not prove it holds its transport key; activate it first"),
+        };
+        write_frame(&mut writer, &refusal.frame(pin, RefId(0))).await?;
+        writer.flush().await?;
+        anyhow::bail!("device {pin} failed the LAN key proof");
+    }
+    write_frame(&mut writer, &Control::Welcome.frame(pin, RefId(0))).await?;
+    writer.flush().await?;
+
+    let (tx, mut rx) = mpsc::channel::<Frame>(WRITE_QUEUE);
+    let id = router.attach_lan(pin, tx);
+    info!(target: "bramble::router", %pin, "device connected on the LAN path");
+    let _ = events.send(RouterEvent::LanAttached(pin)).await;
+
+    let outcome: anyhow::Result<()> = async {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                outgoing = rx.recv() => {
+                    let Some(frame) = outgoing else { return Ok(()) };
+                    write_frame(&mut writer, &frame).await?;
+                    while let Ok(frame) = rx.try_recv() {
+                        write_frame(&mut writer, &frame).await?;
+                    }
+                    writer.flush().await?;
+                }
+                incoming = read_frame(&mut reader) => {
+                    let Some(frame) = incoming? else { return Ok(()) };
+                    if frame.pin != pin {
+                        warn!(target: "bramble::router", %pin, claimed = %frame.pin, "LAN device sent a packet for another PIN; dropped");
+                        continue;
+                    }
+                    if frame.content_type == ContentType::Control {
+                        if let Ok(Control::Ping) = Control::from_frame(&frame) {
+                            write_frame(&mut writer, &Control::Pong.frame(pin, frame.ref_id)).await?;
+                            writer.flush().await?;
+                        }
+                        continue;
+                    }
+                    if events.send(RouterEvent::Frame { frame, via: Via::Lan }).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+    .await;
+
+    if router.detach_lan(pin, id) {
+        info!(target: "bramble::router", %pin, "LAN connection closed; the device's traffic goes by the relay");
+        let _ = events.send(RouterEvent::LanDetached(pin)).await;
+    }
+    outcome
+}

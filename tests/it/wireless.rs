@@ -1,0 +1,443 @@
+//! The wireless path over real TCP on loopback: the server core's Router
+//! and Dispatcher, the relay (TLS, SRP authentication) and reference
+//! devices, started side by side in one test process.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use std::time::Duration;
+
+use bramble::config::Settings;
+use bramble::db::models::srp_connection::{SrpConnection, SrpKey, SrpSettings};
+use bramble::db::Database;
+use bramble::dispatcher::{DeliveryEvent, Outgoing};
+use bramble::server::Listeners;
+use bramble::{Server, ServerHandle};
+use bramble_device::{Connection, Device, DeviceConfig, KeyStore, Path};
+use bramble_proto::envelope::TransportKey;
+use bramble_proto::frame::Frame;
+use bramble_proto::{ContentType, Pin, RefId};
+use bramble_relay::{Relay, RelayConfig, RelayHandle, SrpAccount, TlsIdentity};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast;
+
+const SRP_ID: &str = "S80001234";
+const SRP_KEY: &str = "f1e2d3c4b5a6978877665544332211aa";
+/// Guards against a hang; never a performance assertion.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+struct Bed {
+    dir: tempfile::TempDir,
+    relay_config: RelayConfig,
+    relay_server_port: u16,
+    relay_device_port: u16,
+}
+
+impl Bed {
+    fn new() -> Bed {
+        let dir = tempfile::tempdir().unwrap();
+        let relay_config = RelayConfig {
+            srp_accounts: vec![SrpAccount::new(SRP_ID, SRP_KEY.as_bytes().to_vec())],
+            tls: TlsIdentity {
+                cert: Some(dir.path().join("relay.crt")),
+                key: Some(dir.path().join("relay.key")),
+                generate_if_missing: true,
+            },
+            ..RelayConfig::default()
+        };
+        Bed {
+            dir,
+            relay_config,
+            relay_server_port: free_port(),
+            relay_device_port: free_port(),
+        }
+    }
+
+    async fn relay(&self) -> RelayHandle {
+        let servers = TcpListener::bind(("127.0.0.1", self.relay_server_port)).await.unwrap();
+        let devices = TcpListener::bind(("127.0.0.1", self.relay_device_port)).await.unwrap();
+        Relay::start_with(self.relay_config.clone(), servers, devices).await.unwrap()
+    }
+
+    fn relay_device_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.relay_device_port))
+    }
+
+    /// Settings of a server whose data lives in `name` under the bed.
+    fn settings(&self, name: &str, srp_key: &str) -> Settings {
+        let mut s = Settings::load_from(None, &[]).unwrap().settings;
+        s.data_dir = self.dir.path().join(name);
+        s.admin.listen = "127.0.0.1:0".parse().unwrap();
+        s.router.lan_listen = Some("127.0.0.1:0".parse().unwrap());
+        s.router.relay_certificate = Some(self.dir.path().join("relay.crt"));
+        s.router.reconnect_min_ms = 50;
+        s.router.reconnect_max_ms = 400;
+        let db = Database::open(&s).unwrap();
+        let srp = SrpSettings {
+            srp_id: SRP_ID.into(),
+            srp_key: SrpKey::new(srp_key),
+            relay_host: "127.0.0.1".into(),
+            relay_port: i32::from(self.relay_server_port),
+            cal_licences: 100,
+        };
+        db.run_blocking(|conn| SrpConnection::save(conn, db.sealer(), &srp)).unwrap();
+        s
+    }
+
+    async fn server(&self, name: &str) -> ServerHandle {
+        start(self.settings(name, SRP_KEY)).await
+    }
+}
+
+async fn start(settings: Settings) -> ServerHandle {
+    let listeners = Listeners::bind(&settings).await.unwrap();
+    Server::start_with(settings, listeners, Server::default_components()).await.unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn wait_link(server: &ServerHandle, up: bool) {
+    tokio::time::timeout(PATIENCE, async {
+        while server.dispatcher().router().is_link_up() != up {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("link never became {}: {:?}", if up { "up" } else { "down" }, server.dispatcher().router().link_status()));
+}
+
+/// A device with a fresh key, registered with the server (test path).
+async fn device(server: &ServerHandle, pin: u32) -> Device {
+    let key = TransportKey::generate(1).unwrap();
+    server.dispatcher().keys().provision_for_test(Pin(pin), &key).await.unwrap();
+    let mut config = DeviceConfig::new(Pin(pin));
+    config.srp_id = Some(SRP_ID.into());
+    Device::new(config, KeyStore::new(key))
+}
+
+fn mail(pin: u32, text: String) -> Outgoing {
+    Outgoing {
+        pin: Pin(pin),
+        content_type: ContentType::Cmime,
+        plaintext: text.into_bytes(),
+        priority: false,
+        ref_id: None,
+    }
+}
+
+/// Receives until `want` distinct messages arrived; returns their texts.
+async fn collect(conn: &Connection, want: usize) -> Vec<String> {
+    let mut texts = Vec::new();
+    tokio::time::timeout(PATIENCE, async {
+        while texts.len() < want {
+            match conn.recv().await {
+                Some(m) => texts.push(String::from_utf8(m.plaintext).unwrap()),
+                None => break,
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {} of {want} messages arrived", texts.len()));
+    texts
+}
+
+async fn confirmations(events: &mut broadcast::Receiver<DeliveryEvent>, refs: &HashSet<RefId>) {
+    let mut left = refs.clone();
+    tokio::time::timeout(PATIENCE, async {
+        while !left.is_empty() {
+            if let Ok(DeliveryEvent::Confirmed { ref_id, .. }) = events.recv().await {
+                left.remove(&ref_id);
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} messages never confirmed", left.len()));
+}
+
+async fn queued(server: &ServerHandle) -> i64 {
+    server
+        .state()
+        .db
+        .run(bramble::db::models::outbound::OutboundPacket::count)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_to_device_and_back() {
+    let bed = Bed::new();
+    let relay = bed.relay().await;
+    let server = bed.server("server").await;
+    wait_link(&server, true).await;
+    let phone = device(&server, 0x2A3B_4C5D).await;
+    let conn = phone.connect(Path::Relay(relay.device_addr())).await.unwrap();
+
+    let mut events = server.dispatcher().subscribe();
+    let ref_id = server
+        .dispatcher()
+        .send(mail(0x2A3B_4C5D, "Board meeting moved to 3pm".into()))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(PATIENCE, conn.recv()).await.unwrap().unwrap();
+    assert_eq!(got.ref_id, ref_id);
+    assert_eq!(got.plaintext, b"Board meeting moved to 3pm");
+    confirmations(&mut events, &HashSet::from([ref_id])).await;
+    assert_eq!(queued(&server).await, 0, "confirmed messages leave the queue");
+
+    // From the device: decrypted and handed to the component for CMIME.
+    let mut inbox = server.dispatcher().register(ContentType::Cmime, 16);
+    conn.send(ContentType::Cmime, RefId(0xBEEF), b"On my way").await.unwrap();
+    let inbound = tokio::time::timeout(PATIENCE, inbox.recv()).await.unwrap().unwrap();
+    assert_eq!((inbound.pin, inbound.ref_id), (Pin(0x2A3B_4C5D), RefId(0xBEEF)));
+    assert_eq!(inbound.plaintext, b"On my way");
+
+    conn.close().await;
+    server.shutdown().await.unwrap();
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lan_path_switching_mid_stream() {
+    let bed = Bed::new();
+    let relay = bed.relay().await;
+    let server = bed.server("server").await;
+    wait_link(&server, true).await;
+    let pin = 0x0000_0A0A;
+    let phone = device(&server, pin).await;
+    let wireless = phone.connect(Path::Relay(relay.device_addr())).await.unwrap();
+    let mut events = server.dispatcher().subscribe();
+    let mut refs = HashSet::new();
+
+    for i in 0..10 {
+        refs.insert(server.dispatcher().send(mail(pin, format!("wireless {i}"))).await.unwrap());
+    }
+    let mut texts = collect(&wireless, 10).await;
+
+    // Plugged into the desktop: the Router switches this device to the LAN.
+    let lan = phone.connect(Path::Lan(server.lan_addr().unwrap())).await.unwrap();
+    tokio::time::timeout(PATIENCE, async {
+        while server.dispatcher().router().lan_devices() != vec![Pin(pin)] {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    for i in 0..10 {
+        refs.insert(server.dispatcher().send(mail(pin, format!("lan {i}"))).await.unwrap());
+    }
+    texts.extend(collect(&lan, 10).await);
+    assert_eq!(wireless.stats().received, 10, "nothing went by the relay while on the LAN");
+
+    // Unplugged: back to the relay, dynamically.
+    lan.close().await;
+    tokio::time::timeout(PATIENCE, async {
+        while !server.dispatcher().router().lan_devices().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    for i in 0..10 {
+        refs.insert(server.dispatcher().send(mail(pin, format!("wireless again {i}"))).await.unwrap());
+    }
+    texts.extend(collect(&wireless, 10).await);
+
+    let distinct: HashSet<&String> = texts.iter().collect();
+    assert_eq!(texts.len(), 30);
+    assert_eq!(distinct.len(), 30, "each message shown once");
+    confirmations(&mut events, &refs).await;
+    wireless.close().await;
+    server.shutdown().await.unwrap();
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_restarted_mid_stream_loses_and_duplicates_nothing() {
+    let bed = Bed::new();
+    let relay = bed.relay().await;
+    let server = bed.server("server").await;
+    wait_link(&server, true).await;
+    let pin = 0x00C0_FFEE;
+    let phone = device(&server, pin).await;
+    let mut events = server.dispatcher().subscribe();
+    let mut refs = HashSet::new();
+
+    // The device is offline: the relay stores these…
+    for i in 0..15 {
+        refs.insert(server.dispatcher().send(mail(pin, format!("stored {i}"))).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // …and then the relay goes down, taking its store with it.
+    relay.shutdown().await;
+    wait_link(&server, false).await;
+    for i in 0..15 {
+        refs.insert(server.dispatcher().send(mail(pin, format!("during outage {i}"))).await.unwrap());
+    }
+    assert_eq!(queued(&server).await, 30);
+
+    let relay = bed.relay().await;
+    wait_link(&server, true).await;
+    let conn = phone.connect(Path::Relay(bed.relay_device_addr())).await.unwrap();
+    let texts = collect(&conn, 30).await;
+    let distinct: HashSet<&String> = texts.iter().collect();
+    assert_eq!(distinct.len(), 30, "nothing lost, nothing shown twice");
+    confirmations(&mut events, &refs).await;
+    assert_eq!(queued(&server).await, 0);
+    // Give late duplicates a chance to show up: they must not be surfaced.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(conn.stats().received, 30);
+
+    conn.close().await;
+    server.shutdown().await.unwrap();
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restarted_with_messages_pending() {
+    let bed = Bed::new();
+    // No relay yet: everything waits in the outbound queue.
+    let server = bed.server("server").await;
+    let pin = 0x0001_0001;
+    let phone = device(&server, pin).await;
+    for i in 0..10 {
+        server.dispatcher().send(mail(pin, format!("pending {i}"))).await.unwrap();
+    }
+    assert_eq!(queued(&server).await, 10);
+    server.shutdown().await.unwrap();
+
+    let relay = bed.relay().await;
+    let server = start(bed.settings("server", SRP_KEY)).await;
+    let conn = phone.connect(Path::Relay(relay.device_addr())).await.unwrap();
+    let texts = collect(&conn, 10).await;
+    assert_eq!(texts.iter().collect::<HashSet<_>>().len(), 10);
+    tokio::time::timeout(PATIENCE, async {
+        while queued(&server).await > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    conn.close().await;
+    server.shutdown().await.unwrap();
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_srp_key_is_reported_and_nothing_flows() {
+    let bed = Bed::new();
+    let relay = bed.relay().await;
+    let server = start(bed.settings("server", "not-the-key")).await;
+    let status = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let status = server.dispatcher().router().link_status();
+            if status.last_error.is_some() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!status.connected);
+    let error = status.last_error.unwrap().to_lowercase();
+    assert!(error.contains("key"), "{error}");
+    assert!(!server.dispatcher().router().is_link_up());
+    server.shutdown().await.unwrap();
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_with_the_same_srp_id_drops_the_first() {
+    let bed = Bed::new();
+    let relay = bed.relay().await;
+    let first = bed.server("first").await;
+    wait_link(&first, true).await;
+    let second = bed.server("second").await;
+    wait_link(&second, true).await;
+    tokio::time::timeout(PATIENCE, async {
+        while first.dispatcher().router().link_status().reconnects == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the first link was dropped");
+    second.shutdown().await.unwrap();
+    first.shutdown().await.unwrap();
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecryptable_message_gets_an_error_back_and_nothing_else() {
+    let bed = Bed::new();
+    let relay = bed.relay().await;
+    let server = bed.server("server").await;
+    wait_link(&server, true).await;
+    let pin = 0x0BAD_0BAD;
+    let _registered = device(&server, pin).await;
+    // The same PIN with a key the server does not know.
+    let mut config = DeviceConfig::new(Pin(pin));
+    config.srp_id = Some(SRP_ID.into());
+    let impostor = Device::new(config, KeyStore::new(TransportKey::generate(1).unwrap()));
+    let conn = impostor.connect(Path::Relay(relay.device_addr())).await.unwrap();
+    let mut inbox = server.dispatcher().register(ContentType::Cmime, 16);
+    conn.send(ContentType::Cmime, RefId(0x51), b"can you read me?").await.unwrap();
+    let (ref_id, report) = tokio::time::timeout(PATIENCE, conn.next_error()).await.unwrap().unwrap();
+    assert_eq!(ref_id, RefId(0x51));
+    assert_eq!(report.code, "UNDECRYPTABLE");
+    assert!(report.message.contains("could not be decrypted"), "{}", report.message);
+    assert!(inbox.try_recv().is_err(), "the message was ignored");
+
+    // A PIN the server has never heard of is treated the same way.
+    let mut config = DeviceConfig::new(Pin(0x0000_9999));
+    config.srp_id = Some(SRP_ID.into());
+    let stranger = Device::new(config, KeyStore::new(TransportKey::generate(1).unwrap()));
+    let conn2 = stranger.connect(Path::Relay(relay.device_addr())).await.unwrap();
+    conn2.send(ContentType::Cmime, RefId(0x52), b"hello?").await.unwrap();
+    let (_, report) = tokio::time::timeout(PATIENCE, conn2.next_error()).await.unwrap().unwrap();
+    assert_eq!(report.code, "UNDECRYPTABLE");
+    // Sending to a PIN without keys is refused with words, not queued.
+    let err = server.dispatcher().send(mail(0x0000_9999, "x".into())).await.unwrap_err();
+    assert!(err.to_string().contains("activated"), "{err}");
+
+    conn.close().await;
+    conn2.close().await;
+    server.shutdown().await.unwrap();
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_close_only_their_connection() {
+    let bed = Bed::new();
+    let relay = bed.relay().await;
+    let server = bed.server("server").await;
+    wait_link(&server, true).await;
+    let pin = 0x0000_7777;
+    let phone = device(&server, pin).await;
+    let conn = phone.connect(Path::Relay(relay.device_addr())).await.unwrap();
+
+    for garbage in [
+        vec![0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3],                        // oversized length
+        Frame::single(ContentType::Cmime, Pin(pin), RefId(1), vec![0; 100]).encode().unwrap()[..40].to_vec(), // truncated
+    ] {
+        for target in [relay.device_addr(), server.lan_addr().unwrap()] {
+            let mut raw = TcpStream::connect(target).await.unwrap();
+            raw.write_all(&garbage).await.unwrap();
+            raw.shutdown().await.unwrap();
+            let mut sink = Vec::new();
+            let closed = tokio::time::timeout(PATIENCE, raw.read_to_end(&mut sink)).await;
+            assert!(closed.is_ok(), "the peer closes a connection that sent garbage");
+        }
+    }
+    // Everyone else is unaffected.
+    let ref_id = server.dispatcher().send(mail(pin, "still here".into())).await.unwrap();
+    let got = tokio::time::timeout(PATIENCE, conn.recv()).await.unwrap().unwrap();
+    assert_eq!(got.ref_id, ref_id);
+    assert!(server.dispatcher().router().is_link_up());
+    conn.close().await;
+    server.shutdown().await.unwrap();
+    relay.shutdown().await;
+}
+
