@@ -94,9 +94,19 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// A heartbeat channel for `id`; the receiver goes to the Controller,
     /// and each beat shows at once on the status board.
-    pub fn channel(id: ComponentId, board: StatusBoard) -> (Heartbeat, watch::Receiver<Option<Instant>>) {
+    pub fn channel(
+        id: ComponentId,
+        board: StatusBoard,
+    ) -> (Heartbeat, watch::Receiver<Option<Instant>>) {
         let (tx, rx) = watch::channel(None);
-        (Heartbeat { id, tx: Arc::new(tx), board }, rx)
+        (
+            Heartbeat {
+                id,
+                tx: Arc::new(tx),
+                board,
+            },
+            rx,
+        )
     }
 
     /// "I am alive and doing my work." Recorded in the Controller's log.

@@ -264,7 +264,10 @@ pub enum ConfigError {
     #[error("the settings file {path} is not valid TOML: {message}Fix the line shown above; nothing was started and no data was touched.")]
     Malformed { path: PathBuf, message: String },
     #[error("a setting in {source_name} has the wrong type or value: {message}See docs/operations.md for each setting's type.")]
-    Invalid { source_name: String, message: String },
+    Invalid {
+        source_name: String,
+        message: String,
+    },
     #[error("the environment variable {name} cannot be applied: {reason}")]
     Env { name: String, reason: String },
 }
@@ -362,7 +365,10 @@ mod tests {
         let loaded = Settings::load_from(None, &[]).unwrap();
         assert!(loaded.settings.admin.listen.ip().is_loopback());
         assert_eq!(loaded.settings.controller.heartbeat_interval_secs, 600);
-        assert_eq!(loaded.settings.controller.missed_heartbeats_before_restart, 2);
+        assert_eq!(
+            loaded.settings.controller.missed_heartbeats_before_restart,
+            2
+        );
         assert_eq!(loaded.settings.controller.max_restarts_per_day, 10);
         assert_eq!(loaded.settings.logging.keep_files, 14);
         assert!(loaded.warnings.is_empty());

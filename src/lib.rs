@@ -28,6 +28,7 @@
 //!   named tasks and the shutdown signal.
 
 pub mod admin;
+pub mod bench;
 pub mod clock;
 pub mod component;
 pub mod config;

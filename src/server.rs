@@ -99,7 +99,9 @@ pub struct ServerHandle {
 
 impl std::fmt::Debug for ServerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerHandle").field("admin_addr", &self.admin_addr).finish()
+        f.debug_struct("ServerHandle")
+            .field("admin_addr", &self.admin_addr)
+            .finish()
     }
 }
 
@@ -133,16 +135,23 @@ impl Server {
         listeners: Listeners,
         components: Vec<Arc<dyn Component>>,
     ) -> Result<ServerHandle, StartError> {
-        let admin_addr = listeners.admin.local_addr().map_err(|source| StartError::Bind {
-            addr: settings.admin.listen,
-            source,
-        })?;
+        let admin_addr = listeners
+            .admin
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: settings.admin.listen,
+                source,
+            })?;
         let lan_addr = listeners.lan.as_ref().and_then(|l| l.local_addr().ok());
         let db_settings = settings.clone();
         let db = tokio::task::spawn_blocking(move || -> Result<Database, DbError> {
             let db = Database::open(&db_settings)?;
             db.run_blocking(|conn| {
-                let agents = assignment::ensure_agents(conn, &db_settings.server_name, db_settings.messaging_agents)?;
+                let agents = assignment::ensure_agents(
+                    conn,
+                    &db_settings.server_name,
+                    db_settings.messaging_agents,
+                )?;
                 assignment::assign_unassigned(conn, &agents)
             })?;
             Ok(db)
@@ -169,7 +178,10 @@ impl Server {
         let (events_tx, events_rx) = tokio::sync::mpsc::channel(4096);
 
         let mut tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
-        tasks.push(("dispatcher", tokio::spawn(dispatcher.clone().run(events_rx, shutdown.clone()))));
+        tasks.push((
+            "dispatcher",
+            tokio::spawn(dispatcher.clone().run(events_rx, shutdown.clone())),
+        ));
         tasks.push((
             "router",
             tokio::spawn(crate::router::link::run(
@@ -197,7 +209,11 @@ impl Server {
         tasks.push(("controller", tokio::spawn(controller.run(shutdown.clone()))));
         tasks.push((
             "administration",
-            tokio::spawn(crate::admin::serve(listeners.admin, state.clone(), shutdown.clone())),
+            tokio::spawn(crate::admin::serve(
+                listeners.admin,
+                state.clone(),
+                shutdown.clone(),
+            )),
         ));
         info!(target: "bramble::server", version = crate::VERSION, admin = %admin_addr, lan = ?lan_addr, "Bramble started");
         Ok(ServerHandle {

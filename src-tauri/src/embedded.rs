@@ -231,12 +231,20 @@ pub(crate) mod tests {
 
     use super::*;
 
-    /// Default settings with a temporary data folder and the given listener.
+    /// Default settings with a temporary data folder and the given
+    /// Administration Service listener; every other listener on a free
+    /// port (through the environment names, so this keeps working as
+    /// settings are added).
     pub(crate) fn settings_in(data_dir: &std::path::Path, listen: SocketAddr) -> Settings {
-        let mut settings = Settings::default();
-        settings.data_dir = data_dir.to_path_buf();
-        settings.admin.listen = listen;
-        settings
+        let env = [
+            ("BRAMBLE_DATA_DIR", data_dir.display().to_string()),
+            ("BRAMBLE_ADMIN__LISTEN", listen.to_string()),
+            ("BRAMBLE_ROUTER__LAN_LISTEN", "127.0.0.1:0".to_owned()),
+        ]
+        .map(|(name, value)| (name.to_owned(), value));
+        Settings::load_from(None, &env)
+            .expect("test settings")
+            .settings
     }
 
     fn ephemeral() -> SocketAddr {

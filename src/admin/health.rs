@@ -21,7 +21,9 @@ pub struct Health {
 
 pub async fn health(State(state): State<ServerState>) -> Json<Health> {
     let components = state.status.snapshot();
-    let all_running = components.iter().all(|c| c.state == ComponentState::Running);
+    let all_running = components
+        .iter()
+        .all(|c| c.state == ComponentState::Running);
     Json(Health {
         status: if all_running { "ok" } else { "degraded" },
         version: crate::VERSION,

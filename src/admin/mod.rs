@@ -23,7 +23,11 @@ use tower_http::services::{ServeDir, ServeFile};
 use crate::server::ServerState;
 
 /// Origins of the desktop window's webview (Linux/macOS, Windows).
-const DESKTOP_ORIGINS: [&str; 3] = ["tauri://localhost", "http://tauri.localhost", "https://tauri.localhost"];
+const DESKTOP_ORIGINS: [&str; 3] = [
+    "tauri://localhost",
+    "http://tauri.localhost",
+    "https://tauri.localhost",
+];
 
 /// An error as the console shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -54,7 +58,9 @@ impl IntoResponse for ApiError {
 pub fn router(state: ServerState) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(
-            DESKTOP_ORIGINS.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
+            DESKTOP_ORIGINS
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
         ))
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
@@ -63,16 +69,19 @@ pub fn router(state: ServerState) -> Router {
         .nest("/api", Router::new().fallback(api_not_found))
         .with_state(state.clone());
     let ui = match state.settings.ui_dir() {
-        Some(dir) => Router::new().fallback_service(
-            ServeDir::new(&dir).fallback(ServeFile::new(dir.join("index.html"))),
-        ),
+        Some(dir) => Router::new()
+            .fallback_service(ServeDir::new(&dir).fallback(ServeFile::new(dir.join("index.html")))),
         None => Router::new().fallback(get(console_not_built)),
     };
     api.merge(ui).layer(cors)
 }
 
 /// Serves until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, state: ServerState, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: ServerState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

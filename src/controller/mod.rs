@@ -110,7 +110,8 @@ impl Controller {
             supervised.push(entry);
         }
 
-        let mut check = tokio::time::interval((self.interval() / 4).max(Duration::from_millis(250)));
+        let mut check =
+            tokio::time::interval((self.interval() / 4).max(Duration::from_millis(250)));
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -205,7 +206,12 @@ impl Controller {
 
     /// Records new heartbeats; restarts a component that missed too many;
     /// brings back a failed one once the 24-hour window allows it.
-    fn check(&self, tasks: &mut JoinSet<Result<(), ComponentError>>, entry: &mut Supervised, shutdown: &CancellationToken) {
+    fn check(
+        &self,
+        tasks: &mut JoinSet<Result<(), ComponentError>>,
+        entry: &mut Supervised,
+        shutdown: &CancellationToken,
+    ) {
         let id = entry.component.id();
         if entry.heartbeats.has_changed().unwrap_or(false) {
             if let Some(at) = *entry.heartbeats.borrow_and_update() {
@@ -217,7 +223,12 @@ impl Controller {
             if (entry.restarts.len() as u32) < self.settings.max_restarts_per_day {
                 entry.gave_up = false;
                 info!(target: "bramble::controller", component = %id, "restart allowed again after 24 hours");
-                self.restart(tasks, entry, shutdown, "restart allowed again after the 24-hour limit".to_owned());
+                self.restart(
+                    tasks,
+                    entry,
+                    shutdown,
+                    "restart allowed again after the 24-hour limit".to_owned(),
+                );
             }
             return;
         }
@@ -277,7 +288,11 @@ impl Controller {
         self.spawn(tasks, entry, heartbeat, shutdown, RESTART_DELAY);
     }
 
-    async fn stop_all(&self, tasks: &mut JoinSet<Result<(), ComponentError>>, supervised: &mut [Supervised]) {
+    async fn stop_all(
+        &self,
+        tasks: &mut JoinSet<Result<(), ComponentError>>,
+        supervised: &mut [Supervised],
+    ) {
         for entry in supervised.iter() {
             entry.token.cancel();
         }
@@ -298,14 +313,18 @@ impl Controller {
         }
         for entry in supervised.iter() {
             info!(target: "bramble::controller", component = %entry.component.id(), "stopped");
-            self.status.update(entry.component.id(), |s| s.state = ComponentState::Stopped);
+            self.status
+                .update(entry.component.id(), |s| s.state = ComponentState::Stopped);
         }
     }
 }
 
 fn prune(restarts: &mut VecDeque<Instant>) {
     let now = Instant::now();
-    while restarts.front().is_some_and(|t| now.saturating_duration_since(*t) >= DAY) {
+    while restarts
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= DAY)
+    {
         restarts.pop_front();
     }
 }

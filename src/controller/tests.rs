@@ -148,12 +148,21 @@ async fn healthy_component_runs_for_days_without_restart() {
     h.shutdown.cancel();
     let board = h.board.clone();
     h.task.await.unwrap().unwrap();
-    assert_eq!(board.get(ComponentId::Custom("healthy")).unwrap().state, ComponentState::Stopped);
+    assert_eq!(
+        board.get(ComponentId::Custom("healthy")).unwrap().state,
+        ComponentState::Stopped
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn hung_component_is_restarted_after_two_missed_heartbeats() {
-    let h = start(settings(2, 10), &[("hangs", Behaviour::HangsAfterFirstBeat), ("healthy", Behaviour::Healthy)]);
+    let h = start(
+        settings(2, 10),
+        &[
+            ("hangs", Behaviour::HangsAfterFirstBeat),
+            ("healthy", Behaviour::Healthy),
+        ],
+    );
     until_started(&h).await;
     // One missed heartbeat is tolerated.
     pass(Duration::from_secs(600 + 300)).await;
@@ -164,7 +173,11 @@ async fn hung_component_is_restarted_after_two_missed_heartbeats() {
     assert_eq!(h.runs[0].load(Ordering::SeqCst), 2, "restarted once");
     let s = status(&h, "hangs");
     assert_eq!(s.restarts, 1);
-    assert!(s.detail.as_deref().unwrap().contains("missed 2 heartbeats"), "{:?}", s.detail);
+    assert!(
+        s.detail.as_deref().unwrap().contains("missed 2 heartbeats"),
+        "{:?}",
+        s.detail
+    );
     // Its neighbour is untouched.
     assert_eq!(h.runs[1].load(Ordering::SeqCst), 1);
     assert_eq!(status(&h, "healthy").restarts, 0);
@@ -174,7 +187,10 @@ async fn hung_component_is_restarted_after_two_missed_heartbeats() {
 
 #[tokio::test(start_paused = true)]
 async fn missed_heartbeats_zero_never_restarts() {
-    let h = start(settings(0, 10), &[("hangs", Behaviour::HangsAfterFirstBeat)]);
+    let h = start(
+        settings(0, 10),
+        &[("hangs", Behaviour::HangsAfterFirstBeat)],
+    );
     until_started(&h).await;
     pass(Duration::from_secs(24 * 3600)).await;
     assert_eq!(h.runs[0].load(Ordering::SeqCst), 1);
@@ -208,7 +224,10 @@ async fn crashing_component_is_restarted_up_to_the_daily_cap() {
 
 #[tokio::test(start_paused = true)]
 async fn panicking_component_is_restarted() {
-    let h = start(settings(2, 10), &[("panics", Behaviour::PanicsAfterFirstBeat)]);
+    let h = start(
+        settings(2, 10),
+        &[("panics", Behaviour::PanicsAfterFirstBeat)],
+    );
     until_started(&h).await;
     pass(Duration::from_secs(20)).await;
     assert!(h.runs[0].load(Ordering::SeqCst) >= 2);

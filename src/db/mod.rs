@@ -129,7 +129,9 @@ pub struct Database {
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Database").field("path", &self.path).finish()
+        f.debug_struct("Database")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -170,7 +172,11 @@ impl Database {
     /// Opens (creating if needed) the database the settings name, refuses
     /// foreign or damaged files, and applies pending migrations.
     pub fn open(settings: &Settings) -> DbResult<Database> {
-        Self::open_path(&settings.database_path(), settings.database.pool_size, settings.database.busy_timeout_ms)
+        Self::open_path(
+            &settings.database_path(),
+            settings.database.pool_size,
+            settings.database.busy_timeout_ms,
+        )
     }
 
     /// [`Database::open`] for an explicit file.
@@ -282,7 +288,10 @@ impl Database {
 
 /// The master key file sealing this database's secrets.
 pub fn key_path(db_path: &Path) -> PathBuf {
-    let mut name = db_path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = db_path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".key");
     db_path.with_file_name(name)
 }
@@ -350,10 +359,11 @@ fn inspect(path: &Path) -> DbResult<()> {
     if !problems.is_empty() {
         return Err(corrupt(problems.join("; ")));
     }
-    let application_id = diesel::sql_query("SELECT application_id AS value FROM pragma_application_id()")
-        .get_result::<IntRow>(&mut conn)
-        .map_err(|e| corrupt(e.to_string()))?
-        .value;
+    let application_id =
+        diesel::sql_query("SELECT application_id AS value FROM pragma_application_id()")
+            .get_result::<IntRow>(&mut conn)
+            .map_err(|e| corrupt(e.to_string()))?
+            .value;
     let tables = diesel::sql_query(
         "SELECT count(*) AS value FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name != '__diesel_schema_migrations'",
     )
@@ -397,11 +407,13 @@ fn applied_versions(conn: &mut SqliteConnection) -> DbResult<Vec<String>> {
     if exists == 0 {
         return Ok(Vec::new());
     }
-    Ok(diesel::sql_query("SELECT version AS value FROM __diesel_schema_migrations ORDER BY version")
-        .load::<TextRow>(conn)?
-        .into_iter()
-        .map(|r| r.value)
-        .collect())
+    Ok(diesel::sql_query(
+        "SELECT version AS value FROM __diesel_schema_migrations ORDER BY version",
+    )
+    .load::<TextRow>(conn)?
+    .into_iter()
+    .map(|r| r.value)
+    .collect())
 }
 
 fn migration_versions() -> Vec<String> {

@@ -51,10 +51,14 @@ impl Sealer {
         };
         match std::fs::read(path) {
             Ok(bytes) => {
-                let key: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| SealError::KeyLength {
-                    path: path.to_path_buf(),
-                    found: bytes.len(),
-                })?;
+                let key: [u8; KEY_LEN] =
+                    bytes
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| SealError::KeyLength {
+                            path: path.to_path_buf(),
+                            found: bytes.len(),
+                        })?;
                 Ok(Sealer { key })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -99,7 +103,8 @@ impl Sealer {
             return Err(SealError::Unseal);
         }
         let nonce = &sealed[1..1 + NONCE_LEN];
-        let (ciphertext, tag) = sealed[1 + NONCE_LEN..].split_at(sealed.len() - 1 - NONCE_LEN - TAG_LEN);
+        let (ciphertext, tag) =
+            sealed[1 + NONCE_LEN..].split_at(sealed.len() - 1 - NONCE_LEN - TAG_LEN);
         decrypt_aead(
             Cipher::aes_256_gcm(),
             &self.key,
@@ -136,12 +141,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bramble.db.key");
         let sealer = Sealer::load_or_create(&path).unwrap();
-        let sealed = sealer.seal("device_keys/1/current", b"transport key").unwrap();
+        let sealed = sealer
+            .seal("device_keys/1/current", b"transport key")
+            .unwrap();
         assert!(!sealed.windows(13).any(|w| w == b"transport key"));
-        assert_eq!(sealer.unseal("device_keys/1/current", &sealed).unwrap(), b"transport key");
-        assert!(matches!(sealer.unseal("device_keys/2/current", &sealed), Err(SealError::Unseal)));
+        assert_eq!(
+            sealer.unseal("device_keys/1/current", &sealed).unwrap(),
+            b"transport key"
+        );
+        assert!(matches!(
+            sealer.unseal("device_keys/2/current", &sealed),
+            Err(SealError::Unseal)
+        ));
         let again = Sealer::load_or_create(&path).unwrap();
-        assert_eq!(again.unseal("device_keys/1/current", &sealed).unwrap(), b"transport key");
+        assert_eq!(
+            again.unseal("device_keys/1/current", &sealed).unwrap(),
+            b"transport key"
+        );
         let other = Sealer::from_key([7u8; 32]);
         assert!(other.unseal("device_keys/1/current", &sealed).is_err());
         let mut tampered = sealed.clone();

@@ -18,7 +18,11 @@ use crate::db::{Conn, DbResult};
 
 /// Makes sure the server instance exists with `count` Messaging Agents
 /// (named `MA1`, `MA2`, …); returns its agents.
-pub fn ensure_agents(conn: &mut Conn, server_name: &str, count: usize) -> DbResult<Vec<MessagingAgent>> {
+pub fn ensure_agents(
+    conn: &mut Conn,
+    server_name: &str,
+    count: usize,
+) -> DbResult<Vec<MessagingAgent>> {
     let server = match ServerInstance::find_by_name(conn, server_name)? {
         Some(server) => server,
         None => ServerInstance::create(conn, server_name)?,
@@ -72,13 +76,21 @@ pub fn assign_unassigned(conn: &mut Conn, agents: &[MessagingAgent]) -> DbResult
 }
 
 /// An agent stopped: its users go to the remaining agents.
-pub fn reassign_from(conn: &mut Conn, stopped: MessagingAgentId, remaining: &[MessagingAgent]) -> DbResult<usize> {
+pub fn reassign_from(
+    conn: &mut Conn,
+    stopped: MessagingAgentId,
+    remaining: &[MessagingAgent],
+) -> DbResult<usize> {
     let orphans: Vec<UserId> = User::find_by_messaging_agent(conn, stopped)?
         .into_iter()
         .map(|u| u.id)
         .collect();
     User::set_messaging_agent(conn, &orphans, None)?;
-    let others: Vec<MessagingAgent> = remaining.iter().filter(|a| a.id != stopped).cloned().collect();
+    let others: Vec<MessagingAgent> = remaining
+        .iter()
+        .filter(|a| a.id != stopped)
+        .cloned()
+        .collect();
     assign_unassigned(conn, &others)
 }
 
@@ -119,7 +131,10 @@ mod tests {
                 .map(|a| MessagingAgent::count_users(conn, a.id).unwrap())
                 .collect();
             assert_eq!(loads.iter().sum::<i64>(), 10);
-            assert!(loads.iter().all(|l| (3..=4).contains(l)), "balanced: {loads:?}");
+            assert!(
+                loads.iter().all(|l| (3..=4).contains(l)),
+                "balanced: {loads:?}"
+            );
 
             users(conn, 10, 5);
             // Room for 2 more (3 × 4 = 12); 3 wait.

@@ -67,7 +67,11 @@ impl KeyCache {
 
     /// One key of a device by id.
     pub async fn key(&self, pin: Pin, key_id: u32) -> Option<TransportKey> {
-        self.ring(pin).await.ok().flatten().and_then(|r| r.by_id(key_id).cloned())
+        self.ring(pin)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.by_id(key_id).cloned())
     }
 
     /// Forget what is cached for `pin` (its keys changed).
@@ -91,6 +95,28 @@ impl KeyCache {
     }
 }
 
+impl KeyCache {
+    /// TEST PATH (see [`KeyCache::provision_for_test`]) for many devices in
+    /// one transaction; benchmarks provision thousands at once.
+    pub async fn provision_many_for_test(&self, devices: Vec<(Pin, TransportKey)>) -> DbResult<()> {
+        let pins: Vec<Pin> = devices.iter().map(|(pin, _)| *pin).collect();
+        self.db
+            .run_sealed(move |conn, sealer| {
+                use diesel::Connection;
+                conn.transaction(|conn| {
+                    devices
+                        .iter()
+                        .try_for_each(|(pin, key)| provision(conn, sealer, *pin, key))
+                })
+            })
+            .await?;
+        for pin in pins {
+            self.invalidate(pin);
+        }
+        Ok(())
+    }
+}
+
 fn db_pin(pin: Pin) -> DbResult<crate::db::models::device::Pin> {
     crate::db::models::device::Pin::parse(&pin.to_string())
 }
@@ -107,8 +133,11 @@ fn load(conn: &mut Conn, sealer: &Sealer, pin: Pin) -> DbResult<Option<KeyRing>>
         let id = u32::try_from(sealed.info.key_id)
             .map_err(|_| DbError::Invalid(format!("device {pin} has a key id out of range")))?;
         let material = sealed.unseal(sealer)?;
-        let key = TransportKey::from_slice(id, material.as_bytes())
-            .ok_or_else(|| DbError::Invalid(format!("device {pin} has a transport key of the wrong length")))?;
+        let key = TransportKey::from_slice(id, material.as_bytes()).ok_or_else(|| {
+            DbError::Invalid(format!(
+                "device {pin} has a transport key of the wrong length"
+            ))
+        })?;
         match slot {
             KeySlot::Current => ring.current = Some(key),
             KeySlot::Pending => ring.pending = Some(key),

@@ -97,14 +97,35 @@ pub struct Outgoing {
 /// What happened to outbound messages; for statistics, the console and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryEvent {
-    Sent { pin: Pin, ref_id: RefId, via: Via },
-    Relay { pin: Pin, ref_id: RefId, status: TransportStatus },
+    Sent {
+        pin: Pin,
+        ref_id: RefId,
+        via: Via,
+    },
+    Relay {
+        pin: Pin,
+        ref_id: RefId,
+        status: TransportStatus,
+    },
     /// The device confirmed: the message is delivered.
-    Confirmed { pin: Pin, ref_id: RefId },
-    Resent { pin: Pin, ref_id: RefId, reason: ResendReason },
-    Expired { pin: Pin, ref_id: RefId },
+    Confirmed {
+        pin: Pin,
+        ref_id: RefId,
+    },
+    Resent {
+        pin: Pin,
+        ref_id: RefId,
+        reason: ResendReason,
+    },
+    Expired {
+        pin: Pin,
+        ref_id: RefId,
+    },
     /// A device's message could not be decrypted; the device was told.
-    Undecryptable { pin: Pin, ref_id: RefId },
+    Undecryptable {
+        pin: Pin,
+        ref_id: RefId,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +166,13 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(db: Database, keys: KeyCache, router: RouterHandle, settings: DispatcherSettings, clock: Clock) -> Dispatcher {
+    pub fn new(
+        db: Database,
+        keys: KeyCache,
+        router: RouterHandle,
+        settings: DispatcherSettings,
+        clock: Clock,
+    ) -> Dispatcher {
         let reassembler = Reassembler::new(settings.max_message_bytes, 4096);
         let (events, _) = broadcast::channel(4096);
         Dispatcher {
@@ -194,14 +221,20 @@ impl Dispatcher {
     /// is up right now).
     pub async fn send(&self, message: Outgoing) -> Result<RefId, DispatchError> {
         let mut ids = self.send_all(vec![message]).await?;
-        ids.pop().ok_or_else(|| DispatchError::Db(DbError::Invalid("nothing was queued".into())))
+        ids.pop()
+            .ok_or_else(|| DispatchError::Db(DbError::Invalid("nothing was queued".into())))
     }
 
     /// [`Dispatcher::send`] for many messages with one database write.
     pub async fn send_all(&self, messages: Vec<Outgoing>) -> Result<Vec<RefId>, DispatchError> {
         let mut queued = Vec::with_capacity(messages.len());
         for m in messages {
-            let ring = self.inner.keys.ring(m.pin).await?.ok_or(DispatchError::NoKey(m.pin))?;
+            let ring = self
+                .inner
+                .keys
+                .ring(m.pin)
+                .await?
+                .ok_or(DispatchError::NoKey(m.pin))?;
             let key = ring.current().ok_or(DispatchError::NoKey(m.pin))?;
             let ref_id = m.ref_id.unwrap_or_else(RefId::random);
             let sealed = envelope::seal(key, m.content_type, m.pin, ref_id, &m.plaintext)?;
@@ -220,8 +253,12 @@ impl Dispatcher {
             .run(move |conn| NewOutbound::save_all(conn, &batch, at))
             .await?;
         let ref_ids = queued.iter().map(|q| q.ref_id).collect();
-        self.transmit(queued.into_iter().map(|q| (q.pin, q.ref_id, q.content_type, q.priority, q.envelope)))
-            .await?;
+        self.transmit(
+            queued
+                .into_iter()
+                .map(|q| (q.pin, q.ref_id, q.content_type, q.priority, q.envelope)),
+        )
+        .await?;
         Ok(ref_ids)
     }
 
@@ -240,10 +277,16 @@ impl Dispatcher {
                         Via::Relay => OutboundState::AtRelay,
                         Via::Lan => OutboundState::SentLan,
                     };
-                    by_state.entry(state.as_str()).or_insert((state, Vec::new())).1.push(ref_id);
+                    by_state
+                        .entry(state.as_str())
+                        .or_insert((state, Vec::new()))
+                        .1
+                        .push(ref_id);
                     self.emit(DeliveryEvent::Sent { pin, ref_id, via });
                 }
-                Err(_) => debug!(target: "bramble::dispatcher", %pin, %ref_id, "no path to the device now; the message stays queued"),
+                Err(_) => {
+                    debug!(target: "bramble::dispatcher", %pin, %ref_id, "no path to the device now; the message stays queued")
+                }
             }
         }
         let at = self.inner.clock.now_db();
@@ -257,7 +300,12 @@ impl Dispatcher {
     }
 
     /// Sends again the queued messages in `states` (all devices, or one).
-    async fn resend(&self, states: &'static [OutboundState], pin: Option<Pin>, reason: ResendReason) -> Result<usize, DispatchError> {
+    async fn resend(
+        &self,
+        states: &'static [OutboundState],
+        pin: Option<Pin>,
+        reason: ResendReason,
+    ) -> Result<usize, DispatchError> {
         let mut after = OutboundId(0);
         let mut total = 0;
         loop {
@@ -266,7 +314,10 @@ impl Dispatcher {
                     if after.0 > 0 {
                         break;
                     }
-                    self.inner.db.run(move |conn| OutboundPacket::find_by_pin(conn, pin, states)).await?
+                    self.inner
+                        .db
+                        .run(move |conn| OutboundPacket::find_by_pin(conn, pin, states))
+                        .await?
                 }
                 None => {
                     self.inner
@@ -276,7 +327,11 @@ impl Dispatcher {
                 }
             };
             let Some(last) = batch.last() else { break };
-            after = if pin.is_some() { OutboundId(i64::MAX) } else { last.id };
+            after = if pin.is_some() {
+                OutboundId(i64::MAX)
+            } else {
+                last.id
+            };
             total += batch.len();
             for p in &batch {
                 self.emit(DeliveryEvent::Resent {
@@ -286,8 +341,12 @@ impl Dispatcher {
                 });
             }
             let short = batch.len() < 500;
-            self.transmit(batch.into_iter().map(|p| (p.pin, p.ref_id, p.content_type, p.priority, p.envelope)))
-                .await?;
+            self.transmit(
+                batch
+                    .into_iter()
+                    .map(|p| (p.pin, p.ref_id, p.content_type, p.priority, p.envelope)),
+            )
+            .await?;
             if short && pin.is_none() {
                 break;
             }
@@ -302,7 +361,8 @@ impl Dispatcher {
     /// confirmation, and expires what is too old. Returns (resent, expired).
     pub async fn check_queue(&self) -> Result<(usize, usize), DispatchError> {
         let now = self.inner.clock.now_db();
-        let expire_cutoff = now - time::Duration::seconds(self.inner.settings.expire_after_secs as i64);
+        let expire_cutoff =
+            now - time::Duration::seconds(self.inner.settings.expire_after_secs as i64);
         let expired = self
             .inner
             .db
@@ -310,9 +370,13 @@ impl Dispatcher {
             .await?;
         for p in &expired {
             warn!(target: "bramble::dispatcher", pin = %p.pin, ref_id = %p.ref_id, "message expired without a delivery confirmation");
-            self.emit(DeliveryEvent::Expired { pin: p.pin, ref_id: p.ref_id });
+            self.emit(DeliveryEvent::Expired {
+                pin: p.pin,
+                ref_id: p.ref_id,
+            });
         }
-        let resend_cutoff = now - time::Duration::seconds(self.inner.settings.resend_after_secs as i64);
+        let resend_cutoff =
+            now - time::Duration::seconds(self.inner.settings.resend_after_secs as i64);
         let mut resent = 0;
         loop {
             let due = self
@@ -332,8 +396,11 @@ impl Dispatcher {
                 });
             }
             let before = due.len();
-            self.transmit(due.into_iter().map(|p| (p.pin, p.ref_id, p.content_type, p.priority, p.envelope)))
-                .await?;
+            self.transmit(
+                due.into_iter()
+                    .map(|p| (p.pin, p.ref_id, p.content_type, p.priority, p.envelope)),
+            )
+            .await?;
             if !self.inner.router.is_link_up() || before < 500 {
                 // Nothing more can move now; the link's return resends the rest.
                 break;
@@ -346,8 +413,14 @@ impl Dispatcher {
     }
 
     /// Handles the Router's events and the queue timers until `shutdown`.
-    pub async fn run(self, mut events: mpsc::Receiver<RouterEvent>, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut check = tokio::time::interval(Duration::from_secs(self.inner.settings.resend_check_secs.max(1)));
+    pub async fn run(
+        self,
+        mut events: mpsc::Receiver<RouterEvent>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut check = tokio::time::interval(Duration::from_secs(
+            self.inner.settings.resend_check_secs.max(1),
+        ));
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -371,18 +444,25 @@ impl Dispatcher {
     pub async fn handle(&self, event: RouterEvent) -> Result<(), DispatchError> {
         match event {
             RouterEvent::LinkUp => {
-                const AFTER_LINK: &[OutboundState] =
-                    &[OutboundState::Queued, OutboundState::AtRelay, OutboundState::StoredAtRelay];
-                self.resend(AFTER_LINK, None, ResendReason::LinkRestored).await?;
+                const AFTER_LINK: &[OutboundState] = &[
+                    OutboundState::Queued,
+                    OutboundState::AtRelay,
+                    OutboundState::StoredAtRelay,
+                ];
+                self.resend(AFTER_LINK, None, ResendReason::LinkRestored)
+                    .await?;
             }
             RouterEvent::LinkDown => {}
             RouterEvent::LanAttached(pin) => {
-                const WAITING: &[OutboundState] = &[OutboundState::Queued, OutboundState::StoredAtRelay];
-                self.resend(WAITING, Some(pin), ResendReason::LinkRestored).await?;
+                const WAITING: &[OutboundState] =
+                    &[OutboundState::Queued, OutboundState::StoredAtRelay];
+                self.resend(WAITING, Some(pin), ResendReason::LinkRestored)
+                    .await?;
             }
             RouterEvent::LanDetached(pin) => {
                 const ON_LAN: &[OutboundState] = &[OutboundState::SentLan, OutboundState::Queued];
-                self.resend(ON_LAN, Some(pin), ResendReason::LanClosed).await?;
+                self.resend(ON_LAN, Some(pin), ResendReason::LanClosed)
+                    .await?;
             }
             RouterEvent::Frame { frame, via } => self.inbound(frame, via).await?,
         }
@@ -468,7 +548,11 @@ impl Dispatcher {
     async fn open(&self, message: &Message) -> Result<Vec<u8>, EnvelopeError> {
         let ring = match self.inner.keys.ring(message.pin).await {
             Ok(Some(ring)) => ring,
-            _ => return Err(EnvelopeError::UnknownKey(envelope::key_id(&message.payload).unwrap_or(0))),
+            _ => {
+                return Err(EnvelopeError::UnknownKey(
+                    envelope::key_id(&message.payload).unwrap_or(0),
+                ))
+            }
         };
         envelope::open(
             |id| ring.by_id(id),
@@ -494,7 +578,12 @@ impl Dispatcher {
         Ok(())
     }
 
-    async fn relay_report(&self, pin: Pin, ref_id: RefId, status: TransportStatus) -> Result<(), DispatchError> {
+    async fn relay_report(
+        &self,
+        pin: Pin,
+        ref_id: RefId,
+        status: TransportStatus,
+    ) -> Result<(), DispatchError> {
         let state = match status {
             TransportStatus::DeliveredToDevice => Some(OutboundState::DeliveredToDevice),
             TransportStatus::StoredForOfflineDevice => Some(OutboundState::StoredAtRelay),
@@ -511,7 +600,11 @@ impl Dispatcher {
         if status == TransportStatus::UnknownPin {
             warn!(target: "bramble::dispatcher", %pin, %ref_id, "the relay does not know this PIN");
         }
-        self.emit(DeliveryEvent::Relay { pin, ref_id, status });
+        self.emit(DeliveryEvent::Relay {
+            pin,
+            ref_id,
+            status,
+        });
         Ok(())
     }
 }

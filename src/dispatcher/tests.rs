@@ -31,7 +31,13 @@ async fn rig() -> Rig {
     let keys = KeyCache::new(db.clone());
     let key = TransportKey::generate(1).unwrap();
     keys.provision_for_test(PIN, &key).await.unwrap();
-    let dispatcher = Dispatcher::new(db, keys, router.clone(), DispatcherSettings::default(), Clock::new());
+    let dispatcher = Dispatcher::new(
+        db,
+        keys,
+        router.clone(),
+        DispatcherSettings::default(),
+        Clock::new(),
+    );
     let (link_tx, link) = mpsc::channel(64);
     router.set_relay(Some(link_tx.clone()));
     Rig {
@@ -55,7 +61,15 @@ fn mail(text: &str) -> Outgoing {
 }
 
 fn open(key: &TransportKey, frame: &Frame) -> Vec<u8> {
-    envelope::open(|_| Some(key), frame.content_type, frame.pin, frame.ref_id, &frame.payload, 1 << 20).unwrap()
+    envelope::open(
+        |_| Some(key),
+        frame.content_type,
+        frame.pin,
+        frame.ref_id,
+        &frame.payload,
+        1 << 20,
+    )
+    .unwrap()
 }
 
 fn confirmation(key: &TransportKey, ref_id: RefId) -> RouterEvent {
@@ -76,8 +90,14 @@ async fn sends_encrypted_and_forgets_once_confirmed() {
     let mut events = r.dispatcher.subscribe();
     let ref_id = r.dispatcher.send(mail("Lunch at noon?")).await.unwrap();
     let frame = r.link.try_recv().unwrap();
-    assert_eq!((frame.pin, frame.ref_id, frame.content_type), (PIN, ref_id, ContentType::Cmime));
-    assert!(!frame.payload.windows(5).any(|w| w == b"Lunch"), "encrypted on the wire");
+    assert_eq!(
+        (frame.pin, frame.ref_id, frame.content_type),
+        (PIN, ref_id, ContentType::Cmime)
+    );
+    assert!(
+        !frame.payload.windows(5).any(|w| w == b"Lunch"),
+        "encrypted on the wire"
+    );
     assert_eq!(open(&r.key, &frame), b"Lunch at noon?");
     assert_eq!(queued(&r.dispatcher).await, 1);
     assert_eq!(
@@ -89,9 +109,15 @@ async fn sends_encrypted_and_forgets_once_confirmed() {
         }
     );
 
-    r.dispatcher.handle(confirmation(&r.key, ref_id)).await.unwrap();
+    r.dispatcher
+        .handle(confirmation(&r.key, ref_id))
+        .await
+        .unwrap();
     assert_eq!(queued(&r.dispatcher).await, 0);
-    assert_eq!(events.recv().await.unwrap(), DeliveryEvent::Confirmed { pin: PIN, ref_id });
+    assert_eq!(
+        events.recv().await.unwrap(),
+        DeliveryEvent::Confirmed { pin: PIN, ref_id }
+    );
 }
 
 #[tokio::test]
@@ -100,10 +126,20 @@ async fn a_forged_confirmation_is_refused_and_the_device_told() {
     let ref_id = r.dispatcher.send(mail("hello")).await.unwrap();
     r.link.try_recv().unwrap();
     let stranger = TransportKey::generate(1).unwrap();
-    r.dispatcher.handle(confirmation(&stranger, ref_id)).await.unwrap();
-    assert_eq!(queued(&r.dispatcher).await, 1, "still waiting for the real device");
+    r.dispatcher
+        .handle(confirmation(&stranger, ref_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        queued(&r.dispatcher).await,
+        1,
+        "still waiting for the real device"
+    );
     let error = r.link.try_recv().unwrap();
-    assert_eq!((error.content_type, error.pin, error.ref_id), (ContentType::Error, PIN, ref_id));
+    assert_eq!(
+        (error.content_type, error.pin, error.ref_id),
+        (ContentType::Error, PIN, ref_id)
+    );
     let report = ErrorReport::from_payload(&error.payload).unwrap();
     assert_eq!(report.code, "UNDECRYPTABLE");
     assert!(r.link.try_recv().is_err(), "nothing else happens");
@@ -127,11 +163,20 @@ async fn messages_from_the_device_reach_their_component() {
     assert!(frames.len() > 1);
     let n = frames.len();
     for frame in frames {
-        r.dispatcher.handle(RouterEvent::Frame { frame, via: Via::Lan }).await.unwrap();
+        r.dispatcher
+            .handle(RouterEvent::Frame {
+                frame,
+                via: Via::Lan,
+            })
+            .await
+            .unwrap();
     }
     let got = mail_in.try_recv().unwrap();
     assert_eq!((got.pin, got.ref_id, got.via), (PIN, ref_id, Via::Lan));
-    assert!(got.plaintext.len() > 100_000, "reassembled from {n} packets");
+    assert!(
+        got.plaintext.len() > 100_000,
+        "reassembled from {n} packets"
+    );
 }
 
 #[tokio::test]
@@ -139,7 +184,8 @@ async fn an_undecryptable_message_is_ignored_and_reported() {
     let mut r = rig().await;
     let mut mail_in = r.dispatcher.register(ContentType::Cmime, 8);
     let mut events = r.dispatcher.subscribe();
-    let mut sealed = envelope::seal(&r.key, ContentType::Cmime, PIN, RefId(5), b"tampered").unwrap();
+    let mut sealed =
+        envelope::seal(&r.key, ContentType::Cmime, PIN, RefId(5), b"tampered").unwrap();
     let last = sealed.len() - 1;
     sealed[last] ^= 0xFF;
     r.dispatcher
@@ -154,7 +200,10 @@ async fn an_undecryptable_message_is_ignored_and_reported() {
     assert_eq!(error.content_type, ContentType::Error);
     assert_eq!(
         events.recv().await.unwrap(),
-        DeliveryEvent::Undecryptable { pin: PIN, ref_id: RefId(5) }
+        DeliveryEvent::Undecryptable {
+            pin: PIN,
+            ref_id: RefId(5)
+        }
     );
     // An unknown device is treated the same way.
     let other = Pin(0x1111_1111);
@@ -188,8 +237,16 @@ async fn queued_while_the_link_is_down_and_sent_when_it_returns() {
 #[tokio::test]
 async fn stored_at_the_relay_is_sent_again_when_the_link_returns() {
     let mut r = rig().await;
-    let stored = r.dispatcher.send(mail("for an offline device")).await.unwrap();
-    let delivered = r.dispatcher.send(mail("already on the device")).await.unwrap();
+    let stored = r
+        .dispatcher
+        .send(mail("for an offline device"))
+        .await
+        .unwrap();
+    let delivered = r
+        .dispatcher
+        .send(mail("already on the device"))
+        .await
+        .unwrap();
     r.link.try_recv().unwrap();
     r.link.try_recv().unwrap();
     let report = |ref_id, status| RouterEvent::Frame {
@@ -226,7 +283,10 @@ async fn resent_after_four_hours_without_confirmation() {
     tokio::time::advance(Duration::from_secs(2)).await;
     assert_eq!(r.dispatcher.check_queue().await.unwrap(), (1, 0));
     let again = r.link.try_recv().unwrap();
-    assert_eq!(again.ref_id, ref_id, "same RefID, so the device drops a duplicate");
+    assert_eq!(
+        again.ref_id, ref_id,
+        "same RefID, so the device drops a duplicate"
+    );
     assert_eq!(again.payload, first.payload, "same envelope");
     assert_eq!(
         events.recv().await.unwrap(),
@@ -238,7 +298,10 @@ async fn resent_after_four_hours_without_confirmation() {
     );
 
     // Confirmed now: never sent again, however long we wait.
-    r.dispatcher.handle(confirmation(&r.key, ref_id)).await.unwrap();
+    r.dispatcher
+        .handle(confirmation(&r.key, ref_id))
+        .await
+        .unwrap();
     tokio::time::advance(Duration::from_secs(10 * 3600)).await;
     assert_eq!(r.dispatcher.check_queue().await.unwrap(), (0, 0));
 }
@@ -247,7 +310,10 @@ async fn resent_after_four_hours_without_confirmation() {
 async fn expires_after_a_week() {
     let r = rig().await;
     r.router.set_relay(None);
-    r.dispatcher.send(mail("never reaches the device")).await.unwrap();
+    r.dispatcher
+        .send(mail("never reaches the device"))
+        .await
+        .unwrap();
     tokio::time::advance(Duration::from_secs(7 * 24 * 3600 + 1)).await;
     assert_eq!(r.dispatcher.check_queue().await.unwrap(), (0, 1));
     assert_eq!(queued(&r.dispatcher).await, 0);
@@ -262,8 +328,15 @@ async fn lan_path_preferred_and_in_flight_messages_move_back_to_the_relay() {
     assert_eq!(lan.try_recv().unwrap().ref_id, ref_id);
     assert!(r.link.try_recv().is_err());
     assert!(r.router.detach_lan(PIN, lan_id));
-    r.dispatcher.handle(RouterEvent::LanDetached(PIN)).await.unwrap();
-    assert_eq!(r.link.try_recv().unwrap().ref_id, ref_id, "re-sent by the relay");
+    r.dispatcher
+        .handle(RouterEvent::LanDetached(PIN))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.link.try_recv().unwrap().ref_id,
+        ref_id,
+        "re-sent by the relay"
+    );
 }
 
 #[tokio::test]
@@ -276,7 +349,10 @@ async fn a_message_under_the_pending_key_opens() {
         .inner
         .db
         .run(|conn| {
-            crate::db::models::device::Device::find_by_pin(conn, &crate::db::models::device::Pin::parse("2A3B4C5D")?)
+            crate::db::models::device::Device::find_by_pin(
+                conn,
+                &crate::db::models::device::Pin::parse("2A3B4C5D")?,
+            )
         })
         .await
         .unwrap()

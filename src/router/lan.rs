@@ -74,7 +74,14 @@ async fn connection(
         _ => anyhow::bail!("the first packet was not a device hello"),
     };
     let challenge = nonce();
-    write_frame(&mut writer, &Control::LanChallenge { nonce: challenge.clone() }.frame(pin, RefId(0))).await?;
+    write_frame(
+        &mut writer,
+        &Control::LanChallenge {
+            nonce: challenge.clone(),
+        }
+        .frame(pin, RefId(0)),
+    )
+    .await?;
     writer.flush().await?;
     let proof = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut reader)).await??;
     let accepted = match proof.as_ref().map(Control::from_frame) {
@@ -86,7 +93,9 @@ async fn connection(
     };
     if !accepted {
         let refusal = Control::Refused {
-            reason: format!("device {pin} could not prove it holds its transport key; activate it first"),
+            reason: format!(
+                "device {pin} could not prove it holds its transport key; activate it first"
+            ),
         };
         write_frame(&mut writer, &refusal.frame(pin, RefId(0))).await?;
         writer.flush().await?;

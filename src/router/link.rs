@@ -46,7 +46,9 @@ pub async fn run(
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        let connection = db.run_sealed(|conn, sealer| SrpConnection::find_current(conn, sealer)).await;
+        let connection = db
+            .run_sealed(SrpConnection::find_current)
+            .await;
         let connection = match connection {
             Ok(Some(c)) => c,
             Ok(None) => {
@@ -54,7 +56,9 @@ pub async fn run(
                     info!(target: "bramble::router", "no wireless network connection is configured (SRP ID, key, relay); set one with `bramble srp set` — the LAN path works meanwhile");
                     told_unconfigured = true;
                 }
-                router.update_status(|s| s.last_error = Some("no wireless network connection configured".into()));
+                router.update_status(|s| {
+                    s.last_error = Some("no wireless network connection configured".into())
+                });
                 if sleep_or_stop(UNCONFIGURED_POLL, &shutdown).await {
                     return Ok(());
                 }
@@ -126,8 +130,12 @@ pub async fn run(
                 let _ = events.send(RouterEvent::LinkDown).await;
                 match outcome {
                     Ok(()) if shutdown.is_cancelled() => return Ok(()),
-                    Ok(()) => warn!(target: "bramble::router", %relay, "the relay closed the SRP link; reconnecting"),
-                    Err(e) => warn!(target: "bramble::router", %relay, "SRP link lost: {e}; reconnecting"),
+                    Ok(()) => {
+                        warn!(target: "bramble::router", %relay, "the relay closed the SRP link; reconnecting")
+                    }
+                    Err(e) => {
+                        warn!(target: "bramble::router", %relay, "SRP link lost: {e}; reconnecting")
+                    }
                 }
             }
             Err(e) => {
@@ -229,7 +237,10 @@ mod tests {
     fn jitter_stays_within_a_quarter() {
         for _ in 0..1000 {
             let d = jitter(Duration::from_secs(8));
-            assert!(d >= Duration::from_secs(6) && d <= Duration::from_secs(10), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(6) && d <= Duration::from_secs(10),
+                "{d:?}"
+            );
         }
     }
 }

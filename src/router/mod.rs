@@ -129,7 +129,11 @@ impl RouterHandle {
     }
 
     pub fn link_status(&self) -> LinkStatus {
-        self.shared.status.lock().map(|s| s.clone()).unwrap_or_default()
+        self.shared
+            .status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 
     /// Devices connected on the LAN path now.
@@ -145,7 +149,11 @@ impl RouterHandle {
     }
 
     pub fn is_link_up(&self) -> bool {
-        self.shared.relay.lock().map(|r| r.is_some()).unwrap_or(false)
+        self.shared
+            .relay
+            .lock()
+            .map(|r| r.is_some())
+            .unwrap_or(false)
     }
 
     pub(crate) fn set_relay(&self, tx: Option<mpsc::Sender<Frame>>) {

@@ -14,8 +14,14 @@ use crate::fixture::{bramble, bramble_bin, digest, http_get, text};
 fn assert_refused(output: &std::process::Output, code: &str, mentions: &str) {
     let all = text(output);
     assert!(!output.status.success(), "expected failure: {all}");
-    assert!(all.contains(&format!("error[{code}]")), "expected {code}: {all}");
-    assert!(all.contains(mentions), "expected mention of {mentions}: {all}");
+    assert!(
+        all.contains(&format!("error[{code}]")),
+        "expected {code}: {all}"
+    );
+    assert!(
+        all.contains(mentions),
+        "expected mention of {mentions}: {all}"
+    );
     assert!(!all.contains("panicked"), "{all}");
 }
 
@@ -33,16 +39,27 @@ fn migrate_creates_the_database_and_check_reports_it() {
     let data = dir.path().join("fresh");
     let out = bramble(&data, &["db", "check"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("No Configuration Database"), "{}", text(&out));
+    assert!(
+        text(&out).contains("No Configuration Database"),
+        "{}",
+        text(&out)
+    );
 
     let out = bramble(&data, &["db", "migrate"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(data.join("bramble.db").is_file());
-    assert!(data.join("bramble.db.key").is_file(), "master key for sealed secrets");
+    assert!(
+        data.join("bramble.db.key").is_file(),
+        "master key for sealed secrets"
+    );
 
     let out = bramble(&data, &["db", "check"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("healthy and up to date"), "{}", text(&out));
+    assert!(
+        text(&out).contains("healthy and up to date"),
+        "{}",
+        text(&out)
+    );
 
     // Migrating again is harmless.
     let out = bramble(&data, &["db", "migrate"]);
@@ -117,8 +134,10 @@ fn a_newer_schema_is_refused() {
     let db = dir.path().join("bramble.db");
     {
         let mut conn = diesel::SqliteConnection::establish(&db.to_string_lossy()).unwrap();
-        conn.batch_execute("INSERT INTO __diesel_schema_migrations (version) VALUES ('29991231000000');")
-            .unwrap();
+        conn.batch_execute(
+            "INSERT INTO __diesel_schema_migrations (version) VALUES ('29991231000000');",
+        )
+        .unwrap();
     }
     let before = digest(&db);
     let out = bramble(dir.path(), &["db", "migrate"]);
@@ -141,9 +160,16 @@ fn unknown_setting_is_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bramble.toml");
     std::fs::write(&file, "[controller]\nmax_restart_per_day = 3\n").unwrap();
-    let out = bramble(dir.path(), &["--config", file.to_str().unwrap(), "db", "migrate"]);
+    let out = bramble(
+        dir.path(),
+        &["--config", file.to_str().unwrap(), "db", "migrate"],
+    );
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("controller.max_restart_per_day"), "{}", text(&out));
+    assert!(
+        text(&out).contains("controller.max_restart_per_day"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -160,7 +186,13 @@ fn admin_create_makes_a_security_administrator() {
     let dir = tempfile::tempdir().unwrap();
     let run = |password: &str| {
         let mut child = Command::new(bramble_bin())
-            .args(["admin", "create", "--login", "firstadmin", "--password-stdin"])
+            .args([
+                "admin",
+                "create",
+                "--login",
+                "firstadmin",
+                "--password-stdin",
+            ])
             .env_remove("BRAMBLE_CONFIG")
             .env("BRAMBLE_DATA_DIR", dir.path())
             .stdin(Stdio::piped())
@@ -178,12 +210,19 @@ fn admin_create_makes_a_security_administrator() {
     };
     let out = run("long enough password");
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("Security Administrator `firstadmin`"), "{}", text(&out));
+    assert!(
+        text(&out).contains("Security Administrator `firstadmin`"),
+        "{}",
+        text(&out)
+    );
     let out = run("another password");
     assert_refused(&out, "INVALID_INPUT", "already exists");
     let out = {
         let other = tempfile::tempdir().unwrap();
-        bramble(other.path(), &["admin", "create", "--login", "x", "--password-stdin"])
+        bramble(
+            other.path(),
+            &["admin", "create", "--login", "x", "--password-stdin"],
+        )
     };
     assert_refused(&out, "INVALID_INPUT", "at least 8 characters");
 }
@@ -225,9 +264,18 @@ async fn serve_answers_health_and_stops_on_sigterm() {
     assert_eq!(doc["components"].as_array().unwrap().len(), 4);
 
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
-    let logs: Vec<_> = std::fs::read_dir(dir.path().join("logs")).unwrap().collect();
+    let logs: Vec<_> = std::fs::read_dir(dir.path().join("logs"))
+        .unwrap()
+        .collect();
     assert_eq!(logs.len(), 1, "one daily log file");
 }

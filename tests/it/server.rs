@@ -39,11 +39,19 @@ async fn starts_reports_health_and_shuts_down() {
     assert_eq!(doc["status"], "ok", "{doc}");
     assert_eq!(doc["version"], bramble::VERSION);
     let components = doc["components"].as_array().unwrap();
-    let mut names: Vec<&str> = components.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let mut names: Vec<&str> = components
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     names.sort();
     assert_eq!(
         names,
-        ["MailStore Service", "Messaging Agent", "Policy Service", "Synchronization Service"]
+        [
+            "MailStore Service",
+            "Messaging Agent",
+            "Policy Service",
+            "Synchronization Service"
+        ]
     );
     for component in components {
         assert_eq!(component["state"], "running", "{component}");
@@ -74,8 +82,20 @@ async fn two_servers_side_by_side() {
     let one = Server::start(settings(a.path())).await.unwrap();
     let two = Server::start(settings(b.path())).await.unwrap();
     assert_ne!(one.admin_addr(), two.admin_addr());
-    assert_eq!(health(one.admin_addr()).await["components"].as_array().unwrap().len(), 4);
-    assert_eq!(health(two.admin_addr()).await["components"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        health(one.admin_addr()).await["components"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(
+        health(two.admin_addr()).await["components"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
     one.shutdown().await.unwrap();
     two.shutdown().await.unwrap();
 }
@@ -88,5 +108,7 @@ async fn port_in_use_is_named() {
     s.admin.listen = taken.local_addr().unwrap();
     let err = Server::start(s).await.unwrap_err();
     assert_eq!(err.code(), "PORT_IN_USE");
-    assert!(err.to_string().contains(&taken.local_addr().unwrap().to_string()));
+    assert!(err
+        .to_string()
+        .contains(&taken.local_addr().unwrap().to_string()));
 }

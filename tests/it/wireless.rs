@@ -55,9 +55,15 @@ impl Bed {
     }
 
     async fn relay(&self) -> RelayHandle {
-        let servers = TcpListener::bind(("127.0.0.1", self.relay_server_port)).await.unwrap();
-        let devices = TcpListener::bind(("127.0.0.1", self.relay_device_port)).await.unwrap();
-        Relay::start_with(self.relay_config.clone(), servers, devices).await.unwrap()
+        let servers = TcpListener::bind(("127.0.0.1", self.relay_server_port))
+            .await
+            .unwrap();
+        let devices = TcpListener::bind(("127.0.0.1", self.relay_device_port))
+            .await
+            .unwrap();
+        Relay::start_with(self.relay_config.clone(), servers, devices)
+            .await
+            .unwrap()
     }
 
     fn relay_device_addr(&self) -> SocketAddr {
@@ -81,7 +87,8 @@ impl Bed {
             relay_port: i32::from(self.relay_server_port),
             cal_licences: 100,
         };
-        db.run_blocking(|conn| SrpConnection::save(conn, db.sealer(), &srp)).unwrap();
+        db.run_blocking(|conn| SrpConnection::save(conn, db.sealer(), &srp))
+            .unwrap();
         s
     }
 
@@ -92,11 +99,17 @@ impl Bed {
 
 async fn start(settings: Settings) -> ServerHandle {
     let listeners = Listeners::bind(&settings).await.unwrap();
-    Server::start_with(settings, listeners, Server::default_components()).await.unwrap()
+    Server::start_with(settings, listeners, Server::default_components())
+        .await
+        .unwrap()
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn wait_link(server: &ServerHandle, up: bool) {
@@ -106,13 +119,24 @@ async fn wait_link(server: &ServerHandle, up: bool) {
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("link never became {}: {:?}", if up { "up" } else { "down" }, server.dispatcher().router().link_status()));
+    .unwrap_or_else(|_| {
+        panic!(
+            "link never became {}: {:?}",
+            if up { "up" } else { "down" },
+            server.dispatcher().router().link_status()
+        )
+    });
 }
 
 /// A device with a fresh key, registered with the server (test path).
 async fn device(server: &ServerHandle, pin: u32) -> Device {
     let key = TransportKey::generate(1).unwrap();
-    server.dispatcher().keys().provision_for_test(Pin(pin), &key).await.unwrap();
+    server
+        .dispatcher()
+        .keys()
+        .provision_for_test(Pin(pin), &key)
+        .await
+        .unwrap();
     let mut config = DeviceConfig::new(Pin(pin));
     config.srp_id = Some(SRP_ID.into());
     Device::new(config, KeyStore::new(key))
@@ -173,7 +197,10 @@ async fn server_to_device_and_back() {
     let server = bed.server("server").await;
     wait_link(&server, true).await;
     let phone = device(&server, 0x2A3B_4C5D).await;
-    let conn = phone.connect(Path::Relay(relay.device_addr())).await.unwrap();
+    let conn = phone
+        .connect(Path::Relay(relay.device_addr()))
+        .await
+        .unwrap();
 
     let mut events = server.dispatcher().subscribe();
     let ref_id = server
@@ -181,17 +208,32 @@ async fn server_to_device_and_back() {
         .send(mail(0x2A3B_4C5D, "Board meeting moved to 3pm".into()))
         .await
         .unwrap();
-    let got = tokio::time::timeout(PATIENCE, conn.recv()).await.unwrap().unwrap();
+    let got = tokio::time::timeout(PATIENCE, conn.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.ref_id, ref_id);
     assert_eq!(got.plaintext, b"Board meeting moved to 3pm");
     confirmations(&mut events, &HashSet::from([ref_id])).await;
-    assert_eq!(queued(&server).await, 0, "confirmed messages leave the queue");
+    assert_eq!(
+        queued(&server).await,
+        0,
+        "confirmed messages leave the queue"
+    );
 
     // From the device: decrypted and handed to the component for CMIME.
     let mut inbox = server.dispatcher().register(ContentType::Cmime, 16);
-    conn.send(ContentType::Cmime, RefId(0xBEEF), b"On my way").await.unwrap();
-    let inbound = tokio::time::timeout(PATIENCE, inbox.recv()).await.unwrap().unwrap();
-    assert_eq!((inbound.pin, inbound.ref_id), (Pin(0x2A3B_4C5D), RefId(0xBEEF)));
+    conn.send(ContentType::Cmime, RefId(0xBEEF), b"On my way")
+        .await
+        .unwrap();
+    let inbound = tokio::time::timeout(PATIENCE, inbox.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (inbound.pin, inbound.ref_id),
+        (Pin(0x2A3B_4C5D), RefId(0xBEEF))
+    );
     assert_eq!(inbound.plaintext, b"On my way");
 
     conn.close().await;
@@ -207,17 +249,29 @@ async fn lan_path_switching_mid_stream() {
     wait_link(&server, true).await;
     let pin = 0x0000_0A0A;
     let phone = device(&server, pin).await;
-    let wireless = phone.connect(Path::Relay(relay.device_addr())).await.unwrap();
+    let wireless = phone
+        .connect(Path::Relay(relay.device_addr()))
+        .await
+        .unwrap();
     let mut events = server.dispatcher().subscribe();
     let mut refs = HashSet::new();
 
     for i in 0..10 {
-        refs.insert(server.dispatcher().send(mail(pin, format!("wireless {i}"))).await.unwrap());
+        refs.insert(
+            server
+                .dispatcher()
+                .send(mail(pin, format!("wireless {i}")))
+                .await
+                .unwrap(),
+        );
     }
     let mut texts = collect(&wireless, 10).await;
 
     // Plugged into the desktop: the Router switches this device to the LAN.
-    let lan = phone.connect(Path::Lan(server.lan_addr().unwrap())).await.unwrap();
+    let lan = phone
+        .connect(Path::Lan(server.lan_addr().unwrap()))
+        .await
+        .unwrap();
     tokio::time::timeout(PATIENCE, async {
         while server.dispatcher().router().lan_devices() != vec![Pin(pin)] {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -226,10 +280,20 @@ async fn lan_path_switching_mid_stream() {
     .await
     .unwrap();
     for i in 0..10 {
-        refs.insert(server.dispatcher().send(mail(pin, format!("lan {i}"))).await.unwrap());
+        refs.insert(
+            server
+                .dispatcher()
+                .send(mail(pin, format!("lan {i}")))
+                .await
+                .unwrap(),
+        );
     }
     texts.extend(collect(&lan, 10).await);
-    assert_eq!(wireless.stats().received, 10, "nothing went by the relay while on the LAN");
+    assert_eq!(
+        wireless.stats().received,
+        10,
+        "nothing went by the relay while on the LAN"
+    );
 
     // Unplugged: back to the relay, dynamically.
     lan.close().await;
@@ -241,7 +305,13 @@ async fn lan_path_switching_mid_stream() {
     .await
     .unwrap();
     for i in 0..10 {
-        refs.insert(server.dispatcher().send(mail(pin, format!("wireless again {i}"))).await.unwrap());
+        refs.insert(
+            server
+                .dispatcher()
+                .send(mail(pin, format!("wireless again {i}")))
+                .await
+                .unwrap(),
+        );
     }
     texts.extend(collect(&wireless, 10).await);
 
@@ -267,20 +337,35 @@ async fn relay_restarted_mid_stream_loses_and_duplicates_nothing() {
 
     // The device is offline: the relay stores these…
     for i in 0..15 {
-        refs.insert(server.dispatcher().send(mail(pin, format!("stored {i}"))).await.unwrap());
+        refs.insert(
+            server
+                .dispatcher()
+                .send(mail(pin, format!("stored {i}")))
+                .await
+                .unwrap(),
+        );
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     // …and then the relay goes down, taking its store with it.
     relay.shutdown().await;
     wait_link(&server, false).await;
     for i in 0..15 {
-        refs.insert(server.dispatcher().send(mail(pin, format!("during outage {i}"))).await.unwrap());
+        refs.insert(
+            server
+                .dispatcher()
+                .send(mail(pin, format!("during outage {i}")))
+                .await
+                .unwrap(),
+        );
     }
     assert_eq!(queued(&server).await, 30);
 
     let relay = bed.relay().await;
     wait_link(&server, true).await;
-    let conn = phone.connect(Path::Relay(bed.relay_device_addr())).await.unwrap();
+    let conn = phone
+        .connect(Path::Relay(bed.relay_device_addr()))
+        .await
+        .unwrap();
     let texts = collect(&conn, 30).await;
     let distinct: HashSet<&String> = texts.iter().collect();
     assert_eq!(distinct.len(), 30, "nothing lost, nothing shown twice");
@@ -303,14 +388,21 @@ async fn server_restarted_with_messages_pending() {
     let pin = 0x0001_0001;
     let phone = device(&server, pin).await;
     for i in 0..10 {
-        server.dispatcher().send(mail(pin, format!("pending {i}"))).await.unwrap();
+        server
+            .dispatcher()
+            .send(mail(pin, format!("pending {i}")))
+            .await
+            .unwrap();
     }
     assert_eq!(queued(&server).await, 10);
     server.shutdown().await.unwrap();
 
     let relay = bed.relay().await;
     let server = start(bed.settings("server", SRP_KEY)).await;
-    let conn = phone.connect(Path::Relay(relay.device_addr())).await.unwrap();
+    let conn = phone
+        .connect(Path::Relay(relay.device_addr()))
+        .await
+        .unwrap();
     let texts = collect(&conn, 10).await;
     assert_eq!(texts.iter().collect::<HashSet<_>>().len(), 10);
     tokio::time::timeout(PATIENCE, async {
@@ -381,25 +473,50 @@ async fn undecryptable_message_gets_an_error_back_and_nothing_else() {
     let mut config = DeviceConfig::new(Pin(pin));
     config.srp_id = Some(SRP_ID.into());
     let impostor = Device::new(config, KeyStore::new(TransportKey::generate(1).unwrap()));
-    let conn = impostor.connect(Path::Relay(relay.device_addr())).await.unwrap();
+    let conn = impostor
+        .connect(Path::Relay(relay.device_addr()))
+        .await
+        .unwrap();
     let mut inbox = server.dispatcher().register(ContentType::Cmime, 16);
-    conn.send(ContentType::Cmime, RefId(0x51), b"can you read me?").await.unwrap();
-    let (ref_id, report) = tokio::time::timeout(PATIENCE, conn.next_error()).await.unwrap().unwrap();
+    conn.send(ContentType::Cmime, RefId(0x51), b"can you read me?")
+        .await
+        .unwrap();
+    let (ref_id, report) = tokio::time::timeout(PATIENCE, conn.next_error())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(ref_id, RefId(0x51));
     assert_eq!(report.code, "UNDECRYPTABLE");
-    assert!(report.message.contains("could not be decrypted"), "{}", report.message);
+    assert!(
+        report.message.contains("could not be decrypted"),
+        "{}",
+        report.message
+    );
     assert!(inbox.try_recv().is_err(), "the message was ignored");
 
     // A PIN the server has never heard of is treated the same way.
     let mut config = DeviceConfig::new(Pin(0x0000_9999));
     config.srp_id = Some(SRP_ID.into());
     let stranger = Device::new(config, KeyStore::new(TransportKey::generate(1).unwrap()));
-    let conn2 = stranger.connect(Path::Relay(relay.device_addr())).await.unwrap();
-    conn2.send(ContentType::Cmime, RefId(0x52), b"hello?").await.unwrap();
-    let (_, report) = tokio::time::timeout(PATIENCE, conn2.next_error()).await.unwrap().unwrap();
+    let conn2 = stranger
+        .connect(Path::Relay(relay.device_addr()))
+        .await
+        .unwrap();
+    conn2
+        .send(ContentType::Cmime, RefId(0x52), b"hello?")
+        .await
+        .unwrap();
+    let (_, report) = tokio::time::timeout(PATIENCE, conn2.next_error())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(report.code, "UNDECRYPTABLE");
     // Sending to a PIN without keys is refused with words, not queued.
-    let err = server.dispatcher().send(mail(0x0000_9999, "x".into())).await.unwrap_err();
+    let err = server
+        .dispatcher()
+        .send(mail(0x0000_9999, "x".into()))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("activated"), "{err}");
 
     conn.close().await;
@@ -416,11 +533,17 @@ async fn malformed_frames_close_only_their_connection() {
     wait_link(&server, true).await;
     let pin = 0x0000_7777;
     let phone = device(&server, pin).await;
-    let conn = phone.connect(Path::Relay(relay.device_addr())).await.unwrap();
+    let conn = phone
+        .connect(Path::Relay(relay.device_addr()))
+        .await
+        .unwrap();
 
     for garbage in [
-        vec![0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3],                        // oversized length
-        Frame::single(ContentType::Cmime, Pin(pin), RefId(1), vec![0; 100]).encode().unwrap()[..40].to_vec(), // truncated
+        vec![0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3], // oversized length
+        Frame::single(ContentType::Cmime, Pin(pin), RefId(1), vec![0; 100])
+            .encode()
+            .unwrap()[..40]
+            .to_vec(), // truncated
     ] {
         for target in [relay.device_addr(), server.lan_addr().unwrap()] {
             let mut raw = TcpStream::connect(target).await.unwrap();
@@ -428,16 +551,25 @@ async fn malformed_frames_close_only_their_connection() {
             raw.shutdown().await.unwrap();
             let mut sink = Vec::new();
             let closed = tokio::time::timeout(PATIENCE, raw.read_to_end(&mut sink)).await;
-            assert!(closed.is_ok(), "the peer closes a connection that sent garbage");
+            assert!(
+                closed.is_ok(),
+                "the peer closes a connection that sent garbage"
+            );
         }
     }
     // Everyone else is unaffected.
-    let ref_id = server.dispatcher().send(mail(pin, "still here".into())).await.unwrap();
-    let got = tokio::time::timeout(PATIENCE, conn.recv()).await.unwrap().unwrap();
+    let ref_id = server
+        .dispatcher()
+        .send(mail(pin, "still here".into()))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(PATIENCE, conn.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.ref_id, ref_id);
     assert!(server.dispatcher().router().is_link_up());
     conn.close().await;
     server.shutdown().await.unwrap();
     relay.shutdown().await;
 }
-

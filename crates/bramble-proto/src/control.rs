@@ -53,13 +53,26 @@ pub enum TransportStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Control {
-    SrpHello { srp_id: String, nonce: String },
-    SrpChallenge { nonce: String, proof: String },
-    SrpResponse { proof: String },
+    SrpHello {
+        srp_id: String,
+        nonce: String,
+    },
+    SrpChallenge {
+        nonce: String,
+        proof: String,
+    },
+    SrpResponse {
+        proof: String,
+    },
     SrpAccepted,
-    SrpRejected { reason: String },
+    SrpRejected {
+        reason: String,
+    },
     /// The server's basic information packet, sent first on a new link.
-    ServerInfo { server_name: String, version: String },
+    ServerInfo {
+        server_name: String,
+        version: String,
+    },
     DeviceHello {
         pin: Pin,
         /// The SRP ID of the device's enterprise server, once it has one
@@ -71,13 +84,22 @@ pub enum Control {
         #[serde(default)]
         os_version: String,
     },
-    LanChallenge { nonce: String },
-    LanProof { key_id: u32, proof: String },
+    LanChallenge {
+        nonce: String,
+    },
+    LanProof {
+        key_id: u32,
+        proof: String,
+    },
     Welcome,
     /// The link is refused; the reason is for a person.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
     /// Relay → server, about the packet whose PIN and RefID are in the header.
-    Transport { status: TransportStatus },
+    Transport {
+        status: TransportStatus,
+    },
     Ping,
     Pong,
 }
@@ -131,7 +153,12 @@ impl ErrorReport {
     pub const UNDECRYPTABLE: &'static str = "UNDECRYPTABLE";
 
     pub fn frame(&self, pin: Pin, ref_id: RefId) -> Frame {
-        Frame::single(ContentType::Error, pin, ref_id, serde_json::to_vec(self).unwrap_or_default())
+        Frame::single(
+            ContentType::Error,
+            pin,
+            ref_id,
+            serde_json::to_vec(self).unwrap_or_default(),
+        )
     }
 
     pub fn from_payload(payload: &[u8]) -> Result<ErrorReport, ControlError> {
@@ -169,17 +196,36 @@ pub fn proofs_match(a: &str, b: &str) -> bool {
 
 /// The relay's proof in the SRP handshake.
 pub fn srp_relay_proof(key: &[u8], srp_id: &str, server_nonce: &str, relay_nonce: &str) -> String {
-    hmac_hex(key, &[b"relay", srp_id.as_bytes(), server_nonce.as_bytes(), relay_nonce.as_bytes()])
+    hmac_hex(
+        key,
+        &[
+            b"relay",
+            srp_id.as_bytes(),
+            server_nonce.as_bytes(),
+            relay_nonce.as_bytes(),
+        ],
+    )
 }
 
 /// The server's proof in the SRP handshake.
 pub fn srp_server_proof(key: &[u8], srp_id: &str, server_nonce: &str, relay_nonce: &str) -> String {
-    hmac_hex(key, &[b"server", srp_id.as_bytes(), server_nonce.as_bytes(), relay_nonce.as_bytes()])
+    hmac_hex(
+        key,
+        &[
+            b"server",
+            srp_id.as_bytes(),
+            server_nonce.as_bytes(),
+            relay_nonce.as_bytes(),
+        ],
+    )
 }
 
 /// A device's proof of its transport key on the LAN path.
 pub fn lan_proof(transport_key: &[u8], pin: Pin, nonce: &str) -> String {
-    hmac_hex(transport_key, &[b"lan", pin.to_string().as_bytes(), nonce.as_bytes()])
+    hmac_hex(
+        transport_key,
+        &[b"lan", pin.to_string().as_bytes(), nonce.as_bytes()],
+    )
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -197,7 +243,10 @@ mod tests {
             status: TransportStatus::DeliveredToDevice,
         };
         let text = String::from_utf8(c.to_payload()).unwrap();
-        assert_eq!(text, r#"{"type":"transport","status":"delivered_to_device"}"#);
+        assert_eq!(
+            text,
+            r#"{"type":"transport","status":"delivered_to_device"}"#
+        );
         assert_eq!(Control::from_payload(text.as_bytes()).unwrap(), c);
         let f = c.frame(Pin(1), RefId(2));
         assert_eq!(Control::from_frame(&f).unwrap(), c);

@@ -125,11 +125,16 @@ pub fn seal(
     ref_id: RefId,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, EnvelopeError> {
-    let mut encoder = DeflateEncoder::new(Vec::with_capacity(plaintext.len() / 2 + 16), Compression::fast());
+    let mut encoder = DeflateEncoder::new(
+        Vec::with_capacity(plaintext.len() / 2 + 16),
+        Compression::fast(),
+    );
     encoder
         .write_all(plaintext)
         .map_err(|e| EnvelopeError::Crypto(e.to_string()))?;
-    let compressed = encoder.finish().map_err(|e| EnvelopeError::Crypto(e.to_string()))?;
+    let compressed = encoder
+        .finish()
+        .map_err(|e| EnvelopeError::Crypto(e.to_string()))?;
     // Incompressible data goes as it is, sparing the device the work.
     let (flags, body) = if compressed.len() < plaintext.len() {
         (FLAG_COMPRESSED, compressed.as_slice())
@@ -141,9 +146,11 @@ pub fn seal(
     rand_bytes(&mut message_key).map_err(crypto)?;
     let mut nonce = [0u8; NONCE_LEN];
     rand_bytes(&mut nonce).map_err(crypto)?;
-    let kek = AesKey::new_encrypt(&key.key).map_err(|_| EnvelopeError::Crypto("bad transport key".into()))?;
+    let kek = AesKey::new_encrypt(&key.key)
+        .map_err(|_| EnvelopeError::Crypto("bad transport key".into()))?;
     let mut wrapped = [0u8; WRAPPED_LEN];
-    wrap_key(&kek, None, &mut wrapped, &message_key).map_err(|_| EnvelopeError::Crypto("key wrap failed".into()))?;
+    wrap_key(&kek, None, &mut wrapped, &message_key)
+        .map_err(|_| EnvelopeError::Crypto("key wrap failed".into()))?;
 
     let mut out = Vec::with_capacity(HEADER_LEN + body.len() + TAG_LEN);
     out.push(ENVELOPE_VERSION);
@@ -153,8 +160,15 @@ pub fn seal(
     out.extend_from_slice(&nonce);
     let aad = aad(content_type, pin, ref_id, &out);
     let mut tag = [0u8; TAG_LEN];
-    let ciphertext = encrypt_aead(Cipher::aes_256_gcm(), &message_key, Some(&nonce), &aad, body, &mut tag)
-        .map_err(crypto)?;
+    let ciphertext = encrypt_aead(
+        Cipher::aes_256_gcm(),
+        &message_key,
+        Some(&nonce),
+        &aad,
+        body,
+        &mut tag,
+    )
+    .map_err(crypto)?;
     out.extend_from_slice(&ciphertext);
     out.extend_from_slice(&tag);
     Ok(out)
@@ -168,7 +182,12 @@ pub fn key_id(envelope: &[u8]) -> Result<u32, EnvelopeError> {
     if envelope[0] != ENVELOPE_VERSION {
         return Err(EnvelopeError::UnsupportedVersion(envelope[0]));
     }
-    Ok(u32::from_be_bytes([envelope[2], envelope[3], envelope[4], envelope[5]]))
+    Ok(u32::from_be_bytes([
+        envelope[2],
+        envelope[3],
+        envelope[4],
+        envelope[5],
+    ]))
 }
 
 /// Decrypts and decompresses an envelope, taking the transport key from
@@ -196,12 +215,20 @@ pub fn open<'k>(
         return Err(EnvelopeError::TooLarge(max_plaintext));
     }
 
-    let kek = AesKey::new_decrypt(&key.key).map_err(|_| EnvelopeError::Crypto("bad transport key".into()))?;
+    let kek = AesKey::new_decrypt(&key.key)
+        .map_err(|_| EnvelopeError::Crypto("bad transport key".into()))?;
     let mut message_key = [0u8; KEY_LEN];
     unwrap_key(&kek, None, &mut message_key, wrapped).map_err(|_| EnvelopeError::Undecryptable)?;
     let aad = aad(content_type, pin, ref_id, header);
-    let body = decrypt_aead(Cipher::aes_256_gcm(), &message_key, Some(nonce), &aad, ciphertext, tag)
-        .map_err(|_| EnvelopeError::Undecryptable)?;
+    let body = decrypt_aead(
+        Cipher::aes_256_gcm(),
+        &message_key,
+        Some(nonce),
+        &aad,
+        ciphertext,
+        tag,
+    )
+    .map_err(|_| EnvelopeError::Undecryptable)?;
     if flags & FLAG_COMPRESSED == 0 {
         return Ok(body);
     }
@@ -233,18 +260,44 @@ mod tests {
         let text = "Quarterly numbers attached. ".repeat(100);
         let env = seal(&k, ContentType::Cmime, Pin(5), RefId(6), text.as_bytes()).unwrap();
         assert!(env.len() < text.len(), "compressed before encryption");
-        let opened = open(|id| (id == 1).then_some(&k), ContentType::Cmime, Pin(5), RefId(6), &env, LIMIT).unwrap();
+        let opened = open(
+            |id| (id == 1).then_some(&k),
+            ContentType::Cmime,
+            Pin(5),
+            RefId(6),
+            &env,
+            LIMIT,
+        )
+        .unwrap();
         assert_eq!(opened, text.as_bytes());
 
         let mut noise = vec![0u8; 3000];
         rand_bytes(&mut noise).unwrap();
         let env = seal(&k, ContentType::Cmime, Pin(5), RefId(6), &noise).unwrap();
         assert_eq!(env[1] & FLAG_COMPRESSED, 0);
-        assert_eq!(open(|_| Some(&k), ContentType::Cmime, Pin(5), RefId(6), &env, LIMIT).unwrap(), noise);
+        assert_eq!(
+            open(
+                |_| Some(&k),
+                ContentType::Cmime,
+                Pin(5),
+                RefId(6),
+                &env,
+                LIMIT
+            )
+            .unwrap(),
+            noise
+        );
         let empty = seal(&k, ContentType::DeliveryConfirmation, Pin(5), RefId(6), b"").unwrap();
-        assert!(open(|_| Some(&k), ContentType::DeliveryConfirmation, Pin(5), RefId(6), &empty, LIMIT)
-            .unwrap()
-            .is_empty());
+        assert!(open(
+            |_| Some(&k),
+            ContentType::DeliveryConfirmation,
+            Pin(5),
+            RefId(6),
+            &empty,
+            LIMIT
+        )
+        .unwrap()
+        .is_empty());
     }
 
     #[test]
@@ -262,7 +315,15 @@ mod tests {
         let other = key(1);
         let env = seal(&k, ContentType::Cmime, Pin(5), RefId(6), b"secret plans").unwrap();
         assert_eq!(
-            open(|_| Some(&other), ContentType::Cmime, Pin(5), RefId(6), &env, LIMIT).unwrap_err(),
+            open(
+                |_| Some(&other),
+                ContentType::Cmime,
+                Pin(5),
+                RefId(6),
+                &env,
+                LIMIT
+            )
+            .unwrap_err(),
             EnvelopeError::Undecryptable
         );
         assert_eq!(
@@ -272,13 +333,56 @@ mod tests {
         for i in 0..env.len() {
             let mut bad = env.clone();
             bad[i] ^= 0x01;
-            assert!(open(|_| Some(&k), ContentType::Cmime, Pin(5), RefId(6), &bad, LIMIT).is_err(), "byte {i}");
+            assert!(
+                open(
+                    |_| Some(&k),
+                    ContentType::Cmime,
+                    Pin(5),
+                    RefId(6),
+                    &bad,
+                    LIMIT
+                )
+                .is_err(),
+                "byte {i}"
+            );
         }
-        assert!(open(|_| Some(&k), ContentType::Cmime, Pin(5), RefId(7), &env, LIMIT).is_err());
-        assert!(open(|_| Some(&k), ContentType::Cmime, Pin(4), RefId(6), &env, LIMIT).is_err());
-        assert!(open(|_| Some(&k), ContentType::ItPolicy, Pin(5), RefId(6), &env, LIMIT).is_err());
+        assert!(open(
+            |_| Some(&k),
+            ContentType::Cmime,
+            Pin(5),
+            RefId(7),
+            &env,
+            LIMIT
+        )
+        .is_err());
+        assert!(open(
+            |_| Some(&k),
+            ContentType::Cmime,
+            Pin(4),
+            RefId(6),
+            &env,
+            LIMIT
+        )
+        .is_err());
+        assert!(open(
+            |_| Some(&k),
+            ContentType::ItPolicy,
+            Pin(5),
+            RefId(6),
+            &env,
+            LIMIT
+        )
+        .is_err());
         assert_eq!(
-            open(|_| Some(&k), ContentType::Cmime, Pin(5), RefId(6), &env[..MIN_LEN - 1], LIMIT).unwrap_err(),
+            open(
+                |_| Some(&k),
+                ContentType::Cmime,
+                Pin(5),
+                RefId(6),
+                &env[..MIN_LEN - 1],
+                LIMIT
+            )
+            .unwrap_err(),
             EnvelopeError::TooShort(MIN_LEN - 1)
         );
     }
@@ -290,7 +394,15 @@ mod tests {
         let env = seal(&k, ContentType::Cmime, Pin(1), RefId(1), &bomb).unwrap();
         assert!(env.len() < 64 * 1024);
         assert_eq!(
-            open(|_| Some(&k), ContentType::Cmime, Pin(1), RefId(1), &env, 1024 * 1024).unwrap_err(),
+            open(
+                |_| Some(&k),
+                ContentType::Cmime,
+                Pin(1),
+                RefId(1),
+                &env,
+                1024 * 1024
+            )
+            .unwrap_err(),
             EnvelopeError::TooLarge(1024 * 1024)
         );
     }
@@ -299,6 +411,9 @@ mod tests {
     fn debug_hides_the_key() {
         let k = TransportKey::new(9, [0xAB; 32]);
         let shown = format!("{k:?}");
-        assert!(!shown.contains("171") && !shown.to_lowercase().contains("ab, "), "{shown}");
+        assert!(
+            !shown.contains("171") && !shown.to_lowercase().contains("ab, "),
+            "{shown}"
+        );
     }
 }

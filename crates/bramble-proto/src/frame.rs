@@ -155,7 +155,8 @@ impl Frame {
         if version != PROTOCOL_VERSION {
             return Err(FrameError::UnsupportedVersion(version));
         }
-        let content_type = ContentType::from_u8(header[1]).ok_or(FrameError::UnknownContentType(header[1]))?;
+        let content_type =
+            ContentType::from_u8(header[1]).ok_or(FrameError::UnknownContentType(header[1]))?;
         let flags = header[2];
         if flags & !KNOWN_FLAGS != 0 {
             return Err(FrameError::UnknownFlags(flags));
@@ -163,7 +164,9 @@ impl Frame {
         if header[3] != 0 {
             return Err(FrameError::Reserved(header[3]));
         }
-        let pin = Pin(u32::from_be_bytes([header[4], header[5], header[6], header[7]]));
+        let pin = Pin(u32::from_be_bytes([
+            header[4], header[5], header[6], header[7],
+        ]));
         let mut ref_id = [0u8; 8];
         ref_id.copy_from_slice(&header[8..16]);
         let fragment_index = u16::from_be_bytes([header[16], header[17]]);
@@ -209,7 +212,13 @@ impl Message {
 
     /// The packets that carry this message.
     pub fn into_frames(self) -> Result<Vec<Frame>, FrameError> {
-        split(self.content_type, self.flags, self.pin, self.ref_id, &self.payload)
+        split(
+            self.content_type,
+            self.flags,
+            self.pin,
+            self.ref_id,
+            &self.payload,
+        )
     }
 }
 
@@ -252,9 +261,17 @@ pub fn split(
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReassemblyError {
     #[error("message {ref_id} would be up to {size} bytes, over the limit of {limit}")]
-    TooLarge { ref_id: RefId, size: usize, limit: usize },
+    TooLarge {
+        ref_id: RefId,
+        size: usize,
+        limit: usize,
+    },
     #[error("message {ref_id}: fragment count changed from {expected} to {found}")]
-    Inconsistent { ref_id: RefId, expected: u16, found: u16 },
+    Inconsistent {
+        ref_id: RefId,
+        expected: u16,
+        found: u16,
+    },
     #[error("too many messages half-received at once (limit {0}); the oldest was dropped")]
     TooManyPartials(usize),
 }
@@ -307,7 +324,12 @@ impl Reassembler {
         }
         let mut evicted = false;
         if !self.partials.contains_key(&key) && self.partials.len() >= self.max_partials {
-            if let Some(oldest) = self.partials.iter().min_by_key(|(_, p)| p.started).map(|(k, _)| *k) {
+            if let Some(oldest) = self
+                .partials
+                .iter()
+                .min_by_key(|(_, p)| p.started)
+                .map(|(k, _)| *k)
+            {
                 self.partials.remove(&oldest);
                 evicted = true;
             }
@@ -394,7 +416,11 @@ mod tests {
     fn truncated_is_incomplete_at_every_length() {
         let bytes = sample(vec![7; 100]).encode().unwrap();
         for cut in 0..bytes.len() {
-            assert_eq!(Frame::decode(&bytes[..cut]).unwrap_err(), FrameError::Incomplete, "cut at {cut}");
+            assert_eq!(
+                Frame::decode(&bytes[..cut]).unwrap_err(),
+                FrameError::Incomplete,
+                "cut at {cut}"
+            );
         }
     }
 
@@ -404,8 +430,14 @@ mod tests {
             Frame::decode(&[0xFF, 0xFF, 0xFF, 0xFF]).unwrap_err(),
             FrameError::BadLength(0xFFFF_FFFF)
         );
-        assert_eq!(Frame::decode(&[0, 0, 0, 3]).unwrap_err(), FrameError::BadLength(3));
-        assert!(matches!(sample(vec![0; MAX_PAYLOAD + 1]).encode(), Err(FrameError::PayloadTooLarge(_))));
+        assert_eq!(
+            Frame::decode(&[0, 0, 0, 3]).unwrap_err(),
+            FrameError::BadLength(3)
+        );
+        assert!(matches!(
+            sample(vec![0; MAX_PAYLOAD + 1]).encode(),
+            Err(FrameError::PayloadTooLarge(_))
+        ));
         let max = sample(vec![0; MAX_PAYLOAD]).encode().unwrap();
         assert_eq!(max.len(), MAX_PACKET);
         assert!(Frame::decode(&max).is_ok());
@@ -413,25 +445,44 @@ mod tests {
         let good = sample(vec![1]).encode().unwrap();
         let mut bad = good.clone();
         bad[4] = 2;
-        assert_eq!(Frame::decode(&bad).unwrap_err(), FrameError::UnsupportedVersion(2));
+        assert_eq!(
+            Frame::decode(&bad).unwrap_err(),
+            FrameError::UnsupportedVersion(2)
+        );
         let mut bad = good.clone();
         bad[5] = 99;
-        assert_eq!(Frame::decode(&bad).unwrap_err(), FrameError::UnknownContentType(99));
+        assert_eq!(
+            Frame::decode(&bad).unwrap_err(),
+            FrameError::UnknownContentType(99)
+        );
         let mut bad = good.clone();
         bad[6] = 0x80;
-        assert_eq!(Frame::decode(&bad).unwrap_err(), FrameError::UnknownFlags(0x80));
+        assert_eq!(
+            Frame::decode(&bad).unwrap_err(),
+            FrameError::UnknownFlags(0x80)
+        );
         let mut bad = good.clone();
         bad[7] = 1;
         assert_eq!(Frame::decode(&bad).unwrap_err(), FrameError::Reserved(1));
         let mut bad = good;
         bad[22..24].copy_from_slice(&0u16.to_be_bytes());
-        assert!(matches!(Frame::decode(&bad), Err(FrameError::BadFragment { .. })));
+        assert!(matches!(
+            Frame::decode(&bad),
+            Err(FrameError::BadFragment { .. })
+        ));
     }
 
     #[test]
     fn split_and_reassemble_out_of_order_with_duplicates() {
         let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let mut frames = split(ContentType::Cmime, FLAG_PRIORITY, Pin(1), RefId(9), &payload).unwrap();
+        let mut frames = split(
+            ContentType::Cmime,
+            FLAG_PRIORITY,
+            Pin(1),
+            RefId(9),
+            &payload,
+        )
+        .unwrap();
         assert_eq!(frames.len(), 4);
         assert!(frames.iter().all(|f| f.payload.len() <= MAX_PAYLOAD));
         frames.reverse();
@@ -456,7 +507,10 @@ mod tests {
         let mut r = Reassembler::new(MAX_PAYLOAD * 2, 2);
         let mut f = sample(vec![0; 10]);
         f.fragment_count = 3;
-        assert!(matches!(r.push(f).unwrap_err(), ReassemblyError::TooLarge { .. }));
+        assert!(matches!(
+            r.push(f).unwrap_err(),
+            ReassemblyError::TooLarge { .. }
+        ));
         for id in 0..2 {
             let mut f = sample(vec![0; 10]);
             f.ref_id = RefId(id);

@@ -22,7 +22,11 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<F
     while filled < LENGTH_LEN {
         let n = reader.read(&mut prefix[filled..]).await?;
         if n == 0 {
-            return if filled == 0 { Ok(None) } else { Err(ReadError::Truncated) };
+            return if filled == 0 {
+                Ok(None)
+            } else {
+                Err(ReadError::Truncated)
+            };
         }
         filled += n;
     }
@@ -39,7 +43,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<F
 }
 
 /// Writes one packet (not flushed; call `flush` after a batch).
-pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &Frame) -> Result<(), ReadError> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &Frame,
+) -> Result<(), ReadError> {
     let bytes = frame.encode()?;
     writer.write_all(&bytes).await?;
     Ok(())
@@ -63,11 +70,17 @@ mod tests {
         let bytes = f.encode().unwrap();
         a.write_all(&bytes[..500]).await.unwrap();
         drop(a);
-        assert!(matches!(read_frame(&mut b).await, Err(ReadError::Truncated)));
+        assert!(matches!(
+            read_frame(&mut b).await,
+            Err(ReadError::Truncated)
+        ));
 
         let (mut a, mut b) = tokio::io::duplex(64);
         drop(a.write_all(&[0xFF, 0xFF, 0xFF, 0xFF]).await);
-        assert!(matches!(read_frame(&mut b).await, Err(ReadError::Frame(FrameError::BadLength(_)))));
+        assert!(matches!(
+            read_frame(&mut b).await,
+            Err(ReadError::Frame(FrameError::BadLength(_)))
+        ));
         drop(a);
         let (a, mut b) = tokio::io::duplex(64);
         drop(a);

@@ -61,7 +61,9 @@ impl FromStr for Pin {
         if t.len() != 8 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(PinError(s.to_owned()));
         }
-        u32::from_str_radix(t, 16).map(Pin).map_err(|_| PinError(s.to_owned()))
+        u32::from_str_radix(t, 16)
+            .map(Pin)
+            .map_err(|_| PinError(s.to_owned()))
     }
 }
 
@@ -124,7 +126,9 @@ impl FromStr for RefId {
         if t.is_empty() || t.len() > 16 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(RefIdError(s.to_owned()));
         }
-        u64::from_str_radix(t, 16).map(RefId).map_err(|_| RefIdError(s.to_owned()))
+        u64::from_str_radix(t, 16)
+            .map(RefId)
+            .map_err(|_| RefIdError(s.to_owned()))
     }
 }
 

@@ -58,21 +58,32 @@ impl Role {
     }
 
     pub fn find_all(conn: &mut Conn) -> DbResult<Vec<Role>> {
-        Ok(roles::table.order(roles::id.asc()).select(Role::as_select()).load(conn)?)
+        Ok(roles::table
+            .order(roles::id.asc())
+            .select(Role::as_select())
+            .load(conn)?)
     }
 
     /// Adds a custom role.
     pub fn create(conn: &mut Conn, name: &str, permissions: &[&str]) -> DbResult<Role> {
-        let permissions = serde_json::to_string(permissions).map_err(|e| DbError::Invalid(e.to_string()))?;
+        let permissions =
+            serde_json::to_string(permissions).map_err(|e| DbError::Invalid(e.to_string()))?;
         Ok(diesel::insert_into(roles::table)
-            .values((roles::name.eq(name), roles::builtin.eq(false), roles::permissions.eq(permissions)))
+            .values((
+                roles::name.eq(name),
+                roles::builtin.eq(false),
+                roles::permissions.eq(permissions),
+            ))
             .returning(Role::as_returning())
             .get_result(conn)?)
     }
 
     /// Built-in roles cannot be deleted.
     pub fn delete_by_id(conn: &mut Conn, id: RoleId) -> DbResult<bool> {
-        Ok(diesel::delete(roles::table.find(id).filter(roles::builtin.eq(false))).execute(conn)? > 0)
+        Ok(
+            diesel::delete(roles::table.find(id).filter(roles::builtin.eq(false))).execute(conn)?
+                > 0,
+        )
     }
 
     pub fn permission_list(&self) -> Vec<String> {
@@ -83,7 +94,9 @@ impl Role {
 impl NewAdministrator {
     pub fn save(&self, conn: &mut Conn) -> DbResult<Administrator> {
         if self.login.trim().is_empty() {
-            return Err(DbError::Invalid("an administrator needs a login name".into()));
+            return Err(DbError::Invalid(
+                "an administrator needs a login name".into(),
+            ));
         }
         if self.password.chars().count() < MIN_PASSWORD_LEN {
             return Err(DbError::Invalid(format!(
@@ -106,9 +119,13 @@ impl NewAdministrator {
             .returning(Administrator::as_returning())
             .get_result(conn)
             .map_err(|e| match e {
-                diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _) => {
-                    DbError::Invalid(format!("an administrator with the login `{}` already exists", self.login.trim()))
-                }
+                diesel::result::Error::DatabaseError(
+                    diesel::result::DatabaseErrorKind::UniqueViolation,
+                    _,
+                ) => DbError::Invalid(format!(
+                    "an administrator with the login `{}` already exists",
+                    self.login.trim()
+                )),
                 other => other.into(),
             })
     }
@@ -117,11 +134,15 @@ impl NewAdministrator {
 impl Administrator {
     /// Creates an administrator holding the Security Administrator role, in
     /// one transaction.
-    pub fn create_security_administrator(conn: &mut Conn, new: &NewAdministrator) -> DbResult<Administrator> {
+    pub fn create_security_administrator(
+        conn: &mut Conn,
+        new: &NewAdministrator,
+    ) -> DbResult<Administrator> {
         conn.transaction(|conn| {
             let admin = new.save(conn)?;
-            let role = Role::find_by_name(conn, SECURITY_ADMINISTRATOR)?
-                .ok_or_else(|| DbError::Invalid("the Security Administrator role is missing".into()))?;
+            let role = Role::find_by_name(conn, SECURITY_ADMINISTRATOR)?.ok_or_else(|| {
+                DbError::Invalid("the Security Administrator role is missing".into())
+            })?;
             Administrator::add_role(conn, admin.id, role.id)?;
             Ok(admin)
         })
@@ -151,7 +172,11 @@ impl Administrator {
     pub fn verify_password(&self, password: &str) -> bool {
         !self.disabled
             && PasswordHash::new(&self.password_hash)
-                .map(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+                .map(|hash| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &hash)
+                        .is_ok()
+                })
                 .unwrap_or(false)
     }
 
@@ -249,7 +274,11 @@ mod tests {
 
             let again = Administrator::create_security_administrator(conn, &new);
             assert!(again.unwrap_err().to_string().contains("already exists"));
-            let short = NewAdministrator { password: "short".into(), login: "x".into(), ..new.clone() };
+            let short = NewAdministrator {
+                password: "short".into(),
+                login: "x".into(),
+                ..new.clone()
+            };
             assert!(short.save(conn).is_err());
 
             let custom = Role::create(conn, "Auditor", &["audit.read"])?;
@@ -258,12 +287,17 @@ mod tests {
             assert!(Administrator::delete_role(conn, admin.id, custom.id)?);
             assert!(Role::delete_by_id(conn, custom.id)?);
             let builtin = Role::find_by_name(conn, SECURITY_ADMINISTRATOR)?.unwrap();
-            assert!(!Role::delete_by_id(conn, builtin.id)?, "built-in roles stay");
+            assert!(
+                !Role::delete_by_id(conn, builtin.id)?,
+                "built-in roles stay"
+            );
 
             let mut disabled = found.clone();
             disabled.disabled = true;
             disabled.save(conn)?;
-            assert!(!Administrator::find_by_id(conn, admin.id)?.unwrap().verify_password("correct horse"));
+            assert!(!Administrator::find_by_id(conn, admin.id)?
+                .unwrap()
+                .verify_password("correct horse"));
             assert_eq!(Administrator::count(conn)?, 1);
             assert!(Administrator::delete_by_id(conn, admin.id)?);
             Ok(())

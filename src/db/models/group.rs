@@ -31,7 +31,11 @@ impl Group {
     }
 
     pub fn find_by_id(conn: &mut Conn, id: GroupId) -> DbResult<Option<Group>> {
-        Ok(groups::table.find(id).select(Group::as_select()).first(conn).optional()?)
+        Ok(groups::table
+            .find(id)
+            .select(Group::as_select())
+            .first(conn)
+            .optional()?)
     }
 
     pub fn find_by_name(conn: &mut Conn, name: &str) -> DbResult<Option<Group>> {
@@ -43,7 +47,10 @@ impl Group {
     }
 
     pub fn find_all(conn: &mut Conn) -> DbResult<Vec<Group>> {
-        Ok(groups::table.order(groups::name.asc()).select(Group::as_select()).load(conn)?)
+        Ok(groups::table
+            .order(groups::name.asc())
+            .select(Group::as_select())
+            .load(conn)?)
     }
 
     /// The groups `user` belongs to.
@@ -58,7 +65,10 @@ impl Group {
 
     pub fn save(&self, conn: &mut Conn) -> DbResult<()> {
         diesel::update(groups::table.find(self.id))
-            .set((groups::name.eq(&self.name), groups::description.eq(&self.description)))
+            .set((
+                groups::name.eq(&self.name),
+                groups::description.eq(&self.description),
+            ))
             .execute(conn)?;
         Ok(())
     }
@@ -70,7 +80,10 @@ impl Group {
     /// Adds `user` to the group; adding twice is not an error.
     pub fn add_member(conn: &mut Conn, group: GroupId, user: UserId) -> DbResult<()> {
         diesel::insert_or_ignore_into(group_members::table)
-            .values((group_members::group_id.eq(group), group_members::user_id.eq(user)))
+            .values((
+                group_members::group_id.eq(group),
+                group_members::user_id.eq(user),
+            ))
             .execute(conn)?;
         Ok(())
     }
@@ -116,14 +129,20 @@ mod tests {
             Group::add_member(conn, sales.id, user.id)?;
             Group::add_member(conn, sales.id, user.id)?;
             Group::add_member(conn, ops.id, user.id)?;
-            let names: Vec<_> = Group::find_by_member(conn, user.id)?.into_iter().map(|g| g.name).collect();
+            let names: Vec<_> = Group::find_by_member(conn, user.id)?
+                .into_iter()
+                .map(|g| g.name)
+                .collect();
             assert_eq!(names, ["Operations", "Sales"]);
             assert_eq!(Group::find_member_ids(conn, sales.id)?, vec![user.id]);
 
             let mut renamed = Group::find_by_name(conn, "sales")?.unwrap();
             renamed.name = "Sales EMEA".into();
             renamed.save(conn)?;
-            assert_eq!(Group::find_by_id(conn, sales.id)?.unwrap().name, "Sales EMEA");
+            assert_eq!(
+                Group::find_by_id(conn, sales.id)?.unwrap().name,
+                "Sales EMEA"
+            );
 
             assert!(Group::delete_member(conn, ops.id, user.id)?);
             // Deleting a user removes their memberships (foreign keys are on).

@@ -72,7 +72,9 @@ pub struct OutboundPacket {
 impl TryFrom<Row> for OutboundPacket {
     type Error = DbError;
     fn try_from(row: Row) -> DbResult<Self> {
-        let bad = |what: &str| DbError::Invalid(format!("outbound queue row {} has a bad {what}", row.id));
+        let bad = |what: &str| {
+            DbError::Invalid(format!("outbound queue row {} has a bad {what}", row.id))
+        };
         Ok(OutboundPacket {
             id: row.id,
             ref_id: row.ref_id.parse().map_err(|_| bad("RefID"))?,
@@ -108,7 +110,11 @@ pub struct NewOutbound {
 impl NewOutbound {
     /// Queues several messages in one transaction (one disk write for many
     /// messages), returning their row ids in order.
-    pub fn save_all(conn: &mut Conn, batch: &[NewOutbound], at: PrimitiveDateTime) -> DbResult<Vec<OutboundId>> {
+    pub fn save_all(
+        conn: &mut Conn,
+        batch: &[NewOutbound],
+        at: PrimitiveDateTime,
+    ) -> DbResult<Vec<OutboundId>> {
         conn.transaction(|conn| {
             batch
                 .iter()
@@ -144,7 +150,12 @@ impl OutboundPacket {
     }
 
     /// Records that the messages were written to a link.
-    pub fn mark_sent(conn: &mut Conn, ref_ids: &[RefId], state: OutboundState, at: PrimitiveDateTime) -> DbResult<()> {
+    pub fn mark_sent(
+        conn: &mut Conn,
+        ref_ids: &[RefId],
+        state: OutboundState,
+        at: PrimitiveDateTime,
+    ) -> DbResult<()> {
         let ids: Vec<String> = ref_ids.iter().map(|r| r.to_string()).collect();
         for chunk in ids.chunks(500) {
             diesel::update(outbound_queue::table.filter(outbound_queue::ref_id.eq_any(chunk)))
@@ -160,7 +171,12 @@ impl OutboundPacket {
 
     /// Records what the relay reported; only for a message still queued
     /// for that PIN. Returns whether a row changed.
-    pub fn set_state(conn: &mut Conn, pin: Pin, ref_id: RefId, state: OutboundState) -> DbResult<bool> {
+    pub fn set_state(
+        conn: &mut Conn,
+        pin: Pin,
+        ref_id: RefId,
+        state: OutboundState,
+    ) -> DbResult<bool> {
         Ok(diesel::update(
             outbound_queue::table
                 .filter(outbound_queue::ref_id.eq(ref_id.to_string()))
@@ -173,7 +189,11 @@ impl OutboundPacket {
 
     /// The device confirmed delivery: the message leaves the queue. Only
     /// the device the message was for can confirm it.
-    pub fn delete_confirmed(conn: &mut Conn, pin: Pin, ref_id: RefId) -> DbResult<Option<OutboundPacket>> {
+    pub fn delete_confirmed(
+        conn: &mut Conn,
+        pin: Pin,
+        ref_id: RefId,
+    ) -> DbResult<Option<OutboundPacket>> {
         let rows = diesel::delete(
             outbound_queue::table
                 .filter(outbound_queue::ref_id.eq(ref_id.to_string()))
@@ -204,7 +224,11 @@ impl OutboundPacket {
     }
 
     /// One device's messages in the given states, oldest first.
-    pub fn find_by_pin(conn: &mut Conn, pin: Pin, states: &[OutboundState]) -> DbResult<Vec<OutboundPacket>> {
+    pub fn find_by_pin(
+        conn: &mut Conn,
+        pin: Pin,
+        states: &[OutboundState],
+    ) -> DbResult<Vec<OutboundPacket>> {
         let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
         convert(
             outbound_queue::table
@@ -217,7 +241,11 @@ impl OutboundPacket {
     }
 
     /// Sent messages still unconfirmed since `cutoff` (the resend timeout).
-    pub fn find_due_for_resend(conn: &mut Conn, cutoff: PrimitiveDateTime, limit: i64) -> DbResult<Vec<OutboundPacket>> {
+    pub fn find_due_for_resend(
+        conn: &mut Conn,
+        cutoff: PrimitiveDateTime,
+        limit: i64,
+    ) -> DbResult<Vec<OutboundPacket>> {
         convert(
             outbound_queue::table
                 .filter(outbound_queue::state.ne(OutboundState::Queued.as_str()))
@@ -230,7 +258,10 @@ impl OutboundPacket {
     }
 
     /// Removes messages created before `cutoff`; returns them (they expired).
-    pub fn delete_created_before(conn: &mut Conn, cutoff: PrimitiveDateTime) -> DbResult<Vec<OutboundPacket>> {
+    pub fn delete_created_before(
+        conn: &mut Conn,
+        cutoff: PrimitiveDateTime,
+    ) -> DbResult<Vec<OutboundPacket>> {
         convert(
             diesel::delete(outbound_queue::table.filter(outbound_queue::created_at.lt(cutoff)))
                 .returning(Row::as_returning())
@@ -275,14 +306,26 @@ mod tests {
             let t0 = now();
             let ids = NewOutbound::save_all(conn, &[new(1, 7), new(2, 7), new(3, 8)], t0)?;
             assert_eq!(ids.len(), 3);
-            assert!(NewOutbound::save_all(conn, &[new(1, 7)], t0).is_err(), "RefIDs are unique");
-            let queued = OutboundPacket::find_in_states(conn, &[OutboundState::Queued], OutboundId(0), 10)?;
+            assert!(
+                NewOutbound::save_all(conn, &[new(1, 7)], t0).is_err(),
+                "RefIDs are unique"
+            );
+            let queued =
+                OutboundPacket::find_in_states(conn, &[OutboundState::Queued], OutboundId(0), 10)?;
             assert_eq!(queued.len(), 3);
             assert_eq!(queued[0].envelope, vec![1u8; 10]);
 
             OutboundPacket::mark_sent(conn, &[RefId(1), RefId(2)], OutboundState::AtRelay, t0)?;
-            assert!(OutboundPacket::set_state(conn, Pin(7), RefId(2), OutboundState::StoredAtRelay)?);
-            assert!(!OutboundPacket::set_state(conn, Pin(8), RefId(2), OutboundState::Queued)?, "wrong PIN");
+            assert!(OutboundPacket::set_state(
+                conn,
+                Pin(7),
+                RefId(2),
+                OutboundState::StoredAtRelay
+            )?);
+            assert!(
+                !OutboundPacket::set_state(conn, Pin(8), RefId(2), OutboundState::Queued)?,
+                "wrong PIN"
+            );
             let one = OutboundPacket::find_by_ref_id(conn, RefId(1))?.unwrap();
             assert_eq!((one.state, one.attempts), (OutboundState::AtRelay, 1));
             assert_eq!(
@@ -291,15 +334,30 @@ mod tests {
             );
 
             let later = t0 + time::Duration::hours(5);
-            let due = OutboundPacket::find_due_for_resend(conn, later - time::Duration::hours(4), 10)?;
+            let due =
+                OutboundPacket::find_due_for_resend(conn, later - time::Duration::hours(4), 10)?;
             assert_eq!(due.len(), 2, "sent ones, not the queued one");
-            assert!(OutboundPacket::find_due_for_resend(conn, t0 - time::Duration::seconds(1), 10)?.is_empty());
+            assert!(OutboundPacket::find_due_for_resend(
+                conn,
+                t0 - time::Duration::seconds(1),
+                10
+            )?
+            .is_empty());
 
-            assert!(OutboundPacket::delete_confirmed(conn, Pin(8), RefId(1))?.is_none(), "another device cannot confirm");
-            assert_eq!(OutboundPacket::delete_confirmed(conn, Pin(7), RefId(1))?.unwrap().ref_id, RefId(1));
+            assert!(
+                OutboundPacket::delete_confirmed(conn, Pin(8), RefId(1))?.is_none(),
+                "another device cannot confirm"
+            );
+            assert_eq!(
+                OutboundPacket::delete_confirmed(conn, Pin(7), RefId(1))?
+                    .unwrap()
+                    .ref_id,
+                RefId(1)
+            );
             assert_eq!(OutboundPacket::count(conn)?, 2);
             assert_eq!(OutboundPacket::count_by_pin(conn, Pin(7))?, 1);
-            let expired = OutboundPacket::delete_created_before(conn, t0 + time::Duration::seconds(1))?;
+            let expired =
+                OutboundPacket::delete_created_before(conn, t0 + time::Duration::seconds(1))?;
             assert_eq!(expired.len(), 2);
             Ok(())
         })

@@ -92,7 +92,8 @@ impl From<UserRow> for User {
             email: row.email,
             mailbox_login: row.mailbox_login,
             // Unknown text (from a newer version) reads as the safe choice.
-            account_status: AccountStatus::parse(&row.account_status).unwrap_or(AccountStatus::Disabled),
+            account_status: AccountStatus::parse(&row.account_status)
+                .unwrap_or(AccountStatus::Disabled),
             activation_status: ActivationStatus::parse(&row.activation_status)
                 .unwrap_or(ActivationStatus::NotActivated),
             messaging_agent_id: row.messaging_agent_id,
@@ -150,7 +151,12 @@ impl User {
     }
 
     /// One page of users whose name or e-mail contains `query`, by name.
-    pub fn search(conn: &mut Conn, query: &str, offset: i64, limit: i64) -> DbResult<(Vec<User>, i64)> {
+    pub fn search(
+        conn: &mut Conn,
+        query: &str,
+        offset: i64,
+        limit: i64,
+    ) -> DbResult<(Vec<User>, i64)> {
         let pattern = format!("%{}%", query.replace('%', "\\%").replace('_', "\\_"));
         let matching = || {
             users::table
@@ -173,7 +179,10 @@ impl User {
     }
 
     /// The users a Messaging Agent serves.
-    pub fn find_by_messaging_agent(conn: &mut Conn, agent: MessagingAgentId) -> DbResult<Vec<User>> {
+    pub fn find_by_messaging_agent(
+        conn: &mut Conn,
+        agent: MessagingAgentId,
+    ) -> DbResult<Vec<User>> {
         Ok(users::table
             .filter(users::messaging_agent_id.eq(agent))
             .order(users::id.asc())
@@ -198,9 +207,16 @@ impl User {
     }
 
     /// Moves users to a Messaging Agent (or none).
-    pub fn set_messaging_agent(conn: &mut Conn, ids: &[UserId], agent: Option<MessagingAgentId>) -> DbResult<usize> {
+    pub fn set_messaging_agent(
+        conn: &mut Conn,
+        ids: &[UserId],
+        agent: Option<MessagingAgentId>,
+    ) -> DbResult<usize> {
         Ok(diesel::update(users::table.filter(users::id.eq_any(ids)))
-            .set((users::messaging_agent_id.eq(agent), users::updated_at.eq(now())))
+            .set((
+                users::messaging_agent_id.eq(agent),
+                users::updated_at.eq(now()),
+            ))
             .execute(conn)?)
     }
 

@@ -320,6 +320,37 @@ mod tests {
         assert_eq!(reference::aad(1, PIN.0, REF_ID.0, &empty[..58]).len(), 83);
     }
 
+    /// What docs/protocol.md says of incomplete deflate streams and bytes
+    /// after the final block.
+    #[test]
+    fn inflate_leniency_as_documented() {
+        let key = transport_key();
+        let context = (CONTENT_TYPE as u8, PIN.0, REF_ID.0);
+        let text = "Noon at the usual place. ".repeat(40);
+        let full = reference::deflate(text.as_bytes());
+        let open = |body: &[u8]| {
+            let env = reference::seal_with(&TRANSPORT_KEY, 7, 1, &[5; 32], &[6; 12], context, body);
+            envelope::open(
+                |_| Some(&key),
+                CONTENT_TYPE,
+                PIN,
+                REF_ID,
+                &env,
+                MAX_PLAINTEXT,
+            )
+        };
+        let cut = open(&full[..full.len() - 4]);
+        eprintln!("cut: {cut:?}");
+        let cut = cut.expect("a cut stream opens");
+        assert!(
+            cut.len() < text.len() && text.as_bytes().starts_with(&cut),
+            "keeps what it decoded"
+        );
+        let trailing =
+            open(&[&full[..], b"trailing"].concat()).expect("bytes after the final block");
+        assert_eq!(trailing, text.as_bytes(), "are ignored");
+    }
+
     // Bugs found in bramble-proto, kept as reproducers until fixed there.
     // Run them with `cargo test -- --ignored` in crates/bramble-proto/fuzz.
 

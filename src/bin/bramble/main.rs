@@ -2,7 +2,12 @@
 //!
 //! `bramble serve` runs the server headless (the console in a browser);
 //! `bramble db migrate|check` manage the Configuration Database;
-//! `bramble admin create` makes the first Security Administrator.
+//! `bramble admin create` makes the first Security Administrator;
+//! `bramble relay`, `bramble srp`, `bramble device` work the wireless side;
+//! `bramble bench …` measures, ending with one JSON line of figures.
+
+mod bench;
+mod wireless;
 
 use std::io::{IsTerminal, Read};
 use std::net::SocketAddr;
@@ -48,6 +53,24 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Run a relay: the BlackBerry Infrastructure and wireless network that
+    /// servers connect out to and devices reach.
+    Relay(wireless::RelayArgs),
+    /// This server's connection to the wireless network (SRP ID, key, relay).
+    Srp {
+        #[command(subcommand)]
+        command: wireless::SrpCommand,
+    },
+    /// The reference device.
+    Device {
+        #[command(subcommand)]
+        command: wireless::DeviceCommand,
+    },
+    /// Benchmarks; each ends with one JSON line of its figures.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -75,9 +98,18 @@ enum AdminCommand {
 }
 
 /// An error with a stable code, printed for an administrator.
-struct Failure {
+pub struct Failure {
     code: &'static str,
     message: String,
+}
+
+impl Failure {
+    pub fn new(code: &'static str, message: impl std::fmt::Display) -> Failure {
+        Failure {
+            code,
+            message: message.to_string(),
+        }
+    }
 }
 
 impl<E: std::fmt::Display> From<(&'static str, E)> for Failure {
@@ -101,7 +133,8 @@ fn main() -> ExitCode {
 }
 
 fn load_settings(cli: &Cli) -> Result<Settings, Failure> {
-    let loaded = Settings::load(cli.config.as_deref()).map_err(|e| Failure::from((e.code(), &e)))?;
+    let loaded =
+        Settings::load(cli.config.as_deref()).map_err(|e| Failure::from((e.code(), &e)))?;
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
@@ -116,7 +149,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let settings = load_settings(&cli)?;
     match cli.command {
         Command::Serve { listen } => serve(settings, listen),
-        Command::Db { command: DbCommand::Migrate } => {
+        Command::Relay(args) => wireless::relay(args),
+        Command::Srp { command } => wireless::srp(&settings, command),
+        Command::Device { command } => wireless::device(&settings, command),
+        Command::Bench { command } => bench::run(command),
+        Command::Db {
+            command: DbCommand::Migrate,
+        } => {
             let db = Database::open(&settings).map_err(|e| Failure::from((e.code(), &e)))?;
             let health = Database::check(db.path()).map_err(|e| Failure::from((e.code(), &e)))?;
             println!(
@@ -126,8 +165,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Db { command: DbCommand::Check } => {
-            let health = Database::check(&settings.database_path()).map_err(|e| Failure::from((e.code(), &e)))?;
+        Command::Db {
+            command: DbCommand::Check,
+        } => {
+            let health = Database::check(&settings.database_path())
+                .map_err(|e| Failure::from((e.code(), &e)))?;
             if !health.exists {
                 println!(
                     "No Configuration Database at {} yet; `bramble db migrate` or `bramble serve` creates it.",
@@ -150,13 +192,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Admin {
-            command: AdminCommand::Create {
-                login,
-                name,
-                password_stdin,
-            },
+            command:
+                AdminCommand::Create {
+                    login,
+                    name,
+                    password_stdin,
+                },
         } => {
-            let password = read_password(password_stdin).map_err(|e| Failure::from(("PASSWORD_UNREADABLE", format!("{e:#}"))))?;
+            let password = read_password(password_stdin)
+                .map_err(|e| Failure::from(("PASSWORD_UNREADABLE", format!("{e:#}"))))?;
             let db = Database::open(&settings).map_err(|e| Failure::from((e.code(), &e)))?;
             let new = NewAdministrator {
                 login: login.clone(),
@@ -166,7 +210,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let admin = db
                 .run_blocking(|conn| Administrator::create_security_administrator(conn, &new))
                 .map_err(|e| Failure::from((e.code(), &e)))?;
-            println!("Created Security Administrator `{}` (id {}).", admin.login, admin.id);
+            println!(
+                "Created Security Administrator `{}` (id {}).",
+                admin.login, admin.id
+            );
             Ok(())
         }
     }
@@ -175,11 +222,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
 fn read_password(from_stdin: bool) -> anyhow::Result<String> {
     let password = if from_stdin || !std::io::stdin().is_terminal() {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("reading the password from standard input")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the password from standard input")?;
         text.trim_end_matches(['\r', '\n']).to_owned()
     } else {
         let first = rpassword::prompt_password("Password: ").context("reading the password")?;
-        let again = rpassword::prompt_password("Password again: ").context("reading the password")?;
+        let again =
+            rpassword::prompt_password("Password again: ").context("reading the password")?;
         anyhow::ensure!(first == again, "the two passwords differ");
         first
     };
@@ -190,8 +240,10 @@ fn serve(mut settings: Settings, listen: Option<SocketAddr>) -> Result<(), Failu
     if let Some(addr) = listen {
         settings.admin.listen = addr;
     }
-    let _logs = bramble::logging::init(&settings, true).map_err(|e| Failure::from((e.code(), &e)))?;
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::from(("RUNTIME_FAILED", e)))?;
+    let _logs =
+        bramble::logging::init(&settings, true).map_err(|e| Failure::from((e.code(), &e)))?;
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|e| Failure::from(("RUNTIME_FAILED", e)))?;
     runtime.block_on(async move {
         let mut handle = Server::start(settings).await.map_err(|e| {
             tracing::error!(target: "bramble::server", code = e.code(), "{e}");
@@ -213,7 +265,7 @@ fn serve(mut settings: Settings, listen: Option<SocketAddr>) -> Result<(), Failu
     })
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

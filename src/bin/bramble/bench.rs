@@ -1,0 +1,46 @@
+//! `bramble bench …`: progress on standard error, then one JSON line of
+//! figures on standard output.
+
+use clap::Subcommand;
+
+use crate::Failure;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Relay, server and N devices on loopback; M messages pushed.
+    Transport {
+        #[arg(long, default_value_t = 1000)]
+        devices: usize,
+        #[arg(long, default_value_t = 10_000)]
+        messages: usize,
+        /// Message size in bytes.
+        #[arg(long, default_value_t = 2048)]
+        size: usize,
+    },
+}
+
+pub fn run(command: BenchCommand) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::new("RUNTIME_FAILED", e))?;
+    match command {
+        BenchCommand::Transport {
+            devices,
+            messages,
+            size,
+        } => {
+            let options = bramble::bench::transport::TransportOptions {
+                devices,
+                messages,
+                size,
+            };
+            let figures = runtime
+                .block_on(bramble::bench::transport::run(options, |line| {
+                    eprintln!("bench: {line}")
+                }))
+                .map_err(|e| Failure::new("BENCH_FAILED", format!("{e:#}")))?;
+            let line =
+                serde_json::to_string(&figures).map_err(|e| Failure::new("BENCH_FAILED", e))?;
+            println!("{line}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! `bramble relay`, `bramble srp …` and `bramble device …`: the wireless
+//! side on the command line, for pilots and for watching messages by hand.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bramble::config::Settings;
+use bramble::db::models::srp_connection::{SrpConnection, SrpKey, SrpSettings};
+use bramble::db::Database;
+use bramble::dispatcher::keys::KeyCache;
+use bramble_device::{Device, DeviceConfig, KeyStore, Path};
+use bramble_proto::envelope::TransportKey;
+use bramble_proto::{ContentType, Pin, RefId};
+use bramble_relay::{RelayConfig, SrpAccount};
+use clap::{Args, Subcommand};
+
+use crate::Failure;
+
+#[derive(Args)]
+pub struct RelayArgs {
+    /// Relay settings (TOML): listen addresses, SRP accounts, TLS, store limits.
+    #[arg(long, value_name = "FILE")]
+    relay_config: Option<PathBuf>,
+    /// Where enterprise servers connect (TLS + SRP). Default 127.0.0.1:3101.
+    #[arg(long)]
+    server_listen: Option<SocketAddr>,
+    /// Where devices connect. Default 127.0.0.1:3102.
+    #[arg(long)]
+    device_listen: Option<SocketAddr>,
+    /// Add an SRP account (with --srp-key).
+    #[arg(long, requires = "srp_key")]
+    srp_id: Option<String>,
+    #[arg(long, requires = "srp_id")]
+    srp_key: Option<String>,
+    /// Write the relay's certificate here (PEM), for servers to pin.
+    #[arg(long, value_name = "FILE")]
+    write_certificate: Option<PathBuf>,
+}
+
+pub fn relay(args: RelayArgs) -> Result<(), Failure> {
+    let mut config = match &args.relay_config {
+        Some(path) => {
+            RelayConfig::load(path).map_err(|e| Failure::new("RELAY_CONFIG_INVALID", e))?
+        }
+        None => RelayConfig {
+            server_listen: SocketAddr::from(([127, 0, 0, 1], 3101)),
+            device_listen: SocketAddr::from(([127, 0, 0, 1], 3102)),
+            ..RelayConfig::default()
+        },
+    };
+    if let Some(addr) = args.server_listen {
+        config.server_listen = addr;
+    }
+    if let Some(addr) = args.device_listen {
+        config.device_listen = addr;
+    }
+    if let (Some(id), Some(key)) = (args.srp_id, args.srp_key) {
+        config
+            .srp_accounts
+            .push(SrpAccount::new(id, key.into_bytes()));
+    }
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::new("RUNTIME_FAILED", e))?;
+    runtime.block_on(async move {
+        let handle = bramble_relay::Relay::start(config)
+            .await
+            .map_err(|e| Failure::new("RELAY_START_FAILED", e))?;
+        if let Some(path) = &args.write_certificate {
+            std::fs::write(path, handle.certificate_pem()).map_err(|e| {
+                Failure::new("CERTIFICATE_UNWRITABLE", format!("{}: {e}", path.display()))
+            })?;
+        }
+        println!(
+            "relay running: servers on {} (certificate SHA-256 {}), devices on {}",
+            handle.server_addr(),
+            handle.certificate_fingerprint(),
+            handle.device_addr()
+        );
+        crate::shutdown_signal().await;
+        handle.shutdown().await;
+        Ok(())
+    })
+}
+
+#[derive(Subcommand)]
+pub enum SrpCommand {
+    /// Set this server's connection to the wireless network.
+    Set {
+        #[arg(long)]
+        srp_id: String,
+        /// The relay, HOST:PORT (port 3101 usually).
+        #[arg(long)]
+        relay: String,
+        /// Client access licences.
+        #[arg(long, default_value_t = 0)]
+        licences: i32,
+        /// Read the SRP authentication key from standard input.
+        #[arg(long)]
+        key_stdin: bool,
+    },
+    /// Show the connection (never the key).
+    Show,
+}
+
+pub fn srp(settings: &Settings, command: SrpCommand) -> Result<(), Failure> {
+    let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+    match command {
+        SrpCommand::Set {
+            srp_id,
+            relay,
+            licences,
+            key_stdin,
+        } => {
+            let (host, port) = relay
+                .rsplit_once(':')
+                .and_then(|(h, p)| p.parse::<i32>().ok().map(|p| (h.to_owned(), p)))
+                .ok_or_else(|| {
+                    Failure::new(
+                        "INVALID_INPUT",
+                        format!("`{relay}` is not HOST:PORT, e.g. relay.example.com:3101"),
+                    )
+                })?;
+            let key = if key_stdin {
+                let mut text = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .map_err(|e| Failure::new("KEY_UNREADABLE", e))?;
+                text.trim().to_owned()
+            } else {
+                rpassword::prompt_password("SRP authentication key: ")
+                    .map_err(|e| Failure::new("KEY_UNREADABLE", e))?
+            };
+            let settings = SrpSettings {
+                srp_id,
+                srp_key: SrpKey::new(key),
+                relay_host: host,
+                relay_port: port,
+                cal_licences: licences,
+            };
+            let saved = db
+                .run_blocking(|conn| SrpConnection::save(conn, db.sealer(), &settings))
+                .map_err(|e| Failure::new(e.code(), &e))?;
+            println!(
+                "Wireless network connection set: SRP ID {} via {}:{}. A running server picks it up within 15 seconds.",
+                saved.srp_id, saved.relay_host, saved.relay_port
+            );
+        }
+        SrpCommand::Show => {
+            let current = db
+                .run_blocking(|conn| SrpConnection::find_current(conn, db.sealer()))
+                .map_err(|e| Failure::new(e.code(), &e))?;
+            match current {
+                Some(c) => println!(
+                    "SRP ID {} via {}:{} ({} licences; key set)",
+                    c.srp_id, c.relay_host, c.relay_port, c.cal_licences
+                ),
+                None => println!("No wireless network connection is set; use `bramble srp set`."),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum DeviceCommand {
+    /// TEST PATH until wireless activation exists: give a device a transport
+    /// key directly — stored (sealed) in this server's database and written
+    /// to the device's key file.
+    Provision {
+        #[arg(long)]
+        pin: Pin,
+        #[arg(long, value_name = "FILE")]
+        keys: PathBuf,
+    },
+    /// Connect and print each message received (one JSON line each),
+    /// confirming delivery, until interrupted or `--count` messages.
+    Listen {
+        #[command(flatten)]
+        link: LinkArgs,
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Send one e-mail (CMIME) from the device.
+    Send {
+        #[command(flatten)]
+        link: LinkArgs,
+        #[arg(long)]
+        text: String,
+    },
+}
+
+#[derive(Args)]
+pub struct LinkArgs {
+    /// The device's key file (from `bramble device provision`).
+    #[arg(long, value_name = "FILE")]
+    keys: PathBuf,
+    /// Connect through the relay's device port…
+    #[arg(long, conflicts_with = "lan")]
+    relay: Option<SocketAddr>,
+    /// …or directly to the Router's LAN path.
+    #[arg(long)]
+    lan: Option<SocketAddr>,
+    /// The SRP ID of the device's server, so the relay routes its traffic.
+    #[arg(long)]
+    srp_id: Option<String>,
+}
+
+impl LinkArgs {
+    fn open(&self) -> Result<(Device, Path), Failure> {
+        let (pin, keys) =
+            KeyStore::load(&self.keys).map_err(|e| Failure::new("KEY_FILE_INVALID", e))?;
+        let path = match (self.relay, self.lan) {
+            (Some(addr), _) => Path::Relay(addr),
+            (None, Some(addr)) => Path::Lan(addr),
+            (None, None) => Path::Relay(SocketAddr::from(([127, 0, 0, 1], 3102))),
+        };
+        let mut config = DeviceConfig::new(pin);
+        config.srp_id = self.srp_id.clone();
+        Ok((Device::new(config, keys), path))
+    }
+}
+
+pub fn device(settings: &Settings, command: DeviceCommand) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::new("RUNTIME_FAILED", e))?;
+    runtime.block_on(async move {
+        match command {
+            DeviceCommand::Provision { pin, keys } => {
+                let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+                let key = TransportKey::generate(1).map_err(|e| Failure::new("KEY_GENERATION_FAILED", e))?;
+                KeyCache::new(db)
+                    .provision_for_test(pin, &key)
+                    .await
+                    .map_err(|e| Failure::new(e.code(), &e))?;
+                KeyStore::new(key)
+                    .save(pin, &keys)
+                    .map_err(|e| Failure::new("KEY_FILE_UNWRITABLE", e))?;
+                println!("Device {pin} has a transport key (test path); its key file is {}.", keys.display());
+            }
+            DeviceCommand::Listen { link, count } => {
+                let (device, path) = link.open()?;
+                let conn = device.connect(path).await.map_err(|e| Failure::new("DEVICE_CONNECT_FAILED", e))?;
+                eprintln!("device {} connected via {:?}", device.pin(), path);
+                let mut seen = 0;
+                loop {
+                    tokio::select! {
+                        _ = crate::shutdown_signal() => break,
+                        message = conn.recv() => {
+                            let Some(m) = message else {
+                                return Err(Failure::new("DEVICE_DISCONNECTED", "the link closed"));
+                            };
+                            let line = serde_json::json!({
+                                "ref_id": m.ref_id.to_string(),
+                                "content_type": m.content_type,
+                                "text": String::from_utf8_lossy(&m.plaintext),
+                            });
+                            println!("{line}");
+                            seen += 1;
+                            if count.is_some_and(|c| seen >= c) {
+                                break;
+                            }
+                        }
+                        error = conn.next_error() => {
+                            if let Some((ref_id, report)) = error {
+                                eprintln!("error about {ref_id}: {} — {}", report.code, report.message);
+                            }
+                        }
+                    }
+                }
+                conn.close().await;
+            }
+            DeviceCommand::Send { link, text } => {
+                let (device, path) = link.open()?;
+                let conn = device.connect(path).await.map_err(|e| Failure::new("DEVICE_CONNECT_FAILED", e))?;
+                let ref_id = RefId::random();
+                conn.send(ContentType::Cmime, ref_id, text.as_bytes())
+                    .await
+                    .map_err(|e| Failure::new("DEVICE_SEND_FAILED", e))?;
+                // Give an error report a moment to come back before closing.
+                if let Ok(Some((about, report))) =
+                    tokio::time::timeout(std::time::Duration::from_secs(2), conn.next_error()).await
+                {
+                    if about == ref_id {
+                        return Err(Failure::new("MESSAGE_REFUSED", format!("{}: {}", report.code, report.message)));
+                    }
+                }
+                println!("sent {ref_id}");
+                conn.close().await;
+            }
+        }
+        Ok(())
+    })
+}
