@@ -117,12 +117,8 @@ impl KeyCache {
     }
 }
 
-fn db_pin(pin: Pin) -> DbResult<crate::db::models::device::Pin> {
-    crate::db::models::device::Pin::parse(&pin.to_string())
-}
-
 fn load(conn: &mut Conn, sealer: &Sealer, pin: Pin) -> DbResult<Option<KeyRing>> {
-    let Some(device) = Device::find_by_pin(conn, &db_pin(pin)?)? else {
+    let Some(device) = Device::find_by_pin(conn, &pin)? else {
         return Ok(None);
     };
     let mut ring = KeyRing::default();
@@ -151,13 +147,12 @@ fn load(conn: &mut Conn, sealer: &Sealer, pin: Pin) -> DbResult<Option<KeyRing>>
 }
 
 fn provision(conn: &mut Conn, sealer: &Sealer, pin: Pin, key: &TransportKey) -> DbResult<()> {
-    let pin_text = db_pin(pin)?;
-    let device = match Device::find_by_pin(conn, &pin_text)? {
+    let device = match Device::find_by_pin(conn, &pin)? {
         Some(device) => device,
         None => Device::create(
             conn,
             &NewDevice {
-                pin: pin_text,
+                pin,
                 user_id: None,
                 model: String::new(),
                 os_version: String::new(),

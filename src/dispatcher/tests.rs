@@ -351,7 +351,7 @@ async fn a_message_under_the_pending_key_opens() {
         .run(|conn| {
             crate::db::models::device::Device::find_by_pin(
                 conn,
-                &crate::db::models::device::Pin::parse("2A3B4C5D")?,
+                &PIN,
             )
         })
         .await

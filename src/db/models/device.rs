@@ -8,66 +8,20 @@
 //! keys and service books go with it.
 
 use diesel::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::PrimitiveDateTime;
 
 use crate::db::ids::{DeviceId, DiagnosticsId, ItPolicyId, UserId};
 use crate::db::schema::{device_diagnostics, devices};
 use crate::db::{now, Conn, DbError, DbResult};
 
-/// A BlackBerry PIN: 8 hexadecimal digits (e.g. `2A3B4C5D`), kept in upper
-/// case so that `2a3b4c5d` finds the same device.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Pin(String);
+/// A BlackBerry PIN, as on the wire (stored as 8 upper-case hex digits,
+/// so `2a3b4c5d` finds the same device).
+pub use bramble_proto::Pin;
 
-impl Pin {
-    pub fn parse(text: &str) -> DbResult<Pin> {
-        let trimmed = text.trim();
-        if trimmed.len() != 8 || !trimmed.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(DbError::Invalid(format!(
-                "`{trimmed}` is not a BlackBerry PIN: a PIN is 8 hexadecimal digits, such as 2A3B4C5D"
-            )));
-        }
-        Ok(Pin(trimmed.to_ascii_uppercase()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The PIN as the number the wireless network routes on.
-    pub fn value(&self) -> u32 {
-        u32::from_str_radix(&self.0, 16).unwrap_or_default()
-    }
-}
-
-impl std::fmt::Display for Pin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::str::FromStr for Pin {
-    type Err = DbError;
-
-    fn from_str(text: &str) -> DbResult<Pin> {
-        Pin::parse(text)
-    }
-}
-
-impl TryFrom<String> for Pin {
-    type Error = DbError;
-
-    fn try_from(text: String) -> DbResult<Pin> {
-        Pin::parse(&text)
-    }
-}
-
-impl From<Pin> for String {
-    fn from(pin: Pin) -> String {
-        pin.0
-    }
+/// Reads a PIN typed by a person or stored in the database.
+pub fn parse_pin(text: &str) -> DbResult<Pin> {
+    text.parse().map_err(|e: bramble_proto::PinError| DbError::Invalid(e.to_string()))
 }
 
 #[derive(Queryable, Selectable)]
@@ -108,7 +62,7 @@ impl TryFrom<DeviceRow> for Device {
     fn try_from(row: DeviceRow) -> DbResult<Device> {
         Ok(Device {
             id: row.id,
-            pin: Pin::parse(&row.pin)?,
+            pin: parse_pin(&row.pin)?,
             user_id: row.user_id,
             model: row.model,
             os_version: row.os_version,
@@ -155,7 +109,7 @@ impl Device {
     pub fn create(conn: &mut Conn, new: &NewDevice) -> DbResult<Device> {
         diesel::insert_into(devices::table)
             .values((
-                devices::pin.eq(new.pin.as_str()),
+                devices::pin.eq(new.pin.to_string()),
                 devices::user_id.eq(new.user_id),
                 devices::model.eq(&new.model),
                 devices::os_version.eq(&new.os_version),
@@ -180,7 +134,7 @@ impl Device {
 
     pub fn find_by_pin(conn: &mut Conn, pin: &Pin) -> DbResult<Option<Device>> {
         devices::table
-            .filter(devices::pin.eq(pin.as_str()))
+            .filter(devices::pin.eq(pin.to_string()))
             .select(DeviceRow::as_select())
             .first(conn)
             .optional()?
@@ -232,7 +186,7 @@ impl Device {
     pub fn save(&self, conn: &mut Conn) -> DbResult<()> {
         diesel::update(devices::table.find(self.id))
             .set((
-                devices::pin.eq(self.pin.as_str()),
+                devices::pin.eq(self.pin.to_string()),
                 devices::user_id.eq(self.user_id),
                 devices::model.eq(&self.model),
                 devices::os_version.eq(&self.os_version),
@@ -319,7 +273,7 @@ mod tests {
 
     fn new_device(pin: &str, user: Option<UserId>) -> NewDevice {
         NewDevice {
-            pin: Pin::parse(pin).unwrap(),
+            pin: parse_pin(pin).unwrap(),
             user_id: user,
             model: "9700".into(),
             os_version: "5.0.0.405".into(),
@@ -329,8 +283,8 @@ mod tests {
 
     #[test]
     fn pins_are_eight_hex_digits_in_upper_case() {
-        assert_eq!(Pin::parse(" 2a3b4c5d ").unwrap().as_str(), "2A3B4C5D");
-        assert_eq!(Pin::parse("2A3B4C5D").unwrap().value(), 0x2A3B_4C5D);
+        assert_eq!(parse_pin(" 2a3b4c5d ").unwrap().to_string(), "2A3B4C5D");
+        assert_eq!(parse_pin("2A3B4C5D").unwrap().0, 0x2A3B_4C5D);
         for bad in [
             "",
             "2A3B4C5",
@@ -339,7 +293,7 @@ mod tests {
             "0x2A3B4C",
             "2A3B 4C5",
         ] {
-            let err = Pin::parse(bad).unwrap_err();
+            let err = parse_pin(bad).unwrap_err();
             assert!(matches!(err, DbError::Invalid(_)));
             assert!(err.to_string().contains("8 hexadecimal digits"), "{err}");
         }
@@ -360,14 +314,14 @@ mod tests {
             .save(conn)?;
             let first = Device::create(conn, &new_device("2a3b4c5d", Some(alice.id)))?;
             let second = Device::create(conn, &new_device("10000001", Some(alice.id)))?;
-            assert_eq!(first.pin.as_str(), "2A3B4C5D");
+            assert_eq!(first.pin.to_string(), "2A3B4C5D");
             let dup = Device::create(conn, &new_device("2A3B4C5D", None)).unwrap_err();
             assert!(
                 dup.to_string().contains("already exists"),
                 "PINs are unique: {dup}"
             );
 
-            let found = Device::find_by_pin(conn, &Pin::parse("2A3B4C5D")?)?.unwrap();
+            let found = Device::find_by_pin(conn, &parse_pin("2A3B4C5D")?)?.unwrap();
             assert_eq!(found, first);
             let ids: Vec<_> = Device::find_by_user(conn, alice.id)?
                 .into_iter()
@@ -396,7 +350,7 @@ mod tests {
                 Device::find_by_id(conn, first.id)?.unwrap().os_version,
                 "5.0.0.500"
             );
-            reread.pin = Pin::parse("10000001")?;
+            reread.pin = parse_pin("10000001")?;
             assert!(
                 reread.save(conn).is_err(),
                 "cannot take another device's PIN"

@@ -304,14 +304,14 @@ impl DeviceKey {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::db::models::device::{Device, NewDevice, Pin};
+    use crate::db::models::device::{Device, NewDevice};
     use crate::db::models::test_db;
 
     fn device(conn: &mut Conn, pin: &str) -> DeviceId {
         Device::create(
             conn,
             &NewDevice {
-                pin: Pin::parse(pin).unwrap(),
+                pin: crate::db::models::device::parse_pin(pin).unwrap(),
                 user_id: None,
                 model: String::new(),
                 os_version: String::new(),

@@ -197,7 +197,7 @@ impl ServiceBook {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::db::models::device::{Device, NewDevice, Pin};
+    use crate::db::models::device::{Device, NewDevice};
     use crate::db::models::test_db;
     use crate::db::now;
     use serde_json::json;
@@ -227,7 +227,7 @@ mod tests {
             let device = Device::create(
                 conn,
                 &NewDevice {
-                    pin: Pin::parse("2A3B4C5D")?,
+                    pin: crate::db::models::device::parse_pin("2A3B4C5D")?,
                     user_id: None,
                     model: String::new(),
                     os_version: String::new(),
