@@ -65,8 +65,12 @@ pub fn init(settings: &Settings, console: bool) -> Result<LogGuard, LogError> {
         .with_writer(file_writer)
         .with_filter(filter(&level)?);
     let console_filter = if console { Some(filter(&level)?) } else { None };
-    let console_layer =
-        console_filter.map(|f| fmt::layer().with_writer(std::io::stderr).with_filter(f));
+    let console_layer = console_filter.map(|f| {
+        fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .with_filter(f)
+    });
     // A second init (tests, the desktop re-opening) keeps the first subscriber.
     let _ = tracing_subscriber::registry()
         .with(file_layer)

@@ -6,6 +6,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::controller::{ComponentState, ComponentStatus};
+use crate::router::LinkStatus;
 use crate::server::ServerState;
 
 #[derive(Debug, Serialize)]
@@ -17,6 +18,15 @@ pub struct Health {
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
     pub components: Vec<ComponentStatus>,
+    /// The Router's SRP link to the relay and the devices on the LAN path.
+    pub wireless: Wireless,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Wireless {
+    #[serde(flatten)]
+    pub link: LinkStatus,
+    pub lan_devices: Vec<String>,
 }
 
 pub async fn health(State(state): State<ServerState>) -> Json<Health> {
@@ -30,5 +40,15 @@ pub async fn health(State(state): State<ServerState>) -> Json<Health> {
         server: state.settings.server_name.clone(),
         started_at: state.started_at,
         components,
+        wireless: Wireless {
+            link: state.dispatcher.router().link_status(),
+            lan_devices: state
+                .dispatcher
+                .router()
+                .lan_devices()
+                .into_iter()
+                .map(|pin| pin.to_string())
+                .collect(),
+        },
     })
 }

@@ -348,12 +348,7 @@ async fn a_message_under_the_pending_key_opens() {
         .dispatcher
         .inner
         .db
-        .run(|conn| {
-            crate::db::models::device::Device::find_by_pin(
-                conn,
-                &PIN,
-            )
-        })
+        .run(|conn| crate::db::models::device::Device::find_by_pin(conn, &PIN))
         .await
         .unwrap()
         .unwrap();

@@ -74,6 +74,10 @@ async fn connection(
         _ => anyhow::bail!("the first packet was not a device hello"),
     };
     let challenge = nonce();
+    anyhow::ensure!(
+        !challenge.is_empty(),
+        "the system's random source failed; cannot challenge device {pin}"
+    );
     write_frame(
         &mut writer,
         &Control::LanChallenge {

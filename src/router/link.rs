@@ -46,9 +46,7 @@ pub async fn run(
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        let connection = db
-            .run_sealed(SrpConnection::find_current)
-            .await;
+        let connection = db.run_sealed(SrpConnection::find_current).await;
         let connection = match connection {
             Ok(Some(c)) => c,
             Ok(None) => {

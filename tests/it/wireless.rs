@@ -236,6 +236,13 @@ async fn server_to_device_and_back() {
     );
     assert_eq!(inbound.plaintext, b"On my way");
 
+    // The console sees the link.
+    let (status, body) = crate::fixture::http_get(server.admin_addr(), "/health").await;
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["wireless"]["connected"], true, "{health}");
+    assert_eq!(health["wireless"]["srp_id"], SRP_ID);
+
     conn.close().await;
     server.shutdown().await.unwrap();
     relay.shutdown().await;

@@ -171,4 +171,16 @@ describe('api client in the desktop shell', () => {
     await expect(getHealth()).resolves.toMatchObject({ version: '0.1.0' });
     expect(invokeMock).toHaveBeenCalledTimes(2);
   });
+
+  it("shows the desktop server's own start-up error as it is", async () => {
+    invokeMock.mockRejectedValueOnce({
+      code: 'PORT_IN_USE',
+      message: '127.0.0.1:3103 is already in use by another program',
+    });
+    vi.stubGlobal('fetch', vi.fn());
+
+    const err = await caught(getHealth());
+    expect(err.code).toBe('PORT_IN_USE');
+    expect(err.message).toBe('127.0.0.1:3103 is already in use by another program');
+  });
 });

@@ -117,6 +117,11 @@ async function resolveEndpoint(): Promise<Endpoint> {
   try {
     reply = await invoke<ConsoleEndpointReply>('console_endpoint');
   } catch (err) {
+    // The desktop shell reports why its in-process server did not start
+    // as {code, message}; show that as it is.
+    if (isErrorDocument(err)) {
+      throw new ApiError(err.code, err.message);
+    }
     throw new ApiError(
       ErrorCodes.CONSOLE_ENDPOINT_UNAVAILABLE,
       `The desktop console could not find out which Bramble server to use: ${describe(err)}`,

@@ -169,11 +169,15 @@ impl ErrorReport {
     }
 }
 
-/// 32 random bytes as hex, for challenge nonces.
+/// 32 random bytes as hex, for challenge nonces. If the system's random
+/// source fails, the nonce is empty, which every peer refuses — never a
+/// predictable one.
 pub fn nonce() -> String {
     let mut bytes = [0u8; 32];
-    let _ = openssl::rand::rand_bytes(&mut bytes);
-    hex(&bytes)
+    match openssl::rand::rand_bytes(&mut bytes) {
+        Ok(()) => hex(&bytes),
+        Err(_) => String::new(),
+    }
 }
 
 /// HMAC-SHA256 over the parts, as hex.

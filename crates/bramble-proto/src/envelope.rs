@@ -234,7 +234,7 @@ pub fn open<'k>(
     }
     let mut plaintext = Vec::with_capacity(body.len().saturating_mul(3).min(max_plaintext));
     DeflateDecoder::new(body.as_slice())
-        .take(max_plaintext as u64 + 1)
+        .take((max_plaintext as u64).saturating_add(1))
         .read_to_end(&mut plaintext)
         .map_err(|_| EnvelopeError::BadCompression)?;
     if plaintext.len() > max_plaintext {

@@ -34,6 +34,8 @@ pub const HEADER_LEN: usize = 20;
 pub const MAX_PAYLOAD: usize = MAX_PACKET - LENGTH_LEN - HEADER_LEN;
 /// Default bound on a reassembled message.
 pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// Default bound on the bytes all unfinished messages hold together.
+pub const DEFAULT_MAX_HELD: usize = 64 * 1024 * 1024;
 
 /// Flag: deliver ahead of normal traffic ("forward with priority").
 pub const FLAG_PRIORITY: u8 = 0b0000_0001;
@@ -274,12 +276,21 @@ pub enum ReassemblyError {
     },
     #[error("too many messages half-received at once (limit {0}); the oldest was dropped")]
     TooManyPartials(usize),
+    #[error("message {ref_id}: fragment {index} of {count} is not a valid position")]
+    BadFragment {
+        ref_id: RefId,
+        index: u16,
+        count: u16,
+    },
+    #[error("half-received messages would hold more than {0} bytes; the oldest were dropped")]
+    OverBudget(usize),
 }
 
 struct Partial {
     count: u16,
     parts: Vec<Option<Vec<u8>>>,
     received: usize,
+    bytes: usize,
     flags: u8,
     started: Instant,
 }
@@ -289,21 +300,55 @@ struct Partial {
 pub struct Reassembler {
     max_message: usize,
     max_partials: usize,
+    /// Bytes all unfinished messages may hold together.
+    max_total: usize,
+    held: usize,
     partials: HashMap<(Pin, RefId, ContentType), Partial>,
 }
 
 impl Reassembler {
     pub fn new(max_message: usize, max_partials: usize) -> Reassembler {
+        Reassembler::with_budget(max_message, max_partials, DEFAULT_MAX_HELD)
+    }
+
+    /// Also bounds the bytes held by all unfinished messages together; past
+    /// it the oldest unfinished messages are dropped.
+    pub fn with_budget(max_message: usize, max_partials: usize, max_total: usize) -> Reassembler {
         Reassembler {
             max_message,
             max_partials: max_partials.max(1),
+            max_total: max_total.max(MAX_PAYLOAD),
+            held: 0,
             partials: HashMap::new(),
         }
+    }
+
+    fn drop_oldest(&mut self) -> bool {
+        let Some(oldest) = self
+            .partials
+            .iter()
+            .min_by_key(|(_, p)| p.started)
+            .map(|(k, _)| *k)
+        else {
+            return false;
+        };
+        if let Some(p) = self.partials.remove(&oldest) {
+            self.held -= p.bytes;
+        }
+        true
     }
 
     /// Adds one packet; returns the message once it is complete. A repeated
     /// fragment is ignored.
     pub fn push(&mut self, frame: Frame) -> Result<Option<Message>, ReassemblyError> {
+        // Frames from the decoder are valid; a hand-built one may not be.
+        if frame.fragment_count == 0 || frame.fragment_index >= frame.fragment_count {
+            return Err(ReassemblyError::BadFragment {
+                ref_id: frame.ref_id,
+                index: frame.fragment_index,
+                count: frame.fragment_count,
+            });
+        }
         if frame.fragment_count == 1 {
             return Ok(Some(Message {
                 content_type: frame.content_type,
@@ -338,12 +383,15 @@ impl Reassembler {
             count: frame.fragment_count,
             parts: vec![None; frame.fragment_count as usize],
             received: 0,
+            bytes: 0,
             flags: frame.flags,
             started: Instant::now(),
         });
         if partial.count != frame.fragment_count {
             let expected = partial.count;
+            let bytes = partial.bytes;
             self.partials.remove(&key);
+            self.held -= bytes;
             return Err(ReassemblyError::Inconsistent {
                 ref_id: frame.ref_id,
                 expected,
@@ -352,11 +400,16 @@ impl Reassembler {
         }
         let slot = &mut partial.parts[frame.fragment_index as usize];
         if slot.is_none() {
+            let len = frame.payload.len();
             *slot = Some(frame.payload);
             partial.received += 1;
+            partial.bytes += len;
+            self.held += len;
         }
         if partial.received < partial.count as usize {
-            return if evicted {
+            return if over_budget {
+                Err(ReassemblyError::OverBudget(self.max_total))
+            } else if evicted {
                 Err(ReassemblyError::TooManyPartials(self.max_partials))
             } else {
                 Ok(None)
@@ -365,6 +418,7 @@ impl Reassembler {
         let Some(done) = self.partials.remove(&key) else {
             return Ok(None);
         };
+        self.held -= done.bytes;
         let payload = done.parts.into_iter().flatten().flatten().collect();
         Ok(Some(Message {
             content_type: frame.content_type,
@@ -379,7 +433,13 @@ impl Reassembler {
     pub fn expire(&mut self, age: Duration) -> usize {
         let before = self.partials.len();
         self.partials.retain(|_, p| p.started.elapsed() < age);
+        self.held = self.partials.values().map(|p| p.bytes).sum();
         before - self.partials.len()
+    }
+
+    /// Bytes held by unfinished messages.
+    pub fn held_bytes(&self) -> usize {
+        self.held
     }
 
     pub fn pending(&self) -> usize {
@@ -523,6 +583,29 @@ mod tests {
         assert_eq!(r.push(f).unwrap_err(), ReassemblyError::TooManyPartials(2));
         assert_eq!(r.pending(), 2);
         assert_eq!(r.expire(Duration::ZERO), 2);
+    }
+
+    #[test]
+    fn total_bytes_are_bounded_and_invalid_frames_refused() {
+        let mut r = Reassembler::with_budget(DEFAULT_MAX_MESSAGE, 1024, 3 * MAX_PAYLOAD);
+        for id in 0..5u64 {
+            let mut f = sample(vec![0; MAX_PAYLOAD]);
+            f.ref_id = RefId(id);
+            f.fragment_count = 2;
+            let _ = r.push(f);
+            assert!(r.held_bytes() <= 3 * MAX_PAYLOAD, "{}", r.held_bytes());
+        }
+        assert!(r.pending() <= 3);
+        let mut bad = sample(vec![1]);
+        bad.fragment_count = 2;
+        bad.fragment_index = 2;
+        assert!(matches!(
+            r.push(bad).unwrap_err(),
+            ReassemblyError::BadFragment { .. }
+        ));
+        let mut zero = sample(vec![1]);
+        zero.fragment_count = 0;
+        assert!(r.push(zero).is_err());
     }
 
     #[test]

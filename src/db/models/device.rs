@@ -21,7 +21,8 @@ pub use bramble_proto::Pin;
 
 /// Reads a PIN typed by a person or stored in the database.
 pub fn parse_pin(text: &str) -> DbResult<Pin> {
-    text.parse().map_err(|e: bramble_proto::PinError| DbError::Invalid(e.to_string()))
+    text.parse()
+        .map_err(|e: bramble_proto::PinError| DbError::Invalid(e.to_string()))
 }
 
 #[derive(Queryable, Selectable)]
