@@ -369,15 +369,16 @@ impl Reassembler {
         }
         let mut evicted = false;
         if !self.partials.contains_key(&key) && self.partials.len() >= self.max_partials {
-            if let Some(oldest) = self
-                .partials
-                .iter()
-                .min_by_key(|(_, p)| p.started)
-                .map(|(k, _)| *k)
-            {
-                self.partials.remove(&oldest);
-                evicted = true;
+            evicted = self.drop_oldest();
+        }
+        let mut over_budget = false;
+        while self.held + frame.payload.len() > self.max_total {
+            // Make room by dropping the oldest unfinished messages; a
+            // message larger than the whole budget can never complete.
+            if !self.drop_oldest() {
+                break;
             }
+            over_budget = true;
         }
         let partial = self.partials.entry(key).or_insert_with(|| Partial {
             count: frame.fragment_count,
