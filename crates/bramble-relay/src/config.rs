@@ -275,7 +275,7 @@ pub mod duration_text {
         }
         let s = d.as_secs();
         for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-            if s % size == 0 {
+            if s.is_multiple_of(size) {
                 return format!("{}{unit}", s / size);
             }
         }
