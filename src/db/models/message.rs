@@ -15,52 +15,14 @@ use crate::db::models::user::text_enum;
 use crate::db::schema::{message_hops, messages};
 use crate::db::{now, Conn, DbError, DbResult};
 
-/// Longest RefID accepted.
-pub const MAX_REF_ID_LEN: usize = 128;
+/// A message's Reference Identifier, as on the wire (stored as 16
+/// upper-case hex digits).
+pub use bramble_proto::RefId;
 
-/// A message's reference id: printable ASCII without spaces, unique among
-/// messages. The Messaging Agent makes them; this type only checks them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct RefId(String);
-
-impl RefId {
-    pub fn new(text: impl Into<String>) -> DbResult<RefId> {
-        let text = text.into();
-        if text.is_empty()
-            || text.len() > MAX_REF_ID_LEN
-            || !text.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Err(DbError::Invalid(format!(
-                "`{text}` is not a RefID: a RefID is 1 to {MAX_REF_ID_LEN} printable characters without spaces"
-            )));
-        }
-        Ok(RefId(text))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for RefId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for RefId {
-    type Error = DbError;
-
-    fn try_from(text: String) -> DbResult<RefId> {
-        RefId::new(text)
-    }
-}
-
-impl From<RefId> for String {
-    fn from(ref_id: RefId) -> String {
-        ref_id.0
-    }
+/// Reads a RefID stored in the database or typed by a person.
+pub fn parse_ref_id(text: &str) -> DbResult<RefId> {
+    text.parse()
+        .map_err(|e: bramble_proto::RefIdError| DbError::Invalid(e.to_string()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,7 +130,7 @@ impl TryFrom<MessageRow> for Message {
             MessageStatus::parse(&row.status).ok_or_else(|| unknown("status", &row.status))?;
         Ok(Message {
             id: row.id,
-            ref_id: RefId::new(row.ref_id)?,
+            ref_id: parse_ref_id(&row.ref_id)?,
             user_id: row.user_id,
             device_id: row.device_id,
             direction,
@@ -240,7 +202,7 @@ impl Message {
         let at = now();
         diesel::insert_into(messages::table)
             .values((
-                messages::ref_id.eq(new.ref_id.as_str()),
+                messages::ref_id.eq(new.ref_id.to_string()),
                 messages::user_id.eq(new.user_id),
                 messages::device_id.eq(new.device_id),
                 messages::direction.eq(new.direction.as_str()),
@@ -276,7 +238,7 @@ impl Message {
 
     pub fn find_by_ref_id(conn: &mut Conn, ref_id: &RefId) -> DbResult<Option<Message>> {
         messages::table
-            .filter(messages::ref_id.eq(ref_id.as_str()))
+            .filter(messages::ref_id.eq(ref_id.to_string()))
             .select(MessageRow::as_select())
             .first(conn)
             .optional()?
@@ -379,7 +341,7 @@ mod tests {
 
     fn new_message(ref_id: &str, user: Option<UserId>) -> NewMessage {
         NewMessage {
-            ref_id: RefId::new(ref_id).unwrap(),
+            ref_id: parse_ref_id(ref_id).unwrap(),
             user_id: user,
             device_id: None,
             direction: Direction::ToDevice,
@@ -390,15 +352,16 @@ mod tests {
 
     #[test]
     fn ref_ids_are_checked() {
-        assert_eq!(RefId::new("1234567-abc").unwrap().as_str(), "1234567-abc");
-        for bad in ["", "has space", "tab\there", "é"] {
+        assert_eq!(
+            parse_ref_id("abc123").unwrap().to_string(),
+            "0000000000ABC123"
+        );
+        for bad in ["", "has space", "12345678901234567", "xyz"] {
             assert!(
-                matches!(RefId::new(bad), Err(DbError::Invalid(_))),
+                matches!(parse_ref_id(bad), Err(DbError::Invalid(_))),
                 "{bad:?}"
             );
         }
-        assert!(RefId::new("x".repeat(MAX_REF_ID_LEN + 1)).is_err());
-        assert!(serde_json::from_str::<RefId>("\"a b\"").is_err());
     }
 
     #[test]
@@ -411,17 +374,17 @@ mod tests {
                 mailbox_login: "alice".into(),
             }
             .save(conn)?;
-            let first = Message::create(conn, &new_message("R1", Some(alice.id)))?;
-            let second = Message::create(conn, &new_message("R2", Some(alice.id)))?;
-            let third = Message::create(conn, &new_message("R3", Some(alice.id)))?;
-            Message::create(conn, &new_message("R4", None))?;
-            let dup = Message::create(conn, &new_message("R1", None)).unwrap_err();
+            let first = Message::create(conn, &new_message("A1", Some(alice.id)))?;
+            let second = Message::create(conn, &new_message("A2", Some(alice.id)))?;
+            let third = Message::create(conn, &new_message("A3", Some(alice.id)))?;
+            Message::create(conn, &new_message("A4", None))?;
+            let dup = Message::create(conn, &new_message("A1", None)).unwrap_err();
             assert!(
                 dup.to_string().contains("already exists"),
                 "RefIDs are unique: {dup}"
             );
 
-            let found = Message::find_by_ref_id(conn, &RefId::new("R2")?)?.unwrap();
+            let found = Message::find_by_ref_id(conn, &parse_ref_id("A2")?)?.unwrap();
             assert_eq!(found, second);
 
             let (page, total) = Message::find_by_user(conn, alice.id, 0, 2)?;
@@ -449,7 +412,7 @@ mod tests {
 
             // The resend scan: pending and unchanged since before the cutoff.
             let cutoff = now();
-            let late = Message::create(conn, &new_message("R5", Some(alice.id)))?;
+            let late = Message::create(conn, &new_message("A5", Some(alice.id)))?;
             assert!(Message::set_status(
                 conn,
                 second.id,
@@ -459,7 +422,10 @@ mod tests {
                 .into_iter()
                 .map(|m| m.ref_id.to_string())
                 .collect();
-            assert_eq!(pending, ["R1", "R3", "R4"]);
+            assert_eq!(
+                pending,
+                ["00000000000000A1", "00000000000000A3", "00000000000000A4"]
+            );
             assert!(
                 Message::set_status(conn, first.id, MessageStatus::Pending)?,
                 "a resend restarts the wait"
