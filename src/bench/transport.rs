@@ -1,15 +1,16 @@
 //! `bramble bench transport`: the wireless path end to end.
 //!
-//! Starts a relay, a server and N reference devices in this process on
-//! loopback, has the Dispatcher send M messages of the given size spread
+//! Starts a relay and a server in this process and N reference devices in
+//! a child process (`bramble bench transport-devices`, so each side has its
+//! own open-file limit), all on loopback, has the Dispatcher send M messages of the given size spread
 //! over the devices, and waits until every device has shown its messages
 //! and every delivery confirmation is back (the outbound queue is empty).
 //!
 //! Figures: `msgs_per_s` (M over the time from the first send to the last
 //! message shown on a device), latency from `Dispatcher::send` to the device
-//! showing the message (`p50_ms`, `p99_ms`), `rss_kib_per_device` (growth of
-//! this process's resident memory from connecting the devices, divided by
-//! N — it includes the relay's and the server's share per device),
+//! showing the message (`p50_ms`, `p99_ms`, wall clock across the two
+//! processes), `rss_kib_per_device` (growth of the device process's resident
+//! memory from connecting its devices, divided by N),
 //! `limit_msgs_per_s` (compress + AES-256-GCM of the same payloads in a
 //! tight loop on one core, measured in the same run), `ratio`, `lost` and
 //! `duplicates` (messages shown twice).
@@ -24,6 +25,7 @@ use bramble_proto::envelope::{self, TransportKey};
 use bramble_proto::{ContentType, Pin, RefId};
 use bramble_relay::{Relay, RelayConfig, SrpAccount, TlsIdentity};
 use serde::Serialize;
+use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -194,45 +196,43 @@ pub async fn run(
         .provision_many_for_test(pins.iter().copied().zip(keys.iter().cloned()).collect())
         .await?;
 
-    progress(&format!("connecting {devices} devices"));
-    let rss_before = super::rss_kib();
-    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<(RefId, Instant)>();
-    let mut connections = Vec::with_capacity(devices);
-    for chunk in pins
+    progress(&format!("connecting {devices} devices (in a child process)"));
+    let key_file = dir.path().join("devices.txt");
+    let lines: Vec<String> = pins
         .iter()
         .zip(keys.iter())
-        .collect::<Vec<_>>()
-        .chunks(CONNECT_AT_ONCE)
-    {
-        let attempts = chunk.iter().map(|(pin, key)| {
-            let mut config = DeviceConfig::new(**pin);
-            config.srp_id = Some(SRP_ID.into());
-            let device = Device::new(config, KeyStore::new((*key).clone()));
-            let addr = relay.device_addr();
-            async move { device.connect(Path::Relay(addr)).await }
-        });
-        for conn in futures::future::join_all(attempts).await {
-            connections.push(Arc::new(conn?));
+        .map(|(pin, key)| format!("{pin} {}", bramble_proto::control::hex(key.secret())))
+        .collect();
+    std::fs::write(&key_file, lines.join("\n"))?;
+    let exe = std::env::current_exe()?;
+    let mut child = tokio::process::Command::new(exe)
+        .args(["bench", "transport-devices", "--srp-id", SRP_ID, "--relay"])
+        .arg(relay.device_addr().to_string())
+        .arg("--keys")
+        .arg(&key_file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no output from the device process"))?;
+    let mut reports = tokio::io::BufReader::new(stdout).lines();
+    let rss_kib_per_device = loop {
+        let line = reports
+            .next_line()
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the device process ended before its devices connected"))?;
+        if let Some(rest) = line.strip_prefix("READY ") {
+            let rss: Vec<u64> = rest.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+            break match rss.as_slice() {
+                [before, after] => after.saturating_sub(*before) as f64 / devices as f64,
+                _ => 0.0,
+            };
         }
-    }
-    for conn in &connections {
-        let (conn, tx) = (conn.clone(), seen_tx.clone());
-        tokio::spawn(async move {
-            while let Some(m) = conn.recv().await {
-                if tx.send((m.ref_id, m.received_at)).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    drop(seen_tx);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_after = super::rss_kib();
-    let rss_kib_per_device = rss_after.saturating_sub(rss_before) as f64 / devices as f64;
+    };
 
     progress(&format!("sending {messages} messages of {size} bytes"));
-    let mut sent_at: HashMap<RefId, Instant> = HashMap::with_capacity(messages);
-    let first_send = Instant::now();
+    let mut sent_at: HashMap<RefId, u128> = HashMap::with_capacity(messages);
+    let first_send = unix_nanos();
     for start in (0..messages).step_by(BATCH) {
         let batch: Vec<Outgoing> = (start..(start + BATCH).min(messages))
             .map(|i| Outgoing {
@@ -243,7 +243,7 @@ pub async fn run(
                 ref_id: Some(RefId(0xB000_0000_0000_0000 | i as u64)),
             })
             .collect();
-        let now = Instant::now();
+        let now = unix_nanos();
         for out in &batch {
             if let Some(ref_id) = out.ref_id {
                 sent_at.insert(ref_id, now);
@@ -258,28 +258,29 @@ pub async fn run(
     let mut last_seen = first_send;
     let deadline = Instant::now() + Duration::from_secs(120 + messages as u64 / 100);
     while distinct.len() < messages && Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(5), seen_rx.recv()).await {
-            Ok(Some((ref_id, at))) => {
+        match tokio::time::timeout(Duration::from_secs(5), reports.next_line()).await {
+            Ok(Ok(Some(line))) => {
+                let mut parts = line.split_whitespace();
+                let (Some("M"), Some(ref_id), Some(at)) = (parts.next(), parts.next(), parts.next()) else {
+                    continue;
+                };
+                let (Ok(ref_id), Ok(at)) = (ref_id.parse::<RefId>(), at.parse::<u128>()) else {
+                    continue;
+                };
                 if distinct.insert(ref_id) {
                     if let Some(sent) = sent_at.get(&ref_id) {
-                        latencies.push(at.saturating_duration_since(*sent).as_secs_f64() * 1000.0);
+                        latencies.push(at.saturating_sub(*sent) as f64 / 1e6);
                     }
                     last_seen = last_seen.max(at);
                 } else {
                     duplicates += 1;
                 }
             }
-            Ok(None) => break,
-            Err(_) => progress(&format!(
-                "waiting: {} of {messages} shown so far",
-                distinct.len()
-            )),
+            Ok(_) => break,
+            Err(_) => progress(&format!("waiting: {} of {messages} shown so far", distinct.len())),
         }
     }
-    let elapsed = last_seen
-        .saturating_duration_since(first_send)
-        .as_secs_f64()
-        .max(1e-9);
+    let elapsed = (last_seen.saturating_sub(first_send) as f64 / 1e9).max(1e-9);
 
     progress("waiting for the last delivery confirmations");
     let db = server.state().db.clone();
@@ -309,14 +310,100 @@ pub async fn run(
         duplicates,
     };
 
+    drop(child.stdin.take());
+    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    server.shutdown().await.ok();
+    relay.shutdown().await;
+    Ok(figures)
+}
+
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Raises this process's open-file limit to `needed` if it can; says what
+/// to do when the system does not allow it.
+fn raise_open_files(needed: u64) -> anyhow::Result<()> {
+    let _ = rlimit::increase_nofile_limit(needed);
+    let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    anyhow::ensure!(
+        soft >= needed,
+        "this needs about {needed} open files per process but the limit is {soft}; raise it (ulimit -n) and try again"
+    );
+    Ok(())
+}
+
+/// The device side of the benchmark (`bramble bench transport-devices`):
+/// connects one device per line of `keys` (`PIN KEY-HEX`) to the relay,
+/// prints `READY <rss before> <rss after>` (KiB), then `M <RefID> <unix
+/// nanoseconds>` for each message shown, until standard input closes.
+pub async fn devices(relay: SocketAddr, srp_id: &str, keys: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let text = std::fs::read_to_string(keys)?;
+    let mut devices = Vec::new();
+    for line in text.lines() {
+        let Some((pin, key)) = line.split_once(' ') else { continue };
+        let pin: Pin = pin.parse()?;
+        let bytes: Vec<u8> = (0..key.len() / 2)
+            .filter_map(|i| u8::from_str_radix(key.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect();
+        let key = TransportKey::from_slice(1, &bytes).ok_or_else(|| anyhow::anyhow!("bad key for {pin}"))?;
+        let mut config = DeviceConfig::new(pin);
+        config.srp_id = Some(srp_id.to_owned());
+        devices.push(Device::new(config, KeyStore::new(key)));
+    }
+    raise_open_files(devices.len() as u64 + 256)?;
+    let rss_before = super::rss_kib();
+    let mut connections = Vec::with_capacity(devices.len());
+    for chunk in devices.chunks(CONNECT_AT_ONCE) {
+        let attempts = chunk.iter().map(|device| device.connect(Path::Relay(relay)));
+        for conn in futures::future::join_all(attempts).await {
+            connections.push(Arc::new(conn?));
+        }
+    }
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<(RefId, u128)>();
+    for conn in &connections {
+        let (conn, tx) = (conn.clone(), seen_tx.clone());
+        tokio::spawn(async move {
+            while let Some(m) = conn.recv().await {
+                if tx.send((m.ref_id, unix_nanos())).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(seen_tx);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_after = super::rss_kib();
+    println!("READY {rss_before} {rss_after}");
+    let mut stdin_closed = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    loop {
+        tokio::select! {
+            line = stdin_closed.next_line() => {
+                if !matches!(line, Ok(Some(_))) {
+                    break;
+                }
+            }
+            seen = seen_rx.recv() => {
+                let Some((ref_id, at)) = seen else { break };
+                writeln!(out, "M {ref_id} {at}")?;
+                while let Ok((ref_id, at)) = seen_rx.try_recv() {
+                    writeln!(out, "M {ref_id} {at}")?;
+                }
+                out.flush()?;
+            }
+        }
+    }
     for conn in connections {
         if let Ok(conn) = Arc::try_unwrap(conn) {
             conn.close().await;
         }
     }
-    server.shutdown().await.ok();
-    relay.shutdown().await;
-    Ok(figures)
+    Ok(())
 }
 
 fn round(x: f64) -> f64 {

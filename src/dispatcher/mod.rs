@@ -432,7 +432,16 @@ impl Dispatcher {
                 }
                 event = events.recv() => {
                     let Some(event) = event else { return Ok(()) };
-                    if let Err(e) = self.handle(event).await {
+                    // Take what else is waiting too: one database write for
+                    // a batch of confirmations and relay reports.
+                    let mut batch = vec![event];
+                    while batch.len() < EVENT_BATCH {
+                        match events.try_recv() {
+                            Ok(event) => batch.push(event),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) = self.handle_batch(batch).await {
                         warn!(target: "bramble::dispatcher", "{e}");
                     }
                 }
@@ -442,6 +451,88 @@ impl Dispatcher {
 
     /// Handles one event from the Router.
     pub async fn handle(&self, event: RouterEvent) -> Result<(), DispatchError> {
+        self.handle_batch(vec![event]).await
+    }
+
+    /// Handles events in order; queue updates from packets are written
+    /// together, before any link event that depends on them.
+    pub async fn handle_batch(&self, events: Vec<RouterEvent>) -> Result<(), DispatchError> {
+        let mut updates = Vec::new();
+        for event in events {
+            match event {
+                RouterEvent::Frame { frame, via } => self.inbound(frame, via, &mut updates).await?,
+                link => {
+                    self.apply(std::mem::take(&mut updates)).await?;
+                    self.link_event(link).await?;
+                }
+            }
+        }
+        self.apply(updates).await
+    }
+
+    /// Writes queue updates in one transaction, then tells subscribers.
+    async fn apply(&self, updates: Vec<QueueUpdate>) -> Result<(), DispatchError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let outcomes = self
+            .inner
+            .db
+            .run(move |conn| {
+                use diesel::Connection;
+                conn.transaction(|conn| {
+                    updates
+                        .into_iter()
+                        .map(|update| {
+                            let done = match update {
+                                QueueUpdate::Confirmed { pin, ref_id } => {
+                                    OutboundPacket::delete_confirmed(conn, pin, ref_id)?.is_some()
+                                }
+                                QueueUpdate::Relay {
+                                    pin,
+                                    ref_id,
+                                    status,
+                                } => match relay_state(status) {
+                                    Some(state) => {
+                                        OutboundPacket::set_state(conn, pin, ref_id, state)?
+                                    }
+                                    None => false,
+                                },
+                            };
+                            Ok((update, done))
+                        })
+                        .collect::<Result<Vec<_>, DbError>>()
+                })
+            })
+            .await?;
+        for (update, done) in outcomes {
+            match update {
+                QueueUpdate::Confirmed { pin, ref_id } if done => {
+                    self.emit(DeliveryEvent::Confirmed { pin, ref_id })
+                }
+                QueueUpdate::Confirmed { pin, ref_id } => {
+                    debug!(target: "bramble::dispatcher", %pin, %ref_id, "confirmation for a message no longer queued");
+                }
+                QueueUpdate::Relay {
+                    pin,
+                    ref_id,
+                    status,
+                } => {
+                    if status == TransportStatus::UnknownPin {
+                        warn!(target: "bramble::dispatcher", %pin, %ref_id, "the relay does not know this PIN");
+                    }
+                    self.emit(DeliveryEvent::Relay {
+                        pin,
+                        ref_id,
+                        status,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn link_event(&self, event: RouterEvent) -> Result<(), DispatchError> {
         match event {
             RouterEvent::LinkUp => {
                 const AFTER_LINK: &[OutboundState] = &[
@@ -464,15 +555,28 @@ impl Dispatcher {
                 self.resend(ON_LAN, Some(pin), ResendReason::LanClosed)
                     .await?;
             }
-            RouterEvent::Frame { frame, via } => self.inbound(frame, via).await?,
+            RouterEvent::Frame { frame, via } => {
+                let mut updates = Vec::new();
+                self.inbound(frame, via, &mut updates).await?;
+                self.apply(updates).await?;
+            }
         }
         Ok(())
     }
 
-    async fn inbound(&self, frame: Frame, via: Via) -> Result<(), DispatchError> {
+    async fn inbound(
+        &self,
+        frame: Frame,
+        via: Via,
+        updates: &mut Vec<QueueUpdate>,
+    ) -> Result<(), DispatchError> {
         if frame.content_type == ContentType::Control {
             if let Ok(Control::Transport { status }) = Control::from_frame(&frame) {
-                self.relay_report(frame.pin, frame.ref_id, status).await?;
+                updates.push(QueueUpdate::Relay {
+                    pin: frame.pin,
+                    ref_id: frame.ref_id,
+                    status,
+                });
             }
             return Ok(());
         }
@@ -517,7 +621,11 @@ impl Dispatcher {
             }
         };
         if message.content_type == ContentType::DeliveryConfirmation {
-            return self.confirmed(message.pin, message.ref_id).await;
+            updates.push(QueueUpdate::Confirmed {
+                pin: message.pin,
+                ref_id: message.ref_id,
+            });
+            return Ok(());
         }
         let handler = self
             .inner
@@ -563,49 +671,32 @@ impl Dispatcher {
             self.inner.settings.max_message_bytes,
         )
     }
+}
 
-    async fn confirmed(&self, pin: Pin, ref_id: RefId) -> Result<(), DispatchError> {
-        let removed = self
-            .inner
-            .db
-            .run(move |conn| OutboundPacket::delete_confirmed(conn, pin, ref_id))
-            .await?;
-        if removed.is_some() {
-            self.emit(DeliveryEvent::Confirmed { pin, ref_id });
-        } else {
-            debug!(target: "bramble::dispatcher", %pin, %ref_id, "confirmation for a message no longer queued");
-        }
-        Ok(())
-    }
-
-    async fn relay_report(
-        &self,
+/// A change to the outbound queue learned from a packet.
+#[derive(Debug, Clone, Copy)]
+enum QueueUpdate {
+    /// The device confirmed delivery.
+    Confirmed { pin: Pin, ref_id: RefId },
+    /// The relay reported what it did with a message.
+    Relay {
         pin: Pin,
         ref_id: RefId,
         status: TransportStatus,
-    ) -> Result<(), DispatchError> {
-        let state = match status {
-            TransportStatus::DeliveredToDevice => Some(OutboundState::DeliveredToDevice),
-            TransportStatus::StoredForOfflineDevice => Some(OutboundState::StoredAtRelay),
-            // The relay dropped it: back to queued, so the next chance sends it.
-            TransportStatus::Expired | TransportStatus::StoreFull => Some(OutboundState::Queued),
-            TransportStatus::UnknownPin => None,
-        };
-        if let Some(state) = state {
-            self.inner
-                .db
-                .run(move |conn| OutboundPacket::set_state(conn, pin, ref_id, state))
-                .await?;
-        }
-        if status == TransportStatus::UnknownPin {
-            warn!(target: "bramble::dispatcher", %pin, %ref_id, "the relay does not know this PIN");
-        }
-        self.emit(DeliveryEvent::Relay {
-            pin,
-            ref_id,
-            status,
-        });
-        Ok(())
+    },
+}
+
+/// Router events handled per database write, at most.
+const EVENT_BATCH: usize = 512;
+
+/// The queue state a relay report means.
+fn relay_state(status: TransportStatus) -> Option<OutboundState> {
+    match status {
+        TransportStatus::DeliveredToDevice => Some(OutboundState::DeliveredToDevice),
+        TransportStatus::StoredForOfflineDevice => Some(OutboundState::StoredAtRelay),
+        // The relay dropped it: back to queued, so the next chance sends it.
+        TransportStatus::Expired | TransportStatus::StoreFull => Some(OutboundState::Queued),
+        TransportStatus::UnknownPin => None,
     }
 }
 

@@ -23,11 +23,11 @@
 //! RefID (8) || bytes 0..58`, which binds the envelope to its packet's
 //! header: moved to another RefID, PIN or content type, it does not open.
 
-use std::io::{Read, Write};
+use std::cell::RefCell;
+use std::io::Read;
 
 use flate2::read::DeflateDecoder;
-use flate2::write::DeflateEncoder;
-use flate2::Compression;
+use flate2::{Compress, Compression, FlushCompress, Status};
 use openssl::aes::{unwrap_key, wrap_key, AesKey};
 use openssl::rand::rand_bytes;
 use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
@@ -116,6 +116,38 @@ fn aad(content_type: ContentType, pin: Pin, ref_id: RefId, header: &[u8]) -> Vec
     aad
 }
 
+thread_local! {
+    /// One compressor per thread, reset between messages: setting up
+    /// deflate's window and tables costs more than compressing a 2 KB
+    /// e-mail, so reusing them matters on the server and on devices.
+    static DEFLATE: RefCell<Compress> = RefCell::new(Compress::new(Compression::fast(), false));
+}
+
+/// Raw deflate of `input`.
+fn deflate(input: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+    let run = |c: &mut Compress| -> Result<Vec<u8>, EnvelopeError> {
+        c.reset();
+        let mut out = Vec::with_capacity(input.len() / 2 + 64);
+        loop {
+            if out.capacity() - out.len() < 64 {
+                out.reserve(out.capacity().max(64));
+            }
+            let consumed = usize::try_from(c.total_in())
+                .unwrap_or(input.len())
+                .min(input.len());
+            match c.compress_vec(&input[consumed..], &mut out, FlushCompress::Finish) {
+                Ok(Status::StreamEnd) => return Ok(out),
+                Ok(_) => out.reserve(out.capacity().max(64)),
+                Err(e) => return Err(EnvelopeError::Crypto(format!("compression failed: {e}"))),
+            }
+        }
+    };
+    DEFLATE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut c) => run(&mut c),
+        Err(_) => run(&mut Compress::new(Compression::fast(), false)),
+    })
+}
+
 /// Compresses and encrypts `plaintext` for the packet (`content_type`,
 /// `pin`, `ref_id`) under `key`.
 pub fn seal(
@@ -125,16 +157,7 @@ pub fn seal(
     ref_id: RefId,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, EnvelopeError> {
-    let mut encoder = DeflateEncoder::new(
-        Vec::with_capacity(plaintext.len() / 2 + 16),
-        Compression::fast(),
-    );
-    encoder
-        .write_all(plaintext)
-        .map_err(|e| EnvelopeError::Crypto(e.to_string()))?;
-    let compressed = encoder
-        .finish()
-        .map_err(|e| EnvelopeError::Crypto(e.to_string()))?;
+    let compressed = deflate(plaintext)?;
     // Incompressible data goes as it is, sparing the device the work.
     let (flags, body) = if compressed.len() < plaintext.len() {
         (FLAG_COMPRESSED, compressed.as_slice())

@@ -17,6 +17,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2048)]
         size: usize,
     },
+    /// The device side of `bench transport`, started by it in a child process.
+    #[command(hide = true)]
+    TransportDevices {
+        #[arg(long)]
+        relay: std::net::SocketAddr,
+        #[arg(long)]
+        srp_id: String,
+        #[arg(long)]
+        keys: std::path::PathBuf,
+    },
 }
 
 pub fn run(command: BenchCommand) -> Result<(), Failure> {
@@ -42,5 +52,8 @@ pub fn run(command: BenchCommand) -> Result<(), Failure> {
             println!("{line}");
             Ok(())
         }
+        BenchCommand::TransportDevices { relay, srp_id, keys } => runtime
+            .block_on(bramble::bench::transport::devices(relay, &srp_id, &keys))
+            .map_err(|e| Failure::new("BENCH_FAILED", format!("{e:#}"))),
     }
 }

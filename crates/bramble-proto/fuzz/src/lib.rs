@@ -353,15 +353,13 @@ mod tests {
         assert_eq!(trailing.as_deref(), Ok(text.as_bytes()));
     }
 
-    // Bugs found in bramble-proto, kept as reproducers until fixed there.
-    // Run them with `cargo test -- --ignored` in crates/bramble-proto/fuzz.
+    // Regression tests for bugs found in bramble-proto (fixed there).
 
     /// `open` with `max_plaintext = usize::MAX` (say, a limit meaning "no
     /// limit"): `max_plaintext as u64 + 1` overflows. Debug builds panic;
     /// release builds wrap to `take(0)` and a compressed envelope opens to
     /// an empty plaintext, silently.
     #[test]
-    #[ignore = "bug in bramble-proto envelope::open: overflow at max_plaintext = usize::MAX"]
     fn open_with_no_limit_keeps_the_plaintext() {
         let key = transport_key();
         let text = "Noon at the usual place. ".repeat(10);
@@ -377,7 +375,6 @@ mod tests {
     /// count 0, makes `Reassembler::push` index out of bounds and panic;
     /// `Frame::decode` never produces one, so the wire cannot reach it.
     #[test]
-    #[ignore = "bug in bramble-proto Reassembler::push: panics on an invalid hand-made frame"]
     fn push_refuses_an_invalid_frame() {
         use bramble_proto::frame::{Frame, Reassembler};
         for (index, count) in [(2u16, 2u16), (0, 0)] {
