@@ -196,7 +196,9 @@ pub async fn run(
         .provision_many_for_test(pins.iter().copied().zip(keys.iter().cloned()).collect())
         .await?;
 
-    progress(&format!("connecting {devices} devices (in a child process)"));
+    progress(&format!(
+        "connecting {devices} devices (in a child process)"
+    ));
     let key_file = dir.path().join("devices.txt");
     let lines: Vec<String> = pins
         .iter()
@@ -214,15 +216,20 @@ pub async fn run(
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no output from the device process"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no output from the device process"))?;
     let mut reports = tokio::io::BufReader::new(stdout).lines();
     let rss_kib_per_device = loop {
-        let line = reports
-            .next_line()
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the device process ended before its devices connected"))?;
+        let line = reports.next_line().await?.ok_or_else(|| {
+            anyhow::anyhow!("the device process ended before its devices connected")
+        })?;
         if let Some(rest) = line.strip_prefix("READY ") {
-            let rss: Vec<u64> = rest.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+            let rss: Vec<u64> = rest
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
             break match rss.as_slice() {
                 [before, after] => after.saturating_sub(*before) as f64 / devices as f64,
                 _ => 0.0,
@@ -261,7 +268,9 @@ pub async fn run(
         match tokio::time::timeout(Duration::from_secs(5), reports.next_line()).await {
             Ok(Ok(Some(line))) => {
                 let mut parts = line.split_whitespace();
-                let (Some("M"), Some(ref_id), Some(at)) = (parts.next(), parts.next(), parts.next()) else {
+                let (Some("M"), Some(ref_id), Some(at)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
                     continue;
                 };
                 let (Ok(ref_id), Ok(at)) = (ref_id.parse::<RefId>(), at.parse::<u128>()) else {
@@ -277,7 +286,10 @@ pub async fn run(
                 }
             }
             Ok(_) => break,
-            Err(_) => progress(&format!("waiting: {} of {messages} shown so far", distinct.len())),
+            Err(_) => progress(&format!(
+                "waiting: {} of {messages} shown so far",
+                distinct.len()
+            )),
         }
     }
     let elapsed = (last_seen.saturating_sub(first_send) as f64 / 1e9).max(1e-9);
@@ -340,17 +352,24 @@ fn raise_open_files(needed: u64) -> anyhow::Result<()> {
 /// connects one device per line of `keys` (`PIN KEY-HEX`) to the relay,
 /// prints `READY <rss before> <rss after>` (KiB), then `M <RefID> <unix
 /// nanoseconds>` for each message shown, until standard input closes.
-pub async fn devices(relay: SocketAddr, srp_id: &str, keys: &std::path::Path) -> anyhow::Result<()> {
+pub async fn devices(
+    relay: SocketAddr,
+    srp_id: &str,
+    keys: &std::path::Path,
+) -> anyhow::Result<()> {
     use std::io::Write;
     let text = std::fs::read_to_string(keys)?;
     let mut devices = Vec::new();
     for line in text.lines() {
-        let Some((pin, key)) = line.split_once(' ') else { continue };
+        let Some((pin, key)) = line.split_once(' ') else {
+            continue;
+        };
         let pin: Pin = pin.parse()?;
         let bytes: Vec<u8> = (0..key.len() / 2)
             .filter_map(|i| u8::from_str_radix(key.get(2 * i..2 * i + 2)?, 16).ok())
             .collect();
-        let key = TransportKey::from_slice(1, &bytes).ok_or_else(|| anyhow::anyhow!("bad key for {pin}"))?;
+        let key = TransportKey::from_slice(1, &bytes)
+            .ok_or_else(|| anyhow::anyhow!("bad key for {pin}"))?;
         let mut config = DeviceConfig::new(pin);
         config.srp_id = Some(srp_id.to_owned());
         devices.push(Device::new(config, KeyStore::new(key)));
@@ -359,7 +378,9 @@ pub async fn devices(relay: SocketAddr, srp_id: &str, keys: &std::path::Path) ->
     let rss_before = super::rss_kib();
     let mut connections = Vec::with_capacity(devices.len());
     for chunk in devices.chunks(CONNECT_AT_ONCE) {
-        let attempts = chunk.iter().map(|device| device.connect(Path::Relay(relay)));
+        let attempts = chunk
+            .iter()
+            .map(|device| device.connect(Path::Relay(relay)));
         for conn in futures::future::join_all(attempts).await {
             connections.push(Arc::new(conn?));
         }

@@ -52,7 +52,11 @@ pub fn run(command: BenchCommand) -> Result<(), Failure> {
             println!("{line}");
             Ok(())
         }
-        BenchCommand::TransportDevices { relay, srp_id, keys } => runtime
+        BenchCommand::TransportDevices {
+            relay,
+            srp_id,
+            keys,
+        } => runtime
             .block_on(bramble::bench::transport::devices(relay, &srp_id, &keys))
             .map_err(|e| Failure::new("BENCH_FAILED", format!("{e:#}"))),
     }
