@@ -24,6 +24,8 @@
 //!   the Controller starts (seed: "The BlackBerry Controller is also
 //!   responsible for starting…"). Their protocol work arrives with later
 //!   issues; today each runs under the Controller and reports heartbeats.
+//! - [`testbed`]: real Dovecot and Postfix on loopback from one folder, for
+//!   tests, benchmarks and pilots (`bramble testbed up|down`).
 //! - [`server`]: [`Server::start`] and the [`ServerHandle`] that owns the
 //!   named tasks and the shutdown signal.
 
@@ -42,6 +44,7 @@ pub mod policy;
 pub mod router;
 pub mod server;
 pub mod sync;
+pub mod testbed;
 
 pub use config::Settings;
 pub use server::{Server, ServerHandle};

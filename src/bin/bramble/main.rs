@@ -4,9 +4,11 @@
 //! `bramble db migrate|check` manage the Configuration Database;
 //! `bramble admin create` makes the first Security Administrator;
 //! `bramble relay`, `bramble srp`, `bramble device` work the wireless side;
-//! `bramble bench …` measures, ending with one JSON line of figures.
+//! `bramble bench …` measures, ending with one JSON line of figures;
+//! `bramble testbed up|down` runs real mail servers on loopback.
 
 mod bench;
+mod testbed;
 mod wireless;
 
 use std::io::{IsTerminal, Read};
@@ -70,6 +72,12 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,
+    },
+    /// Real Dovecot and Postfix on loopback from one folder, for tests,
+    /// benchmarks and pilots.
+    Testbed {
+        #[command(subcommand)]
+        command: testbed::TestbedCommand,
     },
 }
 
@@ -153,6 +161,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Srp { command } => wireless::srp(&settings, command),
         Command::Device { command } => wireless::device(&settings, command),
         Command::Bench { command } => bench::run(command),
+        Command::Testbed { command } => testbed::run(command),
         Command::Db {
             command: DbCommand::Migrate,
         } => {

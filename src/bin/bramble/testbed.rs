@@ -1,0 +1,98 @@
+//! `bramble testbed up|down`: real Dovecot and Postfix on loopback from one
+//! folder, left running for tests, benchmarks and pilots.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use bramble::testbed::{stop_dir, Testbed, TestbedOptions, TestbedPorts};
+
+use crate::Failure;
+
+#[derive(Subcommand)]
+pub enum TestbedCommand {
+    /// Start Dovecot (IMAP, LMTP) and Postfix (SMTP) from DIR and leave them
+    /// running; writes DIR/testbed.toml and DIR/bramble.toml.
+    Up {
+        /// The testbed folder (created if missing).
+        #[arg(long, value_name = "D")]
+        dir: PathBuf,
+        /// Sample users user1..userN.
+        #[arg(long, default_value_t = 3)]
+        users: usize,
+        /// IMAP port (default: a free one).
+        #[arg(long)]
+        imap_port: Option<u16>,
+        /// LMTP port (default: a free one).
+        #[arg(long)]
+        lmtp_port: Option<u16>,
+        /// SMTP port (default: a free one).
+        #[arg(long)]
+        smtp_port: Option<u16>,
+    },
+    /// Stop the servers started by `testbed up` from DIR (nothing running is
+    /// not an error).
+    Down {
+        #[arg(long, value_name = "D")]
+        dir: PathBuf,
+    },
+}
+
+pub fn run(command: TestbedCommand) -> Result<(), Failure> {
+    match command {
+        TestbedCommand::Up {
+            dir,
+            users,
+            imap_port,
+            lmtp_port,
+            smtp_port,
+        } => {
+            let options = TestbedOptions {
+                dir,
+                users,
+                ports: TestbedPorts {
+                    imap: imap_port,
+                    lmtp: lmtp_port,
+                    smtp: smtp_port,
+                },
+            };
+            let testbed = Testbed::start(options).map_err(|e| Failure::new(e.code(), e))?;
+            let info = testbed.detach();
+            let dir = info.dir.display();
+            println!("Testbed running in {dir}");
+            println!(
+                "  IMAP (IDLE)  {}   Dovecot PID {}, log {dir}/dovecot.log",
+                info.imap_addr(),
+                info.dovecot_pid
+            );
+            println!("  LMTP         {}", info.lmtp_addr());
+            println!(
+                "  SMTP         {}   Postfix, log {dir}/postfix.log",
+                info.smtp_addr()
+            );
+            let logins: Vec<String> = info
+                .users
+                .iter()
+                .map(|u| format!("{}/{}", u.address, u.password))
+                .collect();
+            println!("  users        {}", logins.join(", "));
+            println!(
+                "  master user  {} (log in as {}), password in {dir}/testbed.toml",
+                info.master_login,
+                info.master_login_for("user1")
+            );
+            println!("  settings     {dir}/bramble.toml");
+            println!("Stop it with: bramble testbed down --dir {dir}");
+            Ok(())
+        }
+        TestbedCommand::Down { dir } => {
+            let was_running = stop_dir(&dir).map_err(|e| Failure::new(e.code(), e))?;
+            if was_running {
+                println!("Testbed in {} stopped.", dir.display());
+            } else {
+                println!("No testbed running in {}.", dir.display());
+            }
+            Ok(())
+        }
+    }
+}
