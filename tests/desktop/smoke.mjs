@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 // Desktop smoke test, WebDriver side. Run by tests/desktop/smoke.sh, which
 // starts Xvfb and tauri-driver first. Uses only Node's built-in fetch.
 //
@@ -81,6 +82,13 @@ async function screenshot(session) {
   const png = await wd('GET', `/session/${session}/screenshot`);
   await writeFile(screenshotPath, Buffer.from(png, 'base64'));
   console.log(`screenshot: ${screenshotPath}`);
+  // WebKit's own capture can come back blank without a compositor; the X
+  // server's view of the screen is what a person would see.
+  const screen = screenshotPath.replace(/\.png$/, '-screen.png');
+  const grab = spawnSync('import', ['-window', 'root', screen], { stdio: 'inherit' });
+  if (grab.status === 0) {
+    console.log(`screen: ${screen}`);
+  }
 }
 
 /** Pids of the app started through this tauri-driver (Linux /proc). */
