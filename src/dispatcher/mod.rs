@@ -306,14 +306,13 @@ impl Dispatcher {
         pin: Option<Pin>,
         reason: ResendReason,
     ) -> Result<usize, DispatchError> {
+        const PAGE: i64 = 500;
         let mut after = OutboundId(0);
         let mut total = 0;
         loop {
+            // One device's queue is small: one read. The whole queue is paged.
             let batch = match pin {
                 Some(pin) => {
-                    if after.0 > 0 {
-                        break;
-                    }
                     self.inner
                         .db
                         .run(move |conn| OutboundPacket::find_by_pin(conn, pin, states))
@@ -322,16 +321,14 @@ impl Dispatcher {
                 None => {
                     self.inner
                         .db
-                        .run(move |conn| OutboundPacket::find_in_states(conn, states, after, 500))
+                        .run(move |conn| OutboundPacket::find_in_states(conn, states, after, PAGE))
                         .await?
                 }
             };
-            let Some(last) = batch.last() else { break };
-            after = if pin.is_some() {
-                OutboundId(i64::MAX)
-            } else {
-                last.id
-            };
+            let last_page = pin.is_some() || (batch.len() as i64) < PAGE;
+            if let Some(last) = batch.last() {
+                after = last.id;
+            }
             total += batch.len();
             for p in &batch {
                 self.emit(DeliveryEvent::Resent {
@@ -340,14 +337,13 @@ impl Dispatcher {
                     reason,
                 });
             }
-            let short = batch.len() < 500;
             self.transmit(
                 batch
                     .into_iter()
                     .map(|p| (p.pin, p.ref_id, p.content_type, p.priority, p.envelope)),
             )
             .await?;
-            if short && pin.is_none() {
+            if last_page {
                 break;
             }
         }
