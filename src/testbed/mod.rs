@@ -192,10 +192,8 @@ impl Testbed {
             }
         }
 
-        fs::create_dir_all(&options.dir).map_err(setup(format!(
-            "creating {}",
-            options.dir.display()
-        )))?;
+        fs::create_dir_all(&options.dir)
+            .map_err(setup(format!("creating {}", options.dir.display())))?;
         let dir = fs::canonicalize(&options.dir)
             .map_err(setup(format!("resolving {}", options.dir.display())))?;
         if let Ok(old) = TestbedInfo::load(&dir) {
@@ -503,6 +501,8 @@ service lmtp {{
 
     let etc = dir.join("etc");
     fs::create_dir_all(&etc).map_err(setup(format!("creating {}", etc.display())))?;
+    let spool = dir.join("spool");
+    fs::create_dir_all(&spool).map_err(setup(format!("creating {}", spool.display())))?;
     let data = dir.join("data");
     fs::create_dir_all(&data).map_err(setup(format!("creating {}", data.display())))?;
     let data_str = data.display().to_string();
@@ -856,6 +856,17 @@ pub fn send_mail(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn missing_server_names_the_packages() {
+        let e = TestbedError::MissingServer {
+            binary: "dovecot".to_owned(),
+        };
+        assert_eq!(e.code(), "TESTBED_MISSING_SERVER");
+        assert!(e
+            .to_string()
+            .ends_with("install it with: apt-get install dovecot-imapd dovecot-lmtpd postfix"));
+    }
 
     #[test]
     fn master_cf_turns_chroot_off_and_moves_smtpd() {

@@ -7,4 +7,5 @@
 mod cli;
 mod fixture;
 mod server;
+mod testbed;
 mod wireless;
