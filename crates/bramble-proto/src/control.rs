@@ -66,7 +66,11 @@ pub enum Control {
     },
     SrpAccepted,
     SrpRejected {
+        /// For a person; not to be parsed.
         reason: String,
+        /// For programs: one of [`reject_code`]. Absent from older relays.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
     },
     /// The server's basic information packet, sent first on a new link.
     ServerInfo {
@@ -102,6 +106,18 @@ pub enum Control {
     },
     Ping,
     Pong,
+}
+
+/// Machine-readable codes of `srp_rejected`.
+pub mod reject_code {
+    /// The server's proof does not match: the SRP keys differ.
+    pub const BAD_KEY: &str = "BAD_KEY";
+    /// The relay has no account for this SRP ID.
+    pub const UNKNOWN_SRP_ID: &str = "UNKNOWN_SRP_ID";
+    /// Too many failed or flapping connections; try again later.
+    pub const LOCKED_OUT: &str = "LOCKED_OUT";
+    /// The handshake did not follow the protocol.
+    pub const PROTOCOL: &str = "PROTOCOL";
 }
 
 /// Why a control payload is not understood.

@@ -23,7 +23,9 @@ use std::fmt;
 use std::pin::Pin;
 use std::time::Duration;
 
-use bramble_proto::control::{nonce, proofs_match, srp_relay_proof, srp_server_proof, Control};
+use bramble_proto::control::{
+    nonce, proofs_match, reject_code, srp_relay_proof, srp_server_proof, Control,
+};
 use bramble_proto::io::{read_frame, write_frame, ReadError};
 use bramble_proto::{Pin as DevicePin, RefId};
 use openssl::ssl::{Ssl, SslConnector, SslMethod, SslVerifyMode, SslVersion};
@@ -126,12 +128,19 @@ pub enum LinkError {
     Protocol { relay: String, detail: String },
 }
 
-/// What a rejection's reason means.
-fn rejection(srp_id: &str, reason: String, after_response: bool) -> LinkError {
+/// What a rejection means: by its code, or (from a relay that sends none)
+/// by its reason's wording.
+fn rejection(srp_id: &str, reason: String, code: Option<&str>, after_response: bool) -> LinkError {
     let srp_id = srp_id.to_owned();
-    if reason.starts_with(reject::LOCKED_OUT) {
+    let locked = code.map_or(reason.starts_with(reject::LOCKED_OUT), |c| {
+        c == reject_code::LOCKED_OUT
+    });
+    let bad_key = code.map_or(reason.starts_with(reject::BAD_KEY), |c| {
+        c == reject_code::BAD_KEY
+    });
+    if locked {
         LinkError::LockedOut { srp_id, reason }
-    } else if after_response && reason.starts_with(reject::BAD_KEY) {
+    } else if after_response && bad_key {
         LinkError::WrongKey { srp_id }
     } else {
         LinkError::Rejected { srp_id, reason }
@@ -333,7 +342,9 @@ where
             }
             nonce
         }
-        Control::SrpRejected { reason } => return Err(rejection(srp_id, reason, false)),
+        Control::SrpRejected { reason, code } => {
+            return Err(rejection(srp_id, reason, code.as_deref(), false))
+        }
         other => {
             return Err(LinkError::Protocol {
                 relay: relay.to_owned(),
@@ -345,7 +356,9 @@ where
     send(stream, relay, &Control::SrpResponse { proof }).await?;
     match receive(stream, relay, "waiting for the SRP result").await? {
         Control::SrpAccepted => {}
-        Control::SrpRejected { reason } => return Err(rejection(srp_id, reason, true)),
+        Control::SrpRejected { reason, code } => {
+            return Err(rejection(srp_id, reason, code.as_deref(), true))
+        }
         other => {
             return Err(LinkError::Protocol {
                 relay: relay.to_owned(),
@@ -398,10 +411,11 @@ mod tests {
         let locked = rejection(
             "S1",
             format!("{} 2030-01-01T00:00:00Z", reject::LOCKED_OUT),
+            None,
             false,
         );
         assert!(matches!(locked, LinkError::LockedOut { .. }));
-        let wrong = rejection("S1", reject::BAD_KEY.to_owned(), true);
+        let wrong = rejection("S1", reject::BAD_KEY.to_owned(), None, true);
         assert!(matches!(wrong, LinkError::WrongKey { .. }));
         assert!(wrong
             .to_string()
@@ -409,7 +423,12 @@ mod tests {
         assert!(wrong
             .to_string()
             .starts_with("the relay refused SRP ID S1: the SRP authentication key does not match"));
-        let unknown = rejection("S9", format!("{} S9", reject::UNKNOWN_SRP_ID), false);
+        let unknown = rejection("S9", format!("{} S9", reject::UNKNOWN_SRP_ID), None, false);
         assert!(matches!(unknown, LinkError::Rejected { .. }));
+        // With a code, the wording does not matter.
+        let coded = rejection("S1", "nope".into(), Some(reject_code::BAD_KEY), true);
+        assert!(matches!(coded, LinkError::WrongKey { .. }));
+        let coded = rejection("S1", "later".into(), Some(reject_code::LOCKED_OUT), false);
+        assert!(matches!(coded, LinkError::LockedOut { .. }));
     }
 }

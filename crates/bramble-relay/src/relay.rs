@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bramble_proto::control::{
-    nonce, proofs_match, srp_relay_proof, srp_server_proof, Control, ErrorReport, TransportStatus,
+    nonce, proofs_match, reject_code, srp_relay_proof, srp_server_proof, Control, ErrorReport,
+    TransportStatus,
 };
 use bramble_proto::frame::Frame;
 use bramble_proto::io::{read_frame, write_frame, ReadError};
@@ -891,7 +892,21 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let limits = shared.limits;
-    let rejected = |reason: String| Control::SrpRejected { reason };
+    let rejected = |reason: String| {
+        let code = if reason.starts_with(reject::BAD_KEY) {
+            reject_code::BAD_KEY
+        } else if reason.starts_with(reject::UNKNOWN_SRP_ID) {
+            reject_code::UNKNOWN_SRP_ID
+        } else if reason.starts_with(reject::LOCKED_OUT) {
+            reject_code::LOCKED_OUT
+        } else {
+            reject_code::PROTOCOL
+        };
+        Control::SrpRejected {
+            reason,
+            code: Some(code.to_owned()),
+        }
+    };
     let (srp_id, server_nonce) = match read_control(stream, limits.handshake).await {
         Ok(Got::Control(Control::SrpHello { srp_id, nonce })) => (srp_id, nonce),
         Ok(other) => {

@@ -283,7 +283,10 @@ async fn wrong_key_is_refused_and_counted() {
     )
     .await;
     match Control::from_frame(&recv_from(&mut tls, "raw server").await).unwrap() {
-        Control::SrpRejected { reason } => assert!(reason.starts_with(reject::BAD_KEY), "{reason}"),
+        Control::SrpRejected { reason, code } => {
+            assert!(reason.starts_with(reject::BAD_KEY), "{reason}");
+            assert_eq!(code.as_deref(), Some("BAD_KEY"));
+        }
         other => panic!("expected a rejection, got {other:?}"),
     }
     assert!(closed(&mut tls).await);
@@ -372,6 +375,7 @@ async fn server_side_reports_a_key_the_relay_refuses() {
         );
         let rejected = Control::SrpRejected {
             reason: reject::BAD_KEY.into(),
+            code: None,
         };
         send_to(&mut stream, &rejected.frame(Pin(0), RefId(0))).await;
     })

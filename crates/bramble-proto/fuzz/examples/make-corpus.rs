@@ -202,6 +202,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "srp_rejected",
             Control::SrpRejected {
                 reason: "unknown SRP ID".into(),
+                code: Some("UNKNOWN_SRP_ID".into()),
             },
         ),
         (

@@ -153,7 +153,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         Control::SrpAccepted,
         Control::SrpRejected {
-            reason: "unknown SRP ID or wrong key".into(),
+            reason: "the SRP authentication key does not match".into(),
+            code: Some("BAD_KEY".into()),
         },
         Control::ServerInfo {
             server_name: "bes01".into(),
