@@ -57,6 +57,14 @@ test.describe('Servers and components', () => {
     await expect(page.getByTestId('api-error')).toHaveCount(0);
   });
 
+  test('shows that no wireless network connection is configured yet', async ({ page }) => {
+    await page.goto('/');
+    await waitForHealthReport(page);
+
+    await expect(page.getByTestId('wireless-state')).toHaveText('Not configured');
+    await expect(page.getByTestId('wireless-error')).toContainText('bramble srp set');
+  });
+
   test('shows the overall status as ok', async ({ page }) => {
     await page.goto('/');
     await waitForHealthReport(page);

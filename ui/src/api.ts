@@ -37,6 +37,23 @@ export interface HealthDocument {
   /** RFC 3339 timestamp. */
   started_at: string;
   components: ComponentHealth[];
+  /** The Router's SRP link to the relay; absent from older servers. */
+  wireless?: WirelessHealth;
+}
+
+/** The wireless network connection as `/health` reports it. */
+export interface WirelessHealth {
+  connected: boolean;
+  srp_id: string | null;
+  /** `host:port` of the relay. */
+  relay: string | null;
+  /** RFC 3339: when the link last came up or went down. */
+  since: string | null;
+  /** Why the link is not up, in words for an administrator. */
+  last_error: string | null;
+  reconnects: number;
+  /** PINs of devices connected directly (the LAN path). */
+  lan_devices: string[];
 }
 
 /** Error codes produced by the client itself (the server has its own). */

@@ -129,4 +129,51 @@ describe('Servers and components page', () => {
       expect(screen.getByTestId(`nav-${key}`).getAttribute('aria-disabled')).toBe('true');
     }
   });
+
+  it('shows the wireless network link, connected or not configured', async () => {
+    const connected = {
+      ...sampleHealth(),
+      wireless: {
+        connected: true,
+        srp_id: 'S80001234',
+        relay: 'relay.example.com:3101',
+        since: '2026-11-27T01:00:00Z',
+        last_error: null,
+        reconnects: 0,
+        lan_devices: ['2A3B4C5D'],
+      },
+    };
+    vi.stubGlobal('fetch', vi.fn().mockResolvedValue(jsonResponse(connected)));
+    const view = render(
+      <MantineProvider>
+        <ServersPage pollIntervalMs={60_000} />
+      </MantineProvider>,
+    );
+    expect((await screen.findByTestId('wireless-state')).textContent).toBe('Connected');
+    expect(screen.getByTestId('wireless-srp-id').textContent).toBe('S80001234');
+    expect(screen.getByTestId('wireless-lan-devices').textContent).toBe('1');
+    expect(screen.queryByTestId('wireless-error')).toBeNull();
+    view.unmount();
+
+    const unconfigured = {
+      ...sampleHealth(),
+      wireless: {
+        connected: false,
+        srp_id: null,
+        relay: null,
+        since: null,
+        last_error: 'no wireless network connection configured',
+        reconnects: 0,
+        lan_devices: [],
+      },
+    };
+    vi.stubGlobal('fetch', vi.fn().mockResolvedValue(jsonResponse(unconfigured)));
+    render(
+      <MantineProvider>
+        <ServersPage pollIntervalMs={60_000} />
+      </MantineProvider>,
+    );
+    expect((await screen.findByTestId('wireless-state')).textContent).toBe('Not configured');
+    expect(screen.getByTestId('wireless-error').textContent).toContain('bramble srp set');
+  });
 });

@@ -1,6 +1,6 @@
-import { Alert, Button, Group, Loader, Paper, SimpleGrid, Stack, Text, Title } from '@mantine/core';
+import { Alert, Badge, Button, Group, Loader, Paper, SimpleGrid, Stack, Text, Title } from '@mantine/core';
 import type { ReactNode } from 'react';
-import type { ApiError, HealthDocument } from '../api';
+import type { ApiError, HealthDocument, WirelessHealth } from '../api';
 import { ComponentTable } from '../components/ComponentTable';
 import { OverallStatusBadge } from '../components/StateBadge';
 import { Timestamp } from '../components/Timestamp';
@@ -49,6 +49,7 @@ export function ServersPage({
           <Paper withBorder p="xs">
             <ComponentTable components={health.data.components} now={effectiveNow} />
           </Paper>
+          {health.data.wireless && <WirelessCard wireless={health.data.wireless} now={effectiveNow} />}
           <Text size="xs" c="dimmed" data-testid="health-updated">
             {health.receivedAt
               ? `Updated ${formatLocalTime(health.receivedAt)}; refreshes every ${Math.round(pollIntervalMs / 1000)} seconds.`
@@ -103,6 +104,51 @@ function ServerSummary({
           <Timestamp value={health.started_at} now={now} missing="unknown" testId="server-started" />
         </Field>
       </SimpleGrid>
+    </Paper>
+  );
+}
+
+/** The SRP link to the relay (BlackBerry Router) and the LAN path. */
+export function WirelessCard({ wireless, now }: { wireless: WirelessHealth; now: Date }) {
+  const configured = wireless.srp_id !== null || wireless.connected;
+  return (
+    <Paper withBorder p="md" data-testid="wireless">
+      <Stack gap="sm">
+        <Group justify="space-between">
+          <Title order={4}>Wireless network</Title>
+          <Badge color={wireless.connected ? 'green' : 'red'} variant="light" data-testid="wireless-state">
+            {wireless.connected ? 'Connected' : configured ? 'Not connected' : 'Not configured'}
+          </Badge>
+        </Group>
+        <SimpleGrid cols={{ base: 1, xs: 2, md: 4 }} spacing="lg">
+          <Field label="SRP ID">
+            <Text fw={500} data-testid="wireless-srp-id">
+              {wireless.srp_id ?? '—'}
+            </Text>
+          </Field>
+          <Field label="Relay">
+            <Text fw={500}>{wireless.relay ?? '—'}</Text>
+          </Field>
+          <Field label={wireless.connected ? 'Connected since' : 'Since'}>
+            <Timestamp value={wireless.since} now={now} missing="—" testId="wireless-since" />
+          </Field>
+          <Field label="Devices on the LAN path">
+            <Text fw={500} data-testid="wireless-lan-devices">
+              {wireless.lan_devices.length}
+            </Text>
+          </Field>
+        </SimpleGrid>
+        {!wireless.connected && wireless.last_error && (
+          <Alert color={configured ? 'red' : 'gray'} variant="light" data-testid="wireless-error">
+            <Text size="sm">{wireless.last_error}</Text>
+            {!configured && (
+              <Text size="xs" c="dimmed" mt={4}>
+                Set the SRP ID, SRP authentication key and relay with <code>bramble srp set</code>.
+              </Text>
+            )}
+          </Alert>
+        )}
+      </Stack>
     </Paper>
   );
 }
