@@ -45,6 +45,8 @@ pub const HEADER_LEN: usize = 1 + 1 + 4 + WRAPPED_LEN + NONCE_LEN;
 /// Smallest possible envelope (empty ciphertext).
 pub const MIN_LEN: usize = HEADER_LEN + TAG_LEN;
 const AAD_LABEL: &[u8] = b"BRAMBLE-ENV1";
+/// Below this many bytes a payload is sent uncompressed.
+const MIN_COMPRESS: usize = 64;
 
 /// A device transport key: 256 bits and the id both sides know it by.
 #[derive(Clone, PartialEq, Eq)]
@@ -157,9 +159,14 @@ pub fn seal(
     ref_id: RefId,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, EnvelopeError> {
-    let compressed = deflate(plaintext)?;
-    // Incompressible data goes as it is, sparing the device the work.
-    let (flags, body) = if compressed.len() < plaintext.len() {
+    // Tiny payloads (delivery confirmations are empty) and incompressible
+    // data go as they are, sparing both ends the compressor's set-up.
+    let compressed = if plaintext.len() >= MIN_COMPRESS {
+        deflate(plaintext)?
+    } else {
+        Vec::new()
+    };
+    let (flags, body) = if !compressed.is_empty() && compressed.len() < plaintext.len() {
         (FLAG_COMPRESSED, compressed.as_slice())
     } else {
         (0, plaintext)
