@@ -33,6 +33,9 @@ pub struct Settings {
     pub dispatcher: crate::dispatcher::DispatcherSettings,
     /// Messaging Agents of this server instance (each serves up to 500 users).
     pub messaging_agents: usize,
+    /// The organization's directories the MailStore Service copies users
+    /// and groups from (`[[directories]]`, none by default).
+    pub directories: Vec<crate::mailstore::DirectorySettings>,
 }
 
 /// The BlackBerry Router. The SRP ID, SRP key and relay address are in the
@@ -125,6 +128,7 @@ impl Default for Settings {
             router: RouterSettings::default(),
             dispatcher: crate::dispatcher::DispatcherSettings::default(),
             messaging_agents: 1,
+            directories: Vec::new(),
         }
     }
 }
@@ -420,6 +424,31 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("broken.toml"), "{text}");
         assert!(text.contains("line 1"), "{text}");
+    }
+
+    #[test]
+    fn directories_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bramble.toml");
+        std::fs::write(
+            &file,
+            "[[directories]]\nname = \"corp\"\nurl = \"ldap://127.0.0.1:3389\"\nbase_dn = \"dc=example,dc=com\"\nkind = \"active_directory\"\n[directories.attributes]\nlogin = \"uid\"\n",
+        )
+        .unwrap();
+        let loaded = Settings::load_from(Some(&file), &[]).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let d = &loaded.settings.directories[0];
+        assert_eq!(d.name, "corp");
+        assert_eq!(d.kind, crate::mailstore::DirectoryKind::ActiveDirectory);
+        assert_eq!(d.page_size, 500);
+        assert_eq!(d.sync_interval_secs, 3600);
+        assert_eq!(d.attributes().login, "uid");
+        assert_eq!(d.attributes().guid, "objectGUID");
+        assert!(Settings::load_from(None, &[])
+            .unwrap()
+            .settings
+            .directories
+            .is_empty());
     }
 
     #[test]

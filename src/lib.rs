@@ -22,8 +22,9 @@
 //! - [`clock`]: wall time that tests drive with a paused tokio clock.
 //! - [`messaging_agent`], [`policy`], [`sync`], [`mailstore`]: the components
 //!   the Controller starts (seed: "The BlackBerry Controller is also
-//!   responsible for starting…"). Their protocol work arrives with later
-//!   issues; today each runs under the Controller and reports heartbeats.
+//!   responsible for starting…"). The MailStore Service copies users and
+//!   groups from LDAP directories; the other three run in standby
+//!   (heartbeats only) until their protocol work lands.
 //! - [`testbed`]: real Dovecot and Postfix on loopback from one folder, for
 //!   tests, benchmarks and pilots (`bramble testbed up|down`).
 //! - [`server`]: [`Server::start`] and the [`ServerHandle`] that owns the

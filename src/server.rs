@@ -112,12 +112,14 @@ pub struct Server;
 impl Server {
     /// The components the Controller starts (seed: Messaging Agent, Policy
     /// Service, Synchronization Service, MailStore Service).
-    pub fn default_components() -> Vec<Arc<dyn Component>> {
+    pub fn default_components(settings: &Settings) -> Vec<Arc<dyn Component>> {
         vec![
             Arc::new(crate::messaging_agent::MessagingAgent),
             Arc::new(crate::policy::PolicyService),
             Arc::new(crate::sync::SynchronizationService),
-            Arc::new(crate::mailstore::MailStoreService),
+            Arc::new(crate::mailstore::MailStore::new(
+                settings.directories.clone(),
+            )),
         ]
     }
 
@@ -125,7 +127,8 @@ impl Server {
     /// starts everything.
     pub async fn start(settings: Settings) -> Result<ServerHandle, StartError> {
         let listeners = Listeners::bind(&settings).await?;
-        Self::start_with(settings, listeners, Self::default_components()).await
+        let components = Self::default_components(&settings);
+        Self::start_with(settings, listeners, components).await
     }
 
     /// Starts with a listener the caller bound (tests bind `127.0.0.1:0`)

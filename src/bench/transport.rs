@@ -175,7 +175,11 @@ pub async fn run(
     db.run_blocking(|conn| SrpConnection::save(conn, db.sealer(), &srp))?;
     drop(db);
     let listeners = Listeners::bind(&settings).await?;
-    let server = Server::start_with(settings, listeners, Server::default_components()).await?;
+    let server = {
+        let components = Server::default_components(&settings);
+        Server::start_with(settings, listeners, components)
+    }
+    .await?;
     let started = Instant::now();
     while !server.dispatcher().router().is_link_up() {
         anyhow::ensure!(

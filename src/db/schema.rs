@@ -41,6 +41,9 @@ diesel::table! {
         messaging_agent_id -> Nullable<BigInt>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        directory_id -> Nullable<BigInt>,
+        directory_guid -> Nullable<Text>,
+        directory_dn -> Nullable<Text>,
     }
 }
 
@@ -50,6 +53,9 @@ diesel::table! {
         name -> Text,
         description -> Text,
         created_at -> Timestamp,
+        directory_id -> Nullable<BigInt>,
+        directory_guid -> Nullable<Text>,
+        directory_dn -> Nullable<Text>,
     }
 }
 
@@ -269,6 +275,33 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    directories (id) {
+        id -> BigInt,
+        name -> Text,
+        high_water_mark -> Nullable<Text>,
+        last_full_sync_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    directory_sync_runs (id) {
+        id -> BigInt,
+        directory_id -> BigInt,
+        kind -> Text,
+        started_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+        entries_read -> BigInt,
+        created -> BigInt,
+        updated -> BigInt,
+        removed -> BigInt,
+        errors -> BigInt,
+        outcome -> Text,
+        message -> Text,
+    }
+}
+
 diesel::joinable!(messaging_agents -> servers (server_id));
 diesel::joinable!(users -> messaging_agents (messaging_agent_id));
 diesel::joinable!(group_members -> groups (group_id));
@@ -283,6 +316,7 @@ diesel::joinable!(device_diagnostics -> devices (device_id));
 diesel::joinable!(device_keys -> devices (device_id));
 diesel::joinable!(service_books -> devices (device_id));
 diesel::joinable!(message_hops -> messages (message_id));
+diesel::joinable!(directory_sync_runs -> directories (directory_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     srp_connections,
@@ -310,4 +344,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     statistics,
     audit_log,
     outbound_queue,
+    directories,
+    directory_sync_runs,
 );

@@ -99,9 +99,12 @@ impl Bed {
 
 async fn start(settings: Settings) -> ServerHandle {
     let listeners = Listeners::bind(&settings).await.unwrap();
-    Server::start_with(settings, listeners, Server::default_components())
-        .await
-        .unwrap()
+    {
+        let components = Server::default_components(&settings);
+        Server::start_with(settings, listeners, components)
+    }
+    .await
+    .unwrap()
 }
 
 fn free_port() -> u16 {

@@ -17,6 +17,12 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2048)]
         size: usize,
     },
+    /// A local slapd with N users: a full sync into an empty database, then
+    /// an incremental sync after 10 changes.
+    Directory {
+        #[arg(long, default_value_t = 100_000)]
+        entries: usize,
+    },
     /// The device side of `bench transport`, started by it in a child process.
     #[command(hide = true)]
     TransportDevices {
@@ -44,6 +50,17 @@ pub fn run(command: BenchCommand) -> Result<(), Failure> {
             };
             let figures = runtime
                 .block_on(bramble::bench::transport::run(options, |line| {
+                    eprintln!("bench: {line}")
+                }))
+                .map_err(|e| Failure::new("BENCH_FAILED", format!("{e:#}")))?;
+            let line =
+                serde_json::to_string(&figures).map_err(|e| Failure::new("BENCH_FAILED", e))?;
+            println!("{line}");
+            Ok(())
+        }
+        BenchCommand::Directory { entries } => {
+            let figures = runtime
+                .block_on(bramble::mailstore::bench::run(entries, |line| {
                     eprintln!("bench: {line}")
                 }))
                 .map_err(|e| Failure::new("BENCH_FAILED", format!("{e:#}")))?;

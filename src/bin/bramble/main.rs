@@ -5,9 +5,11 @@
 //! `bramble admin create` makes the first Security Administrator;
 //! `bramble relay`, `bramble srp`, `bramble device` work the wireless side;
 //! `bramble bench …` measures, ending with one JSON line of figures;
-//! `bramble testbed up|down` runs real mail servers on loopback.
+//! `bramble testbed up|down` runs real mail servers on loopback;
+//! `bramble directory sync|lookup` runs the MailStore Service by hand.
 
 mod bench;
+mod directory;
 mod testbed;
 mod wireless;
 
@@ -78,6 +80,11 @@ enum Command {
     Testbed {
         #[command(subcommand)]
         command: testbed::TestbedCommand,
+    },
+    /// The organization's directory (MailStore Service): sync now, look up.
+    Directory {
+        #[command(subcommand)]
+        command: directory::DirectoryCommand,
     },
 }
 
@@ -162,6 +169,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Device { command } => wireless::device(&settings, command),
         Command::Bench { command } => bench::run(command),
         Command::Testbed { command } => testbed::run(command),
+        Command::Directory { command } => directory::run(&settings, command),
         Command::Db {
             command: DbCommand::Migrate,
         } => {

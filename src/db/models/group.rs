@@ -73,6 +73,69 @@ impl Group {
         Ok(())
     }
 
+    /// The group copied from entry `guid` of directory `directory`.
+    pub fn find_by_directory_guid(
+        conn: &mut Conn,
+        directory: i64,
+        guid: &str,
+    ) -> DbResult<Option<Group>> {
+        Ok(groups::table
+            .filter(groups::directory_id.eq(directory))
+            .filter(groups::directory_guid.eq(guid))
+            .select(Group::as_select())
+            .first(conn)
+            .optional()?)
+    }
+
+    /// Every group linked to `directory` with its entry's stable id.
+    pub fn find_directory_links(conn: &mut Conn, directory: i64) -> DbResult<Vec<(Group, String)>> {
+        let rows: Vec<(Group, Option<String>)> = groups::table
+            .filter(groups::directory_id.eq(directory))
+            .order(groups::id.asc())
+            .select((Group::as_select(), groups::directory_guid))
+            .load(conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|(g, guid)| (g, guid.unwrap_or_default()))
+            .collect())
+    }
+
+    /// Links the group to a directory entry: its membership then follows
+    /// the directory.
+    pub fn set_directory_link(
+        conn: &mut Conn,
+        id: GroupId,
+        directory: i64,
+        guid: &str,
+        dn: &str,
+    ) -> DbResult<()> {
+        diesel::update(groups::table.find(id))
+            .set((
+                groups::directory_id.eq(Some(directory)),
+                groups::directory_guid.eq(Some(guid)),
+                groups::directory_dn.eq(Some(dn)),
+            ))
+            .execute(conn)?;
+        Ok(())
+    }
+
+    /// Makes the membership exactly `members`; returns whether it changed.
+    pub fn set_members(conn: &mut Conn, group: GroupId, members: &[UserId]) -> DbResult<bool> {
+        let current = Self::find_member_ids(conn, group)?;
+        let wanted: std::collections::BTreeSet<UserId> = members.iter().copied().collect();
+        let have: std::collections::BTreeSet<UserId> = current.into_iter().collect();
+        if wanted == have {
+            return Ok(false);
+        }
+        for gone in have.difference(&wanted) {
+            Self::delete_member(conn, group, *gone)?;
+        }
+        for new in wanted.difference(&have) {
+            Self::add_member(conn, group, *new)?;
+        }
+        Ok(true)
+    }
+
     pub fn delete_by_id(conn: &mut Conn, id: GroupId) -> DbResult<bool> {
         Ok(diesel::delete(groups::table.find(id)).execute(conn)? > 0)
     }

@@ -7,6 +7,7 @@ pub mod administrator;
 pub mod audit;
 pub mod device;
 pub mod device_key;
+pub mod directory;
 pub mod group;
 pub mod it_policy;
 pub mod message;

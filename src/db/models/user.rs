@@ -68,6 +68,8 @@ struct UserRow {
     messaging_agent_id: Option<MessagingAgentId>,
     created_at: PrimitiveDateTime,
     updated_at: PrimitiveDateTime,
+    directory_id: Option<i64>,
+    directory_guid: Option<String>,
 }
 
 /// A smartphone user.
@@ -82,6 +84,10 @@ pub struct User {
     pub messaging_agent_id: Option<MessagingAgentId>,
     pub created_at: PrimitiveDateTime,
     pub updated_at: PrimitiveDateTime,
+    /// The directory this user was copied from (`None`: added by hand).
+    pub directory_id: Option<i64>,
+    /// The stable id of the directory entry (entryUUID, objectGUID).
+    pub directory_guid: Option<String>,
 }
 
 impl From<UserRow> for User {
@@ -99,6 +105,8 @@ impl From<UserRow> for User {
             messaging_agent_id: row.messaging_agent_id,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            directory_id: row.directory_id,
+            directory_guid: row.directory_guid,
         }
     }
 }
@@ -232,6 +240,57 @@ impl User {
                 users::activation_status.eq(self.activation_status.as_str()),
                 users::messaging_agent_id.eq(self.messaging_agent_id),
                 users::updated_at.eq(self.updated_at),
+            ))
+            .execute(conn)?;
+        Ok(())
+    }
+
+    /// The user copied from entry `guid` of directory `directory`.
+    pub fn find_by_directory_guid(
+        conn: &mut Conn,
+        directory: i64,
+        guid: &str,
+    ) -> DbResult<Option<User>> {
+        Ok(users::table
+            .filter(users::directory_id.eq(directory))
+            .filter(users::directory_guid.eq(guid))
+            .select(UserRow::as_select())
+            .first(conn)
+            .optional()?
+            .map(User::from))
+    }
+
+    /// Every user linked to `directory`, with the DN last seen.
+    pub fn find_directory_links(
+        conn: &mut Conn,
+        directory: i64,
+    ) -> DbResult<Vec<(User, Option<String>)>> {
+        let rows: Vec<(UserRow, Option<String>)> = users::table
+            .filter(users::directory_id.eq(directory))
+            .order(users::id.asc())
+            .select((UserRow::as_select(), users::directory_dn))
+            .load(conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|(row, dn)| (User::from(row), dn))
+            .collect())
+    }
+
+    /// Links the user to a directory entry (or unlinks with `None`).
+    pub fn set_directory_link(
+        conn: &mut Conn,
+        id: UserId,
+        link: Option<(i64, &str, &str)>,
+    ) -> DbResult<()> {
+        let (directory, guid, dn) = match link {
+            Some((d, g, n)) => (Some(d), Some(g), Some(n)),
+            None => (None, None, None),
+        };
+        diesel::update(users::table.find(id))
+            .set((
+                users::directory_id.eq(directory),
+                users::directory_guid.eq(guid),
+                users::directory_dn.eq(dn),
             ))
             .execute(conn)?;
         Ok(())

@@ -1,0 +1,10 @@
+DROP INDEX groups_by_directory_guid;
+ALTER TABLE groups DROP COLUMN directory_dn;
+ALTER TABLE groups DROP COLUMN directory_guid;
+ALTER TABLE groups DROP COLUMN directory_id;
+DROP INDEX users_by_directory_guid;
+ALTER TABLE users DROP COLUMN directory_dn;
+ALTER TABLE users DROP COLUMN directory_guid;
+ALTER TABLE users DROP COLUMN directory_id;
+DROP TABLE directory_sync_runs;
+DROP TABLE directories;
