@@ -43,9 +43,11 @@ pub struct Snapshot {
     pub users: Vec<DirectoryUser>,
     /// Every group (groups are few; membership is always read whole).
     pub groups: Vec<DirectoryGroup>,
-    /// Stable ids of every user entry in the directory now; a linked user
-    /// whose id is missing was removed from the directory.
+    /// Stable ids of the user entries read; on a complete read, a linked
+    /// user whose id is missing was removed from the directory.
     pub present: HashSet<String>,
+    /// Every user entry was read (a full sync), so absence means removal.
+    pub complete: bool,
     /// Entries that could not be copied, with why.
     pub skipped: Vec<String>,
     /// Newest `modifyTimestamp` seen.
@@ -228,9 +230,9 @@ fn result_error(
     }
 }
 
-/// Reads users and groups: all of them (`since` = None) or the users
-/// changed since a `modifyTimestamp`, plus the ids of every user so that
-/// removals are seen on every sync.
+/// Reads users and groups: all of them (`since` = None) or only the users
+/// changed since a `modifyTimestamp` (then removals are not seen: that
+/// takes a full read, which the MailStore Service schedules).
 pub async fn read(
     s: &DirectorySettings,
     since: Option<&str>,
@@ -273,22 +275,6 @@ pub async fn read(
         },
     )
     .await?;
-    if since.is_some() {
-        search_paged(
-            &mut ldap,
-            s,
-            "user_filter",
-            &user_filter,
-            vec![map.guid.to_owned()],
-            |entry| {
-                if let Some(guid) = guid_of(map, &entry) {
-                    present.insert(guid);
-                }
-            },
-        )
-        .await?;
-    }
-
     progress.send_modify(|p| p.phase = Phase::ReadingGroups);
     let mut groups = Vec::new();
     search_paged(
@@ -327,6 +313,7 @@ pub async fn read(
     snap.users = users;
     snap.groups = groups;
     snap.present = present;
+    snap.complete = since.is_none();
     snap.skipped = skipped;
     snap.high_water_mark = high;
     Ok(snap)

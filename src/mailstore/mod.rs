@@ -170,15 +170,27 @@ impl Component for MailStore {
             // Alive from the start, even before a long first sync ends.
             ctx.heartbeat.beat();
             let mut due: Vec<Instant> = vec![Instant::now(); directories.len()];
+            // A full read at start-up and then every `full_sync_interval_secs`:
+            // incremental reads do not see removals.
+            let mut full_due: Vec<Instant> = vec![Instant::now(); directories.len()];
             loop {
-                for (settings, due_at) in directories.iter().zip(due.iter_mut()) {
+                for ((settings, due_at), full_at) in directories
+                    .iter()
+                    .zip(due.iter_mut())
+                    .zip(full_due.iter_mut())
+                {
                     if *due_at > Instant::now() {
                         continue;
+                    }
+                    let full = *full_at <= Instant::now();
+                    if full {
+                        *full_at = Instant::now()
+                            + Duration::from_secs(settings.full_sync_interval_secs.max(1));
                     }
                     // A long run (a large first sync) still beats each
                     // interval; shutdown does not wait for it (its write is
                     // one transaction, so it lands whole or not at all).
-                    let run = sync::sync(&ctx.db, settings, false, &progress);
+                    let run = sync::sync(&ctx.db, settings, full, &progress);
                     tokio::pin!(run);
                     let mut beat = tokio::time::interval_at(
                         Instant::now() + ctx.heartbeat_interval,

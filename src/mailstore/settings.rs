@@ -46,6 +46,10 @@ pub struct DirectorySettings {
     pub page_size: i32,
     /// How often the MailStore Service syncs, in seconds.
     pub sync_interval_secs: u64,
+    /// How often a scheduled sync is a full one, in seconds. Incremental
+    /// syncs read only changed entries; entries removed from the directory
+    /// are noticed by full syncs (this one, one at start-up, `--full`).
+    pub full_sync_interval_secs: u64,
     /// How long to wait for the server to connect or answer, in seconds.
     pub timeout_secs: u64,
 }
@@ -66,6 +70,7 @@ impl Default for DirectorySettings {
             group_filter: None,
             page_size: 500,
             sync_interval_secs: 3600,
+            full_sync_interval_secs: 86_400,
             timeout_secs: 30,
         }
     }

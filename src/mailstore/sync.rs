@@ -199,8 +199,12 @@ fn apply(conn: &mut Conn, directory: i64, snap: &Snapshot) -> DbResult<SyncFigur
         }
     }
 
-    // Users whose entry is gone.
-    let links = User::find_directory_links(conn, directory)?;
+    // Users whose entry is gone (only a complete read can tell).
+    let links = if snap.complete {
+        User::find_directory_links(conn, directory)?
+    } else {
+        Vec::new()
+    };
     for (user, _) in &links {
         let gone = user
             .directory_guid
@@ -319,6 +323,7 @@ mod tests {
                     members: vec![],
                 }],
                 entries_read: 4,
+                complete: true,
                 ..Snapshot::default()
             };
             snap.present = snap.users.iter().map(|u| u.guid.clone()).collect();

@@ -173,7 +173,18 @@ async fn directory_changes_renames_removals_and_membership_follow() {
     let second = sync(&db, &s, false).await;
     assert_eq!(second.run.kind, "incremental");
     assert_eq!(second.run.created, 0, "{second:?}");
-    assert_eq!(second.run.removed, 1, "{second:?}");
+    assert_eq!(
+        second.run.removed, 0,
+        "an incremental read cannot see removals: {second:?}"
+    );
+    assert_eq!(
+        user(&db, "user03@example.com").account_status,
+        AccountStatus::Active
+    );
+    // The scheduled (or on-demand) full read does.
+    let removal = sync(&db, &s, true).await;
+    assert_eq!(removal.run.kind, "full");
+    assert_eq!(removal.run.removed, 1, "{removal:?}");
 
     let alice = user(&db, "alice@example.com");
     assert_eq!(
@@ -212,7 +223,7 @@ async fn directory_changes_renames_removals_and_membership_follow() {
             SyncRun::find_recent(conn, d.id, 10)
         })
         .unwrap();
-    assert_eq!(runs.len(), 3);
+    assert_eq!(runs.len(), 4);
     assert!(runs.iter().all(|r| r.finished_at.is_some()));
 }
 
