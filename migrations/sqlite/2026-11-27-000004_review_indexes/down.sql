@@ -1,0 +1,3 @@
+DROP INDEX messages_by_status;
+DROP INDEX software_assignments_once_per_group;
+DROP INDEX software_assignments_once_per_user;
