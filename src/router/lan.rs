@@ -119,11 +119,7 @@ async fn connection(
                 _ = shutdown.cancelled() => return Ok(()),
                 outgoing = rx.recv() => {
                     let Some(frame) = outgoing else { return Ok(()) };
-                    write_frame(&mut writer, &frame).await?;
-                    while let Ok(frame) = rx.try_recv() {
-                        write_frame(&mut writer, &frame).await?;
-                    }
-                    writer.flush().await?;
+                    super::write_batch(&mut writer, frame, &mut rx).await?;
                 }
                 incoming = read_frame(&mut reader) => {
                     let Some(frame) = incoming? else { return Ok(()) };

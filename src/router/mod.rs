@@ -196,6 +196,30 @@ impl RouterHandle {
     }
 }
 
+/// Writes `first` and whatever else is already queued, then flushes once:
+/// one system call for a burst of packets.
+async fn write_batch<W>(
+    writer: &mut W,
+    first: Frame,
+    queue: &mut mpsc::Receiver<Frame>,
+) -> std::io::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let mut frame = first;
+    loop {
+        bramble_proto::io::write_frame(writer, &frame)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        match queue.try_recv() {
+            Ok(next) => frame = next,
+            Err(_) => break,
+        }
+    }
+    writer.flush().await
+}
+
 async fn send_all(tx: &mpsc::Sender<Frame>, frames: &[Frame]) -> bool {
     for frame in frames {
         if tx.send(frame.clone()).await.is_err() {
