@@ -97,6 +97,25 @@ impl Bed {
     }
 }
 
+/// A relay and a server whose SRP link is up.
+async fn linked() -> (Bed, RelayHandle, ServerHandle) {
+    let bed = Bed::new();
+    let relay = bed.relay().await;
+    let server = bed.server("server").await;
+    wait_link(&server, true).await;
+    (bed, relay, server)
+}
+
+/// A registered device connected through the relay.
+async fn online(server: &ServerHandle, relay: &RelayHandle, pin: u32) -> (Device, Connection) {
+    let phone = device(server, pin).await;
+    let conn = phone
+        .connect(Path::Relay(relay.device_addr()))
+        .await
+        .unwrap();
+    (phone, conn)
+}
+
 async fn start(settings: Settings) -> ServerHandle {
     let listeners = Listeners::bind(&settings).await.unwrap();
     {
@@ -195,15 +214,8 @@ async fn queued(server: &ServerHandle) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_to_device_and_back() {
-    let bed = Bed::new();
-    let relay = bed.relay().await;
-    let server = bed.server("server").await;
-    wait_link(&server, true).await;
-    let phone = device(&server, 0x2A3B_4C5D).await;
-    let conn = phone
-        .connect(Path::Relay(relay.device_addr()))
-        .await
-        .unwrap();
+    let (_bed, relay, server) = linked().await;
+    let (_phone, conn) = online(&server, &relay, 0x2A3B_4C5D).await;
 
     let mut events = server.dispatcher().subscribe();
     let ref_id = server
@@ -253,16 +265,9 @@ async fn server_to_device_and_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lan_path_switching_mid_stream() {
-    let bed = Bed::new();
-    let relay = bed.relay().await;
-    let server = bed.server("server").await;
-    wait_link(&server, true).await;
+    let (_bed, relay, server) = linked().await;
     let pin = 0x0000_0A0A;
-    let phone = device(&server, pin).await;
-    let wireless = phone
-        .connect(Path::Relay(relay.device_addr()))
-        .await
-        .unwrap();
+    let (phone, wireless) = online(&server, &relay, pin).await;
     let mut events = server.dispatcher().subscribe();
     let mut refs = HashSet::new();
 
@@ -336,10 +341,7 @@ async fn lan_path_switching_mid_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_restarted_mid_stream_loses_and_duplicates_nothing() {
-    let bed = Bed::new();
-    let relay = bed.relay().await;
-    let server = bed.server("server").await;
-    wait_link(&server, true).await;
+    let (bed, relay, server) = linked().await;
     let pin = 0x00C0_FFEE;
     let phone = device(&server, pin).await;
     let mut events = server.dispatcher().subscribe();
@@ -473,10 +475,7 @@ async fn a_second_server_with_the_same_srp_id_drops_the_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecryptable_message_gets_an_error_back_and_nothing_else() {
-    let bed = Bed::new();
-    let relay = bed.relay().await;
-    let server = bed.server("server").await;
-    wait_link(&server, true).await;
+    let (_bed, relay, server) = linked().await;
     let pin = 0x0BAD_0BAD;
     let _registered = device(&server, pin).await;
     // The same PIN with a key the server does not know.
@@ -537,16 +536,9 @@ async fn undecryptable_message_gets_an_error_back_and_nothing_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_close_only_their_connection() {
-    let bed = Bed::new();
-    let relay = bed.relay().await;
-    let server = bed.server("server").await;
-    wait_link(&server, true).await;
+    let (_bed, relay, server) = linked().await;
     let pin = 0x0000_7777;
-    let phone = device(&server, pin).await;
-    let conn = phone
-        .connect(Path::Relay(relay.device_addr()))
-        .await
-        .unwrap();
+    let (_phone, conn) = online(&server, &relay, pin).await;
 
     for garbage in [
         vec![0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3], // oversized length
