@@ -81,6 +81,9 @@ pub struct ComponentContext {
     /// How often the Controller expects a heartbeat.
     pub heartbeat_interval: std::time::Duration,
     pub shutdown: CancellationToken,
+    /// The Dispatcher, for components that exchange data with devices
+    /// (None where a caller runs a component without one, e.g. in tests).
+    pub dispatcher: Option<crate::dispatcher::Dispatcher>,
 }
 
 /// The sending side of a component's heartbeat.
@@ -117,6 +120,14 @@ impl Heartbeat {
             s.state = ComponentState::Running;
             s.last_heartbeat = Some(time::OffsetDateTime::now_utc());
         });
+    }
+}
+
+impl Heartbeat {
+    /// A line about the component's work for `/health` and the console
+    /// (e.g. "3 of 120 mailboxes unreachable"); None clears it.
+    pub fn set_detail(&self, detail: Option<String>) {
+        self.board.update(self.id, |s| s.detail = detail);
     }
 }
 

@@ -36,6 +36,8 @@ pub struct Settings {
     /// The organization's directories the MailStore Service copies users
     /// and groups from (`[[directories]]`, none by default).
     pub directories: Vec<crate::mailstore::DirectorySettings>,
+    /// The organization's messaging server, for the Messaging Agent (`[mail]`).
+    pub mail: crate::messaging_agent::MailSettings,
 }
 
 /// The BlackBerry Router. The SRP ID, SRP key and relay address are in the
@@ -129,6 +131,7 @@ impl Default for Settings {
             dispatcher: crate::dispatcher::DispatcherSettings::default(),
             messaging_agents: 1,
             directories: Vec::new(),
+            mail: crate::messaging_agent::MailSettings::default(),
         }
     }
 }

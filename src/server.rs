@@ -114,7 +114,10 @@ impl Server {
     /// Service, Synchronization Service, MailStore Service).
     pub fn default_components(settings: &Settings) -> Vec<Arc<dyn Component>> {
         vec![
-            Arc::new(crate::messaging_agent::MessagingAgent),
+            Arc::new(crate::messaging_agent::MessagingAgent::new(
+                settings.mail.clone(),
+                settings.server_name.clone(),
+            )),
             Arc::new(crate::policy::PolicyService),
             Arc::new(crate::sync::SynchronizationService),
             Arc::new(crate::mailstore::MailStore::new(
@@ -208,7 +211,8 @@ impl Server {
                 )),
             ));
         }
-        let controller = Controller::new(state.settings.controller.clone(), db, components, status);
+        let controller = Controller::new(state.settings.controller.clone(), db, components, status)
+            .with_dispatcher(dispatcher.clone());
         tasks.push(("controller", tokio::spawn(controller.run(shutdown.clone()))));
         tasks.push((
             "administration",

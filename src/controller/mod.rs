@@ -63,6 +63,7 @@ pub struct Controller {
     db: Database,
     components: Vec<Arc<dyn Component>>,
     status: StatusBoard,
+    dispatcher: Option<crate::dispatcher::Dispatcher>,
 }
 
 impl Controller {
@@ -80,7 +81,14 @@ impl Controller {
             db,
             components,
             status,
+            dispatcher: None,
         }
+    }
+
+    /// Components reach the Dispatcher through their context.
+    pub fn with_dispatcher(mut self, dispatcher: crate::dispatcher::Dispatcher) -> Controller {
+        self.dispatcher = Some(dispatcher);
+        self
     }
 
     fn interval(&self) -> Duration {
@@ -181,6 +189,7 @@ impl Controller {
             heartbeat,
             heartbeat_interval: self.interval(),
             shutdown: entry.token.clone(),
+            dispatcher: self.dispatcher.clone(),
         };
         let component = entry.component.clone();
         let token = entry.token.clone();

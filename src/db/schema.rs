@@ -302,6 +302,45 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    mailbox_states (user_id) {
+        user_id -> BigInt,
+        uid_validity -> Nullable<BigInt>,
+        last_uid -> BigInt,
+        state -> Text,
+        error -> Nullable<Text>,
+        error_at -> Nullable<Timestamp>,
+        save_sent -> Bool,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    mail_items (message_id) {
+        message_id -> BigInt,
+        user_id -> BigInt,
+        uid_validity -> BigInt,
+        uid -> BigInt,
+        message_id_header -> Text,
+        seen -> Bool,
+        deleted -> Bool,
+    }
+}
+
+diesel::table! {
+    mail_outbox (id) {
+        id -> BigInt,
+        ref_id -> Text,
+        user_id -> BigInt,
+        pin -> Text,
+        compose -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(messaging_agents -> servers (server_id));
 diesel::joinable!(users -> messaging_agents (messaging_agent_id));
 diesel::joinable!(group_members -> groups (group_id));
@@ -317,6 +356,9 @@ diesel::joinable!(device_keys -> devices (device_id));
 diesel::joinable!(service_books -> devices (device_id));
 diesel::joinable!(message_hops -> messages (message_id));
 diesel::joinable!(directory_sync_runs -> directories (directory_id));
+diesel::joinable!(mailbox_states -> users (user_id));
+diesel::joinable!(mail_items -> messages (message_id));
+diesel::joinable!(mail_outbox -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     srp_connections,
@@ -346,4 +388,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     outbound_queue,
     directories,
     directory_sync_runs,
+    mailbox_states,
+    mail_items,
+    mail_outbox,
 );

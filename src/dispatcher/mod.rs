@@ -227,6 +227,22 @@ impl Dispatcher {
 
     /// [`Dispatcher::send`] for many messages with one database write.
     pub async fn send_all(&self, messages: Vec<Outgoing>) -> Result<Vec<RefId>, DispatchError> {
+        self.send_recorded(messages, |_, _| Ok(())).await
+    }
+
+    /// [`Dispatcher::send_all`], and `record` in the same database
+    /// transaction as the queue write (given the RefIDs, in order): a
+    /// component's own record of what it sent (e.g. the Messaging Agent's
+    /// position in a mailbox) is written if and only if the messages are
+    /// queued, so a crash between the two can neither lose nor repeat one.
+    pub async fn send_recorded<F>(
+        &self,
+        messages: Vec<Outgoing>,
+        record: F,
+    ) -> Result<Vec<RefId>, DispatchError>
+    where
+        F: FnOnce(&mut crate::db::Conn, &[RefId]) -> Result<(), DbError> + Send + 'static,
+    {
         let mut queued = Vec::with_capacity(messages.len());
         for m in messages {
             let ring = self
@@ -248,11 +264,17 @@ impl Dispatcher {
         }
         let at = self.inner.clock.now_db();
         let batch = queued.clone();
+        let ref_ids: Vec<RefId> = queued.iter().map(|q| q.ref_id).collect();
+        let recorded = ref_ids.clone();
         self.inner
             .db
-            .run(move |conn| NewOutbound::save_all(conn, &batch, at))
+            .run(move |conn| {
+                crate::db::models::audit::write_transaction(conn, |conn| {
+                    NewOutbound::save_all(conn, &batch, at)?;
+                    record(conn, &recorded)
+                })
+            })
             .await?;
-        let ref_ids = queued.iter().map(|q| q.ref_id).collect();
         self.transmit(
             queued
                 .into_iter()

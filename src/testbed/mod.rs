@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub mod lmtp;
+pub mod pilot;
+
 /// The mail domain of the sample users.
 pub const DOMAIN: &str = "example.com";
 /// Login of the Dovecot master user (the service account).
@@ -579,14 +582,15 @@ listen = \"127.0.0.1:0\"
 [router]
 lan_listen = \"127.0.0.1:0\"
 
-# The mail servers, for the Messaging Agent.
-[testbed]
+# The mail servers, for the Messaging Agent (plain TCP: loopback only).
+# Mail for the sample users ({domain}) can be delivered over LMTP at {lmtp}.
+[mail]
 imap = \"{imap}\"
+imap_security = \"none\"
 smtp = \"{smtp}\"
-lmtp = \"{lmtp}\"
-domain = {domain}
-master_login = {master}
-master_password = {password}
+smtp_security = \"none\"
+service_login = {master}
+service_password = {password}
 master_separator = {sep}
 ",
         data_dir = toml_string(&data_dir),

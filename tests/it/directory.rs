@@ -423,6 +423,7 @@ async fn directory_mailstore_component_syncs_on_schedule_and_beats() {
         heartbeat,
         heartbeat_interval: std::time::Duration::from_secs(600),
         shutdown: shutdown.clone(),
+        dispatcher: None,
     };
     let store = mailstore::MailStore::new(vec![s]);
     let progress = store.progress();

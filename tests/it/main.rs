@@ -7,6 +7,7 @@
 mod cli;
 mod directory;
 mod fixture;
+mod mail;
 mod server;
 mod testbed;
 mod wireless;

@@ -12,6 +12,8 @@
 //! - [`envelope`]: compress (flate2) then encrypt (AES-256-GCM, a fresh key
 //!   per message wrapped by the device transport key with AES key wrap),
 //!   and the reverse. All cryptography is openssl's.
+//! - [`cmime`]: the e-mail service's messages (new mail, "More", attachments,
+//!   read/deleted state, mail written on the device), JSON in `Cmime` envelopes.
 //! - [`control`]: the plain messages of links (SRP authentication, device
 //!   hello, delivery reports) encoded as JSON inside control packets.
 //! - [`io`]: reading and writing frames on tokio streams.
@@ -19,6 +21,7 @@
 //! Decoding never panics and never allocates more than the declared limits;
 //! every failure is a typed error.
 
+pub mod cmime;
 pub mod control;
 pub mod envelope;
 pub mod frame;

@@ -10,6 +10,7 @@ pub mod device_key;
 pub mod directory;
 pub mod group;
 pub mod it_policy;
+pub mod mailbox;
 pub mod message;
 pub mod message_filter;
 pub mod outbound;

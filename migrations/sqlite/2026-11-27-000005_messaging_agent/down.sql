@@ -1,0 +1,3 @@
+DROP TABLE mail_outbox;
+DROP TABLE mail_items;
+DROP TABLE mailbox_states;

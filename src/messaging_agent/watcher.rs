@@ -1,0 +1,323 @@
+//! One user's mailbox: forward what arrives, reconcile what changes.
+//!
+//! A watcher logs in to the mailbox, selects the inbox, and loops: forward
+//! every message above the last UID handled, reconcile read/deleted state
+//! of the messages already on the device, then IDLE until the server says
+//! something changed (or `idle_secs` pass). A lost connection is retried
+//! with a growing delay; the next scan starts from the last UID handled, so
+//! whatever arrived meanwhile is forwarded then ("re-scan after a gap").
+//!
+//! No message is forwarded twice: the queue write in the Dispatcher, the
+//! message's record and the new last UID are one database transaction
+//! ([`Dispatcher::send_recorded`](crate::dispatcher::Dispatcher::send_recorded)).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bramble_proto::cmime::Cmime;
+use bramble_proto::{ContentType, RefId};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::db::models::mailbox::{MailItem, MailboxState, Watched};
+use crate::db::models::message::{Direction, Hop, Message, MessageStatus, NewMessage};
+use crate::db::models::message_filter::{FilterAction, MessageFilter};
+use crate::db::models::statistics::{Counter, Statistics};
+use crate::dispatcher::Outgoing;
+
+use super::imap::{self, MailError, Session};
+use super::{filters, mime, Shared};
+
+/// Messages forwarded per scan (and per database transaction).
+const SCAN_BATCH: usize = 200;
+
+/// Watches `mailbox` until `cancel`.
+pub(crate) async fn watch(shared: Arc<Shared>, mailbox: Watched, cancel: CancellationToken) {
+    let min = Duration::from_millis(shared.settings.reconnect_min_ms.max(1));
+    let max = Duration::from_millis(shared.settings.reconnect_max_ms.max(1)).max(min);
+    let mut delay = min;
+    let mut last_error: Option<MailError> = None;
+    loop {
+        let mut connected = false;
+        let result = session(&shared, &mailbox, &cancel, &mut connected).await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        if connected {
+            delay = min;
+        }
+        let error = match result {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        if last_error.as_ref() != Some(&error) {
+            warn!(target: "bramble::messaging_agent", user = %mailbox.email, "mailbox unavailable: {error}");
+            let text = error.to_string();
+            let user = mailbox.user_id;
+            if let Err(e) = shared
+                .db
+                .run(move |conn| MailboxState::set_error(conn, user, &text))
+                .await
+            {
+                warn!(target: "bramble::messaging_agent", "cannot record the mailbox error: {e}");
+            }
+            last_error = Some(error);
+        } else {
+            debug!(target: "bramble::messaging_agent", user = %mailbox.email, "still unavailable: {error}");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(max);
+    }
+}
+
+/// One connection's life. `Ok` only when cancelled.
+async fn session(
+    shared: &Arc<Shared>,
+    mailbox: &Watched,
+    cancel: &CancellationToken,
+    connected: &mut bool,
+) -> Result<(), MailError> {
+    let settings = &shared.settings;
+    let mut session = imap::login(settings, &mailbox.mailbox_login).await?;
+    let (uid_validity, uid_next) = imap::select(&mut session, &settings.inbox).await?;
+    *connected = true;
+    let user = mailbox.user_id;
+    let state = shared
+        .db
+        .run(move |conn| {
+            MailboxState::set_watching(conn, user)?;
+            MailboxState::find(conn, user)
+        })
+        .await
+        .map_err(db_error)?;
+    let mut last = match state.uid_validity {
+        Some(v) if v == uid_validity => state.last_uid,
+        other => {
+            // First watch (or the server renumbered the mailbox): start with
+            // what arrives from now on rather than the whole backlog.
+            if other.is_some() {
+                warn!(target: "bramble::messaging_agent", user = %mailbox.email, "the mailbox's UIDVALIDITY changed; forwarding new mail from now on");
+            }
+            let last = uid_next.saturating_sub(1);
+            shared
+                .db
+                .run(move |conn| MailboxState::set_position(conn, user, uid_validity, last))
+                .await
+                .map_err(db_error)?;
+            last
+        }
+    };
+    info!(target: "bramble::messaging_agent", user = %mailbox.email, uid_validity, last_uid = last, "watching the mailbox");
+    loop {
+        loop {
+            let forwarded = scan(shared, mailbox, &mut session, uid_validity, &mut last).await?;
+            if forwarded < SCAN_BATCH {
+                break;
+            }
+        }
+        reconcile(shared, mailbox, &mut session, uid_validity).await?;
+        let mut idle = session.idle();
+        idle.init().await?;
+        let woke = {
+            let (wait, stop) =
+                idle.wait_with_timeout(Duration::from_secs(settings.idle_secs.max(1)));
+            tokio::select! {
+                r = wait => Some(r),
+                _ = cancel.cancelled() => { drop(stop); None }
+            }
+        };
+        match woke {
+            None => return Ok(()),
+            Some(r) => {
+                r?;
+            }
+        }
+        session = idle.done().await?;
+    }
+}
+
+fn db_error(e: crate::db::DbError) -> MailError {
+    MailError::Protocol(format!("the Configuration Database failed: {e}"))
+}
+
+fn dispatch_error(e: crate::dispatcher::DispatchError) -> MailError {
+    MailError::Protocol(format!("the Dispatcher could not queue the message: {e}"))
+}
+
+/// Forwards (or files as filtered) the messages above `last`; returns how
+/// many were read.
+async fn scan(
+    shared: &Arc<Shared>,
+    mailbox: &Watched,
+    session: &mut Session,
+    uid_validity: u32,
+    last: &mut u32,
+) -> Result<usize, MailError> {
+    let max = shared.settings.max_fetch_bytes;
+    let fetched = imap::fetch_after(session, *last, max, SCAN_BATCH).await?;
+    if fetched.is_empty() {
+        return Ok(0);
+    }
+    let user = mailbox.user_id;
+    let filters = shared
+        .db
+        .run(move |conn| MessageFilter::find_applicable(conn, user))
+        .await
+        .map_err(db_error)?;
+    let count = fetched.len();
+    let top = fetched.iter().map(|f| f.uid).max().unwrap_or(*last);
+    let mut outgoing = Vec::new();
+    let mut records = Vec::new();
+    for f in fetched {
+        let raw = f.raw;
+        let parsed = if raw.len() > 1024 * 1024 {
+            tokio::task::spawn_blocking(move || mime::parse(&raw))
+                .await
+                .map_err(|e| MailError::Protocol(e.to_string()))?
+        } else {
+            mime::parse(&raw)
+        };
+        let (action, by) = filters::decide(&filters, &parsed);
+        let cut = (f.size > max).then_some(u64::from(f.size));
+        let ref_id = RefId::random();
+        if action == FilterAction::DoNotForward {
+            debug!(target: "bramble::messaging_agent", user = %mailbox.email, uid = f.uid, filter = by.unwrap_or(""), "kept in the mailbox by a filter");
+        } else {
+            let priority = action == FilterAction::ForwardPriority;
+            let item = parsed.item(priority, f.seen, cut);
+            outgoing.push(Outgoing {
+                pin: mailbox.pin,
+                content_type: ContentType::Cmime,
+                plaintext: Cmime::Mail(item).to_bytes(),
+                priority,
+                ref_id: Some(ref_id),
+            });
+        }
+        records.push((
+            ref_id,
+            f.uid,
+            f.seen,
+            action,
+            parsed.subject,
+            parsed.message_id,
+        ));
+    }
+    let device = mailbox.device_id;
+    shared
+        .dispatcher
+        .send_recorded(outgoing, move |conn, _| {
+            for (ref_id, uid, seen, action, subject, message_id) in records {
+                let filtered = action == FilterAction::DoNotForward;
+                let message = Message::create(
+                    conn,
+                    &NewMessage {
+                        ref_id,
+                        user_id: Some(user),
+                        device_id: Some(device),
+                        direction: Direction::ToDevice,
+                        status: if filtered {
+                            MessageStatus::Filtered
+                        } else {
+                            MessageStatus::Forwarded
+                        },
+                        subject,
+                    },
+                )?;
+                if filtered {
+                    Statistics::increment(conn, Some(user), Counter::Filtered, 1)?;
+                    continue;
+                }
+                Message::record_hop(conn, message.id, Hop::MessagingAgent, "forwarded")?;
+                Message::record_hop(conn, message.id, Hop::Dispatcher, "queued")?;
+                MailItem::create(
+                    conn,
+                    &MailItem {
+                        message_id: message.id,
+                        user_id: user,
+                        uid_validity: i64::from(uid_validity),
+                        uid: i64::from(uid),
+                        message_id_header: message_id,
+                        seen,
+                        deleted: false,
+                    },
+                )?;
+                Statistics::increment(conn, Some(user), Counter::Forwarded, 1)?;
+                Statistics::increment(conn, Some(user), Counter::Pending, 1)?;
+            }
+            MailboxState::set_position(conn, user, uid_validity, top)
+        })
+        .await
+        .map_err(dispatch_error)?;
+    *last = top;
+    Ok(count)
+}
+
+/// Tells the device about messages read, unread or deleted in the mailbox
+/// since it got them.
+async fn reconcile(
+    shared: &Arc<Shared>,
+    mailbox: &Watched,
+    session: &mut Session,
+    uid_validity: u32,
+) -> Result<(), MailError> {
+    let user = mailbox.user_id;
+    let window = shared.settings.reconcile_window;
+    let tracked = shared
+        .db
+        .run(move |conn| MailItem::find_tracked(conn, user, uid_validity, window))
+        .await
+        .map_err(db_error)?;
+    let (Some(low), Some(high)) = (
+        tracked.iter().map(|(i, _)| i.uid).min(),
+        tracked.iter().map(|(i, _)| i.uid).max(),
+    ) else {
+        return Ok(());
+    };
+    let flags = imap::seen_flags(session, low as u32, high as u32).await?;
+    let mut outgoing = Vec::new();
+    let mut changes = Vec::new();
+    for (item, ref_id) in tracked {
+        let change = match flags.get(&(item.uid as u32)) {
+            None => Some((None, true)),
+            Some(&seen) if seen != item.seen => Some((Some(seen), false)),
+            Some(_) => None,
+        };
+        if let Some((read, deleted)) = change {
+            outgoing.push(Outgoing {
+                pin: mailbox.pin,
+                content_type: ContentType::Cmime,
+                plaintext: Cmime::State {
+                    of: ref_id,
+                    read,
+                    deleted,
+                }
+                .to_bytes(),
+                priority: false,
+                ref_id: None,
+            });
+            changes.push((item.message_id, read, deleted));
+        }
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    debug!(target: "bramble::messaging_agent", user = %mailbox.email, changes = changes.len(), "reconciling with the device");
+    shared
+        .dispatcher
+        .send_recorded(outgoing, move |conn, _| {
+            for (message, read, deleted) in changes {
+                if deleted {
+                    MailItem::set_deleted(conn, message)?;
+                } else if let Some(seen) = read {
+                    MailItem::set_seen(conn, message, seen)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(dispatch_error)?;
+    Ok(())
+}

@@ -1,0 +1,725 @@
+//! The Messaging Agent against the real testbed (Dovecot IMAP + LMTP,
+//! Postfix SMTP) with reference devices on the LAN path: mail reaches the
+//! device with its RefID after filters, statistics follow, "More" and
+//! attachments on request, mail from the device is submitted and filed in
+//! Sent, read/deleted state is reconciled both ways, and faults (servers
+//! down then back, wrong passwords, bad MIME, a 50 MB message) lose
+//! nothing and send nothing twice.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bramble::config::Settings;
+use bramble::db::ids::UserId;
+use bramble::db::models::mailbox::{MailboxState, OutboxEntry, WatchState};
+use bramble::db::models::message::{Message, MessageStatus};
+use bramble::db::models::message_filter::{Condition, FilterAction, NewMessageFilter};
+use bramble::db::models::statistics::Statistics;
+use bramble::db::Database;
+use bramble::server::Listeners;
+use bramble::testbed::lmtp::Lmtp;
+use bramble::testbed::{pilot, send_mail, Testbed, TestbedInfo, TestbedOptions};
+use bramble::{Server, ServerHandle};
+use bramble_device::{Connection, Device, DeviceConfig, KeyStore, Path};
+use bramble_proto::cmime::{Cmime, Compose, MailItem, SendState};
+use bramble_proto::envelope::TransportKey;
+use bramble_proto::{ContentType, Pin, RefId};
+use futures::TryStreamExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Guards against a hang; never a performance assertion.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+struct Bed {
+    _dir: tempfile::TempDir,
+    testbed: Testbed,
+    server: ServerHandle,
+    users: Vec<(UserId, Pin)>,
+    keys: Vec<TransportKey>,
+}
+
+impl Bed {
+    fn info(&self) -> &TestbedInfo {
+        self.testbed.info()
+    }
+
+    fn db(&self) -> &Database {
+        &self.server.state().db
+    }
+
+    async fn phone(&self, n: usize) -> Connection {
+        let (_, pin) = self.users[n];
+        let device = Device::new(DeviceConfig::new(pin), KeyStore::new(self.keys[n].clone()));
+        let conn = device
+            .connect(Path::Lan(self.server.lan_addr().unwrap()))
+            .await
+            .unwrap();
+        tokio::time::timeout(PATIENCE, async {
+            while !self
+                .server
+                .dispatcher()
+                .router()
+                .lan_devices()
+                .contains(&pin)
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+        conn
+    }
+
+    async fn wait_state(&self, n: usize, want: WatchState) -> MailboxState {
+        let user = self.users[n].0;
+        let db = self.db().clone();
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                let state = db
+                    .run(move |conn| MailboxState::find(conn, user))
+                    .await
+                    .unwrap();
+                if state.state == want {
+                    return state;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("mailbox of user {n} never reached {want:?}"))
+    }
+
+    async fn stats(&self, n: usize) -> Statistics {
+        let user = self.users[n].0;
+        self.db()
+            .run(move |conn| Statistics::find_by_user(conn, user))
+            .await
+            .unwrap()
+    }
+
+    /// Waits until user `n`'s statistics satisfy `ok`.
+    async fn wait_stats(&self, n: usize, ok: impl Fn(&Statistics) -> bool) -> Statistics {
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                let s = self.stats(n).await;
+                if ok(&s) {
+                    return s;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("statistics never matched"))
+    }
+
+    async fn deliver(&self, n: usize, raw: &str) {
+        let mut lmtp = Lmtp::connect(self.info().lmtp_addr()).await.unwrap();
+        let to = self.info().users[n].address.clone();
+        lmtp.deliver("sender@example.org", &to, raw.as_bytes())
+            .await
+            .unwrap();
+    }
+
+    async fn stop(self) {
+        self.server.shutdown().await.unwrap();
+        drop(self.testbed);
+    }
+}
+
+/// A testbed with `users` users, all enrolled with devices, and a server
+/// whose Messaging Agent reaches the testbed (after `tweak`).
+async fn bed(users: usize, tweak: impl FnOnce(&mut Settings)) -> Bed {
+    let dir = tempfile::tempdir().unwrap();
+    let tb_dir = dir.path().join("testbed");
+    let testbed = tokio::task::spawn_blocking(move || {
+        let mut options = TestbedOptions::new(tb_dir);
+        options.users = users;
+        Testbed::start(options)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let mut settings = Settings::load_from(None, &[]).unwrap().settings;
+    settings.data_dir = dir.path().join("data");
+    settings.admin.listen = "127.0.0.1:0".parse().unwrap();
+    settings.router.lan_listen = Some("127.0.0.1:0".parse().unwrap());
+    settings.mail = pilot::mail_settings(testbed.info());
+    tweak(&mut settings);
+    let db = Database::open(&settings).unwrap();
+    let enrolled = pilot::enroll(&db, &testbed.info().users, 0x2000_0001).unwrap();
+    drop(db);
+    let listeners = Listeners::bind(&settings).await.unwrap();
+    let components = Server::default_components(&settings);
+    let server = Server::start_with(settings, listeners, components)
+        .await
+        .unwrap();
+    let keys: Vec<TransportKey> = (0..enrolled.len())
+        .map(|_| TransportKey::generate(1).unwrap())
+        .collect();
+    server
+        .dispatcher()
+        .keys()
+        .provision_many_for_test(
+            enrolled
+                .iter()
+                .zip(&keys)
+                .map(|((_, pin), key)| (*pin, key.clone()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    Bed {
+        _dir: dir,
+        testbed,
+        server,
+        users: enrolled,
+        keys,
+    }
+}
+
+/// The next CMIME message on the device (skipping none).
+async fn next(conn: &Connection) -> (RefId, Cmime) {
+    let m = tokio::time::timeout(PATIENCE, conn.recv())
+        .await
+        .expect("no message reached the device")
+        .expect("the device's link closed");
+    assert_eq!(m.content_type, ContentType::Cmime);
+    (m.ref_id, Cmime::from_bytes(&m.plaintext).unwrap())
+}
+
+/// The next new mail on the device, skipping other CMIME messages.
+async fn next_mail(conn: &Connection) -> (RefId, MailItem) {
+    loop {
+        if let (ref_id, Cmime::Mail(item)) = next(conn).await {
+            return (ref_id, item);
+        }
+    }
+}
+
+async fn send(conn: &Connection, message: &Cmime) -> RefId {
+    let ref_id = RefId::random();
+    conn.send(ContentType::Cmime, ref_id, &message.to_bytes())
+        .await
+        .unwrap();
+    ref_id
+}
+
+/// An IMAP session on `login`'s mailbox as the master user.
+async fn imap(info: &TestbedInfo, login: &str) -> async_imap::Session<TcpStream> {
+    let tcp = TcpStream::connect(info.imap_addr()).await.unwrap();
+    let mut client = async_imap::Client::new(tcp);
+    client.read_response().await.unwrap();
+    client
+        .login(info.master_login_for(login), &info.master_password)
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap()
+}
+
+/// Raw messages in `folder` of `login`'s mailbox (empty if it is missing).
+async fn folder(info: &TestbedInfo, login: &str, name: &str) -> Vec<String> {
+    let mut s = imap(info, login).await;
+    if s.select(name).await.is_err() {
+        return Vec::new();
+    }
+    let fetches: Vec<_> = s
+        .fetch("1:*", "BODY.PEEK[]")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap_or_default();
+    fetches
+        .iter()
+        .filter_map(|f| f.body().map(|b| String::from_utf8_lossy(b).into_owned()))
+        .collect()
+}
+
+async fn wait_folder(info: &TestbedInfo, login: &str, name: &str, want: usize) -> Vec<String> {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let messages = folder(info, login, name).await;
+            if messages.len() >= want {
+                return messages;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{login}'s {name} never held {want} messages"))
+}
+
+fn message(from: &str, subject: &str, extra_headers: &str, body: &str) -> String {
+    format!(
+        "From: {from}\r\nTo: user1@example.com\r\nSubject: {subject}\r\nMessage-ID: <{}@example.org>\r\n{extra_headers}\r\n{body}\r\n",
+        RefId::random()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_flows_both_ways_with_filters_statistics_and_reconciliation() {
+    let bed = bed(3, |_| {}).await;
+    let user = bed.users[0].0;
+    bed.db()
+        .run(move |conn| {
+            NewMessageFilter {
+                user_id: None,
+                name: "CEO first".into(),
+                enabled: true,
+                conditions: vec![Condition::FromContains {
+                    text: "ceo@".into(),
+                }],
+                action: FilterAction::ForwardPriority,
+            }
+            .save(conn)?;
+            NewMessageFilter {
+                user_id: Some(user),
+                name: "No newsletters".into(),
+                enabled: true,
+                conditions: vec![Condition::SubjectContains {
+                    text: "newsletter".into(),
+                }],
+                action: FilterAction::DoNotForward,
+            }
+            .save(conn)
+        })
+        .await
+        .unwrap();
+    let phone = bed.phone(0).await;
+    bed.wait_state(0, WatchState::Watching).await;
+
+    // Into the mailbox: over SMTP (Postfix → LMTP → Dovecot) like real mail.
+    let long = format!(
+        "First line.\n{}Last line.",
+        "All work and no play.\n".repeat(300)
+    );
+    let with_attachment = format!(
+        "From: alice@example.org\r\nTo: user1@example.com\r\nSubject: Report\r\nMessage-ID: <report@example.org>\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\n{long}\r\n\
+--B\r\nContent-Type: application/octet-stream; name=data.bin\r\nContent-Disposition: attachment; filename=data.bin\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nAAECAwQFBgcICQ==\r\n--B--\r\n"
+    );
+    let smtp = bed.info().smtp_addr();
+    let to = bed.info().users[0].address.clone();
+    let newsletter = message("news@example.org", "Weekly newsletter", "", "Buy things.");
+    let ceo = message("ceo@example.com", "Budget", "", "Please review.");
+    tokio::task::spawn_blocking(move || {
+        send_mail(smtp, "alice@example.org", &to, &with_attachment).unwrap();
+        send_mail(smtp, "news@example.org", &to, &newsletter).unwrap();
+        send_mail(smtp, "ceo@example.com", &to, &ceo).unwrap();
+    })
+    .await
+    .unwrap();
+
+    let (report_ref, report) = next_mail(&phone).await;
+    assert_eq!(report.subject, "Report");
+    assert_eq!(report.from, "alice@example.org");
+    assert!(!report.priority);
+    assert_eq!(report.text.len(), 2048, "the first part is 2 KB");
+    assert!(report.more && report.text.starts_with("First line."));
+    assert_eq!(report.attachments.len(), 1);
+    assert_eq!(report.attachments[0].name, "data.bin");
+    let (ceo_ref, ceo) = next_mail(&phone).await;
+    assert_eq!(ceo.subject, "Budget");
+    assert!(
+        ceo.priority,
+        "the global filter forwards the CEO with priority"
+    );
+
+    // The RefIDs on the device are the server's records.
+    for (ref_id, subject) in [(report_ref, "Report"), (ceo_ref, "Budget")] {
+        let m = bed
+            .db()
+            .run(move |conn| Message::find_by_ref_id(conn, &ref_id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.subject, subject);
+    }
+    let stats = bed
+        .wait_stats(0, |s| s.delivered == 2 && s.filtered == 1)
+        .await;
+    assert_eq!(
+        (
+            stats.forwarded,
+            stats.filtered,
+            stats.pending,
+            stats.delivered
+        ),
+        (2, 1, 0, 2),
+        "{stats:?}"
+    );
+    let newsletter_rows = bed
+        .db()
+        .run(move |conn| Message::find_by_user(conn, user, 0, 10))
+        .await
+        .unwrap()
+        .0;
+    assert!(newsletter_rows
+        .iter()
+        .any(|m| m.subject == "Weekly newsletter" && m.status == MessageStatus::Filtered));
+
+    // "More" and the attachment, on request.
+    send(
+        &phone,
+        &Cmime::MoreRequest {
+            of: report_ref,
+            offset: 2048,
+        },
+    )
+    .await;
+    let (_, more) = next(&phone).await;
+    let Cmime::More {
+        of, offset, text, ..
+    } = more
+    else {
+        panic!("expected More, got {more:?}")
+    };
+    assert_eq!((of, offset), (report_ref, 2048));
+    assert_eq!(
+        text.as_str(),
+        &long.replace('\n', "\r\n")[2048..][..text.len()]
+    );
+    send(
+        &phone,
+        &Cmime::AttachmentRequest {
+            of: report_ref,
+            index: 0,
+        },
+    )
+    .await;
+    let (_, attachment) = next(&phone).await;
+    let Cmime::Attachment {
+        name, data_base64, ..
+    } = attachment
+    else {
+        panic!("expected the attachment, got {attachment:?}")
+    };
+    assert_eq!(name, "data.bin");
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(data_base64)
+            .unwrap(),
+        (0u8..10).collect::<Vec<_>>()
+    );
+
+    // From the device: a reply; the server adds the original text.
+    let compose = Cmime::Compose(Compose {
+        to: vec![bed.info().users[1].address.clone()],
+        subject: "Re: Report".into(),
+        text: "Thanks, looks good.".into(),
+        reply_to: Some(report_ref),
+        ..Compose::default()
+    });
+    let sent_ref = send(&phone, &compose).await;
+    let mut statuses = Vec::new();
+    while statuses.len() < 2 {
+        if let (_, Cmime::SendStatus { of, status, .. }) = next(&phone).await {
+            assert_eq!(of, sent_ref);
+            statuses.push(status);
+        }
+    }
+    assert_eq!(statuses, vec![SendState::Accepted, SendState::Sent]);
+    let received = wait_folder(bed.info(), "user2", "INBOX", 1).await;
+    assert!(received[0].contains("Thanks, looks good."));
+    assert!(received[0].contains("-----Original Message-----"));
+    assert!(received[0].contains("All work and no play."));
+    assert!(received[0].contains("In-Reply-To: <report@example.org>"));
+    let sent = wait_folder(bed.info(), "user1", "Sent", 1).await;
+    assert!(sent[0].contains("Thanks, looks good."));
+    bed.wait_stats(0, |s| s.sent == 1).await;
+
+    // Read on the device → \Seen in the mailbox.
+    send(
+        &phone,
+        &Cmime::State {
+            of: report_ref,
+            read: Some(true),
+            deleted: false,
+        },
+    )
+    .await;
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let mut s = imap(bed.info(), "user1").await;
+            s.select("INBOX").await.unwrap();
+            let seen: Vec<_> = s
+                .uid_search("SEEN SUBJECT Report")
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+            if !seen.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+
+    // Read, then deleted, in the mailbox → told to the device.
+    let mut s = imap(bed.info(), "user1").await;
+    s.select("INBOX").await.unwrap();
+    let budget: Vec<u32> = s
+        .uid_search("SUBJECT Budget")
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let _: Vec<_> = s
+        .uid_store(budget[0].to_string(), "+FLAGS (\\Seen)")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let state = loop {
+        if let (_, m @ Cmime::State { .. }) = next(&phone).await {
+            break m;
+        }
+    };
+    assert_eq!(
+        state,
+        Cmime::State {
+            of: ceo_ref,
+            read: Some(true),
+            deleted: false
+        }
+    );
+    let _: Vec<_> = s
+        .uid_store(budget[0].to_string(), "+FLAGS (\\Deleted)")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let _: Vec<_> = s.expunge().await.unwrap().try_collect().await.unwrap();
+    let state = loop {
+        if let (_, m @ Cmime::State { .. }) = next(&phone).await {
+            break m;
+        }
+    };
+    assert_eq!(
+        state,
+        Cmime::State {
+            of: ceo_ref,
+            read: None,
+            deleted: true
+        }
+    );
+
+    phone.close().await;
+    bed.stop().await;
+}
+
+/// A TCP relay in front of a real server that can be cut and restored:
+/// the "server down, then back" fault on a fixed address.
+struct Cut {
+    addr: SocketAddr,
+    up: watch::Sender<bool>,
+}
+
+impl Cut {
+    async fn new(target: SocketAddr) -> Cut {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (up, _) = watch::channel(true);
+        let rx = up.subscribe();
+        tokio::spawn(Self::serve(listener, target, rx));
+        Cut { addr, up }
+    }
+
+    async fn serve(mut listener: TcpListener, target: SocketAddr, mut up: watch::Receiver<bool>) {
+        let addr = listener.local_addr().unwrap();
+        let source = up.clone();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((mut inbound, _)) = accepted else { continue };
+                    let mut down = source.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = down.wait_for(|up| !*up) => {}
+                        }
+                    });
+                }
+                _ = up.wait_for(|up| !*up) => {}
+            }
+            if *up.borrow() {
+                continue;
+            }
+            drop(listener);
+            // Refused until restored, on the same port.
+            if up.wait_for(|up| *up).await.is_err() {
+                return;
+            }
+            listener = loop {
+                match TcpListener::bind(addr).await {
+                    Ok(l) => break l,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            };
+        }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_down_then_back_lose_nothing_and_send_nothing_twice() {
+    // Learn the testbed's addresses first, then put cuttable relays in front.
+    let imap_cut: Arc<std::sync::OnceLock<Cut>> = Arc::new(std::sync::OnceLock::new());
+    let smtp_cut: Arc<std::sync::OnceLock<Cut>> = Arc::new(std::sync::OnceLock::new());
+    let bed = bed(2, |_| {}).await;
+    let _ = imap_cut.set(Cut::new(bed.info().imap_addr()).await);
+    let _ = smtp_cut.set(Cut::new(bed.info().smtp_addr()).await);
+    let (imap_cut, smtp_cut) = (imap_cut.get().unwrap(), smtp_cut.get().unwrap());
+    // A second server on the same data, reaching the mail servers through the cuts.
+    let mut settings = bed.server.state().settings.as_ref().clone();
+    settings.mail.imap = Some(imap_cut.addr.to_string());
+    settings.mail.smtp = Some(smtp_cut.addr.to_string());
+    let keys = bed.keys.clone();
+    let users = bed.users.clone();
+    let (testbed, dir) = {
+        let Bed {
+            _dir,
+            testbed,
+            server,
+            ..
+        } = bed;
+        server.shutdown().await.unwrap();
+        (testbed, _dir)
+    };
+    let listeners = Listeners::bind(&settings).await.unwrap();
+    let components = Server::default_components(&settings);
+    let server = Server::start_with(settings, listeners, components)
+        .await
+        .unwrap();
+    let bed = Bed {
+        _dir: dir,
+        testbed,
+        server,
+        users,
+        keys,
+    };
+    let phone = bed.phone(0).await;
+    bed.wait_state(0, WatchState::Watching).await;
+
+    // IMAP down: mail keeps arriving in the mailbox meanwhile.
+    imap_cut.set(false);
+    let down = bed.wait_state(0, WatchState::Error).await;
+    assert!(
+        down.error.as_deref().unwrap_or("").contains("IMAP"),
+        "the error says what is wrong: {down:?}"
+    );
+    bed.deliver(0, &message("a@example.org", "While down 1", "", "one"))
+        .await;
+    bed.deliver(0, &message("a@example.org", "While down 2", "", "two"))
+        .await;
+    imap_cut.set(true);
+    let (_, first) = next_mail(&phone).await;
+    let (_, second) = next_mail(&phone).await;
+    assert_eq!(
+        (first.subject.as_str(), second.subject.as_str()),
+        ("While down 1", "While down 2")
+    );
+    bed.wait_state(0, WatchState::Watching).await;
+
+    // A malformed message, an unknown charset and a 50 MB message all arrive.
+    bed.deliver(
+        0,
+        "Subject: broken\r\nContent-Type: multipart/mixed; boundary=\"nope\r\n\r\n--x\r\nno end",
+    )
+    .await;
+    bed.deliver(
+        0,
+        "Subject: odd charset\r\nContent-Type: text/plain; charset=x-unknown-42\r\n\r\nreadable words\r\n",
+    )
+    .await;
+    let big_line = "0123456789abcdef".repeat(4) + "\r\n";
+    let big = format!(
+        "Subject: huge\r\nContent-Type: text/plain\r\n\r\nThe start.\r\n{}",
+        big_line.repeat(50 * 1024 * 1024 / big_line.len())
+    );
+    bed.deliver(0, &big).await;
+    let (_, broken) = next_mail(&phone).await;
+    assert_eq!(broken.subject, "broken");
+    let (_, odd) = next_mail(&phone).await;
+    assert!(odd.text.contains("readable words"), "{odd:?}");
+    let (_, huge) = next_mail(&phone).await;
+    assert_eq!(huge.subject, "huge");
+    assert!(huge.text.starts_with("The start.") && huge.more && huge.text_len > 50_000_000);
+
+    // SMTP down: the device's message waits in the outbox, and is sent once
+    // when the server is back, even though the device sent it twice.
+    smtp_cut.set(false);
+    let compose = Cmime::Compose(Compose {
+        to: vec![bed.info().users[1].address.clone()],
+        subject: "Sent while SMTP was down".into(),
+        text: "exactly once".into(),
+        ..Compose::default()
+    });
+    let ref_id = RefId::random();
+    for _ in 0..2 {
+        phone
+            .send(ContentType::Cmime, ref_id, &compose.to_bytes())
+            .await
+            .unwrap();
+    }
+    let db = bed.db().clone();
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let waiting = db
+                .run(|conn| {
+                    OutboxEntry::find_due(conn, bramble::db::now() + time::Duration::hours(1), 10)
+                })
+                .await
+                .unwrap();
+            if waiting
+                .iter()
+                .any(|e| e.attempts > 0 && e.last_error.as_deref().unwrap_or("").contains("SMTP"))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the outbox never recorded the SMTP failure");
+    smtp_cut.set(true);
+    let delivered = wait_folder(bed.info(), "user2", "INBOX", 1).await;
+    assert!(delivered[0].contains("exactly once"));
+    bed.wait_stats(0, |s| s.sent == 1).await;
+    // Give a duplicate every chance to show up before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        folder(bed.info(), "user2", "INBOX").await.len(),
+        1,
+        "sent exactly once"
+    );
+    assert_eq!(db.run(OutboxEntry::count).await.unwrap(), 0);
+
+    phone.close().await;
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_service_password_is_a_visible_per_user_error() {
+    let bed = bed(1, |s| s.mail.service_password = "wrong".into()).await;
+    let state = bed.wait_state(0, WatchState::Error).await;
+    let error = state.error.unwrap();
+    assert!(
+        error.contains("refused the login `user1*bramble`"),
+        "{error}"
+    );
+    assert!(error.contains("service_password"), "{error}");
+    bed.stop().await;
+}
