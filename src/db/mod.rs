@@ -125,6 +125,9 @@ pub struct Database {
     pool: Pool<ConnectionManager<SqliteConnection>>,
     sealer: Arc<Sealer>,
     path: PathBuf,
+    /// Writers of this process queue here (in order, without holding a
+    /// thread) rather than in SQLite's busy handler, which sleeps.
+    write_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -205,6 +208,7 @@ impl Database {
             pool,
             sealer: Arc::new(sealer),
             path: path.to_path_buf(),
+            write_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -258,6 +262,20 @@ impl Database {
         })
         .await
         .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// [`Database::run`] for work that writes: one writer of this process
+    /// at a time, the others waiting their turn in order. SQLite allows one
+    /// writer anyway; queueing here keeps busy writers from sleeping in
+    /// SQLite's busy handler and from holding pooled connections and
+    /// threads while they wait.
+    pub async fn write<T, F>(&self, f: F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn) -> DbResult<T> + Send + 'static,
+    {
+        let _turn = self.write_lock.lock().await;
+        self.run(f).await
     }
 
     /// Like [`Database::run`] with the sealer too, for models with secrets.

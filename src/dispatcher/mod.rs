@@ -148,7 +148,18 @@ pub enum DispatchError {
     Db(#[from] DbError),
 }
 
+/// A send waiting for the group commit.
+struct PendingWrite {
+    queued: Vec<NewOutbound>,
+    record: RecordFn,
+    done: tokio::sync::oneshot::Sender<Result<(), DbError>>,
+}
+
+type RecordFn = Box<dyn FnOnce(&mut crate::db::Conn, &[RefId]) -> Result<(), DbError> + Send>;
+
 struct Inner {
+    pending: Mutex<Vec<PendingWrite>>,
+    commit_turn: tokio::sync::Mutex<()>,
     db: Database,
     clock: Clock,
     settings: DispatcherSettings,
@@ -177,6 +188,8 @@ impl Dispatcher {
         let (events, _) = broadcast::channel(4096);
         Dispatcher {
             inner: Arc::new(Inner {
+                pending: Mutex::new(Vec::new()),
+                commit_turn: tokio::sync::Mutex::new(()),
                 db,
                 clock,
                 settings,
@@ -262,26 +275,86 @@ impl Dispatcher {
                 envelope: sealed,
             });
         }
-        let at = self.inner.clock.now_db();
-        let batch = queued.clone();
         let ref_ids: Vec<RefId> = queued.iter().map(|q| q.ref_id).collect();
-        let recorded = ref_ids.clone();
-        self.inner
+        let (done, result) = tokio::sync::oneshot::channel();
+        if let Ok(mut pending) = self.inner.pending.lock() {
+            pending.push(PendingWrite {
+                queued,
+                record: Box::new(record),
+                done,
+            });
+        }
+        self.commit_pending().await?;
+        match result.await {
+            Ok(outcome) => outcome.map(|()| ref_ids).map_err(DispatchError::Db),
+            Err(_) => Err(DispatchError::Db(DbError::Invalid(
+                "the queue write was abandoned".into(),
+            ))),
+        }
+    }
+
+    /// Group commit: whoever gets the turn writes every send waiting at
+    /// that moment in one transaction (each in its own savepoint, so one
+    /// failing record fails only its own send), tells each caller, then
+    /// hands all the messages to the Router with one state update. Under
+    /// load this turns one transaction per message into one per batch.
+    async fn commit_pending(&self) -> Result<(), DispatchError> {
+        let _turn = self.inner.commit_turn.lock().await;
+        let batch: Vec<PendingWrite> = match self.inner.pending.lock() {
+            Ok(mut pending) => std::mem::take(&mut *pending),
+            Err(_) => Vec::new(),
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let at = self.inner.clock.now_db();
+        let (writes, waiters): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|p| ((p.queued, p.record), p.done))
+            .unzip();
+        let outcome = self
+            .inner
             .db
-            .run(move |conn| {
+            .write(move |conn| {
+                use diesel::Connection;
                 crate::db::models::audit::write_transaction(conn, |conn| {
-                    NewOutbound::save_all(conn, &batch, at)?;
-                    record(conn, &recorded)
+                    Ok(writes
+                        .into_iter()
+                        .map(|(queued, record)| {
+                            let ref_ids: Vec<RefId> = queued.iter().map(|q| q.ref_id).collect();
+                            let result = conn.transaction(|conn| {
+                                NewOutbound::save_all(conn, &queued, at)?;
+                                record(conn, &ref_ids)
+                            });
+                            (queued, result)
+                        })
+                        .collect::<Vec<_>>())
                 })
             })
-            .await?;
+            .await;
+        let results = match outcome {
+            Ok(results) => results,
+            Err(e) => {
+                let text = e.to_string();
+                for done in waiters {
+                    let _ = done.send(Err(DbError::Invalid(text.clone())));
+                }
+                return Err(e.into());
+            }
+        };
+        let mut to_send = Vec::new();
+        for ((queued, result), done) in results.into_iter().zip(waiters) {
+            if result.is_ok() {
+                to_send.extend(queued);
+            }
+            let _ = done.send(result);
+        }
         self.transmit(
-            queued
+            to_send
                 .into_iter()
                 .map(|q| (q.pin, q.ref_id, q.content_type, q.priority, q.envelope)),
         )
-        .await?;
-        Ok(ref_ids)
+        .await
     }
 
     /// Hands queued messages to the Router and records where they went.
@@ -315,7 +388,7 @@ impl Dispatcher {
         for (_, (state, ref_ids)) in by_state {
             self.inner
                 .db
-                .run(move |conn| OutboundPacket::mark_sent(conn, &ref_ids, state, at))
+                .write(move |conn| OutboundPacket::mark_sent(conn, &ref_ids, state, at))
                 .await?;
         }
         Ok(())
@@ -384,7 +457,7 @@ impl Dispatcher {
         let expired = self
             .inner
             .db
-            .run(move |conn| OutboundPacket::delete_created_before(conn, expire_cutoff))
+            .write(move |conn| OutboundPacket::delete_created_before(conn, expire_cutoff))
             .await?;
         for p in &expired {
             warn!(target: "bramble::dispatcher", pin = %p.pin, ref_id = %p.ref_id, "message expired without a delivery confirmation");
@@ -496,7 +569,7 @@ impl Dispatcher {
         let outcomes = self
             .inner
             .db
-            .run(move |conn| {
+            .write(move |conn| {
                 use diesel::Connection;
                 conn.transaction(|conn| {
                     updates

@@ -259,7 +259,7 @@ async fn record_deliveries(db: &Database, events: Vec<DeliveryEvent>) -> Result<
     if relevant.is_empty() {
         return Ok(());
     }
-    db.run(move |conn| {
+    db.write(move |conn| {
         crate::db::models::audit::write_transaction(conn, |conn| {
             for (ref_id, delivered) in relevant {
                 let Some(message) = Message::find_by_ref_id(conn, &ref_id)? else {

@@ -147,7 +147,7 @@ async fn submit(shared: &Arc<Shared>, transport: &Transport, entry: OutboxEntry)
                 .unwrap_or_default();
             let recorded = shared
                 .db
-                .run(move |conn| {
+                .write(move |conn| {
                     crate::db::models::audit::write_transaction(conn, |conn| {
                         OutboxEntry::delete(conn, id)?;
                         let message = match Message::find_by_ref_id(conn, &ref_id)? {
@@ -200,7 +200,7 @@ async fn submit(shared: &Arc<Shared>, transport: &Transport, entry: OutboxEntry)
                 now() + time::Duration::seconds(shared.settings.smtp_retry_secs.max(1) as i64);
             let _ = shared
                 .db
-                .run(move |conn| OutboxEntry::defer(conn, id, next, &reason))
+                .write(move |conn| OutboxEntry::defer(conn, id, next, &reason))
                 .await;
         }
         Outcome::Refused(reason) => {
@@ -208,7 +208,7 @@ async fn submit(shared: &Arc<Shared>, transport: &Transport, entry: OutboxEntry)
             let text = reason.clone();
             let _ = shared
                 .db
-                .run(move |conn| {
+                .write(move |conn| {
                     crate::db::models::audit::write_transaction(conn, |conn| {
                         OutboxEntry::delete(conn, id)?;
                         if Message::find_by_ref_id(conn, &ref_id)?.is_none() {

@@ -166,7 +166,7 @@ async fn serve(
             let user_id = user.id;
             let stored = shared
                 .db
-                .run(move |conn| OutboxEntry::insert(conn, ref_id, user_id, pin, &json))
+                .write(move |conn| OutboxEntry::insert(conn, ref_id, user_id, pin, &json))
                 .await
                 .map_err(|e| Refusal::new("SERVER_ERROR", e.to_string()))?;
             if stored {
@@ -261,7 +261,7 @@ async fn serve(
             let message = item.message_id;
             shared
                 .db
-                .run(move |conn| {
+                .write(move |conn| {
                     if deleted {
                         MailItem::set_deleted(conn, message)
                     } else if let Some(seen) = read {

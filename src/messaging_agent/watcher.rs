@@ -56,7 +56,7 @@ pub(crate) async fn watch(shared: Arc<Shared>, mailbox: Watched, cancel: Cancell
             let user = mailbox.user_id;
             if let Err(e) = shared
                 .db
-                .run(move |conn| MailboxState::set_error(conn, user, &text))
+                .write(move |conn| MailboxState::set_error(conn, user, &text))
                 .await
             {
                 warn!(target: "bramble::messaging_agent", "cannot record the mailbox error: {e}");
@@ -87,7 +87,7 @@ async fn session(
     let user = mailbox.user_id;
     let state = shared
         .db
-        .run(move |conn| {
+        .write(move |conn| {
             MailboxState::set_watching(conn, user)?;
             MailboxState::find(conn, user)
         })
@@ -104,7 +104,7 @@ async fn session(
             let last = uid_next.saturating_sub(1);
             shared
                 .db
-                .run(move |conn| MailboxState::set_position(conn, user, uid_validity, last))
+                .write(move |conn| MailboxState::set_position(conn, user, uid_validity, last))
                 .await
                 .map_err(db_error)?;
             last

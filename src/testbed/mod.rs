@@ -195,6 +195,8 @@ impl Testbed {
             }
         }
 
+        let users = if options.users == 0 { 3 } else { options.users };
+        raise_inotify_instances(users);
         fs::create_dir_all(&options.dir)
             .map_err(setup(format!("creating {}", options.dir.display())))?;
         let dir = fs::canonicalize(&options.dir)
@@ -480,7 +482,17 @@ userdb {{
   driver = static
   args = home={d}/mail/%n
 }}
+# Room for thousands of watched mailboxes (one IDLE connection, so one
+# imap process, each); a few login processes serve all connections.
+default_client_limit = 20000
+mailbox_idle_check_interval = 5 secs
+service imap {{
+  process_limit = 6000
+}}
 service imap-login {{
+  service_count = 0
+  client_limit = 10000
+  process_limit = 4
   inet_listener imap {{
     address = 127.0.0.1
     port = {imap}
@@ -602,6 +614,32 @@ master_separator = {sep}
         password = toml_string(&info.master_password),
         sep = toml_string(&info.master_separator),
     )
+}
+
+const INOTIFY_INSTANCES: &str = "/proc/sys/fs/inotify/max_user_instances";
+
+/// Each watched mailbox is an imap process (all running as `nobody`) with
+/// its own inotify instance; beyond the kernel's per-user limit (128 by
+/// default) Dovecot falls back to checking every `mailbox_idle_check_interval`
+/// and new mail is noticed late. Raise the limit when a testbed needs more,
+/// as a mail server would be tuned (best effort; logged when it cannot).
+fn raise_inotify_instances(users: usize) {
+    let wanted = (users * 2 + 256) as u64;
+    let current = fs::read_to_string(INOTIFY_INSTANCES)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    if let Some(current) = current {
+        if current < wanted {
+            match fs::write(INOTIFY_INSTANCES, wanted.to_string()) {
+                Ok(()) => {
+                    tracing::info!(target: "bramble::testbed", from = current, to = wanted, "raised fs.inotify.max_user_instances for the testbed's IMAP processes")
+                }
+                Err(e) => {
+                    tracing::warn!(target: "bramble::testbed", "cannot raise fs.inotify.max_user_instances to {wanted} ({e}); new mail may be noticed up to mailbox_idle_check_interval late")
+                }
+            }
+        }
+    }
 }
 
 /// The last `lines` lines of a log file, for error messages.

@@ -7,7 +7,6 @@
 //! nothing and send nothing twice.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -36,6 +35,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 struct Bed {
     _dir: tempfile::TempDir,
     testbed: Testbed,
+    /// Relays in front of IMAP and SMTP that can be cut (when asked for).
+    cuts: Option<(Cut, Cut)>,
     server: ServerHandle,
     users: Vec<(UserId, Pin)>,
     keys: Vec<TransportKey>,
@@ -132,6 +133,11 @@ impl Bed {
 /// A testbed with `users` users, all enrolled with devices, and a server
 /// whose Messaging Agent reaches the testbed (after `tweak`).
 async fn bed(users: usize, tweak: impl FnOnce(&mut Settings)) -> Bed {
+    bed_with(users, false, tweak).await
+}
+
+/// [`bed`], optionally reaching IMAP and SMTP through cuttable relays.
+async fn bed_with(users: usize, with_cuts: bool, tweak: impl FnOnce(&mut Settings)) -> Bed {
     let dir = tempfile::tempdir().unwrap();
     let tb_dir = dir.path().join("testbed");
     let testbed = tokio::task::spawn_blocking(move || {
@@ -147,6 +153,15 @@ async fn bed(users: usize, tweak: impl FnOnce(&mut Settings)) -> Bed {
     settings.admin.listen = "127.0.0.1:0".parse().unwrap();
     settings.router.lan_listen = Some("127.0.0.1:0".parse().unwrap());
     settings.mail = pilot::mail_settings(testbed.info());
+    let cuts = if with_cuts {
+        let imap = Cut::new(testbed.info().imap_addr()).await;
+        let smtp = Cut::new(testbed.info().smtp_addr()).await;
+        settings.mail.imap = Some(imap.addr.to_string());
+        settings.mail.smtp = Some(smtp.addr.to_string());
+        Some((imap, smtp))
+    } else {
+        None
+    };
     tweak(&mut settings);
     let db = Database::open(&settings).unwrap();
     let enrolled = pilot::enroll(&db, &testbed.info().users, 0x2000_0001).unwrap();
@@ -174,6 +189,7 @@ async fn bed(users: usize, tweak: impl FnOnce(&mut Settings)) -> Bed {
     Bed {
         _dir: dir,
         testbed,
+        cuts,
         server,
         users: enrolled,
         keys,
@@ -575,41 +591,8 @@ impl Cut {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_down_then_back_lose_nothing_and_send_nothing_twice() {
-    // Learn the testbed's addresses first, then put cuttable relays in front.
-    let imap_cut: Arc<std::sync::OnceLock<Cut>> = Arc::new(std::sync::OnceLock::new());
-    let smtp_cut: Arc<std::sync::OnceLock<Cut>> = Arc::new(std::sync::OnceLock::new());
-    let bed = bed(2, |_| {}).await;
-    let _ = imap_cut.set(Cut::new(bed.info().imap_addr()).await);
-    let _ = smtp_cut.set(Cut::new(bed.info().smtp_addr()).await);
-    let (imap_cut, smtp_cut) = (imap_cut.get().unwrap(), smtp_cut.get().unwrap());
-    // A second server on the same data, reaching the mail servers through the cuts.
-    let mut settings = bed.server.state().settings.as_ref().clone();
-    settings.mail.imap = Some(imap_cut.addr.to_string());
-    settings.mail.smtp = Some(smtp_cut.addr.to_string());
-    let keys = bed.keys.clone();
-    let users = bed.users.clone();
-    let (testbed, dir) = {
-        let Bed {
-            _dir,
-            testbed,
-            server,
-            ..
-        } = bed;
-        server.shutdown().await.unwrap();
-        (testbed, _dir)
-    };
-    let listeners = Listeners::bind(&settings).await.unwrap();
-    let components = Server::default_components(&settings);
-    let server = Server::start_with(settings, listeners, components)
-        .await
-        .unwrap();
-    let bed = Bed {
-        _dir: dir,
-        testbed,
-        server,
-        users,
-        keys,
-    };
+    let bed = bed_with(2, true, |_| {}).await;
+    let (imap_cut, smtp_cut) = bed.cuts.as_ref().unwrap();
     let phone = bed.phone(0).await;
     bed.wait_state(0, WatchState::Watching).await;
 

@@ -23,6 +23,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         entries: usize,
     },
+    /// A mail testbed with U users and devices: messages delivered over
+    /// LMTP at R per second for S seconds, timed to the device.
+    Mail {
+        #[arg(long, default_value_t = 2000)]
+        users: usize,
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 30.0)]
+        seconds: f64,
+    },
     /// The device side of `bench transport`, started by it in a child process.
     #[command(hide = true)]
     TransportDevices {
@@ -63,6 +73,24 @@ pub fn run(command: BenchCommand) -> Result<(), Failure> {
                 .block_on(bramble::mailstore::bench::run(entries, |line| {
                     eprintln!("bench: {line}")
                 }))
+                .map_err(|e| Failure::new("BENCH_FAILED", format!("{e:#}")))?;
+            let line =
+                serde_json::to_string(&figures).map_err(|e| Failure::new("BENCH_FAILED", e))?;
+            println!("{line}");
+            Ok(())
+        }
+        BenchCommand::Mail {
+            users,
+            rate,
+            seconds,
+        } => {
+            let options = bramble::bench::mail::MailOptions {
+                users,
+                rate,
+                seconds,
+            };
+            let figures = runtime
+                .block_on(bramble::bench::mail::run(options))
                 .map_err(|e| Failure::new("BENCH_FAILED", format!("{e:#}")))?;
             let line =
                 serde_json::to_string(&figures).map_err(|e| Failure::new("BENCH_FAILED", e))?;

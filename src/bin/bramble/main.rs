@@ -10,6 +10,7 @@
 
 mod bench;
 mod directory;
+mod mail;
 mod testbed;
 mod wireless;
 
@@ -85,6 +86,11 @@ enum Command {
     Directory {
         #[command(subcommand)]
         command: directory::DirectoryCommand,
+    },
+    /// The Messaging Agent's mailboxes: which are watched, which are not and why.
+    Mail {
+        #[command(subcommand)]
+        command: mail::MailCommand,
     },
 }
 
@@ -170,6 +176,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Bench { command } => bench::run(command),
         Command::Testbed { command } => testbed::run(command),
         Command::Directory { command } => directory::run(&settings, command),
+        Command::Mail { command } => mail::run(&settings, command),
         Command::Db {
             command: DbCommand::Migrate,
         } => {

@@ -10,6 +10,7 @@ use bramble::db::models::srp_connection::{SrpConnection, SrpKey, SrpSettings};
 use bramble::db::Database;
 use bramble::dispatcher::keys::KeyCache;
 use bramble_device::{Device, DeviceConfig, KeyStore, Path};
+use bramble_proto::cmime::{Cmime, Compose};
 use bramble_proto::envelope::TransportKey;
 use bramble_proto::{ContentType, Pin, RefId};
 use bramble_relay::{RelayConfig, SrpAccount};
@@ -171,6 +172,11 @@ pub enum DeviceCommand {
         pin: Pin,
         #[arg(long, value_name = "FILE")]
         keys: PathBuf,
+        /// The user the device belongs to (created if missing, with the
+        /// address's local part as mailbox login); its mailbox is then
+        /// watched by the Messaging Agent.
+        #[arg(long)]
+        email: Option<String>,
     },
     /// Connect and print each message received (one JSON line each),
     /// confirming delivery, until interrupted or `--count` messages.
@@ -180,12 +186,20 @@ pub enum DeviceCommand {
         #[arg(long)]
         count: Option<usize>,
     },
-    /// Send one e-mail (CMIME) from the device.
+    /// Send one e-mail from the device (CMIME), submitted by the server.
     Send {
         #[command(flatten)]
         link: LinkArgs,
+        /// Recipient addresses.
+        #[arg(long, required = true)]
+        to: Vec<String>,
+        #[arg(long, default_value = "")]
+        subject: String,
         #[arg(long)]
         text: String,
+        /// Reply to this message (its RefID); the server adds the original.
+        #[arg(long)]
+        reply_to: Option<RefId>,
     },
 }
 
@@ -224,8 +238,13 @@ pub fn device(settings: &Settings, command: DeviceCommand) -> Result<(), Failure
     let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::new("RUNTIME_FAILED", e))?;
     runtime.block_on(async move {
         match command {
-            DeviceCommand::Provision { pin, keys } => {
+            DeviceCommand::Provision { pin, keys, email } => {
                 let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+                if let Some(email) = email {
+                    let login = email.split('@').next().unwrap_or(&email).to_owned();
+                    let user = bramble::testbed::TestUser { login, address: email, password: String::new() };
+                    bramble::testbed::pilot::enroll(&db, &[user], pin.0).map_err(|e| Failure::new(e.code(), &e))?;
+                }
                 let key = TransportKey::generate(1).map_err(|e| Failure::new("KEY_GENERATION_FAILED", e))?;
                 KeyCache::new(db)
                     .provision_for_test(pin, &key)
@@ -248,11 +267,18 @@ pub fn device(settings: &Settings, command: DeviceCommand) -> Result<(), Failure
                             let Some(m) = message else {
                                 return Err(Failure::new("DEVICE_DISCONNECTED", "the link closed"));
                             };
-                            let line = serde_json::json!({
-                                "ref_id": m.ref_id.to_string(),
-                                "content_type": m.content_type,
-                                "text": String::from_utf8_lossy(&m.plaintext),
-                            });
+                            let line = match Cmime::from_bytes(&m.plaintext) {
+                                Ok(cmime) => serde_json::json!({
+                                    "ref_id": m.ref_id.to_string(),
+                                    "content_type": m.content_type,
+                                    "cmime": cmime,
+                                }),
+                                Err(_) => serde_json::json!({
+                                    "ref_id": m.ref_id.to_string(),
+                                    "content_type": m.content_type,
+                                    "text": String::from_utf8_lossy(&m.plaintext),
+                                }),
+                            };
                             println!("{line}");
                             seen += 1;
                             if count.is_some_and(|c| seen >= c) {
@@ -268,11 +294,12 @@ pub fn device(settings: &Settings, command: DeviceCommand) -> Result<(), Failure
                 }
                 conn.close().await;
             }
-            DeviceCommand::Send { link, text } => {
+            DeviceCommand::Send { link, to, subject, text, reply_to } => {
                 let (device, path) = link.open()?;
                 let conn = device.connect(path).await.map_err(|e| Failure::new("DEVICE_CONNECT_FAILED", e))?;
                 let ref_id = RefId::random();
-                conn.send(ContentType::Cmime, ref_id, text.as_bytes())
+                let compose = Cmime::Compose(Compose { to, subject, text, reply_to, ..Compose::default() });
+                conn.send(ContentType::Cmime, ref_id, &compose.to_bytes())
                     .await
                     .map_err(|e| Failure::new("DEVICE_SEND_FAILED", e))?;
                 // Give an error report a moment to come back before closing.
@@ -283,7 +310,25 @@ pub fn device(settings: &Settings, command: DeviceCommand) -> Result<(), Failure
                         return Err(Failure::new("MESSAGE_REFUSED", format!("{}: {}", report.code, report.message)));
                     }
                 }
-                println!("sent {ref_id}");
+                // The server says "accepted" once the message is safely stored.
+                let accepted = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                    while let Some(m) = conn.recv().await {
+                        if let Ok(Cmime::SendStatus { of, status, error }) = Cmime::from_bytes(&m.plaintext) {
+                            if of == ref_id {
+                                return Some((status, error));
+                            }
+                        }
+                    }
+                    None
+                })
+                .await;
+                match accepted {
+                    Ok(Some((status, None))) => println!("sent {ref_id}: {status:?}"),
+                    Ok(Some((status, Some(error)))) => {
+                        return Err(Failure::new("MESSAGE_REFUSED", format!("{status:?}: {error}")))
+                    }
+                    _ => println!("sent {ref_id}; no answer from the server yet (it is kept until one comes)"),
+                }
                 conn.close().await;
             }
         }
