@@ -78,6 +78,10 @@ pub struct AdminSettings {
     /// Folder holding the built console (`ui/dist`). Unset: the folder next
     /// to the executable (`ui/`), then the source tree's `ui/dist`.
     pub ui_dir: Option<PathBuf>,
+    /// A console session unused for this many minutes has expired.
+    pub session_idle_minutes: u32,
+    /// No console session lasts longer than this many hours after sign-in.
+    pub session_max_hours: u32,
 }
 
 /// The Configuration Database.
@@ -138,6 +142,8 @@ impl Default for AdminSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 3180)),
             ui_dir: None,
+            session_idle_minutes: 30,
+            session_max_hours: 12,
         }
     }
 }

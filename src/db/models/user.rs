@@ -111,6 +111,14 @@ impl From<UserRow> for User {
     }
 }
 
+/// Orders of the users list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserSort {
+    Name,
+    Email,
+    Created,
+}
+
 /// A user not yet saved.
 #[derive(Debug, Clone)]
 pub struct NewUser {
@@ -165,20 +173,52 @@ impl User {
         offset: i64,
         limit: i64,
     ) -> DbResult<(Vec<User>, i64)> {
-        let pattern = format!("%{}%", query.replace('%', "\\%").replace('_', "\\_"));
+        Self::find_page(conn, query, UserSort::Name, false, offset, limit)
+    }
+
+    /// One page of users whose name or e-mail contains `query` (any case;
+    /// `%` and `_` are literal), in the given order, with the number of
+    /// matching users. An empty query matches everyone.
+    pub fn find_page(
+        conn: &mut Conn,
+        query: &str,
+        sort: UserSort,
+        descending: bool,
+        offset: i64,
+        limit: i64,
+    ) -> DbResult<(Vec<User>, i64)> {
+        let pattern = format!(
+            "%{}%",
+            query
+                .trim()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let searching = !query.trim().is_empty();
         let matching = || {
-            users::table
-                .filter(
+            let mut q = users::table.into_boxed();
+            if searching {
+                q = q.filter(
                     users::display_name
                         .like(pattern.clone())
                         .escape('\\')
                         .or(users::email.like(pattern.clone()).escape('\\')),
-                )
-                .into_boxed()
+                );
+            }
+            q
         };
         let total = matching().count().get_result(conn)?;
-        let rows = matching()
-            .order((users::display_name.asc(), users::id.asc()))
+        let q = matching();
+        let q = match (sort, descending) {
+            (UserSort::Name, false) => q.order((users::display_name.asc(), users::id.asc())),
+            (UserSort::Name, true) => q.order((users::display_name.desc(), users::id.desc())),
+            (UserSort::Email, false) => q.order(users::email.asc()),
+            (UserSort::Email, true) => q.order(users::email.desc()),
+            (UserSort::Created, false) => q.order((users::created_at.asc(), users::id.asc())),
+            (UserSort::Created, true) => q.order((users::created_at.desc(), users::id.desc())),
+        };
+        let rows = q
             .offset(offset)
             .limit(limit)
             .select(UserRow::as_select())
