@@ -1,0 +1,110 @@
+import { Button, Group, Modal, Paper, Stack, Table, Text, TextInput, Title } from '@mantine/core';
+import { useCallback, useEffect, useState, type FormEvent } from 'react';
+import { createGroup, deleteGroup, listGroups, type GroupSummary } from '../api';
+import { ErrorAlert } from '../components/ErrorAlert';
+
+export function GroupsPage({ canWrite }: { canWrite: boolean }) {
+  const [groups, setGroups] = useState<GroupSummary[]>([]);
+  const [error, setError] = useState<unknown>(null);
+  const [name, setName] = useState('');
+  const [description, setDescription] = useState('');
+  const [doomed, setDoomed] = useState<GroupSummary | null>(null);
+
+  const load = useCallback(() => {
+    listGroups()
+      .then((g) => {
+        setGroups(g);
+        setError(null);
+      })
+      .catch(setError);
+  }, []);
+  useEffect(load, [load]);
+
+  const create = async (event: FormEvent) => {
+    event.preventDefault();
+    try {
+      await createGroup(name, description);
+      setName('');
+      setDescription('');
+      load();
+    } catch (err) {
+      setError(err);
+    }
+  };
+
+  const remove = async () => {
+    if (!doomed) return;
+    try {
+      await deleteGroup(doomed.id);
+      load();
+    } catch (err) {
+      setError(err);
+    } finally {
+      setDoomed(null);
+    }
+  };
+
+  return (
+    <Stack gap="md">
+      <Title order={2}>Groups</Title>
+      <ErrorAlert error={error} />
+      {canWrite && (
+        <form onSubmit={create} data-testid="add-group-form">
+          <Group align="flex-end">
+            <TextInput label="New group" value={name} onChange={(e) => setName(e.currentTarget.value)} required />
+            <TextInput label="Description" value={description} onChange={(e) => setDescription(e.currentTarget.value)} />
+            <Button type="submit">Create group</Button>
+          </Group>
+        </form>
+      )}
+      <Paper withBorder>
+        <Table data-testid="groups-table">
+          <Table.Thead>
+            <Table.Tr>
+              <Table.Th>Name</Table.Th>
+              <Table.Th>Description</Table.Th>
+              <Table.Th>Members</Table.Th>
+              {canWrite && <Table.Th />}
+            </Table.Tr>
+          </Table.Thead>
+          <Table.Tbody>
+            {groups.map((g) => (
+              <Table.Tr key={g.id}>
+                <Table.Td>{g.name}</Table.Td>
+                <Table.Td>{g.description}</Table.Td>
+                <Table.Td>{g.members}</Table.Td>
+                {canWrite && (
+                  <Table.Td>
+                    <Button size="xs" color="red" variant="subtle" onClick={() => setDoomed(g)}>
+                      Delete
+                    </Button>
+                  </Table.Td>
+                )}
+              </Table.Tr>
+            ))}
+          </Table.Tbody>
+        </Table>
+        {groups.length === 0 && (
+          <Text size="sm" c="dimmed" p="sm">
+            No groups yet.
+          </Text>
+        )}
+      </Paper>
+      <Modal opened={doomed !== null} onClose={() => setDoomed(null)} title="Delete this group?">
+        <Stack>
+          <Text size="sm">
+            Delete the group <b>{doomed?.name}</b>? Its {doomed?.members ?? 0} members stay, outside the group.
+          </Text>
+          <Group justify="flex-end">
+            <Button variant="default" onClick={() => setDoomed(null)}>
+              Cancel
+            </Button>
+            <Button color="red" onClick={remove}>
+              Delete {doomed?.name}
+            </Button>
+          </Group>
+        </Stack>
+      </Modal>
+    </Stack>
+  );
+}
