@@ -18,6 +18,7 @@
 //!   ([`audited`]).
 //! - [`audit`]: the audit log paged, exported (CSV/JSON) and verified.
 //! - [`events`]: live statuses as server-sent events.
+//! - [`openapi`]: `GET /api/openapi.json`, generated from the endpoint list.
 //! - [`extract`]: request extractors whose failures are `{code, message}`.
 //!
 //! `GET /health` stays public (monitoring and the start-up scripts use it).
@@ -30,6 +31,7 @@ pub mod endpoints;
 pub mod events;
 pub mod extract;
 pub mod groups;
+pub mod openapi;
 pub mod permission;
 pub mod users;
 

@@ -162,7 +162,9 @@ fn bes_role_permissions(role: &str) -> BTreeSet<Permission> {
 fn expected_access(method: &Method, path: &str) -> Access {
     use Access::{Permission as Needs, Public, Session};
     match (method.as_str(), path) {
-        ("GET" | "POST", "/api/setup") | ("POST", "/api/session") => Public,
+        ("GET" | "POST", "/api/setup")
+        | ("POST", "/api/session")
+        | ("GET", "/api/openapi.json") => Public,
         ("GET" | "DELETE", "/api/session") | ("GET", "/api/permissions" | "/api/events") => Session,
         ("GET", p) if p.starts_with("/api/users") => Needs(UsersRead),
         (_, p) if p.starts_with("/api/users") => Needs(UsersWrite),
