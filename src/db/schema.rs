@@ -44,6 +44,7 @@ diesel::table! {
         directory_id -> Nullable<BigInt>,
         directory_guid -> Nullable<Text>,
         directory_dn -> Nullable<Text>,
+        directory_dn_key -> Nullable<Text>,
     }
 }
 

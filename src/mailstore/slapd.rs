@@ -90,6 +90,7 @@ impl Slapd {
              rootpw {ROOT_PASSWORD}\n\
              directory {d}/db\n\
              index objectClass eq\n\
+             index entryCSN,modifyTimestamp eq\n\
              access to attrs=userPassword by self write by anonymous auth by * none\n\
              access to * by * read\n\
              {extra_conf}\n",

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use time::PrimitiveDateTime;
 
 use crate::db::ids::{MessagingAgentId, UserId};
+use crate::db::models::directory::{dn_key, LOOKUP_BATCH};
 use crate::db::schema::users;
 use crate::db::{now, Conn, DbResult};
 
@@ -117,6 +118,25 @@ pub enum UserSort {
     Name,
     Email,
     Created,
+}
+
+/// A user copied from a directory, with the entry's DN last seen and that
+/// DN's [`dn_key`] as stored.
+#[derive(Debug, Clone)]
+pub struct DirectoryLink {
+    pub user: User,
+    pub dn: Option<String>,
+    pub dn_key: Option<String>,
+}
+
+impl From<(UserRow, Option<String>, Option<String>)> for DirectoryLink {
+    fn from((row, dn, dn_key): (UserRow, Option<String>, Option<String>)) -> Self {
+        DirectoryLink {
+            user: User::from(row),
+            dn,
+            dn_key,
+        }
+    }
 }
 
 /// A user not yet saved.
@@ -301,19 +321,59 @@ impl User {
     }
 
     /// Every user linked to `directory`, with the DN last seen.
-    pub fn find_directory_links(
-        conn: &mut Conn,
-        directory: i64,
-    ) -> DbResult<Vec<(User, Option<String>)>> {
-        let rows: Vec<(UserRow, Option<String>)> = users::table
+    pub fn find_directory_links(conn: &mut Conn, directory: i64) -> DbResult<Vec<DirectoryLink>> {
+        let rows: Vec<(UserRow, Option<String>, Option<String>)> = users::table
             .filter(users::directory_id.eq(directory))
             .order(users::id.asc())
-            .select((UserRow::as_select(), users::directory_dn))
+            .select((
+                UserRow::as_select(),
+                users::directory_dn,
+                users::directory_dn_key,
+            ))
             .load(conn)?;
-        Ok(rows
-            .into_iter()
-            .map(|(row, dn)| (User::from(row), dn))
-            .collect())
+        Ok(rows.into_iter().map(DirectoryLink::from).collect())
+    }
+
+    /// The users linked to entries `guids` of `directory`, with the DN last
+    /// seen: what an incremental sync needs, without loading every link.
+    pub fn find_by_directory_guids(
+        conn: &mut Conn,
+        directory: i64,
+        guids: &[&str],
+    ) -> DbResult<Vec<DirectoryLink>> {
+        let mut found = Vec::with_capacity(guids.len());
+        for batch in guids.chunks(LOOKUP_BATCH) {
+            let rows: Vec<(UserRow, Option<String>, Option<String>)> = users::table
+                .filter(users::directory_id.eq(directory))
+                .filter(users::directory_guid.eq_any(batch))
+                .select((
+                    UserRow::as_select(),
+                    users::directory_dn,
+                    users::directory_dn_key,
+                ))
+                .load(conn)?;
+            found.extend(rows.into_iter().map(DirectoryLink::from));
+        }
+        Ok(found)
+    }
+
+    /// The users of `directory` whose entry's DN has one of `keys` (see
+    /// [`dn_key`]), as `(key, id)`: how group members named by DN are found.
+    pub fn find_ids_by_directory_dn_keys(
+        conn: &mut Conn,
+        directory: i64,
+        keys: &[&str],
+    ) -> DbResult<Vec<(String, UserId)>> {
+        let mut found = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(LOOKUP_BATCH) {
+            let rows: Vec<(Option<String>, UserId)> = users::table
+                .filter(users::directory_id.eq(directory))
+                .filter(users::directory_dn_key.eq_any(batch))
+                .select((users::directory_dn_key, users::id))
+                .load(conn)?;
+            found.extend(rows.into_iter().filter_map(|(k, id)| k.map(|k| (k, id))));
+        }
+        Ok(found)
     }
 
     /// Links the user to a directory entry (or unlinks with `None`).
@@ -331,6 +391,7 @@ impl User {
                 users::directory_id.eq(directory),
                 users::directory_guid.eq(guid),
                 users::directory_dn.eq(dn),
+                users::directory_dn_key.eq(dn.map(dn_key)),
             ))
             .execute(conn)?;
         Ok(())
