@@ -236,16 +236,22 @@ fn decoy_hash() -> &'static str {
     })
 }
 
-fn session_cookie(token: &str, max_age_secs: i64) -> Option<HeaderValue> {
+/// The session cookie; `Secure` when the console is served over HTTPS.
+fn session_cookie(settings: &Settings, token: &str, max_age_secs: i64) -> Option<HeaderValue> {
+    let secure = if settings.admin.tls_enabled() {
+        "; Secure"
+    } else {
+        ""
+    };
     HeaderValue::from_str(&format!(
-        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}"
+        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"
     ))
     .ok()
 }
 
-fn signed_in(whoami: Whoami, token: &str, max_age_secs: i64) -> Response {
+fn signed_in(settings: &Settings, whoami: Whoami, token: &str, max_age_secs: i64) -> Response {
     let mut response = (StatusCode::OK, Json(whoami)).into_response();
-    if let Some(cookie) = session_cookie(token, max_age_secs) {
+    if let Some(cookie) = session_cookie(settings, token, max_age_secs) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response
@@ -286,7 +292,12 @@ pub async fn sign_in(
         })
         .await?;
     match outcome {
-        Some((whoami, token)) => Ok(signed_in(whoami, &token, lifetime.absolute.whole_seconds())),
+        Some((whoami, token)) => Ok(signed_in(
+            &state.settings,
+            whoami,
+            &token,
+            lifetime.absolute.whole_seconds(),
+        )),
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "SIGN_IN_FAILED",
@@ -311,7 +322,7 @@ pub async fn sign_out(
         .run(move |conn| Session::delete_by_token(conn, &token))
         .await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    if let Some(cookie) = session_cookie("", 0) {
+    if let Some(cookie) = session_cookie(&state.settings, "", 0) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     Ok(response)
@@ -391,7 +402,12 @@ pub async fn create_first_administrator(
         })
         .await?;
     match outcome {
-        Some((whoami, token)) => Ok(signed_in(whoami, &token, lifetime.absolute.whole_seconds())),
+        Some((whoami, token)) => Ok(signed_in(
+            &state.settings,
+            whoami,
+            &token,
+            lifetime.absolute.whole_seconds(),
+        )),
         None => Err(ApiError::new(
             StatusCode::CONFLICT,
             "FIRST_ADMINISTRATOR_EXISTS",

@@ -19,6 +19,8 @@
 //! - [`audit`]: the audit log paged, exported (CSV/JSON) and verified.
 //! - [`events`]: live statuses as server-sent events.
 //! - [`openapi`]: `GET /api/openapi.json`, generated from the endpoint list.
+//! - [`tls`]: HTTPS (given or self-signed certificate) when bound to an
+//!   address other than loopback, or when `[admin] tls = true`.
 //! - [`extract`]: request extractors whose failures are `{code, message}`.
 //!
 //! `GET /health` stays public (monitoring and the start-up scripts use it).
@@ -33,6 +35,7 @@ pub mod extract;
 pub mod groups;
 pub mod openapi;
 pub mod permission;
+pub mod tls;
 pub mod users;
 
 #[cfg(test)]
@@ -202,13 +205,18 @@ pub fn router(state: ServerState) -> Router {
     api.merge(ui).layer(cors)
 }
 
-/// Serves until `shutdown` is cancelled.
+/// Serves until `shutdown` is cancelled; over TLS when given an acceptor
+/// (see [`tls`]).
 pub async fn serve(
     listener: TcpListener,
     state: ServerState,
+    tls: Option<openssl::ssl::SslAcceptor>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let app = router(state).layer(Extension(events::Shutdown(shutdown.clone())));
+    if let Some(acceptor) = tls {
+        return tls::serve(listener, app, acceptor, shutdown).await;
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

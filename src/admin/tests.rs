@@ -768,3 +768,135 @@ async fn roles_and_the_last_security_administrator() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "disabling ends sessions");
     f.stop().await;
 }
+
+/// One request over TLS, trusting only `ca` and checking the name
+/// `localhost`; returns (status, Set-Cookie, body).
+async fn https_request(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    request: Request<String>,
+) -> (StatusCode, Option<String>, String) {
+    use http_body_util::BodyExt;
+    use openssl::ssl::{SslConnector, SslMethod};
+    let mut connector = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    connector.set_ca_file(ca).unwrap();
+    let ssl = connector
+        .build()
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut stream).connect().await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, String>(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status();
+    let cookie = response
+        .headers()
+        .get(header::SET_COOKIE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, cookie, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn https_with_a_generated_certificate_and_secure_cookies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::load_from(None, &[]).unwrap().settings;
+    settings.data_dir = dir.path().to_path_buf();
+    settings.router.lan_listen = None;
+    // Loopback, so TLS has to be asked for; any other address gets it unasked.
+    settings.admin.listen = "127.0.0.1:0".parse().unwrap();
+    assert!(!settings.admin.tls_enabled());
+    settings.admin.listen = "192.0.2.10:3180".parse().unwrap();
+    assert!(settings.admin.tls_enabled());
+    settings.admin.listen = "127.0.0.1:0".parse().unwrap();
+    settings.admin.tls = Some(true);
+    let (cert, key) = super::tls::generated_paths(&settings);
+    let listeners = Listeners {
+        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        lan: None,
+    };
+    let handle = Server::start_with(settings.clone(), listeners, Vec::new())
+        .await
+        .unwrap();
+    let addr = handle.admin_addr();
+    assert!(handle.admin_url().starts_with("https://"));
+    assert!(cert.exists() && key.exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the key is readable by its owner only");
+    }
+
+    let get = Request::get("/health")
+        .header(header::HOST, "localhost")
+        .body(String::new())
+        .unwrap();
+    let (status, _, body) = https_request(addr, &cert, get).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("\"components\""));
+
+    let setup = Request::post("/api/setup")
+        .header(header::HOST, "localhost")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(json!({"login": "sa", "password": "long enough password"}).to_string())
+        .unwrap();
+    let (status, cookie, body) = https_request(addr, &cert, setup).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(cookie.unwrap().contains("; Secure"));
+
+    // Plain HTTP gets no HTTP answer.
+    let (status, _) = crate::admin::tests::plain_get(addr).await;
+    assert_eq!(status, None);
+    handle.shutdown().await.unwrap();
+
+    // The next start reuses the certificate.
+    let before = std::fs::read(&cert).unwrap();
+    let listeners = Listeners {
+        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        lan: None,
+    };
+    let handle = Server::start_with(settings.clone(), listeners, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&cert).unwrap(), before);
+    handle.shutdown().await.unwrap();
+
+    // Half a configuration is refused at start.
+    let mut half = settings;
+    half.admin.tls_certificate = Some(cert);
+    let listeners = Listeners {
+        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        lan: None,
+    };
+    let err = Server::start_with(half, listeners, Vec::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "ADMIN_TLS_FAILED");
+    assert!(err.to_string().contains("tls_key"), "{err}");
+}
+
+/// A plain-text HTTP GET; the status line's code, if an HTTP answer came.
+async fn plain_get(addr: std::net::SocketAddr) -> (Option<u16>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok());
+    (status, text)
+}
