@@ -7,9 +7,9 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::slapd::{Slapd, SUFFIX};
 use super::{DirectorySettings, Progress};
 use crate::db::Database;
+use crate::testbed::slapd::{Slapd, SUFFIX};
 
 /// What the benchmark measured.
 #[derive(Debug, Clone, Serialize)]

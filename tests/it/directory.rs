@@ -8,7 +8,7 @@ use bramble::db::models::directory::{Directory, SyncRun};
 use bramble::db::models::group::Group;
 use bramble::db::models::user::{AccountStatus, User};
 use bramble::db::Database;
-use bramble::mailstore::slapd::{Slapd, SUFFIX};
+use bramble::testbed::slapd::{Slapd, SUFFIX};
 use bramble::mailstore::{self, DirectorySettings, Progress, SyncReport};
 
 use crate::fixture;
