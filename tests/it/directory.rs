@@ -8,8 +8,8 @@ use bramble::db::models::directory::{Directory, SyncRun};
 use bramble::db::models::group::Group;
 use bramble::db::models::user::{AccountStatus, User};
 use bramble::db::Database;
-use bramble::testbed::slapd::{Slapd, SUFFIX};
 use bramble::mailstore::{self, DirectorySettings, Progress, SyncReport};
+use bramble::testbed::slapd::{Slapd, SUFFIX};
 
 use crate::fixture;
 
