@@ -900,3 +900,37 @@ async fn plain_get(addr: std::net::SocketAddr) -> (Option<u16>, String) {
         .and_then(|code| code.parse().ok());
     (status, text)
 }
+
+#[tokio::test]
+async fn events_stream_the_status_at_once() {
+    use http_body_util::BodyExt;
+    let f = Fixture::start().await;
+    let admin = f.administrator("sa", &["Security Administrator"]);
+    let token = f.session(admin);
+    f.db()
+        .run_blocking(|conn| {
+            crate::db::models::audit::append(conn, "sa", "test.change", "x/1", None, None)?;
+            Ok(())
+        })
+        .unwrap();
+    let request = Request::get("/api/events")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = f.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let mut body = response.into_body();
+    let frame = body.frame().await.unwrap().unwrap();
+    let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+    assert!(text.starts_with("event: status\n"), "{text}");
+    let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    let status: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(status["audit_head"], 1);
+    assert!(status["health"]["components"].is_array());
+    drop(body);
+    f.stop().await;
+}

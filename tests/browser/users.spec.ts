@@ -102,6 +102,14 @@ test('a Security Administrator gives an account the Junior Helpdesk role', async
   await expect(page.getByTestId('administrator-created')).toContainText(junior.login);
   await expect(page.getByTestId(`administrator-row-${junior.login}`)).toContainText('Junior Helpdesk');
   await shot(page, '20-junior-helpdesk-created');
+
+  // A custom role, from the permission list the server gives.
+  const roleForm = page.getByTestId('add-role-form');
+  await roleForm.getByLabel('Role name').fill(`Auditors ${run}`);
+  await roleForm.getByRole('checkbox', { name: /^audit\.read/ }).check();
+  await roleForm.getByRole('button', { name: 'Create role' }).click();
+  await expect(page.getByTestId('roles-table')).toContainText(`Auditors ${run}`);
+  await shot(page, '21-custom-role-created');
   await page.getByTestId('sign-out').click();
   await expect(page.getByTestId('sign-in-form')).toBeVisible();
 });

@@ -145,7 +145,7 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use crate::db::models::administrator::{Administrator, NewAdministrator};
     use crate::db::models::test_db;

@@ -3,6 +3,7 @@ import {
   Button,
   Checkbox,
   Group,
+  Modal,
   Paper,
   PasswordInput,
   Stack,
@@ -12,7 +13,17 @@ import {
   Title,
 } from '@mantine/core';
 import { useCallback, useEffect, useState, type FormEvent } from 'react';
-import { createAdministrator, listAdministrators, listRoles, type Administrator, type Role } from '../api';
+import {
+  createAdministrator,
+  createRole,
+  deleteRole,
+  listAdministrators,
+  listPermissions,
+  listRoles,
+  updateAdministrator,
+  type Administrator,
+  type Role,
+} from '../api';
 import { ErrorAlert } from '../components/ErrorAlert';
 
 /** Administrators of the console and the roles they can hold. */
@@ -25,6 +36,7 @@ export function AdministratorsPage({ canWrite }: { canWrite: boolean }) {
   const [password, setPassword] = useState('');
   const [roleIds, setRoleIds] = useState<string[]>([]);
   const [created, setCreated] = useState<string | null>(null);
+  const [editing, setEditing] = useState<Administrator | null>(null);
 
   const load = useCallback(() => {
     Promise.all([listAdministrators(), listRoles()])
@@ -71,6 +83,7 @@ export function AdministratorsPage({ canWrite }: { canWrite: boolean }) {
               <Table.Th>Roles</Table.Th>
               <Table.Th>Administrator groups</Table.Th>
               <Table.Th>Account</Table.Th>
+              {canWrite && <Table.Th />}
             </Table.Tr>
           </Table.Thead>
           <Table.Tbody>
@@ -89,6 +102,13 @@ export function AdministratorsPage({ canWrite }: { canWrite: boolean }) {
                 </Table.Td>
                 <Table.Td>{a.groups.join(', ')}</Table.Td>
                 <Table.Td>{a.disabled ? 'disabled' : 'enabled'}</Table.Td>
+                {canWrite && (
+                  <Table.Td>
+                    <Button size="xs" variant="subtle" onClick={() => setEditing(a)} data-testid={`edit-${a.login}`}>
+                      Edit
+                    </Button>
+                  </Table.Td>
+                )}
               </Table.Tr>
             ))}
           </Table.Tbody>
@@ -131,6 +151,17 @@ export function AdministratorsPage({ canWrite }: { canWrite: boolean }) {
           </form>
         </Paper>
       )}
+      {editing && (
+        <EditAdministrator
+          admin={editing}
+          roles={roles}
+          onClose={() => setEditing(null)}
+          onSaved={() => {
+            setEditing(null);
+            load();
+          }}
+        />
+      )}
       <Title order={3} size="h4">
         Roles
       </Title>
@@ -140,6 +171,7 @@ export function AdministratorsPage({ canWrite }: { canWrite: boolean }) {
             <Table.Tr>
               <Table.Th>Role</Table.Th>
               <Table.Th>Grants</Table.Th>
+              {canWrite && <Table.Th />}
             </Table.Tr>
           </Table.Thead>
           <Table.Tbody>
@@ -153,11 +185,124 @@ export function AdministratorsPage({ canWrite }: { canWrite: boolean }) {
                     {r.permissions.join(', ')}
                   </Text>
                 </Table.Td>
+                {canWrite && (
+                  <Table.Td>
+                    {!r.builtin && (
+                      <Button
+                        size="xs"
+                        color="red"
+                        variant="subtle"
+                        onClick={() => deleteRole(r.id).then(load).catch(setError)}
+                      >
+                        Delete
+                      </Button>
+                    )}
+                  </Table.Td>
+                )}
               </Table.Tr>
             ))}
           </Table.Tbody>
         </Table>
       </Paper>
+      {canWrite && <NewRoleForm onCreated={load} onError={setError} />}
     </Stack>
+  );
+}
+
+function EditAdministrator({
+  admin,
+  roles,
+  onClose,
+  onSaved,
+}: {
+  admin: Administrator;
+  roles: Role[];
+  onClose: () => void;
+  onSaved: () => void;
+}) {
+  const [roleIds, setRoleIds] = useState(admin.role_ids.map(String));
+  const [disabled, setDisabled] = useState(admin.disabled);
+  const [error, setError] = useState<unknown>(null);
+  const save = async () => {
+    setError(null);
+    try {
+      await updateAdministrator(admin.id, { disabled, role_ids: roleIds.map(Number) });
+      onSaved();
+    } catch (err) {
+      setError(err);
+    }
+  };
+  return (
+    <Modal opened onClose={onClose} title={`Administrator ${admin.login}`}>
+      <Stack>
+        <Checkbox.Group label="Roles given directly" value={roleIds} onChange={setRoleIds}>
+          <Stack gap={6} mt={4}>
+            {roles.map((r) => (
+              <Checkbox key={r.id} value={String(r.id)} label={r.name} />
+            ))}
+          </Stack>
+        </Checkbox.Group>
+        {admin.groups.length > 0 && (
+          <Text size="xs" c="dimmed">
+            Also holds the roles of the administrator groups {admin.groups.join(', ')}.
+          </Text>
+        )}
+        <Checkbox
+          label="Account disabled (ends the administrator's sessions)"
+          checked={disabled}
+          onChange={(e) => setDisabled(e.currentTarget.checked)}
+        />
+        <ErrorAlert error={error} />
+        <Group justify="flex-end">
+          <Button variant="default" onClick={onClose}>
+            Cancel
+          </Button>
+          <Button onClick={save}>Save</Button>
+        </Group>
+      </Stack>
+    </Modal>
+  );
+}
+
+/** A custom role: a name and the permissions it grants. */
+function NewRoleForm({ onCreated, onError }: { onCreated: () => void; onError: (e: unknown) => void }) {
+  const [permissions, setPermissions] = useState<{ name: string; description: string }[]>([]);
+  const [name, setName] = useState('');
+  const [grants, setGrants] = useState<string[]>([]);
+  useEffect(() => {
+    listPermissions().then(setPermissions).catch(onError);
+  }, [onError]);
+  const submit = async (event: FormEvent) => {
+    event.preventDefault();
+    try {
+      await createRole(name, grants);
+      setName('');
+      setGrants([]);
+      onCreated();
+    } catch (err) {
+      onError(err);
+    }
+  };
+  return (
+    <Paper withBorder p="md">
+      <form onSubmit={submit} data-testid="add-role-form">
+        <Stack>
+          <Title order={3} size="h5">
+            Add a custom role
+          </Title>
+          <TextInput label="Role name" value={name} onChange={(e) => setName(e.currentTarget.value)} required w={320} />
+          <Checkbox.Group label="Permissions" value={grants} onChange={setGrants}>
+            <Stack gap={6} mt={4}>
+              {permissions.map((p) => (
+                <Checkbox key={p.name} value={p.name} label={`${p.name} — ${p.description}`} />
+              ))}
+            </Stack>
+          </Checkbox.Group>
+          <Group>
+            <Button type="submit">Create role</Button>
+          </Group>
+        </Stack>
+      </form>
+    </Paper>
   );
 }

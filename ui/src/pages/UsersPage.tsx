@@ -115,7 +115,12 @@ export function UsersPage({
               {COLUMNS.map((c) => (
                 <Table.Th key={c.label}>
                   {c.key ? (
-                    <UnstyledButton onClick={() => toggleSort(c.key as string)} data-testid={`sort-${c.key}`}>
+                    <UnstyledButton
+                      onClick={() => toggleSort(c.key as string)}
+                      data-testid={`sort-${c.key}`}
+                      fz="sm"
+                      fw={700}
+                    >
                       {c.label}
                       {sort === c.key ? ' ▲' : sort === `-${c.key}` ? ' ▼' : ''}
                     </UnstyledButton>
