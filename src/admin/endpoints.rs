@@ -8,7 +8,7 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 
 use super::auth::{self, Access};
 use super::permission::Permission::*;
-use super::{administrators, audit, events, groups, openapi, users};
+use super::{administrators, audit, devices, events, groups, openapi, users};
 use crate::server::ServerState;
 
 /// One endpoint of the API.
@@ -115,6 +115,30 @@ pub fn all() -> Vec<Endpoint> {
             users::set_groups,
         )
         .summary("Set the groups of a user"),
+        endpoint(
+            M::GET,
+            "/api/users/{id}/devices",
+            Needs(DevicesRead),
+            devices::of_user,
+        )
+        .summary("The devices of a user"),
+        endpoint(M::GET, "/api/devices", Needs(DevicesRead), devices::find)
+            .summary("The device with a PIN (a list of zero or one)")
+            .query(&["pin"]),
+        endpoint(
+            M::GET,
+            "/api/devices/{id}",
+            Needs(DevicesRead),
+            devices::get,
+        )
+        .summary("One device: diagnostics, its user's statistics and recent messages"),
+        endpoint(
+            M::GET,
+            "/api/messages/{ref_id}",
+            Needs(DevicesRead),
+            devices::trace,
+        )
+        .summary("The trace of one message by RefID: each hop with its time"),
         endpoint(M::GET, "/api/groups", Needs(GroupsRead), groups::list)
             .summary("Every group with its number of members"),
         endpoint(M::POST, "/api/groups", Needs(GroupsWrite), groups::create)

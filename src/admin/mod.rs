@@ -17,6 +17,8 @@
 //!   is written to the hash-chained audit log in the same transaction
 //!   ([`audited`]).
 //! - [`audit`]: the audit log paged, exported (CSV/JSON) and verified.
+//! - [`devices`]: what support staff look at — devices by user or PIN,
+//!   diagnostics, statistics, and a message's trace by RefID.
 //! - [`events`]: live statuses as server-sent events.
 //! - [`openapi`]: `GET /api/openapi.json`, generated from the endpoint list.
 //! - [`tls`]: HTTPS (given or self-signed certificate) when bound to an
@@ -29,6 +31,7 @@
 pub mod administrators;
 pub mod audit;
 pub mod auth;
+pub mod devices;
 pub mod endpoints;
 pub mod events;
 pub mod extract;

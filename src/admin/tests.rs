@@ -166,6 +166,10 @@ fn expected_access(method: &Method, path: &str) -> Access {
         | ("POST", "/api/session")
         | ("GET", "/api/openapi.json") => Public,
         ("GET" | "DELETE", "/api/session") | ("GET", "/api/permissions" | "/api/events") => Session,
+        ("GET", "/api/users/{id}/devices") => Needs(DevicesRead),
+        ("GET", p) if p.starts_with("/api/devices") || p.starts_with("/api/messages") => {
+            Needs(DevicesRead)
+        }
         ("GET", p) if p.starts_with("/api/users") => Needs(UsersRead),
         (_, p) if p.starts_with("/api/users") => Needs(UsersWrite),
         ("GET", p) if p.starts_with("/api/groups") => Needs(GroupsRead),
@@ -255,6 +259,7 @@ async fn every_role_against_every_endpoint() {
         };
         path.replace("{id}", &id.to_string())
             .replace("{user_id}", &user.0 .0.to_string())
+            .replace("{ref_id}", "00000000000000AB")
     };
 
     let endpoints = endpoints::all();
@@ -932,5 +937,114 @@ async fn events_stream_the_status_at_once() {
     assert_eq!(status["audit_head"], 1);
     assert!(status["health"]["components"].is_array());
     drop(body);
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn support_staff_find_a_device_by_pin_and_trace_a_message() {
+    use crate::db::models::device::{parse_pin, Device, NewDevice};
+    use crate::db::models::message::{Direction, Hop, Message, MessageStatus, NewMessage, RefId};
+    let f = Fixture::start().await;
+    let junior = f.administrator("junior", &["Junior Helpdesk"]);
+    let token = f.session(junior);
+    let t = Some(token.as_str());
+    let device = f
+        .db()
+        .run_blocking(|conn| {
+            let user = NewUser {
+                display_name: "Dana Device".into(),
+                email: "dana@example.com".into(),
+                mailbox_login: "dana".into(),
+            }
+            .save(conn)?;
+            let device = Device::create(
+                conn,
+                &NewDevice {
+                    pin: parse_pin("2A3B4C5D")?,
+                    user_id: Some(user.id),
+                    model: "9700".into(),
+                    os_version: "5.0.0.405".into(),
+                    carrier: "Example Wireless".into(),
+                },
+            )?;
+            Device::add_diagnostics(conn, device.id, &json!({"battery": 81}))?;
+            let message = Message::create(
+                conn,
+                &NewMessage {
+                    ref_id: RefId(0xAB),
+                    user_id: Some(user.id),
+                    device_id: Some(device.id),
+                    direction: Direction::ToDevice,
+                    status: MessageStatus::Pending,
+                    subject: "Quarterly report".into(),
+                },
+            )?;
+            Message::record_hop(conn, message.id, Hop::MessagingAgent, "from INBOX")?;
+            Message::record_hop(conn, message.id, Hop::Dispatcher, "queued for 2A3B4C5D")?;
+            Ok(device)
+        })
+        .unwrap();
+
+    let (status, doc, _) = f
+        .call(Method::GET, "/api/devices?pin=2a3b4c5d", t, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc[0]["pin"], "2A3B4C5D");
+    assert_eq!(doc[0]["model"], "9700");
+    let (_, doc, _) = f
+        .call(Method::GET, "/api/devices?pin=2A3B4C5E", t, None)
+        .await;
+    assert_eq!(doc, json!([]));
+    let (status, doc, _) = f.call(Method::GET, "/api/devices?pin=bogus", t, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(doc["code"], "INVALID_PIN");
+
+    let (status, doc, _) = f
+        .call(
+            Method::GET,
+            &format!("/api/devices/{}", device.id.0),
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["user"]["email"], "dana@example.com");
+    assert_eq!(doc["diagnostics"][0]["report"]["battery"], 81);
+    assert_eq!(doc["pending_messages"], 1);
+    assert_eq!(doc["recent_messages"][0]["subject"], "Quarterly report");
+    assert_eq!(doc["statistics"]["delivered"], 0);
+    let user_id = doc["user"]["id"].as_i64().unwrap();
+    let (_, doc, _) = f
+        .call(
+            Method::GET,
+            &format!("/api/users/{user_id}/devices"),
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(doc[0]["pin"], "2A3B4C5D");
+
+    let (status, doc, _) = f
+        .call(Method::GET, "/api/messages/00000000000000ab", t, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["ref_id"], "00000000000000AB");
+    assert_eq!(doc["status"], "pending");
+    let hops: Vec<&str> = doc["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["hop"].as_str().unwrap())
+        .collect();
+    assert_eq!(hops, ["messaging_agent", "dispatcher"]);
+    assert!(doc["hops"][0]["at"].as_str().unwrap().ends_with('Z'));
+    let (status, doc, _) = f
+        .call(Method::GET, "/api/messages/00000000000000AC", t, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(doc["message"]
+        .as_str()
+        .unwrap()
+        .contains("00000000000000AC"));
     f.stop().await;
 }

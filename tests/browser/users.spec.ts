@@ -126,6 +126,18 @@ test('a Junior Helpdesk sees users but not administration, and the API refuses i
   await expect(page.getByTestId('add-user')).toHaveCount(0);
   await shot(page, '30-junior-helpdesk-console');
 
+  // Support work is open to it: looking a device up by PIN.
+  await page.getByTestId('nav-devices').click();
+  const pinForm = page.getByTestId('find-pin-form');
+  await pinForm.getByLabel('Device PIN').fill('2a3b4c5d');
+  await pinForm.getByRole('button', { name: 'Find device' }).click();
+  await expect(page.getByTestId('device-not-found')).toContainText('2A3B4C5D');
+  const traceForm = page.getByTestId('trace-form');
+  await traceForm.getByLabel('Message RefID').fill('not-a-refid');
+  await traceForm.getByRole('button', { name: 'Trace message' }).click();
+  await expect(page.getByTestId('api-error')).toHaveAttribute('data-code', 'INVALID_REF_ID');
+  await shot(page, '32-junior-helpdesk-devices');
+
   // Typing the address of a hidden screen does not show it either.
   await page.goto('/#/audit');
   await expect(page.getByTestId('api-error')).toHaveAttribute('data-code', 'PERMISSION_DENIED');

@@ -70,7 +70,8 @@ describe('Console start', () => {
     for (const hidden of ['groups', 'administrators', 'audit', 'servers', 'it-policies', 'software']) {
       expect(screen.queryByTestId(`nav-${hidden}`)).toBeNull();
     }
-    expect(screen.getByTestId('nav-devices').getAttribute('aria-disabled')).toBe('true');
+    expect(screen.getByTestId('nav-devices').getAttribute('aria-disabled')).toBeNull();
+    expect(screen.getByTestId('nav-activation').getAttribute('aria-disabled')).toBe('true');
     expect(await screen.findByTestId('users-table')).toBeTruthy();
     expect(screen.queryByTestId('add-user')).toBeNull();
   });

@@ -15,6 +15,7 @@ import { ErrorAlert } from './components/ErrorAlert';
 import { useRoute } from './hooks/useRoute';
 import { AdministratorsPage } from './pages/AdministratorsPage';
 import { AuditPage } from './pages/AuditPage';
+import { DevicesPage } from './pages/DevicesPage';
 import { GroupsPage } from './pages/GroupsPage';
 import { ServersPage } from './pages/ServersPage';
 import { SignInPage } from './pages/SignInPage';
@@ -39,7 +40,7 @@ export const NAV_ITEMS: readonly NavItem[] = [
   { key: 'activation', label: 'Activation', permission: 'users.activation', available: false },
   { key: 'software', label: 'Software', permission: 'software.read', available: false },
   { key: 'servers', label: 'Servers', permission: 'servers.read', available: true },
-  { key: 'devices', label: 'Devices', permission: 'devices.read', available: false },
+  { key: 'devices', label: 'Devices', permission: 'devices.read', available: true },
 ];
 
 type Phase = 'loading' | 'first-run' | 'sign-in' | 'ready' | 'failed';
@@ -201,7 +202,9 @@ function Console({ who, onSignOut }: { who: Whoami; onSignOut: () => void }) {
             id={Number(route.id)}
             canWrite={can(who, 'users.write')}
             canListGroups={can(who, 'groups.read')}
+            canSeeDevices={can(who, 'devices.read')}
             onBack={() => navigate('/users')}
+            onOpenDevice={(id) => navigate(`/devices/${id}`)}
           />
         ) : active === 'users' ? (
           <UsersPage
@@ -215,6 +218,12 @@ function Console({ who, onSignOut }: { who: Whoami; onSignOut: () => void }) {
           <AdministratorsPage canWrite={can(who, 'administrators.write')} />
         ) : active === 'audit' ? (
           <AuditPage refreshKey={auditHead} />
+        ) : active === 'devices' ? (
+          <DevicesPage
+            key={route.id ?? 'search'}
+            id={route.id ? Number(route.id) : null}
+            onOpenUser={(id) => navigate(`/users/${id}`)}
+          />
         ) : (
           <ServersPage />
         )}

@@ -643,3 +643,58 @@ export function subscribeEvents(onStatus: (status: { audit_head: number }) => vo
   });
   return () => source.close();
 }
+
+// ---------------------------------------------------------------------------
+// Devices and message traces (support staff)
+
+export interface Device {
+  id: number;
+  pin: string;
+  user_id: number | null;
+  model: string;
+  os_version: string;
+  carrier: string;
+  applied_policy_id: number | null;
+  policy_applied_at: string | null;
+  last_contact_at: string | null;
+  created_at: string;
+}
+
+export interface MessageSummary {
+  ref_id: string;
+  direction: 'to_device' | 'from_device';
+  status: string;
+  subject: string;
+  user_id: number | null;
+  device_id: number | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface DeviceDetail extends Device {
+  user: User | null;
+  statistics: Record<string, number | string | null> | null;
+  diagnostics: { reported_at: string; report: unknown }[];
+  recent_messages: MessageSummary[];
+  pending_messages: number;
+}
+
+export interface MessageTrace extends MessageSummary {
+  hops: { hop: string; at: string; detail: string }[];
+}
+
+export async function findDeviceByPin(pin: string): Promise<Device[]> {
+  return request(`/api/devices${query({ pin })}`);
+}
+
+export async function getDevice(id: number): Promise<DeviceDetail> {
+  return request(`/api/devices/${id}`);
+}
+
+export async function getUserDevices(userId: number): Promise<Device[]> {
+  return request(`/api/users/${userId}/devices`);
+}
+
+export async function traceMessage(refId: string): Promise<MessageTrace> {
+  return request(`/api/messages/${encodeURIComponent(refId.trim())}`);
+}

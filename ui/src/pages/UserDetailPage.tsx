@@ -17,10 +17,12 @@ import { useEffect, useState, type FormEvent } from 'react';
 import {
   deleteUser,
   getUser,
+  getUserDevices,
   getUserGroups,
   listGroups,
   setUserGroups,
   updateUser,
+  type Device,
   type GroupSummary,
   type User,
   type UserGroup,
@@ -33,13 +35,22 @@ export function UserDetailPage({
   id,
   canWrite,
   canListGroups,
+  canSeeDevices,
   onBack,
+  onOpenDevice,
 }: {
   id: number;
   canWrite: boolean;
   canListGroups: boolean;
+  canSeeDevices: boolean;
   onBack: () => void;
+  onOpenDevice: (id: number) => void;
 }) {
+  const [devices, setDevices] = useState<Device[] | null>(null);
+  useEffect(() => {
+    if (!canSeeDevices) return;
+    getUserDevices(id).then(setDevices).catch(() => setDevices(null));
+  }, [id, canSeeDevices]);
   const [user, setUser] = useState<User | null>(null);
   const [groups, setGroups] = useState<UserGroup[]>([]);
   const [allGroups, setAllGroups] = useState<GroupSummary[]>([]);
@@ -196,6 +207,25 @@ export function UserDetailPage({
           )}
         </Stack>
       </Paper>
+      {canSeeDevices && devices && (
+        <Paper withBorder p="md">
+          <Stack gap="xs">
+            <Title order={3} size="h5">
+              Devices
+            </Title>
+            {devices.length === 0 && (
+              <Text size="sm" c="dimmed">
+                No device activated yet.
+              </Text>
+            )}
+            {devices.map((d) => (
+              <Anchor key={d.id} component="button" type="button" onClick={() => onOpenDevice(d.id)} size="sm">
+                {d.pin} — {d.model || 'unknown model'}
+              </Anchor>
+            ))}
+          </Stack>
+        </Paper>
+      )}
       <Modal opened={confirming} onClose={() => setConfirming(false)} title="Delete this user?">
         <Stack data-testid="confirm-delete">
           <Text size="sm">
