@@ -198,7 +198,9 @@ impl User {
 
     /// One page of users whose name or e-mail contains `query` (any case;
     /// `%` and `_` are literal), in the given order, with the number of
-    /// matching users. An empty query matches everyone.
+    /// matching users. An empty query matches everyone. Three characters or
+    /// more are looked up in the trigram index `users_search`; shorter ones
+    /// (which a trigram index cannot hold) with LIKE.
     pub fn find_page(
         conn: &mut Conn,
         query: &str,
@@ -215,10 +217,22 @@ impl User {
                 .replace('%', "\\%")
                 .replace('_', "\\_")
         );
-        let searching = !query.trim().is_empty();
+        let term = query.trim();
+        let searching = !term.is_empty();
+        let indexed = term.chars().count() >= 3;
+        // An FTS5 phrase: the term as one string, quotes doubled.
+        let phrase = format!("\"{}\"", term.replace('"', "\"\""));
         let matching = || {
             let mut q = users::table.into_boxed();
-            if searching {
+            if indexed {
+                q = q.filter(
+                    diesel::dsl::sql::<diesel::sql_types::Bool>(
+                        "users.id IN (SELECT rowid FROM users_search WHERE users_search MATCH ",
+                    )
+                    .bind::<diesel::sql_types::Text, _>(phrase.clone())
+                    .sql(")"),
+                );
+            } else if searching {
                 q = q.filter(
                     users::display_name
                         .like(pattern.clone())
@@ -458,6 +472,59 @@ mod tests {
             assert!(User::delete_by_id(conn, alice.id)?);
             assert!(User::find_by_id(conn, alice.id)?.is_none());
             assert!(!User::delete_by_id(conn, alice.id)?);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn the_search_index_follows_every_change() {
+        let (_dir, db) = test_db();
+        db.run_blocking(|conn| {
+            let found = |conn: &mut Conn, term: &str| -> DbResult<Vec<String>> {
+                Ok(User::find_page(conn, term, UserSort::Name, false, 0, 10)?
+                    .0
+                    .into_iter()
+                    .map(|u| u.display_name)
+                    .collect())
+            };
+            let mut erin = NewUser {
+                display_name: "Erin Ödegaard".into(),
+                email: "erin.o@example.com".into(),
+                mailbox_login: "erin".into(),
+            }
+            .save(conn)?;
+            NewUser {
+                display_name: "Frank \"Quote\" 50%_off".into(),
+                email: "frank@example.org".into(),
+                mailbox_login: "frank".into(),
+            }
+            .save(conn)?;
+            assert_eq!(
+                found(conn, "RIN ÖDE")?,
+                ["Erin Ödegaard"],
+                "indexed, any case"
+            );
+            assert_eq!(found(conn, "in.o@exa")?, ["Erin Ödegaard"], "e-mail too");
+            assert_eq!(found(conn, "\"Quote\"")?, ["Frank \"Quote\" 50%_off"]);
+            assert_eq!(
+                found(conn, "50%_")?,
+                ["Frank \"Quote\" 50%_off"],
+                "% and _ literal"
+            );
+            assert_eq!(found(conn, "0%x")?, Vec::<String>::new());
+            assert_eq!(found(conn, "Er")?, ["Erin Ödegaard"], "short terms by LIKE");
+
+            erin.display_name = "Erin Berg".into();
+            erin.save(conn)?;
+            assert!(found(conn, "degaard")?.is_empty(), "the old name is gone");
+            assert_eq!(found(conn, "n Ber")?, ["Erin Berg"]);
+            User::delete_by_id(conn, erin.id)?;
+            assert!(found(conn, "Erin")?.is_empty());
+            assert_eq!(
+                User::find_page(conn, "", UserSort::Name, false, 0, 10)?.1,
+                1
+            );
             Ok(())
         })
         .unwrap();
