@@ -90,6 +90,28 @@ test('an administrator creates, finds, edits and deletes a user; the audit log s
   expect(csv).toContain(user.email);
 });
 
+test('an administrator creates a group, opens it and deletes it after a confirmation', async ({ page }) => {
+  const name = `Sales ${run}`;
+  await page.goto('/');
+  await signInByForm(page, FIRST_ADMIN.login, FIRST_ADMIN.password);
+  await page.getByTestId('nav-groups').click();
+  const form = page.getByTestId('add-group-form');
+  await form.getByLabel('New group').fill(name);
+  await form.getByLabel('Description').fill('field staff');
+  await form.getByRole('button', { name: 'Create group' }).click();
+  const table = page.getByTestId('groups-table');
+  await table.getByRole('button', { name }).click();
+  await expect(page.getByTestId('group-members')).toContainText(`Members of ${name}`);
+  await expect(page.getByTestId('group-members')).toContainText('No members');
+  await shot(page, '18-group-created');
+  await table.getByRole('row', { name: new RegExp(name) }).getByRole('button', { name: 'Delete' }).click();
+  const dialog = page.getByRole('dialog');
+  await expect(dialog).toContainText(name);
+  await dialog.getByRole('button', { name: `Delete ${name}` }).click();
+  await expect(table).not.toContainText(name);
+  await expect(page.getByTestId('group-members')).toHaveCount(0);
+});
+
 test('a Security Administrator gives an account the Junior Helpdesk role', async ({ page }) => {
   await page.goto('/');
   await signInByForm(page, FIRST_ADMIN.login, FIRST_ADMIN.password);

@@ -213,7 +213,11 @@ function Console({ who, onSignOut }: { who: Whoami; onSignOut: () => void }) {
             refreshKey={auditHead}
           />
         ) : active === 'groups' ? (
-          <GroupsPage canWrite={can(who, 'groups.write')} />
+          <GroupsPage
+            canWrite={can(who, 'groups.write')}
+            canSeeUsers={can(who, 'users.read')}
+            onOpenUser={(id) => navigate(`/users/${id}`)}
+          />
         ) : active === 'administrators' ? (
           <AdministratorsPage canWrite={can(who, 'administrators.write')} />
         ) : active === 'audit' ? (

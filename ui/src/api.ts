@@ -495,6 +495,18 @@ export async function createGroup(name: string, description: string): Promise<Us
   return request('/api/groups', { method: 'POST', body: { name, description } });
 }
 
+export interface GroupDetail extends UserGroup {
+  members: User[];
+}
+
+export async function getGroup(id: number): Promise<GroupDetail> {
+  return request(`/api/groups/${id}`);
+}
+
+export async function removeGroupMember(groupId: number, userId: number): Promise<void> {
+  await request(`/api/groups/${groupId}/members/${userId}`, { method: 'DELETE' });
+}
+
 export async function deleteGroup(id: number): Promise<void> {
   await request(`/api/groups/${id}`, { method: 'DELETE' });
 }

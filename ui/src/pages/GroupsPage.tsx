@@ -1,9 +1,27 @@
-import { Button, Group, Modal, Paper, Stack, Table, Text, TextInput, Title } from '@mantine/core';
+import { Anchor, Button, Group, Modal, Paper, Stack, Table, Text, TextInput, Title } from '@mantine/core';
 import { useCallback, useEffect, useState, type FormEvent } from 'react';
-import { createGroup, deleteGroup, listGroups, type GroupSummary } from '../api';
+import {
+  createGroup,
+  deleteGroup,
+  getGroup,
+  listGroups,
+  removeGroupMember,
+  type GroupDetail,
+  type GroupSummary,
+} from '../api';
 import { ErrorAlert } from '../components/ErrorAlert';
 
-export function GroupsPage({ canWrite }: { canWrite: boolean }) {
+export function GroupsPage({
+  canWrite,
+  canSeeUsers,
+  onOpenUser,
+}: {
+  canWrite: boolean;
+  canSeeUsers: boolean;
+  onOpenUser: (id: number) => void;
+}) {
+  const [open, setOpen] = useState<GroupDetail | null>(null);
+  const show = (id: number) => getGroup(id).then(setOpen).catch(setError);
   const [groups, setGroups] = useState<GroupSummary[]>([]);
   const [error, setError] = useState<unknown>(null);
   const [name, setName] = useState('');
@@ -36,6 +54,7 @@ export function GroupsPage({ canWrite }: { canWrite: boolean }) {
     if (!doomed) return;
     try {
       await deleteGroup(doomed.id);
+      if (open?.id === doomed.id) setOpen(null);
       load();
     } catch (err) {
       setError(err);
@@ -70,7 +89,11 @@ export function GroupsPage({ canWrite }: { canWrite: boolean }) {
           <Table.Tbody>
             {groups.map((g) => (
               <Table.Tr key={g.id}>
-                <Table.Td>{g.name}</Table.Td>
+                <Table.Td>
+                  <Anchor component="button" type="button" onClick={() => show(g.id)}>
+                    {g.name}
+                  </Anchor>
+                </Table.Td>
                 <Table.Td>{g.description}</Table.Td>
                 <Table.Td>{g.members}</Table.Td>
                 {canWrite && (
@@ -90,6 +113,54 @@ export function GroupsPage({ canWrite }: { canWrite: boolean }) {
           </Text>
         )}
       </Paper>
+      {open && (
+        <Paper withBorder p="md" data-testid="group-members">
+          <Stack gap="xs">
+            <Group justify="space-between">
+              <Title order={3} size="h5">
+                Members of {open.name}
+              </Title>
+              <Button size="xs" variant="default" onClick={() => setOpen(null)}>
+                Close
+              </Button>
+            </Group>
+            {open.members.length === 0 && (
+              <Text size="sm" c="dimmed">
+                No members. Add users to the group from their own page.
+              </Text>
+            )}
+            {open.members.map((u) => (
+              <Group key={u.id} gap="sm">
+                {canSeeUsers ? (
+                  <Anchor component="button" type="button" onClick={() => onOpenUser(u.id)} size="sm">
+                    {u.display_name}
+                  </Anchor>
+                ) : (
+                  <Text size="sm">{u.display_name}</Text>
+                )}
+                <Text size="sm" c="dimmed">
+                  {u.email}
+                </Text>
+                {canWrite && (
+                  <Button
+                    size="compact-xs"
+                    variant="subtle"
+                    color="red"
+                    onClick={() =>
+                      removeGroupMember(open.id, u.id)
+                        .then(() => show(open.id))
+                        .then(load)
+                        .catch(setError)
+                    }
+                  >
+                    Remove
+                  </Button>
+                )}
+              </Group>
+            ))}
+          </Stack>
+        </Paper>
+      )}
       <Modal opened={doomed !== null} onClose={() => setDoomed(null)} title="Delete this group?">
         <Stack>
           <Text size="sm">
