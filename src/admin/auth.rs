@@ -23,6 +23,7 @@ use serde_json::json;
 
 use super::extract::Body;
 use super::permission::{Grants, Permission};
+use super::throttle::SignInThrottle;
 use super::{rfc3339, ApiError};
 use crate::config::Settings;
 use crate::db::models::administrator::{Administrator, NewAdministrator, Role};
@@ -260,8 +261,20 @@ fn signed_in(settings: &Settings, whoami: Whoami, token: &str, max_age_secs: i64
 /// `POST /api/session`: sign in.
 pub async fn sign_in(
     State(state): State<ServerState>,
+    Extension(throttle): Extension<std::sync::Arc<SignInThrottle>>,
     Body(form): Body<SignIn>,
 ) -> Result<Response, ApiError> {
+    if let Some(wait) = throttle.wait(&form.login, std::time::Instant::now()) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOO_MANY_SIGN_IN_ATTEMPTS",
+            format!(
+                "too many failed sign-ins for this login; try again in {} seconds",
+                wait.as_secs().max(1)
+            ),
+        ));
+    }
+    let login = form.login.clone();
     let lifetime = lifetime(&state.settings);
     let outcome = state
         .db
@@ -292,17 +305,24 @@ pub async fn sign_in(
         })
         .await?;
     match outcome {
-        Some((whoami, token)) => Ok(signed_in(
-            &state.settings,
-            whoami,
-            &token,
-            lifetime.absolute.whole_seconds(),
-        )),
-        None => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "SIGN_IN_FAILED",
-            "the login name or password is wrong, or the account is disabled",
-        )),
+        Some((whoami, token)) => {
+            throttle.succeeded(&login);
+            Ok(signed_in(
+                &state.settings,
+                whoami,
+                &token,
+                lifetime.absolute.whole_seconds(),
+            ))
+        }
+        None => Err({
+            throttle.failed(&login, std::time::Instant::now());
+            tracing::warn!(target: "bramble::admin", login = %login, "failed sign-in");
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "SIGN_IN_FAILED",
+                "the login name or password is wrong, or the account is disabled",
+            )
+        }),
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`auth`]: sessions (argon2-checked sign-in, a token kept hashed in the
 //!   database, sent as an HttpOnly SameSite=Strict cookie or a bearer
 //!   header), the guard that answers 401/403, the first-run endpoint.
+//! - [`throttle`]: failed sign-ins make a login wait.
 //! - [`permission`]: the named permissions and the union a set of roles
 //!   grants.
 //! - [`users`], [`groups`], [`administrators`]: the resources; every change
@@ -38,6 +39,7 @@ pub mod extract;
 pub mod groups;
 pub mod openapi;
 pub mod permission;
+pub mod throttle;
 pub mod tls;
 pub mod users;
 
@@ -199,6 +201,9 @@ pub fn router(state: ServerState) -> Router {
     }
     let api = api
         .nest("/api", Router::new().fallback(api_not_found))
+        .layer(Extension(std::sync::Arc::new(
+            throttle::SignInThrottle::default(),
+        )))
         .with_state(state.clone());
     let ui = match state.settings.ui_dir() {
         Some(dir) => Router::new()

@@ -1048,3 +1048,38 @@ async fn support_staff_find_a_device_by_pin_and_trace_a_message() {
         .contains("00000000000000AC"));
     f.stop().await;
 }
+
+#[tokio::test]
+async fn repeated_failed_sign_ins_make_the_login_wait() {
+    let f = Fixture::start().await;
+    f.administrator("target", &["Junior Helpdesk"]);
+    let attempt = |password: &'static str| {
+        f.call(
+            Method::POST,
+            "/api/session",
+            None,
+            Some(json!({"login": "target", "password": password})),
+        )
+    };
+    for _ in 0..super::throttle::FREE_FAILURES {
+        let (status, doc, _) = attempt("wrong guess").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{doc}");
+    }
+    // Now even the right password waits.
+    let (status, doc, _) = attempt("long enough password").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(doc["code"], "TOO_MANY_SIGN_IN_ATTEMPTS");
+    assert!(doc["message"].as_str().unwrap().contains("seconds"));
+    // Other logins are not affected.
+    f.administrator("bystander", &[]);
+    let (status, _, _) = f
+        .call(
+            Method::POST,
+            "/api/session",
+            None,
+            Some(json!({"login": "bystander", "password": "long enough password"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    f.stop().await;
+}
