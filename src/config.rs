@@ -80,6 +80,25 @@ pub struct AdminSettings {
     /// Folder holding the built console (`ui/dist`). Unset: the folder next
     /// to the executable (`ui/`), then the source tree's `ui/dist`.
     pub ui_dir: Option<PathBuf>,
+    /// A console session unused for this many minutes has expired.
+    pub session_idle_minutes: u32,
+    /// No console session lasts longer than this many hours after sign-in.
+    pub session_max_hours: u32,
+    /// Serve the console over HTTPS. Unset: only when `listen` is not a
+    /// loopback address.
+    pub tls: Option<bool>,
+    /// PEM certificate (chain) for HTTPS. Unset: a self-signed one made on
+    /// first start in the data folder (`tls/admin-cert.pem`).
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key of `tls_certificate`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl AdminSettings {
+    /// Whether the Administration Service serves HTTPS.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.unwrap_or(!self.listen.ip().is_loopback())
+    }
 }
 
 /// The Configuration Database.
@@ -141,6 +160,11 @@ impl Default for AdminSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 3180)),
             ui_dir: None,
+            session_idle_minutes: 30,
+            session_max_hours: 12,
+            tls: None,
+            tls_certificate: None,
+            tls_key: None,
         }
     }
 }

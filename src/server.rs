@@ -31,6 +31,8 @@ pub enum StartError {
     Database(#[from] DbError),
     #[error("{addr} is already in use by another program (is Bramble already running?). Stop that program, or choose another address with `[admin] listen` in the settings file or BRAMBLE_ADMIN__LISTEN; nothing was started.")]
     PortInUse { addr: SocketAddr },
+    #[error(transparent)]
+    Tls(#[from] crate::admin::tls::TlsError),
     #[error("cannot listen on {addr}: {source}. Choose another address with `[admin] listen` in the settings file or BRAMBLE_ADMIN__LISTEN.")]
     Bind {
         addr: SocketAddr,
@@ -44,6 +46,7 @@ impl StartError {
             StartError::Database(e) => e.code(),
             StartError::PortInUse { .. } => "PORT_IN_USE",
             StartError::Bind { .. } => "BIND_FAILED",
+            StartError::Tls(_) => "ADMIN_TLS_FAILED",
         }
     }
 }
@@ -149,6 +152,7 @@ impl Server {
                 source,
             })?;
         let lan_addr = listeners.lan.as_ref().and_then(|l| l.local_addr().ok());
+        let tls = crate::admin::tls::acceptor(&settings)?;
         let db_settings = settings.clone();
         let db = tokio::task::spawn_blocking(move || -> Result<Database, DbError> {
             let db = Database::open(&db_settings)?;
@@ -219,6 +223,7 @@ impl Server {
             tokio::spawn(crate::admin::serve(
                 listeners.admin,
                 state.clone(),
+                tls,
                 shutdown.clone(),
             )),
         ));
@@ -249,9 +254,15 @@ impl ServerHandle {
         &self.state.dispatcher
     }
 
-    /// `http://127.0.0.1:PORT`, for the console.
+    /// `http://127.0.0.1:PORT` (`https://` when the console is served
+    /// over TLS), for the console.
     pub fn admin_url(&self) -> String {
-        format!("http://{}", self.admin_addr)
+        let scheme = if self.state.settings.admin.tls_enabled() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.admin_addr)
     }
 
     /// Shared state: settings, database, component statuses.

@@ -30,11 +30,16 @@ pub struct Wireless {
 }
 
 pub async fn health(State(state): State<ServerState>) -> Json<Health> {
+    Json(snapshot(&state))
+}
+
+/// The health report as of now (also sent live by `/api/events`).
+pub fn snapshot(state: &ServerState) -> Health {
     let components = state.status.snapshot();
     let all_running = components
         .iter()
         .all(|c| c.state == ComponentState::Running);
-    Json(Health {
+    Health {
         status: if all_running { "ok" } else { "degraded" },
         version: crate::VERSION,
         server: state.settings.server_name.clone(),
@@ -50,5 +55,5 @@ pub async fn health(State(state): State<ServerState>) -> Json<Health> {
                 .map(|pin| pin.to_string())
                 .collect(),
         },
-    })
+    }
 }

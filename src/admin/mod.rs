@@ -5,22 +5,64 @@
 //! and talks to this API over loopback, so the origins of the desktop
 //! webview are allowed by CORS. Errors are JSON `{code, message}`.
 //!
-//! Endpoints today: `GET /health`. The console's management API grows here
-//! (`/api/...`) with the issues that add users, roles and policies.
+//! Layout:
+//! - [`endpoints`]: the one list of `/api` endpoints, each with the
+//!   [`Access`] it requires; the router is built from it.
+//! - [`auth`]: sessions (argon2-checked sign-in, a token kept hashed in the
+//!   database, sent as an HttpOnly SameSite=Strict cookie or a bearer
+//!   header), the guard that answers 401/403, the first-run endpoint.
+//! - [`throttle`]: failed sign-ins make a login wait.
+//! - [`permission`]: the named permissions and the union a set of roles
+//!   grants.
+//! - [`users`], [`groups`], [`administrators`]: the resources; every change
+//!   is written to the hash-chained audit log in the same transaction
+//!   ([`audited`]).
+//! - [`audit`]: the audit log paged, exported (CSV/JSON) and verified.
+//! - [`devices`]: what support staff look at — devices by user or PIN,
+//!   diagnostics, statistics, and a message's trace by RefID.
+//! - [`events`]: live statuses as server-sent events.
+//! - [`openapi`]: `GET /api/openapi.json`, generated from the endpoint list.
+//! - [`tls`]: HTTPS (given or self-signed certificate) when bound to an
+//!   address other than loopback, or when `[admin] tls = true`.
+//! - [`extract`]: request extractors whose failures are `{code, message}`.
+//!
+//! `GET /health` stays public (monitoring and the start-up scripts use it).
+//! The endpoints and their permissions are listed in `docs/operations.md`.
 
-mod health;
+pub mod administrators;
+pub mod audit;
+pub mod auth;
+pub mod devices;
+pub mod endpoints;
+pub mod events;
+pub mod extract;
+pub mod groups;
+pub mod openapi;
+pub mod permission;
+pub mod throttle;
+pub mod tls;
+pub mod users;
+
+#[cfg(test)]
+mod tests;
+
+pub mod health;
 
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{middleware, Extension, Json, Router};
 use serde::Serialize;
+use time::PrimitiveDateTime;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 
+use crate::db::models::audit::{append, write_transaction};
+use crate::db::{Conn, DbError, DbResult};
 use crate::server::ServerState;
+pub use auth::{Access, Caller};
 
 /// Origins of the desktop window's webview (Linux/macOS, Windows).
 const DESKTOP_ORIGINS: [&str; 3] = [
@@ -54,6 +96,94 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        let status = match &e {
+            DbError::Query(diesel::result::Error::NotFound) => StatusCode::NOT_FOUND,
+            DbError::Invalid(_) => StatusCode::BAD_REQUEST,
+            DbError::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(target: "bramble::admin", code = e.code(), "{e}");
+        }
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+/// A database failure in words: a missing row becomes 404 with `missing`,
+/// a uniqueness violation becomes `conflict` (when given), the rest as
+/// [`From<DbError>`].
+pub fn db_failure(e: DbError, missing: &str, conflict: Option<ApiError>) -> ApiError {
+    match (&e, conflict) {
+        (DbError::Query(diesel::result::Error::NotFound), _) if !missing.is_empty() => {
+            ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", missing)
+        }
+        (
+            DbError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            )),
+            Some(conflict),
+        ) => conflict,
+        _ => ApiError::from(e),
+    }
+}
+
+/// What a change writes to the audit log: action, target, before, after.
+pub type AuditRecord = (
+    &'static str,
+    String,
+    Option<serde_json::Value>,
+    Option<serde_json::Value>,
+);
+
+/// Runs a change and appends its audit record in one write transaction:
+/// both happen or neither does.
+pub async fn audited<T, F>(state: &ServerState, actor: String, change: F) -> DbResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Conn) -> DbResult<(T, AuditRecord)> + Send + 'static,
+{
+    state
+        .db
+        .run(move |conn| {
+            write_transaction(conn, |conn| {
+                let (value, (action, target, before, after)) = change(conn)?;
+                append(conn, &actor, action, &target, before, after)?;
+                Ok(value)
+            })
+        })
+        .await
+}
+
+/// One page of a long list.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// How many items match in all.
+    pub total: i64,
+    pub page: i64,
+    pub per_page: i64,
+}
+
+/// Largest page the API hands out.
+pub const MAX_PER_PAGE: i64 = 200;
+
+/// `(page, per_page, offset)` from optional query values (pages count from 1).
+pub fn paging(page: Option<i64>, per_page: Option<i64>) -> (i64, i64, i64) {
+    let per_page = per_page.unwrap_or(50).clamp(1, MAX_PER_PAGE);
+    let page = page.unwrap_or(1).max(1);
+    (page, per_page, (page - 1).saturating_mul(per_page))
+}
+
+/// A stored UTC time as RFC 3339 (`2026-11-27T10:00:00Z`).
+pub fn rfc3339(at: PrimitiveDateTime) -> String {
+    at.assume_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// The Administration Service's routes.
 pub fn router(state: ServerState) -> Router {
     let cors = CorsLayer::new()
@@ -64,9 +194,16 @@ pub fn router(state: ServerState) -> Router {
         ))
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
-    let api = Router::new()
-        .route("/health", get(health::health))
+    let mut api = Router::new().route("/health", get(health::health));
+    for endpoint in endpoints::all() {
+        let guard = middleware::from_fn_with_state((state.clone(), endpoint.access), auth::guard);
+        api = api.route(endpoint.path, endpoint.route.route_layer(guard));
+    }
+    let api = api
         .nest("/api", Router::new().fallback(api_not_found))
+        .layer(Extension(std::sync::Arc::new(
+            throttle::SignInThrottle::default(),
+        )))
         .with_state(state.clone());
     let ui = match state.settings.ui_dir() {
         Some(dir) => Router::new()
@@ -76,13 +213,19 @@ pub fn router(state: ServerState) -> Router {
     api.merge(ui).layer(cors)
 }
 
-/// Serves until `shutdown` is cancelled.
+/// Serves until `shutdown` is cancelled; over TLS when given an acceptor
+/// (see [`tls`]).
 pub async fn serve(
     listener: TcpListener,
     state: ServerState,
+    tls: Option<openssl::ssl::SslAcceptor>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(state))
+    let app = router(state).layer(Extension(events::Shutdown(shutdown.clone())));
+    if let Some(acceptor) = tls {
+        return tls::serve(listener, app, acceptor, shutdown).await;
+    }
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .map_err(|e| anyhow::anyhow!("the Administration Service stopped: {e}"))

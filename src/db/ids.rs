@@ -61,4 +61,6 @@ id_type!(
     StatisticsId,
     AuditEntryId,
     OutboundId,
+    SessionId,
+    AdministratorGroupId,
 );

@@ -44,6 +44,7 @@ diesel::table! {
         directory_id -> Nullable<BigInt>,
         directory_guid -> Nullable<Text>,
         directory_dn -> Nullable<Text>,
+        directory_dn_key -> Nullable<Text>,
     }
 }
 
@@ -341,6 +342,40 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    admin_sessions (id) {
+        id -> BigInt,
+        administrator_id -> BigInt,
+        token_hash -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        last_seen_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    administrator_groups (id) {
+        id -> BigInt,
+        name -> Text,
+        description -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    administrator_group_members (group_id, administrator_id) {
+        group_id -> BigInt,
+        administrator_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    administrator_group_roles (group_id, role_id) {
+        group_id -> BigInt,
+        role_id -> BigInt,
+    }
+}
+
 diesel::joinable!(messaging_agents -> servers (server_id));
 diesel::joinable!(users -> messaging_agents (messaging_agent_id));
 diesel::joinable!(group_members -> groups (group_id));
@@ -359,6 +394,11 @@ diesel::joinable!(directory_sync_runs -> directories (directory_id));
 diesel::joinable!(mailbox_states -> users (user_id));
 diesel::joinable!(mail_items -> messages (message_id));
 diesel::joinable!(mail_outbox -> users (user_id));
+diesel::joinable!(admin_sessions -> administrators (administrator_id));
+diesel::joinable!(administrator_group_members -> administrator_groups (group_id));
+diesel::joinable!(administrator_group_members -> administrators (administrator_id));
+diesel::joinable!(administrator_group_roles -> administrator_groups (group_id));
+diesel::joinable!(administrator_group_roles -> roles (role_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     srp_connections,
@@ -391,4 +431,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     mailbox_states,
     mail_items,
     mail_outbox,
+    admin_sessions,
+    administrator_groups,
+    administrator_group_members,
+    administrator_group_roles,
 );

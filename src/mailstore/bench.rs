@@ -7,9 +7,9 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::slapd::{Slapd, SUFFIX};
 use super::{DirectorySettings, Progress};
 use crate::db::Database;
+use crate::testbed::slapd::{Slapd, SUFFIX};
 
 /// What the benchmark measured.
 #[derive(Debug, Clone, Serialize)]
@@ -19,6 +19,12 @@ pub struct DirectoryBenchFigures {
     pub full_s: f64,
     /// Incremental sync after 10 changes, in milliseconds.
     pub incremental_ms: f64,
+    /// Of which reading the directory (connect, bind, searches)…
+    pub incremental_read_ms: f64,
+    /// …and writing the Configuration Database.
+    pub incremental_write_ms: f64,
+    /// Entries the incremental sync read.
+    pub incremental_entries_read: i64,
     /// Users created by the full sync.
     pub created: i64,
     /// Users updated by the incremental sync.
@@ -108,6 +114,9 @@ pub async fn run(entries: usize, say: impl Fn(&str)) -> anyhow::Result<Directory
         entries,
         full_s: round(full_sync_secs, 3),
         incremental_ms: round(incremental_sync_secs * 1000.0, 1),
+        incremental_read_ms: round(incremental.timings.read_ms, 1),
+        incremental_write_ms: round(incremental.timings.write_ms, 1),
+        incremental_entries_read: incremental.run.entries_read,
         created: full.run.created,
         updated: incremental.run.updated,
         load_s: round(load_secs, 3),

@@ -41,7 +41,9 @@ pub struct Snapshot {
     /// Users to create or update (all of them on a full sync, the changed
     /// ones on an incremental sync).
     pub users: Vec<DirectoryUser>,
-    /// Every group (groups are few; membership is always read whole).
+    /// Groups to write, each with its whole membership: all of them on a
+    /// full sync; on an incremental one those changed or naming a changed
+    /// user.
     pub groups: Vec<DirectoryGroup>,
     /// Stable ids of the user entries read; on a complete read, a linked
     /// user whose id is missing was removed from the directory.
@@ -50,7 +52,7 @@ pub struct Snapshot {
     pub complete: bool,
     /// Entries that could not be copied, with why.
     pub skipped: Vec<String>,
-    /// Newest `modifyTimestamp` seen.
+    /// The newest change seen, as stored ([`Watermark::stored`]).
     pub high_water_mark: Option<String>,
     pub entries_read: u64,
 }
@@ -230,43 +232,134 @@ fn result_error(
     }
 }
 
-/// Reads users and groups: all of them (`since` = None) or only the users
-/// changed since a `modifyTimestamp` (then removals are not seen: that
-/// takes a full read, which the MailStore Service schedules).
+/// How far a directory has been read: the newest value of the change
+/// attribute (`entryCSN`, `uSNChanged`, `modifyTimestamp`) seen, kept per
+/// directory as `attribute=value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermark {
+    pub attribute: String,
+    pub value: String,
+}
+
+impl Watermark {
+    /// The stored mark, if it was taken with `attribute`; a mark of another
+    /// attribute (the mapping or the kind changed) is no mark, so the next
+    /// sync is full. A bare value is a `modifyTimestamp` (marks stored
+    /// before they named their attribute).
+    pub fn for_attribute(stored: &str, attribute: &str) -> Option<Watermark> {
+        let (attr, value) = stored.split_once('=').unwrap_or((MODIFY_TIMESTAMP, stored));
+        (attr.eq_ignore_ascii_case(attribute) && !value.is_empty()).then(|| Watermark {
+            attribute: attribute.to_owned(),
+            value: value.to_owned(),
+        })
+    }
+
+    /// What `directories.high_water_mark` holds.
+    pub fn stored(&self) -> String {
+        format!("{}={}", self.attribute, self.value)
+    }
+
+    /// The filter for entries changed since the mark. A number (uSNChanged)
+    /// starts after it: the entry that had it was read already. Times and
+    /// CSNs start at it, as others may share it.
+    pub fn filter(&self) -> String {
+        let value = match numeric(&self.value) {
+            Some(n) => n.checked_add(1).unwrap_or(n).to_string(),
+            None => self.value.clone(),
+        };
+        format!("({}>={})", self.attribute, ldap3::ldap_escape(&value))
+    }
+}
+
+fn numeric(value: &str) -> Option<u128> {
+    value
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| value.parse().ok())
+        .flatten()
+}
+
+/// Whether `value` is newer than `than`: as numbers when both are, else as
+/// text (generalized times and CSNs of one server sort as text).
+fn newer(value: &str, than: &str) -> bool {
+    match (numeric(value), numeric(than)) {
+        (Some(a), Some(b)) => a > b,
+        _ => value > than,
+    }
+}
+
+/// Changed users named in a group filter at most; more read every group.
+const MEMBER_CLAUSES: usize = 100;
+
+/// The user filter of a read: every user, or those changed since `since`.
+pub fn user_search_filter(s: &DirectorySettings, since: Option<&Watermark>) -> String {
+    match since {
+        Some(mark) => format!("(&{}{})", s.user_filter(), mark.filter()),
+        None => s.user_filter(),
+    }
+}
+
+/// The group filter of a read: every group on a full read; on an
+/// incremental one the groups changed since `since` and those naming a
+/// changed user (`changed_users`, their DNs) as a member, so a new or moved
+/// user joins groups that listed it already. Past [`MEMBER_CLAUSES`]
+/// changed users, every group.
+pub fn group_search_filter(
+    s: &DirectorySettings,
+    since: Option<&Watermark>,
+    changed_users: &[&str],
+) -> String {
+    let groups = s.group_filter();
+    let Some(mark) = since else {
+        return groups;
+    };
+    if changed_users.len() > MEMBER_CLAUSES {
+        return groups;
+    }
+    let member = &s.attributes().group_member;
+    let named: String = changed_users
+        .iter()
+        .map(|dn| format!("({member}={})", ldap3::ldap_escape(*dn)))
+        .collect();
+    format!("(&{groups}(|{}{named}))", mark.filter())
+}
+
+/// Reads users and groups: all of them (`since` = None) or only those
+/// changed since a mark (then removals are not seen: that takes a full
+/// read, which the MailStore Service schedules).
 pub async fn read(
     s: &DirectorySettings,
-    since: Option<&str>,
+    since: Option<&Watermark>,
     progress: &watch::Sender<Progress>,
 ) -> Result<Snapshot, DirectoryError> {
     progress.send_modify(|p| p.phase = Phase::Connecting);
+    let started = std::time::Instant::now();
     let mut ldap = connect(s).await?;
     let map = &s.attributes();
     let mut snap = Snapshot::default();
-    let user_filter = s.user_filter();
+    tracing::debug!(target: "bramble::mailstore", directory = %s.name,
+        ms = started.elapsed().as_millis() as u64, "connected and bound");
 
     progress.send_modify(|p| p.phase = Phase::ReadingUsers);
-    let changed_filter = match since {
-        Some(mark) => format!(
-            "(&{user_filter}({MODIFY_TIMESTAMP}>={}))",
-            ldap3::ldap_escape(mark)
-        ),
-        None => user_filter.clone(),
-    };
     let mut users = Vec::new();
     let mut skipped = Vec::new();
     let mut present = HashSet::new();
-    let mut high = since.map(str::to_owned);
+    let mut high = since.map(|m| m.value.clone());
+    let mut changed_dns = Vec::new();
     search_paged(
         &mut ldap,
         s,
         "user_filter",
-        &changed_filter,
+        &user_search_filter(s, since),
         user_attributes(map),
         |entry| {
             progress.send_modify(|p| p.entries_read += 1);
-            note_timestamp(&mut high, &entry);
+            note_change(&mut high, &map.changed, &entry);
             if let Some(guid) = guid_of(map, &entry) {
                 present.insert(guid);
+            }
+            if since.is_some() {
+                changed_dns.push(entry.dn.clone());
             }
             match map_user(map, &entry) {
                 Ok(user) => users.push(user),
@@ -275,31 +368,31 @@ pub async fn read(
         },
     )
     .await?;
+    tracing::debug!(target: "bramble::mailstore", directory = %s.name, users = users.len(),
+        ms = started.elapsed().as_millis() as u64, "users read");
     progress.send_modify(|p| p.phase = Phase::ReadingGroups);
     let mut groups = Vec::new();
+    let changed: Vec<&str> = changed_dns.iter().map(String::as_str).collect();
     search_paged(
         &mut ldap,
         s,
         "group_filter",
-        &s.group_filter(),
+        &group_search_filter(s, since, &changed),
         vec![
             map.guid.to_owned(),
             map.group_name.to_owned(),
             map.group_member.to_owned(),
-            MODIFY_TIMESTAMP.to_owned(),
+            map.changed.to_owned(),
         ],
         |entry| {
             progress.send_modify(|p| p.entries_read += 1);
+            note_change(&mut high, &map.changed, &entry);
             match guid_of(map, &entry) {
                 Some(guid) => groups.push(DirectoryGroup {
                     guid,
                     name: first(&entry, &[map.group_name.as_str()])
                         .unwrap_or_else(|| entry.dn.clone()),
-                    members: entry
-                        .attrs
-                        .get(&map.group_member)
-                        .cloned()
-                        .unwrap_or_default(),
+                    members: all(&entry, &map.group_member),
                     dn: entry.dn,
                 }),
                 None => skipped.push(format!("{}: no {}", entry.dn, map.guid)),
@@ -307,15 +400,28 @@ pub async fn read(
         },
     )
     .await?;
+    tracing::debug!(target: "bramble::mailstore", directory = %s.name, groups = groups.len(),
+        ms = started.elapsed().as_millis() as u64, "groups read");
     let _ = ldap.unbind().await;
 
+    if since.is_none() && high.is_none() && !users.is_empty() {
+        tracing::warn!(target: "bramble::mailstore", directory = %s.name,
+            "the entries carry no {}, so every sync of directory {} reads everything; set `changed` in [directories.attributes] (e.g. \"modifyTimestamp\")",
+            map.changed, s.name);
+    }
     snap.entries_read = progress.borrow().entries_read;
     snap.users = users;
     snap.groups = groups;
     snap.present = present;
     snap.complete = since.is_none();
     snap.skipped = skipped;
-    snap.high_water_mark = high;
+    snap.high_water_mark = high.map(|value| {
+        Watermark {
+            attribute: map.changed.clone(),
+            value,
+        }
+        .stored()
+    });
     Ok(snap)
 }
 
@@ -323,7 +429,7 @@ fn user_attributes(map: &AttributeMap) -> Vec<String> {
     let mut attrs = vec![
         map.guid.to_owned(),
         map.login.to_owned(),
-        MODIFY_TIMESTAMP.to_owned(),
+        map.changed.to_owned(),
     ];
     attrs.extend(map.display_name.iter().cloned());
     attrs.extend(map.email.iter().cloned());
@@ -332,10 +438,10 @@ fn user_attributes(map: &AttributeMap) -> Vec<String> {
     attrs
 }
 
-fn note_timestamp(high: &mut Option<String>, entry: &SearchEntry) {
-    if let Some(stamp) = first(entry, &[MODIFY_TIMESTAMP]) {
-        if high.as_deref().is_none_or(|h| stamp.as_str() > h) {
-            *high = Some(stamp);
+fn note_change(high: &mut Option<String>, attribute: &str, entry: &SearchEntry) {
+    if let Some(value) = first(entry, &[attribute]) {
+        if high.as_deref().is_none_or(|h| newer(&value, h)) {
+            *high = Some(value);
         }
     }
 }
@@ -417,16 +523,6 @@ pub fn map_user(map: &AttributeMap, entry: &SearchEntry) -> Result<DirectoryUser
         disabled,
         member_of,
     })
-}
-
-/// A DN in a form that compares equal however it was spelt: lower case,
-/// no spaces around `,` and `=`.
-pub fn normalize_dn(dn: &str) -> String {
-    dn.split(',')
-        .map(|rdn| rdn.split('=').map(str::trim).collect::<Vec<_>>().join("="))
-        .collect::<Vec<_>>()
-        .join(",")
-        .to_lowercase()
 }
 
 /// Address lookup for devices: users whose name, e-mail or login contains
@@ -566,10 +662,93 @@ mod tests {
     }
 
     #[test]
-    fn dns_compare_however_spelt() {
+    fn active_directory_reads_changes_by_usn() {
+        let s = DirectorySettings {
+            kind: crate::mailstore::DirectoryKind::ActiveDirectory,
+            ..DirectorySettings::default()
+        };
+        let map = s.attributes();
+        assert_eq!(map.changed, "uSNChanged");
+        let mark = Watermark::for_attribute("uSNChanged=12345", &map.changed).unwrap();
+        assert_eq!(mark.value, "12345");
         assert_eq!(
-            normalize_dn("CN=Sales, OU=Groups ,DC=Example,DC=com"),
-            normalize_dn("cn=sales,ou=groups,dc=example,dc=com")
+            user_search_filter(&s, Some(&mark)),
+            "(&(&(objectCategory=person)(objectClass=user))(uSNChanged>=12346))",
+            "the entry with the mark itself was read already"
+        );
+        assert_eq!(
+            user_search_filter(&s, None),
+            "(&(objectCategory=person)(objectClass=user))"
+        );
+        // Groups: changed ones, and those naming a changed user (DN escaped).
+        assert_eq!(
+            group_search_filter(&s, Some(&mark), &["CN=Smith\\, John,OU=Staff,DC=corp,DC=example"]),
+            "(&(objectClass=group)(|(uSNChanged>=12346)(member=CN=Smith\\5c, John,OU=Staff,DC=corp,DC=example)))"
+        );
+        assert_eq!(group_search_filter(&s, None, &[]), "(objectClass=group)");
+        let many: Vec<String> = (0..=MEMBER_CLAUSES)
+            .map(|i| format!("CN=u{i},DC=corp"))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(
+            group_search_filter(&s, Some(&mark), &many),
+            "(objectClass=group)",
+            "too many changed users: every group"
+        );
+
+        // A mark of another attribute (the kind changed, or a mark kept
+        // from before marks named their attribute): no mark, a full sync.
+        assert!(Watermark::for_attribute(
+            "entryCSN=20261127040838.841778Z#000000#000#000000",
+            "uSNChanged"
+        )
+        .is_none());
+        assert!(Watermark::for_attribute("20261127040838Z", "uSNChanged").is_none());
+        assert_eq!(
+            Watermark::for_attribute("20261127040838Z", "modifyTimestamp")
+                .unwrap()
+                .filter(),
+            "(modifyTimestamp>=20261127040838Z)"
+        );
+        assert_eq!(mark.stored(), "uSNChanged=12345");
+    }
+
+    #[test]
+    fn openldap_reads_changes_by_csn() {
+        let s = DirectorySettings::default();
+        let csn = "20261127040838.841778Z#000000#000#000000";
+        let mark =
+            Watermark::for_attribute(&format!("entryCSN={csn}"), &s.attributes().changed).unwrap();
+        assert_eq!(
+            user_search_filter(&s, Some(&mark)),
+            format!("(&(objectClass=inetOrgPerson)(entryCSN>={csn}))")
+        );
+        let mut other = s.clone();
+        other.attributes.changed = Some("modifyTimestamp".into());
+        assert_eq!(other.attributes().changed, "modifyTimestamp");
+    }
+
+    #[test]
+    fn the_newest_change_wins() {
+        // Numbers as numbers: 999 < 1000 although "999" > "1000" as text.
+        let mut high = Some("999".to_owned());
+        let e = entry("cn=x", &[("uSNChanged", &["1000"])], &[]);
+        note_change(&mut high, "uSNChanged", &e);
+        assert_eq!(high.as_deref(), Some("1000"));
+        let older = entry("cn=y", &[("uSNChanged", &["998"])], &[]);
+        note_change(&mut high, "usnchanged", &older);
+        assert_eq!(high.as_deref(), Some("1000"));
+        // CSNs as text.
+        let mut high = Some("20261127040838.841778Z#000000#000#000000".to_owned());
+        let e = entry(
+            "cn=x",
+            &[("entryCSN", &["20261127040839.000001Z#000000#000#000000"])],
+            &[],
+        );
+        note_change(&mut high, "entryCSN", &e);
+        assert_eq!(
+            high.as_deref(),
+            Some("20261127040839.000001Z#000000#000#000000")
         );
     }
 }

@@ -12,10 +12,11 @@
 //! - [`sync`]: one run — read everything first, then write in one
 //!   transaction; users linked to their entry by its stable id (entryUUID,
 //!   objectGUID), so a rename or move updates the same user; incremental
-//!   after the first full run (by `modifyTimestamp`); users whose entry is
+//!   after the first full run (by `entryCSN`, `uSNChanged` on Active
+//!   Directory, or `modifyTimestamp`); users whose entry is
 //!   gone or disabled become `removed_in_directory`, never deleted.
-//! - [`slapd`]: a real OpenLDAP server on loopback for tests and pilots.
-//! - [`bench`]: sync figures against a slapd loaded with N users.
+//! - [`bench`]: sync figures against a slapd loaded with N users (the
+//!   server itself: [`crate::testbed::slapd`]).
 //!
 //! [`MailStore`] is the component the Controller runs: it syncs each
 //! directory on its interval and beats after each run and between runs.
@@ -23,7 +24,6 @@
 pub mod bench;
 pub mod ldap;
 pub mod settings;
-pub mod slapd;
 pub mod sync;
 
 use std::sync::Arc;

@@ -97,6 +97,12 @@ pub struct AttributeMap {
     pub group_member: String,
     pub user_filter: String,
     pub group_filter: String,
+    /// The attribute incremental syncs compare against the newest value
+    /// seen: `entryCSN` (OpenLDAP: microseconds, ordered), `uSNChanged`
+    /// (Active Directory: a number per domain controller) or
+    /// `modifyTimestamp` (any RFC server: whole seconds). Values made only
+    /// of digits compare as numbers, others as text.
+    pub changed: String,
 }
 
 /// Per-directory changes to the kind's attribute mapping; unset keeps the
@@ -112,6 +118,7 @@ pub struct AttributeOverrides {
     pub member_of: Option<String>,
     pub group_name: Option<String>,
     pub group_member: Option<String>,
+    pub changed: Option<String>,
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -133,6 +140,7 @@ impl AttributeMap {
             group_member: "member".into(),
             user_filter: "(objectClass=inetOrgPerson)".into(),
             group_filter: "(objectClass=groupOfNames)".into(),
+            changed: "entryCSN".into(),
         }
     }
 
@@ -150,6 +158,7 @@ impl AttributeMap {
             group_member: "member".into(),
             user_filter: "(&(objectCategory=person)(objectClass=user))".into(),
             group_filter: "(objectClass=group)".into(),
+            changed: "uSNChanged".into(),
         }
     }
 
@@ -177,6 +186,9 @@ impl AttributeMap {
         }
         if let Some(v) = &o.group_member {
             self.group_member = v.clone();
+        }
+        if let Some(v) = o.changed.as_ref().filter(|v| !v.trim().is_empty()) {
+            self.changed = v.trim().to_owned();
         }
         self
     }

@@ -1,16 +1,21 @@
-//! A mail testbed on loopback: real Dovecot (IMAP with IDLE, LMTP) and real
-//! Postfix (SMTP that hands mail to Dovecot over LMTP), run from one folder
-//! without systemd, for tests, benchmarks and pilots.
+//! A testbed on loopback: real Dovecot (IMAP with IDLE, LMTP), real Postfix
+//! (SMTP that hands mail to Dovecot over LMTP) and a real OpenLDAP slapd
+//! holding the same users, run from one folder without systemd, for tests,
+//! benchmarks and pilots.
 //!
-//! [`Testbed::start`] writes the configurations into the folder, starts both
+//! [`Testbed::start`] writes the configurations into the folder, starts the
 //! servers, waits until their ports accept, and writes `testbed.toml` (ports,
-//! users, the master user) and `bramble.toml` (a settings file pointing at
-//! the folder). Dropping the [`Testbed`] or calling [`Testbed::stop`] stops
-//! the servers; [`Testbed::detach`] leaves them running for `bramble testbed
-//! up`, and [`stop_dir`] stops them again later (`bramble testbed down`).
+//! users, the master user, the directory's bind DN) and `bramble.toml` (a
+//! settings file pointing at the folder, with a `[[directories]]` entry).
+//! Dropping the [`Testbed`] or calling [`Testbed::stop`] stops the servers;
+//! [`Testbed::detach`] leaves them running for `bramble testbed up`, and
+//! [`stop_dir`] stops them again later (`bramble testbed down`).
 //!
-//! The servers drop privileges (Dovecot delivers as `nobody`, Postfix runs as
-//! `postfix`), so starting a testbed needs root.
+//! The mail servers drop privileges (Dovecot delivers as `nobody`, Postfix
+//! runs as `postfix`), so starting a testbed needs root. [`slapd`] also
+//! starts lone directories for tests and benchmarks.
+
+pub mod slapd;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -24,6 +29,8 @@ use serde::{Deserialize, Serialize};
 pub mod lmtp;
 pub mod pilot;
 
+use self::slapd::{Slapd, SlapdError, SlapdOptions, SUFFIX};
+
 /// The mail domain of the sample users.
 pub const DOMAIN: &str = "example.com";
 /// Login of the Dovecot master user (the service account).
@@ -31,7 +38,9 @@ pub const MASTER_LOGIN: &str = "bramble";
 /// Joins a user's login and the master login: `user2*bramble`.
 pub const MASTER_SEPARATOR: &str = "*";
 /// How to get the servers on Debian.
-pub const INSTALL_HINT: &str = "apt-get install dovecot-imapd dovecot-lmtpd postfix";
+pub const INSTALL_HINT: &str = "apt-get install dovecot-imapd dovecot-lmtpd postfix slapd";
+/// The directory's read-only account for the MailStore Service.
+pub const DIRECTORY_BIND_DN: &str = "cn=bramble,ou=services,dc=example,dc=com";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -89,6 +98,23 @@ impl TestbedError {
     }
 }
 
+impl From<SlapdError> for TestbedError {
+    fn from(e: SlapdError) -> Self {
+        match e {
+            SlapdError::Missing { tool, .. } => TestbedError::MissingServer {
+                binary: tool.to_owned(),
+            },
+            SlapdError::Io(source) => TestbedError::Setup {
+                what: "setting up slapd".to_owned(),
+                source,
+            },
+            other => TestbedError::Command {
+                what: format!("starting slapd: {other}"),
+            },
+        }
+    }
+}
+
 fn setup(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> TestbedError {
     let what = what.to_string();
     move |source| TestbedError::Setup { what, source }
@@ -100,6 +126,7 @@ pub struct TestbedPorts {
     pub imap: Option<u16>,
     pub lmtp: Option<u16>,
     pub smtp: Option<u16>,
+    pub ldap: Option<u16>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -143,6 +170,19 @@ pub struct TestbedInfo {
     pub dovecot_pid: u32,
     pub postfix_pid: u32,
     pub users: Vec<TestUser>,
+    /// The directory (slapd) with the same users, as `uid=userN,ou=people`.
+    #[serde(default)]
+    pub ldap_port: u16,
+    #[serde(default)]
+    pub ldap_url: String,
+    #[serde(default)]
+    pub ldap_bind_dn: String,
+    #[serde(default)]
+    pub ldap_bind_password: String,
+    #[serde(default)]
+    pub ldap_base_dn: String,
+    #[serde(default)]
+    pub slapd_pid: u32,
 }
 
 impl TestbedInfo {
@@ -154,6 +194,9 @@ impl TestbedInfo {
     }
     pub fn smtp_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.smtp_port))
+    }
+    pub fn ldap_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ldap_port))
     }
     /// The IMAP login that reaches `user`'s mailbox with the master password.
     pub fn master_login_for(&self, user: &str) -> String {
@@ -179,6 +222,7 @@ pub struct Testbed {
     info: TestbedInfo,
     dovecot: Option<Child>,
     postfix: Option<Child>,
+    slapd: Option<Slapd>,
     running: bool,
 }
 
@@ -186,6 +230,9 @@ impl Testbed {
     pub fn start(options: TestbedOptions) -> Result<Testbed, TestbedError> {
         let dovecot_bin = find_binary("dovecot")?;
         let postfix_bin = find_binary("postfix")?;
+        for binary in ["slapd", "slapadd", "slaptest"] {
+            find_binary(binary)?;
+        }
         for helper in ["imap", "lmtp"] {
             let path = Path::new("/usr/lib/dovecot").join(helper);
             if Path::new("/usr/lib/dovecot").is_dir() && !path.exists() {
@@ -210,7 +257,7 @@ impl Testbed {
             }
         }
 
-        let (imap_port, lmtp_port, smtp_port) = pick_ports(options.ports)?;
+        let (imap_port, lmtp_port, smtp_port, ldap_port) = pick_ports(options.ports)?;
         let count = if options.users == 0 { 3 } else { options.users };
         let users = (1..=count)
             .map(|i| TestUser {
@@ -232,6 +279,12 @@ impl Testbed {
             dovecot_pid: 0,
             postfix_pid: 0,
             users,
+            ldap_port,
+            ldap_url: format!("ldap://127.0.0.1:{ldap_port}"),
+            ldap_bind_dn: DIRECTORY_BIND_DN.to_owned(),
+            ldap_bind_password: random_password()?,
+            ldap_base_dn: SUFFIX.to_owned(),
+            slapd_pid: 0,
         };
         write_files(&info)?;
 
@@ -239,8 +292,23 @@ impl Testbed {
             info: info.clone(),
             dovecot: None,
             postfix: None,
+            slapd: None,
             running: true,
         };
+
+        // The directory first: it is ready in a fraction of a second.
+        let slapd = Slapd::start_in(
+            &dir.join("slapd"),
+            &directory_ldif(&info),
+            &SlapdOptions {
+                port: Some(ldap_port),
+                root_password: Some(random_password()?),
+                ..SlapdOptions::default()
+            },
+        )?;
+        testbed.info.slapd_pid = slapd.pid();
+        testbed.slapd = Some(slapd);
+        write_info(&testbed.info)?;
 
         let dovecot_log = dir.join("dovecot.log");
         let child = Command::new(&dovecot_bin)
@@ -302,6 +370,8 @@ impl Testbed {
             return Ok(());
         }
         self.running = false;
+        // Dropping the Slapd kills it and waits.
+        self.slapd = None;
         let postfix = stop_postfix(&self.info.dir, self.postfix.take());
         let dovecot = stop_dovecot(self.info.dovecot_pid, self.dovecot.take());
         postfix.and(dovecot)
@@ -313,6 +383,9 @@ impl Testbed {
         self.running = false;
         self.dovecot = None;
         self.postfix = None;
+        if let Some(slapd) = self.slapd.take() {
+            slapd.detach();
+        }
         self.info.clone()
     }
 }
@@ -334,28 +407,75 @@ pub fn stop_dir(dir: &Path) -> Result<bool, TestbedError> {
         .and_then(|text| text.trim().parse::<u32>().ok());
     let dovecot_running = dovecot_pid.is_some_and(|pid| process_alive(pid, "dovecot"));
     let postfix_running = postfix_master_pid(dir).is_some_and(|pid| process_alive(pid, ""));
+    // slapd writes its own pidfile.
+    let slapd_pid = fs::read_to_string(dir.join("slapd/slapd.pid"))
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .filter(|pid| process_alive(*pid, "slapd"));
     let postfix = stop_postfix(dir, None);
     let dovecot = match dovecot_pid {
         Some(pid) => stop_dovecot(pid, None),
         None => Ok(()),
     };
-    postfix.and(dovecot)?;
-    Ok(dovecot_running || postfix_running)
+    let slapd = match slapd_pid {
+        Some(pid) => stop_server("slapd", pid, "slapd", None),
+        None => Ok(()),
+    };
+    postfix.and(dovecot).and(slapd)?;
+    Ok(dovecot_running || postfix_running || slapd_pid.is_some())
 }
 
-fn find_binary(name: &str) -> Result<PathBuf, TestbedError> {
+/// The directory's entries: the service account, the sample users (with
+/// their mail passwords) under `ou=people` and a group `staff` of them all.
+fn directory_ldif(info: &TestbedInfo) -> String {
+    let mut ldif = format!(
+        "dn: ou=services,{SUFFIX}\nobjectClass: organizationalUnit\nou: services\n\n\
+         dn: {DIRECTORY_BIND_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: bramble\nuserPassword: {}\n\n\
+         dn: ou=people,{SUFFIX}\nobjectClass: organizationalUnit\nou: people\n\n\
+         dn: ou=groups,{SUFFIX}\nobjectClass: organizationalUnit\nou: groups\n\n",
+        info.ldap_bind_password
+    );
+    for (i, user) in info.users.iter().enumerate() {
+        ldif.push_str(&format!(
+            "dn: uid={login},ou=people,{SUFFIX}\nobjectClass: inetOrgPerson\nuid: {login}\ncn: User {n}\nsn: {n}\nmail: {address}\nuserPassword: {password}\n\n",
+            login = user.login,
+            n = i + 1,
+            address = user.address,
+            password = user.password,
+        ));
+    }
+    ldif.push_str(&format!(
+        "dn: cn=staff,ou=groups,{SUFFIX}\nobjectClass: groupOfNames\ncn: staff\n"
+    ));
+    for user in &info.users {
+        ldif.push_str(&format!("member: uid={},ou=people,{SUFFIX}\n", user.login));
+    }
+    ldif
+}
+
+/// A server's binary on PATH or in the sbin folders (often not on a
+/// user's PATH).
+fn locate(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
-        .ok_or_else(|| TestbedError::MissingServer {
-            binary: name.to_owned(),
-        })
 }
 
-fn pick_ports(given: TestbedPorts) -> Result<(u16, u16, u16), TestbedError> {
-    // Hold all three listeners at once so the picks differ.
+fn find_binary(name: &str) -> Result<PathBuf, TestbedError> {
+    locate(name).ok_or_else(|| TestbedError::MissingServer {
+        binary: name.to_owned(),
+    })
+}
+
+/// A loopback address with a port free a moment ago.
+fn free_port() -> std::io::Result<SocketAddr> {
+    TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+fn pick_ports(given: TestbedPorts) -> Result<(u16, u16, u16, u16), TestbedError> {
+    // Hold all listeners at once so the picks differ.
     let mut held = Vec::new();
     let mut pick = |port: Option<u16>| -> Result<u16, TestbedError> {
         if let Some(port) = port {
@@ -370,7 +490,12 @@ fn pick_ports(given: TestbedPorts) -> Result<(u16, u16, u16), TestbedError> {
         held.push(listener);
         Ok(port)
     };
-    let ports = (pick(given.imap)?, pick(given.lmtp)?, pick(given.smtp)?);
+    let ports = (
+        pick(given.imap)?,
+        pick(given.lmtp)?,
+        pick(given.smtp)?,
+        pick(given.ldap)?,
+    );
     drop(held);
     Ok(ports)
 }
@@ -604,6 +729,14 @@ smtp_security = \"none\"
 service_login = {master}
 service_password = {password}
 master_separator = {sep}
+
+# The testbed's directory, for the MailStore Service.
+[[directories]]
+name = \"testbed\"
+url = {ldap_url}
+bind_dn = {bind_dn}
+bind_password = {bind_password}
+base_dn = {base_dn}
 ",
         data_dir = toml_string(&data_dir),
         imap = info.imap_addr(),
@@ -613,6 +746,10 @@ master_separator = {sep}
         master = toml_string(&info.master_login),
         password = toml_string(&info.master_password),
         sep = toml_string(&info.master_separator),
+        ldap_url = toml_string(&info.ldap_url),
+        bind_dn = toml_string(&info.ldap_bind_dn),
+        bind_password = toml_string(&info.ldap_bind_password),
+        base_dn = toml_string(&info.ldap_base_dn),
     )
 }
 
@@ -754,22 +891,32 @@ fn wait_exit(pid: u32, child: &mut Option<Child>, timeout: Duration) -> bool {
     }
 }
 
-fn stop_dovecot(pid: u32, mut child: Option<Child>) -> Result<(), TestbedError> {
+fn stop_dovecot(pid: u32, child: Option<Child>) -> Result<(), TestbedError> {
+    stop_server("Dovecot", pid, "dovecot", child)
+}
+
+/// SIGTERM, then SIGKILL if `pid` (whose command line names `name`) has
+/// not exited in time; SIGKILL on Dovecot's master takes its children.
+fn stop_server(
+    server: &'static str,
+    pid: u32,
+    name: &str,
+    mut child: Option<Child>,
+) -> Result<(), TestbedError> {
     let ours = child.is_some();
-    if !ours && !process_alive(pid, "dovecot") {
+    if !ours && !process_alive(pid, name) {
         return Ok(());
     }
     signal(pid, "TERM");
     if wait_exit(pid, &mut child, STOP_TIMEOUT) {
         return Ok(());
     }
-    // SIGKILL on the master takes its children with it.
     signal(pid, "KILL");
     if wait_exit(pid, &mut child, Duration::from_secs(5)) {
         return Ok(());
     }
     Err(TestbedError::StopTimeout {
-        server: "Dovecot",
+        server,
         pid,
         secs: STOP_TIMEOUT.as_secs(),
     })
@@ -905,9 +1052,22 @@ mod tests {
             binary: "dovecot".to_owned(),
         };
         assert_eq!(e.code(), "TESTBED_MISSING_SERVER");
-        assert!(e
-            .to_string()
-            .ends_with("install it with: apt-get install dovecot-imapd dovecot-lmtpd postfix"));
+        assert!(e.to_string().ends_with(
+            "install it with: apt-get install dovecot-imapd dovecot-lmtpd postfix slapd"
+        ));
+    }
+
+    #[test]
+    fn missing_slapd_tools_name_the_packages() {
+        let e = TestbedError::from(SlapdError::Missing {
+            tool: "slapadd",
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not found"),
+        });
+        assert_eq!(e.code(), "TESTBED_MISSING_SERVER");
+        assert_eq!(
+            e.to_string(),
+            "`slapadd` is not installed; install it with: apt-get install dovecot-imapd dovecot-lmtpd postfix slapd"
+        );
     }
 
     #[test]

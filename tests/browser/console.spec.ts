@@ -1,4 +1,5 @@
 import { expect, test, type Page } from '@playwright/test';
+import { FIRST_ADMIN, shot, signInByApi } from './helpers';
 
 const EXPECTED_COMPONENTS = [
   'Messaging Agent',
@@ -40,9 +41,41 @@ function componentRow(page: Page, name: string) {
     .filter({ has: page.getByText(name, { exact: true }) });
 }
 
-test.describe('Servers and components', () => {
-  test('lists every server component as running', async ({ page }) => {
+// Runs first (files run in name order, tests in file order): the server
+// starts with an empty database, so the console asks for the first
+// Security Administrator.
+test.describe('First run', () => {
+  test('creates the first Security Administrator, then only signing in is offered', async ({ page }) => {
     await page.goto('/');
+    const form = page.getByTestId('first-run-form');
+    await expect(form).toBeVisible();
+    await shot(page, '01-first-run');
+    await form.getByLabel('Login name').fill(FIRST_ADMIN.login);
+    await form.getByLabel('Display name').fill(FIRST_ADMIN.displayName);
+    const passwords = form.locator('input[type="password"]');
+    await passwords.nth(0).fill(FIRST_ADMIN.password);
+    await passwords.nth(1).fill(FIRST_ADMIN.password);
+    await form.getByRole('button', { name: 'Create administrator' }).click();
+
+    await expect(page.getByTestId('signed-in-as')).toContainText('Security Administrator');
+    await expect(page.getByTestId('nav-administrators')).toBeVisible();
+    await shot(page, '02-first-administrator-signed-in');
+
+    // The first-run endpoint is closed now.
+    const again = await page.request.post('/api/setup', {
+      data: { login: 'intruder', password: 'another password' },
+    });
+    expect(again.status()).toBe(409);
+    expect((await again.json()).code).toBe('FIRST_ADMINISTRATOR_EXISTS');
+  });
+});
+
+test.describe('Servers and components', () => {
+  test.beforeEach(async ({ page }) => {
+    await signInByApi(page);
+  });
+  test('lists every server component as running', async ({ page }) => {
+    await page.goto('/#/servers');
 
     await expect(page.getByRole('heading', { name: 'Bramble Administration Service' })).toBeVisible();
     await waitForHealthReport(page);
@@ -58,7 +91,7 @@ test.describe('Servers and components', () => {
   });
 
   test('shows that no wireless network connection is configured yet', async ({ page }) => {
-    await page.goto('/');
+    await page.goto('/#/servers');
     await waitForHealthReport(page);
 
     await expect(page.getByTestId('wireless-state')).toHaveText('Not configured');
@@ -66,7 +99,7 @@ test.describe('Servers and components', () => {
   });
 
   test('shows the overall status as ok', async ({ page }) => {
-    await page.goto('/');
+    await page.goto('/#/servers');
     await waitForHealthReport(page);
 
     await expect(page.getByTestId('overall-status')).toHaveText('ok');
@@ -83,7 +116,7 @@ test.describe('Servers and components', () => {
       if (res.status() >= 400) failedRequests.push(`${res.request().method()} ${res.url()}: HTTP ${res.status()}`);
     });
 
-    await page.goto('/');
+    await page.goto('/#/servers');
     await waitForHealthReport(page);
 
     // Let at least one more /health poll (every 5 s) happen.

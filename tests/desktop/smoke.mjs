@@ -2,10 +2,12 @@ import { spawnSync } from 'node:child_process';
 // Desktop smoke test, WebDriver side. Run by tests/desktop/smoke.sh, which
 // starts Xvfb and tauri-driver first. Uses only Node's built-in fetch.
 //
-// Opens the real bramble-desktop window through tauri-driver, waits until
-// the console shows the Messaging Agent as running (the in-process server
-// started and the console reached it over loopback), and saves a
-// screenshot. Then it closes the app: SIGTERM first, the way a session
+// Opens the real bramble-desktop window through tauri-driver, creates the
+// first Security Administrator on the console's first-run page (a round
+// trip: the form's answer signs the window in with a bearer token), opens
+// the Servers page, waits until it shows the Messaging Agent as running
+// (the in-process server started and the console reached it over
+// loopback), and saves a screenshot. Then it closes the app: SIGTERM first, the way a session
 // manager does, so the app shuts its server down (ending a WebDriver
 // session kills the app with SIGKILL, which would skip that), waits for it
 // to exit, and ends the session.
@@ -76,6 +78,44 @@ async function look(session) {
       };`,
     args: [ROW, STATE],
   });
+}
+
+/** The WebDriver ids of the elements matching a CSS selector. */
+async function elements(session, css) {
+  const found = await wd('POST', `/session/${session}/elements`, { using: 'css selector', value: css });
+  return found.map((element) => Object.values(element)[0]);
+}
+
+/**
+ * The first run: the window shows the first-run form of an empty database;
+ * fill it in the way a person would and wait until it has signed in.
+ */
+async function createFirstAdministrator(session, deadline) {
+  const FORM = '[data-testid="first-run-form"]';
+  for (;;) {
+    if ((await elements(session, FORM)).length > 0) break;
+    if (Date.now() > deadline) throw new Error('the console did not show the first-run page');
+    await sleep(250);
+  }
+  const inputs = await elements(session, `${FORM} input`);
+  if (inputs.length < 4) throw new Error(`the first-run form has ${inputs.length} fields, expected 4`);
+  const values = ['desktop-admin', 'Desktop Admin', 'desktop smoke password', 'desktop smoke password'];
+  for (const [i, text] of values.entries()) {
+    await wd('POST', `/session/${session}/element/${inputs[i]}/value`, { text });
+  }
+  const [submit] = await elements(session, `${FORM} button[type="submit"]`);
+  await wd('POST', `/session/${session}/element/${submit}/click`, {});
+  for (;;) {
+    const signedIn = await elements(session, '[data-testid="signed-in-as"]');
+    if (signedIn.length > 0) {
+      const who = await wd('GET', `/session/${session}/element/${signedIn[0]}/text`);
+      console.log(`first run done; signed in as ${JSON.stringify(who)}`);
+      break;
+    }
+    if (Date.now() > deadline) throw new Error('creating the first administrator did not sign the window in');
+    await sleep(250);
+  }
+  await wd('POST', `/session/${session}/execute/sync`, { script: "location.hash = '#/servers'", args: [] });
 }
 
 async function screenshot(session) {
@@ -150,7 +190,12 @@ async function main() {
   let failure = null;
   try {
     const deadline = Date.now() + timeoutMs;
-    for (;;) {
+    try {
+      await createFirstAdministrator(session, deadline);
+    } catch (err) {
+      failure = String(err.message ?? err);
+    }
+    for (; !failure; ) {
       try {
         seen = await look(session);
       } catch (err) {

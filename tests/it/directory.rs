@@ -8,8 +8,8 @@ use bramble::db::models::directory::{Directory, SyncRun};
 use bramble::db::models::group::Group;
 use bramble::db::models::user::{AccountStatus, User};
 use bramble::db::Database;
-use bramble::mailstore::slapd::{Slapd, SUFFIX};
 use bramble::mailstore::{self, DirectorySettings, Progress, SyncReport};
+use bramble::testbed::slapd::{Slapd, SUFFIX};
 
 use crate::fixture;
 
@@ -173,6 +173,13 @@ async fn directory_changes_renames_removals_and_membership_follow() {
     let second = sync(&db, &s, false).await;
     assert_eq!(second.run.kind, "incremental");
     assert_eq!(second.run.created, 0, "{second:?}");
+    // Membership follows already on the incremental read: both groups
+    // changed; bob is found under his new DN.
+    assert_eq!(
+        members(&db, "sales"),
+        ["alice@example.com", "user02@example.com"]
+    );
+    assert_eq!(members(&db, "ops"), ["user04@example.com"]);
     assert_eq!(
         second.run.removed, 0,
         "an incremental read cannot see removals: {second:?}"
@@ -225,6 +232,71 @@ async fn directory_changes_renames_removals_and_membership_follow() {
         .unwrap();
     assert_eq!(runs.len(), 4);
     assert!(runs.iter().all(|r| r.finished_at.is_some()));
+}
+
+#[tokio::test]
+async fn directory_incremental_reads_only_changed_entries() {
+    // A group listing an entry that does not exist yet (no referential
+    // integrity on the server), loaded last.
+    let ldif = format!(
+        "{}dn: cn=newcomers,ou=groups,{SUFFIX}\nobjectClass: groupOfNames\ncn: newcomers\nmember: uid=user01,ou=people,{SUFFIX}\nmember: uid=newcomer,ou=people,{SUFFIX}\n\n",
+        people(6)
+    );
+    let slapd = Slapd::start(&ldif, SIZE_LIMIT).unwrap();
+    let (_dir, db) = database();
+    let s = settings(&slapd);
+    let first = sync(&db, &s, false).await;
+    assert_eq!(first.run.created, 9, "6 users, 3 groups: {first:?}");
+    let mark = db
+        .run_blocking(|conn| Directory::find_by_name(conn, "corp"))
+        .unwrap()
+        .unwrap()
+        .high_water_mark
+        .unwrap();
+    assert!(mark.starts_with("entryCSN="), "{mark}");
+
+    slapd
+        .modify(&format!(
+            "dn: uid=user02,ou=people,{SUFFIX}\nchangetype: modify\nreplace: cn\ncn: Bob Example\n\n\
+             dn: uid=newcomer,ou=people,{SUFFIX}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: newcomer\ncn: New Comer\nsn: Comer\nmail: newcomer@example.com\n"
+        ))
+        .unwrap();
+    let second = sync(&db, &s, false).await;
+    assert_eq!(second.run.kind, "incremental");
+    // user02, the newcomer, and the two unchanged groups naming one of
+    // them (newcomers, sales): nothing else of the 9 entries.
+    assert_eq!(second.run.entries_read, 4, "{second:?}");
+    assert_eq!(
+        (second.run.created, second.run.updated, second.run.removed),
+        (1, 2, 0),
+        "{second:?}"
+    );
+    assert_eq!(user(&db, "user02@example.com").display_name, "Bob Example");
+    assert_eq!(
+        members(&db, "newcomers"),
+        ["newcomer@example.com", "user01@example.com"]
+    );
+    assert_eq!(
+        members(&db, "sales"),
+        ["user01@example.com", "user02@example.com"]
+    );
+
+    // Nothing changed since: the next incremental read finds only the
+    // newest entry again (the mark is inclusive: others may share a CSN's
+    // time) and the group naming it, and writes nothing.
+    let third = sync(&db, &s, false).await;
+    assert_eq!(third.run.entries_read, 2, "{third:?}");
+    assert_eq!(
+        (third.run.created, third.run.updated, third.run.removed),
+        (0, 0, 0)
+    );
+    // A full read agrees with what the incremental ones wrote.
+    let full = sync(&db, &s, true).await;
+    assert_eq!(
+        (full.run.created, full.run.updated, full.run.removed),
+        (0, 0, 0),
+        "{full:?}"
+    );
 }
 
 #[tokio::test]

@@ -1,12 +1,19 @@
-//! The mail testbed: real Dovecot and Postfix on loopback. A message sent
+//! The testbed: real Dovecot, Postfix and slapd on loopback. A message sent
 //! by SMTP reaches the user's INBOX over LMTP and is found over IMAP by the
-//! master user; stopping closes every port. Needs root and
-//! `apt-get install dovecot-imapd dovecot-lmtpd postfix` (scripts/test.sh).
+//! master user; a directory sync against the testbed's slapd, with the
+//! settings it wrote, imports the mailbox users; stopping closes every
+//! port. Needs root and
+//! `apt-get install dovecot-imapd dovecot-lmtpd postfix slapd` (scripts/test.sh).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use bramble::config::Settings;
+use bramble::db::models::group::Group;
+use bramble::db::models::user::User;
+use bramble::db::Database;
+use bramble::mailstore::{self, Progress};
 use bramble::testbed::{send_mail, Testbed, TestbedInfo, TestbedOptions};
 
 use crate::fixture::{bramble_bin, text};
@@ -140,11 +147,46 @@ fn testbed_delivers_smtp_mail_to_imap_for_the_master_user() {
     let (_, status) = login(&info, "user2", "wrong");
     assert!(status.starts_with("NO"), "wrong user password: {status}");
 
+    // The directory holds the same users: a sync with the settings the
+    // testbed wrote imports exactly the mailbox users, in group staff.
+    let loaded = Settings::load(Some(&dir.path().join("bramble.toml"))).unwrap();
+    let directory = &loaded.settings.directories[0];
+    assert_eq!(directory.name, "testbed");
+    assert_eq!(directory.url, info.ldap_url);
+    let data = tempfile::tempdir().unwrap();
+    let db = Database::open_path(&data.path().join("bramble.db"), 2, 5_000).unwrap();
+    let (tx, _rx) = tokio::sync::watch::channel(Progress::default());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let report = runtime
+        .block_on(mailstore::sync(&db, directory, false, &tx))
+        .unwrap();
+    assert_eq!(report.run.created, 4, "3 users and group staff: {report:?}");
+    let (users, staff) = db
+        .run_blocking(|conn| {
+            let (users, _) = User::search(conn, "", 0, 10)?;
+            let staff = Group::find_by_name(conn, "staff")?.unwrap();
+            Ok((users, Group::find_member_ids(conn, staff.id)?))
+        })
+        .unwrap();
+    let mut imported: Vec<(String, String)> = users
+        .iter()
+        .map(|u| (u.email.clone(), u.mailbox_login.clone()))
+        .collect();
+    imported.sort();
+    let mailboxes: Vec<(String, String)> = info
+        .users
+        .iter()
+        .map(|u| (u.address.clone(), u.login.clone()))
+        .collect();
+    assert_eq!(imported, mailboxes);
+    assert_eq!(staff.len(), 3);
+
     testbed.stop().unwrap();
     testbed.stop().unwrap();
     assert_closed(info.imap_addr());
     assert_closed(info.lmtp_addr());
     assert_closed(info.smtp_addr());
+    assert_closed(info.ldap_addr());
 }
 
 #[test]
@@ -176,6 +218,35 @@ fn testbed_cli_up_leaves_servers_running_and_down_stops_them() {
     assert!(status.starts_with("OK"), "master login: {status}");
     assert!(TcpStream::connect(info.smtp_addr()).is_ok());
 
+    // `directory sync` with the testbed's settings file finds its users.
+    let config = d.join("bramble.toml");
+    let out = crate::fixture::bramble(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap(), "directory", "sync"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Directory testbed: full sync succeeded")
+            && text(&out).contains("created 3,"),
+        "2 users and group staff: {}",
+        text(&out)
+    );
+    let out = crate::fixture::bramble(
+        &dir.path().join("data"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "directory",
+            "lookup",
+            "user2",
+        ],
+    );
+    assert!(
+        text(&out).contains("User 2 <user2@example.com> (user2)"),
+        "{}",
+        text(&out)
+    );
+
     let again = run(&["testbed", "up", "--dir", d_str]);
     assert!(!again.status.success());
     assert!(
@@ -189,6 +260,7 @@ fn testbed_cli_up_leaves_servers_running_and_down_stops_them() {
     assert_closed(info.imap_addr());
     assert_closed(info.lmtp_addr());
     assert_closed(info.smtp_addr());
+    assert_closed(info.ldap_addr());
     let out = run(&["testbed", "down", "--dir", d_str]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("No testbed running"), "{}", text(&out));

@@ -1,52 +1,169 @@
-import { AppShell, Burger, Group, NavLink, Text, Title } from '@mantine/core';
+import { AppShell, Burger, Button, Group, Loader, NavLink, Stack, Text, Title } from '@mantine/core';
 import { useDisclosure } from '@mantine/hooks';
+import { useCallback, useEffect, useState } from 'react';
+import {
+  ApiError,
+  can,
+  getSession,
+  getSetup,
+  setUnauthorizedHandler,
+  signOut,
+  subscribeEvents,
+  type Whoami,
+} from './api';
+import { ErrorAlert } from './components/ErrorAlert';
+import { useRoute } from './hooks/useRoute';
+import { AdministratorsPage } from './pages/AdministratorsPage';
+import { AuditPage } from './pages/AuditPage';
+import { DevicesPage } from './pages/DevicesPage';
+import { GroupsPage } from './pages/GroupsPage';
 import { ServersPage } from './pages/ServersPage';
+import { SignInPage } from './pages/SignInPage';
+import { UserDetailPage } from './pages/UserDetailPage';
+import { UsersPage } from './pages/UsersPage';
 
 export interface NavItem {
   key: string;
   label: string;
+  /** Shown only to administrators whose roles grant this. */
+  permission: string;
   /** Screens not built yet are listed but disabled. */
   available: boolean;
 }
 
 export const NAV_ITEMS: readonly NavItem[] = [
-  { key: 'users', label: 'Users', available: false },
-  { key: 'groups', label: 'Groups', available: false },
-  { key: 'roles', label: 'Roles', available: false },
-  { key: 'it-policies', label: 'IT policies', available: false },
-  { key: 'activation', label: 'Activation', available: false },
-  { key: 'software', label: 'Software', available: false },
-  { key: 'servers', label: 'Servers', available: true },
-  { key: 'devices', label: 'Devices', available: false },
+  { key: 'users', label: 'Users', permission: 'users.read', available: true },
+  { key: 'groups', label: 'Groups', permission: 'groups.read', available: true },
+  { key: 'administrators', label: 'Administrators and roles', permission: 'administrators.read', available: true },
+  { key: 'audit', label: 'Audit log', permission: 'audit.read', available: true },
+  { key: 'it-policies', label: 'IT policies', permission: 'policies.read', available: false },
+  { key: 'activation', label: 'Activation', permission: 'users.activation', available: false },
+  { key: 'software', label: 'Software', permission: 'software.read', available: false },
+  { key: 'servers', label: 'Servers', permission: 'servers.read', available: true },
+  { key: 'devices', label: 'Devices', permission: 'devices.read', available: true },
 ];
 
+type Phase = 'loading' | 'first-run' | 'sign-in' | 'ready' | 'failed';
+
 export function App() {
+  const [phase, setPhase] = useState<Phase>('loading');
+  const [who, setWho] = useState<Whoami | null>(null);
+  const [error, setError] = useState<unknown>(null);
+
+  const start = useCallback(() => {
+    setPhase('loading');
+    setError(null);
+    getSetup()
+      .then(async (setup) => {
+        if (setup.needs_first_administrator) {
+          setPhase('first-run');
+          return;
+        }
+        try {
+          setWho(await getSession());
+          setPhase('ready');
+        } catch (err) {
+          if (err instanceof ApiError && err.status === 401) setPhase('sign-in');
+          else throw err;
+        }
+      })
+      .catch((err) => {
+        setError(err);
+        setPhase('failed');
+      });
+  }, []);
+
+  useEffect(start, [start]);
+  useEffect(() => {
+    setUnauthorizedHandler(() => {
+      setWho(null);
+      setPhase('sign-in');
+    });
+    return () => setUnauthorizedHandler(null);
+  }, []);
+
+  const signedIn = (w: Whoami) => {
+    setWho(w);
+    setPhase('ready');
+  };
+
+  if (phase === 'loading') {
+    return (
+      <Group p="xl" gap="sm">
+        <Loader size="sm" />
+        <Text size="sm">Connecting to the Bramble server…</Text>
+      </Group>
+    );
+  }
+  if (phase === 'failed') {
+    return (
+      <Stack p="xl" maw={640}>
+        <Title order={1} size="h3">
+          Bramble Administration Service
+        </Title>
+        <ErrorAlert error={error} />
+        <Button onClick={start} w={120}>
+          Retry
+        </Button>
+      </Stack>
+    );
+  }
+  if (phase === 'first-run' || phase === 'sign-in' || !who) {
+    return <SignInPage firstRun={phase === 'first-run'} onSignedIn={signedIn} />;
+  }
+  return (
+    <Console
+      who={who}
+      onSignOut={() => {
+        signOut()
+          .catch(() => undefined)
+          .finally(() => {
+            setWho(null);
+            setPhase('sign-in');
+          });
+      }}
+    />
+  );
+}
+
+function Console({ who, onSignOut }: { who: Whoami; onSignOut: () => void }) {
   const [navOpened, { toggle: toggleNav }] = useDisclosure(false);
-  const active = 'servers';
+  const [route, navigate] = useRoute();
+  const [auditHead, setAuditHead] = useState(0);
+  const visible = NAV_ITEMS.filter((item) => can(who, item.permission));
+  const first = visible.find((item) => item.available)?.key ?? '';
+  const active = route.section || first;
+  const allowed = visible.some((item) => item.key === active && item.available);
+
+  useEffect(() => subscribeEvents((status) => setAuditHead(status.audit_head)), []);
 
   return (
     <AppShell
       header={{ height: 56 }}
-      navbar={{ width: 220, breakpoint: 'sm', collapsed: { mobile: !navOpened } }}
+      navbar={{ width: 230, breakpoint: 'sm', collapsed: { mobile: !navOpened } }}
       padding="lg"
     >
       <AppShell.Header>
-        <Group h="100%" px="md" gap="sm">
-          <Burger
-            opened={navOpened}
-            onClick={toggleNav}
-            hiddenFrom="sm"
-            size="sm"
-            aria-label="Toggle navigation"
-          />
-          <Title order={1} size="h4" data-testid="app-title">
-            Bramble Administration Service
-          </Title>
+        <Group h="100%" px="md" gap="sm" justify="space-between">
+          <Group gap="sm">
+            <Burger opened={navOpened} onClick={toggleNav} hiddenFrom="sm" size="sm" aria-label="Toggle navigation" />
+            <Title order={1} size="h4" data-testid="app-title">
+              Bramble Administration Service
+            </Title>
+          </Group>
+          <Group gap="sm">
+            <Text size="sm" data-testid="signed-in-as">
+              {who.display_name} ({who.roles.join(', ') || 'no role'})
+            </Text>
+            <Button size="xs" variant="default" onClick={onSignOut} data-testid="sign-out">
+              Sign out
+            </Button>
+          </Group>
         </Group>
       </AppShell.Header>
 
       <AppShell.Navbar p="xs" aria-label="Console sections">
-        {NAV_ITEMS.map((item) => (
+        {visible.map((item) => (
           <NavLink
             key={item.key}
             component="button"
@@ -59,15 +176,61 @@ export function App() {
             title={item.available ? undefined : 'Not available yet'}
             data-testid={`nav-${item.key}`}
             aria-current={item.key === active ? 'page' : undefined}
+            onClick={() => navigate(`/${item.key}`)}
           />
         ))}
-        <Text size="xs" c="dimmed" mt="auto" px="xs">
-          Other sections arrive in later releases.
-        </Text>
+        {visible.length === 0 && (
+          <Text size="sm" c="dimmed" px="xs">
+            Your account holds no role yet; ask a Security Administrator for one.
+          </Text>
+        )}
       </AppShell.Navbar>
 
       <AppShell.Main>
-        <ServersPage />
+        {!allowed ? (
+          <ErrorAlert
+            error={
+              new ApiError(
+                'PERMISSION_DENIED',
+                'Your roles do not include this part of the console; ask a Security Administrator for a role that does.',
+              )
+            }
+          />
+        ) : active === 'users' && route.id ? (
+          <UserDetailPage
+            key={route.id}
+            id={Number(route.id)}
+            canWrite={can(who, 'users.write')}
+            canListGroups={can(who, 'groups.read')}
+            canSeeDevices={can(who, 'devices.read')}
+            onBack={() => navigate('/users')}
+            onOpenDevice={(id) => navigate(`/devices/${id}`)}
+          />
+        ) : active === 'users' ? (
+          <UsersPage
+            canWrite={can(who, 'users.write')}
+            onOpen={(id) => navigate(`/users/${id}`)}
+            refreshKey={auditHead}
+          />
+        ) : active === 'groups' ? (
+          <GroupsPage
+            canWrite={can(who, 'groups.write')}
+            canSeeUsers={can(who, 'users.read')}
+            onOpenUser={(id) => navigate(`/users/${id}`)}
+          />
+        ) : active === 'administrators' ? (
+          <AdministratorsPage canWrite={can(who, 'administrators.write')} />
+        ) : active === 'audit' ? (
+          <AuditPage refreshKey={auditHead} />
+        ) : active === 'devices' ? (
+          <DevicesPage
+            key={route.id ?? 'search'}
+            id={route.id ? Number(route.id) : null}
+            onOpenUser={(id) => navigate(`/users/${id}`)}
+          />
+        ) : (
+          <ServersPage />
+        )}
       </AppShell.Main>
     </AppShell>
   );

@@ -109,6 +109,32 @@ export function isDesktopShell(): boolean {
 
 let endpointPromise: Promise<Endpoint> | null = null;
 
+/**
+ * The session token for the desktop window, whose pages come from another
+ * origin than the API and so cannot use the session cookie. Browsers keep
+ * the HttpOnly cookie instead and never see the token.
+ */
+const DESKTOP_TOKEN_KEY = 'bramble.session';
+
+function desktopToken(): string | null {
+  if (!isDesktopShell()) return null;
+  try {
+    return window.sessionStorage.getItem(DESKTOP_TOKEN_KEY);
+  } catch {
+    return null;
+  }
+}
+
+function setDesktopToken(token: string | null | undefined): void {
+  if (!isDesktopShell()) return;
+  try {
+    if (token) window.sessionStorage.setItem(DESKTOP_TOKEN_KEY, token);
+    else window.sessionStorage.removeItem(DESKTOP_TOKEN_KEY);
+  } catch {
+    // Storage refused: the session lasts until the window reloads.
+  }
+}
+
 /** Forget the resolved endpoint (tests, or after the shell's server changes). */
 export function resetEndpoint(): void {
   endpointPromise = null;
@@ -181,6 +207,13 @@ function isErrorDocument(value: unknown): value is { code: string; message: stri
   return typeof v.code === 'string' && v.code !== '' && typeof v.message === 'string';
 }
 
+let unauthorizedHandler: (() => void) | null = null;
+
+/** Called when the server says the session is gone (expired, signed out elsewhere). */
+export function setUnauthorizedHandler(handler: (() => void) | null): void {
+  unauthorizedHandler = handler;
+}
+
 export interface RequestOptions {
   method?: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
   /** Serialised as JSON. */
@@ -198,7 +231,8 @@ export async function request<T>(path: string, options: RequestOptions = {}): Pr
   const url = `${baseUrl}${path.startsWith('/') ? path : `/${path}`}`;
 
   const headers: Record<string, string> = { Accept: 'application/json' };
-  if (token !== null) headers.Authorization = `Bearer ${token}`;
+  const bearer = desktopToken() ?? token;
+  if (bearer !== null) headers.Authorization = `Bearer ${bearer}`;
   let body: string | undefined;
   if (options.body !== undefined) {
     headers['Content-Type'] = 'application/json';
@@ -254,6 +288,9 @@ export async function request<T>(path: string, options: RequestOptions = {}): Pr
   }
 
   if (!response.ok) {
+    if (response.status === 401 && !path.startsWith('/api/session') && !path.startsWith('/api/setup')) {
+      unauthorizedHandler?.();
+    }
     if (isErrorDocument(parsed)) {
       throw new ApiError(parsed.code, parsed.message, response.status);
     }
@@ -303,4 +340,373 @@ export async function getHealth(signal?: AbortSignal): Promise<HealthDocument> {
     );
   }
   return doc;
+}
+
+// ---------------------------------------------------------------------------
+// Sessions, first run and permissions
+
+/** A permission name, e.g. `users.write`. */
+export type Permission = string;
+
+/** Who is signed in (`GET /api/session`). */
+export interface Whoami {
+  id: number;
+  login: string;
+  display_name: string;
+  roles: string[];
+  permissions: Permission[];
+  expires_at?: string;
+  token?: string;
+}
+
+export function can(who: Whoami | null, permission: Permission): boolean {
+  return !!who && who.permissions.includes(permission);
+}
+
+export async function getSetup(): Promise<{ needs_first_administrator: boolean }> {
+  return request('/api/setup');
+}
+
+export async function createFirstAdministrator(form: {
+  login: string;
+  display_name: string;
+  password: string;
+}): Promise<Whoami> {
+  const who = await request<Whoami>('/api/setup', {
+    method: 'POST',
+    body: { ...form, bearer: isDesktopShell() },
+  });
+  setDesktopToken(who.token);
+  return who;
+}
+
+export async function signIn(login: string, password: string): Promise<Whoami> {
+  const who = await request<Whoami>('/api/session', {
+    method: 'POST',
+    body: { login, password, bearer: isDesktopShell() },
+  });
+  setDesktopToken(who.token);
+  return who;
+}
+
+export async function getSession(): Promise<Whoami> {
+  return request('/api/session');
+}
+
+export async function signOut(): Promise<void> {
+  try {
+    await request('/api/session', { method: 'DELETE' });
+  } finally {
+    setDesktopToken(null);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Users and groups
+
+/** One page of a long list. */
+export interface Page<T> {
+  items: T[];
+  total: number;
+  page: number;
+  per_page: number;
+}
+
+export interface User {
+  id: number;
+  display_name: string;
+  email: string;
+  mailbox_login: string;
+  account_status: 'active' | 'disabled' | 'removed_in_directory';
+  activation_status: string;
+  created_at: string;
+  updated_at: string;
+  from_directory: boolean;
+}
+
+export interface UserForm {
+  display_name: string;
+  email: string;
+  mailbox_login?: string;
+  account_status?: 'active' | 'disabled';
+}
+
+export interface UserQuery {
+  search?: string;
+  page?: number;
+  per_page?: number;
+  /** `name`, `email` or `created`, `-` first for descending. */
+  sort?: string;
+}
+
+function query(params: Record<string, string | number | undefined>): string {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) {
+    if (v !== undefined && v !== '') q.set(k, String(v));
+  }
+  const text = q.toString();
+  return text ? `?${text}` : '';
+}
+
+export async function listUsers(params: UserQuery, signal?: AbortSignal): Promise<Page<User>> {
+  return request(`/api/users${query({ ...params })}`, { signal });
+}
+
+export async function createUser(form: UserForm): Promise<User> {
+  return request('/api/users', { method: 'POST', body: form });
+}
+
+export async function getUser(id: number): Promise<User> {
+  return request(`/api/users/${id}`);
+}
+
+export async function updateUser(id: number, form: UserForm): Promise<User> {
+  return request(`/api/users/${id}`, { method: 'PUT', body: form });
+}
+
+export async function deleteUser(id: number): Promise<void> {
+  await request(`/api/users/${id}`, { method: 'DELETE' });
+}
+
+export interface UserGroup {
+  id: number;
+  name: string;
+  description: string;
+  created_at: string;
+}
+
+export interface GroupSummary extends UserGroup {
+  members: number;
+}
+
+export async function getUserGroups(id: number): Promise<UserGroup[]> {
+  return request(`/api/users/${id}/groups`);
+}
+
+export async function setUserGroups(id: number, groupIds: number[]): Promise<UserGroup[]> {
+  return request(`/api/users/${id}/groups`, { method: 'PUT', body: { group_ids: groupIds } });
+}
+
+export async function listGroups(): Promise<GroupSummary[]> {
+  return request('/api/groups');
+}
+
+export async function createGroup(name: string, description: string): Promise<UserGroup> {
+  return request('/api/groups', { method: 'POST', body: { name, description } });
+}
+
+export interface GroupDetail extends UserGroup {
+  members: User[];
+}
+
+export async function getGroup(id: number): Promise<GroupDetail> {
+  return request(`/api/groups/${id}`);
+}
+
+export async function removeGroupMember(groupId: number, userId: number): Promise<void> {
+  await request(`/api/groups/${groupId}/members/${userId}`, { method: 'DELETE' });
+}
+
+export async function deleteGroup(id: number): Promise<void> {
+  await request(`/api/groups/${id}`, { method: 'DELETE' });
+}
+
+// ---------------------------------------------------------------------------
+// Administrators and roles
+
+export interface Administrator {
+  id: number;
+  login: string;
+  display_name: string;
+  disabled: boolean;
+  created_at: string;
+  roles: string[];
+  role_ids: number[];
+  groups: string[];
+  effective_roles: string[];
+}
+
+export interface Role {
+  id: number;
+  name: string;
+  builtin: boolean;
+  permissions: string[];
+}
+
+export async function listAdministrators(): Promise<Administrator[]> {
+  return request('/api/administrators');
+}
+
+export async function createAdministrator(form: {
+  login: string;
+  display_name: string;
+  password: string;
+  role_ids: number[];
+}): Promise<Administrator> {
+  return request('/api/administrators', { method: 'POST', body: form });
+}
+
+export async function updateAdministrator(
+  id: number,
+  form: { display_name?: string; disabled?: boolean; role_ids?: number[] },
+): Promise<Administrator> {
+  return request(`/api/administrators/${id}`, { method: 'PUT', body: form });
+}
+
+export async function listRoles(): Promise<Role[]> {
+  return request('/api/roles');
+}
+
+export async function createRole(name: string, permissions: string[]): Promise<Role> {
+  return request('/api/roles', { method: 'POST', body: { name, permissions } });
+}
+
+export async function deleteRole(id: number): Promise<void> {
+  await request(`/api/roles/${id}`, { method: 'DELETE' });
+}
+
+export async function listPermissions(): Promise<{ name: string; description: string }[]> {
+  return request('/api/permissions');
+}
+
+// ---------------------------------------------------------------------------
+// Audit log
+
+export interface AuditEntry {
+  id: number;
+  at: string;
+  actor: string;
+  action: string;
+  target: string;
+  before: unknown;
+  after: unknown;
+  hash: string;
+}
+
+export interface AuditVerification {
+  intact: boolean;
+  entries: number;
+  tampered_entry: number | null;
+  message: string;
+}
+
+export async function listAudit(page: number, perPage: number): Promise<Page<AuditEntry>> {
+  return request(`/api/audit${query({ page, per_page: perPage })}`);
+}
+
+export async function verifyAudit(): Promise<AuditVerification> {
+  return request('/api/audit/verify');
+}
+
+/** Downloads the whole audit log as a file (CSV or JSON). */
+export async function downloadAuditExport(format: 'csv' | 'json'): Promise<void> {
+  const { baseUrl, token } = await getEndpoint();
+  const headers: Record<string, string> = {};
+  const bearer = desktopToken() ?? token;
+  if (bearer !== null) headers.Authorization = `Bearer ${bearer}`;
+  let response: Response;
+  try {
+    response = await fetch(`${baseUrl}/api/audit/export?format=${format}`, { headers, cache: 'no-store' });
+  } catch (err) {
+    throw new ApiError(
+      ErrorCodes.SERVER_UNREACHABLE,
+      `The Bramble server could not be reached to export the audit log (${describe(err)}).`,
+    );
+  }
+  if (!response.ok) {
+    const text = await response.text().catch(() => '');
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = undefined;
+    }
+    if (isErrorDocument(parsed)) throw new ApiError(parsed.code, parsed.message, response.status);
+    throw new ApiError(
+      ErrorCodes.UNEXPECTED_RESPONSE,
+      `The Bramble server answered ${response.status} to the audit log export.`,
+      response.status,
+    );
+  }
+  const blob = await response.blob();
+  const url = URL.createObjectURL(blob);
+  const link = document.createElement('a');
+  link.href = url;
+  link.download = `bramble-audit-log.${format}`;
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+/** Live statuses (`GET /api/events`): calls `onStatus` with each `status` event. */
+export function subscribeEvents(onStatus: (status: { audit_head: number }) => void): () => void {
+  if (typeof EventSource === 'undefined' || isDesktopShell()) {
+    // EventSource cannot send a bearer token; the desktop window polls instead.
+    return () => {};
+  }
+  const source = new EventSource('/api/events');
+  source.addEventListener('status', (event) => {
+    try {
+      onStatus(JSON.parse((event as MessageEvent<string>).data));
+    } catch {
+      // A malformed event is ignored; the next one carries the full state.
+    }
+  });
+  return () => source.close();
+}
+
+// ---------------------------------------------------------------------------
+// Devices and message traces (support staff)
+
+export interface Device {
+  id: number;
+  pin: string;
+  user_id: number | null;
+  model: string;
+  os_version: string;
+  carrier: string;
+  applied_policy_id: number | null;
+  policy_applied_at: string | null;
+  last_contact_at: string | null;
+  created_at: string;
+}
+
+export interface MessageSummary {
+  ref_id: string;
+  direction: 'to_device' | 'from_device';
+  status: string;
+  subject: string;
+  user_id: number | null;
+  device_id: number | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface DeviceDetail extends Device {
+  user: User | null;
+  statistics: Record<string, number | string | null> | null;
+  diagnostics: { reported_at: string; report: unknown }[];
+  recent_messages: MessageSummary[];
+  pending_messages: number;
+}
+
+export interface MessageTrace extends MessageSummary {
+  hops: { hop: string; at: string; detail: string }[];
+}
+
+export async function findDeviceByPin(pin: string): Promise<Device[]> {
+  return request(`/api/devices${query({ pin })}`);
+}
+
+export async function getDevice(id: number): Promise<DeviceDetail> {
+  return request(`/api/devices/${id}`);
+}
+
+export async function getUserDevices(userId: number): Promise<Device[]> {
+  return request(`/api/users/${userId}/devices`);
+}
+
+export async function traceMessage(refId: string): Promise<MessageTrace> {
+  return request(`/api/messages/${encodeURIComponent(refId.trim())}`);
 }

@@ -33,6 +33,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 30.0)]
         seconds: f64,
     },
+    /// N users in a temporary database; times pages of the console's users
+    /// list with a search term over HTTP.
+    Console {
+        #[arg(long, default_value_t = 100_000)]
+        users: usize,
+        /// Requests timed.
+        #[arg(long, default_value_t = 300)]
+        requests: usize,
+        #[arg(long, default_value_t = 50)]
+        per_page: usize,
+    },
     /// The device side of `bench transport`, started by it in a child process.
     #[command(hide = true)]
     TransportDevices {
@@ -91,6 +102,26 @@ pub fn run(command: BenchCommand) -> Result<(), Failure> {
             };
             let figures = runtime
                 .block_on(bramble::bench::mail::run(options))
+                .map_err(|e| Failure::new("BENCH_FAILED", format!("{e:#}")))?;
+            let line =
+                serde_json::to_string(&figures).map_err(|e| Failure::new("BENCH_FAILED", e))?;
+            println!("{line}");
+            Ok(())
+        }
+        BenchCommand::Console {
+            users,
+            requests,
+            per_page,
+        } => {
+            let options = bramble::bench::console::ConsoleOptions {
+                users,
+                requests,
+                per_page,
+            };
+            let figures = runtime
+                .block_on(bramble::bench::console::run(options, |line| {
+                    eprintln!("bench: {line}")
+                }))
                 .map_err(|e| Failure::new("BENCH_FAILED", format!("{e:#}")))?;
             let line =
                 serde_json::to_string(&figures).map_err(|e| Failure::new("BENCH_FAILED", e))?;

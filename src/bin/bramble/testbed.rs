@@ -1,5 +1,5 @@
-//! `bramble testbed up|down`: real Dovecot and Postfix on loopback from one
-//! folder, left running for tests, benchmarks and pilots.
+//! `bramble testbed up|down`: real Dovecot, Postfix and slapd on loopback
+//! from one folder, left running for tests, benchmarks and pilots.
 
 use std::path::PathBuf;
 
@@ -11,8 +11,9 @@ use crate::Failure;
 
 #[derive(Subcommand)]
 pub enum TestbedCommand {
-    /// Start Dovecot (IMAP, LMTP) and Postfix (SMTP) from DIR and leave them
-    /// running; writes DIR/testbed.toml and DIR/bramble.toml.
+    /// Start Dovecot (IMAP, LMTP), Postfix (SMTP) and slapd (LDAP, the same
+    /// users) from DIR and leave them running; writes DIR/testbed.toml and
+    /// DIR/bramble.toml.
     Up {
         /// The testbed folder (created if missing).
         #[arg(long, value_name = "D")]
@@ -29,6 +30,9 @@ pub enum TestbedCommand {
         /// SMTP port (default: a free one).
         #[arg(long)]
         smtp_port: Option<u16>,
+        /// LDAP port (default: a free one).
+        #[arg(long)]
+        ldap_port: Option<u16>,
     },
     /// Stop the servers started by `testbed up` from DIR (nothing running is
     /// not an error).
@@ -46,6 +50,7 @@ pub fn run(command: TestbedCommand) -> Result<(), Failure> {
             imap_port,
             lmtp_port,
             smtp_port,
+            ldap_port,
         } => {
             let options = TestbedOptions {
                 dir,
@@ -54,6 +59,7 @@ pub fn run(command: TestbedCommand) -> Result<(), Failure> {
                     imap: imap_port,
                     lmtp: lmtp_port,
                     smtp: smtp_port,
+                    ldap: ldap_port,
                 },
             };
             let testbed = Testbed::start(options).map_err(|e| Failure::new(e.code(), e))?;
@@ -81,7 +87,11 @@ pub fn run(command: TestbedCommand) -> Result<(), Failure> {
                 info.master_login,
                 info.master_login_for("user1")
             );
-            println!("  settings     {dir}/bramble.toml");
+            println!(
+                "  LDAP         {}   slapd, base {}, bind {} (password in {dir}/testbed.toml), log {dir}/slapd/slapd.log",
+                info.ldap_url, info.ldap_base_dn, info.ldap_bind_dn
+            );
+            println!("  settings     {dir}/bramble.toml (with the directory as [[directories]] \"testbed\")");
             println!("Stop it with: bramble testbed down --dir {dir}");
             Ok(())
         }

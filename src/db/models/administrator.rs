@@ -57,6 +57,14 @@ impl Role {
             .optional()?)
     }
 
+    pub fn find_by_id(conn: &mut Conn, id: RoleId) -> DbResult<Option<Role>> {
+        Ok(roles::table
+            .find(id)
+            .select(Role::as_select())
+            .first(conn)
+            .optional()?)
+    }
+
     pub fn find_all(conn: &mut Conn) -> DbResult<Vec<Role>> {
         Ok(roles::table
             .order(roles::id.asc())
@@ -162,6 +170,26 @@ impl Administrator {
             .select(Administrator::as_select())
             .first(conn)
             .optional()?)
+    }
+
+    /// Every administrator, by login.
+    pub fn find_all(conn: &mut Conn) -> DbResult<Vec<Administrator>> {
+        Ok(administrators::table
+            .order(administrators::login.asc())
+            .select(Administrator::as_select())
+            .load(conn)?)
+    }
+
+    /// Makes the administrator's own roles exactly `role_ids`.
+    pub fn set_roles(conn: &mut Conn, admin: AdministratorId, role_ids: &[RoleId]) -> DbResult<()> {
+        diesel::delete(
+            administrator_roles::table.filter(administrator_roles::administrator_id.eq(admin)),
+        )
+        .execute(conn)?;
+        for role in role_ids {
+            Self::add_role(conn, admin, *role)?;
+        }
+        Ok(())
     }
 
     pub fn count(conn: &mut Conn) -> DbResult<i64> {

@@ -9,13 +9,30 @@ use time::PrimitiveDateTime;
 use crate::db::schema::{directories, directory_sync_runs};
 use crate::db::{now, Conn, DbResult};
 
+/// Values per `IN (…)` query when looking links up in batches (well under
+/// SQLite's limit of bound parameters).
+pub const LOOKUP_BATCH: usize = 500;
+
+/// A DN in the form that compares equal however it was spelt: lower case,
+/// no spaces around `,` and `=`. Stored beside the DN of a linked user
+/// (`directory_dn_key`) so a group's members are found by an index.
+pub fn dn_key(dn: &str) -> String {
+    dn.split(',')
+        .map(|rdn| rdn.split('=').map(str::trim).collect::<Vec<_>>().join("="))
+        .collect::<Vec<_>>()
+        .join(",")
+        .to_lowercase()
+}
+
 /// A directory as the Configuration Database remembers it between syncs.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize)]
 #[diesel(table_name = directories, check_for_backend(diesel::sqlite::Sqlite))]
 pub struct Directory {
     pub id: i64,
     pub name: String,
-    /// Newest `modifyTimestamp` seen; the next incremental sync starts here.
+    /// Newest value of the change attribute seen, as `attribute=value`
+    /// (`entryCSN=…`, `uSNChanged=…`; a bare value is a `modifyTimestamp`);
+    /// the next incremental sync starts here.
     pub high_water_mark: Option<String>,
     pub last_full_sync_at: Option<PrimitiveDateTime>,
     pub created_at: PrimitiveDateTime,
@@ -137,5 +154,18 @@ impl SyncRun {
             .limit(limit)
             .select(SyncRun::as_select())
             .load(conn)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_compare_however_spelt() {
+        assert_eq!(
+            dn_key("CN=Sales, OU=Groups ,DC=Example,DC=com"),
+            dn_key("cn=sales,ou=groups,dc=example,dc=com")
+        );
     }
 }

@@ -100,6 +100,18 @@ impl Group {
             .collect())
     }
 
+    /// Every group linked to `directory` with its entry's last DN.
+    pub fn find_directory_dns(conn: &mut Conn, directory: i64) -> DbResult<Vec<(GroupId, String)>> {
+        let rows: Vec<(GroupId, Option<String>)> = groups::table
+            .filter(groups::directory_id.eq(directory))
+            .select((groups::id, groups::directory_dn))
+            .load(conn)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, dn)| dn.map(|dn| (id, dn)))
+            .collect())
+    }
+
     /// Links the group to a directory entry: its membership then follows
     /// the directory.
     pub fn set_directory_link(
@@ -159,6 +171,15 @@ impl Group {
         )
         .execute(conn)?
             > 0)
+    }
+
+    pub fn has_member(conn: &mut Conn, group: GroupId, user: UserId) -> DbResult<bool> {
+        Ok(diesel::select(diesel::dsl::exists(
+            group_members::table
+                .filter(group_members::group_id.eq(group))
+                .filter(group_members::user_id.eq(user)),
+        ))
+        .get_result(conn)?)
     }
 
     pub fn find_member_ids(conn: &mut Conn, group: GroupId) -> DbResult<Vec<UserId>> {

@@ -4,6 +4,7 @@
 //! (see [`crate::db::Database::run`]) and can group calls in a transaction.
 
 pub mod administrator;
+pub mod administrator_group;
 pub mod audit;
 pub mod device;
 pub mod device_key;
@@ -16,6 +17,7 @@ pub mod message_filter;
 pub mod outbound;
 pub mod server;
 pub mod service_book;
+pub mod session;
 pub mod software;
 pub mod srp_connection;
 pub mod statistics;

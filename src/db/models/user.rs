@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use time::PrimitiveDateTime;
 
 use crate::db::ids::{MessagingAgentId, UserId};
+use crate::db::models::directory::{dn_key, LOOKUP_BATCH};
 use crate::db::schema::users;
 use crate::db::{now, Conn, DbResult};
 
@@ -111,6 +112,33 @@ impl From<UserRow> for User {
     }
 }
 
+/// Orders of the users list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserSort {
+    Name,
+    Email,
+    Created,
+}
+
+/// A user copied from a directory, with the entry's DN last seen and that
+/// DN's [`dn_key`] as stored.
+#[derive(Debug, Clone)]
+pub struct DirectoryLink {
+    pub user: User,
+    pub dn: Option<String>,
+    pub dn_key: Option<String>,
+}
+
+impl From<(UserRow, Option<String>, Option<String>)> for DirectoryLink {
+    fn from((row, dn, dn_key): (UserRow, Option<String>, Option<String>)) -> Self {
+        DirectoryLink {
+            user: User::from(row),
+            dn,
+            dn_key,
+        }
+    }
+}
+
 /// A user not yet saved.
 #[derive(Debug, Clone)]
 pub struct NewUser {
@@ -165,20 +193,66 @@ impl User {
         offset: i64,
         limit: i64,
     ) -> DbResult<(Vec<User>, i64)> {
-        let pattern = format!("%{}%", query.replace('%', "\\%").replace('_', "\\_"));
+        Self::find_page(conn, query, UserSort::Name, false, offset, limit)
+    }
+
+    /// One page of users whose name or e-mail contains `query` (any case;
+    /// `%` and `_` are literal), in the given order, with the number of
+    /// matching users. An empty query matches everyone. Three characters or
+    /// more are looked up in the trigram index `users_search`; shorter ones
+    /// (which a trigram index cannot hold) with LIKE.
+    pub fn find_page(
+        conn: &mut Conn,
+        query: &str,
+        sort: UserSort,
+        descending: bool,
+        offset: i64,
+        limit: i64,
+    ) -> DbResult<(Vec<User>, i64)> {
+        let pattern = format!(
+            "%{}%",
+            query
+                .trim()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let term = query.trim();
+        let searching = !term.is_empty();
+        let indexed = term.chars().count() >= 3;
+        // An FTS5 phrase: the term as one string, quotes doubled.
+        let phrase = format!("\"{}\"", term.replace('"', "\"\""));
         let matching = || {
-            users::table
-                .filter(
+            let mut q = users::table.into_boxed();
+            if indexed {
+                q = q.filter(
+                    diesel::dsl::sql::<diesel::sql_types::Bool>(
+                        "users.id IN (SELECT rowid FROM users_search WHERE users_search MATCH ",
+                    )
+                    .bind::<diesel::sql_types::Text, _>(phrase.clone())
+                    .sql(")"),
+                );
+            } else if searching {
+                q = q.filter(
                     users::display_name
                         .like(pattern.clone())
                         .escape('\\')
                         .or(users::email.like(pattern.clone()).escape('\\')),
-                )
-                .into_boxed()
+                );
+            }
+            q
         };
         let total = matching().count().get_result(conn)?;
-        let rows = matching()
-            .order((users::display_name.asc(), users::id.asc()))
+        let q = matching();
+        let q = match (sort, descending) {
+            (UserSort::Name, false) => q.order((users::display_name.asc(), users::id.asc())),
+            (UserSort::Name, true) => q.order((users::display_name.desc(), users::id.desc())),
+            (UserSort::Email, false) => q.order(users::email.asc()),
+            (UserSort::Email, true) => q.order(users::email.desc()),
+            (UserSort::Created, false) => q.order((users::created_at.asc(), users::id.asc())),
+            (UserSort::Created, true) => q.order((users::created_at.desc(), users::id.desc())),
+        };
+        let rows = q
             .offset(offset)
             .limit(limit)
             .select(UserRow::as_select())
@@ -261,19 +335,59 @@ impl User {
     }
 
     /// Every user linked to `directory`, with the DN last seen.
-    pub fn find_directory_links(
-        conn: &mut Conn,
-        directory: i64,
-    ) -> DbResult<Vec<(User, Option<String>)>> {
-        let rows: Vec<(UserRow, Option<String>)> = users::table
+    pub fn find_directory_links(conn: &mut Conn, directory: i64) -> DbResult<Vec<DirectoryLink>> {
+        let rows: Vec<(UserRow, Option<String>, Option<String>)> = users::table
             .filter(users::directory_id.eq(directory))
             .order(users::id.asc())
-            .select((UserRow::as_select(), users::directory_dn))
+            .select((
+                UserRow::as_select(),
+                users::directory_dn,
+                users::directory_dn_key,
+            ))
             .load(conn)?;
-        Ok(rows
-            .into_iter()
-            .map(|(row, dn)| (User::from(row), dn))
-            .collect())
+        Ok(rows.into_iter().map(DirectoryLink::from).collect())
+    }
+
+    /// The users linked to entries `guids` of `directory`, with the DN last
+    /// seen: what an incremental sync needs, without loading every link.
+    pub fn find_by_directory_guids(
+        conn: &mut Conn,
+        directory: i64,
+        guids: &[&str],
+    ) -> DbResult<Vec<DirectoryLink>> {
+        let mut found = Vec::with_capacity(guids.len());
+        for batch in guids.chunks(LOOKUP_BATCH) {
+            let rows: Vec<(UserRow, Option<String>, Option<String>)> = users::table
+                .filter(users::directory_id.eq(directory))
+                .filter(users::directory_guid.eq_any(batch))
+                .select((
+                    UserRow::as_select(),
+                    users::directory_dn,
+                    users::directory_dn_key,
+                ))
+                .load(conn)?;
+            found.extend(rows.into_iter().map(DirectoryLink::from));
+        }
+        Ok(found)
+    }
+
+    /// The users of `directory` whose entry's DN has one of `keys` (see
+    /// [`dn_key`]), as `(key, id)`: how group members named by DN are found.
+    pub fn find_ids_by_directory_dn_keys(
+        conn: &mut Conn,
+        directory: i64,
+        keys: &[&str],
+    ) -> DbResult<Vec<(String, UserId)>> {
+        let mut found = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(LOOKUP_BATCH) {
+            let rows: Vec<(Option<String>, UserId)> = users::table
+                .filter(users::directory_id.eq(directory))
+                .filter(users::directory_dn_key.eq_any(batch))
+                .select((users::directory_dn_key, users::id))
+                .load(conn)?;
+            found.extend(rows.into_iter().filter_map(|(k, id)| k.map(|k| (k, id))));
+        }
+        Ok(found)
     }
 
     /// Links the user to a directory entry (or unlinks with `None`).
@@ -291,6 +405,7 @@ impl User {
                 users::directory_id.eq(directory),
                 users::directory_guid.eq(guid),
                 users::directory_dn.eq(dn),
+                users::directory_dn_key.eq(dn.map(dn_key)),
             ))
             .execute(conn)?;
         Ok(())
@@ -357,6 +472,59 @@ mod tests {
             assert!(User::delete_by_id(conn, alice.id)?);
             assert!(User::find_by_id(conn, alice.id)?.is_none());
             assert!(!User::delete_by_id(conn, alice.id)?);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn the_search_index_follows_every_change() {
+        let (_dir, db) = test_db();
+        db.run_blocking(|conn| {
+            let found = |conn: &mut Conn, term: &str| -> DbResult<Vec<String>> {
+                Ok(User::find_page(conn, term, UserSort::Name, false, 0, 10)?
+                    .0
+                    .into_iter()
+                    .map(|u| u.display_name)
+                    .collect())
+            };
+            let mut erin = NewUser {
+                display_name: "Erin Ödegaard".into(),
+                email: "erin.o@example.com".into(),
+                mailbox_login: "erin".into(),
+            }
+            .save(conn)?;
+            NewUser {
+                display_name: "Frank \"Quote\" 50%_off".into(),
+                email: "frank@example.org".into(),
+                mailbox_login: "frank".into(),
+            }
+            .save(conn)?;
+            assert_eq!(
+                found(conn, "RIN ÖDE")?,
+                ["Erin Ödegaard"],
+                "indexed, any case"
+            );
+            assert_eq!(found(conn, "in.o@exa")?, ["Erin Ödegaard"], "e-mail too");
+            assert_eq!(found(conn, "\"Quote\"")?, ["Frank \"Quote\" 50%_off"]);
+            assert_eq!(
+                found(conn, "50%_")?,
+                ["Frank \"Quote\" 50%_off"],
+                "% and _ literal"
+            );
+            assert_eq!(found(conn, "0%x")?, Vec::<String>::new());
+            assert_eq!(found(conn, "Er")?, ["Erin Ödegaard"], "short terms by LIKE");
+
+            erin.display_name = "Erin Berg".into();
+            erin.save(conn)?;
+            assert!(found(conn, "degaard")?.is_empty(), "the old name is gone");
+            assert_eq!(found(conn, "n Ber")?, ["Erin Berg"]);
+            User::delete_by_id(conn, erin.id)?;
+            assert!(found(conn, "Erin")?.is_empty());
+            assert_eq!(
+                User::find_page(conn, "", UserSort::Name, false, 0, 10)?.1,
+                1
+            );
             Ok(())
         })
         .unwrap();

@@ -1,29 +1,44 @@
-//! A real OpenLDAP server on loopback, for tests and pilots: a temporary
-//! folder with `slapd.conf` and an mdb database loaded with `slapadd`, the
-//! server started on a free port, ready once it accepts a TCP connection,
-//! and always killed when the [`Slapd`] is dropped.
+//! A real OpenLDAP server on loopback, for tests, benchmarks and the
+//! testbed: a folder with `slapd.conf` and an mdb database loaded with
+//! `slapadd`, the server started on a free (or given) port, ready once it
+//! accepts a TCP connection. A [`Slapd`] kills its server when dropped,
+//! unless [`Slapd::detach`]ed for `bramble testbed up`.
 //!
-//! Needs the Debian packages `slapd` and `ldap-utils`.
+//! Needs the Debian package `slapd` (and `ldap-utils` for [`Slapd::tool`]).
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use super::{free_port, locate};
 
 /// The suffix, root DN and root password of every test directory.
 pub const SUFFIX: &str = "dc=example,dc=com";
 pub const ROOT_DN: &str = "cn=admin,dc=example,dc=com";
 pub const ROOT_PASSWORD: &str = "secret";
 
+/// Where a slapd keeps its configuration and database.
+#[derive(Debug)]
+enum Folder {
+    /// Removed with the [`Slapd`] (tests, benchmarks).
+    Temporary(tempfile::TempDir),
+    /// Kept (the testbed's `D/slapd`).
+    Kept(PathBuf),
+}
+
 /// A running slapd.
 #[derive(Debug)]
 pub struct Slapd {
-    dir: tempfile::TempDir,
-    child: Child,
+    folder: Folder,
+    /// `None` once detached.
+    child: Option<Child>,
+    pid: u32,
     addr: SocketAddr,
     /// The `ldaps://` listener, when started with TLS.
     tls_addr: Option<SocketAddr>,
+    root_password: String,
 }
 
 /// Why slapd could not be started.
@@ -44,28 +59,69 @@ pub enum SlapdError {
     Io(#[from] std::io::Error),
 }
 
+/// How to start a slapd beyond its entries.
+#[derive(Debug, Clone, Default)]
+pub struct SlapdOptions {
+    /// Appended to the database section (limits, more access rules).
+    pub extra_conf: String,
+    /// A self-signed certificate for 127.0.0.1 (its PEM at
+    /// [`Slapd::certificate`]), StartTLS on the `ldap://` port and a
+    /// second, `ldaps://` port.
+    pub tls: bool,
+    /// The `ldap://` port; `None`: a free one.
+    pub port: Option<u16>,
+    /// The root DN's password; `None`: [`ROOT_PASSWORD`].
+    pub root_password: Option<String>,
+}
+
 impl Slapd {
-    /// Starts slapd with the entries of `ldif` (the suffix entry is added
-    /// first) and `extra_conf` appended to the database section (limits,
-    /// more access rules).
+    /// Starts slapd in a temporary folder with the entries of `ldif` (the
+    /// suffix entry is added first) and `extra_conf` appended to the
+    /// database section (limits, more access rules).
     pub fn start(ldif: &str, extra_conf: &str) -> Result<Slapd, SlapdError> {
-        Self::start_with(ldif, extra_conf, false)
+        let options = SlapdOptions {
+            extra_conf: extra_conf.to_owned(),
+            ..SlapdOptions::default()
+        };
+        Self::start_with(temporary()?, ldif, &options)
     }
 
-    /// Like [`Slapd::start`], with TLS: a self-signed certificate for
-    /// 127.0.0.1 (its PEM at [`Slapd::certificate`]), StartTLS on the
-    /// `ldap://` port and a second, `ldaps://` port.
+    /// Like [`Slapd::start`], with TLS (see [`SlapdOptions::tls`]).
     pub fn start_tls(ldif: &str, extra_conf: &str) -> Result<Slapd, SlapdError> {
-        Self::start_with(ldif, extra_conf, true)
+        let options = SlapdOptions {
+            extra_conf: extra_conf.to_owned(),
+            tls: true,
+            ..SlapdOptions::default()
+        };
+        Self::start_with(temporary()?, ldif, &options)
     }
 
-    fn start_with(ldif: &str, extra_conf: &str, tls: bool) -> Result<Slapd, SlapdError> {
-        let dir = tempfile::Builder::new()
-            .prefix("bramble-slapd-")
-            .tempdir()?;
-        let d = dir.path();
+    /// Starts slapd in `folder` (created; a database left there is
+    /// replaced), which is kept when the server stops.
+    pub fn start_in(
+        folder: &Path,
+        ldif: &str,
+        options: &SlapdOptions,
+    ) -> Result<Slapd, SlapdError> {
+        if folder.join("db").exists() {
+            std::fs::remove_dir_all(folder.join("db"))?;
+        }
+        std::fs::create_dir_all(folder)?;
+        Self::start_with(Folder::Kept(folder.to_owned()), ldif, options)
+    }
+
+    fn start_with(folder: Folder, ldif: &str, options: &SlapdOptions) -> Result<Slapd, SlapdError> {
+        let d = match &folder {
+            Folder::Temporary(dir) => dir.path().to_owned(),
+            Folder::Kept(path) => path.clone(),
+        };
+        let d = d.as_path();
         std::fs::create_dir(d.join("db"))?;
-        let tls_conf = if tls {
+        let root_password = options
+            .root_password
+            .clone()
+            .unwrap_or_else(|| ROOT_PASSWORD.to_owned());
+        let tls_conf = if options.tls {
             write_certificate(d)?;
             format!(
                 "TLSCertificateFile {d}/cert.pem\nTLSCertificateKeyFile {d}/key.pem\n",
@@ -74,6 +130,8 @@ impl Slapd {
         } else {
             String::new()
         };
+        // entryCSN and modifyTimestamp are what incremental syncs search
+        // by; an eq index also serves their >= filters.
         let conf = format!(
             "include /etc/ldap/schema/core.schema\n\
              include /etc/ldap/schema/cosine.schema\n\
@@ -87,13 +145,15 @@ impl Slapd {
              maxsize 1073741824\n\
              suffix \"{SUFFIX}\"\n\
              rootdn \"{ROOT_DN}\"\n\
-             rootpw {ROOT_PASSWORD}\n\
+             rootpw {root_password}\n\
              directory {d}/db\n\
              index objectClass eq\n\
+             index entryCSN,modifyTimestamp eq\n\
              access to attrs=userPassword by self write by anonymous auth by * none\n\
              access to * by * read\n\
              {extra_conf}\n",
-            d = d.display()
+            d = d.display(),
+            extra_conf = options.extra_conf,
         );
         std::fs::write(d.join("slapd.conf"), conf)?;
         let data = format!(
@@ -103,26 +163,37 @@ impl Slapd {
         let conf_path = d.join("slapd.conf");
         run_checked(
             "slaptest",
-            Command::new("slaptest").arg("-f").arg(&conf_path).arg("-u"),
+            Command::new(binary("slaptest")?)
+                .arg("-f")
+                .arg(&conf_path)
+                .arg("-u"),
         )?;
         run_checked(
             "slapadd",
             // -q: no consistency checks while loading, much faster for
             // the large directories of benchmarks.
-            Command::new("slapadd")
+            Command::new(binary("slapadd")?)
                 .arg("-q")
                 .arg("-f")
                 .arg(&conf_path)
                 .arg("-l")
                 .arg(d.join("data.ldif")),
         )?;
-        let addr = free_port()?;
-        let tls_addr = if tls { Some(free_port()?) } else { None };
+        let addr = match options.port {
+            Some(port) => SocketAddr::from(([127, 0, 0, 1], port)),
+            None => free_port()?,
+        };
+        let tls_addr = if options.tls {
+            Some(free_port()?)
+        } else {
+            None
+        };
         let mut listen = format!("ldap://{addr}/");
         if let Some(tls_addr) = tls_addr {
             listen.push_str(&format!(" ldaps://{tls_addr}/"));
         }
-        let child = Command::new("slapd")
+        let log = std::fs::File::create(d.join("slapd.log"))?;
+        let child = Command::new(binary("slapd")?)
             .arg("-d")
             .arg("0")
             .arg("-h")
@@ -130,23 +201,29 @@ impl Slapd {
             .arg("-f")
             .arg(&conf_path)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
             .spawn()
             .map_err(|source| SlapdError::Missing {
                 tool: "slapd",
                 source,
             })?;
-        let slapd = Slapd {
-            dir,
-            child,
+        let mut slapd = Slapd {
+            folder,
+            pid: child.id(),
+            child: Some(child),
             addr,
             tls_addr,
+            root_password,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         for addr in std::iter::once(addr).chain(tls_addr) {
             while TcpStream::connect(addr).is_err() {
-                if Instant::now() > deadline {
+                let exited = slapd
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+                if exited || Instant::now() > deadline {
                     return Err(SlapdError::NotReady(addr));
                 }
                 std::thread::sleep(Duration::from_millis(10));
@@ -155,14 +232,36 @@ impl Slapd {
         Ok(slapd)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Leaves the server running (`bramble testbed up`); returns its PID.
+    /// A temporary folder is kept too.
+    pub fn detach(mut self) -> u32 {
+        self.child = None;
+        if let Folder::Temporary(dir) =
+            std::mem::replace(&mut self.folder, Folder::Kept(PathBuf::new()))
+        {
+            let _ = dir.keep();
+        }
+        self.pid
+    }
+
+    /// The root DN's password.
+    pub fn root_password(&self) -> &str {
+        &self.root_password
+    }
+
     /// `ldaps://127.0.0.1:PORT`, when started with TLS.
     pub fn ldaps_url(&self) -> Option<String> {
         self.tls_addr.map(|a| format!("ldaps://{a}"))
     }
 
     /// The PEM certificate to trust, when started with TLS.
-    pub fn certificate(&self) -> std::path::PathBuf {
-        self.dir.path().join("cert.pem")
+    pub fn certificate(&self) -> PathBuf {
+        self.folder().join("cert.pem")
     }
 
     /// `ldap://127.0.0.1:PORT`
@@ -175,7 +274,10 @@ impl Slapd {
     }
 
     pub fn folder(&self) -> &Path {
-        self.dir.path()
+        match &self.folder {
+            Folder::Temporary(dir) => dir.path(),
+            Folder::Kept(path) => path,
+        }
     }
 
     /// Runs an ldap-utils tool (`ldapmodify`, `ldapdelete`, `ldapmodrdn`,
@@ -187,7 +289,15 @@ impl Slapd {
         stdin: &str,
     ) -> Result<Output, SlapdError> {
         let mut child = Command::new(tool)
-            .args(["-x", "-H", &self.url(), "-D", ROOT_DN, "-w", ROOT_PASSWORD])
+            .args([
+                "-x",
+                "-H",
+                &self.url(),
+                "-D",
+                ROOT_DN,
+                "-w",
+                &self.root_password,
+            ])
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -197,18 +307,7 @@ impl Slapd {
         if let Some(mut input) = child.stdin.take() {
             input.write_all(stdin.as_bytes())?;
         }
-        let output = child.wait_with_output()?;
-        if !output.status.success() {
-            return Err(SlapdError::Failed {
-                tool,
-                output: format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                ),
-            });
-        }
-        Ok(output)
+        succeeded(tool, child.wait_with_output()?)
     }
 
     /// Applies an LDIF of changes (`changetype: add|modify|delete|modrdn`).
@@ -219,26 +318,52 @@ impl Slapd {
 
 impl Drop for Slapd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+fn temporary() -> Result<Folder, SlapdError> {
+    Ok(Folder::Temporary(
+        tempfile::Builder::new()
+            .prefix("bramble-slapd-")
+            .tempdir()?,
+    ))
+}
+
+/// slapd and its tools live in `/usr/sbin`, often not on a user's PATH.
+fn binary(tool: &'static str) -> Result<PathBuf, SlapdError> {
+    locate(tool).ok_or_else(|| SlapdError::Missing {
+        tool,
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "not found on PATH or in /usr/sbin",
+        ),
+    })
 }
 
 fn run_checked(tool: &'static str, command: &mut Command) -> Result<(), SlapdError> {
     let output = command
         .output()
         .map_err(|source| SlapdError::Missing { tool, source })?;
-    if !output.status.success() {
-        return Err(SlapdError::Failed {
-            tool,
-            output: format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        });
+    succeeded(tool, output).map(|_| ())
+}
+
+/// The output of a tool that exited successfully, else what it said.
+fn succeeded(tool: &'static str, output: Output) -> Result<Output, SlapdError> {
+    if output.status.success() {
+        return Ok(output);
     }
-    Ok(())
+    Err(SlapdError::Failed {
+        tool,
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    })
 }
 
 /// A self-signed certificate for 127.0.0.1 (`cert.pem`, `key.pem` in `d`).
@@ -273,9 +398,4 @@ fn write_certificate(d: &Path) -> Result<(), SlapdError> {
     std::fs::write(d.join("cert.pem"), cert.build().to_pem()?)?;
     std::fs::write(d.join("key.pem"), key.private_key_to_pem_pkcs8()?)?;
     Ok(())
-}
-
-fn free_port() -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    listener.local_addr()
 }

@@ -1,0 +1,284 @@
+//! What support staff look at: a user's devices, a device found by PIN with
+//! its diagnostics, its user's statistics and recent messages, and the trace
+//! of one message by RefID (each hop with its time). Read-only.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::extract::{Id, Params};
+use super::users::UserView;
+use super::{db_failure, rfc3339, ApiError};
+use crate::db::ids::{DeviceId, UserId};
+use crate::db::models::device::{parse_pin, Device};
+use crate::db::models::message::{parse_ref_id, Message};
+use crate::db::models::statistics::Statistics;
+use crate::db::models::user::User;
+use crate::db::{DbError, DbResult};
+use crate::server::ServerState;
+
+/// Messages shown on a device's page.
+const RECENT_MESSAGES: i64 = 20;
+/// Diagnostics reports shown on a device's page.
+const RECENT_DIAGNOSTICS: i64 = 5;
+
+#[derive(Debug, Serialize)]
+pub struct DeviceView {
+    pub id: i64,
+    pub pin: String,
+    pub user_id: Option<i64>,
+    pub model: String,
+    pub os_version: String,
+    pub carrier: String,
+    pub applied_policy_id: Option<i64>,
+    pub policy_applied_at: Option<String>,
+    pub last_contact_at: Option<String>,
+    pub created_at: String,
+}
+
+impl From<&Device> for DeviceView {
+    fn from(d: &Device) -> Self {
+        DeviceView {
+            id: d.id.0,
+            pin: d.pin.to_string(),
+            user_id: d.user_id.map(|u| u.0),
+            model: d.model.clone(),
+            os_version: d.os_version.clone(),
+            carrier: d.carrier.clone(),
+            applied_policy_id: d.applied_policy_id.map(|p| p.0),
+            policy_applied_at: d.policy_applied_at.map(rfc3339),
+            last_contact_at: d.last_contact_at.map(rfc3339),
+            created_at: rfc3339(d.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct MessageView {
+    pub ref_id: String,
+    pub direction: &'static str,
+    pub status: &'static str,
+    pub subject: String,
+    pub user_id: Option<i64>,
+    pub device_id: Option<i64>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&Message> for MessageView {
+    fn from(m: &Message) -> Self {
+        MessageView {
+            ref_id: m.ref_id.to_string(),
+            direction: m.direction.as_str(),
+            status: m.status.as_str(),
+            subject: m.subject.clone(),
+            user_id: m.user_id.map(|u| u.0),
+            device_id: m.device_id.map(|d| d.0),
+            created_at: rfc3339(m.created_at),
+            updated_at: rfc3339(m.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Diagnostics {
+    pub reported_at: String,
+    pub report: serde_json::Value,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatisticsView {
+    pub forwarded: i64,
+    pub filtered: i64,
+    pub pending: i64,
+    pub delivered: i64,
+    pub expired: i64,
+    pub failed: i64,
+    pub sent: i64,
+    pub updated_at: Option<String>,
+}
+
+impl From<&Statistics> for StatisticsView {
+    fn from(s: &Statistics) -> Self {
+        StatisticsView {
+            forwarded: s.forwarded,
+            filtered: s.filtered,
+            pending: s.pending,
+            delivered: s.delivered,
+            expired: s.expired,
+            failed: s.failed,
+            sent: s.sent,
+            updated_at: s.updated_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeviceDetail {
+    #[serde(flatten)]
+    pub device: DeviceView,
+    pub user: Option<UserView>,
+    /// The user's message statistics (seed: "individual statistics").
+    pub statistics: Option<StatisticsView>,
+    /// The latest reports, newest first.
+    pub diagnostics: Vec<Diagnostics>,
+    /// The user's latest messages, newest first.
+    pub recent_messages: Vec<MessageView>,
+    /// How many of the user's messages wait for the device.
+    pub pending_messages: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HopView {
+    pub hop: &'static str,
+    pub at: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MessageTrace {
+    #[serde(flatten)]
+    pub message: MessageView,
+    /// Each component the message passed, in order.
+    pub hops: Vec<HopView>,
+}
+
+fn not_found() -> DbError {
+    DbError::Query(diesel::result::Error::NotFound)
+}
+
+/// `GET /api/users/{id}/devices`
+pub async fn of_user(
+    State(state): State<ServerState>,
+    Id(id): Id<i64>,
+) -> Result<Json<Vec<DeviceView>>, ApiError> {
+    let devices = state
+        .db
+        .run(move |conn| {
+            User::find_by_id(conn, UserId(id))?.ok_or_else(not_found)?;
+            Device::find_by_user(conn, UserId(id))
+        })
+        .await
+        .map_err(|e| db_failure(e, &format!("there is no user {id}"), None))?;
+    Ok(Json(devices.iter().map(DeviceView::from).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeviceQuery {
+    #[serde(default)]
+    pub pin: String,
+}
+
+/// `GET /api/devices?pin=2A3B4C5D`: the device with that PIN (a list of
+/// zero or one).
+pub async fn find(
+    State(state): State<ServerState>,
+    Params(query): Params<DeviceQuery>,
+) -> Result<Json<Vec<DeviceView>>, ApiError> {
+    let text = query.pin.trim().to_owned();
+    if text.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "PIN_REQUIRED",
+            "give the device's PIN (8 hexadecimal digits, as the device shows it)",
+        ));
+    }
+    let pin = parse_pin(&text).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_PIN",
+            format!("`{text}` is not a PIN: a PIN is 8 hexadecimal digits, such as 2A3B4C5D"),
+        )
+    })?;
+    let found = state
+        .db
+        .run(move |conn| Device::find_by_pin(conn, &pin))
+        .await?;
+    Ok(Json(found.iter().map(DeviceView::from).collect()))
+}
+
+/// `GET /api/devices/{id}`
+pub async fn get(
+    State(state): State<ServerState>,
+    Id(id): Id<i64>,
+) -> Result<Json<DeviceDetail>, ApiError> {
+    let detail = state
+        .db
+        .run(move |conn| -> DbResult<DeviceDetail> {
+            let device = Device::find_by_id(conn, DeviceId(id))?.ok_or_else(not_found)?;
+            let diagnostics = Device::find_diagnostics(conn, device.id, RECENT_DIAGNOSTICS)?
+                .into_iter()
+                .map(|d| Diagnostics {
+                    reported_at: rfc3339(d.reported_at),
+                    report: d.report,
+                })
+                .collect();
+            let (user, statistics, recent, pending) = match device.user_id {
+                Some(user_id) => {
+                    let user = User::find_by_id(conn, user_id)?;
+                    let statistics =
+                        StatisticsView::from(&Statistics::find_by_user(conn, user_id)?);
+                    let (recent, _) = Message::find_by_user(conn, user_id, 0, RECENT_MESSAGES)?;
+                    let pending = recent
+                        .iter()
+                        .filter(|m| m.status.as_str() == "pending")
+                        .count();
+                    (user, Some(statistics), recent, pending)
+                }
+                None => (None, None, Vec::new(), 0),
+            };
+            Ok(DeviceDetail {
+                device: DeviceView::from(&device),
+                user: user.as_ref().map(UserView::from),
+                statistics,
+                diagnostics,
+                recent_messages: recent.iter().map(MessageView::from).collect(),
+                pending_messages: pending,
+            })
+        })
+        .await
+        .map_err(|e| db_failure(e, &format!("there is no device {id}"), None))?;
+    Ok(Json(detail))
+}
+
+/// `GET /api/messages/{ref_id}`: the trace of one message.
+pub async fn trace(
+    State(state): State<ServerState>,
+    Id(text): Id<String>,
+) -> Result<Json<MessageTrace>, ApiError> {
+    let ref_id = parse_ref_id(text.trim()).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REF_ID",
+            format!("`{text}` is not a RefID: a RefID is 16 hexadecimal digits"),
+        )
+    })?;
+    let shown = ref_id.to_string();
+    let trace = state
+        .db
+        .run(move |conn| {
+            let message = Message::find_by_ref_id(conn, &ref_id)?.ok_or_else(not_found)?;
+            let hops = Message::find_hops(conn, message.id)?
+                .into_iter()
+                .map(|h| HopView {
+                    hop: h.hop.as_str(),
+                    at: rfc3339(h.at),
+                    detail: h.detail,
+                })
+                .collect();
+            Ok(MessageTrace {
+                message: MessageView::from(&message),
+                hops,
+            })
+        })
+        .await
+        .map_err(|e| {
+            db_failure(
+                e,
+                &format!("no message with the RefID {shown} is known to this server"),
+                None,
+            )
+        })?;
+    Ok(Json(trace))
+}

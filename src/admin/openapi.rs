@@ -1,0 +1,152 @@
+//! `GET /api/openapi.json`: an OpenAPI 3.1 description generated from the
+//! endpoint list, so it always names every endpoint and the permission it
+//! needs (`x-bramble-permission`). Request and response bodies are
+//! described in `docs/operations.md`; every error has the `Error` shape.
+
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::auth::{Access, COOKIE};
+use super::endpoints;
+
+/// The description as a JSON document.
+pub fn describe() -> Value {
+    let mut paths = Map::new();
+    for endpoint in endpoints::all() {
+        let mut parameters: Vec<Value> = endpoint
+            .path
+            .split('/')
+            .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| {
+                json!({"name": name, "in": "path", "required": true, "schema": {"type": "integer"}})
+            })
+            .collect();
+        parameters.extend(endpoint.query.iter().map(|name| {
+            json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}})
+        }));
+        let error = json!({"description": "", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+        let mut responses = Map::new();
+        responses.insert("2XX".into(), json!({"description": "done"}));
+        responses.insert(
+            "400".into(),
+            with_description(&error, "the request was not understood"),
+        );
+        let mut operation = Map::new();
+        operation.insert("summary".into(), json!(endpoint.summary));
+        operation.insert(
+            "operationId".into(),
+            json!(format!(
+                "{} {}",
+                endpoint.method.as_str().to_lowercase(),
+                endpoint.path
+            )),
+        );
+        match endpoint.access {
+            Access::Public => {
+                operation.insert("security".into(), json!([]));
+            }
+            Access::Session | Access::Permission(_) => {
+                operation.insert("security".into(), json!([{"session": []}, {"bearer": []}]));
+                responses.insert(
+                    "401".into(),
+                    with_description(&error, "no valid session: sign in"),
+                );
+            }
+        }
+        if let Access::Permission(p) = endpoint.access {
+            operation.insert("x-bramble-permission".into(), json!(p.as_str()));
+            operation.insert(
+                "description".into(),
+                json!(format!(
+                    "Needs the permission `{}` ({}).",
+                    p.as_str(),
+                    p.describe()
+                )),
+            );
+            responses.insert(
+                "403".into(),
+                with_description(&error, "the caller's roles lack the permission"),
+            );
+        }
+        if !parameters.is_empty() {
+            operation.insert("parameters".into(), Value::Array(parameters));
+        }
+        operation.insert("responses".into(), Value::Object(responses));
+        let item = paths
+            .entry(endpoint.path.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(item) = item {
+            item.insert(
+                endpoint.method.as_str().to_lowercase(),
+                Value::Object(operation),
+            );
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Bramble Administration Service",
+            "version": crate::VERSION,
+            "description": "The console's HTTP JSON API. Sign in with POST /api/session; send the session cookie or `Authorization: Bearer TOKEN`.",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "session": {"type": "apiKey", "in": "cookie", "name": COOKIE},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string", "description": "stable, e.g. PERMISSION_DENIED"},
+                        "message": {"type": "string", "description": "what happened and what to do, for an administrator"},
+                    },
+                },
+            },
+        },
+    })
+}
+
+fn with_description(response: &Value, description: &str) -> Value {
+    let mut response = response.clone();
+    response["description"] = json!(description);
+    response
+}
+
+/// `GET /api/openapi.json`
+pub async fn document() -> Json<Value> {
+    Json(describe())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_every_endpoint_with_its_permission() {
+        let doc = describe();
+        let endpoints = endpoints::all();
+        for endpoint in &endpoints {
+            let op = &doc["paths"][endpoint.path][endpoint.method.as_str().to_lowercase()];
+            assert!(op.is_object(), "{endpoint:?} missing");
+            assert!(
+                !op["summary"].as_str().unwrap_or_default().is_empty(),
+                "{endpoint:?} has no summary"
+            );
+            match endpoint.access {
+                Access::Permission(p) => {
+                    assert_eq!(op["x-bramble-permission"], p.as_str());
+                    assert!(op["responses"]["403"].is_object());
+                }
+                Access::Session => assert!(op["responses"]["401"].is_object()),
+                Access::Public => assert_eq!(op["security"], json!([])),
+            }
+        }
+        let users = &doc["paths"]["/api/users/{id}"]["put"];
+        assert_eq!(users["parameters"][0]["name"], "id");
+        let list = &doc["paths"]["/api/users"]["get"]["parameters"];
+        assert_eq!(list.as_array().map(Vec::len), Some(4));
+    }
+}

@@ -1,0 +1,247 @@
+import {
+  Anchor,
+  Badge,
+  Button,
+  Group,
+  Loader,
+  Modal,
+  MultiSelect,
+  Paper,
+  Select,
+  Stack,
+  Text,
+  TextInput,
+  Title,
+} from '@mantine/core';
+import { useEffect, useState, type FormEvent } from 'react';
+import {
+  deleteUser,
+  getUser,
+  getUserDevices,
+  getUserGroups,
+  listGroups,
+  setUserGroups,
+  updateUser,
+  type Device,
+  type GroupSummary,
+  type User,
+  type UserGroup,
+} from '../api';
+import { ErrorAlert } from '../components/ErrorAlert';
+import { formatLocalTime } from '../time';
+
+/** One user: details, edit, groups, delete (with a confirmation naming the user). */
+export function UserDetailPage({
+  id,
+  canWrite,
+  canListGroups,
+  canSeeDevices,
+  onBack,
+  onOpenDevice,
+}: {
+  id: number;
+  canWrite: boolean;
+  canListGroups: boolean;
+  canSeeDevices: boolean;
+  onBack: () => void;
+  onOpenDevice: (id: number) => void;
+}) {
+  const [devices, setDevices] = useState<Device[] | null>(null);
+  useEffect(() => {
+    if (!canSeeDevices) return;
+    getUserDevices(id).then(setDevices).catch(() => setDevices(null));
+  }, [id, canSeeDevices]);
+  const [user, setUser] = useState<User | null>(null);
+  const [groups, setGroups] = useState<UserGroup[]>([]);
+  const [allGroups, setAllGroups] = useState<GroupSummary[]>([]);
+  const [error, setError] = useState<unknown>(null);
+  const [name, setName] = useState('');
+  const [email, setEmail] = useState('');
+  const [mailbox, setMailbox] = useState('');
+  const [status, setStatus] = useState<'active' | 'disabled'>('active');
+  const [saved, setSaved] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const [confirming, setConfirming] = useState(false);
+
+  useEffect(() => {
+    let live = true;
+    Promise.all([getUser(id), getUserGroups(id), canWrite && canListGroups ? listGroups() : Promise.resolve([])])
+      .then(([u, g, all]) => {
+        if (!live) return;
+        setUser(u);
+        setGroups(g);
+        setAllGroups(all);
+        setName(u.display_name);
+        setEmail(u.email);
+        setMailbox(u.mailbox_login);
+        setStatus(u.account_status === 'disabled' ? 'disabled' : 'active');
+      })
+      .catch((err) => live && setError(err));
+    return () => {
+      live = false;
+    };
+  }, [id, canWrite, canListGroups]);
+
+  const save = async (event: FormEvent) => {
+    event.preventDefault();
+    setBusy(true);
+    setError(null);
+    setSaved(false);
+    try {
+      const u = await updateUser(id, { display_name: name, email, mailbox_login: mailbox, account_status: status });
+      setUser(u);
+      setSaved(true);
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const changeGroups = async (ids: string[]) => {
+    setError(null);
+    try {
+      setGroups(await setUserGroups(id, ids.map(Number)));
+    } catch (err) {
+      setError(err);
+    }
+  };
+
+  const remove = async () => {
+    setBusy(true);
+    try {
+      await deleteUser(id);
+      setConfirming(false);
+      onBack();
+    } catch (err) {
+      setConfirming(false);
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  if (!user) {
+    return error ? <ErrorAlert error={error} /> : <Loader size="sm" />;
+  }
+
+  return (
+    <Stack gap="md">
+      <Anchor component="button" type="button" onClick={onBack} size="sm">
+        ← All users
+      </Anchor>
+      <Group justify="space-between">
+        <Title order={2} data-testid="user-title">
+          {user.display_name}
+        </Title>
+        {canWrite && (
+          <Button color="red" variant="light" onClick={() => setConfirming(true)} data-testid="delete-user">
+            Delete user
+          </Button>
+        )}
+      </Group>
+      <Text size="sm" c="dimmed">
+        Created {formatLocalTime(new Date(user.created_at))}; activation: {user.activation_status.replace(/_/g, ' ')}
+        {user.from_directory ? '; copied from the directory (changes there replace edits here)' : ''}
+      </Text>
+      <ErrorAlert error={error} />
+      <Paper withBorder p="md">
+        <form onSubmit={save} data-testid="user-form">
+          <Stack>
+            <TextInput label="Display name" value={name} onChange={(e) => setName(e.currentTarget.value)} disabled={!canWrite} />
+            <TextInput label="E-mail address" value={email} onChange={(e) => setEmail(e.currentTarget.value)} disabled={!canWrite} />
+            <TextInput label="Mailbox login" value={mailbox} onChange={(e) => setMailbox(e.currentTarget.value)} disabled={!canWrite} />
+            <Select
+              label="Account"
+              data={[
+                { value: 'active', label: 'Active' },
+                { value: 'disabled', label: 'Disabled' },
+              ]}
+              value={status}
+              onChange={(v) => setStatus(v === 'disabled' ? 'disabled' : 'active')}
+              disabled={!canWrite}
+              allowDeselect={false}
+            />
+            {canWrite && (
+              <Group>
+                <Button type="submit" loading={busy} data-testid="save-user">
+                  Save changes
+                </Button>
+                {saved && (
+                  <Text size="sm" c="teal" data-testid="user-saved">
+                    Saved.
+                  </Text>
+                )}
+              </Group>
+            )}
+          </Stack>
+        </form>
+      </Paper>
+      <Paper withBorder p="md">
+        <Stack gap="xs">
+          <Title order={3} size="h5">
+            Groups
+          </Title>
+          {canWrite && canListGroups ? (
+            <MultiSelect
+              aria-label="Groups of this user"
+              data={allGroups.map((g) => ({ value: String(g.id), label: g.name }))}
+              value={groups.map((g) => String(g.id))}
+              onChange={changeGroups}
+              placeholder={allGroups.length === 0 ? 'No groups exist yet' : 'Add to a group'}
+              data-testid="user-groups-select"
+            />
+          ) : (
+            <Group gap="xs" data-testid="user-groups">
+              {groups.length === 0 && (
+                <Text size="sm" c="dimmed">
+                  Not in any group.
+                </Text>
+              )}
+              {groups.map((g) => (
+                <Badge key={g.id} variant="light">
+                  {g.name}
+                </Badge>
+              ))}
+            </Group>
+          )}
+        </Stack>
+      </Paper>
+      {canSeeDevices && devices && (
+        <Paper withBorder p="md">
+          <Stack gap="xs">
+            <Title order={3} size="h5">
+              Devices
+            </Title>
+            {devices.length === 0 && (
+              <Text size="sm" c="dimmed">
+                No device activated yet.
+              </Text>
+            )}
+            {devices.map((d) => (
+              <Anchor key={d.id} component="button" type="button" onClick={() => onOpenDevice(d.id)} size="sm">
+                {d.pin} — {d.model || 'unknown model'}
+              </Anchor>
+            ))}
+          </Stack>
+        </Paper>
+      )}
+      <Modal opened={confirming} onClose={() => setConfirming(false)} title="Delete this user?">
+        <Stack data-testid="confirm-delete">
+          <Text size="sm">
+            Delete <b>{user.display_name}</b> ({user.email})? Their group memberships go with them; their devices stay
+            without an owner. This cannot be undone.
+          </Text>
+          <Group justify="flex-end">
+            <Button variant="default" onClick={() => setConfirming(false)}>
+              Cancel
+            </Button>
+            <Button color="red" onClick={remove} loading={busy} data-testid="confirm-delete-button">
+              Delete {user.display_name}
+            </Button>
+          </Group>
+        </Stack>
+      </Modal>
+    </Stack>
+  );
+}
