@@ -215,6 +215,19 @@ fn admin_create_makes_a_security_administrator() {
         "{}",
         text(&out)
     );
+    // The creation is in the audit log, and the chain holds.
+    let db = bramble::db::Database::open_path(&dir.path().join("bramble.db"), 1, 5_000).unwrap();
+    db.run_blocking(|conn| {
+        let (entries, total) = bramble::db::models::audit::find_page(conn, 0, 10)?;
+        assert_eq!(total, 1);
+        assert_eq!(entries[0].action, "administrator.create");
+        assert_eq!(entries[0].actor, "bramble admin create");
+        assert_eq!(entries[0].after.as_ref().unwrap()["login"], "firstadmin");
+        assert_eq!(bramble::db::models::audit::verify_chain(conn)?, Ok(()));
+        Ok(())
+    })
+    .unwrap();
+    drop(db);
     let out = run("another password");
     assert_refused(&out, "INVALID_INPUT", "already exists");
     let out = {

@@ -23,7 +23,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use bramble::config::Settings;
-use bramble::db::models::administrator::{Administrator, NewAdministrator};
+use bramble::db::models::administrator::{Administrator, NewAdministrator, SECURITY_ADMINISTRATOR};
+use bramble::db::models::audit;
 use bramble::db::Database;
 use bramble::{Server, VERSION};
 
@@ -231,8 +232,26 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 display_name: name.unwrap_or_else(|| login.clone()),
                 password,
             };
+            // The account and its audit entry are written together.
             let admin = db
-                .run_blocking(|conn| Administrator::create_security_administrator(conn, &new))
+                .run_blocking(|conn| {
+                    conn.immediate_transaction(|conn| {
+                        let admin = Administrator::create_security_administrator(conn, &new)?;
+                        audit::append(
+                            conn,
+                            "bramble admin create",
+                            "administrator.create",
+                            &format!("administrator/{}", admin.id),
+                            None,
+                            Some(serde_json::json!({
+                                "login": admin.login,
+                                "display_name": admin.display_name,
+                                "roles": [SECURITY_ADMINISTRATOR],
+                            })),
+                        )?;
+                        Ok(admin)
+                    })
+                })
                 .map_err(|e| Failure::from((e.code(), &e)))?;
             println!(
                 "Created Security Administrator `{}` (id {}).",
