@@ -173,6 +173,7 @@ pub fn part(text: &str, offset: usize) -> (&str, bool) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
