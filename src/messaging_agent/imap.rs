@@ -33,6 +33,10 @@ pub enum MailError {
     LoginRefused { login: String, reason: String },
     #[error("the folder `{folder}` cannot be opened ({reason})")]
     Folder { folder: String, reason: String },
+    #[error(
+        "the mailbox was deleted and recreated (or renumbered) on the server; reading it again"
+    )]
+    Renumbered,
     #[error("the IMAP server did not answer within {0} s")]
     Timeout(u64),
     #[error("the IMAP connection failed: {0}")]
@@ -231,6 +235,8 @@ pub struct Fetched {
     pub size: u32,
     /// At most `max_fetch_bytes` of it.
     pub raw: Vec<u8>,
+    /// When the server received it (Unix seconds), if it says.
+    pub received: Option<i64>,
 }
 
 fn is_seen(fetch: &async_imap::types::Fetch) -> bool {
@@ -246,7 +252,7 @@ pub async fn fetch_after(
     max_bytes: u32,
     limit: usize,
 ) -> Result<Vec<Fetched>, MailError> {
-    let query = format!("(UID FLAGS RFC822.SIZE BODY.PEEK[]<0.{max_bytes}>)");
+    let query = format!("(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[]<0.{max_bytes}>)");
     let range = format!("{}:*", after.saturating_add(1));
     let mut out: Vec<Fetched> = timed(async {
         let stream = session.uid_fetch(&range, &query).await?;
@@ -260,6 +266,7 @@ pub async fn fetch_after(
                     seen: is_seen(f),
                     size: f.size.unwrap_or(0),
                     raw: f.body().map(<[u8]>::to_vec).unwrap_or_default(),
+                    received: f.internal_date().map(|d| d.timestamp()),
                 })
             })
             .collect())
@@ -288,6 +295,7 @@ pub async fn fetch_uid(
                 seen: is_seen(f),
                 size: f.size.unwrap_or(0),
                 raw: f.body().map(<[u8]>::to_vec).unwrap_or_default(),
+                received: None,
             }))
     })
     .await

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_imap::extensions::idle::IdleResponse;
 use bramble_proto::cmime::Cmime;
 use bramble_proto::{ContentType, RefId};
 use tokio_util::sync::CancellationToken;
@@ -88,36 +89,54 @@ async fn session(
     let state = shared
         .db
         .write(move |conn| {
+            let state = MailboxState::find(conn, user)?;
             MailboxState::set_watching(conn, user)?;
-            MailboxState::find(conn, user)
+            Ok(state)
         })
         .await
         .map_err(db_error)?;
+    // Mail received before this moment was seen already (or is backlog).
+    let mut not_before: Option<i64> = None;
     let mut last = match state.uid_validity {
         Some(v) if v == uid_validity => state.last_uid,
-        other => {
-            // First watch (or the server renumbered the mailbox): start with
-            // what arrives from now on rather than the whole backlog.
-            if other.is_some() {
-                warn!(target: "bramble::messaging_agent", user = %mailbox.email, "the mailbox's UIDVALIDITY changed; forwarding new mail from now on");
-            }
-            let last = uid_next.saturating_sub(1);
-            shared
-                .db
-                .write(move |conn| MailboxState::set_position(conn, user, uid_validity, last))
-                .await
-                .map_err(db_error)?;
-            last
+        Some(old) => {
+            // The mailbox was recreated or renumbered: its UIDs start
+            // again. Forward what arrived since the agent last had it in
+            // view; what is older was forwarded under the old numbers.
+            warn!(target: "bramble::messaging_agent", user = %mailbox.email, old, new = uid_validity, "the mailbox was recreated or renumbered on the server (new UIDVALIDITY); forwarding what arrived since it was last seen");
+            not_before = Some(state.updated_at.assume_utc().unix_timestamp() - 60);
+            0
+        }
+        None => {
+            // First watch: start with what arrives from now on rather
+            // than the whole backlog.
+            uid_next.saturating_sub(1)
         }
     };
+    if state.uid_validity != Some(uid_validity) {
+        shared
+            .db
+            .write(move |conn| MailboxState::set_position(conn, user, uid_validity, last))
+            .await
+            .map_err(db_error)?;
+    }
     info!(target: "bramble::messaging_agent", user = %mailbox.email, uid_validity, last_uid = last, "watching the mailbox");
     loop {
         loop {
-            let forwarded = scan(shared, mailbox, &mut session, uid_validity, &mut last).await?;
+            let forwarded = scan(
+                shared,
+                mailbox,
+                &mut session,
+                uid_validity,
+                &mut last,
+                not_before,
+            )
+            .await?;
             if forwarded < SCAN_BATCH {
                 break;
             }
         }
+        not_before = None;
         reconcile(shared, mailbox, &mut session, uid_validity).await?;
         let mut idle = session.idle();
         idle.init().await?;
@@ -129,13 +148,20 @@ async fn session(
                 _ = cancel.cancelled() => { drop(stop); None }
             }
         };
-        match woke {
+        let quiet = match woke {
             None => return Ok(()),
-            Some(r) => {
-                r?;
+            Some(r) => matches!(r?, IdleResponse::Timeout),
+        };
+        session = idle.done().await?;
+        if quiet {
+            // Nothing for `idle_secs`: make sure the mailbox is still the
+            // one being watched (a mailbox deleted and recreated on the
+            // server tells its old IDLE connections nothing).
+            let (now, _) = imap::select(&mut session, &settings.inbox).await?;
+            if now != uid_validity {
+                return Err(MailError::Renumbered);
             }
         }
-        session = idle.done().await?;
     }
 }
 
@@ -155,6 +181,7 @@ async fn scan(
     session: &mut Session,
     uid_validity: u32,
     last: &mut u32,
+    not_before: Option<i64>,
 ) -> Result<usize, MailError> {
     let max = shared.settings.max_fetch_bytes;
     let fetched = imap::fetch_after(session, *last, max, SCAN_BATCH).await?;
@@ -172,6 +199,11 @@ async fn scan(
     let mut outgoing = Vec::new();
     let mut records = Vec::new();
     for f in fetched {
+        if let (Some(limit), Some(received)) = (not_before, f.received) {
+            if received < limit {
+                continue;
+            }
+        }
         let raw = f.raw;
         let parsed = if raw.len() > 1024 * 1024 {
             tokio::task::spawn_blocking(move || mime::parse(&raw))

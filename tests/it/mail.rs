@@ -706,3 +706,40 @@ async fn a_wrong_service_password_is_a_visible_per_user_error() {
     assert!(error.contains("service_password"), "{error}");
     bed.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_deleted_on_the_server_is_watched_again_when_it_returns() {
+    // A recreated mailbox is noticed when IDLE is renewed.
+    let bed = bed(1, |s| s.mail.idle_secs = 2).await;
+    let phone = bed.phone(0).await;
+    let before = bed.wait_state(0, WatchState::Watching).await;
+    bed.deliver(0, &message("a@example.org", "Before", "", "first"))
+        .await;
+    assert_eq!(next_mail(&phone).await.1.subject, "Before");
+
+    // The mailbox disappears from the server (its folder removed), then
+    // mail arrives for the user again: the server recreates the mailbox
+    // with new UIDs (a new UIDVALIDITY).
+    let maildir = bed.testbed.dir().join("mail").join("user1");
+    // Dovecot numbers a new mailbox by the second it was created in: let
+    // that second pass so the recreated one is told apart, as it would be.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Moved away in one step (Dovecot may be writing into it meanwhile).
+    std::fs::rename(&maildir, maildir.with_extension("deleted")).unwrap();
+    bed.deliver(0, &message("a@example.org", "After", "", "second"))
+        .await;
+    let (_, after) = next_mail(&phone).await;
+    assert_eq!(after.subject, "After");
+    let user = bed.users[0].0;
+    let state = bed
+        .db()
+        .run(move |conn| MailboxState::find(conn, user))
+        .await
+        .unwrap();
+    assert_ne!(
+        state.uid_validity, before.uid_validity,
+        "the recreated mailbox is followed under its new UIDVALIDITY"
+    );
+    phone.close().await;
+    bed.stop().await;
+}
