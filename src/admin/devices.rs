@@ -12,6 +12,7 @@ use super::users::UserView;
 use super::{db_failure, rfc3339, ApiError};
 use crate::db::ids::{DeviceId, UserId};
 use crate::db::models::device::{parse_pin, Device};
+use crate::db::models::mailbox::{MailboxState, WatchState};
 use crate::db::models::message::{parse_ref_id, Message};
 use crate::db::models::statistics::Statistics;
 use crate::db::models::user::User;
@@ -126,7 +127,31 @@ pub struct DeviceDetail {
     /// The user's latest messages, newest first.
     pub recent_messages: Vec<MessageView>,
     /// How many of the user's messages wait for the device.
-    pub pending_messages: usize,
+    pub pending_messages: i64,
+    /// Whether the Messaging Agent reaches the user's mailbox, and if not why.
+    pub mailbox: Option<MailboxView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MailboxView {
+    /// `starting`, `watching` or `error`.
+    pub state: &'static str,
+    pub error: Option<String>,
+    pub error_at: Option<String>,
+    pub last_uid: u32,
+}
+
+impl From<&MailboxState> for MailboxView {
+    fn from(m: &MailboxState) -> Self {
+        MailboxView {
+            state: m.state.as_str(),
+            error: (m.state == WatchState::Error)
+                .then(|| m.error.clone())
+                .flatten(),
+            error_at: m.error_at.map(rfc3339),
+            last_uid: m.last_uid,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -214,19 +239,22 @@ pub async fn get(
                     report: d.report,
                 })
                 .collect();
-            let (user, statistics, recent, pending) = match device.user_id {
+            let (user, statistics, recent, pending, mailbox) = match device.user_id {
                 Some(user_id) => {
                     let user = User::find_by_id(conn, user_id)?;
-                    let statistics =
-                        StatisticsView::from(&Statistics::find_by_user(conn, user_id)?);
+                    let counted = Statistics::find_by_user(conn, user_id)?;
+                    let statistics = StatisticsView::from(&counted);
                     let (recent, _) = Message::find_by_user(conn, user_id, 0, RECENT_MESSAGES)?;
-                    let pending = recent
-                        .iter()
-                        .filter(|m| m.status.as_str() == "pending")
-                        .count();
-                    (user, Some(statistics), recent, pending)
+                    let mailbox = MailboxView::from(&MailboxState::find(conn, user_id)?);
+                    (
+                        user,
+                        Some(statistics),
+                        recent,
+                        counted.pending.max(0),
+                        Some(mailbox),
+                    )
                 }
-                None => (None, None, Vec::new(), 0),
+                None => (None, None, Vec::new(), 0, None),
             };
             Ok(DeviceDetail {
                 device: DeviceView::from(&device),
@@ -235,6 +263,7 @@ pub async fn get(
                 diagnostics,
                 recent_messages: recent.iter().map(MessageView::from).collect(),
                 pending_messages: pending,
+                mailbox,
             })
         })
         .await

@@ -981,6 +981,17 @@ async fn support_staff_find_a_device_by_pin_and_trace_a_message() {
             )?;
             Message::record_hop(conn, message.id, Hop::MessagingAgent, "from INBOX")?;
             Message::record_hop(conn, message.id, Hop::Dispatcher, "queued for 2A3B4C5D")?;
+            crate::db::models::statistics::Statistics::increment(
+                conn,
+                Some(user.id),
+                crate::db::models::statistics::Counter::Pending,
+                1,
+            )?;
+            crate::db::models::mailbox::MailboxState::set_error(
+                conn,
+                user.id,
+                "the IMAP server refused the login `dana*bramble`",
+            )?;
             Ok(device)
         })
         .unwrap();
@@ -1011,6 +1022,11 @@ async fn support_staff_find_a_device_by_pin_and_trace_a_message() {
     assert_eq!(doc["user"]["email"], "dana@example.com");
     assert_eq!(doc["diagnostics"][0]["report"]["battery"], 81);
     assert_eq!(doc["pending_messages"], 1);
+    assert_eq!(doc["mailbox"]["state"], "error");
+    assert!(doc["mailbox"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("refused the login"));
     assert_eq!(doc["recent_messages"][0]["subject"], "Quarterly report");
     assert_eq!(doc["statistics"]["delivered"], 0);
     let user_id = doc["user"]["id"].as_i64().unwrap();

@@ -689,6 +689,8 @@ export interface DeviceDetail extends Device {
   diagnostics: { reported_at: string; report: unknown }[];
   recent_messages: MessageSummary[];
   pending_messages: number;
+  /** Whether the Messaging Agent reaches the user's mailbox, and if not why. */
+  mailbox: { state: 'starting' | 'watching' | 'error'; error: string | null; error_at: string | null; last_uid: number } | null;
 }
 
 export interface MessageTrace extends MessageSummary {

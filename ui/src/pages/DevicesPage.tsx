@@ -1,4 +1,4 @@
-import { Anchor, Badge, Button, Code, Group, Paper, SimpleGrid, Stack, Table, Text, TextInput, Title } from '@mantine/core';
+import { Alert, Anchor, Badge, Button, Code, Group, Paper, SimpleGrid, Stack, Table, Text, TextInput, Title } from '@mantine/core';
 import { useEffect, useState, type FormEvent, type ReactNode } from 'react';
 import { findDeviceByPin, getDevice, traceMessage, type DeviceDetail, type MessageTrace } from '../api';
 import { ErrorAlert } from '../components/ErrorAlert';
@@ -143,7 +143,24 @@ export function DevicesPage({ id, onOpenUser }: { id: number | null; onOpenUser:
               </Field>
               <Field label="IT policy applied">{when(device.policy_applied_at)}</Field>
               <Field label="Pending messages">{device.pending_messages}</Field>
+              <Field label="Mailbox">
+                <span data-testid="device-mailbox">
+                  {device.mailbox === null
+                    ? '—'
+                    : device.mailbox.state === 'watching'
+                      ? 'watched'
+                      : device.mailbox.state === 'error'
+                        ? 'unreachable'
+                        : 'not watched yet'}
+                </span>
+              </Field>
             </SimpleGrid>
+            {device.mailbox?.state === 'error' && device.mailbox.error && (
+              <Alert color="red" title="The Messaging Agent cannot reach this user's mailbox" data-testid="device-mailbox-error">
+                {device.mailbox.error}
+                {device.mailbox.error_at && ` (since ${when(device.mailbox.error_at)})`}
+              </Alert>
+            )}
             {device.statistics && (
               <Text size="sm" data-testid="device-statistics">
                 Statistics: {device.statistics.forwarded} forwarded, {device.statistics.delivered} delivered,{' '}
