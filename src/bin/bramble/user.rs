@@ -1,0 +1,127 @@
+//! `bramble user activation-password set|generate`: activation passwords
+//! for wireless enterprise activation, with an audit entry for each.
+
+use bramble::clock::Clock;
+use bramble::config::Settings;
+use bramble::db::models::activation_password::ActivationPasswordInfo;
+use bramble::db::models::audit;
+use bramble::db::models::user::User;
+use bramble::db::Database;
+use bramble::policy::activation::{self, ActivationError};
+use clap::Subcommand;
+
+use crate::Failure;
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// The user's activation password for wireless activation.
+    ActivationPassword {
+        #[command(subcommand)]
+        command: ActivationPasswordCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ActivationPasswordCommand {
+    /// Set a password you choose; it is read from standard input, or
+    /// prompted for twice on a terminal.
+    Set {
+        /// The user's e-mail address.
+        #[arg(long)]
+        email: String,
+        /// Hours until the password expires (default 48, at most 720).
+        #[arg(long)]
+        hours: Option<u32>,
+    },
+    /// Generate a password and print it once.
+    Generate {
+        /// The user's e-mail address.
+        #[arg(long)]
+        email: String,
+        /// Number of characters (default 8).
+        #[arg(long)]
+        length: Option<usize>,
+        /// Hours until the password expires (default 48, at most 720).
+        #[arg(long)]
+        hours: Option<u32>,
+    },
+}
+
+fn failure(e: ActivationError) -> Failure {
+    Failure::new(e.code(), &e)
+}
+
+/// Writes the password and its audit entry in one transaction.
+fn store(
+    db: &Database,
+    action: &'static str,
+    make: impl FnOnce(
+        &mut bramble::db::Conn,
+    ) -> Result<(User, ActivationPasswordInfo, Option<String>), ActivationError>,
+) -> Result<(User, ActivationPasswordInfo, Option<String>), Failure> {
+    db.run_blocking(|conn| {
+        Ok(conn.immediate_transaction(|conn| {
+            let (user, info, generated) = make(conn)?;
+            audit::append(
+                conn,
+                "bramble user activation-password",
+                action,
+                &format!("user/{}", user.id),
+                None,
+                Some(serde_json::json!({
+                    "email": user.email,
+                    "expires_at": info.expires_at.to_string(),
+                    "generated": generated.is_some(),
+                })),
+            )?;
+            Ok((user, info, generated))
+        }))
+    })
+    .map_err(|e| Failure::new(e.code(), &e))?
+    .map_err(failure)
+}
+
+pub fn run(settings: &Settings, command: UserCommand) -> Result<(), Failure> {
+    let UserCommand::ActivationPassword { command } = command;
+    // Check what can be checked before asking for a password.
+    let hours = match &command {
+        ActivationPasswordCommand::Set { hours, .. }
+        | ActivationPasswordCommand::Generate { hours, .. } => *hours,
+    };
+    activation::lifetime(hours).map_err(failure)?;
+    let clock = Clock::new();
+    match command {
+        ActivationPasswordCommand::Set { email, hours } => {
+            let password = crate::read_password(false)
+                .map_err(|e| Failure::new("PASSWORD_UNREADABLE", format!("{e:#}")))?;
+            let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+            let (user, info, _) = store(&db, "activation_password.set", |conn| {
+                let (user, info) = activation::set(conn, &clock, &email, &password, hours)?;
+                Ok((user, info, None))
+            })?;
+            println!(
+                "Activation password set for {} ({}); it expires at {} UTC. Status: initializing.",
+                user.display_name, user.email, info.expires_at
+            );
+            Ok(())
+        }
+        ActivationPasswordCommand::Generate {
+            email,
+            length,
+            hours,
+        } => {
+            let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+            let (user, info, password) = store(&db, "activation_password.generate", |conn| {
+                let (user, info, password) =
+                    activation::generate_for(conn, &clock, &email, length, hours)?;
+                Ok((user, info, Some(password)))
+            })?;
+            println!("{}", password.unwrap_or_default());
+            eprintln!(
+                "Activation password for {} ({}); it expires at {} UTC and is shown only now.",
+                user.display_name, user.email, info.expires_at
+            );
+            Ok(())
+        }
+    }
+}
