@@ -206,8 +206,12 @@ impl Database {
         let sealer = Sealer::load_or_create(&key_path(path))?;
         {
             // The domain signing key exists from the database's first use.
+            // A key file that does not match (restored without it) must not
+            // keep the server from starting: signing then fails, loudly.
             let mut conn = pool.get()?;
-            crate::policy::signing::DomainKey::load_or_create(&mut conn, &sealer)?;
+            if let Err(e) = crate::policy::signing::DomainKey::load_or_create(&mut conn, &sealer) {
+                tracing::error!(target: "bramble::db", code = e.code(), "the domain signing key cannot be read: {e}; IT policies cannot be signed until the database's own key file is restored");
+            }
         }
         tracing::info!(target: "bramble::db", path = %path.display(), "Configuration Database ready");
         Ok(Database {

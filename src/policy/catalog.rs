@@ -452,6 +452,26 @@ mod tests {
     }
 
     #[test]
+    fn the_operations_guide_lists_every_rule() {
+        let guide = include_str!("../../docs/operations.md");
+        for rule in RULES {
+            let row = guide
+                .lines()
+                .find(|line| line.starts_with(&format!("| `{}` |", rule.name)))
+                .unwrap_or_else(|| panic!("{} is missing from the rules table", rule.name));
+            assert!(row.contains(rule.title), "{row}");
+            if let Kind::Int { min, max, .. } = rule.kind {
+                let max = if max >= 10_000 {
+                    format!("{},{:03}", max / 1000, max % 1000)
+                } else {
+                    max.to_string()
+                };
+                assert!(row.contains(&format!("{min}–{max}")), "{row}");
+            }
+        }
+    }
+
+    #[test]
     fn more_restrictive_per_rule() {
         let pick = |name: &str, a: Value, b: Value| find(name).unwrap().more_restrictive(&a, &b);
         assert_eq!(

@@ -153,6 +153,22 @@ mod tests {
     }
 
     #[test]
+    fn a_database_with_a_lost_key_file_still_opens() {
+        let (dir, db) = test_db();
+        let path = db.path().to_path_buf();
+        drop(db);
+        std::fs::remove_file(crate::db::key_path(&path)).unwrap();
+        let reopened = crate::db::Database::open_path(&path, 2, 5_000).unwrap();
+        let sealer = reopened.sealer();
+        let outcome = reopened.run_blocking(|conn| DomainKey::load_or_create(conn, sealer));
+        assert!(
+            matches!(outcome, Err(DbError::Seal(_))),
+            "the old key cannot be opened, nor silently replaced"
+        );
+        drop(dir);
+    }
+
+    #[test]
     fn signatures_verify_only_for_the_signing_key_and_bytes() {
         let key = DomainKey::generate().unwrap();
         let other = DomainKey::generate().unwrap();

@@ -47,6 +47,12 @@ pub enum ActivationPasswordCommand {
     },
 }
 
+/// `2026-11-29 05:36 UTC`: to the minute, as an administrator reads it.
+fn when(at: time::PrimitiveDateTime) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    at.format(&format).unwrap_or_else(|_| format!("{at} UTC"))
+}
+
 fn failure(e: ActivationError) -> Failure {
     Failure::new(e.code(), &e)
 }
@@ -70,7 +76,7 @@ fn store(
                 None,
                 Some(serde_json::json!({
                     "email": user.email,
-                    "expires_at": info.expires_at.to_string(),
+                    "expires_at": when(info.expires_at),
                     "generated": generated.is_some(),
                 })),
             )?;
@@ -100,8 +106,10 @@ pub fn run(settings: &Settings, command: UserCommand) -> Result<(), Failure> {
                 Ok((user, info, None))
             })?;
             println!(
-                "Activation password set for {} ({}); it expires at {} UTC. Status: initializing.",
-                user.display_name, user.email, info.expires_at
+                "Activation password set for {} ({}); it expires at {}. Status: initializing.",
+                user.display_name,
+                user.email,
+                when(info.expires_at)
             );
             Ok(())
         }
@@ -118,8 +126,10 @@ pub fn run(settings: &Settings, command: UserCommand) -> Result<(), Failure> {
             })?;
             println!("{}", password.unwrap_or_default());
             eprintln!(
-                "Activation password for {} ({}); it expires at {} UTC and is shown only now.",
-                user.display_name, user.email, info.expires_at
+                "Activation password for {} ({}); it expires at {} and is shown only now.",
+                user.display_name,
+                user.email,
+                when(info.expires_at)
             );
             Ok(())
         }
