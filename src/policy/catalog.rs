@@ -457,8 +457,13 @@ mod tests {
         for rule in RULES {
             let row = guide
                 .lines()
-                .find(|line| line.starts_with(&format!("| `{}` |", rule.name)))
-                .unwrap_or_else(|| panic!("{} is missing from the rules table", rule.name));
+                .find(|line| line.starts_with(&format!("| `{}` |", rule.name)));
+            assert!(
+                row.is_some(),
+                "{} is missing from the rules table",
+                rule.name
+            );
+            let row = row.unwrap();
             assert!(row.contains(rule.title), "{row}");
             if let Kind::Int { min, max, .. } = rule.kind {
                 let max = if max >= 10_000 {
