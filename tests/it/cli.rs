@@ -359,6 +359,74 @@ fn activation_passwords_are_set_generated_and_audited() {
     .unwrap();
 }
 
+#[test]
+fn user_policy_shows_each_rule_and_its_source() {
+    use bramble::db::models::group::Group;
+    use bramble::db::models::it_policy::ItPolicy;
+    use bramble::db::models::user::NewUser;
+    use serde_json::json;
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db =
+            bramble::db::Database::open_path(&dir.path().join("bramble.db"), 1, 5_000).unwrap();
+        db.run_blocking(|conn| {
+            let alice = NewUser {
+                display_name: "Alice".into(),
+                email: "alice@example.com".into(),
+                mailbox_login: "alice".into(),
+            }
+            .save(conn)?;
+            let sales = Group::create(conn, "Sales", "")?;
+            Group::add_member(conn, sales.id, alice.id)?;
+            let strict = ItPolicy::create(conn, "Strict", "")?;
+            ItPolicy::set_rule(conn, strict.id, "MinimumPasswordLength", &json!(10))?;
+            let lax = ItPolicy::create(conn, "Lax", "")?;
+            ItPolicy::set_rule(conn, lax.id, "MaximumSecurityTimeout", &json!(30))?;
+            ItPolicy::assign_to_group(conn, strict.id, sales.id, 1)?;
+            ItPolicy::assign_to_user(conn, lax.id, alice.id)?;
+            Ok(())
+        })
+        .unwrap();
+    }
+    let args = ["user", "policy", "--email", "alice@example.com"];
+    let out = bramble(dir.path(), &args);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    let line = |rule: &str| {
+        shown
+            .lines()
+            .find(|l| l.starts_with(rule))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line("MaximumSecurityTimeout").contains("30"), "{shown}");
+    assert!(
+        line("MaximumSecurityTimeout").contains("`Lax` (assigned to the user)"),
+        "{shown}"
+    );
+    assert!(
+        line("MinimumPasswordLength").contains("rule default"),
+        "{shown}"
+    );
+
+    let out = bramble(dir.path(), &[&args[..], &["--merge", "--json"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let merged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(merged["mode"], "most_restrictive");
+    assert_eq!(merged["rules"]["MinimumPasswordLength"]["value"], 10);
+    assert_eq!(
+        merged["rules"]["MinimumPasswordLength"]["source"]["policy_name"],
+        "Strict"
+    );
+
+    let out = bramble(
+        dir.path(),
+        &["user", "policy", "--email", "bob@example.com"],
+    );
+    assert_refused(&out, "USER_NOT_FOUND", "bob@example.com");
+}
+
 #[tokio::test]
 async fn serve_answers_health_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,8 @@
 //! `bramble bench …` measures, ending with one JSON line of figures;
 //! `bramble testbed up|down` runs real mail servers on loopback;
 //! `bramble directory sync|lookup` runs the MailStore Service by hand;
-//! `bramble user activation-password set|generate` prepares activation.
+//! `bramble user activation-password set|generate` prepares activation and
+//! `bramble user policy` shows the IT policy that applies to a user.
 
 mod bench;
 mod directory;
@@ -95,7 +96,7 @@ enum Command {
         #[command(subcommand)]
         command: mail::MailCommand,
     },
-    /// Smartphone users: activation passwords.
+    /// Smartphone users: activation passwords, the IT policy that applies.
     User {
         #[command(subcommand)]
         command: user::UserCommand,

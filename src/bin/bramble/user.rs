@@ -1,5 +1,6 @@
 //! `bramble user activation-password set|generate`: activation passwords
-//! for wireless enterprise activation, with an audit entry for each.
+//! for wireless enterprise activation, with an audit entry for each;
+//! `bramble user policy`: the IT policy that applies to a user, rule by rule.
 
 use bramble::clock::Clock;
 use bramble::config::Settings;
@@ -8,6 +9,7 @@ use bramble::db::models::audit;
 use bramble::db::models::user::User;
 use bramble::db::Database;
 use bramble::policy::activation::{self, ActivationError};
+use bramble::policy::resolve::{self, MergeMode, RuleSource, Via};
 use clap::Subcommand;
 
 use crate::Failure;
@@ -18,6 +20,20 @@ pub enum UserCommand {
     ActivationPassword {
         #[command(subcommand)]
         command: ActivationPasswordCommand,
+    },
+    /// The IT policy that applies to the user: each rule's value and where
+    /// it came from.
+    Policy {
+        /// The user's e-mail address.
+        #[arg(long)]
+        email: String,
+        /// Merge every assigned policy, taking each rule's most restrictive
+        /// value, instead of letting one policy win.
+        #[arg(long)]
+        merge: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -87,8 +103,57 @@ fn store(
     .map_err(failure)
 }
 
+fn show_policy(settings: &Settings, email: &str, merge: bool, json: bool) -> Result<(), Failure> {
+    let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+    let mode = if merge {
+        MergeMode::MostRestrictive
+    } else {
+        MergeMode::Precedence
+    };
+    let email = email.trim().to_owned();
+    let wanted = email.clone();
+    let resolved = db
+        .run_blocking(move |conn| match User::find_by_email(conn, &wanted)? {
+            Some(user) => resolve::resolve_with(conn, user.id, mode).map(Some),
+            None => Ok(None),
+        })
+        .map_err(|e| Failure::new(e.code(), &e))?
+        .ok_or_else(|| {
+            Failure::new(
+                "USER_NOT_FOUND",
+                format!("no user has the e-mail address {email}; add the user first"),
+            )
+        })?;
+    if json {
+        let text = serde_json::to_string_pretty(&resolved)
+            .map_err(|e| Failure::new("ENCODING_FAILED", e))?;
+        println!("{text}");
+        return Ok(());
+    }
+    for (name, rule) in &resolved.rules {
+        let from = match &rule.source {
+            RuleSource::CatalogDefault => "rule default".to_owned(),
+            RuleSource::Policy(source) => match source.via {
+                Via::User => format!("policy `{}` (assigned to the user)", source.policy_name),
+                Via::Group { group_id, rank } => format!(
+                    "policy `{}` (group {group_id}, rank {rank})",
+                    source.policy_name
+                ),
+                Via::Default => format!("policy `{}` (the default)", source.policy_name),
+            },
+        };
+        println!("{name:<24} {:<24} {from}", rule.value.to_string());
+    }
+    Ok(())
+}
+
 pub fn run(settings: &Settings, command: UserCommand) -> Result<(), Failure> {
-    let UserCommand::ActivationPassword { command } = command;
+    let command = match command {
+        UserCommand::Policy { email, merge, json } => {
+            return show_policy(settings, &email, merge, json)
+        }
+        UserCommand::ActivationPassword { command } => command,
+    };
     // Check what can be checked before asking for a password.
     let hours = match &command {
         ActivationPasswordCommand::Set { hours, .. }
