@@ -7,15 +7,19 @@
 //! only as an argon2 hash, stops working after 5 wrong guesses and is
 //! deleted once used ([`crate::db::models::activation_password`]). Times
 //! come from a [`Clock`], so tests drive expiry with a paused clock.
+//!
+//! [`advance`] moves a user through the later steps (Encryption verified …
+//! Completed) in order, each recorded with its time.
 
+use diesel::Connection;
 use time::Duration;
 
 use crate::clock::Clock;
 use crate::db::ids::UserId;
 use crate::db::models::activation_password::{
-    ActivationPassword, ActivationPasswordInfo, Verification,
+    record_status, ActivationPassword, ActivationPasswordInfo, Verification,
 };
-use crate::db::models::user::User;
+use crate::db::models::user::{ActivationStatus, User};
 use crate::db::{Conn, DbError, DbResult};
 
 /// Lifetime of a password unless the administrator says otherwise.
@@ -42,6 +46,18 @@ pub enum ActivationError {
     Length(usize),
     #[error("no user has the e-mail address {0}; add the user first")]
     UnknownUser(String),
+    #[error(
+        "user {user} is {}; the activation cannot move to {} from there",
+        .from.as_str(),
+        .to.as_str()
+    )]
+    Step {
+        user: UserId,
+        from: ActivationStatus,
+        to: ActivationStatus,
+    },
+    #[error("there is no user {0}")]
+    NoUser(UserId),
     #[error("cannot generate a random password: {0}")]
     Random(#[from] openssl::error::ErrorStack),
     #[error(transparent)]
@@ -62,7 +78,8 @@ impl ActivationError {
                 "ACTIVATION_LIFETIME_INVALID"
             }
             ActivationError::Length(_) => "ACTIVATION_PASSWORD_LENGTH",
-            ActivationError::UnknownUser(_) => "USER_NOT_FOUND",
+            ActivationError::UnknownUser(_) | ActivationError::NoUser(_) => "USER_NOT_FOUND",
+            ActivationError::Step { .. } => "ACTIVATION_OUT_OF_ORDER",
             ActivationError::Random(_) => "RANDOM_FAILED",
             ActivationError::Db(e) => e.code(),
         }
@@ -151,6 +168,36 @@ pub fn verify(
     candidate: &str,
 ) -> DbResult<Verification> {
     ActivationPassword::verify(conn, user, candidate, clock.now_db())
+}
+
+/// Moves the user's activation one step on, to `to`, recording the time.
+/// Only the next step of a successful activation (see
+/// [`ActivationStatus::next`]) or `Failed` from a step in progress is
+/// accepted; "Initializing" and "Activating" are reached through [`set`]
+/// and [`verify`]. Anything else changes nothing.
+pub fn advance(
+    conn: &mut Conn,
+    clock: &Clock,
+    user: UserId,
+    to: ActivationStatus,
+) -> Result<(), ActivationError> {
+    conn.transaction(|conn| {
+        let from = User::find_by_id(conn, user)?
+            .ok_or(ActivationError::NoUser(user))?
+            .activation_status;
+        let allowed = match to {
+            ActivationStatus::Failed => from.next().is_some(),
+            ActivationStatus::NotActivated
+            | ActivationStatus::Initializing
+            | ActivationStatus::Activating => false,
+            _ => from.next() == Some(to),
+        };
+        if !allowed {
+            return Err(ActivationError::Step { user, from, to });
+        }
+        record_status(conn, user, to, clock.now_db())?;
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -250,6 +297,107 @@ mod tests {
             .run_blocking(|conn| verify(conn, &clock, user.id, "kx7m2qpa"))
             .unwrap();
         assert_eq!(outcome, Verification::Accepted);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn steps_are_recorded_in_order_with_their_times() {
+        use crate::db::models::activation_password::ActivationEvent;
+        use ActivationStatus::*;
+        let (_dir, db) = test_db();
+        let clock = Clock::new();
+        let user = db.run_blocking(|conn| Ok(alice(conn))).unwrap();
+        let step = |to| {
+            db.run_blocking(|conn| Ok(advance(conn, &clock, user.id, to)))
+                .unwrap()
+        };
+        assert!(
+            matches!(step(EncryptionVerified), Err(ActivationError::Step { .. })),
+            "no skipping ahead from not activated"
+        );
+        db.run_blocking(|conn| {
+            set(conn, &clock, "alice@example.com", "kx7m2qpa", None)
+                .map_err(|e| DbError::Invalid(e.to_string()))?;
+            Ok(())
+        })
+        .unwrap();
+        tokio::time::advance(std::time::Duration::from_secs(60)).await;
+        assert_eq!(
+            db.run_blocking(|conn| verify(conn, &clock, user.id, "kx7m2qpa"))
+                .unwrap(),
+            Verification::Accepted
+        );
+        let skipped = step(PolicyApplied).unwrap_err();
+        assert_eq!(skipped.code(), "ACTIVATION_OUT_OF_ORDER");
+        assert_eq!(
+            skipped.to_string(),
+            format!(
+                "user {} is activating; the activation cannot move to policy_applied from there",
+                user.id
+            )
+        );
+        for to in [
+            EncryptionVerified,
+            PolicyApplied,
+            ServicesReceived,
+            Synchronizing,
+            Completed,
+        ] {
+            tokio::time::advance(std::time::Duration::from_secs(1)).await;
+            step(to).unwrap();
+        }
+        assert!(
+            step(Failed).is_err(),
+            "a completed activation does not fail"
+        );
+        let events = db
+            .run_blocking(|conn| ActivationEvent::find_for_user(conn, user.id))
+            .unwrap();
+        let statuses: Vec<_> = events.iter().map(|e| e.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                Initializing,
+                Activating,
+                EncryptionVerified,
+                PolicyApplied,
+                ServicesReceived,
+                Synchronizing,
+                Completed
+            ]
+        );
+        assert_eq!(
+            events[1].at - events[0].at,
+            Duration::seconds(60),
+            "times come from the clock"
+        );
+        assert_eq!(events[6].at - events[1].at, Duration::seconds(5));
+        assert_eq!(
+            db.run_blocking(|conn| User::find_by_id(conn, user.id))
+                .unwrap()
+                .unwrap()
+                .activation_status,
+            Completed
+        );
+    }
+
+    #[test]
+    fn a_step_in_progress_can_fail() {
+        let (_dir, db) = test_db();
+        let clock = Clock::new();
+        db.run_blocking(|conn| {
+            let user = alice(conn);
+            set(conn, &clock, "alice@example.com", "kx7m2qpa", None)
+                .map_err(|e| DbError::Invalid(e.to_string()))?;
+            advance(conn, &clock, user.id, ActivationStatus::Failed)
+                .map_err(|e| DbError::Invalid(e.to_string()))?;
+            assert_eq!(
+                User::find_by_id(conn, user.id)?.unwrap().activation_status,
+                ActivationStatus::Failed
+            );
+            assert!(advance(conn, &clock, UserId(9_999), ActivationStatus::Failed).is_err());
+            Ok(())
+        })
+        .unwrap();
     }
 
     #[test]

@@ -59,6 +59,24 @@ macro_rules! text_enum {
 #[allow(unused_imports)]
 pub(crate) use text_enum;
 
+impl ActivationStatus {
+    /// The step that follows this one in a successful activation
+    /// (Initializing → Activating → Encryption verified → Policy applied →
+    /// Services received → Synchronizing → Completed).
+    pub fn next(self) -> Option<ActivationStatus> {
+        use ActivationStatus::*;
+        match self {
+            Initializing => Some(Activating),
+            Activating => Some(EncryptionVerified),
+            EncryptionVerified => Some(PolicyApplied),
+            PolicyApplied => Some(ServicesReceived),
+            ServicesReceived => Some(Synchronizing),
+            Synchronizing => Some(Completed),
+            NotActivated | Completed | Failed => None,
+        }
+    }
+}
+
 text_enum!(AccountStatus { Active => "active", Disabled => "disabled", RemovedInDirectory => "removed_in_directory" });
 text_enum!(ActivationStatus {
     NotActivated => "not_activated",
