@@ -441,6 +441,16 @@ mod tests {
             assert!(ActivationPassword::find_by_user(conn, bob.id)?.is_none());
             assert!(ActivationPassword::delete_for_user(conn, alice.id)?);
             assert!(!ActivationPassword::delete_for_user(conn, alice.id)?);
+
+            ActivationPassword::set(conn, bob.id, "bobs", T0, T0 + Duration::hours(1))?;
+            User::delete_by_id(conn, bob.id)?;
+            let left: i64 = activation_passwords::table.count().get_result(conn)?;
+            assert_eq!(left, 0, "the password goes with the user");
+            let steps: i64 = activation_events::table
+                .filter(activation_events::user_id.eq(bob.id))
+                .count()
+                .get_result(conn)?;
+            assert_eq!(steps, 0, "and so do the user's activation steps");
             Ok(())
         })
         .unwrap();
