@@ -11,8 +11,9 @@
 //! application or was created by a newer Bramble is refused with an error
 //! naming the file — and is left exactly as it was.
 //!
-//! Secrets (device transport keys, the SRP key) are sealed with a local
-//! master key kept beside the database ([`seal`]).
+//! Secrets (device transport keys, the SRP key, the domain signing key) are
+//! sealed with a local master key kept beside the database ([`seal`]). The
+//! domain signing key is generated when the database is first opened.
 //!
 //! Tables and their typed functions are in [`models`]; the data model is
 //! described in `docs/data-model.md`.
@@ -203,6 +204,15 @@ impl Database {
                 .map_err(|e| DbError::Migration(e.to_string()))?;
         }
         let sealer = Sealer::load_or_create(&key_path(path))?;
+        {
+            // The domain signing key exists from the database's first use.
+            // A key file that does not match (restored without it) must not
+            // keep the server from starting: signing then fails, loudly.
+            let mut conn = pool.get()?;
+            if let Err(e) = crate::policy::signing::DomainKey::load_or_create(&mut conn, &sealer) {
+                tracing::error!(target: "bramble::db", code = e.code(), "the domain signing key cannot be read: {e}; IT policies cannot be signed until the database's own key file is restored");
+            }
+        }
         tracing::info!(target: "bramble::db", path = %path.display(), "Configuration Database ready");
         Ok(Database {
             pool,

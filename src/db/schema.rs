@@ -376,6 +376,34 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    activation_passwords (user_id) {
+        user_id -> BigInt,
+        password_hash -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        failed_attempts -> Integer,
+    }
+}
+
+diesel::table! {
+    activation_events (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        status -> Text,
+        at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    domain_keys (id) {
+        id -> BigInt,
+        public_key -> Binary,
+        sealed_private_key -> Binary,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(messaging_agents -> servers (server_id));
 diesel::joinable!(users -> messaging_agents (messaging_agent_id));
 diesel::joinable!(group_members -> groups (group_id));
@@ -395,6 +423,8 @@ diesel::joinable!(mailbox_states -> users (user_id));
 diesel::joinable!(mail_items -> messages (message_id));
 diesel::joinable!(mail_outbox -> users (user_id));
 diesel::joinable!(admin_sessions -> administrators (administrator_id));
+diesel::joinable!(activation_passwords -> users (user_id));
+diesel::joinable!(activation_events -> users (user_id));
 diesel::joinable!(administrator_group_members -> administrator_groups (group_id));
 diesel::joinable!(administrator_group_members -> administrators (administrator_id));
 diesel::joinable!(administrator_group_roles -> administrator_groups (group_id));
@@ -435,4 +465,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     administrator_groups,
     administrator_group_members,
     administrator_group_roles,
+    activation_passwords,
+    activation_events,
+    domain_keys,
 );

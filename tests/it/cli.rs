@@ -240,6 +240,193 @@ fn admin_create_makes_a_security_administrator() {
     assert_refused(&out, "INVALID_INPUT", "at least 8 characters");
 }
 
+#[test]
+fn activation_passwords_are_set_generated_and_audited() {
+    use bramble::db::models::activation_password::{ActivationPassword, Verification};
+    use bramble::db::models::user::{ActivationStatus, NewUser, User};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("bramble.db");
+    let alice = {
+        let db = bramble::db::Database::open_path(&db_path, 1, 5_000).unwrap();
+        db.run_blocking(|conn| {
+            NewUser {
+                display_name: "Alice".into(),
+                email: "alice@example.com".into(),
+                mailbox_login: "alice".into(),
+            }
+            .save(conn)
+        })
+        .unwrap()
+    };
+    let set = |args: &[&str], password: &str| {
+        let mut child = Command::new(bramble_bin())
+            .args(["user", "activation-password", "set"])
+            .args(args)
+            .env_remove("BRAMBLE_CONFIG")
+            .env("BRAMBLE_DATA_DIR", dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let check = |candidate: &str| {
+        let db = bramble::db::Database::open_path(&db_path, 1, 5_000).unwrap();
+        db.run_blocking(|conn| {
+            ActivationPassword::verify(conn, alice.id, candidate, bramble::db::now())
+        })
+        .unwrap()
+    };
+
+    let out = bramble(
+        dir.path(),
+        &[
+            "user",
+            "activation-password",
+            "generate",
+            "--email",
+            "alice@example.com",
+            "--length",
+            "10",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let generated = String::from_utf8(out.stdout.clone()).unwrap();
+    let generated = generated.trim();
+    assert_eq!(generated.len(), 10, "{}", text(&out));
+    assert!(text(&out).contains("shown only now"), "{}", text(&out));
+    assert_eq!(
+        check("wrong-guess"),
+        Verification::Wrong { attempts_left: 4 }
+    );
+
+    let out = set(
+        &["--email", "alice@example.com", "--hours", "72"],
+        "kx7m2qpa",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("initializing"), "{}", text(&out));
+    assert_eq!(
+        check(generated),
+        Verification::Wrong { attempts_left: 4 },
+        "the new password replaced the generated one and its attempts"
+    );
+    assert_eq!(check("kx7m2qpa"), Verification::Accepted);
+    assert_eq!(check("kx7m2qpa"), Verification::NoPassword, "used once");
+
+    let out = set(
+        &["--email", "alice@example.com", "--hours", "721"],
+        "kx7m2qpa",
+    );
+    assert_refused(&out, "ACTIVATION_LIFETIME_INVALID", "at most 720 hours");
+    let out = set(&["--email", "bob@example.com"], "kx7m2qpa");
+    assert_refused(&out, "USER_NOT_FOUND", "bob@example.com");
+    let out = set(&["--email", "alice@example.com"], "abc");
+    assert_refused(&out, "ACTIVATION_PASSWORD_LENGTH", "between 4 and 64");
+
+    let db = bramble::db::Database::open_path(&db_path, 1, 5_000).unwrap();
+    db.run_blocking(|conn| {
+        assert!(ActivationPassword::find_by_user(conn, alice.id)?.is_none());
+        assert_eq!(
+            User::find_by_id(conn, alice.id)?.unwrap().activation_status,
+            ActivationStatus::Activating
+        );
+        let (entries, total) = bramble::db::models::audit::find_page(conn, 0, 10)?;
+        assert_eq!(total, 2, "only the two that succeeded");
+        let actions: Vec<_> = entries.iter().map(|e| e.action.as_str()).collect();
+        assert!(
+            actions.contains(&"activation_password.generate"),
+            "{actions:?}"
+        );
+        assert!(actions.contains(&"activation_password.set"), "{actions:?}");
+        for entry in &entries {
+            let after = entry.after.as_ref().unwrap().to_string();
+            assert!(
+                !after.contains("kx7m2qpa") && !after.contains(generated),
+                "{after}"
+            );
+        }
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn user_policy_shows_each_rule_and_its_source() {
+    use bramble::db::models::group::Group;
+    use bramble::db::models::it_policy::ItPolicy;
+    use bramble::db::models::user::NewUser;
+    use serde_json::json;
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db =
+            bramble::db::Database::open_path(&dir.path().join("bramble.db"), 1, 5_000).unwrap();
+        db.run_blocking(|conn| {
+            let alice = NewUser {
+                display_name: "Alice".into(),
+                email: "alice@example.com".into(),
+                mailbox_login: "alice".into(),
+            }
+            .save(conn)?;
+            let sales = Group::create(conn, "Sales", "")?;
+            Group::add_member(conn, sales.id, alice.id)?;
+            let strict = ItPolicy::create(conn, "Strict", "")?;
+            ItPolicy::set_rule(conn, strict.id, "MinimumPasswordLength", &json!(10))?;
+            let lax = ItPolicy::create(conn, "Lax", "")?;
+            ItPolicy::set_rule(conn, lax.id, "MaximumSecurityTimeout", &json!(30))?;
+            ItPolicy::assign_to_group(conn, strict.id, sales.id, 1)?;
+            ItPolicy::assign_to_user(conn, lax.id, alice.id)?;
+            Ok(())
+        })
+        .unwrap();
+    }
+    let args = ["user", "policy", "--email", "alice@example.com"];
+    let out = bramble(dir.path(), &args);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    let line = |rule: &str| {
+        shown
+            .lines()
+            .find(|l| l.starts_with(rule))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line("MaximumSecurityTimeout").contains("30"), "{shown}");
+    assert!(
+        line("MaximumSecurityTimeout").contains("`Lax` (assigned to the user)"),
+        "{shown}"
+    );
+    assert!(
+        line("MinimumPasswordLength").contains("rule default"),
+        "{shown}"
+    );
+
+    let out = bramble(dir.path(), &[&args[..], &["--merge", "--json"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let merged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(merged["mode"], "most_restrictive");
+    assert_eq!(merged["rules"]["MinimumPasswordLength"]["value"], 10);
+    assert_eq!(
+        merged["rules"]["MinimumPasswordLength"]["source"]["policy_name"],
+        "Strict"
+    );
+
+    let out = bramble(
+        dir.path(),
+        &["user", "policy", "--email", "bob@example.com"],
+    );
+    assert_refused(&out, "USER_NOT_FOUND", "bob@example.com");
+}
+
 #[tokio::test]
 async fn serve_answers_health_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();

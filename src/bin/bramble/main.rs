@@ -6,12 +6,15 @@
 //! `bramble relay`, `bramble srp`, `bramble device` work the wireless side;
 //! `bramble bench …` measures, ending with one JSON line of figures;
 //! `bramble testbed up|down` runs real mail servers on loopback;
-//! `bramble directory sync|lookup` runs the MailStore Service by hand.
+//! `bramble directory sync|lookup` runs the MailStore Service by hand;
+//! `bramble user activation-password set|generate` prepares activation and
+//! `bramble user policy` shows the IT policy that applies to a user.
 
 mod bench;
 mod directory;
 mod mail;
 mod testbed;
+mod user;
 mod wireless;
 
 use std::io::{IsTerminal, Read};
@@ -92,6 +95,11 @@ enum Command {
     Mail {
         #[command(subcommand)]
         command: mail::MailCommand,
+    },
+    /// Smartphone users: activation passwords, the IT policy that applies.
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
     },
 }
 
@@ -178,6 +186,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Testbed { command } => testbed::run(command),
         Command::Directory { command } => directory::run(&settings, command),
         Command::Mail { command } => mail::run(&settings, command),
+        Command::User { command } => user::run(&settings, command),
         Command::Db {
             command: DbCommand::Migrate,
         } => {
@@ -262,7 +271,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+pub(crate) fn read_password(from_stdin: bool) -> anyhow::Result<String> {
     let password = if from_stdin || !std::io::stdin().is_terminal() {
         let mut text = String::new();
         std::io::stdin()

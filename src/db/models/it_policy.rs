@@ -1,8 +1,9 @@
 //! IT policies: named sets of rules, one of them the default, assigned to
 //! users and to groups with a rank. A rule maps a rule name to a JSON value;
-//! the Policy Service checks values against its rule catalog and decides
-//! which policy applies to a user — this module only stores and returns the
-//! data.
+//! [`ItPolicy::set_rule`] refuses names and values the Policy Service's
+//! [rule catalog](crate::policy::catalog) does not accept. Which policy
+//! applies to a user is decided in [`crate::policy::resolve`] — this module
+//! only stores and returns the data.
 
 use std::collections::BTreeMap;
 
@@ -209,7 +210,9 @@ impl ItPolicy {
         Ok(diesel::delete(it_policies::table.find(id)).execute(conn)? > 0)
     }
 
-    /// Sets one rule's value, replacing the previous value.
+    /// Sets one rule's value, replacing the previous value. Unknown rules
+    /// and values out of the rule's range are refused with the rule's name
+    /// and range; nothing is written then.
     pub fn set_rule(
         conn: &mut Conn,
         policy: ItPolicyId,
@@ -219,6 +222,8 @@ impl ItPolicy {
         if rule.trim().is_empty() {
             return Err(DbError::Invalid("an IT policy rule needs a name".into()));
         }
+        crate::policy::catalog::validate(rule.trim(), value)
+            .map_err(|e| DbError::Invalid(e.to_string()))?;
         let text = value.to_string();
         conn.transaction(|conn| {
             diesel::insert_into(it_policy_rules::table)
@@ -426,16 +431,28 @@ mod tests {
             ItPolicy::set_rule(conn, strict.id, "PasswordRequired", &json!(true))?;
             ItPolicy::set_rule(conn, strict.id, "MinimumPasswordLength", &json!(4))?;
             ItPolicy::set_rule(conn, strict.id, "MinimumPasswordLength", &json!(8))?;
-            ItPolicy::set_rule(conn, strict.id, "DisallowedApps", &json!(["games"]))?;
+            ItPolicy::set_rule(conn, strict.id, "DisallowedApplications", &json!(["games"]))?;
+            let refused = ItPolicy::set_rule(conn, strict.id, "MinimumPasswordLength", &json!(20))
+                .unwrap_err();
+            assert_eq!(
+                refused.to_string(),
+                "Minimum Password Length must be between 4 and 14; got 20"
+            );
+            assert!(ItPolicy::set_rule(conn, strict.id, "NoSuchRule", &json!(1)).is_err());
             let rules = ItPolicy::rules(conn, strict.id)?;
             assert_eq!(rules.len(), 3);
             assert_eq!(rules["MinimumPasswordLength"], json!(8));
-            assert_eq!(rules["DisallowedApps"], json!(["games"]));
+            assert_eq!(
+                rules["MinimumPasswordLength"],
+                json!(8),
+                "the refused value changed nothing"
+            );
+            assert_eq!(rules["DisallowedApplications"], json!(["games"]));
             assert!(ItPolicy::rules(conn, standard.id)?.is_empty());
             assert!(ItPolicy::delete_rule(conn, strict.id, "PasswordRequired")?);
             assert!(!ItPolicy::delete_rule(conn, strict.id, "PasswordRequired")?);
             assert!(
-                ItPolicy::set_rule(conn, ItPolicyId(9_999), "X", &json!(1)).is_err(),
+                ItPolicy::set_rule(conn, ItPolicyId(9_999), "DisableCamera", &json!(true)).is_err(),
                 "unknown policy"
             );
 

@@ -3,12 +3,14 @@
 //! and `delete_*`, each taking a `&mut Conn` so callers choose the thread
 //! (see [`crate::db::Database::run`]) and can group calls in a transaction.
 
+pub mod activation_password;
 pub mod administrator;
 pub mod administrator_group;
 pub mod audit;
 pub mod device;
 pub mod device_key;
 pub mod directory;
+pub mod domain_key;
 pub mod group;
 pub mod it_policy;
 pub mod mailbox;

@@ -22,13 +22,24 @@ pub enum AccountStatus {
 }
 
 /// Where the user is in wireless activation (seed: "Initializing" …
-/// "Completed").
+/// "Completed"). Each step is also recorded with its time in
+/// [`activation_events`](crate::db::models::activation_password::ActivationEvent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActivationStatus {
     NotActivated,
+    /// An activation password is set; the device has not asked yet.
     Initializing,
+    /// The device's activation request arrived and is being answered.
     Activating,
+    /// Both sides hold the device transport key.
+    EncryptionVerified,
+    /// The device confirmed the IT policy.
+    PolicyApplied,
+    /// The device received its service books.
+    ServicesReceived,
+    /// The first synchronization of organizer data runs.
+    Synchronizing,
     Completed,
     Failed,
 }
@@ -48,11 +59,33 @@ macro_rules! text_enum {
 #[allow(unused_imports)]
 pub(crate) use text_enum;
 
+impl ActivationStatus {
+    /// The step that follows this one in a successful activation
+    /// (Initializing → Activating → Encryption verified → Policy applied →
+    /// Services received → Synchronizing → Completed).
+    pub fn next(self) -> Option<ActivationStatus> {
+        use ActivationStatus::*;
+        match self {
+            Initializing => Some(Activating),
+            Activating => Some(EncryptionVerified),
+            EncryptionVerified => Some(PolicyApplied),
+            PolicyApplied => Some(ServicesReceived),
+            ServicesReceived => Some(Synchronizing),
+            Synchronizing => Some(Completed),
+            NotActivated | Completed | Failed => None,
+        }
+    }
+}
+
 text_enum!(AccountStatus { Active => "active", Disabled => "disabled", RemovedInDirectory => "removed_in_directory" });
 text_enum!(ActivationStatus {
     NotActivated => "not_activated",
     Initializing => "initializing",
     Activating => "activating",
+    EncryptionVerified => "encryption_verified",
+    PolicyApplied => "policy_applied",
+    ServicesReceived => "services_received",
+    Synchronizing => "synchronizing",
     Completed => "completed",
     Failed => "failed",
 });
