@@ -143,7 +143,13 @@ impl MessagingAgent {
                 }
                 _ = refresh.tick() => {
                     match self.watch_list(&ctx.db).await {
-                        Ok(list) => update_watchers(&shared, &mut watchers, list, &stop),
+                        Ok(list) => {
+                            let before = watchers.len();
+                            update_watchers(&shared, &mut watchers, list, &stop);
+                            if watchers.len() != before {
+                                ctx.heartbeat.set_detail(Some(self.summary(&ctx.db, watchers.len()).await));
+                            }
+                        }
                         Err(e) => warn!(target: "bramble::messaging_agent", "cannot read the users to watch: {e}"),
                     }
                 }
