@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_imap::extensions::idle::IdleResponse;
+use async_imap::types::UnsolicitedResponse;
 use bramble_proto::cmime::Cmime;
 use bramble_proto::{ContentType, RefId};
 use tokio_util::sync::CancellationToken;
@@ -138,9 +139,18 @@ async fn session(
         }
         not_before = None;
         reconcile(shared, mailbox, &mut session, uid_validity).await?;
+        // The server may have said "new mail" or "flags changed" while the
+        // scan ran (or while IDLE was being set up): look again at once
+        // rather than wait for a notice that has already come.
+        if changed(&session.unsolicited_responses) {
+            continue;
+        }
+        let unsolicited = session.unsolicited_responses.clone();
         let mut idle = session.idle();
         idle.init().await?;
-        let woke = {
+        let woke = if changed(&unsolicited) {
+            Some(Ok(IdleResponse::ManualInterrupt))
+        } else {
             let (wait, stop) =
                 idle.wait_with_timeout(Duration::from_secs(settings.idle_secs.max(1)));
             tokio::select! {
@@ -163,6 +173,24 @@ async fn session(
             }
         }
     }
+}
+
+/// Empties the channel of responses the server sent outside a command's
+/// own; true if any says the mailbox changed.
+fn changed(unsolicited: &async_channel::Receiver<UnsolicitedResponse>) -> bool {
+    let mut changed = false;
+    while let Ok(response) = unsolicited.try_recv() {
+        changed |= match response {
+            UnsolicitedResponse::Exists(_)
+            | UnsolicitedResponse::Recent(_)
+            | UnsolicitedResponse::Expunge(_) => true,
+            UnsolicitedResponse::Other(data) => {
+                matches!(data.parsed(), async_imap::imap_proto::Response::Fetch(..))
+            }
+            _ => false,
+        };
+    }
+    changed
 }
 
 fn db_error(e: crate::db::DbError) -> MailError {
