@@ -135,16 +135,15 @@ async fn submit(shared: &Arc<Shared>, transport: &Transport, entry: OutboxEntry)
             return;
         }
     };
-    let outcome = match serde_json::from_str::<Compose>(&entry.compose) {
-        Ok(compose) => build_and_send(shared, transport, &user, &compose).await,
+    let compose = serde_json::from_str::<Compose>(&entry.compose);
+    let outcome = match &compose {
+        Ok(compose) => build_and_send(shared, transport, &user, compose).await,
         Err(e) => Outcome::Refused(format!("the stored message cannot be read: {e}")),
     };
     let (ref_id, pin, id) = (entry.ref_id, entry.pin, entry.id);
     match outcome {
         Outcome::Sent(raw) => {
-            let subject = serde_json::from_str::<Compose>(&entry.compose)
-                .map(|c| c.subject)
-                .unwrap_or_default();
+            let subject = compose.map(|c| c.subject).unwrap_or_default();
             let recorded = shared
                 .db
                 .write(move |conn| {

@@ -118,28 +118,44 @@ async fn item_of(shared: &Shared, user: &User, of: RefId) -> Result<MailItem, Re
     }
 }
 
-/// The raw message of `item`, fetched from the mailbox.
-pub(crate) async fn fetch_raw(
+/// A session on the inbox that holds `item`, checked to still number
+/// messages as it did when the item was recorded.
+async fn open_inbox(
     shared: &Shared,
     mailbox_login: &str,
     item: &MailItem,
-) -> Result<(Vec<u8>, u32), Refusal> {
+) -> Result<imap::Session, Refusal> {
     let settings = &shared.settings;
+    let unavailable = |e: imap::MailError| Refusal::new("MAILBOX_UNAVAILABLE", e.to_string());
     let mut session = imap::login(settings, mailbox_login)
         .await
-        .map_err(|e| Refusal::new("MAILBOX_UNAVAILABLE", e.to_string()))?;
+        .map_err(unavailable)?;
     let (uid_validity, _) = imap::select(&mut session, &settings.inbox)
         .await
-        .map_err(|e| Refusal::new("MAILBOX_UNAVAILABLE", e.to_string()))?;
+        .map_err(unavailable)?;
     if i64::from(uid_validity) != item.uid_validity {
         return Err(Refusal::new(
             "MESSAGE_GONE",
             "the mailbox was renumbered; the message can no longer be found",
         ));
     }
-    let fetched = imap::fetch_uid(&mut session, item.uid as u32, settings.max_fetch_bytes)
-        .await
-        .map_err(|e| Refusal::new("MAILBOX_UNAVAILABLE", e.to_string()))?;
+    Ok(session)
+}
+
+/// The raw message of `item`, fetched from the mailbox.
+pub(crate) async fn fetch_raw(
+    shared: &Shared,
+    mailbox_login: &str,
+    item: &MailItem,
+) -> Result<(Vec<u8>, u32), Refusal> {
+    let mut session = open_inbox(shared, mailbox_login, item).await?;
+    let fetched = imap::fetch_uid(
+        &mut session,
+        item.uid as u32,
+        shared.settings.max_fetch_bytes,
+    )
+    .await
+    .map_err(|e| Refusal::new("MAILBOX_UNAVAILABLE", e.to_string()))?;
     let _ = session.logout().await;
     fetched.map(|f| (f.raw, f.size)).ok_or_else(|| {
         Refusal::new(
@@ -246,16 +262,7 @@ async fn serve(
         }
         Cmime::State { of, read, deleted } => {
             let item = item_of(shared, &user, of).await?;
-            let settings = &shared.settings;
-            let mut session = imap::login(settings, &user.mailbox_login)
-                .await
-                .map_err(|e| Refusal::new("MAILBOX_UNAVAILABLE", e.to_string()))?;
-            let (uid_validity, _) = imap::select(&mut session, &settings.inbox)
-                .await
-                .map_err(|e| Refusal::new("MAILBOX_UNAVAILABLE", e.to_string()))?;
-            if i64::from(uid_validity) != item.uid_validity {
-                return Err(Refusal::new("MESSAGE_GONE", "the mailbox was renumbered"));
-            }
+            let mut session = open_inbox(shared, &user.mailbox_login, &item).await?;
             // Record first what the device already knows, so the watcher's
             // reconciliation does not echo it back.
             let message = item.message_id;

@@ -69,27 +69,15 @@ pub fn run(command: BenchCommand) -> Result<(), Failure> {
                 messages,
                 size,
             };
-            let figures = runtime
-                .block_on(bramble::bench::transport::run(options, |line| {
+            print_figures(
+                runtime.block_on(bramble::bench::transport::run(options, |line| {
                     eprintln!("bench: {line}")
-                }))
-                .map_err(|e| Failure::new("BENCH_FAILED", format!("{e:#}")))?;
-            let line =
-                serde_json::to_string(&figures).map_err(|e| Failure::new("BENCH_FAILED", e))?;
-            println!("{line}");
-            Ok(())
+                })),
+            )
         }
-        BenchCommand::Directory { entries } => {
-            let figures = runtime
-                .block_on(bramble::mailstore::bench::run(entries, |line| {
-                    eprintln!("bench: {line}")
-                }))
-                .map_err(|e| Failure::new("BENCH_FAILED", format!("{e:#}")))?;
-            let line =
-                serde_json::to_string(&figures).map_err(|e| Failure::new("BENCH_FAILED", e))?;
-            println!("{line}");
-            Ok(())
-        }
+        BenchCommand::Directory { entries } => print_figures(runtime.block_on(
+            bramble::mailstore::bench::run(entries, |line| eprintln!("bench: {line}")),
+        )),
         BenchCommand::Mail {
             users,
             rate,
@@ -100,13 +88,7 @@ pub fn run(command: BenchCommand) -> Result<(), Failure> {
                 rate,
                 seconds,
             };
-            let figures = runtime
-                .block_on(bramble::bench::mail::run(options))
-                .map_err(|e| Failure::new("BENCH_FAILED", format!("{e:#}")))?;
-            let line =
-                serde_json::to_string(&figures).map_err(|e| Failure::new("BENCH_FAILED", e))?;
-            println!("{line}");
-            Ok(())
+            print_figures(runtime.block_on(bramble::bench::mail::run(options)))
         }
         BenchCommand::Console {
             users,
@@ -118,15 +100,11 @@ pub fn run(command: BenchCommand) -> Result<(), Failure> {
                 requests,
                 per_page,
             };
-            let figures = runtime
-                .block_on(bramble::bench::console::run(options, |line| {
+            print_figures(
+                runtime.block_on(bramble::bench::console::run(options, |line| {
                     eprintln!("bench: {line}")
-                }))
-                .map_err(|e| Failure::new("BENCH_FAILED", format!("{e:#}")))?;
-            let line =
-                serde_json::to_string(&figures).map_err(|e| Failure::new("BENCH_FAILED", e))?;
-            println!("{line}");
-            Ok(())
+                })),
+            )
         }
         BenchCommand::TransportDevices {
             relay,
@@ -136,4 +114,12 @@ pub fn run(command: BenchCommand) -> Result<(), Failure> {
             .block_on(bramble::bench::transport::devices(relay, &srp_id, &keys))
             .map_err(|e| Failure::new("BENCH_FAILED", format!("{e:#}"))),
     }
+}
+
+/// A benchmark's figures as its one JSON line on standard output.
+fn print_figures<T: serde::Serialize>(figures: anyhow::Result<T>) -> Result<(), Failure> {
+    let figures = figures.map_err(|e| Failure::new("BENCH_FAILED", format!("{e:#}")))?;
+    let line = serde_json::to_string(&figures).map_err(|e| Failure::new("BENCH_FAILED", e))?;
+    println!("{line}");
+    Ok(())
 }
