@@ -421,7 +421,9 @@ fn directory_sync_command_prints_progress_and_figures() {
     );
     let text = fixture::text(&out);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("reading users"), "{text}");
+    // Progress lines name the phase; a quick run may skip straight past
+    // "reading users" between two looks, but always shows where it ended.
+    assert!(text.contains("directory: done, 5 entries read"), "{text}");
     assert!(
         text.contains("full sync succeeded") && text.contains("created 5"),
         "{text}"
