@@ -38,6 +38,8 @@ pub struct Settings {
     pub directories: Vec<crate::mailstore::DirectorySettings>,
     /// The organization's messaging server, for the Messaging Agent (`[mail]`).
     pub mail: crate::messaging_agent::MailSettings,
+    /// The Policy Service: service books, confirmation timeout (`[policy]`).
+    pub policy: crate::policy::PolicySettings,
 }
 
 /// The BlackBerry Router. The SRP ID, SRP key and relay address are in the
@@ -151,6 +153,7 @@ impl Default for Settings {
             messaging_agents: 1,
             directories: Vec::new(),
             mail: crate::messaging_agent::MailSettings::default(),
+            policy: crate::policy::PolicySettings::default(),
         }
     }
 }
@@ -272,6 +275,19 @@ impl Settings {
                 .unwrap_or_else(|| "the environment".to_owned()),
             message: e.to_string(),
         })?;
+        let unknown = settings.policy.unknown_services();
+        if !unknown.is_empty() {
+            return Err(ConfigError::Invalid {
+                source_name: path
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "the environment".to_owned()),
+                message: format!(
+                    "[policy] services lists {} which is not a service book; use any of {}",
+                    unknown.join(", "),
+                    crate::policy::service::SERVICES.join(", ")
+                ),
+            });
+        }
         Ok(Loaded { settings, warnings })
     }
 }

@@ -121,7 +121,10 @@ impl Server {
                 settings.mail.clone(),
                 settings.server_name.clone(),
             )),
-            Arc::new(crate::policy::PolicyService),
+            Arc::new(crate::policy::PolicyService::new(
+                settings.policy.clone(),
+                settings.server_name.clone(),
+            )),
             Arc::new(crate::sync::SynchronizationService),
             Arc::new(crate::mailstore::MailStore::new(
                 settings.directories.clone(),

@@ -259,6 +259,11 @@ impl Database {
         &self.sealer
     }
 
+    /// The sealer, for work that outlives a borrow of the database.
+    pub fn shared_sealer(&self) -> Arc<Sealer> {
+        self.sealer.clone()
+    }
+
     /// Runs `f` with a pooled connection on a blocking thread.
     pub async fn run<T, F>(&self, f: F) -> DbResult<T>
     where

@@ -383,6 +383,7 @@ diesel::table! {
         created_at -> Timestamp,
         expires_at -> Timestamp,
         failed_attempts -> Integer,
+        sealed_secret -> Nullable<Binary>,
     }
 }
 

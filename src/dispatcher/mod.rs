@@ -126,6 +126,13 @@ pub enum DeliveryEvent {
         pin: Pin,
         ref_id: RefId,
     },
+    /// A device and the server now share a transport key: activation
+    /// (Messaging Agent, seed step 8), after which the Policy Service sends
+    /// the IT policy and service books (step 9).
+    KeyEstablished {
+        pin: Pin,
+        user: crate::db::ids::UserId,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +153,8 @@ pub enum DispatchError {
     Frame(#[from] frame::FrameError),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error("device {0} is not reachable now (no relay link and not on the LAN)")]
+    NoPath(Pin),
 }
 
 /// A send waiting for the group commit.
@@ -227,6 +236,12 @@ impl Dispatcher {
 
     fn emit(&self, event: DeliveryEvent) {
         let _ = self.inner.events.send(event);
+    }
+
+    /// Tells every subscriber about something a component did (e.g.
+    /// [`DeliveryEvent::KeyEstablished`]).
+    pub fn announce(&self, event: DeliveryEvent) {
+        self.emit(event);
     }
 
     /// Seals, queues and sends one message; returns its RefID once the
@@ -684,6 +699,18 @@ impl Dispatcher {
                 }
             }
         };
+        if message.content_type == ContentType::Activation {
+            // Plain: the device has no key yet.
+            self.hand_over(Inbound {
+                pin: message.pin,
+                ref_id: message.ref_id,
+                content_type: message.content_type,
+                plaintext: message.payload,
+                via,
+            })
+            .await;
+            return Ok(());
+        }
         if message.content_type == ContentType::Error {
             let report = ErrorReport::from_payload(&message.payload);
             warn!(target: "bramble::dispatcher", pin = %message.pin, ref_id = %message.ref_id, ?report, "error reported about a message");
@@ -718,30 +745,50 @@ impl Dispatcher {
             });
             return Ok(());
         }
+        self.hand_over(Inbound {
+            pin: message.pin,
+            ref_id: message.ref_id,
+            content_type: message.content_type,
+            plaintext,
+            via,
+        })
+        .await;
+        Ok(())
+    }
+
+    /// Gives a message to the component registered for its content type:
+    /// what arrived from a device, or what one component passes another
+    /// (the Messaging Agent hands activation requests that came by e-mail
+    /// to the Policy Service this way).
+    pub async fn hand_over(&self, inbound: Inbound) {
         let handler = self
             .inner
             .handlers
             .read()
             .ok()
-            .and_then(|h| h.get(&message.content_type).cloned());
+            .and_then(|h| h.get(&inbound.content_type).cloned());
         match handler {
             Some(tx) => {
-                let inbound = Inbound {
-                    pin: message.pin,
-                    ref_id: message.ref_id,
-                    content_type: message.content_type,
-                    plaintext,
-                    via,
-                };
+                let content_type = inbound.content_type;
                 if tx.send(inbound).await.is_err() {
-                    warn!(target: "bramble::dispatcher", content_type = ?message.content_type, "the component for this content type has stopped; message dropped");
+                    warn!(target: "bramble::dispatcher", ?content_type, "the component for this content type has stopped; message dropped");
                 }
             }
             None => {
-                warn!(target: "bramble::dispatcher", pin = %message.pin, content_type = ?message.content_type, "no component handles this content type yet; message dropped");
+                warn!(target: "bramble::dispatcher", pin = %inbound.pin, content_type = ?inbound.content_type, "no component handles this content type yet; message dropped");
             }
         }
-        Ok(())
+    }
+
+    /// Sends one plain packet (activation) to a device now, without
+    /// queueing: the exchange it belongs to is retried by the device.
+    pub async fn send_plain(&self, frame: Frame) -> Result<Via, DispatchError> {
+        let pin = frame.pin;
+        self.inner
+            .router
+            .send(pin, vec![frame])
+            .await
+            .map_err(|_| DispatchError::NoPath(pin))
     }
 
     async fn open(&self, message: &Message) -> Result<Vec<u8>, EnvelopeError> {

@@ -78,6 +78,7 @@ mod tests {
             message_id: String::new(),
             text: String::new(),
             attachments: vec![],
+            activation_request: None,
         }
     }
 

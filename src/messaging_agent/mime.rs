@@ -20,6 +20,10 @@ pub struct Parsed {
     /// The whole text (HTML reduced to text when there is no plain part).
     pub text: String,
     pub attachments: Vec<AttachmentInfo>,
+    /// The `etp.dat` of a device's activation request (an attachment of
+    /// that name in a message marked `X-Bramble-Activation` or with the
+    /// request's subject), if this is one.
+    pub activation_request: Option<Vec<u8>>,
 }
 
 fn addresses(address: Option<&Address<'_>>) -> Vec<String> {
@@ -55,6 +59,7 @@ pub fn parse(raw: &[u8]) -> Parsed {
                    Open it in the mailbox from a computer."
                 .to_owned(),
             attachments: Vec::new(),
+            activation_request: None,
         };
     };
     let importance = importance(
@@ -70,6 +75,16 @@ pub fn parse(raw: &[u8]) -> Parsed {
         // than an empty message.
         text = String::from_utf8_lossy(&raw[..raw.len().min(64 * 1024)]).into_owned();
     }
+    let marked = message.header("X-Bramble-Activation").is_some()
+        || message.subject() == Some(bramble_proto::activation::REQUEST_SUBJECT);
+    let activation_request = marked
+        .then(|| {
+            message
+                .attachments()
+                .find(|part| part.attachment_name() == Some(bramble_proto::activation::ETP_FILE))
+                .map(|part| part.contents().to_vec())
+        })
+        .flatten();
     let attachments = message
         .attachments()
         .enumerate()
@@ -103,6 +118,7 @@ pub fn parse(raw: &[u8]) -> Parsed {
         message_id: message.message_id().unwrap_or("").to_owned(),
         text,
         attachments,
+        activation_request,
     }
 }
 
@@ -200,6 +216,32 @@ Content-Disposition: attachment; filename=r.pdf\r\nContent-Transfer-Encoding: ba
     }
 
     #[test]
+    fn an_activation_request_is_recognized_by_its_mark_and_attachment() {
+        let request = |header: &str, name: &str| {
+            format!(
+                "Subject: hello\r\n{header}MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+                 --b\r\nContent-Type: text/plain\r\n\r\nrequest\r\n\
+                 --b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename={name}\r\n\
+                 Content-Transfer-Encoding: base64\r\n\r\neyJ4IjoxfQ==\r\n--b--\r\n"
+            )
+        };
+        let marked = parse(request("X-Bramble-Activation: 1\r\n", "etp.dat").as_bytes());
+        assert_eq!(
+            marked.activation_request.as_deref(),
+            Some(&br#"{"x":1}"#[..])
+        );
+        // The attachment alone, or the mark on another attachment, is mail.
+        assert!(parse(request("", "etp.dat").as_bytes())
+            .activation_request
+            .is_none());
+        assert!(
+            parse(request("X-Bramble-Activation: 1\r\n", "other.dat").as_bytes())
+                .activation_request
+                .is_none()
+        );
+    }
+
+    #[test]
     fn first_part_is_two_kilobytes() {
         let p = Parsed {
             from: "a".into(),
@@ -212,6 +254,7 @@ Content-Disposition: attachment; filename=r.pdf\r\nContent-Transfer-Encoding: ba
             message_id: String::new(),
             text: "x".repeat(5000),
             attachments: vec![],
+            activation_request: None,
         };
         let item = p.item(false, false, None);
         assert_eq!(item.text.len(), cmime::FIRST_PART);

@@ -28,6 +28,7 @@
 //! users each) are watched by this one component; the list is read again
 //! every `refresh_users_secs`, assigning new users to agents as it goes.
 
+pub mod activation;
 pub mod filters;
 pub mod imap;
 pub mod mime;
@@ -125,6 +126,8 @@ impl MessagingAgent {
         let mut requests = dispatcher.register(ContentType::Cmime, 1024);
         let mut events = dispatcher.subscribe();
         tokio::spawn(outbox::run(shared.clone(), stop.clone()));
+        let exchanges = dispatcher.register(ContentType::Activation, 256);
+        tokio::spawn(activation::run(shared.clone(), exchanges, stop.clone()));
         let limit = Arc::new(Semaphore::new(CONCURRENT_REQUESTS));
         let mut watchers: HashMap<UserId, (Watched, CancellationToken)> = HashMap::new();
         let mut beat = tokio::time::interval(ctx.heartbeat_interval);
@@ -171,6 +174,11 @@ impl MessagingAgent {
                                     Ok(e) => batch.push(e),
                                     Err(_) => break,
                                 }
+                            }
+                            if batch.iter().any(|e| matches!(e, DeliveryEvent::KeyEstablished { .. })) {
+                                // A device was just activated: watch its
+                                // mailbox for it now, not at the next refresh.
+                                refresh.reset_immediately();
                             }
                             if let Err(e) = record_deliveries(&ctx.db, batch).await {
                                 warn!(target: "bramble::messaging_agent", "cannot update statistics: {e}");

@@ -226,6 +226,7 @@ async fn scan(
     let top = fetched.iter().map(|f| f.uid).max().unwrap_or(*last);
     let mut outgoing = Vec::new();
     let mut records = Vec::new();
+    let mut requests = Vec::new();
     for f in fetched {
         if let (Some(limit), Some(received)) = (not_before, f.received) {
             if received < limit {
@@ -240,6 +241,16 @@ async fn scan(
         } else {
             mime::parse(&raw)
         };
+        if let Some(etp) = parsed.activation_request {
+            // A device's activation request: for the Policy Service, never
+            // for the user (seed step 6).
+            requests.push((f.uid, etp));
+            continue;
+        }
+        let Some((_, pin)) = mailbox.device else {
+            // No activated device yet: nothing else is forwarded.
+            continue;
+        };
         let (action, by) = filters::decide(&filters, &parsed);
         let cut = (f.size > max).then_some(u64::from(f.size));
         let ref_id = RefId::random();
@@ -249,7 +260,7 @@ async fn scan(
             let priority = action == FilterAction::ForwardPriority;
             let item = parsed.item(priority, f.seen, cut);
             outgoing.push(Outgoing {
-                pin: mailbox.pin,
+                pin,
                 content_type: ContentType::Cmime,
                 plaintext: Cmime::Mail(item).to_bytes(),
                 priority,
@@ -265,7 +276,8 @@ async fn scan(
             parsed.message_id,
         ));
     }
-    let device = mailbox.device_id;
+    hand_over_requests(shared, mailbox, session, requests).await?;
+    let device = mailbox.device.map(|(id, _)| id);
     shared
         .dispatcher
         .send_recorded(outgoing, move |conn, _| {
@@ -276,7 +288,7 @@ async fn scan(
                     &NewMessage {
                         ref_id,
                         user_id: Some(user),
-                        device_id: Some(device),
+                        device_id: device,
                         direction: Direction::ToDevice,
                         status: if filtered {
                             MessageStatus::Filtered
@@ -315,6 +327,45 @@ async fn scan(
     Ok(count)
 }
 
+/// Gives activation requests found in the mailbox to the Policy Service
+/// and removes them from the mailbox (seed step 6). An unreadable one is
+/// removed too, with a log line: it can never activate anything.
+async fn hand_over_requests(
+    shared: &Arc<Shared>,
+    mailbox: &Watched,
+    session: &mut Session,
+    requests: Vec<(u32, Vec<u8>)>,
+) -> Result<(), MailError> {
+    use base64::Engine;
+    use bramble_proto::activation::{ActivationMessage, EtpRequest};
+    for (uid, etp) in requests {
+        match EtpRequest::from_bytes(&etp) {
+            Ok(request) => {
+                info!(target: "bramble::messaging_agent", user = %mailbox.email, pin = %request.pin, "activation request found in the mailbox; handed to the Policy Service");
+                shared
+                    .dispatcher
+                    .hand_over(crate::dispatcher::Inbound {
+                        pin: request.pin,
+                        ref_id: RefId::random(),
+                        content_type: ContentType::Activation,
+                        plaintext: ActivationMessage::Request {
+                            mailbox: mailbox.email.clone(),
+                            etp: base64::engine::general_purpose::STANDARD.encode(&etp),
+                        }
+                        .to_bytes(),
+                        via: crate::router::Via::Relay,
+                    })
+                    .await;
+            }
+            Err(e) => {
+                warn!(target: "bramble::messaging_agent", user = %mailbox.email, uid, "an activation request in the mailbox cannot be read ({e}); removed")
+            }
+        }
+        imap::delete(session, uid).await?;
+    }
+    Ok(())
+}
+
 /// Tells the device about messages read, unread or deleted in the mailbox
 /// since it got them.
 async fn reconcile(
@@ -323,6 +374,9 @@ async fn reconcile(
     session: &mut Session,
     uid_validity: u32,
 ) -> Result<(), MailError> {
+    let Some((_, pin)) = mailbox.device else {
+        return Ok(());
+    };
     let user = mailbox.user_id;
     let window = shared.settings.reconcile_window;
     let tracked = shared
@@ -347,7 +401,7 @@ async fn reconcile(
         };
         if let Some((read, deleted)) = change {
             outgoing.push(Outgoing {
-                pin: mailbox.pin,
+                pin,
                 content_type: ContentType::Cmime,
                 plaintext: Cmime::State {
                     of: ref_id,

@@ -20,7 +20,7 @@ use crate::db::models::activation_password::{
     record_status, ActivationPassword, ActivationPasswordInfo, Verification,
 };
 use crate::db::models::user::{ActivationStatus, User};
-use crate::db::{Conn, DbError, DbResult};
+use crate::db::{Conn, DbError, DbResult, Sealer};
 
 /// Lifetime of a password unless the administrator says otherwise.
 pub const DEFAULT_LIFETIME_HOURS: u32 = 48;
@@ -129,6 +129,7 @@ fn user_by_email(conn: &mut Conn, email: &str) -> Result<User, ActivationError> 
 /// `hours` (default 48, at most 720). The user becomes "Initializing".
 pub fn set(
     conn: &mut Conn,
+    sealer: &Sealer,
     clock: &Clock,
     email: &str,
     password: &str,
@@ -141,7 +142,7 @@ pub fn set(
     let lifetime = lifetime(hours)?;
     let user = user_by_email(conn, email)?;
     let now = clock.now_db();
-    let info = ActivationPassword::set(conn, user.id, password, now, now + lifetime)?;
+    let info = ActivationPassword::set(conn, sealer, user.id, password, now, now + lifetime)?;
     Ok((user, info))
 }
 
@@ -149,13 +150,14 @@ pub fn set(
 /// with `email` and sets it; returns the password, to be shown once.
 pub fn generate_for(
     conn: &mut Conn,
+    sealer: &Sealer,
     clock: &Clock,
     email: &str,
     length: Option<usize>,
     hours: Option<u32>,
 ) -> Result<(User, ActivationPasswordInfo, String), ActivationError> {
     let password = generate(length.unwrap_or(DEFAULT_LENGTH))?;
-    let (user, info) = set(conn, clock, email, &password, hours)?;
+    let (user, info) = set(conn, sealer, clock, email, &password, hours)?;
     Ok((user, info, password))
 }
 
@@ -255,12 +257,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn expires_by_the_clock() {
         let (_dir, db) = test_db();
+        let sealer = db.shared_sealer();
         let clock = Clock::new();
         let (user, password) = db
             .run_blocking(|conn| {
                 let user = alice(conn);
                 let (_, info, password) =
-                    generate_for(conn, &clock, "alice@example.com", None, Some(2))
+                    generate_for(conn, &sealer, &clock, "alice@example.com", None, Some(2))
                         .map_err(|e| DbError::Invalid(e.to_string()))?;
                 assert_eq!(info.expires_at - info.created_at, Duration::hours(2));
                 Ok((user, password))
@@ -283,11 +286,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn works_until_just_before_expiry() {
         let (_dir, db) = test_db();
+        let sealer = db.shared_sealer();
         let clock = Clock::new();
         let user = db
             .run_blocking(|conn| {
                 let user = alice(conn);
-                set(conn, &clock, "alice@example.com", "kx7m2qpa", None)
+                set(conn, &sealer, &clock, "alice@example.com", "kx7m2qpa", None)
                     .map_err(|e| DbError::Invalid(e.to_string()))?;
                 Ok(user)
             })
@@ -304,6 +308,7 @@ mod tests {
         use crate::db::models::activation_password::ActivationEvent;
         use ActivationStatus::*;
         let (_dir, db) = test_db();
+        let sealer = db.shared_sealer();
         let clock = Clock::new();
         let user = db.run_blocking(|conn| Ok(alice(conn))).unwrap();
         let step = |to| {
@@ -315,7 +320,7 @@ mod tests {
             "no skipping ahead from not activated"
         );
         db.run_blocking(|conn| {
-            set(conn, &clock, "alice@example.com", "kx7m2qpa", None)
+            set(conn, &sealer, &clock, "alice@example.com", "kx7m2qpa", None)
                 .map_err(|e| DbError::Invalid(e.to_string()))?;
             Ok(())
         })
@@ -383,10 +388,11 @@ mod tests {
     #[test]
     fn a_step_in_progress_can_fail() {
         let (_dir, db) = test_db();
+        let sealer = db.shared_sealer();
         let clock = Clock::new();
         db.run_blocking(|conn| {
             let user = alice(conn);
-            set(conn, &clock, "alice@example.com", "kx7m2qpa", None)
+            set(conn, &sealer, &clock, "alice@example.com", "kx7m2qpa", None)
                 .map_err(|e| DbError::Invalid(e.to_string()))?;
             advance(conn, &clock, user.id, ActivationStatus::Failed)
                 .map_err(|e| DbError::Invalid(e.to_string()))?;
@@ -403,19 +409,28 @@ mod tests {
     #[test]
     fn bad_requests_change_nothing() {
         let (_dir, db) = test_db();
+        let sealer = db.shared_sealer();
         let clock = Clock::new();
         db.run_blocking(|conn| {
             let user = alice(conn);
-            let too_long = set(conn, &clock, "alice@example.com", "kx7m2qpa", Some(721));
+            let too_long = set(
+                conn,
+                &sealer,
+                &clock,
+                "alice@example.com",
+                "kx7m2qpa",
+                Some(721),
+            );
             assert!(matches!(
                 too_long,
                 Err(ActivationError::LifetimeTooLong(721))
             ));
             assert!(matches!(
-                set(conn, &clock, "alice@example.com", "abc", None),
+                set(conn, &sealer, &clock, "alice@example.com", "abc", None),
                 Err(ActivationError::Length(3))
             ));
-            let unknown = set(conn, &clock, "bob@example.com", "kx7m2qpa", None).unwrap_err();
+            let unknown =
+                set(conn, &sealer, &clock, "bob@example.com", "kx7m2qpa", None).unwrap_err();
             assert_eq!(unknown.code(), "USER_NOT_FOUND");
             assert!(ActivationPassword::find_by_user(conn, user.id)?.is_none());
             assert_eq!(

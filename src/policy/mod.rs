@@ -10,14 +10,20 @@
 //!   canonical, signed form a device receives;
 //! - [`signing`]: the domain signing key (Ed25519, sealed at rest).
 //!
-//! Started and watched by the [Controller](crate::controller). Until its
-//! protocol work lands the component runs in standby: it reports heartbeats
-//! while the Configuration Database answers.
+//! - [`service`]: the running service — after activation establishes a
+//!   device's key it sends the signed IT policy, waits for the device's
+//!   confirmation, then sends the service books (`[policy]` settings).
+//!
+//! Started and watched by the [Controller](crate::controller); without a
+//! Dispatcher (some tests) it runs in standby.
 
 pub mod activation;
 pub mod catalog;
 pub mod resolve;
+pub mod service;
 pub mod signing;
+
+pub use service::PolicySettings;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -25,8 +31,20 @@ use futures::FutureExt;
 use crate::component::{standby, Component, ComponentContext, ComponentError, ComponentId};
 
 /// The Policy Service component.
-#[derive(Debug, Default)]
-pub struct PolicyService;
+#[derive(Debug, Default, Clone)]
+pub struct PolicyService {
+    settings: PolicySettings,
+    server_name: String,
+}
+
+impl PolicyService {
+    pub fn new(settings: PolicySettings, server_name: impl Into<String>) -> PolicyService {
+        PolicyService {
+            settings,
+            server_name: server_name.into(),
+        }
+    }
+}
 
 impl Component for PolicyService {
     fn id(&self) -> ComponentId {
@@ -34,6 +52,15 @@ impl Component for PolicyService {
     }
 
     fn run(&self, ctx: ComponentContext) -> BoxFuture<'static, Result<(), ComponentError>> {
-        standby(ctx).boxed()
+        let this = self.clone();
+        async move {
+            let Some(dispatcher) = ctx.dispatcher.clone() else {
+                return standby(ctx).await;
+            };
+            service::Desk::new(this.settings, this.server_name, ctx.db.clone(), dispatcher)
+                .serve(ctx)
+                .await
+        }
+        .boxed()
     }
 }

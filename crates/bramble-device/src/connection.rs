@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bramble_proto::activation::ActivationMessage;
 use bramble_proto::control::{Control, ErrorReport};
 use bramble_proto::envelope::{self, EnvelopeError, TransportKey};
 use bramble_proto::frame::{split, Frame, FrameError, Message, Reassembler, MAX_PAYLOAD};
 use bramble_proto::io::{read_frame, ReadError};
+use bramble_proto::policy::{Signed, SignedError};
 use bramble_proto::{ContentType, Pin, RefId};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -66,6 +68,9 @@ pub struct DeviceStats {
     /// Packets skipped whole (unknown type or flags, bad fragment
     /// position) and fragments dropped by the reassembler.
     pub malformed: u64,
+    /// IT policies and commands refused: bad signature, or not signed by
+    /// the domain that activated the device. Never confirmed.
+    pub rejected: u64,
 }
 
 #[derive(Default)]
@@ -78,16 +83,29 @@ struct Counters {
     sent: AtomicU64,
     confirmations_received: AtomicU64,
     malformed: AtomicU64,
+    rejected: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A plain packet about activation: from the relay (the request was
+/// e-mailed) or from the server (the exchange).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plain {
+    MailSent { to: String },
+    Activation(ActivationMessage),
+}
+
+/// Plain activation packets waiting for [`Connection::next_plain`].
+const PLAIN_QUEUE_LEN: usize = 16;
+
 #[derive(Default)]
 struct Queues {
     messages: VecDeque<Received>,
     errors: VecDeque<(RefId, ErrorReport)>,
+    plain: VecDeque<(RefId, Plain)>,
     /// Set once the reading task has stopped: why.
     end: Option<Result<(), DeviceError>>,
 }
@@ -167,6 +185,17 @@ impl Link {
             }
             space.await;
         }
+    }
+
+    fn push_plain(&self, ref_id: RefId, plain: Plain) {
+        let mut queues = self.queues();
+        if queues.plain.len() >= PLAIN_QUEUE_LEN {
+            warn!(pin = %self.pin, "activation queue full; oldest packet dropped");
+            queues.plain.pop_front();
+        }
+        queues.plain.push_back((ref_id, plain));
+        drop(queues);
+        self.arrived.notify_waiters();
     }
 
     fn push_error(&self, ref_id: RefId, report: ErrorReport) {
@@ -296,6 +325,21 @@ impl Connection {
             .await
     }
 
+    /// The next plain activation packet (from the relay or the server);
+    /// `None` once the link has ended and none is left. Cancel-safe.
+    pub async fn next_plain(&self) -> Option<(RefId, Plain)> {
+        self.link.wait_for(|queues| queues.plain.pop_front()).await
+    }
+
+    /// Writes one plain packet (a control message for the relay, or an
+    /// activation message for the server).
+    pub async fn send_plain(&self, frame: Frame) -> Result<(), DeviceError> {
+        if frame.content_type.is_encrypted() || frame.pin != self.link.pin {
+            return Err(DeviceError::NotAMessage(frame.content_type));
+        }
+        self.link.write(&[frame]).await
+    }
+
     /// Seals `plaintext` with the current key for (`content_type`, this
     /// device's PIN, `ref_id`), splits it into packets and writes them.
     pub async fn send(
@@ -350,6 +394,7 @@ impl Connection {
             sent: get(&s.sent),
             confirmations_received: get(&s.confirmations_received),
             malformed: get(&s.malformed),
+            rejected: get(&s.rejected),
         }
     }
 
@@ -435,6 +480,24 @@ async fn open_message(
     .unwrap_or_else(|e| Err(EnvelopeError::Crypto(e.to_string())))
 }
 
+/// An IT policy or admin command must carry a valid signature; the first
+/// policy's domain key is kept, and later documents must be signed by it
+/// (seed step 10).
+fn check_signed(device: &DeviceInner, plaintext: &[u8]) -> Result<(), SignedError> {
+    let signed = Signed::from_bytes(plaintext)?;
+    let mut trusted = device.domain_key.lock().unwrap_or_else(|p| p.into_inner());
+    signed.check(trusted.as_deref())?;
+    if trusted.is_none() {
+        if signed.kind != "it_policy" {
+            return Err(SignedError::Malformed(
+                "a command before the first IT policy".into(),
+            ));
+        }
+        *trusted = Some(signed.domain_key);
+    }
+    Ok(())
+}
+
 /// Largest reassembled envelope: the plaintext limit plus the envelope's
 /// overhead, rounded up to whole packets (the reassembler bounds a message
 /// by its fragment count).
@@ -499,6 +562,13 @@ async fn read_loop(
             ContentType::Control => control(link, message).await?,
             ContentType::Error => error_report(link, message),
             ContentType::DeliveryConfirmation => confirmation(link, device, message).await,
+            ContentType::Activation => match ActivationMessage::from_bytes(&message.payload) {
+                Ok(m) => link.push_plain(message.ref_id, Plain::Activation(m)),
+                Err(e) => {
+                    bump(&link.stats.malformed);
+                    warn!(pin = %link.pin, error = %e, "unreadable activation packet skipped");
+                }
+            },
             _ => deliver(link, device, message).await?,
         }
     }
@@ -511,6 +581,10 @@ async fn control(link: &Link, message: Message) -> Result<(), DeviceError> {
                 .await
         }
         Ok(Control::Refused { reason }) => Err(DeviceError::Refused(reason)),
+        Ok(Control::MailSent { to }) => {
+            link.push_plain(message.ref_id, Plain::MailSent { to });
+            Ok(())
+        }
         Ok(other) => {
             debug!(pin = %link.pin, control = ?other, "control packet ignored");
             Ok(())
@@ -558,6 +632,16 @@ async fn deliver(link: &Link, device: &DeviceInner, message: Message) -> Result<
             return Ok(());
         }
     };
+    if matches!(
+        content_type,
+        ContentType::ItPolicy | ContentType::AdminCommand
+    ) {
+        if let Err(e) = check_signed(device, &plaintext) {
+            bump(&link.stats.rejected);
+            warn!(pin = %link.pin, %ref_id, ?content_type, error = %e, "rejected: not confirmed");
+            return Ok(());
+        }
+    }
     let shown_before = device.seen().contains(ref_id.0);
     let duplicate = shown_before || {
         let received = Received {

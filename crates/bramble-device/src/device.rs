@@ -88,6 +88,9 @@ pub(crate) struct DeviceInner {
     pub(crate) config: DeviceConfig,
     keys: RwLock<KeyStore>,
     seen: Mutex<SeenRefs>,
+    /// The domain key (hex) of the first IT policy; afterwards policies and
+    /// commands signed by any other key are rejected.
+    pub(crate) domain_key: Mutex<Option<String>>,
 }
 
 impl DeviceInner {
@@ -138,6 +141,7 @@ impl Device {
                 config,
                 keys: RwLock::new(keys),
                 seen: Mutex::new(seen),
+                domain_key: Mutex::new(None),
             }),
         }
     }
@@ -168,6 +172,15 @@ impl Device {
     /// See [`KeyStore::promote`].
     pub fn promote_keys(&self) -> bool {
         self.inner.with_keys_mut(KeyStore::promote)
+    }
+
+    /// The domain key the device took from its first IT policy (hex).
+    pub fn domain_key(&self) -> Option<String> {
+        self.inner
+            .domain_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// How many RefIDs the device remembers having shown.

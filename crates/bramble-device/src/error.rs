@@ -49,6 +49,22 @@ pub enum DeviceError {
     Envelope(#[source] EnvelopeError),
     #[error("cannot frame the message: {0}")]
     Frame(#[source] FrameError),
+    #[error("activation failed: {message}")]
+    Activation {
+        /// A stable code: `WRONG_PASSWORD`, `MAIL_NOT_SENT`, `REFUSED`
+        /// (with the server's code in the message), `TIMEOUT`, `PROTOCOL`.
+        code: &'static str,
+        message: String,
+    },
+}
+
+impl DeviceError {
+    pub(crate) fn activation(code: &'static str, message: impl Into<String>) -> DeviceError {
+        DeviceError::Activation {
+            code,
+            message: message.into(),
+        }
+    }
 }
 
 impl From<ReadError> for DeviceError {

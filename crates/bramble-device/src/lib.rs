@@ -61,18 +61,20 @@
 //! and sealed on the blocking pool.
 //!
 //! ## Keys
-//! Until wireless enterprise activation lands, the device's transport keys
-//! are provisioned directly: tests build a [`KeyStore`] with the same keys
-//! the server side holds (the test path), and the command line reads a
-//! key-store file ([`KeyStore::load`], format in [`keys`]).
+//! [`Device::activate`] ([`activation`]) establishes the transport key by
+//! wireless enterprise activation over the relay. Tests and benchmarks that
+//! are not about activation may still provision keys directly: a
+//! [`KeyStore`] with the same keys the server side holds (the test path),
+//! or a key-store file ([`KeyStore::load`], format in [`keys`]).
 
+pub mod activation;
 pub mod connection;
 pub mod device;
 pub mod error;
 pub mod keys;
 pub mod seen;
 
-pub use connection::{Connection, DeviceStats, Received, ERROR_QUEUE_LEN, INBOX_LEN};
+pub use connection::{Connection, DeviceStats, Plain, Received, ERROR_QUEUE_LEN, INBOX_LEN};
 pub use device::{Device, DeviceConfig, Path, DEFAULT_RELAY_PORT, LINK_REF_ID};
 pub use error::DeviceError;
 pub use keys::{KeyFileError, KeyStore, KEY_FILE_FORMAT};

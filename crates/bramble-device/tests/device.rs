@@ -395,7 +395,7 @@ async fn previous_and_pending_keys_open() {
         previous: Some(previous.clone()),
     };
     let (device, connection, mut peer) = linked(keys).await;
-    peer.send_message(&previous, ContentType::ItPolicy, RefId(1), b"old key")
+    peer.send_message(&previous, ContentType::Cmime, RefId(1), b"old key")
         .await;
     peer.send_message(&pending, ContentType::ServiceBook, RefId(2), b"new key")
         .await;

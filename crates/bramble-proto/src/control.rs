@@ -104,6 +104,19 @@ pub enum Control {
     Transport {
         status: TransportStatus,
     },
+    /// Device → relay: e-mail an activation request to the address the
+    /// user typed (seed step 5). `attachment` is base64.
+    SendMail {
+        to: String,
+        subject: String,
+        attachment_name: String,
+        attachment: String,
+    },
+    /// Relay → device: the mail server accepted the request for `to`. A
+    /// refusal comes as an error packet `MAIL_NOT_SENT` on the same RefID.
+    MailSent {
+        to: String,
+    },
     Ping,
     Pong,
 }
@@ -167,6 +180,8 @@ pub struct ErrorReport {
 
 impl ErrorReport {
     pub const UNDECRYPTABLE: &'static str = "UNDECRYPTABLE";
+    /// The relay could not e-mail an activation request.
+    pub const MAIL_NOT_SENT: &'static str = "MAIL_NOT_SENT";
 
     pub fn frame(&self, pin: Pin, ref_id: RefId) -> Frame {
         Frame::single(

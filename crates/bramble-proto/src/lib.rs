@@ -21,11 +21,13 @@
 //! Decoding never panics and never allocates more than the declared limits;
 //! every failure is a typed error.
 
+pub mod activation;
 pub mod cmime;
 pub mod control;
 pub mod envelope;
 pub mod frame;
 pub mod io;
+pub mod policy;
 
 use std::fmt;
 use std::str::FromStr;
@@ -173,10 +175,16 @@ pub enum ContentType {
     Im = 9,
     /// Link control between neighbours, plain JSON ([`control::Control`]).
     Control = 10,
+    /// Wireless activation between server and device, plain JSON
+    /// ([`activation::ActivationMessage`]): there is no key yet.
+    Activation = 11,
+    /// Transport key regeneration ([`activation::ActivationMessage`]'s
+    /// `rekey*` messages) under the current key. Encrypted.
+    KeyChange = 12,
 }
 
 impl ContentType {
-    pub const ALL: [ContentType; 10] = [
+    pub const ALL: [ContentType; 12] = [
         ContentType::Cmime,
         ContentType::DeliveryConfirmation,
         ContentType::Error,
@@ -187,6 +195,8 @@ impl ContentType {
         ContentType::Mds,
         ContentType::Im,
         ContentType::Control,
+        ContentType::Activation,
+        ContentType::KeyChange,
     ];
 
     pub fn from_u8(value: u8) -> Option<ContentType> {
@@ -196,7 +206,10 @@ impl ContentType {
     /// Whether the payload is an encrypted [`envelope`] (end to end between
     /// server and device) rather than plain JSON for a neighbour.
     pub fn is_encrypted(self) -> bool {
-        !matches!(self, ContentType::Error | ContentType::Control)
+        !matches!(
+            self,
+            ContentType::Error | ContentType::Control | ContentType::Activation
+        )
     }
 }
 
@@ -230,6 +243,6 @@ mod tests {
             assert_eq!(ContentType::from_u8(t as u8), Some(t));
         }
         assert_eq!(ContentType::from_u8(0), None);
-        assert_eq!(ContentType::from_u8(11), None);
+        assert_eq!(ContentType::from_u8(13), None);
     }
 }

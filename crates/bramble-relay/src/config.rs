@@ -120,7 +120,16 @@ pub struct RelayConfig {
     /// message, the basic information packet, a device's hello).
     #[serde(with = "duration_text")]
     pub handshake_timeout: Duration,
+    /// The SMTP server (host:port, plain or STARTTLS-less submission on a
+    /// trusted network) through which the relay forwards devices' activation
+    /// requests (seed step 5). Unset: such requests are refused.
+    pub smtp: Option<String>,
+    /// The sender address of forwarded activation requests.
+    pub mail_from: String,
 }
+
+/// Sender of activation requests unless configured.
+pub const DEFAULT_MAIL_FROM: &str = "activation@relay.bramble.invalid";
 
 impl Default for RelayConfig {
     fn default() -> Self {
@@ -141,6 +150,8 @@ impl Default for RelayConfig {
             lockout_window: DEFAULT_LOCKOUT_WINDOW,
             lockout_duration: DEFAULT_LOCKOUT_DURATION,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            smtp: None,
+            mail_from: DEFAULT_MAIL_FROM.to_owned(),
         }
     }
 }

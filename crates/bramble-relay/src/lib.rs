@@ -35,6 +35,11 @@
 //!   `device_hello {pin, srp_id?, …}` and gets `welcome`, then whatever
 //!   was stored for it. A newer connection for a PIN replaces the older.
 //!
+//! - **Activation mail**: a device without an enterprise server may send
+//!   `send_mail {…}`; the relay e-mails its activation request through the
+//!   configured `smtp` server ([`mail`]) and answers `mail_sent`, or an
+//!   error packet `MAIL_NOT_SENT`.
+//!
 //! Either link answers `ping` with `pong`. A malformed packet closes only
 //! the connection it came on (logged with the peer's address).
 //!
@@ -79,6 +84,8 @@
 //! lockout_window = "60s"
 //! lockout_duration = "5m"
 //! handshake_timeout = "10s"        # each step of a link's set-up
+//! # smtp = "127.0.0.1:25"          # where activation requests are e-mailed (unset: refused)
+//! mail_from = "activation@relay.bramble.invalid"
 //!
 //! [tls]                            # neither path: a fresh self-signed certificate at each start
 //! # cert = "/etc/bramble/relay-cert.pem"
@@ -98,6 +105,7 @@
 pub mod client;
 pub mod config;
 mod lockout;
+pub mod mail;
 mod relay;
 mod store;
 pub mod tls;

@@ -586,6 +586,8 @@ impl State {
 
 struct Shared {
     limits: Limits,
+    /// `smtp` and `mail_from` of the configuration.
+    mail: (Option<String>, String),
     state: Mutex<State>,
     acceptor: SslAcceptor,
     cancel: CancellationToken,
@@ -644,6 +646,7 @@ impl Relay {
         };
         let shared = Arc::new(Shared {
             limits,
+            mail: (config.smtp.clone(), config.mail_from.clone()),
             state: Mutex::new(State::new(&config)),
             acceptor,
             cancel: CancellationToken::new(),
@@ -1113,7 +1116,8 @@ where
             }
         };
         if frame.content_type == ContentType::Control {
-            handle_control(&link, &frame, &who);
+            let from_device = matches!(side, Side::Device { .. });
+            handle_control(&shared, &link, &frame, &who, from_device);
             continue;
         }
         let now = Instant::now();
@@ -1148,8 +1152,49 @@ where
     let _ = writer_task.await;
 }
 
-fn handle_control(link: &LinkTx, frame: &Frame, who: &str) {
+fn handle_control(
+    shared: &Arc<Shared>,
+    link: &LinkTx,
+    frame: &Frame,
+    who: &str,
+    from_device: bool,
+) {
     match Control::from_frame(frame) {
+        Ok(Control::SendMail {
+            to,
+            subject,
+            attachment_name,
+            attachment,
+        }) if from_device => {
+            let (smtp, from) = shared.mail.clone();
+            let link = link.clone();
+            let (pin, ref_id) = (frame.pin, frame.ref_id);
+            let who = who.to_owned();
+            shared.tracker.spawn(async move {
+                let result = match smtp {
+                    Some(smtp) => {
+                        crate::mail::forward(&smtp, &from, &to, &subject, &attachment_name, &attachment)
+                            .await
+                    }
+                    None => Err("this relay does not forward activation requests by e-mail (no smtp server is configured)".to_owned()),
+                };
+                let reply = match result {
+                    Ok(()) => {
+                        info!(target: TARGET, "{who}: activation request e-mailed to {to}");
+                        Control::MailSent { to }.frame(pin, ref_id)
+                    }
+                    Err(message) => {
+                        warn!(target: TARGET, "{who}: activation request for {to} not sent: {message}");
+                        ErrorReport {
+                            code: ErrorReport::MAIL_NOT_SENT.to_owned(),
+                            message,
+                        }
+                        .frame(pin, ref_id)
+                    }
+                };
+                let _ = link.push(reply);
+            });
+        }
         Ok(Control::Ping) => {
             let _ = link.push(Control::Pong.frame(frame.pin, frame.ref_id));
         }

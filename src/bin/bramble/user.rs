@@ -166,8 +166,10 @@ pub fn run(settings: &Settings, command: UserCommand) -> Result<(), Failure> {
             let password = crate::read_password(false)
                 .map_err(|e| Failure::new("PASSWORD_UNREADABLE", format!("{e:#}")))?;
             let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+            let sealer = db.shared_sealer();
             let (user, info, _) = store(&db, "activation_password.set", |conn| {
-                let (user, info) = activation::set(conn, &clock, &email, &password, hours)?;
+                let (user, info) =
+                    activation::set(conn, &sealer, &clock, &email, &password, hours)?;
                 Ok((user, info, None))
             })?;
             println!(
@@ -184,9 +186,10 @@ pub fn run(settings: &Settings, command: UserCommand) -> Result<(), Failure> {
             hours,
         } => {
             let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+            let sealer = db.shared_sealer();
             let (user, info, password) = store(&db, "activation_password.generate", |conn| {
                 let (user, info, password) =
-                    activation::generate_for(conn, &clock, &email, length, hours)?;
+                    activation::generate_for(conn, &sealer, &clock, &email, length, hours)?;
                 Ok((user, info, Some(password)))
             })?;
             println!("{}", password.unwrap_or_default());

@@ -164,6 +164,31 @@ pub fn srp(settings: &Settings, command: SrpCommand) -> Result<(), Failure> {
 
 #[derive(Subcommand)]
 pub enum DeviceCommand {
+    /// Enterprise activation over the wireless network: e-mails an
+    /// activation request through the relay, runs the key exchange with the
+    /// server, takes the IT policy and service books, and writes the
+    /// device's key file.
+    Activate {
+        #[arg(long)]
+        pin: Pin,
+        /// The user's e-mail address.
+        #[arg(long)]
+        email: String,
+        /// The activation password (or --password-stdin).
+        #[arg(long, conflicts_with = "password_stdin")]
+        password: Option<String>,
+        #[arg(long)]
+        password_stdin: bool,
+        /// The relay's device port.
+        #[arg(long, default_value = "127.0.0.1:3102")]
+        relay: SocketAddr,
+        /// Where to write the device's key file.
+        #[arg(long, value_name = "FILE")]
+        keys: PathBuf,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
+    },
     /// TEST PATH until wireless activation exists: give a device a transport
     /// key directly — stored (sealed) in this server's database and written
     /// to the device's key file.
@@ -238,6 +263,60 @@ pub fn device(settings: &Settings, command: DeviceCommand) -> Result<(), Failure
     let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::new("RUNTIME_FAILED", e))?;
     runtime.block_on(async move {
         match command {
+            DeviceCommand::Activate { pin, email, password, password_stdin, relay, keys, timeout_secs } => {
+                let password = match (password, password_stdin) {
+                    (Some(p), _) => p,
+                    (None, true) => {
+                        let mut text = String::new();
+                        std::io::stdin()
+                            .read_to_string(&mut text)
+                            .map_err(|e| Failure::new("PASSWORD_UNREADABLE", e))?;
+                        text.trim_end_matches(['\r', '\n']).to_owned()
+                    }
+                    (None, false) => crate::read_password(false)
+                        .map_err(|e| Failure::new("PASSWORD_UNREADABLE", format!("{e:#}")))?,
+                };
+                let limit = std::time::Duration::from_secs(timeout_secs);
+                let device = Device::new(DeviceConfig::new(pin), KeyStore::default());
+                let conn = device
+                    .activate(relay, &email, &password, limit, |step| eprintln!("{step}"))
+                    .await
+                    .map_err(|e| match e {
+                        bramble_device::DeviceError::Activation { code, message } => Failure::new(code, message),
+                        other => Failure::new("DEVICE_CONNECT_FAILED", other),
+                    })?;
+                device
+                    .keys()
+                    .save(pin, &keys)
+                    .map_err(|e| Failure::new("KEY_FILE_UNWRITABLE", e))?;
+                let services = tokio::time::timeout(limit, async {
+                    while let Some(m) = conn.recv().await {
+                        match m.content_type {
+                            ContentType::ItPolicy => eprintln!("IT policy applied (domain key {})", device.domain_key().unwrap_or_default()),
+                            ContentType::ServiceBook => {
+                                return bramble_proto::policy::ServiceBooks::from_bytes(&m.plaintext).ok();
+                            }
+                            _ => {}
+                        }
+                    }
+                    None
+                })
+                .await;
+                match services {
+                    Ok(Some(books)) => {
+                        let cids: Vec<&str> = books.books.iter().map(|b| b.cid.as_str()).collect();
+                        println!("{}", books.enabled_message());
+                        eprintln!("service books: {}; key file {}", cids.join(", "), keys.display());
+                    }
+                    _ => {
+                        return Err(Failure::new(
+                            "SERVICES_NOT_RECEIVED",
+                            format!("encryption is verified and the key file is {}, but no service books arrived within {timeout_secs}s", keys.display()),
+                        ))
+                    }
+                }
+                conn.close().await;
+            }
             DeviceCommand::Provision { pin, keys, email } => {
                 let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
                 if let Some(email) = email {

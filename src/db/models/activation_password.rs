@@ -21,7 +21,7 @@ use time::PrimitiveDateTime;
 use crate::db::ids::UserId;
 use crate::db::models::user::ActivationStatus;
 use crate::db::schema::{activation_events, activation_passwords, users};
-use crate::db::{Conn, DbError, DbResult};
+use crate::db::{Conn, DbError, DbResult, Sealer};
 
 /// Wrong guesses after which an activation password no longer opens.
 pub const MAX_FAILED_ATTEMPTS: i32 = 5;
@@ -89,6 +89,10 @@ fn hash(password: &str) -> DbResult<String> {
         .hash_password(password.as_bytes(), &salt)
         .map_err(|e| DbError::Invalid(format!("cannot hash the activation password: {e}")))?
         .to_string())
+}
+
+fn secret_context(user: UserId) -> String {
+    format!("activation_passwords/{user}/secret")
 }
 
 fn matches(password_hash: &str, candidate: &str) -> bool {
@@ -166,6 +170,7 @@ impl ActivationPassword {
     /// and lifetime belong to the caller.
     pub fn set(
         conn: &mut Conn,
+        sealer: &Sealer,
         user: UserId,
         password: &str,
         now: PrimitiveDateTime,
@@ -183,6 +188,15 @@ impl ActivationPassword {
         }
         // Hash before taking the write lock: argon2 is slow on purpose.
         let password_hash = hash(password)?;
+        let email: Option<String> = users::table
+            .find(user)
+            .select(users::email)
+            .first(conn)
+            .optional()?;
+        let email = email.ok_or_else(|| DbError::Invalid(format!("there is no user {user}")))?;
+        let secret = bramble_proto::activation::password_secret(password, &email)
+            .map_err(|e| DbError::Invalid(format!("cannot derive the activation secret: {e}")))?;
+        let sealed_secret = sealer.seal(&secret_context(user), &secret)?;
         conn.transaction(|conn| {
             let row = diesel::insert_into(activation_passwords::table)
                 .values((
@@ -191,6 +205,7 @@ impl ActivationPassword {
                     activation_passwords::created_at.eq(now),
                     activation_passwords::expires_at.eq(expires_at),
                     activation_passwords::failed_attempts.eq(0),
+                    activation_passwords::sealed_secret.eq(&sealed_secret),
                 ))
                 .on_conflict(activation_passwords::user_id)
                 .do_update()
@@ -199,6 +214,7 @@ impl ActivationPassword {
                     activation_passwords::created_at.eq(now),
                     activation_passwords::expires_at.eq(expires_at),
                     activation_passwords::failed_attempts.eq(0),
+                    activation_passwords::sealed_secret.eq(&sealed_secret),
                 ))
                 .returning(PasswordRow::as_returning())
                 .get_result(conn)
@@ -291,6 +307,63 @@ impl ActivationPassword {
         )))
     }
 
+    /// A device asks to activate: if the password is usable now, counts
+    /// the exchange against its attempts (an exchange that is then
+    /// confirmed deletes the password with [`ActivationPassword::consume`];
+    /// one that is not stays counted, so an attacker gets at most
+    /// [`MAX_FAILED_ATTEMPTS`] guesses) and returns the secret the exchange
+    /// runs with. Otherwise says why not.
+    pub fn begin_exchange(
+        conn: &mut Conn,
+        sealer: &Sealer,
+        user: UserId,
+        now: PrimitiveDateTime,
+    ) -> DbResult<Result<[u8; 32], Verification>> {
+        let Some(row) = Self::row(conn, user)? else {
+            return Ok(Err(Verification::NoPassword));
+        };
+        if row.failed_attempts >= MAX_FAILED_ATTEMPTS {
+            return Ok(Err(Verification::Exhausted));
+        }
+        if now >= row.expires_at {
+            return Ok(Err(Verification::Expired));
+        }
+        let sealed: Option<Option<Vec<u8>>> = diesel::update(activation_passwords::table)
+            .filter(activation_passwords::user_id.eq(user))
+            .filter(activation_passwords::failed_attempts.lt(MAX_FAILED_ATTEMPTS))
+            .filter(activation_passwords::expires_at.gt(now))
+            .set(
+                activation_passwords::failed_attempts.eq(activation_passwords::failed_attempts + 1),
+            )
+            .returning(activation_passwords::sealed_secret)
+            .get_result(conn)
+            .optional()?;
+        let Some(sealed) = sealed else {
+            // Used up or replaced meanwhile.
+            return Ok(Err(Verification::Exhausted));
+        };
+        let Some(sealed) = sealed else {
+            return Err(DbError::Invalid(format!(
+                "the activation password of user {user} was set by an older version; set it again"
+            )));
+        };
+        let secret = sealer.unseal(&secret_context(user), &sealed)?;
+        let secret: [u8; 32] = secret
+            .try_into()
+            .map_err(|_| DbError::Invalid("the activation secret has the wrong length".into()))?;
+        Ok(Ok(secret))
+    }
+
+    /// The exchange was confirmed: the password is used up (deleted) and
+    /// the user is "Activating". Returns false if it was already gone.
+    pub fn consume(conn: &mut Conn, user: UserId, now: PrimitiveDateTime) -> DbResult<bool> {
+        conn.transaction(|conn| {
+            let deleted = diesel::delete(activation_passwords::table.find(user)).execute(conn)? > 0;
+            record_status(conn, user, ActivationStatus::Activating, now)?;
+            Ok(deleted)
+        })
+    }
+
     /// Removes the user's activation password; returns whether there was one.
     pub fn delete_for_user(conn: &mut Conn, user: UserId) -> DbResult<bool> {
         Ok(diesel::delete(activation_passwords::table.find(user)).execute(conn)? > 0)
@@ -321,10 +394,17 @@ mod tests {
     #[test]
     fn stored_as_hash_and_deleted_once_used() {
         let (_dir, db) = test_db();
+        let sealer = db.shared_sealer();
         db.run_blocking(|conn| {
             let alice = user(conn, "alice");
-            let info =
-                ActivationPassword::set(conn, alice.id, "kx7m2qpa", T0, T0 + Duration::hours(48))?;
+            let info = ActivationPassword::set(
+                conn,
+                &sealer,
+                alice.id,
+                "kx7m2qpa",
+                T0,
+                T0 + Duration::hours(48),
+            )?;
             assert_eq!(info.failed_attempts, 0);
             let stored: String = activation_passwords::table
                 .select(activation_passwords::password_hash)
@@ -369,9 +449,17 @@ mod tests {
     #[test]
     fn five_wrong_guesses_exhaust_it() {
         let (_dir, db) = test_db();
+        let sealer = db.shared_sealer();
         db.run_blocking(|conn| {
             let alice = user(conn, "alice");
-            ActivationPassword::set(conn, alice.id, "right", T0, T0 + Duration::hours(48))?;
+            ActivationPassword::set(
+                conn,
+                &sealer,
+                alice.id,
+                "right",
+                T0,
+                T0 + Duration::hours(48),
+            )?;
             for left in (0..5).rev() {
                 assert_eq!(
                     ActivationPassword::verify(conn, alice.id, "wrong", T0)?,
@@ -393,7 +481,14 @@ mod tests {
                 "not counted past the limit"
             );
             // A new password starts afresh.
-            ActivationPassword::set(conn, alice.id, "again", T0, T0 + Duration::hours(1))?;
+            ActivationPassword::set(
+                conn,
+                &sealer,
+                alice.id,
+                "again",
+                T0,
+                T0 + Duration::hours(1),
+            )?;
             assert_eq!(
                 ActivationPassword::verify(conn, alice.id, "again", T0)?,
                 Verification::Accepted
@@ -406,10 +501,18 @@ mod tests {
     #[test]
     fn expiry_and_unknown_users() {
         let (_dir, db) = test_db();
+        let sealer = db.shared_sealer();
         db.run_blocking(|conn| {
             let alice = user(conn, "alice");
             let bob = user(conn, "bob");
-            ActivationPassword::set(conn, alice.id, "right", T0, T0 + Duration::hours(48))?;
+            ActivationPassword::set(
+                conn,
+                &sealer,
+                alice.id,
+                "right",
+                T0,
+                T0 + Duration::hours(48),
+            )?;
             let end = T0 + Duration::hours(48);
             assert_eq!(
                 ActivationPassword::verify(conn, alice.id, "wrong", end)?,
@@ -431,18 +534,18 @@ mod tests {
                 Verification::NoPassword
             );
             assert!(matches!(
-                ActivationPassword::set(conn, UserId(9_999), "x", T0, end),
+                ActivationPassword::set(conn, &sealer, UserId(9_999), "x", T0, end),
                 Err(DbError::Invalid(_))
             ));
             assert!(matches!(
-                ActivationPassword::set(conn, bob.id, "x", T0, T0),
+                ActivationPassword::set(conn, &sealer, bob.id, "x", T0, T0),
                 Err(DbError::Invalid(_))
             ));
             assert!(ActivationPassword::find_by_user(conn, bob.id)?.is_none());
             assert!(ActivationPassword::delete_for_user(conn, alice.id)?);
             assert!(!ActivationPassword::delete_for_user(conn, alice.id)?);
 
-            ActivationPassword::set(conn, bob.id, "bobs", T0, T0 + Duration::hours(1))?;
+            ActivationPassword::set(conn, &sealer, bob.id, "bobs", T0, T0 + Duration::hours(1))?;
             User::delete_by_id(conn, bob.id)?;
             let left: i64 = activation_passwords::table.count().get_result(conn)?;
             assert_eq!(left, 0, "the password goes with the user");
@@ -459,10 +562,18 @@ mod tests {
     #[test]
     fn concurrent_wrong_guesses_never_count_past_the_limit() {
         let (_dir, db) = test_db();
+        let sealer = db.shared_sealer();
         let alice = db
             .run_blocking(|conn| {
                 let alice = user(conn, "alice");
-                ActivationPassword::set(conn, alice.id, "right", T0, T0 + Duration::hours(48))?;
+                ActivationPassword::set(
+                    conn,
+                    &sealer,
+                    alice.id,
+                    "right",
+                    T0,
+                    T0 + Duration::hours(48),
+                )?;
                 Ok(alice)
             })
             .unwrap();

@@ -19,7 +19,8 @@ use crate::db::models::message::parse_ref_id;
 use crate::db::models::user::text_enum;
 use crate::db::models::user::AccountStatus;
 use crate::db::schema::{
-    device_keys, devices, mail_items, mail_outbox, mailbox_states, messages, users,
+    activation_passwords, device_keys, devices, mail_items, mail_outbox, mailbox_states, messages,
+    users,
 };
 use crate::db::{now, Conn, DbResult};
 
@@ -380,12 +381,16 @@ pub struct Watched {
     pub display_name: String,
     pub email: String,
     pub mailbox_login: String,
-    pub device_id: DeviceId,
-    pub pin: Pin,
+    /// The user's activated device; `None` while the user has an activation
+    /// password and no activated device yet: the mailbox is then watched
+    /// only for the device's activation request.
+    pub device: Option<(DeviceId, Pin)>,
 }
 
 impl Watched {
-    /// The mailboxes of `agents`' users (one device per user: the first).
+    /// The mailboxes of `agents`' users: those with an activated device
+    /// (one device per user: the first), and those waiting for their
+    /// device's activation request.
     pub fn find_by_agents(conn: &mut Conn, agents: &[MessagingAgentId]) -> DbResult<Vec<Watched>> {
         let rows: Vec<(UserId, String, String, String, DeviceId, String)> = devices::table
             .inner_join(users::table)
@@ -414,10 +419,35 @@ impl Watched {
                 display_name,
                 email,
                 mailbox_login,
-                device_id,
-                pin: parse_pin(&pin)?,
+                device: Some((device_id, parse_pin(&pin)?)),
             });
         }
+        let waiting: Vec<(UserId, String, String, String)> = users::table
+            .inner_join(activation_passwords::table)
+            .filter(users::messaging_agent_id.eq_any(agents.iter().map(|a| Some(*a))))
+            .filter(users::account_status.eq(AccountStatus::Active.as_str()))
+            .order(users::id.asc())
+            .select((
+                users::id,
+                users::display_name,
+                users::email,
+                users::mailbox_login,
+            ))
+            .load(conn)?;
+        let keyed: std::collections::HashSet<UserId> = out.iter().map(|w| w.user_id).collect();
+        out.extend(
+            waiting
+                .into_iter()
+                .filter(|(id, ..)| !keyed.contains(id))
+                .map(|(user_id, display_name, email, mailbox_login)| Watched {
+                    user_id,
+                    display_name,
+                    email,
+                    mailbox_login,
+                    device: None,
+                }),
+        );
+        out.sort_by_key(|w| w.user_id);
         Ok(out)
     }
 }

@@ -1,0 +1,1 @@
+ALTER TABLE activation_passwords DROP COLUMN sealed_secret;

@@ -1,0 +1,468 @@
+//! Wireless enterprise activation end to end, against the real testbed:
+//! the reference device e-mails its request through the relay (SMTP into
+//! Postfix, delivered by Dovecot), the Messaging Agent finds and removes it,
+//! the PAKE and the key agreement run over the relay, the Policy Service
+//! sends the signed IT policy and the service books, and mail then flows
+//! under the new key. Wrong passwords count against the five attempts, and
+//! a policy from another domain is refused by the device.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bramble::clock::Clock;
+use bramble::config::Settings;
+use bramble::db::ids::UserId;
+use bramble::db::models::activation_password::ActivationPassword;
+use bramble::db::models::device::Device as DeviceRow;
+use bramble::db::models::device_key::DeviceKey;
+use bramble::db::models::srp_connection::{SrpConnection, SrpKey, SrpSettings};
+use bramble::db::models::user::{ActivationStatus, NewUser, User};
+use bramble::db::Database;
+use bramble::dispatcher::Outgoing;
+use bramble::server::Listeners;
+use bramble::testbed::lmtp::Lmtp;
+use bramble::testbed::{pilot, Testbed, TestbedOptions};
+use bramble::{Server, ServerHandle};
+use bramble_device::{Device, DeviceConfig, DeviceError, KeyStore};
+use bramble_proto::cmime::Cmime;
+use bramble_proto::policy::{ServiceBooks, Signed};
+use bramble_proto::{ContentType, Pin};
+use bramble_relay::{Relay, RelayConfig, RelayHandle, SrpAccount, TlsIdentity};
+use tokio::net::TcpListener;
+
+const SRP_ID: &str = "S80005678";
+const SRP_KEY: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+/// Guards against a hang; never a performance assertion.
+const PATIENCE: Duration = Duration::from_secs(90);
+
+struct Bed {
+    _dir: tempfile::TempDir,
+    testbed: Testbed,
+    relay: RelayHandle,
+    server: ServerHandle,
+    users: Vec<UserId>,
+}
+
+impl Bed {
+    async fn start(users: usize) -> Bed {
+        let dir = tempfile::tempdir().unwrap();
+        let tb_dir = dir.path().join("testbed");
+        let testbed = tokio::task::spawn_blocking(move || {
+            let mut options = TestbedOptions::new(tb_dir);
+            options.users = users;
+            Testbed::start(options)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let relay_config = RelayConfig {
+            srp_accounts: vec![SrpAccount::new(SRP_ID, SRP_KEY.as_bytes().to_vec())],
+            tls: TlsIdentity {
+                cert: Some(dir.path().join("relay.crt")),
+                key: Some(dir.path().join("relay.key")),
+                generate_if_missing: true,
+            },
+            smtp: Some(testbed.info().smtp_addr().to_string()),
+            ..RelayConfig::default()
+        };
+        let relay = Relay::start_with(
+            relay_config,
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+        .await
+        .unwrap();
+
+        let mut settings = Settings::load_from(None, &[]).unwrap().settings;
+        settings.data_dir = dir.path().join("data");
+        settings.admin.listen = "127.0.0.1:0".parse().unwrap();
+        settings.router.lan_listen = Some("127.0.0.1:0".parse().unwrap());
+        settings.router.relay_certificate = Some(dir.path().join("relay.crt"));
+        settings.router.reconnect_min_ms = 50;
+        settings.router.reconnect_max_ms = 400;
+        settings.mail = pilot::mail_settings(testbed.info());
+        settings.mail.refresh_users_secs = 1;
+        let db = Database::open(&settings).unwrap();
+        let srp = SrpSettings {
+            srp_id: SRP_ID.into(),
+            srp_key: SrpKey::new(SRP_KEY),
+            relay_host: "127.0.0.1".into(),
+            relay_port: i32::from(relay.server_addr().port()),
+            cal_licences: 100,
+        };
+        db.run_blocking(|conn| SrpConnection::save(conn, db.sealer(), &srp))
+            .unwrap();
+        let ids = db
+            .run_blocking(|conn| {
+                testbed
+                    .info()
+                    .users
+                    .iter()
+                    .map(|u| {
+                        Ok(NewUser {
+                            display_name: u.login.clone(),
+                            email: u.address.clone(),
+                            mailbox_login: u.login.clone(),
+                        }
+                        .save(conn)?
+                        .id)
+                    })
+                    .collect()
+            })
+            .unwrap();
+        drop(db);
+        let listeners = Listeners::bind(&settings).await.unwrap();
+        let components = Server::default_components(&settings);
+        let server = Server::start_with(settings, listeners, components)
+            .await
+            .unwrap();
+        tokio::time::timeout(PATIENCE, async {
+            while !server.dispatcher().router().is_link_up() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the SRP link never came up");
+        Bed {
+            _dir: dir,
+            testbed,
+            relay,
+            server,
+            users: ids,
+        }
+    }
+
+    fn db(&self) -> &Database {
+        &self.server.state().db
+    }
+
+    fn email(&self, n: usize) -> String {
+        self.testbed.info().users[n].address.clone()
+    }
+
+    fn relay_addr(&self) -> SocketAddr {
+        self.relay.device_addr()
+    }
+
+    async fn set_password(&self, n: usize, password: &str) {
+        let email = self.email(n);
+        let password = password.to_owned();
+        self.db()
+            .run_sealed(move |conn, sealer| {
+                bramble::policy::activation::set(
+                    conn,
+                    sealer,
+                    &Clock::new(),
+                    &email,
+                    &password,
+                    None,
+                )
+                .map_err(|e| bramble::db::DbError::Invalid(e.to_string()))
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn status(&self, n: usize) -> ActivationStatus {
+        let user = self.users[n];
+        self.db()
+            .run(move |conn| User::find_by_id(conn, user))
+            .await
+            .unwrap()
+            .unwrap()
+            .activation_status
+    }
+
+    async fn wait_status(&self, n: usize, want: ActivationStatus) {
+        tokio::time::timeout(PATIENCE, async {
+            while self.status(n).await != want {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("user {n} never reached {want:?}"));
+    }
+
+    async fn inbox_len(&self, n: usize) -> usize {
+        let info = self.testbed.info();
+        let tcp = tokio::net::TcpStream::connect(info.imap_addr())
+            .await
+            .unwrap();
+        let mut client = async_imap::Client::new(tcp);
+        client.read_response().await.unwrap();
+        let mut session = client
+            .login(
+                info.master_login_for(&info.users[n].login),
+                &info.master_password,
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        session.select("INBOX").await.unwrap();
+        let all: Vec<_> = session.search("ALL").await.unwrap().into_iter().collect();
+        let _ = session.logout().await;
+        all.len()
+    }
+
+    async fn stop(self) {
+        self.server.shutdown().await.unwrap();
+        self.relay.shutdown().await;
+        drop(self.testbed);
+    }
+}
+
+fn phone(pin: u32) -> Device {
+    Device::new(DeviceConfig::new(Pin(pin)), KeyStore::default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_activates_by_email_through_the_relay_and_mail_then_flows() {
+    let bed = Bed::start(1).await;
+    bed.set_password(0, "kx7m2qpa").await;
+    assert_eq!(bed.status(0).await, ActivationStatus::Initializing);
+
+    let device = phone(0x3000_0001);
+    let mut shown = Vec::new();
+    let conn = device
+        .activate(bed.relay_addr(), &bed.email(0), "kx7m2qpa", PATIENCE, |s| {
+            shown.push(s.to_owned())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        shown.last().map(String::as_str),
+        Some("Encryption Verified. Waiting for Services.")
+    );
+    assert!(device.keys().current().is_some());
+
+    // The signed IT policy, then the service books.
+    let first = tokio::time::timeout(PATIENCE, conn.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.content_type, ContentType::ItPolicy);
+    let policy = Signed::from_bytes(&first.plaintext).unwrap();
+    assert_eq!(policy.kind, "it_policy");
+    assert_eq!(device.domain_key(), Some(policy.domain_key.clone()));
+    let second = tokio::time::timeout(PATIENCE, conn.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.content_type, ContentType::ServiceBook);
+    let books = ServiceBooks::from_bytes(&second.plaintext).unwrap();
+    let cids: Vec<&str> = books.books.iter().map(|b| b.cid.as_str()).collect();
+    assert_eq!(
+        cids,
+        [
+            "CMIME",
+            "CICAL",
+            "SYNC",
+            "IPPP",
+            "BrowserConfig",
+            "ALP",
+            "BBIM"
+        ]
+    );
+    assert_eq!(
+        books.enabled_message(),
+        format!(
+            "Services Received. Your email address, {} is now enabled.",
+            bed.email(0)
+        )
+    );
+    bed.wait_status(0, ActivationStatus::ServicesReceived).await;
+
+    // The server side: key stored, password used up, request removed from
+    // the mailbox, each step recorded.
+    let user = bed.users[0];
+    let (password, keys, events) = bed
+        .db()
+        .run(move |conn| {
+            let device = DeviceRow::find_by_pin(conn, &Pin(0x3000_0001))?.unwrap();
+            assert_eq!(device.user_id, Some(user));
+            Ok((
+                ActivationPassword::find_by_user(conn, user)?,
+                DeviceKey::find_all_for_device(conn, device.id)?,
+                bramble::db::models::activation_password::ActivationEvent::find_for_user(
+                    conn, user,
+                )?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert!(password.is_none(), "the password is deleted once used");
+    assert_eq!(keys.len(), 1);
+    assert_eq!(
+        keys[0].key_id,
+        i64::from(device.keys().current().unwrap().id)
+    );
+    let steps: Vec<ActivationStatus> = events.iter().map(|e| e.status).collect();
+    assert_eq!(
+        steps,
+        [
+            ActivationStatus::Initializing,
+            ActivationStatus::Activating,
+            ActivationStatus::EncryptionVerified,
+            ActivationStatus::PolicyApplied,
+            ActivationStatus::ServicesReceived,
+        ]
+    );
+    assert_eq!(bed.inbox_len(0).await, 0, "the request left the mailbox");
+
+    // Mail now reaches the device under the new key, over the relay.
+    let mut lmtp = Lmtp::connect(bed.testbed.info().lmtp_addr()).await.unwrap();
+    lmtp.deliver(
+        "boss@example.org",
+        &bed.email(0),
+        b"Subject: Welcome\r\n\r\nYou are activated.\r\n",
+    )
+    .await
+    .unwrap();
+    let mail = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let m = conn.recv().await.unwrap();
+            if let Ok(Cmime::Mail(item)) = Cmime::from_bytes(&m.plaintext) {
+                return item;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(mail.subject, "Welcome");
+
+    // A policy signed by another domain is refused, never confirmed.
+    let other = openssl::pkey::PKey::generate_ed25519().unwrap();
+    let document = r#"{"rules":{"password_required":false}}"#;
+    let signature = openssl::sign::Signer::new_without_digest(&other)
+        .unwrap()
+        .sign_oneshot_to_vec(document.as_bytes())
+        .unwrap();
+    let forged = Signed::new(
+        "it_policy",
+        document.to_owned(),
+        &signature,
+        &other.raw_public_key().unwrap(),
+    );
+    bed.server
+        .dispatcher()
+        .send(Outgoing {
+            pin: Pin(0x3000_0001),
+            content_type: ContentType::ItPolicy,
+            plaintext: forged.to_bytes(),
+            priority: false,
+            ref_id: None,
+        })
+        .await
+        .unwrap();
+    tokio::time::timeout(PATIENCE, async {
+        while conn.stats().rejected == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the forged policy was not refused");
+    assert_eq!(device.domain_key(), Some(policy.domain_key));
+
+    conn.close().await;
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passwords_count_and_the_sixth_try_is_refused() {
+    let bed = Bed::start(1).await;
+    bed.set_password(0, "right-one").await;
+    for attempt in 1..=5 {
+        let err = phone(0x3000_0100 + attempt)
+            .activate(
+                bed.relay_addr(),
+                &bed.email(0),
+                "wrong-one",
+                PATIENCE,
+                |_| {},
+            )
+            .await
+            .unwrap_err();
+        match err {
+            DeviceError::Activation { code, .. } => {
+                assert_eq!(code, "WRONG_PASSWORD", "attempt {attempt}")
+            }
+            other => panic!("attempt {attempt}: {other}"),
+        }
+    }
+    let user = bed.users[0];
+    let info = bed
+        .db()
+        .run(move |conn| ActivationPassword::find_by_user(conn, user))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.failed_attempts, 5);
+    // Even the right password is refused now, in words.
+    let err = phone(0x3000_0200)
+        .activate(
+            bed.relay_addr(),
+            &bed.email(0),
+            "right-one",
+            PATIENCE,
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+    match err {
+        DeviceError::Activation { code, message } => {
+            assert_eq!(code, "REFUSED");
+            assert!(message.contains("PASSWORD_EXHAUSTED"), "{message}");
+            assert!(message.contains("ask your administrator"), "{message}");
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(bed.status(0).await, ActivationStatus::Initializing);
+    let keyed = bed
+        .db()
+        .run(|conn| {
+            let mut n = 0;
+            for pin in (0x3000_0101..=0x3000_0105).chain([0x3000_0200]) {
+                if let Some(d) = DeviceRow::find_by_pin(conn, &Pin(pin))? {
+                    n += DeviceKey::find_all_for_device(conn, d.id)?.len();
+                }
+            }
+            Ok(n)
+        })
+        .await
+        .unwrap();
+    assert_eq!(keyed, 0, "no key was stored for a failed activation");
+    assert_eq!(bed.inbox_len(0).await, 0, "every request left the mailbox");
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_without_mail_says_so() {
+    let relay = Relay::start_with(
+        RelayConfig::default(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let err = phone(0x3000_0300)
+        .activate(
+            relay.device_addr(),
+            "someone@example.org",
+            "whatever",
+            PATIENCE,
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+    match err {
+        DeviceError::Activation { code, message } => {
+            assert_eq!(code, "MAIL_NOT_SENT");
+            assert!(
+                message.contains("no smtp server is configured"),
+                "{message}"
+            );
+        }
+        other => panic!("{other}"),
+    }
+    relay.shutdown().await;
+}
