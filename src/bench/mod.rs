@@ -3,6 +3,7 @@
 //! result reads as a ratio rather than a number that depends on the
 //! machine. Never used by tests (no timed assertions there).
 
+pub mod activation;
 pub mod console;
 pub mod mail;
 pub mod transport;

@@ -293,6 +293,16 @@ impl Database {
         self.run(f).await
     }
 
+    /// [`Database::write`] with the sealer too.
+    pub async fn write_sealed<T, F>(&self, f: F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn, &Sealer) -> DbResult<T> + Send + 'static,
+    {
+        let _turn = self.write_lock.lock().await;
+        self.run_sealed(f).await
+    }
+
     /// Like [`Database::run`] with the sealer too, for models with secrets.
     pub async fn run_sealed<T, F>(&self, f: F) -> DbResult<T>
     where

@@ -20,13 +20,13 @@
 //! confirmed within [`EXCHANGE_TTL`] is forgotten (the device starts again).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bramble_proto::activation::{server_answer, ActivationMessage, EtpRequest, SessionKeys};
 use bramble_proto::{Pin, RefId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -54,94 +54,129 @@ struct Pending {
     started: Instant,
 }
 
+/// Exchanges in progress by PIN, and the requests already answered (by
+/// the SHA-256 of their `etp.dat`), so a replayed request is refused
+/// without costing the user an attempt.
+#[derive(Default)]
+struct Table {
+    pending: HashMap<Pin, Pending>,
+    answered: HashMap<[u8; 32], Instant>,
+}
+
+type Exchanges = Arc<Mutex<Table>>;
+
+/// Activation packets handled at once.
+const CONCURRENT: usize = 16;
+
 /// Serves activation packets: requests from the watcher, confirmations
-/// from devices.
+/// from devices, several at once.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     mut inbound: mpsc::Receiver<Inbound>,
     stop: CancellationToken,
 ) {
-    let mut pending: HashMap<Pin, Pending> = HashMap::new();
-    let clock = Clock::new();
+    let pending: Exchanges = Arc::new(Mutex::new(Table::default()));
+    let limit = Arc::new(Semaphore::new(CONCURRENT));
     loop {
         let message = tokio::select! {
             _ = stop.cancelled() => return,
             m = inbound.recv() => match m { Some(m) => m, None => return },
         };
-        pending.retain(|_, p| p.started.elapsed() < EXCHANGE_TTL);
-        let (pin, ref_id) = (message.pin, message.ref_id);
-        let parsed = match ActivationMessage::from_bytes(&message.plaintext) {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(target: "bramble::messaging_agent", %pin, "unreadable activation packet ignored: {e}");
-                continue;
-            }
+        if let Ok(mut t) = pending.lock() {
+            t.pending.retain(|_, p| p.started.elapsed() < EXCHANGE_TTL);
+            // A request older than the password's longest life is useless.
+            t.answered
+                .retain(|_, at| at.elapsed() < Duration::from_secs(721 * 3600));
+        }
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
         };
-        match parsed {
-            ActivationMessage::Request { mailbox, etp } => {
-                let reply = match request(&shared, &clock, &mut pending, &mailbox, &etp).await {
-                    Ok((pin, challenge)) => (pin, challenge),
-                    Err((pin, code, text)) => {
-                        warn!(target: "bramble::messaging_agent", %pin, user = %mailbox, code, "activation request refused: {text}");
-                        (
-                            pin,
-                            ActivationMessage::Refused {
-                                code: code.to_owned(),
-                                message: text,
-                            },
-                        )
-                    }
+        let (shared, pending) = (shared.clone(), pending.clone());
+        tokio::spawn(async move {
+            handle(&shared, &pending, message).await;
+            drop(permit);
+        });
+    }
+}
+
+fn take(pending: &Exchanges, pin: Pin) -> Option<Pending> {
+    pending.lock().ok().and_then(|mut t| t.pending.remove(&pin))
+}
+
+async fn handle(shared: &Arc<Shared>, pending: &Exchanges, message: Inbound) {
+    let clock = Clock::new();
+    let (pin, ref_id) = (message.pin, message.ref_id);
+    let parsed = match ActivationMessage::from_bytes(&message.plaintext) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(target: "bramble::messaging_agent", %pin, "unreadable activation packet ignored: {e}");
+            return;
+        }
+    };
+    match parsed {
+        ActivationMessage::Request { mailbox, etp } => {
+            let (pin, reply) = match request(shared, &clock, pending, &mailbox, &etp).await {
+                Ok((pin, challenge)) => (pin, challenge),
+                Err((pin, code, text)) => {
+                    warn!(target: "bramble::messaging_agent", %pin, user = %mailbox, code, "activation request refused: {text}");
+                    (
+                        pin,
+                        ActivationMessage::Refused {
+                            code: code.to_owned(),
+                            message: text,
+                        },
+                    )
+                }
+            };
+            send(shared, pin, RefId::random(), reply).await;
+        }
+        ActivationMessage::Confirm { confirm } => {
+            let Some(exchange) = take(pending, pin) else {
+                warn!(target: "bramble::messaging_agent", %pin, "a key confirmation arrived for no activation in progress (expired, or the server restarted); the device must start again");
+                let refused = ActivationMessage::Refused {
+                    code: "NO_EXCHANGE".into(),
+                    message: "The server has no activation in progress for this device. Start the activation again.".into(),
                 };
-                send(&shared, reply.0, RefId::random(), reply.1).await;
-            }
-            ActivationMessage::Confirm { confirm } => {
-                let Some(exchange) = pending.remove(&pin) else {
-                    warn!(target: "bramble::messaging_agent", %pin, "a key confirmation arrived for no activation in progress (expired, or the server restarted); the device must start again");
-                    let refused = ActivationMessage::Refused {
-                        code: "NO_EXCHANGE".into(),
-                        message: "The server has no activation in progress for this device. Start the activation again.".into(),
-                    };
-                    send(&shared, pin, ref_id, refused).await;
-                    continue;
+                send(shared, pin, ref_id, refused).await;
+                return;
+            };
+            if exchange.keys.check_device(&confirm).is_err() {
+                warn!(target: "bramble::messaging_agent", %pin, user = %exchange.email, "the device's key confirmation does not match: wrong activation password (the attempt counts)");
+                let refused = ActivationMessage::Refused {
+                    code: "WRONG_PASSWORD".into(),
+                    message: "The activation password is not correct.".into(),
                 };
-                if exchange.keys.check_device(&confirm).is_err() {
-                    warn!(target: "bramble::messaging_agent", %pin, user = %exchange.email, "the device's key confirmation does not match: wrong activation password (the attempt counts)");
+                send(shared, pin, ref_id, refused).await;
+                return;
+            }
+            match complete(shared, &clock, pin, &exchange).await {
+                Ok(()) => {
+                    info!(target: "bramble::messaging_agent", %pin, user = %exchange.email, "encryption verified: the device's transport key is stored");
+                    send(shared, pin, ref_id, ActivationMessage::Verified).await;
+                    shared.dispatcher.announce(DeliveryEvent::KeyEstablished {
+                        pin,
+                        user: exchange.user,
+                    });
+                }
+                Err(e) => {
+                    warn!(target: "bramble::messaging_agent", %pin, user = %exchange.email, "the transport key could not be stored: {e}");
                     let refused = ActivationMessage::Refused {
-                        code: "WRONG_PASSWORD".into(),
-                        message: "The activation password is not correct.".into(),
+                        code: "SERVER_ERROR".into(),
+                        message: format!(
+                            "The server could not finish the activation ({e}). Try again."
+                        ),
                     };
-                    send(&shared, pin, ref_id, refused).await;
-                    continue;
-                }
-                match complete(&shared, &clock, pin, &exchange).await {
-                    Ok(()) => {
-                        info!(target: "bramble::messaging_agent", %pin, user = %exchange.email, "encryption verified: the device's transport key is stored");
-                        send(&shared, pin, ref_id, ActivationMessage::Verified).await;
-                        shared.dispatcher.announce(DeliveryEvent::KeyEstablished {
-                            pin,
-                            user: exchange.user,
-                        });
-                    }
-                    Err(e) => {
-                        warn!(target: "bramble::messaging_agent", %pin, user = %exchange.email, "the transport key could not be stored: {e}");
-                        let refused = ActivationMessage::Refused {
-                            code: "SERVER_ERROR".into(),
-                            message: format!(
-                                "The server could not finish the activation ({e}). Try again."
-                            ),
-                        };
-                        send(&shared, pin, ref_id, refused).await;
-                    }
+                    send(shared, pin, ref_id, refused).await;
                 }
             }
-            ActivationMessage::Mismatch => {
-                if let Some(exchange) = pending.remove(&pin) {
-                    warn!(target: "bramble::messaging_agent", %pin, user = %exchange.email, "the device reports a wrong activation password (the attempt counts)");
-                }
+        }
+        ActivationMessage::Mismatch => {
+            if let Some(exchange) = take(pending, pin) {
+                warn!(target: "bramble::messaging_agent", %pin, user = %exchange.email, "the device reports a wrong activation password (the attempt counts)");
             }
-            other => {
-                warn!(target: "bramble::messaging_agent", %pin, "activation packet {other:?} is not for the server; ignored")
-            }
+        }
+        other => {
+            warn!(target: "bramble::messaging_agent", %pin, "activation packet {other:?} is not for the server; ignored")
         }
     }
 }
@@ -151,7 +186,7 @@ type Refusal = (Pin, &'static str, String);
 async fn request(
     shared: &Arc<Shared>,
     clock: &Clock,
-    pending: &mut HashMap<Pin, Pending>,
+    pending: &Exchanges,
     mailbox: &str,
     etp_b64: &str,
 ) -> Result<(Pin, ActivationMessage), Refusal> {
@@ -166,6 +201,19 @@ async fn request(
         })?;
     let request = EtpRequest::from_bytes(&etp).map_err(|e| (Pin(0), "MALFORMED", e.to_string()))?;
     let pin = request.pin;
+    let digest: [u8; 32] = openssl::sha::sha256(&etp);
+    let replayed = pending
+        .lock()
+        .map(|mut t| t.answered.insert(digest, Instant::now()).is_some())
+        .unwrap_or(false);
+    if replayed {
+        return Err((
+            pin,
+            "REPLAYED",
+            "this activation request was answered before; start a new activation on the device"
+                .to_owned(),
+        ));
+    }
     if !request.email.trim().eq_ignore_ascii_case(mailbox.trim()) {
         return Err((
             pin,
@@ -180,7 +228,7 @@ async fn request(
     let now = clock.now_db();
     let found = shared
         .db
-        .run_sealed(move |conn, sealer| {
+        .write_sealed(move |conn, sealer| {
             let Some(user) = User::find_by_email(conn, &email)? else {
                 return Ok(Err((
                     "UNKNOWN_USER",
@@ -215,9 +263,18 @@ async fn request(
         .map_err(|e| (pin, "SERVER_ERROR", e.to_string()))?;
     let (user, secret) = found.map_err(|(code, text)| (pin, code, text))?;
     let key_id = fresh_key_id().map_err(|e| (pin, "SERVER_ERROR", e))?;
-    let answer =
-        server_answer(&secret, &etp, key_id).map_err(|e| (pin, "MALFORMED", e.to_string()))?;
-    pending.insert(
+    let answer = tokio::task::spawn_blocking(move || server_answer(&secret, &etp, key_id))
+        .await
+        .map_err(|e| (pin, "SERVER_ERROR", e.to_string()))?
+        .map_err(|e| (pin, "MALFORMED", e.to_string()))?;
+    let Ok(mut exchanges) = pending.lock() else {
+        return Err((
+            pin,
+            "SERVER_ERROR",
+            "the exchange table is unusable".to_owned(),
+        ));
+    };
+    exchanges.pending.insert(
         pin,
         Pending {
             user,
@@ -252,7 +309,7 @@ async fn complete(
     let now = clock.now_db();
     shared
         .db
-        .run_sealed(move |conn, sealer| {
+        .write_sealed(move |conn, sealer| {
             use diesel::Connection;
             conn.transaction(|conn| {
                 let mut device = match Device::find_by_pin(conn, &pin)? {

@@ -159,7 +159,7 @@ impl Desk {
     async fn send_policy(&mut self, user: UserId, pin: Pin) {
         let signed = self
             .db
-            .run_sealed(move |conn, sealer| {
+            .write_sealed(move |conn, sealer| {
                 let resolved = resolve(conn, user)?;
                 let document = resolved.canonical_bytes()?;
                 let key = DomainKey::load_or_create(conn, sealer)?;
@@ -256,7 +256,7 @@ impl Desk {
         };
         let recorded = self
             .db
-            .run(move |conn| {
+            .write(move |conn| {
                 conn.transaction(|conn| {
                     let current = User::find_by_id(conn, user)?.map(|u| u.activation_status);
                     if status == ActivationStatus::PolicyApplied {

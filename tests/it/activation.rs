@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use base64::Engine;
 use bramble::clock::Clock;
 use bramble::config::Settings;
 use bramble::db::ids::UserId;
@@ -223,10 +224,13 @@ async fn a_device_activates_by_email_through_the_relay_and_mail_then_flows() {
 
     let device = phone(0x3000_0001);
     let mut shown = Vec::new();
+    let request = device
+        .prepare_activation(bed.relay_addr(), &bed.email(0), "kx7m2qpa")
+        .await
+        .unwrap();
+    let etp = request.etp().to_vec();
     let conn = device
-        .activate(bed.relay_addr(), &bed.email(0), "kx7m2qpa", PATIENCE, |s| {
-            shown.push(s.to_owned())
-        })
+        .activate_prepared(request, PATIENCE, |s| shown.push(s.to_owned()))
         .await
         .unwrap();
     assert_eq!(
@@ -329,6 +333,36 @@ async fn a_device_activates_by_email_through_the_relay_and_mail_then_flows() {
     .await
     .unwrap();
     assert_eq!(mail.subject, "Welcome");
+
+    // The same request e-mailed again (a replay) is refused in words and
+    // changes nothing.
+    let replay = format!(
+        "Subject: {}\r\nX-Bramble-Activation: 1\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+         Content-Type: application/octet-stream\r\n\
+         Content-Disposition: attachment; filename=etp.dat\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+        bramble_proto::activation::REQUEST_SUBJECT,
+        base64::engine::general_purpose::STANDARD.encode(&etp)
+    );
+    lmtp.deliver("attacker@example.org", &bed.email(0), replay.as_bytes())
+        .await
+        .unwrap();
+    let refused = tokio::time::timeout(PATIENCE, conn.next_plain())
+        .await
+        .unwrap()
+        .unwrap();
+    match refused.1 {
+        bramble_device::Plain::Activation(
+            bramble_proto::activation::ActivationMessage::Refused { code, message },
+        ) => {
+            assert_eq!(code, "REPLAYED");
+            assert!(message.contains("answered before"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(bed.status(0).await, ActivationStatus::ServicesReceived);
+    assert_eq!(bed.inbox_len(0).await, 1, "only the Welcome mail is left");
 
     // A policy signed by another domain is refused, never confirmed.
     let other = openssl::pkey::PKey::generate_ed25519().unwrap();

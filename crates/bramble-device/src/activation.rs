@@ -29,6 +29,22 @@ pub const SENDING: &str = "Sending activation request";
 pub const WAITING: &str = "Waiting for the server";
 pub const VERIFIED: &str = "Encryption Verified. Waiting for Services.";
 
+/// An activation request ready to send: the key material derived from the
+/// password (slow on purpose) and `etp.dat`.
+#[derive(Debug)]
+pub struct Prepared {
+    relay: std::net::SocketAddr,
+    email: String,
+    exchange: DeviceExchange,
+}
+
+impl Prepared {
+    /// `etp.dat` as it will be sent.
+    pub fn etp(&self) -> &[u8] {
+        &self.exchange.etp
+    }
+}
+
 impl Device {
     /// Activates over the relay at `relay` for the user `email` with the
     /// activation password `password`; returns the link, now keyed. `show`
@@ -39,31 +55,60 @@ impl Device {
         email: &str,
         password: &str,
         limit: Duration,
+        show: impl FnMut(&str),
+    ) -> Result<Connection, DeviceError> {
+        let prepared = self.prepare_activation(relay, email, password).await?;
+        self.activate_prepared(prepared, limit, show).await
+    }
+
+    /// Derives the request's key material from the password (argon2, off
+    /// the async threads) and builds `etp.dat`.
+    pub async fn prepare_activation(
+        &self,
+        relay: std::net::SocketAddr,
+        email: &str,
+        password: &str,
+    ) -> Result<Prepared, DeviceError> {
+        let config = self.config();
+        let pin = config.pin;
+        let (password, owned_email) = (password.to_owned(), email.to_owned());
+        let (relay_text, model, os) = (
+            relay.to_string(),
+            config.model.clone(),
+            config.os_version.clone(),
+        );
+        let exchange = tokio::task::spawn_blocking(move || {
+            DeviceExchange::start(&password, &owned_email, pin, &relay_text, &model, &os)
+        })
+        .await
+        .map_err(|e| DeviceError::activation("PROTOCOL", e.to_string()))?
+        .map_err(|e| DeviceError::activation("PROTOCOL", e.to_string()))?;
+        Ok(Prepared {
+            relay,
+            email: email.trim().to_owned(),
+            exchange,
+        })
+    }
+
+    /// Sends a prepared request and runs the exchange (see [`Device::activate`]).
+    pub async fn activate_prepared(
+        &self,
+        prepared: Prepared,
+        limit: Duration,
         mut show: impl FnMut(&str),
     ) -> Result<Connection, DeviceError> {
         let deadline = Instant::now() + limit;
+        let Prepared {
+            relay,
+            email,
+            exchange,
+        } = prepared;
         let conn = self.connect(Path::Relay(relay)).await?;
-        let config = self.config();
-        let pin = config.pin;
-        let exchange = {
-            let (password, email) = (password.to_owned(), email.to_owned());
-            let (relay, model, os) = (
-                relay.to_string(),
-                config.model.clone(),
-                config.os_version.clone(),
-            );
-            // argon2 is slow on purpose: off the async threads.
-            tokio::task::spawn_blocking(move || {
-                DeviceExchange::start(&password, &email, pin, &relay, &model, &os)
-            })
-            .await
-            .map_err(|e| DeviceError::activation("PROTOCOL", e.to_string()))?
-            .map_err(|e| DeviceError::activation("PROTOCOL", e.to_string()))?
-        };
+        let pin = self.config().pin;
         show(SENDING);
         let request_ref = RefId::random();
         let mail = Control::SendMail {
-            to: email.trim().to_owned(),
+            to: email.clone(),
             subject: REQUEST_SUBJECT.to_owned(),
             attachment_name: ETP_FILE.to_owned(),
             attachment: base64::engine::general_purpose::STANDARD.encode(&exchange.etp),

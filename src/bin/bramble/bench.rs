@@ -44,6 +44,12 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 50)]
         per_page: usize,
     },
+    /// A testbed, a relay and a server; N devices activate at once over
+    /// the relay and e-mail, timed from request to the last step.
+    Activation {
+        #[arg(long, default_value_t = 200)]
+        devices: usize,
+    },
     /// The device side of `bench transport`, started by it in a child process.
     #[command(hide = true)]
     TransportDevices {
@@ -57,6 +63,14 @@ pub enum BenchCommand {
 }
 
 pub fn run(command: BenchCommand) -> Result<(), Failure> {
+    // Benchmarks log nothing unless asked (RUST_LOG=bramble=info, …), so
+    // logging does not weigh on the figures.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::new("RUNTIME_FAILED", e))?;
     match command {
         BenchCommand::Transport {
@@ -106,6 +120,9 @@ pub fn run(command: BenchCommand) -> Result<(), Failure> {
                 })),
             )
         }
+        BenchCommand::Activation { devices } => print_figures(runtime.block_on(
+            bramble::bench::activation::run(devices, |line| eprintln!("bench: {line}")),
+        )),
         BenchCommand::TransportDevices {
             relay,
             srp_id,

@@ -1,0 +1,261 @@
+//! `bramble bench activation`: N devices activated at once, end to end.
+//!
+//! Starts a testbed (real Dovecot and Postfix) with N users, a relay that
+//! e-mails activation requests through the testbed's Postfix, and a server
+//! in this process linked to the relay. Every user gets an activation
+//! password; once every mailbox is watched, N reference devices activate
+//! concurrently over the relay: request e-mail, key exchange, signed IT
+//! policy, service books.
+//!
+//! Latency runs from the moment a device sends its request (after it has
+//! derived its key material, which a real device does on its own CPU) to
+//! the moment the user's activation reaches its last step on the server
+//! (`until` names it). `completed` counts devices that got there; `failed`
+//! those that got an error or ran out of time.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bramble_device::{Device, DeviceConfig, KeyStore};
+use bramble_relay::{Relay, RelayConfig, SrpAccount, TlsIdentity};
+use diesel::prelude::*;
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::db::models::mailbox::{MailboxState, WatchState};
+use crate::db::models::srp_connection::{SrpConnection, SrpKey, SrpSettings};
+use crate::db::models::user::{ActivationStatus, NewUser};
+use crate::db::schema::users;
+use crate::db::{Database, DbError};
+use crate::server::{Listeners, Server};
+use crate::testbed::{pilot, Testbed, TestbedOptions};
+
+const SRP_ID: &str = "S80009999";
+const SRP_KEY: &str = "bench-activation-srp-key-0123456789";
+/// The status a finished activation reaches in this build.
+pub const FINAL_STATUS: ActivationStatus = ActivationStatus::ServicesReceived;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActivationFigures {
+    pub devices: usize,
+    pub completed: usize,
+    pub failed: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// The activation step latency is measured to.
+    pub until: &'static str,
+    pub max_ms: f64,
+    pub watch_s: f64,
+}
+
+fn round(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+pub async fn run(
+    devices: usize,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<ActivationFigures> {
+    let n = devices.max(1);
+    if let Err(e) = rlimit::increase_nofile_limit(u64::from(u32::MAX)) {
+        progress(&format!("cannot raise the open-file limit: {e}"));
+    }
+    let dir = tempfile::tempdir()?;
+    let tb_dir = dir.path().join("testbed");
+    progress(&format!("starting the testbed with {n} users"));
+    let testbed = tokio::task::spawn_blocking(move || {
+        let mut o = TestbedOptions::new(tb_dir);
+        o.users = n;
+        Testbed::start(o)
+    })
+    .await??;
+    let info = testbed.info().clone();
+    let relay = Relay::start_with(
+        RelayConfig {
+            srp_accounts: vec![SrpAccount::new(SRP_ID, SRP_KEY.as_bytes().to_vec())],
+            tls: TlsIdentity {
+                cert: Some(dir.path().join("relay.crt")),
+                key: Some(dir.path().join("relay.key")),
+                generate_if_missing: true,
+            },
+            smtp: Some(info.smtp_addr().to_string()),
+            store_per_device: 1000,
+            ..RelayConfig::default()
+        },
+        TcpListener::bind("127.0.0.1:0").await?,
+        TcpListener::bind("127.0.0.1:0").await?,
+    )
+    .await?;
+
+    let mut settings = Settings::load_from(None, &[])?.settings;
+    settings.data_dir = dir.path().join("data");
+    settings.admin.listen = "127.0.0.1:0".parse()?;
+    settings.router.lan_listen = None;
+    settings.router.relay_certificate = Some(dir.path().join("relay.crt"));
+    settings.logging.level = "warn".into();
+    settings.mail = pilot::mail_settings(&info);
+    settings.mail.refresh_users_secs = 1;
+    settings.messaging_agents = n.div_ceil(500);
+    let db = Database::open(&settings)?;
+    let srp = SrpSettings {
+        srp_id: SRP_ID.into(),
+        srp_key: SrpKey::new(SRP_KEY),
+        relay_host: "127.0.0.1".into(),
+        relay_port: i32::from(relay.server_addr().port()),
+        cal_licences: i32::try_from(n).unwrap_or(i32::MAX),
+    };
+    db.run_blocking(|conn| SrpConnection::save(conn, db.sealer(), &srp))?;
+    progress(&format!("setting {n} activation passwords"));
+    let passwords: Vec<String> = (0..n).map(|i| format!("bench-{i:05}")).collect();
+    let sealer = db.shared_sealer();
+    let clock = Clock::new();
+    for (user, password) in info.users.iter().zip(&passwords) {
+        let user = user.clone();
+        let password = password.clone();
+        db.run_blocking(|conn| {
+            NewUser {
+                display_name: user.login.clone(),
+                email: user.address.clone(),
+                mailbox_login: user.login.clone(),
+            }
+            .save(conn)?;
+            crate::policy::activation::set(conn, &sealer, &clock, &user.address, &password, None)
+                .map_err(|e| DbError::Invalid(e.to_string()))?;
+            Ok(())
+        })?;
+    }
+    drop(db);
+    let listeners = Listeners::bind(&settings).await?;
+    let components = Server::default_components(&settings);
+    let server = Server::start_with(settings, listeners, components).await?;
+    let db = server.state().db.clone();
+
+    let watch_started = Instant::now();
+    loop {
+        let watching = db
+            .run(|conn| MailboxState::find_in_state(conn, WatchState::Watching))
+            .await?
+            .len();
+        if watching >= n && server.dispatcher().router().is_link_up() {
+            break;
+        }
+        if watch_started.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("only {watching} of {n} mailboxes were watched after 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let watch_s = watch_started.elapsed().as_secs_f64();
+    progress(&format!(
+        "{n} mailboxes watched in {watch_s:.1} s; activating {n} devices at once"
+    ));
+
+    // Every device derives its request first (a real device does this on
+    // its own CPU), then all send at once.
+    progress(&format!("{n} devices prepare their requests"));
+    let relay_addr = relay.device_addr();
+    let mut prepared = Vec::with_capacity(n);
+    for (i, (user, password)) in info.users.iter().zip(&passwords).enumerate() {
+        let pin = bramble_proto::Pin(0x5000_0000 + i as u32);
+        let device = Device::new(DeviceConfig::new(pin), KeyStore::default());
+        let request = device
+            .prepare_activation(relay_addr, &user.address, password)
+            .await?;
+        prepared.push((device, request));
+    }
+    progress(&format!("activating {n} devices at once"));
+    let sent_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; n]));
+    let limit = Duration::from_secs(120);
+    let mut tasks = Vec::with_capacity(n);
+    for (i, (device, request)) in prepared.into_iter().enumerate() {
+        let sent_at = sent_at.clone();
+        tasks.push(tokio::spawn(async move {
+            let conn = device
+                .activate_prepared(request, limit, |step| {
+                    if step == bramble_device::activation::SENDING {
+                        if let Ok(mut s) = sent_at.lock() {
+                            s[i] = Some(Instant::now());
+                        }
+                    }
+                })
+                .await?;
+            // Stay connected so the policy and service books are confirmed.
+            Ok::<_, bramble_device::DeviceError>(conn)
+        }));
+    }
+
+    // Watch the users' status until every one finished or failed.
+    let final_text = FINAL_STATUS.as_str();
+    let mut done_at: Vec<Option<Instant>> = vec![None; n];
+    let emails: Vec<String> = info.users.iter().map(|u| u.address.clone()).collect();
+    let deadline = Instant::now() + limit + Duration::from_secs(30);
+    let mut connections = Vec::new();
+    let mut failed = 0;
+    let mut pending_tasks: Vec<_> = tasks.into_iter().map(Some).collect();
+    loop {
+        for slot in pending_tasks.iter_mut() {
+            if slot.as_ref().is_some_and(|t| t.is_finished()) {
+                if let Some(task) = slot.take() {
+                    match task.await {
+                        Ok(Ok(conn)) => connections.push(conn),
+                        Ok(Err(e)) => {
+                            failed += 1;
+                            progress(&format!("an activation failed: {e}"));
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            progress(&format!("an activation task failed: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+        let finished: Vec<String> = db
+            .run(move |conn| {
+                Ok(users::table
+                    .filter(users::activation_status.eq(final_text))
+                    .select(users::email)
+                    .load::<String>(conn)?)
+            })
+            .await?;
+        let now = Instant::now();
+        for email in finished {
+            if let Some(i) = emails.iter().position(|e| *e == email) {
+                done_at[i].get_or_insert(now);
+            }
+        }
+        let completed = done_at.iter().filter(|d| d.is_some()).count();
+        if completed + failed >= n || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sent = sent_at.lock().map(|s| s.clone()).unwrap_or_default();
+    let mut latencies: Vec<f64> = done_at
+        .iter()
+        .zip(&sent)
+        .filter_map(|(done, sent)| {
+            Some(done.as_ref()?.duration_since(*sent.as_ref()?).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let completed = latencies.len();
+    let figures = ActivationFigures {
+        devices: n,
+        completed,
+        failed: n - completed,
+        p50_ms: round(super::quantile(&latencies, 0.5)),
+        p99_ms: round(super::quantile(&latencies, 0.99)),
+        until: final_text,
+        max_ms: round(latencies.last().copied().unwrap_or(0.0)),
+        watch_s: round(watch_s),
+    };
+    for conn in connections {
+        conn.close().await;
+    }
+    server.shutdown().await?;
+    relay.shutdown().await;
+    drop(testbed);
+    Ok(figures)
+}
