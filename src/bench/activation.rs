@@ -180,38 +180,42 @@ pub async fn run(
                     }
                 })
                 .await?;
-            // Stay connected so the policy and service books are confirmed.
-            Ok::<_, bramble_device::DeviceError>(conn)
+            // The device shows "Services Received" when the books arrive
+            // (it confirms them at once, which completes the server's step).
+            let done = tokio::time::timeout(limit, async {
+                while let Some(m) = conn.recv().await {
+                    if m.content_type == bramble_proto::ContentType::ServiceBook {
+                        return Some(m.received_at);
+                    }
+                }
+                None
+            })
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(|| bramble_device::DeviceError::activation_timeout(limit))?;
+            Ok::<_, bramble_device::DeviceError>((conn, done))
         }));
     }
 
-    // Watch the users' status until every one finished or failed.
-    let final_text = FINAL_STATUS.as_str();
-    let mut done_at: Vec<Option<Instant>> = vec![None; n];
-    let emails: Vec<String> = info.users.iter().map(|u| u.address.clone()).collect();
-    let deadline = Instant::now() + limit + Duration::from_secs(30);
     let mut connections = Vec::new();
-    let mut failed = 0;
-    let mut pending_tasks: Vec<_> = tasks.into_iter().map(Some).collect();
-    loop {
-        for slot in pending_tasks.iter_mut() {
-            if slot.as_ref().is_some_and(|t| t.is_finished()) {
-                if let Some(task) = slot.take() {
-                    match task.await {
-                        Ok(Ok(conn)) => connections.push(conn),
-                        Ok(Err(e)) => {
-                            failed += 1;
-                            progress(&format!("an activation failed: {e}"));
-                        }
-                        Err(e) => {
-                            failed += 1;
-                            progress(&format!("an activation task failed: {e}"));
-                        }
-                    }
-                }
+    let mut done_at: Vec<Option<Instant>> = vec![None; n];
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await {
+            Ok(Ok((conn, done))) => {
+                done_at[i] = Some(done);
+                connections.push(conn);
             }
+            Ok(Err(e)) => progress(&format!("an activation failed: {e}")),
+            Err(e) => progress(&format!("an activation task failed: {e}")),
         }
-        let finished: Vec<String> = db
+    }
+    // Every user the server says reached the last step.
+    let final_text = FINAL_STATUS.as_str();
+    let emails: Vec<String> = info.users.iter().map(|u| u.address.clone()).collect();
+    let mut finished: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        finished = db
             .run(move |conn| {
                 Ok(users::table
                     .filter(users::activation_status.eq(final_text))
@@ -219,25 +223,15 @@ pub async fn run(
                     .load::<String>(conn)?)
             })
             .await?;
-        let now = Instant::now();
-        for email in finished {
-            if let Some(i) = emails.iter().position(|e| *e == email) {
-                done_at[i].get_or_insert(now);
-            }
-        }
-        let completed = done_at.iter().filter(|d| d.is_some()).count();
-        if completed + failed >= n || Instant::now() > deadline {
+        if finished.len() >= connections.len() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let sent = sent_at.lock().map(|s| s.clone()).unwrap_or_default();
-    let mut latencies: Vec<f64> = done_at
-        .iter()
-        .zip(&sent)
-        .filter_map(|(done, sent)| {
-            Some(done.as_ref()?.duration_since(*sent.as_ref()?).as_secs_f64() * 1000.0)
-        })
+    let mut latencies: Vec<f64> = (0..n)
+        .filter(|i| finished.contains(&emails[*i]))
+        .filter_map(|i| Some(done_at[i]?.duration_since(sent[i]?).as_secs_f64() * 1000.0))
         .collect();
     latencies.sort_by(|a, b| a.total_cmp(b));
     let completed = latencies.len();

@@ -204,10 +204,5 @@ impl Device {
 }
 
 fn timed_out(limit: Duration) -> DeviceError {
-    DeviceError::activation(
-        "TIMEOUT",
-        format!(
-            "no answer from the enterprise server within {limit:?}; check the e-mail address and try again"
-        ),
-    )
+    DeviceError::activation_timeout(limit)
 }

@@ -59,6 +59,14 @@ pub enum DeviceError {
 }
 
 impl DeviceError {
+    /// The activation did not finish within `limit`.
+    pub fn activation_timeout(limit: Duration) -> DeviceError {
+        DeviceError::activation(
+            "TIMEOUT",
+            format!("no answer from the enterprise server within {limit:?}; check the e-mail address and try again"),
+        )
+    }
+
     pub(crate) fn activation(code: &'static str, message: impl Into<String>) -> DeviceError {
         DeviceError::Activation {
             code,
