@@ -63,4 +63,5 @@ id_type!(
     OutboundId,
     SessionId,
     AdministratorGroupId,
+    AdminCommandId,
 );

@@ -377,6 +377,27 @@ diesel::table! {
 }
 
 diesel::table! {
+    admin_commands (id) {
+        id -> BigInt,
+        kind -> Text,
+        parameters -> Text,
+        requested_by -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    admin_command_targets (command_id, device_id) {
+        command_id -> BigInt,
+        device_id -> BigInt,
+        state -> Text,
+        ref_id -> Nullable<Text>,
+        detail -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     activation_passwords (user_id) {
         user_id -> BigInt,
         password_hash -> Text,
@@ -425,6 +446,8 @@ diesel::joinable!(mail_items -> messages (message_id));
 diesel::joinable!(mail_outbox -> users (user_id));
 diesel::joinable!(admin_sessions -> administrators (administrator_id));
 diesel::joinable!(activation_passwords -> users (user_id));
+diesel::joinable!(admin_command_targets -> admin_commands (command_id));
+diesel::joinable!(admin_command_targets -> devices (device_id));
 diesel::joinable!(activation_events -> users (user_id));
 diesel::joinable!(administrator_group_members -> administrator_groups (group_id));
 diesel::joinable!(administrator_group_members -> administrators (administrator_id));
@@ -432,6 +455,8 @@ diesel::joinable!(administrator_group_roles -> administrator_groups (group_id));
 diesel::joinable!(administrator_group_roles -> roles (role_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    admin_commands,
+    admin_command_targets,
     srp_connections,
     servers,
     messaging_agents,

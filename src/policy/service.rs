@@ -23,10 +23,16 @@ use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 use crate::component::{ComponentContext, ComponentError};
-use crate::db::ids::UserId;
+use bramble_proto::activation::{rekey, ActivationMessage, Ephemeral};
+use bramble_proto::policy::{Command, CommandDocument};
+
+use crate::clock::Clock;
+use crate::db::ids::{AdminCommandId, DeviceId, UserId};
 use crate::db::models::activation_password::record_status;
+use crate::db::models::admin_command::{AdminCommand, CommandKind, CommandTarget, TargetState};
 use crate::db::models::device::Device;
 use crate::db::models::device_key::DeviceKey;
+use crate::db::models::device_key::{KeyMaterial, KeySlot};
 use crate::db::models::user::{ActivationStatus, User};
 use crate::db::schema::users;
 use crate::db::{Database, DbError};
@@ -57,6 +63,11 @@ pub struct PolicySettings {
     pub confirm_timeout_secs: u64,
     /// The BlackBerry Browser's home page (BrowserConfig book).
     pub browser_homepage: String,
+    /// A device's transport key is replaced when it is this old (days; 0:
+    /// never by age).
+    pub key_lifetime_days: u32,
+    /// An IT admin command not acknowledged within this long is expired.
+    pub command_expiry_hours: u32,
 }
 
 impl Default for PolicySettings {
@@ -65,6 +76,8 @@ impl Default for PolicySettings {
             services: SERVICES.iter().map(|s| (*s).to_owned()).collect(),
             confirm_timeout_secs: 300,
             browser_homepage: "about:blank".to_owned(),
+            key_lifetime_days: 30,
+            command_expiry_hours: 24,
         }
     }
 }
@@ -84,7 +97,24 @@ impl PolicySettings {
 enum Step {
     Policy,
     Books,
+    Command(AdminCommandId, DeviceId, CommandKind),
 }
+
+/// A key change waiting for the device's reply.
+struct Rekeying {
+    ephemeral: Ephemeral,
+    server_key: String,
+    key_id: u32,
+    started: Instant,
+    /// The admin command that asked for it, if any.
+    target: Option<(AdminCommandId, DeviceId)>,
+}
+
+/// How often queued commands, key ages and unfinished activations are
+/// looked at.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// A key change not answered within this long is started again later.
+const REKEY_TTL: Duration = Duration::from_secs(300);
 
 struct Sent {
     user: UserId,
@@ -100,6 +130,8 @@ pub(crate) struct Desk {
     db: Database,
     dispatcher: Dispatcher,
     sent: HashMap<RefId, Sent>,
+    rekeying: HashMap<Pin, Rekeying>,
+    clock: Clock,
 }
 
 impl Desk {
@@ -115,16 +147,17 @@ impl Desk {
             db,
             dispatcher,
             sent: HashMap::new(),
+            rekeying: HashMap::new(),
+            clock: Clock::new(),
         }
     }
 
     pub(crate) async fn serve(mut self, ctx: ComponentContext) -> Result<(), ComponentError> {
         let mut events = self.dispatcher.subscribe();
+        let mut key_changes = self.dispatcher.register(ContentType::KeyChange, 256);
         let mut beat = tokio::time::interval(ctx.heartbeat_interval);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut sweep = tokio::time::interval(Duration::from_secs(
-            self.settings.confirm_timeout_secs.clamp(1, 60),
-        ));
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -138,6 +171,16 @@ impl Desk {
                     if let Err(e) = self.sweep().await {
                         warn!(target: "bramble::policy", "cannot look for unfinished activations: {e}");
                     }
+                    if let Err(e) = self.sweep_commands().await {
+                        warn!(target: "bramble::policy", "cannot look for IT admin commands: {e}");
+                    }
+                    if let Err(e) = self.sweep_key_ages().await {
+                        warn!(target: "bramble::policy", "cannot look for old transport keys: {e}");
+                    }
+                }
+                change = key_changes.recv() => {
+                    let Some(change) = change else { return Ok(()) };
+                    self.key_change(change.pin, &change.plaintext).await;
                 }
                 event = events.recv() => match event {
                     Ok(DeliveryEvent::KeyEstablished { pin, user }) => self.send_policy(user, pin).await,
@@ -253,6 +296,10 @@ impl Desk {
         let status = match sent.step {
             Step::Policy => ActivationStatus::PolicyApplied,
             Step::Books => ActivationStatus::ServicesReceived,
+            Step::Command(command, device, kind) => {
+                self.command_acknowledged(command, device, kind, pin).await;
+                return;
+            }
         };
         let recorded = self
             .db
@@ -297,7 +344,7 @@ impl Desk {
         let late: Vec<RefId> = self
             .sent
             .iter()
-            .filter(|(_, s)| s.at.elapsed() >= timeout)
+            .filter(|(_, s)| !matches!(s.step, Step::Command(..)) && s.at.elapsed() >= timeout)
             .map(|(r, _)| *r)
             .collect();
         let waiting: std::collections::HashSet<UserId> = self
@@ -348,10 +395,389 @@ impl Desk {
     }
 }
 
+impl Desk {
+    /// Sends queued IT admin commands (a delayed wipe when its time has
+    /// come) and expires those not acknowledged in time.
+    async fn sweep_commands(&mut self) -> Result<(), DbError> {
+        let now = self.clock.now_db();
+        let expiry = time::Duration::hours(i64::from(self.settings.command_expiry_hours.max(1)));
+        let queued = self
+            .db
+            .write(move |conn| {
+                let sent = AdminCommand::targets_in_state(conn, TargetState::Sent, 500)?;
+                for t in sent.iter().filter(|t| t.updated_at + expiry <= now) {
+                    AdminCommand::set_state(
+                        conn,
+                        t.command_id,
+                        t.device_id,
+                        TargetState::Expired,
+                        None,
+                        "the device did not acknowledge the command in time",
+                        now,
+                    )?;
+                }
+                AdminCommand::targets_in_state(conn, TargetState::Queued, 200)
+            })
+            .await?;
+        for target in queued {
+            let delay = target.parameters["delay_secs"].as_u64().unwrap_or(0);
+            if target.kind == CommandKind::WipeAll
+                && target.updated_at + time::Duration::seconds(delay as i64) > now
+            {
+                continue;
+            }
+            self.send_command(target).await;
+        }
+        Ok(())
+    }
+
+    async fn send_command(&mut self, target: CommandTarget) {
+        let (command, device) = (target.command_id, target.device_id);
+        let Ok(pin) = crate::db::models::device::parse_pin(&target.pin) else {
+            return;
+        };
+        let user = self
+            .db
+            .run(move |conn| Device::find_by_id(conn, device))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|d| d.user_id)
+            .unwrap_or(UserId(0));
+        let outcome = if target.kind == CommandKind::NewKey {
+            self.start_rekey(pin, Some((command, device)))
+                .await
+                .map(|()| None)
+        } else {
+            let body = match target.kind {
+                CommandKind::Lock => Command::Lock {
+                    password: target.parameters["password"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned(),
+                },
+                CommandKind::WipeAll => Command::WipeAll {
+                    delay_secs: target.parameters["delay_secs"].as_u64().unwrap_or(0),
+                },
+                _ => Command::WipeWork,
+            };
+            let document = CommandDocument {
+                id: command.0,
+                command: body,
+            };
+            let signed = self
+                .db
+                .write_sealed(move |conn, sealer| {
+                    let text = serde_json::to_string(&document)
+                        .map_err(|e| DbError::Invalid(e.to_string()))?;
+                    let key = DomainKey::load_or_create(conn, sealer)?;
+                    let signature = key.sign(text.as_bytes())?;
+                    Ok(Signed::new(
+                        "admin_command",
+                        text,
+                        &signature,
+                        key.public_key(),
+                    ))
+                })
+                .await;
+            match signed {
+                Ok(signed) => self
+                    .dispatcher
+                    .send(Outgoing {
+                        pin,
+                        content_type: ContentType::AdminCommand,
+                        plaintext: signed.to_bytes(),
+                        priority: true,
+                        ref_id: None,
+                    })
+                    .await
+                    .map(Some)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let now = self.clock.now_db();
+        let (state, ref_id, detail) = match &outcome {
+            Ok(ref_id) => (
+                TargetState::Sent,
+                ref_id.map(|r| r.to_string()),
+                String::new(),
+            ),
+            Err(e) => (TargetState::Failed, None, e.clone()),
+        };
+        if let Ok(Some(ref_id)) = outcome {
+            self.sent.insert(
+                ref_id,
+                Sent {
+                    user,
+                    pin,
+                    step: Step::Command(command, device, target.kind),
+                    at: Instant::now(),
+                },
+            );
+        }
+        info!(target: "bramble::policy", %pin, command = %command, kind = target.kind.as_str(), state = state.as_str(), "IT admin command {}", if detail.is_empty() { "sent" } else { &detail });
+        let _ = self
+            .db
+            .write(move |conn| {
+                AdminCommand::set_state(
+                    conn,
+                    command,
+                    device,
+                    state,
+                    ref_id.as_deref(),
+                    &detail,
+                    now,
+                )
+            })
+            .await;
+    }
+
+    async fn command_acknowledged(
+        &mut self,
+        command: AdminCommandId,
+        device: DeviceId,
+        kind: CommandKind,
+        pin: Pin,
+    ) {
+        let now = self.clock.now_db();
+        let result = self
+            .db
+            .write(move |conn| {
+                conn.transaction(|conn| {
+                    AdminCommand::set_state(
+                        conn,
+                        command,
+                        device,
+                        TargetState::Acknowledged,
+                        None,
+                        "",
+                        now,
+                    )?;
+                    if kind == CommandKind::WipeAll {
+                        // The device is wiped: it no longer belongs to its
+                        // user and must be activated again.
+                        if let Some(mut d) = Device::find_by_id(conn, device)? {
+                            let user = d.user_id.take();
+                            d.save(conn)?;
+                            DeviceKey::delete_for_device(conn, device)?;
+                            if let Some(user) = user {
+                                record_status(conn, user, ActivationStatus::NotActivated, now)?;
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .await;
+        if kind == CommandKind::WipeAll {
+            self.dispatcher.keys().invalidate(pin);
+        }
+        match result {
+            Ok(()) => {
+                info!(target: "bramble::policy", %pin, %command, kind = kind.as_str(), "IT admin command acknowledged by the device")
+            }
+            Err(e) => {
+                warn!(target: "bramble::policy", %pin, %command, "cannot record the acknowledgement: {e}")
+            }
+        }
+    }
+
+    /// Starts a key change with the device: `rekey` under the current key.
+    async fn start_rekey(
+        &mut self,
+        pin: Pin,
+        target: Option<(AdminCommandId, DeviceId)>,
+    ) -> Result<(), String> {
+        if self
+            .rekeying
+            .get(&pin)
+            .is_some_and(|r| r.started.elapsed() < REKEY_TTL)
+        {
+            return Err("a key change is already under way for this device".to_owned());
+        }
+        let ephemeral = Ephemeral::generate().map_err(|e| e.to_string())?;
+        let server_key = ephemeral.public_hex().map_err(|e| e.to_string())?;
+        let key_id = {
+            let mut bytes = [0u8; 4];
+            openssl::rand::rand_bytes(&mut bytes).map_err(|e| e.to_string())?;
+            (u32::from_be_bytes(bytes) & 0x7fff_ffff).max(1)
+        };
+        let message = ActivationMessage::Rekey {
+            server_key: server_key.clone(),
+            key_id,
+        };
+        self.dispatcher
+            .send(Outgoing {
+                pin,
+                content_type: ContentType::KeyChange,
+                plaintext: message.to_bytes(),
+                priority: true,
+                ref_id: None,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(target: "bramble::policy", %pin, key_id, "transport key change started");
+        self.rekeying.insert(
+            pin,
+            Rekeying {
+                ephemeral,
+                server_key,
+                key_id,
+                started: Instant::now(),
+                target,
+            },
+        );
+        Ok(())
+    }
+
+    /// A key change message from a device (sealed with its current key).
+    async fn key_change(&mut self, pin: Pin, plaintext: &[u8]) {
+        match ActivationMessage::from_bytes(plaintext) {
+            Ok(ActivationMessage::RekeyRequest) => {
+                info!(target: "bramble::policy", %pin, "the device asks for a new transport key");
+                if let Err(e) = self.start_rekey(pin, None).await {
+                    warn!(target: "bramble::policy", %pin, "cannot start the key change: {e}");
+                }
+            }
+            Ok(ActivationMessage::RekeyReply {
+                device_key,
+                key_id,
+                confirm,
+            }) => {
+                let Some(r) = self.rekeying.remove(&pin) else {
+                    warn!(target: "bramble::policy", %pin, "a key change reply for no key change under way; ignored");
+                    return;
+                };
+                if let Err(e) = self
+                    .finish_rekey(pin, r, &device_key, key_id, &confirm)
+                    .await
+                {
+                    warn!(target: "bramble::policy", %pin, "the key change failed: {e}");
+                }
+            }
+            Ok(other) => {
+                warn!(target: "bramble::policy", %pin, "key change message {other:?} is not for the server; ignored")
+            }
+            Err(e) => warn!(target: "bramble::policy", %pin, "unreadable key change message: {e}"),
+        }
+    }
+
+    async fn finish_rekey(
+        &mut self,
+        pin: Pin,
+        r: Rekeying,
+        device_key: &str,
+        key_id: u32,
+        confirm: &str,
+    ) -> Result<(), String> {
+        if key_id != r.key_id {
+            return Err(format!(
+                "the device answered for key {key_id}, not {}",
+                r.key_id
+            ));
+        }
+        let current = self
+            .dispatcher
+            .keys()
+            .ring(pin)
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|ring| ring.current().cloned())
+            .ok_or("the device has no current key")?;
+        let keys = rekey(
+            &current,
+            &r.ephemeral,
+            device_key,
+            &r.server_key,
+            device_key,
+            key_id,
+        )
+        .map_err(|e| e.to_string())?;
+        keys.check_device(confirm).map_err(|e| e.to_string())?;
+        let new_key = keys.transport.clone();
+        let now = self.clock.now_db();
+        let target = r.target;
+        self.db
+            .write_sealed(move |conn, sealer| {
+                conn.transaction(|conn| {
+                    let device = Device::find_by_pin(conn, &pin)?
+                        .ok_or_else(|| DbError::Invalid(format!("there is no device {pin}")))?;
+                    DeviceKey::save_slot(
+                        conn,
+                        sealer,
+                        device.id,
+                        KeySlot::Pending,
+                        i64::from(new_key.id),
+                        &KeyMaterial::new(new_key.secret().to_vec()),
+                    )?;
+                    DeviceKey::promote_pending(conn, sealer, device.id)?;
+                    if let Some((command, device)) = target {
+                        AdminCommand::set_state(
+                            conn,
+                            command,
+                            device,
+                            TargetState::Acknowledged,
+                            None,
+                            "",
+                            now,
+                        )?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        self.dispatcher.keys().invalidate(pin);
+        // Sealed with the new key, which the device holds as pending.
+        self.dispatcher
+            .send(Outgoing {
+                pin,
+                content_type: ContentType::KeyChange,
+                plaintext: ActivationMessage::RekeyDone { key_id }.to_bytes(),
+                priority: true,
+                ref_id: None,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(target: "bramble::policy", %pin, key_id, "new transport key in use; the previous one still opens messages in flight");
+        Ok(())
+    }
+
+    /// Starts a key change for devices whose current key is older than
+    /// `key_lifetime_days`.
+    async fn sweep_key_ages(&mut self) -> Result<(), DbError> {
+        if self.settings.key_lifetime_days == 0 {
+            return Ok(());
+        }
+        let cutoff =
+            self.clock.now_db() - time::Duration::days(i64::from(self.settings.key_lifetime_days));
+        let due = self
+            .db
+            .run(move |conn| DeviceKey::current_older_than(conn, cutoff, 100))
+            .await?;
+        for pin in due {
+            if self
+                .rekeying
+                .get(&pin)
+                .is_some_and(|r| r.started.elapsed() < REKEY_TTL)
+            {
+                continue;
+            }
+            info!(target: "bramble::policy", %pin, "the transport key is older than {} days; replacing it", self.settings.key_lifetime_days);
+            if let Err(e) = self.start_rekey(pin, None).await {
+                warn!(target: "bramble::policy", %pin, "cannot start the key change: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
 fn step_name(step: Step) -> &'static str {
     match step {
         Step::Policy => "IT policy",
         Step::Books => "service books",
+        Step::Command(..) => "IT admin command",
     }
 }
 

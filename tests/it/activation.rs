@@ -12,10 +12,12 @@ use std::time::Duration;
 use base64::Engine;
 use bramble::clock::Clock;
 use bramble::config::Settings;
+use bramble::db::ids::AdminCommandId;
 use bramble::db::ids::UserId;
 use bramble::db::models::activation_password::ActivationPassword;
+use bramble::db::models::admin_command::{AdminCommand, CommandKind, TargetState};
 use bramble::db::models::device::Device as DeviceRow;
-use bramble::db::models::device_key::DeviceKey;
+use bramble::db::models::device_key::{DeviceKey, KeySlot};
 use bramble::db::models::srp_connection::{SrpConnection, SrpKey, SrpSettings};
 use bramble::db::models::user::{ActivationStatus, NewUser, User};
 use bramble::db::Database;
@@ -25,6 +27,7 @@ use bramble::testbed::lmtp::Lmtp;
 use bramble::testbed::{pilot, Testbed, TestbedOptions};
 use bramble::{Server, ServerHandle};
 use bramble_device::{Device, DeviceConfig, DeviceError, KeyStore};
+use bramble_proto::activation::ActivationMessage;
 use bramble_proto::cmime::Cmime;
 use bramble_proto::policy::{ServiceBooks, Signed};
 use bramble_proto::{ContentType, Pin};
@@ -397,6 +400,168 @@ async fn a_device_activates_by_email_through_the_relay_and_mail_then_flows() {
     .expect("the forged policy was not refused");
     assert_eq!(device.domain_key(), Some(policy.domain_key));
 
+    conn.close().await;
+    bed.stop().await;
+}
+
+/// Activates device `pin` for user `n` and takes its policy and books.
+async fn activated(bed: &Bed, n: usize, pin: u32) -> (Device, bramble_device::Connection) {
+    bed.set_password(n, "kx7m2qpa").await;
+    let device = phone(pin);
+    let conn = device
+        .activate(
+            bed.relay_addr(),
+            &bed.email(n),
+            "kx7m2qpa",
+            PATIENCE,
+            |_| {},
+        )
+        .await
+        .unwrap();
+    for want in [ContentType::ItPolicy, ContentType::ServiceBook] {
+        let m = tokio::time::timeout(PATIENCE, conn.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.content_type, want);
+    }
+    bed.wait_status(n, ActivationStatus::ServicesReceived).await;
+    (device, conn)
+}
+
+async fn command(
+    bed: &Bed,
+    pin: u32,
+    kind: CommandKind,
+    parameters: serde_json::Value,
+) -> AdminCommandId {
+    bed.db()
+        .run(move |conn| {
+            let device = DeviceRow::find_by_pin(conn, &Pin(pin))?.unwrap();
+            Ok(AdminCommand::create(
+                conn,
+                kind,
+                &parameters,
+                "test",
+                &[device.id],
+                bramble::db::now(),
+            )?
+            .id)
+        })
+        .await
+        .unwrap()
+}
+
+async fn wait_command(bed: &Bed, id: AdminCommandId, want: TargetState) {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let targets = bed
+                .db()
+                .run(move |conn| AdminCommand::targets_of(conn, id))
+                .await
+                .unwrap();
+            if targets.iter().all(|t| t.state == want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("command {id} never reached {want:?}"));
+}
+
+async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    tokio::time::timeout(PATIENCE, async {
+        while !ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never: {what}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_new_keys_lock_and_wipe_are_tracked_to_the_device() {
+    let bed = Bed::start(1).await;
+    let pin = 0x3000_0401;
+    let (device, conn) = activated(&bed, 0, pin).await;
+    let first = device.keys().current().unwrap().clone();
+
+    // A new key on the administrator's request: the old one becomes the
+    // previous key on both sides.
+    let id = command(&bed, pin, CommandKind::NewKey, serde_json::json!({})).await;
+    wait_command(&bed, id, TargetState::Acknowledged).await;
+    wait_until("the device uses the new key", || {
+        device.keys().current().is_some_and(|k| k.id != first.id)
+    })
+    .await;
+    let keys = device.keys();
+    assert_eq!(keys.previous.as_ref().map(|k| k.id), Some(first.id));
+    let second = keys.current.clone().unwrap();
+    let slots = bed
+        .db()
+        .run(move |conn| {
+            let d = DeviceRow::find_by_pin(conn, &Pin(pin))?.unwrap();
+            DeviceKey::find_all_for_device(conn, d.id)
+        })
+        .await
+        .unwrap();
+    let ids: Vec<(KeySlot, i64)> = slots.iter().map(|k| (k.slot, k.key_id)).collect();
+    assert_eq!(
+        ids,
+        [
+            (KeySlot::Current, i64::from(second.id)),
+            (KeySlot::Previous, i64::from(first.id))
+        ]
+    );
+
+    // The device asks for a new key itself.
+    conn.send(
+        ContentType::KeyChange,
+        bramble_proto::RefId::random(),
+        &ActivationMessage::RekeyRequest.to_bytes(),
+    )
+    .await
+    .unwrap();
+    wait_until("the device's own request gives a third key", || {
+        device.keys().current().is_some_and(|k| k.id != second.id)
+    })
+    .await;
+
+    // Lock with a password.
+    let id = command(
+        &bed,
+        pin,
+        CommandKind::Lock,
+        serde_json::json!({"password": "0000x"}),
+    )
+    .await;
+    wait_command(&bed, id, TargetState::Acknowledged).await;
+    let state = device.administered();
+    assert!(state.locked);
+    assert_eq!(state.password.as_deref(), Some("0000x"));
+
+    // Wipe: the device deletes everything, and leaves its user.
+    let id = command(
+        &bed,
+        pin,
+        CommandKind::WipeAll,
+        serde_json::json!({"delay_secs": 0}),
+    )
+    .await;
+    wait_command(&bed, id, TargetState::Acknowledged).await;
+    assert!(device.administered().wiped_all);
+    assert!(device.keys().current().is_none());
+    let (owner, keys) = bed
+        .db()
+        .run(move |conn| {
+            let d = DeviceRow::find_by_pin(conn, &Pin(pin))?.unwrap();
+            Ok((d.user_id, DeviceKey::find_all_for_device(conn, d.id)?.len()))
+        })
+        .await
+        .unwrap();
+    assert_eq!((owner, keys), (None, 0));
+    assert_eq!(bed.status(0).await, ActivationStatus::NotActivated);
     conn.close().await;
     bed.stop().await;
 }

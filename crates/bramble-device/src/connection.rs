@@ -12,7 +12,7 @@ use bramble_proto::control::{Control, ErrorReport};
 use bramble_proto::envelope::{self, EnvelopeError, TransportKey};
 use bramble_proto::frame::{split, Frame, FrameError, Message, Reassembler, MAX_PAYLOAD};
 use bramble_proto::io::{read_frame, ReadError};
-use bramble_proto::policy::{Signed, SignedError};
+use bramble_proto::policy::{CommandDocument, Signed, SignedError};
 use bramble_proto::{ContentType, Pin, RefId};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -643,7 +643,20 @@ async fn deliver(link: &Link, device: &DeviceInner, message: Message) -> Result<
         }
     }
     let shown_before = device.seen().contains(ref_id.0);
-    let duplicate = shown_before || {
+    if content_type == ContentType::KeyChange {
+        // Handled by the device itself, never shown; confirmed below.
+        if !shown_before {
+            device.seen().insert(ref_id.0);
+            if let Err(e) = key_change(link, device, &plaintext).await {
+                warn!(pin = %link.pin, %ref_id, error = %e, "key change not applied");
+            }
+        }
+    }
+    let command = (content_type == ContentType::AdminCommand && !shown_before)
+        .then(|| Signed::from_bytes(&plaintext).ok())
+        .flatten()
+        .and_then(|s| CommandDocument::from_document(&s.document).ok());
+    let duplicate = shown_before || content_type == ContentType::KeyChange || {
         let received = Received {
             ref_id,
             content_type,
@@ -683,6 +696,72 @@ async fn deliver(link: &Link, device: &DeviceInner, message: Message) -> Result<
             warn!(pin = %link.pin, %ref_id, error = %e, "cannot seal the delivery confirmation")
         }
         None => warn!(pin = %link.pin, %ref_id, "no key to seal the delivery confirmation"),
+    }
+    // A command takes effect once confirmed (a wipe removes the keys the
+    // confirmation needs).
+    if let Some(command) = command {
+        device.apply(command);
+    }
+    Ok(())
+}
+
+/// The device's side of a key change (see
+/// [`bramble_proto::activation::rekey`]): answer a `rekey` with its own
+/// ephemeral key and confirmation, installing the new key as pending; make
+/// it current on `rekey_done`.
+async fn key_change(
+    link: &Link,
+    device: &DeviceInner,
+    plaintext: &[u8],
+) -> Result<(), DeviceError> {
+    use bramble_proto::activation::{rekey, ActivationMessage, Ephemeral};
+    let protocol = |e: bramble_proto::activation::ActivationError| {
+        DeviceError::Unexpected(format!("key change: {e}"))
+    };
+    match ActivationMessage::from_bytes(plaintext).map_err(protocol)? {
+        ActivationMessage::Rekey { server_key, key_id } => {
+            let current = device.keys().current().cloned().ok_or(DeviceError::NoKey)?;
+            let ephemeral = Ephemeral::generate().map_err(protocol)?;
+            let device_key = ephemeral.public_hex().map_err(protocol)?;
+            let keys = rekey(
+                &current,
+                &ephemeral,
+                &server_key,
+                &server_key,
+                &device_key,
+                key_id,
+            )
+            .map_err(protocol)?;
+            device.install_pending(keys.transport.clone());
+            let reply = ActivationMessage::RekeyReply {
+                device_key,
+                key_id,
+                confirm: keys.device_confirmation(),
+            };
+            let ref_id = RefId::random();
+            let sealed = envelope::seal(
+                &current,
+                ContentType::KeyChange,
+                link.pin,
+                ref_id,
+                &reply.to_bytes(),
+            )?;
+            let frames = split(ContentType::KeyChange, 0, link.pin, ref_id, &sealed)?;
+            link.write(&frames).await?;
+            debug!(pin = %link.pin, key_id, "new key installed as pending; reply sent");
+        }
+        ActivationMessage::RekeyDone { key_id } => {
+            if device
+                .keys()
+                .pending
+                .as_ref()
+                .is_some_and(|k| k.id == key_id)
+            {
+                device.promote();
+                debug!(pin = %link.pin, key_id, "new key is current");
+            }
+        }
+        other => debug!(pin = %link.pin, ?other, "key change message ignored"),
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use bramble_proto::control::{lan_proof, Control};
 use bramble_proto::envelope::TransportKey;
 use bramble_proto::frame::{Frame, DEFAULT_MAX_MESSAGE};
 use bramble_proto::io::{read_frame, write_frame};
+use bramble_proto::policy::{Command, CommandDocument};
 use bramble_proto::{ContentType, Pin, RefId};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -91,6 +92,22 @@ pub(crate) struct DeviceInner {
     /// The domain key (hex) of the first IT policy; afterwards policies and
     /// commands signed by any other key are rejected.
     pub(crate) domain_key: Mutex<Option<String>>,
+    administered: Mutex<Administered>,
+}
+
+/// What IT administration commands did to the device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Administered {
+    /// Locked with a password set by the administrator.
+    pub locked: bool,
+    pub password: Option<String>,
+    /// All device data deleted (keys, policy, messages): the device must be
+    /// activated again.
+    pub wiped_all: bool,
+    /// Work data deleted; the device stays activated.
+    pub wiped_work: bool,
+    /// The commands applied, by number.
+    pub applied: Vec<i64>,
 }
 
 impl DeviceInner {
@@ -104,6 +121,44 @@ impl DeviceInner {
         self.seen
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn install_pending(&self, key: TransportKey) {
+        self.with_keys_mut(|k| k.install_pending(key));
+    }
+
+    pub(crate) fn promote(&self) -> bool {
+        self.with_keys_mut(KeyStore::promote)
+    }
+
+    /// Carries out an IT administration command (after confirming it).
+    pub(crate) fn apply(self: &DeviceInner, command: CommandDocument) {
+        let id = command.id;
+        match command.command {
+            Command::Lock { password } => {
+                let mut a = self.administered.lock().unwrap_or_else(|p| p.into_inner());
+                a.locked = true;
+                a.password = Some(password);
+                a.applied.push(id);
+            }
+            Command::WipeWork => {
+                let mut a = self.administered.lock().unwrap_or_else(|p| p.into_inner());
+                a.wiped_work = true;
+                a.applied.push(id);
+            }
+            // The server holds a delayed wipe back until its time.
+            Command::WipeAll { .. } => self.wipe_all(id),
+        }
+    }
+
+    fn wipe_all(&self, id: i64) {
+        self.with_keys_mut(|k| *k = KeyStore::default());
+        *self.domain_key.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let mut a = self.administered.lock().unwrap_or_else(|p| p.into_inner());
+        a.wiped_all = true;
+        a.locked = false;
+        a.password = None;
+        a.applied.push(id);
     }
 
     fn with_keys_mut<T>(&self, f: impl FnOnce(&mut KeyStore) -> T) -> T {
@@ -142,6 +197,7 @@ impl Device {
                 keys: RwLock::new(keys),
                 seen: Mutex::new(seen),
                 domain_key: Mutex::new(None),
+                administered: Mutex::new(Administered::default()),
             }),
         }
     }
@@ -178,6 +234,15 @@ impl Device {
     pub fn domain_key(&self) -> Option<String> {
         self.inner
             .domain_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// What IT administration commands did to the device.
+    pub fn administered(&self) -> Administered {
+        self.inner
+            .administered
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()

@@ -75,6 +75,6 @@ pub mod keys;
 pub mod seen;
 
 pub use connection::{Connection, DeviceStats, Plain, Received, ERROR_QUEUE_LEN, INBOX_LEN};
-pub use device::{Device, DeviceConfig, Path, DEFAULT_RELAY_PORT, LINK_REF_ID};
+pub use device::{Administered, Device, DeviceConfig, Path, DEFAULT_RELAY_PORT, LINK_REF_ID};
 pub use error::DeviceError;
 pub use keys::{KeyFileError, KeyStore, KEY_FILE_FORMAT};

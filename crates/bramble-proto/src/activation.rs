@@ -136,6 +136,9 @@ pub enum ActivationMessage {
     },
     /// Device → server, sealed: the user asked for a new key.
     RekeyRequest,
+    /// Key regeneration, server → device, sealed with the new key: the
+    /// server uses it from now on; the device makes it current.
+    RekeyDone { key_id: u32 },
 }
 
 /// Largest activation packet accepted.

@@ -101,6 +101,37 @@ impl Signed {
     }
 }
 
+/// An IT administration command, the `document` of a [`Signed`] of kind
+/// `admin_command`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandDocument {
+    /// The command's number on the server.
+    pub id: i64,
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// Set the device password and lock the device.
+    Lock { password: String },
+    /// Delete all device data, after `delay_secs`.
+    WipeAll {
+        #[serde(default)]
+        delay_secs: u64,
+    },
+    /// Delete only work data (enterprise mail and organizer data); the
+    /// device stays activated.
+    WipeWork,
+}
+
+impl CommandDocument {
+    pub fn from_document(document: &str) -> Result<CommandDocument, SignedError> {
+        serde_json::from_str(document).map_err(|e| SignedError::Malformed(e.to_string()))
+    }
+}
+
 /// The service book records a device receives after its IT policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceBooks {

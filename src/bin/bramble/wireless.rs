@@ -203,6 +203,26 @@ pub enum DeviceCommand {
         #[arg(long)]
         email: Option<String>,
     },
+    /// Queue an IT administration command for one device (--pin) or every
+    /// device of a group (--group); the running server sends it and tracks
+    /// each device's acknowledgement.
+    Command {
+        #[arg(long, conflicts_with = "group")]
+        pin: Option<Pin>,
+        #[arg(long)]
+        group: Option<String>,
+        /// Destructive commands (wipe, wipe-work) need the PIN or group
+        /// name repeated here.
+        #[arg(long)]
+        confirm: Option<String>,
+        #[command(subcommand)]
+        command: ItCommand,
+    },
+    /// Where the IT administration commands of a device stand.
+    Commands {
+        #[arg(long)]
+        pin: Pin,
+    },
     /// Connect and print each message received (one JSON line each),
     /// confirming delivery, until interrupted or `--count` messages.
     Listen {
@@ -226,6 +246,26 @@ pub enum DeviceCommand {
         #[arg(long)]
         reply_to: Option<RefId>,
     },
+}
+
+/// An IT administration command.
+#[derive(Subcommand, Clone)]
+pub enum ItCommand {
+    /// Set a device password and lock the device.
+    Lock {
+        #[arg(long)]
+        password: String,
+    },
+    /// Delete all device data and remove the device from its user.
+    Wipe {
+        /// Wait this long before sending the command.
+        #[arg(long, default_value_t = 0)]
+        delay_secs: u64,
+    },
+    /// Delete only work data; the device stays activated.
+    WipeWork,
+    /// Generate a new transport key.
+    NewKey,
 }
 
 #[derive(Args)]
@@ -316,6 +356,34 @@ pub fn device(settings: &Settings, command: DeviceCommand) -> Result<(), Failure
                     }
                 }
                 conn.close().await;
+            }
+            DeviceCommand::Command { pin, group, confirm, command } => {
+                queue_command(settings, pin, group, confirm, command)?;
+            }
+            DeviceCommand::Commands { pin } => {
+                let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+                let targets = db
+                    .run_blocking(|conn| {
+                        let Some(device) = bramble::db::models::device::Device::find_by_pin(conn, &pin)? else {
+                            return Ok(None);
+                        };
+                        bramble::db::models::admin_command::AdminCommand::targets_for_device(conn, device.id, 50).map(Some)
+                    })
+                    .map_err(|e| Failure::new(e.code(), &e))?
+                    .ok_or_else(|| Failure::new("DEVICE_NOT_FOUND", format!("there is no device {pin}")))?;
+                if targets.is_empty() {
+                    println!("No IT administration commands for device {pin}.");
+                }
+                for t in targets {
+                    println!(
+                        "command {} {}: {} at {}{}",
+                        t.command_id,
+                        t.kind.as_str(),
+                        t.state.as_str(),
+                        t.updated_at,
+                        if t.detail.is_empty() { String::new() } else { format!(" ({})", t.detail) }
+                    );
+                }
             }
             DeviceCommand::Provision { pin, keys, email } => {
                 let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
@@ -413,4 +481,96 @@ pub fn device(settings: &Settings, command: DeviceCommand) -> Result<(), Failure
         }
         Ok(())
     })
+}
+
+fn queue_command(
+    settings: &Settings,
+    pin: Option<Pin>,
+    group: Option<String>,
+    confirm: Option<String>,
+    command: ItCommand,
+) -> Result<(), Failure> {
+    use bramble::db::models::admin_command::{AdminCommand, CommandKind};
+    use bramble::db::models::device::Device as DeviceRow;
+    use bramble::db::models::group::Group;
+    let (kind, parameters) = match &command {
+        ItCommand::Lock { password } => {
+            if password.chars().count() < 4 {
+                return Err(Failure::new(
+                    "INVALID_INPUT",
+                    "a device password needs at least 4 characters",
+                ));
+            }
+            (
+                CommandKind::Lock,
+                serde_json::json!({ "password": password }),
+            )
+        }
+        ItCommand::Wipe { delay_secs } => (
+            CommandKind::WipeAll,
+            serde_json::json!({ "delay_secs": delay_secs }),
+        ),
+        ItCommand::WipeWork => (CommandKind::WipeWork, serde_json::json!({})),
+        ItCommand::NewKey => (CommandKind::NewKey, serde_json::json!({})),
+    };
+    let named = match (&pin, &group) {
+        (Some(pin), _) => pin.to_string(),
+        (None, Some(group)) => group.clone(),
+        (None, None) => {
+            return Err(Failure::new(
+                "INVALID_INPUT",
+                "name a device (--pin) or a group (--group)",
+            ))
+        }
+    };
+    let destructive = matches!(kind, CommandKind::WipeAll | CommandKind::WipeWork);
+    if destructive && confirm.as_deref() != Some(named.as_str()) {
+        return Err(Failure::new(
+            "CONFIRMATION_NEEDED",
+            format!("this deletes data on {named}; repeat --confirm {named} to go ahead"),
+        ));
+    }
+    let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+    let now = bramble::clock::Clock::new().now_db();
+    let (command, count) = db
+        .run_blocking(|conn| {
+            let devices = match (&pin, &group) {
+                (Some(pin), _) => match DeviceRow::find_by_pin(conn, pin)? {
+                    Some(d) => vec![d.id],
+                    None => return Ok(Err(format!("there is no device {pin}"))),
+                },
+                (_, Some(name)) => {
+                    let Some(g) = Group::find_by_name(conn, name)? else {
+                        return Ok(Err(format!("there is no group {name}")));
+                    };
+                    let mut ids = Vec::new();
+                    for user in Group::find_member_ids(conn, g.id)? {
+                        ids.extend(DeviceRow::find_by_user(conn, user)?.into_iter().map(|d| d.id));
+                    }
+                    ids
+                }
+                _ => Vec::new(),
+            };
+            if devices.is_empty() {
+                return Ok(Err(format!("{named} has no devices")));
+            }
+            let command = AdminCommand::create(conn, kind, &parameters, "command line", &devices, now)?;
+            bramble::db::models::audit::append(
+                conn,
+                "bramble device command",
+                "admin_command.create",
+                &format!("admin_command/{}", command.id),
+                None,
+                Some(serde_json::json!({ "kind": kind.as_str(), "target": named, "devices": devices.len() })),
+            )?;
+            Ok(Ok((command, devices.len())))
+        })
+        .map_err(|e| Failure::new(e.code(), &e))?
+        .map_err(|e| Failure::new("DEVICE_NOT_FOUND", e))?;
+    println!(
+        "Command {} ({}) queued for {count} device(s); the server sends it and `bramble device commands --pin …` shows where it stands.",
+        command.id,
+        kind.as_str()
+    );
+    Ok(())
 }

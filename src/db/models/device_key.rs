@@ -280,6 +280,26 @@ impl DeviceKey {
         })
     }
 
+    /// Devices whose current key was made before `cutoff` (for key
+    /// regeneration by age), at most `limit`, oldest first.
+    pub fn current_older_than(
+        conn: &mut Conn,
+        cutoff: PrimitiveDateTime,
+        limit: i64,
+    ) -> DbResult<Vec<bramble_proto::Pin>> {
+        let pins: Vec<String> = device_keys::table
+            .inner_join(crate::db::schema::devices::table)
+            .filter(device_keys::slot.eq(KeySlot::Current.as_str()))
+            .filter(device_keys::created_at.lt(cutoff))
+            .order(device_keys::created_at.asc())
+            .limit(limit)
+            .select(crate::db::schema::devices::pin)
+            .load(conn)?;
+        pins.iter()
+            .map(|p| crate::db::models::device::parse_pin(p))
+            .collect()
+    }
+
     pub fn delete_slot(conn: &mut Conn, device: DeviceId, slot: KeySlot) -> DbResult<bool> {
         Ok(diesel::delete(
             device_keys::table
@@ -306,6 +326,42 @@ mod tests {
     use super::*;
     use crate::db::models::device::{Device, NewDevice};
     use crate::db::models::test_db;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_is_due_for_regeneration_once_it_outlives_its_lifetime() {
+        let (_dir, db) = test_db();
+        let clock = crate::clock::Clock::new();
+        let sealer = db.shared_sealer();
+        db.run_blocking(|conn| {
+            let id = device(conn, "2A3B4C5D");
+            DeviceKey::save_slot(
+                conn,
+                &sealer,
+                id,
+                KeySlot::Current,
+                1,
+                &KeyMaterial::new(vec![7; 32]),
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        let lifetime = time::Duration::days(30);
+        let due = |db: &crate::db::Database, clock: crate::clock::Clock| {
+            db.run_blocking(|conn| {
+                DeviceKey::current_older_than(conn, clock.now_db() - lifetime, 10)
+            })
+            .unwrap()
+        };
+        assert!(due(&db, clock).is_empty());
+        tokio::time::advance(std::time::Duration::from_secs(29 * 24 * 3600)).await;
+        assert!(due(&db, clock).is_empty(), "29 days old: not yet");
+        tokio::time::advance(std::time::Duration::from_secs(2 * 24 * 3600)).await;
+        assert_eq!(
+            due(&db, clock),
+            [crate::db::models::device::parse_pin("2A3B4C5D").unwrap()],
+            "31 days old: replaced"
+        );
+    }
 
     fn device(conn: &mut Conn, pin: &str) -> DeviceId {
         Device::create(

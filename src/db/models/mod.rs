@@ -4,6 +4,7 @@
 //! (see [`crate::db::Database::run`]) and can group calls in a transaction.
 
 pub mod activation_password;
+pub mod admin_command;
 pub mod administrator;
 pub mod administrator_group;
 pub mod audit;

@@ -1,0 +1,2 @@
+DROP TABLE admin_command_targets;
+DROP TABLE admin_commands;
