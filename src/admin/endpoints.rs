@@ -5,10 +5,14 @@
 use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{on, MethodFilter, MethodRouter};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 
 use super::auth::{self, Access};
 use super::permission::Permission::*;
-use super::{administrators, audit, devices, events, groups, openapi, users};
+use super::{
+    activation, administrators, audit, components, devices, directories, events, filters, groups,
+    openapi, policies, users,
+};
 use crate::server::ServerState;
 
 /// One endpoint of the API.
@@ -21,7 +25,18 @@ pub struct Endpoint {
     pub summary: &'static str,
     /// Query parameters it reads.
     pub query: &'static [&'static str],
+    /// The JSON body it reads, for the OpenAPI description.
+    pub request: Option<SchemaOf>,
+    /// The JSON body it answers with, for the OpenAPI description.
+    pub response: Option<SchemaOf>,
     pub route: MethodRouter<ServerState>,
+}
+
+/// Writes the JSON Schema of one Rust type (derived with `schemars`).
+pub type SchemaOf = fn(&mut SchemaGenerator) -> Schema;
+
+fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
 }
 
 impl Endpoint {
@@ -32,6 +47,18 @@ impl Endpoint {
 
     fn query(mut self, names: &'static [&'static str]) -> Endpoint {
         self.query = names;
+        self
+    }
+
+    /// Declares the request body's type.
+    fn reads<T: JsonSchema>(mut self) -> Endpoint {
+        self.request = Some(schema_of::<T>);
+        self
+    }
+
+    /// Declares the response body's type.
+    fn answers<T: JsonSchema>(mut self) -> Endpoint {
+        self.response = Some(schema_of::<T>);
         self
     }
 }
@@ -59,6 +86,8 @@ where
         access,
         summary: "",
         query: &[],
+        request: None,
+        response: None,
         route: on(filter, handler),
     }
 }
@@ -229,6 +258,163 @@ pub fn all() -> Vec<Endpoint> {
             administrators::delete_group,
         )
         .summary("Delete an administrator group"),
+        endpoint(
+            M::GET,
+            "/api/users/{id}/policy",
+            Needs(PoliciesRead),
+            policies::resolved,
+        )
+        .summary(
+            "The IT policy that applies to a user, rule by rule, with where each value comes from",
+        )
+        .answers::<policies::ResolvedView>(),
+        endpoint(
+            M::GET,
+            "/api/users/{id}/activation",
+            Needs(UsersRead),
+            activation::get,
+        )
+        .summary("A user's activation: status, activation password (expiry, attempts) and steps")
+        .answers::<activation::ActivationView>(),
+        endpoint(
+            M::PUT,
+            "/api/users/{id}/activation-password",
+            Needs(UsersActivation),
+            activation::set_password,
+        )
+        .summary("Set or generate a user's activation password (the user becomes Initializing)")
+        .reads::<activation::PasswordForm>()
+        .answers::<activation::PasswordSet>(),
+        endpoint(
+            M::GET,
+            "/api/policy-rules",
+            Needs(PoliciesRead),
+            policies::rules,
+        )
+        .summary("The IT policy rule catalog with each rule's type, range and default")
+        .answers::<Vec<policies::RuleInfo>>(),
+        endpoint(M::GET, "/api/policies", Needs(PoliciesRead), policies::list)
+            .summary("Every IT policy with its number of rules and assignments")
+            .answers::<Vec<policies::PolicySummary>>(),
+        endpoint(
+            M::POST,
+            "/api/policies",
+            Needs(PoliciesWrite),
+            policies::create,
+        )
+        .summary("Create an IT policy (rules out of range are refused, naming the range)")
+        .reads::<policies::PolicyForm>()
+        .answers::<policies::PolicyDetail>(),
+        endpoint(
+            M::GET,
+            "/api/policies/{id}",
+            Needs(PoliciesRead),
+            policies::get,
+        )
+        .summary("One IT policy with its rules and assignments")
+        .answers::<policies::PolicyDetail>(),
+        endpoint(
+            M::PUT,
+            "/api/policies/{id}",
+            Needs(PoliciesWrite),
+            policies::update,
+        )
+        .summary("Change an IT policy: name, description, rules, default")
+        .reads::<policies::PolicyForm>()
+        .answers::<policies::PolicyDetail>(),
+        endpoint(
+            M::DELETE,
+            "/api/policies/{id}",
+            Needs(PoliciesWrite),
+            policies::delete,
+        )
+        .summary("Delete an IT policy with its rules and assignments"),
+        endpoint(
+            M::POST,
+            "/api/policies/{id}/assignments",
+            Needs(PoliciesWrite),
+            policies::assign,
+        )
+        .summary("Assign an IT policy to a user, or to a group with a rank")
+        .reads::<policies::AssignmentForm>()
+        .answers::<policies::AssignmentView>(),
+        endpoint(
+            M::DELETE,
+            "/api/policies/{id}/assignments/{assignment_id}",
+            Needs(PoliciesWrite),
+            policies::unassign,
+        )
+        .summary("Remove an IT policy's assignment"),
+        endpoint(M::GET, "/api/filters", Needs(FiltersRead), filters::list)
+            .summary("The global message filters, in the order they are tried")
+            .answers::<Vec<filters::FilterView>>(),
+        endpoint(
+            M::POST,
+            "/api/filters",
+            Needs(FiltersWrite),
+            filters::create,
+        )
+        .summary("Add a global message filter after the others")
+        .reads::<filters::FilterForm>()
+        .answers::<filters::FilterView>(),
+        endpoint(
+            M::PUT,
+            "/api/filters/order",
+            Needs(FiltersWrite),
+            filters::reorder,
+        )
+        .summary("Put the global message filters in a new order")
+        .reads::<filters::FilterOrder>()
+        .answers::<Vec<filters::FilterView>>(),
+        endpoint(
+            M::PUT,
+            "/api/filters/{id}",
+            Needs(FiltersWrite),
+            filters::update,
+        )
+        .summary("Change a global message filter")
+        .reads::<filters::FilterForm>()
+        .answers::<filters::FilterView>(),
+        endpoint(
+            M::DELETE,
+            "/api/filters/{id}",
+            Needs(FiltersWrite),
+            filters::delete,
+        )
+        .summary("Delete a global message filter"),
+        endpoint(
+            M::GET,
+            "/api/directories",
+            Needs(ServersRead),
+            directories::list,
+        )
+        .summary("The configured directories with their recent sync runs")
+        .answers::<Vec<directories::DirectoryView>>(),
+        endpoint(
+            M::GET,
+            "/api/directories/{name}",
+            Needs(ServersRead),
+            directories::get,
+        )
+        .summary("One directory: its sync runs and the progress of a sync started from the console")
+        .answers::<directories::DirectoryView>(),
+        endpoint(
+            M::POST,
+            "/api/directories/{name}/sync",
+            Needs(ServersWrite),
+            directories::start_sync,
+        )
+        .summary("Start a sync of a directory (incremental, or full); answers at once")
+        .reads::<directories::SyncForm>()
+        .answers::<directories::DirectoryView>(),
+        endpoint(
+            M::POST,
+            "/api/components/{key}/restart",
+            Needs(ServersWrite),
+            components::restart,
+        )
+        .summary("Restart a server component through the Controller")
+        .answers::<components::RestartRequested>(),
         endpoint(M::GET, "/api/audit", Needs(AuditRead), audit::list)
             .summary("One page of the audit log, newest first")
             .query(&["page", "per_page"]),
