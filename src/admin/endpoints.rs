@@ -11,7 +11,7 @@ use super::auth::{self, Access};
 use super::permission::Permission::*;
 use super::{
     activation, administrators, audit, components, devices, directories, events, filters, groups,
-    openapi, policies, users,
+    openapi, policies, software, statistics, users,
 };
 use crate::server::ServerState;
 
@@ -345,6 +345,58 @@ pub fn all() -> Vec<Endpoint> {
             policies::unassign,
         )
         .summary("Remove an IT policy's assignment"),
+        endpoint(M::GET, "/api/software", Needs(SoftwareRead), software::list)
+            .summary("Every software configuration with its number of applications and assignments")
+            .answers::<Vec<software::SoftwareSummary>>(),
+        endpoint(
+            M::POST,
+            "/api/software",
+            Needs(SoftwareWrite),
+            software::create,
+        )
+        .summary("Create a software configuration")
+        .reads::<software::SoftwareForm>()
+        .answers::<software::SoftwareDetail>(),
+        endpoint(
+            M::GET,
+            "/api/software/{id}",
+            Needs(SoftwareRead),
+            software::get,
+        )
+        .summary("One software configuration with its applications and assignments")
+        .answers::<software::SoftwareDetail>(),
+        endpoint(
+            M::PUT,
+            "/api/software/{id}",
+            Needs(SoftwareWrite),
+            software::update,
+        )
+        .summary("Change a software configuration: name, description, applications")
+        .reads::<software::SoftwareForm>()
+        .answers::<software::SoftwareDetail>(),
+        endpoint(
+            M::DELETE,
+            "/api/software/{id}",
+            Needs(SoftwareWrite),
+            software::delete,
+        )
+        .summary("Delete a software configuration with its applications and assignments"),
+        endpoint(
+            M::POST,
+            "/api/software/{id}/assignments",
+            Needs(SoftwareWrite),
+            software::assign,
+        )
+        .summary("Assign a software configuration to a user or a group")
+        .reads::<software::SoftwareAssignmentForm>()
+        .answers::<software::SoftwareAssignmentView>(),
+        endpoint(
+            M::DELETE,
+            "/api/software/{id}/assignments/{assignment_id}",
+            Needs(SoftwareWrite),
+            software::unassign,
+        )
+        .summary("Remove a software configuration's assignment"),
         endpoint(M::GET, "/api/filters", Needs(FiltersRead), filters::list)
             .summary("The global message filters, in the order they are tried")
             .answers::<Vec<filters::FilterView>>(),
@@ -415,6 +467,14 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Restart a server component through the Controller")
         .answers::<components::RestartRequested>(),
+        endpoint(
+            M::GET,
+            "/api/statistics",
+            Needs(ServersRead),
+            statistics::report,
+        )
+        .summary("Message statistics: the server's counters and the busiest users'")
+        .answers::<statistics::StatisticsReport>(),
         endpoint(M::GET, "/api/audit", Needs(AuditRead), audit::list)
             .summary("One page of the audit log, newest first")
             .query(&["page", "per_page"]),

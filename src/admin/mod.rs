@@ -20,10 +20,13 @@
 //! - [`policies`]: IT policies — the rule catalog, the rule editor's
 //!   checks, assignment to users and groups, a user's resolved policy.
 //! - [`activation`]: a user's activation password and steps.
+//! - [`software`]: software configurations (applications required,
+//!   optional or disallowed) and their assignment.
 //! - [`filters`]: global message filters and their order.
 //! - [`directories`]: the configured directories, their sync runs, and a
 //!   sync started from the console with its progress.
 //! - [`components`]: restarting a component through the Controller.
+//! - [`statistics`]: message counters, the server's and the busiest users'.
 //! - [`audit`]: the audit log paged, exported (CSV/JSON) and verified.
 //! - [`devices`]: what support staff look at — devices by user or PIN,
 //!   diagnostics, statistics, and a message's trace by RefID.
@@ -51,6 +54,8 @@ pub mod groups;
 pub mod openapi;
 pub mod permission;
 pub mod policies;
+pub mod software;
+pub mod statistics;
 pub mod throttle;
 pub mod tls;
 pub mod users;

@@ -22,6 +22,7 @@ use crate::db::models::group::Group;
 use crate::db::models::it_policy::ItPolicy;
 use crate::db::models::message_filter::{Condition, FilterAction, NewMessageFilter};
 use crate::db::models::session::Session;
+use crate::db::models::software::SoftwareConfiguration;
 use crate::db::models::user::NewUser;
 use crate::server::{Listeners, Server, ServerHandle};
 
@@ -181,9 +182,13 @@ fn expected_access(method: &Method, path: &str) -> Access {
             Needs(PoliciesRead)
         }
         (_, p) if p.starts_with("/api/policies") => Needs(PoliciesWrite),
+        ("GET", p) if p.starts_with("/api/software") => Needs(SoftwareRead),
+        (_, p) if p.starts_with("/api/software") => Needs(SoftwareWrite),
         ("GET", p) if p.starts_with("/api/filters") => Needs(FiltersRead),
         (_, p) if p.starts_with("/api/filters") => Needs(FiltersWrite),
-        ("GET", p) if p.starts_with("/api/directories") => Needs(ServersRead),
+        ("GET", p) if p.starts_with("/api/directories") || p == "/api/statistics" => {
+            Needs(ServersRead)
+        }
         (_, p) if p.starts_with("/api/directories") || p.starts_with("/api/components") => {
             Needs(ServersWrite)
         }
@@ -233,7 +238,7 @@ async fn every_role_against_every_endpoint() {
     let auditor = f.administrator("auditor", &[]);
     let night_shift = f.administrator("night-shift", &["Junior Helpdesk"]);
     let nobody = f.administrator("no-role", &[]);
-    let (user, throwaway_role, throwaway_group, (policy, assignment, filter)) = f
+    let (user, throwaway_role, throwaway_group, (policy, assignment, filter, software)) = f
         .db()
         .run_blocking(|conn| {
             let auditing = Role::create(conn, "Auditor", &["audit.read"])?;
@@ -264,11 +269,12 @@ async fn every_role_against_every_endpoint() {
                 action: FilterAction::DoNotForward,
             }
             .save(conn)?;
+            let software = SoftwareConfiguration::create(conn, "Field staff", "")?;
             Ok((
                 (user.id, group.id),
                 throwaway_role.id,
                 throwaway_group.id,
-                (policy.id.0, assignment.id.0, filter.id.0),
+                (policy.id.0, assignment.id.0, filter.id.0, software.id.0),
             ))
         })
         .unwrap();
@@ -287,6 +293,8 @@ async fn every_role_against_every_endpoint() {
             policy
         } else if path.starts_with("/api/filters") {
             filter
+        } else if path.starts_with("/api/software") {
+            software
         } else if path.starts_with("/api/users") {
             user.0 .0
         } else if path.starts_with("/api/groups") {
@@ -1745,6 +1753,171 @@ async fn the_openapi_document_describes_new_bodies_with_schemas() {
         assert!(
             doc["components"]["schemas"][name].is_object(),
             "{name} is referenced but missing"
+        );
+    }
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn statistics_show_the_server_and_the_busiest_users() {
+    use crate::db::models::statistics::{Counter, Statistics};
+    let f = Fixture::start().await;
+    let token = f.session(f.administrator("ops", &["Server Only"]));
+    let (quiet, busy) = f
+        .db()
+        .run_blocking(|conn| {
+            let mut ids = Vec::new();
+            for name in ["quiet", "busy"] {
+                let user = NewUser {
+                    display_name: name.into(),
+                    email: format!("{name}@example.com"),
+                    mailbox_login: name.into(),
+                }
+                .save(conn)?;
+                ids.push(user.id);
+            }
+            Statistics::increment(conn, Some(ids[0]), Counter::Forwarded, 2)?;
+            Statistics::increment(conn, Some(ids[1]), Counter::Forwarded, 5)?;
+            Statistics::increment(conn, Some(ids[1]), Counter::Sent, 3)?;
+            Statistics::increment(conn, None, Counter::Filtered, 4)?;
+            Ok((ids[0], ids[1]))
+        })
+        .unwrap();
+    let (status, doc, _) = f
+        .call(Method::GET, "/api/statistics", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["global"]["forwarded"], 7);
+    assert_eq!(doc["global"]["sent"], 3);
+    assert_eq!(doc["global"]["filtered"], 4);
+    let busiest: Vec<i64> = doc["busiest"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(busiest, [busy.0, quiet.0]);
+    assert_eq!(doc["busiest"][0]["display_name"], "busy");
+    assert_eq!(doc["busiest"][0]["forwarded"], 5);
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn software_configurations_list_applications_and_assignments() {
+    let f = Fixture::start().await;
+    let token = security_admin(&f).await;
+    let t = Some(token.as_str());
+    let (status, doc, _) = f
+        .call(Method::POST, "/api/software", t, Some(json!({"name": "Sales", "applications": [{"name": "CRM", "disposition": "mandatory"}]})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        doc["message"]
+            .as_str()
+            .unwrap()
+            .contains("use required, optional or disallowed"),
+        "{doc}"
+    );
+    let (_, list, _) = f.call(Method::GET, "/api/software", t, None).await;
+    assert_eq!(list, json!([]), "nothing created");
+
+    let (status, sales, _) = f
+        .call(
+            Method::POST,
+            "/api/software",
+            t,
+            Some(json!({"name": "Sales", "applications": [
+                {"name": "CRM", "version": "2.1", "disposition": "required"},
+                {"name": "Games", "disposition": "disallowed"}
+            ]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{sales}");
+    let id = sales["id"].as_i64().unwrap();
+    assert_eq!(
+        sales["applications"][0],
+        json!({"name": "CRM", "version": "2.1", "disposition": "required"})
+    );
+    let (status, doc, _) = f
+        .call(
+            Method::POST,
+            "/api/software",
+            t,
+            Some(json!({"name": "Sales"})),
+        )
+        .await;
+    assert_eq!(
+        (status, doc["code"].as_str()),
+        (StatusCode::CONFLICT, Some("SOFTWARE_CONFIGURATION_EXISTS"))
+    );
+
+    let (status, edited, _) = f
+        .call(
+            Method::PUT,
+            &format!("/api/software/{id}"),
+            t,
+            Some(json!({"name": "Sales", "applications": [{"name": "CRM", "version": "2.2", "disposition": "optional"}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{edited}");
+    assert_eq!(
+        edited["applications"],
+        json!([{"name": "CRM", "version": "2.2", "disposition": "optional"}])
+    );
+
+    let (_, group, _) = f
+        .call(
+            Method::POST,
+            "/api/groups",
+            t,
+            Some(json!({"name": "Field"})),
+        )
+        .await;
+    let (status, assigned, _) = f
+        .call(
+            Method::POST,
+            &format!("/api/software/{id}/assignments"),
+            t,
+            Some(json!({"group_id": group["id"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{assigned}");
+    assert_eq!(assigned["name"], "Field");
+    let (_, detail, _) = f
+        .call(Method::GET, &format!("/api/software/{id}"), t, None)
+        .await;
+    assert_eq!(detail["assignments"].as_array().map(Vec::len), Some(1));
+    let (status, _, _) = f
+        .call(
+            Method::DELETE,
+            &format!("/api/software/{id}/assignments/{}", assigned["id"]),
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, _) = f
+        .call(Method::DELETE, &format!("/api/software/{id}"), t, None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    let (_, audit, _) = f.call(Method::GET, "/api/audit", t, None).await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for action in [
+        "software.create",
+        "software.update",
+        "software.assign",
+        "software.unassign",
+        "software.delete",
+    ] {
+        assert!(
+            actions.contains(&action),
+            "{action} missing from {actions:?}"
         );
     }
     f.stop().await;

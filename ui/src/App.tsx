@@ -21,7 +21,9 @@ import { FiltersPage } from './pages/FiltersPage';
 import { GroupsPage } from './pages/GroupsPage';
 import { PoliciesPage } from './pages/PoliciesPage';
 import { ServersPage } from './pages/ServersPage';
+import { StatisticsPage } from './pages/StatisticsPage';
 import { SignInPage } from './pages/SignInPage';
+import { SoftwarePage } from './pages/SoftwarePage';
 import { UserDetailPage } from './pages/UserDetailPage';
 import { UsersPage } from './pages/UsersPage';
 
@@ -41,9 +43,10 @@ export const NAV_ITEMS: readonly NavItem[] = [
   { key: 'audit', label: 'Audit log', permission: 'audit.read', available: true },
   { key: 'it-policies', label: 'IT policies', permission: 'policies.read', available: true },
   { key: 'filters', label: 'Message filters', permission: 'filters.read', available: true },
-  { key: 'software', label: 'Software', permission: 'software.read', available: false },
+  { key: 'software', label: 'Software', permission: 'software.read', available: true },
   { key: 'servers', label: 'Servers', permission: 'servers.read', available: true },
   { key: 'directory', label: 'Directory', permission: 'servers.read', available: true },
+  { key: 'statistics', label: 'Statistics', permission: 'servers.read', available: true },
   { key: 'devices', label: 'Devices', permission: 'devices.read', available: true },
 ];
 
@@ -232,10 +235,18 @@ function Console({ who, onSignOut }: { who: Whoami; onSignOut: () => void }) {
             canWrite={can(who, 'policies.write')}
             onOpen={(id) => navigate(id === null ? '/it-policies' : `/it-policies/${id}`)}
           />
+        ) : active === 'software' ? (
+          <SoftwarePage
+            id={route.id ? Number(route.id) : null}
+            canWrite={can(who, 'software.write')}
+            onOpen={(id) => navigate(id === null ? '/software' : `/software/${id}`)}
+          />
         ) : active === 'filters' ? (
           <FiltersPage canWrite={can(who, 'filters.write')} />
         ) : active === 'directory' ? (
           <DirectoryPage canSync={can(who, 'servers.write')} />
+        ) : active === 'statistics' ? (
+          <StatisticsPage />
         ) : active === 'audit' ? (
           <AuditPage refreshKey={auditHead} />
         ) : active === 'devices' ? (

@@ -950,3 +950,100 @@ export async function startDirectorySync(name: string, full: boolean): Promise<D
 export async function restartComponent(id: string): Promise<{ id: string; name: string; message: string }> {
   return request(`/api/components/${encodeURIComponent(id)}/restart`, { method: 'POST' });
 }
+
+// ---------------------------------------------------------------------------
+// Message statistics
+
+export interface MessageCounters {
+  forwarded: number;
+  filtered: number;
+  pending: number;
+  delivered: number;
+  expired: number;
+  failed: number;
+  sent: number;
+  updated_at: string | null;
+}
+
+export interface StatisticsReport {
+  global: MessageCounters;
+  busiest: (MessageCounters & { user_id: number; display_name: string; email: string })[];
+}
+
+export async function getStatistics(): Promise<StatisticsReport> {
+  return request('/api/statistics');
+}
+
+// ---------------------------------------------------------------------------
+// Software configurations
+
+export type Disposition = 'required' | 'optional' | 'disallowed';
+
+export interface SoftwareApplication {
+  name: string;
+  version: string;
+  disposition: Disposition;
+}
+
+export interface SoftwareSummary {
+  id: number;
+  name: string;
+  description: string;
+  created_at: string;
+  applications: number;
+  assignments: number;
+}
+
+export interface SoftwareAssignment {
+  id: number;
+  target: 'user' | 'group';
+  user_id: number | null;
+  group_id: number | null;
+  name: string;
+}
+
+export interface SoftwareDetail {
+  id: number;
+  name: string;
+  description: string;
+  created_at: string;
+  applications: SoftwareApplication[];
+  assignments: SoftwareAssignment[];
+}
+
+export interface SoftwareForm {
+  name: string;
+  description: string;
+  applications?: SoftwareApplication[];
+}
+
+export async function listSoftware(): Promise<SoftwareSummary[]> {
+  return request('/api/software');
+}
+
+export async function getSoftware(id: number): Promise<SoftwareDetail> {
+  return request(`/api/software/${id}`);
+}
+
+export async function createSoftware(form: SoftwareForm): Promise<SoftwareDetail> {
+  return request('/api/software', { method: 'POST', body: form });
+}
+
+export async function updateSoftware(id: number, form: SoftwareForm): Promise<SoftwareDetail> {
+  return request(`/api/software/${id}`, { method: 'PUT', body: form });
+}
+
+export async function deleteSoftware(id: number): Promise<void> {
+  await request(`/api/software/${id}`, { method: 'DELETE' });
+}
+
+export async function assignSoftware(
+  id: number,
+  target: { user_id: number } | { group_id: number },
+): Promise<SoftwareAssignment> {
+  return request(`/api/software/${id}/assignments`, { method: 'POST', body: target });
+}
+
+export async function unassignSoftware(id: number, assignmentId: number): Promise<void> {
+  await request(`/api/software/${id}/assignments/${assignmentId}`, { method: 'DELETE' });
+}

@@ -1,4 +1,18 @@
-import { ActionIcon, Badge, Button, Group, Modal, Paper, Select, Stack, Switch, Table, Text, TextInput, Title } from '@mantine/core';
+import {
+  ActionIcon,
+  Badge,
+  Button,
+  Group,
+  Modal,
+  NativeSelect,
+  Paper,
+  Stack,
+  Switch,
+  Table,
+  Text,
+  TextInput,
+  Title,
+} from '@mantine/core';
 import { useCallback, useEffect, useState, type FormEvent } from 'react';
 import {
   createFilter,
@@ -183,24 +197,24 @@ export function FiltersPage({ canWrite }: { canWrite: boolean }) {
               </Text>
               {editing.form.conditions.map((c, i) => (
                 <Group key={i} align="flex-end">
-                  <Select
+                  <NativeSelect
                     aria-label="Condition"
                     data={FIELDS}
                     value={c.field}
-                    allowDeselect={false}
-                    onChange={(v) => {
-                      const field = (v ?? 'from') as FilterCondition['field'];
+                    onChange={(e) => {
+                      const field = e.currentTarget.value as FilterCondition['field'];
                       setCondition(i, field === 'importance' ? { field, importance: 'high' } : { field, text: c.text ?? '' });
                     }}
                     w={180}
                   />
                   {c.field === 'importance' ? (
-                    <Select
+                    <NativeSelect
                       aria-label="Importance"
                       data={['high', 'normal', 'low']}
                       value={c.importance ?? 'high'}
-                      allowDeselect={false}
-                      onChange={(v) => setCondition(i, { field: 'importance', importance: (v ?? 'high') as 'high' })}
+                      onChange={(e) =>
+                        setCondition(i, { field: 'importance', importance: e.currentTarget.value as 'high' })
+                      }
                       w={140}
                     />
                   ) : (
@@ -238,13 +252,12 @@ export function FiltersPage({ canWrite }: { canWrite: boolean }) {
               >
                 Add a condition
               </Button>
-              <Select
+              <NativeSelect
                 label="Then"
                 data={ACTIONS}
                 value={editing.form.action}
-                allowDeselect={false}
-                onChange={(v) =>
-                  setEditing({ ...editing, form: { ...editing.form, action: (v ?? 'forward') as FilterAction } })
+                onChange={(e) =>
+                  setEditing({ ...editing, form: { ...editing.form, action: e.currentTarget.value as FilterAction } })
                 }
               />
               <Switch

@@ -6,9 +6,9 @@ import {
   Group,
   Loader,
   Modal,
+  NativeSelect,
   NumberInput,
   Paper,
-  Select,
   Stack,
   Switch,
   Table,
@@ -201,12 +201,11 @@ function RuleInput({
       );
     case 'choice':
       return (
-        <Select
+        <NativeSelect
           aria-label={rule.title}
           data={rule.options}
-          value={typeof value === 'string' ? value : null}
-          onChange={(v) => onChange(v ?? rule.default)}
-          allowDeselect={false}
+          value={typeof value === 'string' ? value : String(rule.default)}
+          onChange={(e) => onChange(e.currentTarget.value)}
           disabled={disabled}
           w={260}
         />
@@ -429,7 +428,6 @@ function Assignments({
   const [search, setSearch] = useState('');
   const [groupId, setGroupId] = useState<string | null>(null);
   const [rank, setRank] = useState<number | string>(1);
-  const [userId, setUserId] = useState<string | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [doomed, setDoomed] = useState<PolicyAssignment | null>(null);
 
@@ -438,10 +436,10 @@ function Assignments({
     listGroups().then(setGroups).catch(() => setGroups([]));
   }, [canWrite]);
   useEffect(() => {
-    if (!canWrite) return;
+    if (!canWrite || search === '') return;
     // The users list is searched on the server; show the first matches.
     const timer = setTimeout(() => {
-      listUsers({ search, per_page: 20 })
+      listUsers({ search, per_page: 5 })
         .then((page) => setUsers(page.items))
         .catch(() => setUsers([]));
     }, 200);
@@ -494,12 +492,14 @@ function Assignments({
         </Table>
         {canWrite && (
           <Group align="flex-end">
-            <Select
+            <NativeSelect
               label="Group"
-              data={groups.map((g) => ({ value: String(g.id), label: g.name }))}
-              value={groupId}
-              onChange={setGroupId}
-              placeholder={groups.length === 0 ? 'No groups yet' : 'Choose a group'}
+              data={[
+                { value: '', label: groups.length === 0 ? 'No groups yet' : 'Choose a group' },
+                ...groups.map((g) => ({ value: String(g.id), label: g.name })),
+              ]}
+              value={groupId ?? ''}
+              onChange={(e) => setGroupId(e.currentTarget.value || null)}
               data-testid="assign-group"
             />
             <NumberInput label="Rank (1 first)" value={rank} onChange={setRank} min={1} max={1000} w={120} />
@@ -510,26 +510,40 @@ function Assignments({
             >
               Assign to group
             </Button>
-            <Select
-              label="User"
-              searchable
-              searchValue={search}
-              onSearchChange={setSearch}
-              filter={({ options }) => options}
-              data={users.map((u) => ({ value: String(u.id), label: `${u.display_name} <${u.email}>` }))}
-              value={userId}
-              onChange={setUserId}
-              placeholder="Search users"
-              data-testid="assign-user"
-            />
-            <Button
-              disabled={!userId}
-              onClick={() => run(() => assignPolicy(policy.id, { user_id: Number(userId) }))}
-              data-testid="assign-user-button"
-            >
-              Assign to user
-            </Button>
           </Group>
+        )}
+        {canWrite && (
+          <Stack gap={4}>
+            <TextInput
+              label="Find a user to assign it to"
+              placeholder="Name or e-mail address"
+              value={search}
+              onChange={(e) => setSearch(e.currentTarget.value)}
+              w={320}
+              data-testid="assign-user-search"
+            />
+            {search !== '' && users.length === 0 && (
+              <Text size="sm" c="dimmed">
+                No user matches.
+              </Text>
+            )}
+            {search !== '' &&
+              users.slice(0, 5).map((u) => (
+                <Group key={u.id} gap="sm">
+                  <Text size="sm">
+                    {u.display_name} &lt;{u.email}&gt;
+                  </Text>
+                  <Button
+                    size="xs"
+                    variant="light"
+                    onClick={() => run(() => assignPolicy(policy.id, { user_id: u.id }))}
+                    data-testid={`assign-user-${u.id}`}
+                  >
+                    Assign to {u.display_name}
+                  </Button>
+                </Group>
+              ))}
+          </Stack>
         )}
       </Stack>
       <Modal opened={doomed !== null} onClose={() => setDoomed(null)} title="Remove this assignment?">
