@@ -68,6 +68,19 @@ pub struct PasswordForm {
     /// Hours the password stays valid (default 48, at most 720).
     #[serde(default)]
     pub lifetime_hours: Option<u32>,
+    /// Also e-mail the password to the user, through the Messaging Agent's
+    /// SMTP server (`[mail] smtp`).
+    #[serde(default)]
+    pub email_user: bool,
+}
+
+/// Whether the password reached the user's mail server.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct EmailOutcome {
+    pub to: String,
+    pub sent: bool,
+    /// What went wrong, in words (the password is set either way).
+    pub error: Option<String>,
 }
 
 /// The answer to setting a password.
@@ -77,6 +90,70 @@ pub struct PasswordSet {
     /// The generated password, shown this once; None when the
     /// administrator chose it.
     pub generated_password: Option<String>,
+    /// When `email_user` was asked for.
+    pub email: Option<EmailOutcome>,
+}
+
+/// The mail that tells a user their activation password.
+fn password_mail(
+    from: &str,
+    user: &User,
+    password: &str,
+    expires_at: &str,
+) -> Result<lettre::Message, String> {
+    let text = format!(
+        "Hello {name},\n\n\
+         to activate your smartphone over the wireless network, choose Enterprise\n\
+         Activation on it and enter:\n\n\
+         \x20 E-mail address:      {email}\n\
+         \x20 Activation password: {password}\n\n\
+         The password works until {expires_at} (UTC) and stops working after\n\
+         {MAX_FAILED_ATTEMPTS} wrong attempts. If it has expired, ask your administrator\n\
+         for a new one.\n",
+        name = user.display_name,
+        email = user.email,
+    );
+    lettre::Message::builder()
+        .from(from.parse().map_err(|e| {
+            format!("the sender `{from}` is not an e-mail address ({e}); check [admin] mail_from")
+        })?)
+        .to(user
+            .email
+            .parse()
+            .map_err(|e| format!("`{}` is not an e-mail address ({e})", user.email))?)
+        .subject("Your smartphone activation password")
+        .header(lettre::message::header::ContentType::TEXT_PLAIN)
+        .body(text)
+        .map_err(|e| format!("the message could not be built: {e}"))
+}
+
+/// Sends the password to the user through `[mail] smtp`.
+async fn email_password(
+    state: &ServerState,
+    user: &User,
+    password: &str,
+    expires_at: &str,
+) -> Result<(), String> {
+    use lettre::AsyncTransport;
+    let from = match &state.settings.admin.mail_from {
+        Some(from) => from.clone(),
+        None => {
+            let domain = user
+                .email
+                .rsplit_once('@')
+                .map(|(_, d)| d)
+                .unwrap_or("localhost");
+            format!("bramble@{domain}")
+        }
+    };
+    let mail = password_mail(&from, user, password, expires_at)?;
+    let transport = crate::messaging_agent::outbox::transport(&state.settings.mail)?;
+    transport.send(mail).await.map(|_| ()).map_err(|e| {
+        format!(
+            "the mail server at {} refused or failed: {e}",
+            state.settings.mail.smtp.as_deref().unwrap_or("?")
+        )
+    })
 }
 
 fn view(conn: &mut Conn, clock: &Clock, user: &User) -> DbResult<ActivationView> {
@@ -162,9 +239,10 @@ pub async fn set_password(
         ),
     };
     let hours = form.lifetime_hours;
+    let email_user = form.email_user;
     let clock = Clock::new();
     let secret = password.clone();
-    let view = audited(&state, caller.actor(), move |conn| {
+    let (view, user) = audited(&state, caller.actor(), move |conn| {
         let user = find(conn, id)?;
         let before = view(conn, &clock, &user)?;
         activation::set(conn, &clock, &user.email, &secret, hours).map_err(|e| match e {
@@ -174,14 +252,15 @@ pub async fn set_password(
         // Read again: setting the password moved the user to Initializing.
         let user = find(conn, id)?;
         let after = view(conn, &clock, &user)?;
+        let email = user.email.clone();
         let record = |v: &ActivationView| {
-            json!({"user": user.email, "status": v.status, "password": v.password.as_ref().map(|p| json!({"expires_at": p.expires_at}))})
+            json!({"user": email, "status": v.status, "password": v.password.as_ref().map(|p| json!({"expires_at": p.expires_at}))})
         };
         let mut after_record = record(&after);
         after_record["generated"] = json!(generated);
         after_record["lifetime_hours"] = json!(lifetime.whole_hours());
         Ok((
-            after,
+            (after, user),
             (
                 "user.activation_password.set",
                 format!("user/{id}"),
@@ -192,8 +271,41 @@ pub async fn set_password(
     })
     .await
     .map_err(|e| db_failure(e, &missing(id), None))?;
+    let email = if email_user {
+        let expires_at = view
+            .password
+            .as_ref()
+            .map(|p| p.expires_at.clone())
+            .unwrap_or_default();
+        let outcome = email_password(&state, &user, &password, &expires_at).await;
+        if let Err(why) = &outcome {
+            tracing::warn!(target: "bramble::admin", user = %user.email, "the activation password was set but not e-mailed: {why}");
+        } else {
+            let to = user.email.clone();
+            audited(&state, caller.actor(), move |_| {
+                Ok((
+                    (),
+                    (
+                        "user.activation_password.email",
+                        format!("user/{id}"),
+                        None,
+                        Some(json!({"to": to})),
+                    ),
+                ))
+            })
+            .await?;
+        }
+        Some(EmailOutcome {
+            to: user.email.clone(),
+            sent: outcome.is_ok(),
+            error: outcome.err(),
+        })
+    } else {
+        None
+    };
     Ok(Json(PasswordSet {
         activation: view,
         generated_password: generated.then_some(password),
+        email,
     }))
 }

@@ -40,11 +40,19 @@ impl Fixture {
     async fn start_with(
         components: Vec<std::sync::Arc<dyn crate::component::Component>>,
     ) -> Fixture {
+        Fixture::start_custom(components, |_| {}).await
+    }
+
+    async fn start_custom(
+        components: Vec<std::sync::Arc<dyn crate::component::Component>>,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let mut settings = Settings::load_from(None, &[]).unwrap().settings;
         settings.data_dir = dir.path().to_path_buf();
         settings.admin.listen = "127.0.0.1:0".parse().unwrap();
         settings.router.lan_listen = None;
+        tweak(&mut settings);
         let listeners = Listeners {
             admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
             lan: None,
@@ -1920,5 +1928,117 @@ async fn software_configurations_list_applications_and_assignments() {
             "{action} missing from {actions:?}"
         );
     }
+    f.stop().await;
+}
+
+/// A mail server that accepts one message and hands its SMTP transcript
+/// over.
+async fn one_message_smtp() -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        write.write_all(b"220 test ESMTP\r\n").await.unwrap();
+        let mut transcript = String::new();
+        let mut in_data = false;
+        while let Ok(Some(line)) = lines.next_line().await {
+            transcript.push_str(&line);
+            transcript.push('\n');
+            let answer: &[u8] = if in_data {
+                if line != "." {
+                    continue;
+                }
+                in_data = false;
+                b"250 queued\r\n"
+            } else if line.starts_with("DATA") {
+                in_data = true;
+                b"354 go ahead\r\n"
+            } else if line.starts_with("QUIT") {
+                write.write_all(b"221 bye\r\n").await.unwrap();
+                break;
+            } else {
+                b"250 ok\r\n"
+            };
+            write.write_all(answer).await.unwrap();
+            if answer.starts_with(b"250 queued") {
+                break;
+            }
+        }
+        let _ = tx.send(transcript);
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn an_activation_password_is_e_mailed_to_the_user_through_the_mail_server() {
+    let (smtp, transcript) = one_message_smtp().await;
+    let f = Fixture::start_custom(Vec::new(), |s| {
+        s.mail.smtp = Some(smtp.to_string());
+        s.mail.smtp_security = crate::messaging_agent::settings::Security::None;
+        s.admin.mail_from = Some("it@example.com".into());
+    })
+    .await;
+    let token = security_admin(&f).await;
+    let t = Some(token.as_str());
+    let (_, carol, _) = f
+        .call(
+            Method::POST,
+            "/api/users",
+            t,
+            Some(json!({"display_name": "Carol", "email": "carol@example.com"})),
+        )
+        .await;
+    let path = format!("/api/users/{}/activation-password", carol["id"]);
+    let (status, doc, _) = f
+        .call(Method::PUT, &path, t, Some(json!({"email_user": true})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(
+        doc["email"],
+        json!({"to": "carol@example.com", "sent": true, "error": null})
+    );
+    let password = doc["generated_password"].as_str().unwrap();
+    let transcript = transcript.await.unwrap();
+    assert!(
+        transcript.contains("MAIL FROM:<it@example.com>"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("RCPT TO:<carol@example.com>"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains(&format!("Activation password: {password}")),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("E-mail address:      carol@example.com"),
+        "{transcript}"
+    );
+    let (_, audit, _) = f.call(Method::GET, "/api/audit", t, None).await;
+    assert_eq!(
+        audit["items"][0]["action"],
+        "user.activation_password.email"
+    );
+
+    // The mail server gone: the password is still set, and the answer says
+    // why the mail did not leave.
+    let (status, doc, _) = f
+        .call(Method::PUT, &path, t, Some(json!({"email_user": true})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["email"]["sent"], false);
+    assert!(
+        doc["email"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("mail server"),
+        "{doc}"
+    );
+    assert_eq!(doc["activation"]["status"], "initializing");
     f.stop().await;
 }

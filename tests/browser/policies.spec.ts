@@ -73,6 +73,18 @@ test('the rule editor shows a rule out of range with its range; the user page sh
   await expect(page.getByTestId('activation-password-state')).toContainText('0 wrong attempts, 5 left');
   await shot(page, '43-user-policy-and-activation');
 
+  // Asked to e-mail it while no mail server is configured: the password is
+  // set all the same, and the page says why no mail left.
+  await page.getByTestId('activation-email-user').check();
+  await page.getByTestId('activation-form').getByLabel('Activation password').fill('chosen-pass');
+  await page.getByTestId('set-activation-password').click();
+  const emailed = page.getByTestId('activation-emailed');
+  await expect(emailed).toContainText(`Not e-mailed to ${user.email}`);
+  await expect(emailed).toContainText('no SMTP server is configured');
+  await expect(page.getByTestId('generated-password')).toHaveCount(0);
+  await expect(page.getByTestId('activation-password-state')).toContainText('5 left');
+  await shot(page, '44-activation-not-emailed');
+
   // The audit log has the policy's changes and the password, without it.
   const audit = await (await page.request.get('/api/audit/export?format=json')).text();
   expect(audit).toContain('policy.update');
@@ -104,7 +116,7 @@ test('global message filters are added and put in order', async ({ page }) => {
   const boss = names.findIndex((t) => t.includes(`Boss ${run}`));
   const newsletters = names.findIndex((t) => t.includes(`Newsletters ${run}`));
   expect(boss).toBeLessThan(newsletters);
-  await shot(page, '44-global-filters');
+  await shot(page, '47-global-filters');
 });
 
 test('a component restarts after a confirmation that names it', async ({ page }) => {

@@ -842,8 +842,12 @@ export async function getActivation(userId: number): Promise<Activation> {
 /** Sets `password`, or generates one when it is absent. */
 export async function setActivationPassword(
   userId: number,
-  form: { password?: string; lifetime_hours?: number },
-): Promise<{ activation: Activation; generated_password: string | null }> {
+  form: { password?: string; lifetime_hours?: number; email_user?: boolean },
+): Promise<{
+  activation: Activation;
+  generated_password: string | null;
+  email: { to: string; sent: boolean; error: string | null } | null;
+}> {
   return request(`/api/users/${userId}/activation-password`, { method: 'PUT', body: form });
 }
 

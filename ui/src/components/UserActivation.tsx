@@ -1,4 +1,18 @@
-import { Alert, Badge, Button, Code, Group, NumberInput, Paper, PasswordInput, Stack, Table, Text, Title } from '@mantine/core';
+import {
+  Alert,
+  Badge,
+  Button,
+  Checkbox,
+  Code,
+  Group,
+  NumberInput,
+  Paper,
+  PasswordInput,
+  Stack,
+  Table,
+  Text,
+  Title,
+} from '@mantine/core';
 import { useEffect, useState, type FormEvent } from 'react';
 import { getActivation, getResolvedPolicy, setActivationPassword, type Activation, type ResolvedPolicy } from '../api';
 import { formatLocalTime } from '../time';
@@ -29,6 +43,8 @@ export function UserActivation({
   const [password, setPassword] = useState('');
   const [hours, setHours] = useState<number | string>(48);
   const [generated, setGenerated] = useState<string | null>(null);
+  const [emailUser, setEmailUser] = useState(false);
+  const [emailed, setEmailed] = useState<{ to: string; sent: boolean; error: string | null } | null>(null);
   const [busy, setBusy] = useState(false);
 
   useEffect(() => {
@@ -40,13 +56,16 @@ export function UserActivation({
     setBusy(true);
     setError(null);
     setGenerated(null);
+    setEmailed(null);
     try {
       const answer = await setActivationPassword(userId, {
         password: generate ? undefined : password,
         lifetime_hours: Number(hours),
+        email_user: emailUser,
       });
       setActivation(answer.activation);
       setGenerated(answer.generated_password);
+      setEmailed(answer.email);
       setPassword('');
       onChanged();
     } catch (err) {
@@ -88,6 +107,20 @@ export function UserActivation({
             </Text>
           </Alert>
         )}
+        {emailed && (
+          <Alert
+            color={emailed.sent ? 'teal' : 'orange'}
+            variant="light"
+            data-testid="activation-emailed"
+            title={emailed.sent ? `E-mailed to ${emailed.to}` : `Not e-mailed to ${emailed.to}`}
+          >
+            <Text size="sm">
+              {emailed.sent
+                ? 'The mail server accepted the message.'
+                : `The password is set, but the mail did not leave: ${emailed.error}. Give it to the user another way.`}
+            </Text>
+          </Alert>
+        )}
         {canSet && (
           <form onSubmit={(e) => submit(false, e)} data-testid="activation-form">
             <Group align="flex-end">
@@ -105,6 +138,13 @@ export function UserActivation({
                 Generate password
               </Button>
             </Group>
+            <Checkbox
+              mt="xs"
+              label="Also e-mail it to the user (through the Messaging Agent's mail server)"
+              checked={emailUser}
+              onChange={(e) => setEmailUser(e.currentTarget.checked)}
+              data-testid="activation-email-user"
+            />
           </form>
         )}
         {activation && activation.steps.length > 0 && (
