@@ -134,3 +134,48 @@ test('a component restarts after a confirmation that names it', async ({ page })
   await expect(page.getByTestId('component-state-policy_service')).toHaveText(/running/i, { timeout: 30_000 });
   await shot(page, '46-component-restarted');
 });
+
+test('a software configuration lists applications and is assigned to a group', async ({ page }) => {
+  const name = `Field apps ${run}`;
+  const group = `Field ${run}`;
+  await page.goto('/');
+  await signInByForm(page, FIRST_ADMIN.login, FIRST_ADMIN.password);
+  const created = await page.request.post('/api/groups', { data: { name: group } });
+  expect(created.status(), await created.text()).toBe(201);
+
+  await page.getByTestId('nav-software').click();
+  const form = page.getByTestId('add-software-form');
+  await form.getByLabel('New software configuration').fill(name);
+  await form.getByRole('button', { name: 'Create configuration' }).click();
+  await expect(page.getByTestId('software-title')).toHaveText(name);
+
+  const apps = page.getByTestId('software-applications');
+  await page.getByTestId('add-application').click();
+  await apps.getByLabel('Application name').last().fill('CRM');
+  await apps.getByLabel('Version').last().fill('2.1');
+  await page.getByTestId('add-application').click();
+  await apps.getByLabel('Application name').last().fill('Games');
+  await apps.getByLabel('Disposition').last().selectOption('disallowed');
+  await page.getByTestId('save-software').click();
+  await expect(page.getByTestId('software-saved')).toBeVisible();
+
+  await page.getByLabel('Group', { exact: true }).selectOption({ label: group });
+  await page.getByRole('button', { name: 'Assign to group' }).click();
+  await expect(page.getByTestId('software-assignments')).toContainText(group);
+  await shot(page, '48-software-configuration');
+
+  const detail = await (await page.request.get('/api/software')).json();
+  const mine = detail.find((c: { name: string }) => c.name === name);
+  expect(mine.applications).toBe(2);
+  expect(mine.assignments).toBe(1);
+});
+
+test('message statistics are drawn as charts', async ({ page }) => {
+  await page.goto('/');
+  await signInByForm(page, FIRST_ADMIN.login, FIRST_ADMIN.password);
+  await page.getByTestId('nav-statistics').click();
+  const chart = page.getByTestId('global-statistics');
+  await expect(chart.getByRole('listitem')).toHaveCount(7);
+  await expect(chart.getByRole('listitem', { name: /^Forwarded to devices: \d+$/ })).toBeVisible();
+  await shot(page, '49-statistics');
+});
