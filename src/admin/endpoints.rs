@@ -118,11 +118,19 @@ pub fn all() -> Vec<Endpoint> {
             .summary("This description of the API"),
         endpoint(M::GET, "/api/users", Needs(UsersRead), users::list)
             .summary("One page of users, searched and sorted")
+            .answers::<super::Page<users::UserView>>()
             .query(&["search", "page", "per_page", "sort"]),
-        endpoint(M::POST, "/api/users", Needs(UsersWrite), users::create).summary("Create a user"),
-        endpoint(M::GET, "/api/users/{id}", Needs(UsersRead), users::get).summary("One user"),
+        endpoint(M::POST, "/api/users", Needs(UsersWrite), users::create)
+            .summary("Create a user")
+            .reads::<users::UserForm>()
+            .answers::<users::UserView>(),
+        endpoint(M::GET, "/api/users/{id}", Needs(UsersRead), users::get)
+            .summary("One user")
+            .answers::<users::UserView>(),
         endpoint(M::PUT, "/api/users/{id}", Needs(UsersWrite), users::update)
-            .summary("Change a user"),
+            .summary("Change a user")
+            .reads::<users::UserForm>()
+            .answers::<users::UserView>(),
         endpoint(
             M::DELETE,
             "/api/users/{id}",
@@ -136,14 +144,17 @@ pub fn all() -> Vec<Endpoint> {
             Needs(UsersRead),
             users::groups,
         )
-        .summary("The groups of a user"),
+        .summary("The groups of a user")
+        .answers::<Vec<groups::GroupView>>(),
         endpoint(
             M::PUT,
             "/api/users/{id}/groups",
             Needs(UsersWrite),
             users::set_groups,
         )
-        .summary("Set the groups of a user"),
+        .summary("Set the groups of a user")
+        .reads::<users::UserGroups>()
+        .answers::<Vec<groups::GroupView>>(),
         endpoint(
             M::GET,
             "/api/users/{id}/devices",
@@ -169,11 +180,15 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("The trace of one message by RefID: each hop with its time"),
         endpoint(M::GET, "/api/groups", Needs(GroupsRead), groups::list)
-            .summary("Every group with its number of members"),
+            .summary("Every group with its number of members")
+            .answers::<Vec<groups::GroupSummary>>(),
         endpoint(M::POST, "/api/groups", Needs(GroupsWrite), groups::create)
-            .summary("Create a group"),
+            .summary("Create a group")
+            .reads::<groups::GroupForm>()
+            .answers::<groups::GroupView>(),
         endpoint(M::GET, "/api/groups/{id}", Needs(GroupsRead), groups::get)
-            .summary("One group with its members"),
+            .summary("One group with its members")
+            .answers::<groups::GroupDetail>(),
         endpoint(
             M::DELETE,
             "/api/groups/{id}",
@@ -477,11 +492,13 @@ pub fn all() -> Vec<Endpoint> {
         .answers::<statistics::StatisticsReport>(),
         endpoint(M::GET, "/api/audit", Needs(AuditRead), audit::list)
             .summary("One page of the audit log, newest first")
+            .answers::<super::Page<audit::AuditView>>()
             .query(&["page", "per_page"]),
         endpoint(M::GET, "/api/audit/export", Needs(AuditRead), audit::export)
             .summary("The whole audit log as a CSV or JSON file")
             .query(&["format"]),
         endpoint(M::GET, "/api/audit/verify", Needs(AuditRead), audit::verify)
-            .summary("Check the audit log hash chain"),
+            .summary("Check the audit log hash chain")
+            .answers::<audit::Verification>(),
     ]
 }

@@ -175,7 +175,7 @@ where
 }
 
 /// One page of a long list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// How many items match in all.

@@ -1752,6 +1752,14 @@ async fn the_openapi_document_describes_new_bodies_with_schemas() {
     let rules = &doc["paths"]["/api/policy-rules"]["get"]["responses"]["2XX"]["content"]
         ["application/json"]["schema"];
     assert_eq!(rules["type"], "array");
+    let users = &doc["paths"]["/api/users"]["get"]["responses"]["2XX"]["content"]
+        ["application/json"]["schema"]["$ref"];
+    let page = users.as_str().unwrap().rsplit('/').next().unwrap();
+    let items = &doc["components"]["schemas"][page]["properties"]["items"];
+    assert_eq!(
+        items["items"]["$ref"], "#/components/schemas/UserView",
+        "{items}"
+    );
     let name = &doc["paths"]["/api/directories/{name}"]["get"]["parameters"][0];
     assert_eq!(name["schema"]["type"], "string");
     // Every $ref points at a schema the document holds.
