@@ -201,6 +201,9 @@ async fn view(
     syncs: &DirectorySyncs,
     settings: &DirectorySettings,
 ) -> Result<DirectoryView, ApiError> {
+    // The console's sync first: once it says "not running", its run's
+    // record is final, so the runs read next agree with it.
+    let sync = syncs.get(&settings.name).as_ref().map(sync_state);
     let name = settings.name.clone();
     let runs = state
         .db
@@ -218,7 +221,7 @@ async fn view(
         bind_dn: settings.bind_dn.clone(),
         sync_interval_secs: settings.sync_interval_secs,
         full_sync_interval_secs: settings.full_sync_interval_secs,
-        sync: syncs.get(&settings.name).as_ref().map(sync_state),
+        sync,
         runs: runs
             .into_iter()
             .map(|r| RunView {

@@ -224,7 +224,7 @@ async fn a_directory_sync_started_from_the_console_reports_progress_and_errors()
         message.contains("check bind_dn and bind_password of directory wrong"),
         "{message}"
     );
-    assert_eq!(failed["runs"][0]["outcome"], "failed");
+    assert_eq!(failed["runs"][0]["outcome"], "failed", "{failed}");
 
     let (status, doc) = call(
         "GET",
