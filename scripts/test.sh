@@ -22,22 +22,88 @@ step "console type-check" npm run ui:check
 step "console unit tests" npm run ui:test
 step "Rust tests" cargo test --all-targets
 
+# start_directory D PORT USERS: a lone slapd on 127.0.0.1:PORT from folder D
+# holding USERS people (dc=example,dc=com, bind as cn=admin with "secret"),
+# for the console's directory page. Prints its PID.
+start_directory() {
+  local d=$1 port=$2 users=$3 i
+  mkdir -p "$d/db"
+  cat >"$d/slapd.conf" <<CONF
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+pidfile $d/slapd.pid
+argsfile $d/slapd.args
+database mdb
+maxsize 104857600
+suffix "dc=example,dc=com"
+rootdn "cn=admin,dc=example,dc=com"
+rootpw secret
+directory $d/db
+index objectClass eq
+index entryCSN,modifyTimestamp eq
+access to * by * read
+CONF
+  {
+    printf 'dn: dc=example,dc=com\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n\n'
+    printf 'dn: ou=people,dc=example,dc=com\nobjectClass: organizationalUnit\nou: people\n\n'
+    for ((i = 1; i <= users; i++)); do
+      printf 'dn: uid=staff%d,ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\nuid: staff%d\ncn: Staff %d\nsn: %d\nmail: staff%d@example.com\n\n' "$i" "$i" "$i" "$i" "$i"
+    done
+  } >"$d/data.ldif"
+  slaptest -f "$d/slapd.conf" -u >/dev/null 2>&1
+  slapadd -q -f "$d/slapd.conf" -l "$d/data.ldif" >/dev/null
+  slapd -d 0 -h "ldap://127.0.0.1:$port/" -f "$d/slapd.conf" >"$d/slapd.log" 2>&1 &
+  echo $!
+  for ((i = 0; i < 500; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.01
+  done
+  die "slapd did not listen on 127.0.0.1:$port; see $d/slapd.log"
+}
+
 browser_tests() {
-  local port data pid status=0
+  local port data pid ldap_port ldap_pid status=0
   port=$(free_port)
+  ldap_port=$(free_port)
   data=$(mktemp -d /tmp/bramble-browser-XXXXXX)
   cargo build --bin bramble
-  BRAMBLE_DATA_DIR="$data" BRAMBLE_ROUTER__LAN_LISTEN=127.0.0.1:0 "$CARGO_TARGET_DIR/debug/bramble" serve --listen "127.0.0.1:$port" \
+  # The directory page syncs a real slapd ("corp"); "wrong-password" shows
+  # how a refused bind reads on screen.
+  ldap_pid=$(start_directory "$data/slapd" "$ldap_port" 400)
+  cat >"$data/bramble.toml" <<TOML
+[[directories]]
+name = "corp"
+url = "ldap://127.0.0.1:$ldap_port"
+bind_dn = "cn=admin,dc=example,dc=com"
+bind_password = "secret"
+base_dn = "dc=example,dc=com"
+page_size = 50
+sync_interval_secs = 86400
+
+[[directories]]
+name = "wrong-password"
+url = "ldap://127.0.0.1:$ldap_port"
+bind_dn = "cn=admin,dc=example,dc=com"
+bind_password = "not the password"
+base_dn = "dc=example,dc=com"
+sync_interval_secs = 86400
+TOML
+  BRAMBLE_CONFIG="$data/bramble.toml" BRAMBLE_DATA_DIR="$data" BRAMBLE_ROUTER__LAN_LISTEN=127.0.0.1:0 "$CARGO_TARGET_DIR/debug/bramble" serve --listen "127.0.0.1:$port" \
     >"$ARTIFACTS/serve.log" 2>&1 &
   pid=$!
   if ! wait_for_health "http://127.0.0.1:$port" 60; then
-    kill "$pid" 2>/dev/null || true
+    kill "$pid" "$ldap_pid" 2>/dev/null || true
     cat "$ARTIFACTS/serve.log"
     die "bramble serve did not report healthy components within 60 s"
   fi
   BRAMBLE_URL="http://127.0.0.1:$port" npm run test:browser || status=$?
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+  kill -TERM "$ldap_pid" 2>/dev/null || true
+  wait "$ldap_pid" 2>/dev/null || true
   rm -rf "$data"
   return $status
 }

@@ -94,6 +94,10 @@ pub struct AdminSettings {
     pub tls_certificate: Option<PathBuf>,
     /// PEM private key of `tls_certificate`.
     pub tls_key: Option<PathBuf>,
+    /// Sender of the mail the console sends to users (their activation
+    /// password), through the Messaging Agent's `[mail] smtp` server.
+    /// Unset: `bramble@` the user's mail domain.
+    pub mail_from: Option<String>,
 }
 
 impl AdminSettings {
@@ -168,6 +172,7 @@ impl Default for AdminSettings {
             tls: None,
             tls_certificate: None,
             tls_key: None,
+            mail_from: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use super::{paging, rfc3339, ApiError, Page};
 use crate::db::models::audit::{self, AuditEntry};
 use crate::server::ServerState;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AuditView {
     pub id: i64,
     pub at: String,
@@ -140,7 +140,7 @@ pub async fn export(
         .into_response())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Verification {
     /// True when every entry links to the one before and matches its hash.
     pub intact: bool,

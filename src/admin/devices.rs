@@ -88,7 +88,8 @@ pub struct Diagnostics {
     pub report: serde_json::Value,
 }
 
-#[derive(Debug, Serialize)]
+/// Message counters, a user's or the server's.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct StatisticsView {
     pub forwarded: i64,
     pub filtered: i64,

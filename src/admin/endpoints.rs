@@ -5,10 +5,14 @@
 use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{on, MethodFilter, MethodRouter};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 
 use super::auth::{self, Access};
 use super::permission::Permission::*;
-use super::{administrators, audit, devices, events, groups, openapi, users};
+use super::{
+    activation, administrators, audit, components, devices, directories, events, filters, groups,
+    openapi, policies, software, statistics, users,
+};
 use crate::server::ServerState;
 
 /// One endpoint of the API.
@@ -21,7 +25,18 @@ pub struct Endpoint {
     pub summary: &'static str,
     /// Query parameters it reads.
     pub query: &'static [&'static str],
+    /// The JSON body it reads, for the OpenAPI description.
+    pub request: Option<SchemaOf>,
+    /// The JSON body it answers with, for the OpenAPI description.
+    pub response: Option<SchemaOf>,
     pub route: MethodRouter<ServerState>,
+}
+
+/// Writes the JSON Schema of one Rust type (derived with `schemars`).
+pub type SchemaOf = fn(&mut SchemaGenerator) -> Schema;
+
+fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
 }
 
 impl Endpoint {
@@ -32,6 +47,18 @@ impl Endpoint {
 
     fn query(mut self, names: &'static [&'static str]) -> Endpoint {
         self.query = names;
+        self
+    }
+
+    /// Declares the request body's type.
+    fn reads<T: JsonSchema>(mut self) -> Endpoint {
+        self.request = Some(schema_of::<T>);
+        self
+    }
+
+    /// Declares the response body's type.
+    fn answers<T: JsonSchema>(mut self) -> Endpoint {
+        self.response = Some(schema_of::<T>);
         self
     }
 }
@@ -59,6 +86,8 @@ where
         access,
         summary: "",
         query: &[],
+        request: None,
+        response: None,
         route: on(filter, handler),
     }
 }
@@ -89,11 +118,19 @@ pub fn all() -> Vec<Endpoint> {
             .summary("This description of the API"),
         endpoint(M::GET, "/api/users", Needs(UsersRead), users::list)
             .summary("One page of users, searched and sorted")
+            .answers::<super::Page<users::UserView>>()
             .query(&["search", "page", "per_page", "sort"]),
-        endpoint(M::POST, "/api/users", Needs(UsersWrite), users::create).summary("Create a user"),
-        endpoint(M::GET, "/api/users/{id}", Needs(UsersRead), users::get).summary("One user"),
+        endpoint(M::POST, "/api/users", Needs(UsersWrite), users::create)
+            .summary("Create a user")
+            .reads::<users::UserForm>()
+            .answers::<users::UserView>(),
+        endpoint(M::GET, "/api/users/{id}", Needs(UsersRead), users::get)
+            .summary("One user")
+            .answers::<users::UserView>(),
         endpoint(M::PUT, "/api/users/{id}", Needs(UsersWrite), users::update)
-            .summary("Change a user"),
+            .summary("Change a user")
+            .reads::<users::UserForm>()
+            .answers::<users::UserView>(),
         endpoint(
             M::DELETE,
             "/api/users/{id}",
@@ -107,14 +144,17 @@ pub fn all() -> Vec<Endpoint> {
             Needs(UsersRead),
             users::groups,
         )
-        .summary("The groups of a user"),
+        .summary("The groups of a user")
+        .answers::<Vec<groups::GroupView>>(),
         endpoint(
             M::PUT,
             "/api/users/{id}/groups",
             Needs(UsersWrite),
             users::set_groups,
         )
-        .summary("Set the groups of a user"),
+        .summary("Set the groups of a user")
+        .reads::<users::UserGroups>()
+        .answers::<Vec<groups::GroupView>>(),
         endpoint(
             M::GET,
             "/api/users/{id}/devices",
@@ -140,11 +180,15 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("The trace of one message by RefID: each hop with its time"),
         endpoint(M::GET, "/api/groups", Needs(GroupsRead), groups::list)
-            .summary("Every group with its number of members"),
+            .summary("Every group with its number of members")
+            .answers::<Vec<groups::GroupSummary>>(),
         endpoint(M::POST, "/api/groups", Needs(GroupsWrite), groups::create)
-            .summary("Create a group"),
+            .summary("Create a group")
+            .reads::<groups::GroupForm>()
+            .answers::<groups::GroupView>(),
         endpoint(M::GET, "/api/groups/{id}", Needs(GroupsRead), groups::get)
-            .summary("One group with its members"),
+            .summary("One group with its members")
+            .answers::<groups::GroupDetail>(),
         endpoint(
             M::DELETE,
             "/api/groups/{id}",
@@ -229,13 +273,232 @@ pub fn all() -> Vec<Endpoint> {
             administrators::delete_group,
         )
         .summary("Delete an administrator group"),
+        endpoint(
+            M::GET,
+            "/api/users/{id}/policy",
+            Needs(PoliciesRead),
+            policies::resolved,
+        )
+        .summary(
+            "The IT policy that applies to a user, rule by rule, with where each value comes from",
+        )
+        .answers::<policies::ResolvedView>(),
+        endpoint(
+            M::GET,
+            "/api/users/{id}/activation",
+            Needs(UsersRead),
+            activation::get,
+        )
+        .summary("A user's activation: status, activation password (expiry, attempts) and steps")
+        .answers::<activation::ActivationView>(),
+        endpoint(
+            M::PUT,
+            "/api/users/{id}/activation-password",
+            Needs(UsersActivation),
+            activation::set_password,
+        )
+        .summary("Set or generate a user's activation password (the user becomes Initializing)")
+        .reads::<activation::PasswordForm>()
+        .answers::<activation::PasswordSet>(),
+        endpoint(
+            M::GET,
+            "/api/policy-rules",
+            Needs(PoliciesRead),
+            policies::rules,
+        )
+        .summary("The IT policy rule catalog with each rule's type, range and default")
+        .answers::<Vec<policies::RuleInfo>>(),
+        endpoint(M::GET, "/api/policies", Needs(PoliciesRead), policies::list)
+            .summary("Every IT policy with its number of rules and assignments")
+            .answers::<Vec<policies::PolicySummary>>(),
+        endpoint(
+            M::POST,
+            "/api/policies",
+            Needs(PoliciesWrite),
+            policies::create,
+        )
+        .summary("Create an IT policy (rules out of range are refused, naming the range)")
+        .reads::<policies::PolicyForm>()
+        .answers::<policies::PolicyDetail>(),
+        endpoint(
+            M::GET,
+            "/api/policies/{id}",
+            Needs(PoliciesRead),
+            policies::get,
+        )
+        .summary("One IT policy with its rules and assignments")
+        .answers::<policies::PolicyDetail>(),
+        endpoint(
+            M::PUT,
+            "/api/policies/{id}",
+            Needs(PoliciesWrite),
+            policies::update,
+        )
+        .summary("Change an IT policy: name, description, rules, default")
+        .reads::<policies::PolicyForm>()
+        .answers::<policies::PolicyDetail>(),
+        endpoint(
+            M::DELETE,
+            "/api/policies/{id}",
+            Needs(PoliciesWrite),
+            policies::delete,
+        )
+        .summary("Delete an IT policy with its rules and assignments"),
+        endpoint(
+            M::POST,
+            "/api/policies/{id}/assignments",
+            Needs(PoliciesWrite),
+            policies::assign,
+        )
+        .summary("Assign an IT policy to a user, or to a group with a rank")
+        .reads::<policies::AssignmentForm>()
+        .answers::<policies::AssignmentView>(),
+        endpoint(
+            M::DELETE,
+            "/api/policies/{id}/assignments/{assignment_id}",
+            Needs(PoliciesWrite),
+            policies::unassign,
+        )
+        .summary("Remove an IT policy's assignment"),
+        endpoint(M::GET, "/api/software", Needs(SoftwareRead), software::list)
+            .summary("Every software configuration with its number of applications and assignments")
+            .answers::<Vec<software::SoftwareSummary>>(),
+        endpoint(
+            M::POST,
+            "/api/software",
+            Needs(SoftwareWrite),
+            software::create,
+        )
+        .summary("Create a software configuration")
+        .reads::<software::SoftwareForm>()
+        .answers::<software::SoftwareDetail>(),
+        endpoint(
+            M::GET,
+            "/api/software/{id}",
+            Needs(SoftwareRead),
+            software::get,
+        )
+        .summary("One software configuration with its applications and assignments")
+        .answers::<software::SoftwareDetail>(),
+        endpoint(
+            M::PUT,
+            "/api/software/{id}",
+            Needs(SoftwareWrite),
+            software::update,
+        )
+        .summary("Change a software configuration: name, description, applications")
+        .reads::<software::SoftwareForm>()
+        .answers::<software::SoftwareDetail>(),
+        endpoint(
+            M::DELETE,
+            "/api/software/{id}",
+            Needs(SoftwareWrite),
+            software::delete,
+        )
+        .summary("Delete a software configuration with its applications and assignments"),
+        endpoint(
+            M::POST,
+            "/api/software/{id}/assignments",
+            Needs(SoftwareWrite),
+            software::assign,
+        )
+        .summary("Assign a software configuration to a user or a group")
+        .reads::<software::SoftwareAssignmentForm>()
+        .answers::<software::SoftwareAssignmentView>(),
+        endpoint(
+            M::DELETE,
+            "/api/software/{id}/assignments/{assignment_id}",
+            Needs(SoftwareWrite),
+            software::unassign,
+        )
+        .summary("Remove a software configuration's assignment"),
+        endpoint(M::GET, "/api/filters", Needs(FiltersRead), filters::list)
+            .summary("The global message filters, in the order they are tried")
+            .answers::<Vec<filters::FilterView>>(),
+        endpoint(
+            M::POST,
+            "/api/filters",
+            Needs(FiltersWrite),
+            filters::create,
+        )
+        .summary("Add a global message filter after the others")
+        .reads::<filters::FilterForm>()
+        .answers::<filters::FilterView>(),
+        endpoint(
+            M::PUT,
+            "/api/filters/order",
+            Needs(FiltersWrite),
+            filters::reorder,
+        )
+        .summary("Put the global message filters in a new order")
+        .reads::<filters::FilterOrder>()
+        .answers::<Vec<filters::FilterView>>(),
+        endpoint(
+            M::PUT,
+            "/api/filters/{id}",
+            Needs(FiltersWrite),
+            filters::update,
+        )
+        .summary("Change a global message filter")
+        .reads::<filters::FilterForm>()
+        .answers::<filters::FilterView>(),
+        endpoint(
+            M::DELETE,
+            "/api/filters/{id}",
+            Needs(FiltersWrite),
+            filters::delete,
+        )
+        .summary("Delete a global message filter"),
+        endpoint(
+            M::GET,
+            "/api/directories",
+            Needs(ServersRead),
+            directories::list,
+        )
+        .summary("The configured directories with their recent sync runs")
+        .answers::<Vec<directories::DirectoryView>>(),
+        endpoint(
+            M::GET,
+            "/api/directories/{name}",
+            Needs(ServersRead),
+            directories::get,
+        )
+        .summary("One directory: its sync runs and the progress of a sync started from the console")
+        .answers::<directories::DirectoryView>(),
+        endpoint(
+            M::POST,
+            "/api/directories/{name}/sync",
+            Needs(ServersWrite),
+            directories::start_sync,
+        )
+        .summary("Start a sync of a directory (incremental, or full); answers at once")
+        .reads::<directories::SyncForm>()
+        .answers::<directories::DirectoryView>(),
+        endpoint(
+            M::POST,
+            "/api/components/{key}/restart",
+            Needs(ServersWrite),
+            components::restart,
+        )
+        .summary("Restart a server component through the Controller")
+        .answers::<components::RestartRequested>(),
+        endpoint(
+            M::GET,
+            "/api/statistics",
+            Needs(ServersRead),
+            statistics::report,
+        )
+        .summary("Message statistics: the server's counters and the busiest users'")
+        .answers::<statistics::StatisticsReport>(),
         endpoint(M::GET, "/api/audit", Needs(AuditRead), audit::list)
             .summary("One page of the audit log, newest first")
+            .answers::<super::Page<audit::AuditView>>()
             .query(&["page", "per_page"]),
         endpoint(M::GET, "/api/audit/export", Needs(AuditRead), audit::export)
             .summary("The whole audit log as a CSV or JSON file")
             .query(&["format"]),
         endpoint(M::GET, "/api/audit/verify", Needs(AuditRead), audit::verify)
-            .summary("Check the audit log hash chain"),
+            .summary("Check the audit log hash chain")
+            .answers::<audit::Verification>(),
     ]
 }

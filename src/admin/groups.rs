@@ -16,7 +16,7 @@ use crate::db::models::user::User;
 use crate::db::{Conn, DbError, DbResult};
 use crate::server::ServerState;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GroupView {
     pub id: i64,
     pub name: String,
@@ -35,14 +35,14 @@ impl From<&Group> for GroupView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct GroupSummary {
     #[serde(flatten)]
     pub group: GroupView,
     pub members: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct GroupDetail {
     #[serde(flatten)]
     pub group: GroupView,
@@ -76,7 +76,7 @@ pub async fn list(State(state): State<ServerState>) -> Result<Json<Vec<GroupSumm
     Ok(Json(groups))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct GroupForm {
     pub name: String,
     #[serde(default)]

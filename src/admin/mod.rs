@@ -17,6 +17,16 @@
 //! - [`users`], [`groups`], [`administrators`]: the resources; every change
 //!   is written to the hash-chained audit log in the same transaction
 //!   ([`audited`]).
+//! - [`policies`]: IT policies — the rule catalog, the rule editor's
+//!   checks, assignment to users and groups, a user's resolved policy.
+//! - [`activation`]: a user's activation password and steps.
+//! - [`software`]: software configurations (applications required,
+//!   optional or disallowed) and their assignment.
+//! - [`filters`]: global message filters and their order.
+//! - [`directories`]: the configured directories, their sync runs, and a
+//!   sync started from the console with its progress.
+//! - [`components`]: restarting a component through the Controller.
+//! - [`statistics`]: message counters, the server's and the busiest users'.
 //! - [`audit`]: the audit log paged, exported (CSV/JSON) and verified.
 //! - [`devices`]: what support staff look at — devices by user or PIN,
 //!   diagnostics, statistics, and a message's trace by RefID.
@@ -29,16 +39,23 @@
 //! `GET /health` stays public (monitoring and the start-up scripts use it).
 //! The endpoints and their permissions are listed in `docs/operations.md`.
 
+pub mod activation;
 pub mod administrators;
 pub mod audit;
 pub mod auth;
+pub mod components;
 pub mod devices;
+pub mod directories;
 pub mod endpoints;
 pub mod events;
 pub mod extract;
+pub mod filters;
 pub mod groups;
 pub mod openapi;
 pub mod permission;
+pub mod policies;
+pub mod software;
+pub mod statistics;
 pub mod throttle;
 pub mod tls;
 pub mod users;
@@ -158,7 +175,7 @@ where
 }
 
 /// One page of a long list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// How many items match in all.
@@ -203,6 +220,9 @@ pub fn router(state: ServerState) -> Router {
         .nest("/api", Router::new().fallback(api_not_found))
         .layer(Extension(std::sync::Arc::new(
             throttle::SignInThrottle::default(),
+        )))
+        .layer(Extension(std::sync::Arc::new(
+            directories::DirectorySyncs::default(),
         )))
         .with_state(state.clone());
     let ui = match state.settings.ui_dir() {

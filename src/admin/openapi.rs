@@ -1,9 +1,14 @@
 //! `GET /api/openapi.json`: an OpenAPI 3.1 description generated from the
 //! endpoint list, so it always names every endpoint and the permission it
-//! needs (`x-bramble-permission`). Request and response bodies are
-//! described in `docs/operations.md`; every error has the `Error` shape.
+//! needs (`x-bramble-permission`). Request and response bodies whose Rust
+//! types are declared in the list (`reads` / `answers`) are described by
+//! JSON Schemas derived from those types (`schemars`) under
+//! `components/schemas`; the others in `docs/operations.md`. Every error
+//! has the `Error` shape.
 
 use axum::Json;
+use schemars::generate::SchemaSettings;
+use schemars::SchemaGenerator;
 use serde_json::{json, Map, Value};
 
 use super::auth::{Access, COOKIE};
@@ -11,6 +16,13 @@ use super::endpoints;
 
 /// The description as a JSON document.
 pub fn describe() -> Value {
+    let settings = || {
+        SchemaSettings::draft2020_12().with(|s| s.definitions_path = "/components/schemas".into())
+    };
+    // What the server reads and what it writes can differ (defaults,
+    // skipped fields): one generator for each.
+    let mut requests = SchemaGenerator::new(settings().for_deserialize());
+    let mut responses_gen = SchemaGenerator::new(settings().for_serialize());
     let mut paths = Map::new();
     for endpoint in endpoints::all() {
         let mut parameters: Vec<Value> = endpoint
@@ -18,7 +30,13 @@ pub fn describe() -> Value {
             .split('/')
             .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
             .map(|name| {
-                json!({"name": name, "in": "path", "required": true, "schema": {"type": "integer"}})
+                // Ids are numbers; names (a directory's) and RefIDs are text.
+                let kind = if name == "id" || (name.ends_with("_id") && name != "ref_id") {
+                    "integer"
+                } else {
+                    "string"
+                };
+                json!({"name": name, "in": "path", "required": true, "schema": {"type": kind}})
             })
             .collect();
         parameters.extend(endpoint.query.iter().map(|name| {
@@ -26,7 +44,11 @@ pub fn describe() -> Value {
         }));
         let error = json!({"description": "", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
         let mut responses = Map::new();
-        responses.insert("2XX".into(), json!({"description": "done"}));
+        let mut done = json!({"description": "done"});
+        if let Some(schema) = endpoint.response {
+            done["content"] = json!({"application/json": {"schema": schema(&mut responses_gen)}});
+        }
+        responses.insert("2XX".into(), done);
         responses.insert(
             "400".into(),
             with_description(&error, "the request was not understood"),
@@ -71,6 +93,12 @@ pub fn describe() -> Value {
         if !parameters.is_empty() {
             operation.insert("parameters".into(), Value::Array(parameters));
         }
+        if let Some(schema) = endpoint.request {
+            operation.insert(
+                "requestBody".into(),
+                json!({"required": true, "content": {"application/json": {"schema": schema(&mut requests)}}}),
+            );
+        }
         operation.insert("responses".into(), Value::Object(responses));
         let item = paths
             .entry(endpoint.path.to_string())
@@ -82,6 +110,21 @@ pub fn describe() -> Value {
             );
         }
     }
+    let mut schemas = Map::new();
+    schemas.extend(requests.take_definitions(true));
+    // A type both read and written keeps its written form (the fuller one).
+    schemas.extend(responses_gen.take_definitions(true));
+    schemas.insert(
+        "Error".into(),
+        json!({
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "description": "stable, e.g. PERMISSION_DENIED"},
+                "message": {"type": "string", "description": "what happened and what to do, for an administrator"},
+            },
+        }),
+    );
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -95,16 +138,7 @@ pub fn describe() -> Value {
                 "session": {"type": "apiKey", "in": "cookie", "name": COOKIE},
                 "bearer": {"type": "http", "scheme": "bearer"},
             },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["code", "message"],
-                    "properties": {
-                        "code": {"type": "string", "description": "stable, e.g. PERMISSION_DENIED"},
-                        "message": {"type": "string", "description": "what happened and what to do, for an administrator"},
-                    },
-                },
-            },
+            "schemas": schemas,
         },
     })
 }

@@ -19,7 +19,10 @@ use crate::db::ids::{AdministratorId, RoleId};
 use crate::db::models::administrator::{Administrator, NewAdministrator, Role};
 use crate::db::models::administrator_group::AdministratorGroup;
 use crate::db::models::group::Group;
+use crate::db::models::it_policy::ItPolicy;
+use crate::db::models::message_filter::{Condition, FilterAction, NewMessageFilter};
 use crate::db::models::session::Session;
+use crate::db::models::software::SoftwareConfiguration;
 use crate::db::models::user::NewUser;
 use crate::server::{Listeners, Server, ServerHandle};
 
@@ -31,16 +34,30 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
+        Fixture::start_with(Vec::new()).await
+    }
+
+    async fn start_with(
+        components: Vec<std::sync::Arc<dyn crate::component::Component>>,
+    ) -> Fixture {
+        Fixture::start_custom(components, |_| {}).await
+    }
+
+    async fn start_custom(
+        components: Vec<std::sync::Arc<dyn crate::component::Component>>,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let mut settings = Settings::load_from(None, &[]).unwrap().settings;
         settings.data_dir = dir.path().to_path_buf();
         settings.admin.listen = "127.0.0.1:0".parse().unwrap();
         settings.router.lan_listen = None;
+        tweak(&mut settings);
         let listeners = Listeners {
             admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
             lan: None,
         };
-        let handle = Server::start_with(settings, listeners, Vec::new())
+        let handle = Server::start_with(settings, listeners, components)
             .await
             .unwrap();
         let app = super::router(handle.state().clone());
@@ -167,6 +184,22 @@ fn expected_access(method: &Method, path: &str) -> Access {
         | ("GET", "/api/openapi.json") => Public,
         ("GET" | "DELETE", "/api/session") | ("GET", "/api/permissions" | "/api/events") => Session,
         ("GET", "/api/users/{id}/devices") => Needs(DevicesRead),
+        ("GET", "/api/users/{id}/policy") => Needs(PoliciesRead),
+        ("PUT", "/api/users/{id}/activation-password") => Needs(UsersActivation),
+        ("GET", p) if p.starts_with("/api/policies") || p == "/api/policy-rules" => {
+            Needs(PoliciesRead)
+        }
+        (_, p) if p.starts_with("/api/policies") => Needs(PoliciesWrite),
+        ("GET", p) if p.starts_with("/api/software") => Needs(SoftwareRead),
+        (_, p) if p.starts_with("/api/software") => Needs(SoftwareWrite),
+        ("GET", p) if p.starts_with("/api/filters") => Needs(FiltersRead),
+        (_, p) if p.starts_with("/api/filters") => Needs(FiltersWrite),
+        ("GET", p) if p.starts_with("/api/directories") || p == "/api/statistics" => {
+            Needs(ServersRead)
+        }
+        (_, p) if p.starts_with("/api/directories") || p.starts_with("/api/components") => {
+            Needs(ServersWrite)
+        }
         ("GET", p) if p.starts_with("/api/devices") || p.starts_with("/api/messages") => {
             Needs(DevicesRead)
         }
@@ -213,7 +246,7 @@ async fn every_role_against_every_endpoint() {
     let auditor = f.administrator("auditor", &[]);
     let night_shift = f.administrator("night-shift", &["Junior Helpdesk"]);
     let nobody = f.administrator("no-role", &[]);
-    let (user, throwaway_role, throwaway_group) = f
+    let (user, throwaway_role, throwaway_group, (policy, assignment, filter, software)) = f
         .db()
         .run_blocking(|conn| {
             let auditing = Role::create(conn, "Auditor", &["audit.read"])?;
@@ -232,7 +265,25 @@ async fn every_role_against_every_endpoint() {
             Group::add_member(conn, group.id, user.id)?;
             let throwaway_role = Role::create(conn, "Throwaway", &["users.read"])?;
             let throwaway_group = AdministratorGroup::create(conn, "Throwaway", "")?;
-            Ok(((user.id, group.id), throwaway_role.id, throwaway_group.id))
+            let policy = ItPolicy::create(conn, "Standard", "")?;
+            let assignment = ItPolicy::assign_to_group(conn, policy.id, group.id, 1)?;
+            let filter = NewMessageFilter {
+                user_id: None,
+                name: "Newsletters".into(),
+                enabled: true,
+                conditions: vec![Condition::SubjectContains {
+                    text: "newsletter".into(),
+                }],
+                action: FilterAction::DoNotForward,
+            }
+            .save(conn)?;
+            let software = SoftwareConfiguration::create(conn, "Field staff", "")?;
+            Ok((
+                (user.id, group.id),
+                throwaway_role.id,
+                throwaway_group.id,
+                (policy.id.0, assignment.id.0, filter.id.0, software.id.0),
+            ))
         })
         .unwrap();
     callers.push(("custom role Auditor".into(), auditor, [AuditRead].into()));
@@ -246,7 +297,13 @@ async fn every_role_against_every_endpoint() {
     callers.push(("no role".into(), nobody, BTreeSet::new()));
 
     let concrete = |path: &str| -> String {
-        let id = if path.starts_with("/api/users") {
+        let id = if path.starts_with("/api/policies") {
+            policy
+        } else if path.starts_with("/api/filters") {
+            filter
+        } else if path.starts_with("/api/software") {
+            software
+        } else if path.starts_with("/api/users") {
             user.0 .0
         } else if path.starts_with("/api/groups") {
             user.1 .0
@@ -260,6 +317,9 @@ async fn every_role_against_every_endpoint() {
         path.replace("{id}", &id.to_string())
             .replace("{user_id}", &user.0 .0.to_string())
             .replace("{ref_id}", "00000000000000AB")
+            .replace("{assignment_id}", &assignment.to_string())
+            .replace("{name}", "corp")
+            .replace("{key}", "policy_service")
     };
 
     let endpoints = endpoints::all();
@@ -1097,5 +1157,896 @@ async fn repeated_failed_sign_ins_make_the_login_wait() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    f.stop().await;
+}
+
+/// A Security Administrator's session.
+async fn security_admin(f: &Fixture) -> String {
+    let admin = f.administrator("sec", &["Security Administrator"]);
+    f.session(admin)
+}
+
+#[tokio::test]
+async fn it_policies_rule_editor_assignments_and_the_resolved_policy() {
+    let f = Fixture::start().await;
+    let token = security_admin(&f).await;
+    let t = Some(token.as_str());
+
+    let (status, rules, _) = f.call(Method::GET, "/api/policy-rules", t, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let length = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "MinimumPasswordLength")
+        .unwrap();
+    assert_eq!(
+        (length["min"].as_i64(), length["max"].as_i64()),
+        (Some(4), Some(14))
+    );
+    assert_eq!(length["kind"], "int");
+
+    // Out of range: refused with the rule's name and range; nothing created.
+    let (status, doc, _) = f
+        .call(
+            Method::POST,
+            "/api/policies",
+            t,
+            Some(json!({"name": "Executives", "rules": {"PasswordRequired": true, "MinimumPasswordLength": 20}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{doc}");
+    assert_eq!(doc["code"], "POLICY_RULE_OUT_OF_RANGE");
+    let message = doc["message"].as_str().unwrap();
+    assert!(
+        message.contains("Minimum Password Length must be between 4 and 14; got 20"),
+        "{message}"
+    );
+    let (_, list, _) = f.call(Method::GET, "/api/policies", t, None).await;
+    assert_eq!(list, json!([]), "the refused policy was not created");
+    let (status, doc, _) = f
+        .call(
+            Method::POST,
+            "/api/policies",
+            t,
+            Some(json!({"name": "X", "rules": {"NoSuchRule": 1}})),
+        )
+        .await;
+    assert_eq!(
+        (status, doc["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("POLICY_RULE_UNKNOWN"))
+    );
+
+    let (status, strict, _) = f
+        .call(
+            Method::POST,
+            "/api/policies",
+            t,
+            Some(json!({"name": "Executives", "rules": {"PasswordRequired": true, "MinimumPasswordLength": 10}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{strict}");
+    let strict_id = strict["id"].as_i64().unwrap();
+    let (_, standard, _) = f
+        .call(
+            Method::POST,
+            "/api/policies",
+            t,
+            Some(json!({"name": "Standard", "is_default": true, "rules": {"MinimumPasswordLength": 6}})),
+        )
+        .await;
+    assert_eq!(standard["is_default"], true);
+
+    // Edit: the rules become exactly the ones sent; a bad value changes nothing.
+    let (status, doc, _) = f
+        .call(
+            Method::PUT,
+            &format!("/api/policies/{strict_id}"),
+            t,
+            Some(json!({"name": "Executives", "rules": {"MaximumSecurityTimeout": 5}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        doc["message"]
+            .as_str()
+            .unwrap()
+            .contains("between 10 and 480"),
+        "{doc}"
+    );
+    let (status, edited, _) = f
+        .call(
+            Method::PUT,
+            &format!("/api/policies/{strict_id}"),
+            t,
+            Some(json!({"name": "Executives", "description": "board", "rules": {"PasswordRequired": true, "MinimumPasswordLength": 12}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{edited}");
+    assert_eq!(
+        edited["rules"],
+        json!({"PasswordRequired": true, "MinimumPasswordLength": 12})
+    );
+
+    // Assignment: a user in a group; the default applies until then.
+    let (_, alice, _) = f
+        .call(
+            Method::POST,
+            "/api/users",
+            t,
+            Some(json!({"display_name": "Alice", "email": "alice@example.com"})),
+        )
+        .await;
+    let alice_id = alice["id"].as_i64().unwrap();
+    let (_, board, _) = f
+        .call(
+            Method::POST,
+            "/api/groups",
+            t,
+            Some(json!({"name": "Board"})),
+        )
+        .await;
+    let board_id = board["id"].as_i64().unwrap();
+    f.call(
+        Method::PUT,
+        &format!("/api/groups/{board_id}/members/{alice_id}"),
+        t,
+        None,
+    )
+    .await;
+
+    let policy_path = format!("/api/users/{alice_id}/policy");
+    async fn resolved_of(f: &Fixture, path: &str, token: &str) -> Value {
+        f.call(Method::GET, path, Some(token), None).await.1
+    }
+    let rule = |doc: &Value, name: &str| {
+        doc["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let before = resolved_of(&f, &policy_path, &token).await;
+    assert_eq!(before["policies"][0]["via"], "default");
+    assert_eq!(rule(&before, "MinimumPasswordLength")["value"], 6);
+    assert_eq!(
+        rule(&before, "MinimumPasswordLength")["policy_name"],
+        "Standard"
+    );
+    assert_eq!(rule(&before, "DisableCamera")["policy_name"], Value::Null);
+
+    let (status, doc, _) = f
+        .call(
+            Method::POST,
+            &format!("/api/policies/{strict_id}/assignments"),
+            t,
+            Some(json!({"group_id": board_id, "rank": 0})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "rank 0 is refused for a group: {doc}"
+    );
+    let (status, assigned, _) = f
+        .call(
+            Method::POST,
+            &format!("/api/policies/{strict_id}/assignments"),
+            t,
+            Some(json!({"group_id": board_id, "rank": 2})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{assigned}");
+    assert_eq!(
+        (assigned["name"].as_str(), assigned["rank"].as_i64()),
+        (Some("Board"), Some(2))
+    );
+    let after = resolved_of(&f, &policy_path, &token).await;
+    assert_eq!(after["policies"][0]["via"], "group");
+    assert_eq!(after["policies"][0]["group_name"], "Board");
+    assert_eq!(rule(&after, "MinimumPasswordLength")["value"], 12);
+    assert_eq!(
+        rule(&after, "MinimumPasswordLength")["policy_name"],
+        "Executives"
+    );
+
+    // The user's own policy wins over the group's.
+    let standard_id = standard["id"].as_i64().unwrap();
+    let (status, own, _) = f
+        .call(
+            Method::POST,
+            &format!("/api/policies/{standard_id}/assignments"),
+            t,
+            Some(json!({"user_id": alice_id})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        resolved_of(&f, &policy_path, &token).await["policies"][0]["via"],
+        "user"
+    );
+    let (status, _, _) = f
+        .call(
+            Method::DELETE,
+            &format!("/api/policies/{standard_id}/assignments/{}", own["id"]),
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        resolved_of(&f, &policy_path, &token).await["policies"][0]["via"],
+        "group"
+    );
+
+    let (_, detail, _) = f
+        .call(Method::GET, &format!("/api/policies/{strict_id}"), t, None)
+        .await;
+    assert_eq!(detail["assignments"].as_array().map(Vec::len), Some(1));
+
+    // Every change is in the audit log, with the rules before and after.
+    let (_, audit, _) = f.call(Method::GET, "/api/audit?per_page=50", t, None).await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for action in [
+        "policy.create",
+        "policy.update",
+        "policy.assign",
+        "policy.unassign",
+    ] {
+        assert!(
+            actions.contains(&action),
+            "{action} missing from {actions:?}"
+        );
+    }
+    let update = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "policy.update")
+        .unwrap();
+    assert_eq!(update["before"]["rules"]["MinimumPasswordLength"], 10);
+    assert_eq!(update["after"]["rules"]["MinimumPasswordLength"], 12);
+
+    // Deleting the default policy leaves users with the catalog defaults.
+    let (status, _, _) = f
+        .call(
+            Method::DELETE,
+            &format!("/api/policies/{strict_id}"),
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, doc, _) = f
+        .call(Method::GET, &format!("/api/policies/{strict_id}"), t, None)
+        .await;
+    assert_eq!(
+        (status, doc["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("NOT_FOUND"))
+    );
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn activation_password_set_or_generated_never_in_the_audit_log() {
+    let f = Fixture::start().await;
+    let sec = security_admin(&f).await;
+    let junior = f.administrator("junior", &["Junior Helpdesk"]);
+    let junior = f.session(junior);
+    let (_, bob, _) = f
+        .call(
+            Method::POST,
+            "/api/users",
+            Some(&sec),
+            Some(json!({"display_name": "Bob", "email": "bob@example.com"})),
+        )
+        .await;
+    let id = bob["id"].as_i64().unwrap();
+    let path = format!("/api/users/{id}/activation-password");
+
+    let (status, doc, _) = f
+        .call(
+            Method::GET,
+            &format!("/api/users/{id}/activation"),
+            Some(&junior),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (doc["status"].as_str(), &doc["password"]),
+        (Some("not_activated"), &Value::Null)
+    );
+
+    let (status, doc, _) = f
+        .call(
+            Method::PUT,
+            &path,
+            Some(&junior),
+            Some(json!({"lifetime_hours": 1000})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(doc["code"], "ACTIVATION_LIFETIME_INVALID");
+    assert!(doc["message"].as_str().unwrap().contains("720"), "{doc}");
+    let (status, doc, _) = f
+        .call(
+            Method::PUT,
+            &path,
+            Some(&junior),
+            Some(json!({"password": "abc"})),
+        )
+        .await;
+    assert_eq!(
+        (status, doc["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("ACTIVATION_PASSWORD_LENGTH"))
+    );
+
+    // A Junior Helpdesk may set one (users.activation), with a lifetime.
+    let (status, doc, _) = f
+        .call(
+            Method::PUT,
+            &path,
+            Some(&junior),
+            Some(json!({"password": "chosen-secret", "lifetime_hours": 2})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["generated_password"], Value::Null);
+    assert_eq!(doc["activation"]["status"], "initializing");
+    assert_eq!(doc["activation"]["password"]["attempts_left"], 5);
+    assert_eq!(doc["activation"]["password"]["expired"], false);
+    let created = time::OffsetDateTime::parse(
+        doc["activation"]["password"]["created_at"]
+            .as_str()
+            .unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let expires = time::OffsetDateTime::parse(
+        doc["activation"]["password"]["expires_at"]
+            .as_str()
+            .unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!((expires - created).whole_hours(), 2);
+
+    // Generated: shown once, 8 characters by default.
+    let (status, doc, _) = f
+        .call(Method::PUT, &path, Some(&sec), Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let generated = doc["generated_password"].as_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 8);
+    let (_, user, _) = f
+        .call(Method::GET, &format!("/api/users/{id}"), Some(&sec), None)
+        .await;
+    assert_eq!(user["activation_status"], "initializing");
+
+    let (_, export, _) = f
+        .call(
+            Method::GET,
+            "/api/audit/export?format=json",
+            Some(&sec),
+            None,
+        )
+        .await;
+    let text = export.to_string();
+    assert!(text.contains("user.activation_password.set"));
+    assert!(
+        !text.contains("chosen-secret") && !text.contains(&generated),
+        "no password in the audit log"
+    );
+
+    // Without users.activation: refused.
+    let helpdesk = f.administrator("server-only", &["Server Only"]);
+    let helpdesk = f.session(helpdesk);
+    let (status, _, _) = f
+        .call(Method::PUT, &path, Some(&helpdesk), Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn global_message_filters_are_checked_ordered_and_audited() {
+    let f = Fixture::start().await;
+    let token = security_admin(&f).await;
+    let t = Some(token.as_str());
+    let (status, doc, _) = f
+        .call(Method::POST, "/api/filters", t, Some(json!({"name": "x", "conditions": [{"field": "size", "text": "1"}], "action": "forward"})))
+        .await;
+    assert_eq!(
+        (status, doc["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_FILTER"))
+    );
+    assert!(doc["message"]
+        .as_str()
+        .unwrap()
+        .contains("`size` is not a condition"));
+    let (status, doc, _) = f
+        .call(Method::POST, "/api/filters", t, Some(json!({"name": "x", "conditions": [{"field": "from", "text": "a"}], "action": "drop"})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(doc["message"]
+        .as_str()
+        .unwrap()
+        .contains("forward_priority"));
+
+    let mut ids = Vec::new();
+    for (name, condition, action) in [
+        (
+            "Boss",
+            json!({"field": "from", "text": "ceo@example.com"}),
+            "forward_priority",
+        ),
+        (
+            "Newsletters",
+            json!({"field": "subject", "text": "newsletter"}),
+            "do_not_forward",
+        ),
+        (
+            "Urgent",
+            json!({"field": "importance", "importance": "high"}),
+            "forward",
+        ),
+    ] {
+        let (status, doc, _) = f
+            .call(
+                Method::POST,
+                "/api/filters",
+                t,
+                Some(json!({"name": name, "conditions": [condition], "action": action})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{doc}");
+        ids.push(doc["id"].as_i64().unwrap());
+    }
+    let (_, list, _) = f.call(Method::GET, "/api/filters", t, None).await;
+    let names = |list: &Value| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&list), ["Boss", "Newsletters", "Urgent"]);
+    assert_eq!(
+        list[2]["conditions"][0],
+        json!({"field": "importance", "text": null, "importance": "high"})
+    );
+
+    let (status, list, _) = f
+        .call(
+            Method::PUT,
+            "/api/filters/order",
+            t,
+            Some(json!({"ids": [ids[2], ids[0], ids[1]]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(names(&list), ["Urgent", "Boss", "Newsletters"]);
+    let (status, _, _) = f
+        .call(
+            Method::PUT,
+            "/api/filters/order",
+            t,
+            Some(json!({"ids": [ids[0]]})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "an order must list every filter"
+    );
+
+    let (status, doc, _) = f
+        .call(Method::PUT, &format!("/api/filters/{}", ids[1]), t, Some(json!({"name": "Newsletters", "enabled": false, "conditions": [{"field": "to", "text": "list@"}], "action": "do_not_forward"})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["enabled"], false);
+    let (status, _, _) = f
+        .call(Method::DELETE, &format!("/api/filters/{}", ids[0]), t, None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, list, _) = f.call(Method::GET, "/api/filters", t, None).await;
+    assert_eq!(names(&list), ["Urgent", "Newsletters"]);
+
+    let (_, audit, _) = f.call(Method::GET, "/api/audit", t, None).await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for action in [
+        "filter.create",
+        "filter.reorder",
+        "filter.update",
+        "filter.delete",
+    ] {
+        assert!(
+            actions.contains(&action),
+            "{action} missing from {actions:?}"
+        );
+    }
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn an_administrator_restarts_a_component_through_the_controller() {
+    let f = Fixture::start_with(vec![std::sync::Arc::new(crate::policy::PolicyService)]).await;
+    let token = security_admin(&f).await;
+    let t = Some(token.as_str());
+    let status = |f: &Fixture| {
+        f.handle
+            .state()
+            .status
+            .get(crate::component::ComponentId::PolicyService)
+            .unwrap()
+    };
+    let waited = std::time::Instant::now();
+    while status(&f).state != crate::controller::ComponentState::Running {
+        assert!(waited.elapsed().as_secs() < 20, "{:?}", status(&f));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (code, doc, _) = f
+        .call(Method::POST, "/api/components/nothing/restart", t, None)
+        .await;
+    assert_eq!(
+        (code, doc["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("COMPONENT_UNKNOWN"))
+    );
+
+    let (code, doc, _) = f
+        .call(
+            Method::POST,
+            "/api/components/policy_service/restart",
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{doc}");
+    assert_eq!(doc["name"], "Policy Service");
+    let waited = std::time::Instant::now();
+    loop {
+        let now = status(&f);
+        if now.restarts == 1 && now.state == crate::controller::ComponentState::Running {
+            assert!(now
+                .detail
+                .unwrap_or_default()
+                .contains("restart requested by sec"));
+            break;
+        }
+        assert!(waited.elapsed().as_secs() < 20, "not restarted: {now:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (_, audit, _) = f.call(Method::GET, "/api/audit", t, None).await;
+    assert_eq!(audit["items"][0]["action"], "component.restart");
+    assert_eq!(audit["items"][0]["target"], "component/policy_service");
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_new_bodies_with_schemas() {
+    let f = Fixture::start().await;
+    let (status, doc, _) = f.call(Method::GET, "/api/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let create = &doc["paths"]["/api/policies"]["post"];
+    let request = &create["requestBody"]["content"]["application/json"]["schema"]["$ref"];
+    assert_eq!(request, "#/components/schemas/PolicyForm");
+    let form = &doc["components"]["schemas"]["PolicyForm"];
+    assert!(form["properties"]["rules"].is_object(), "{form}");
+    assert_eq!(form["required"], json!(["name"]));
+    let answer = &create["responses"]["2XX"]["content"]["application/json"]["schema"]["$ref"];
+    assert_eq!(answer, "#/components/schemas/PolicyDetail");
+    assert!(doc["components"]["schemas"]["PolicyDetail"]["properties"]["assignments"].is_object());
+    let rules = &doc["paths"]["/api/policy-rules"]["get"]["responses"]["2XX"]["content"]
+        ["application/json"]["schema"];
+    assert_eq!(rules["type"], "array");
+    let users = &doc["paths"]["/api/users"]["get"]["responses"]["2XX"]["content"]
+        ["application/json"]["schema"]["$ref"];
+    let page = users.as_str().unwrap().rsplit('/').next().unwrap();
+    let items = &doc["components"]["schemas"][page]["properties"]["items"];
+    assert_eq!(
+        items["items"]["$ref"], "#/components/schemas/UserView",
+        "{items}"
+    );
+    let name = &doc["paths"]["/api/directories/{name}"]["get"]["parameters"][0];
+    assert_eq!(name["schema"]["type"], "string");
+    // Every $ref points at a schema the document holds.
+    let text = doc.to_string();
+    for part in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = part.split('"').next().unwrap();
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{name} is referenced but missing"
+        );
+    }
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn statistics_show_the_server_and_the_busiest_users() {
+    use crate::db::models::statistics::{Counter, Statistics};
+    let f = Fixture::start().await;
+    let token = f.session(f.administrator("ops", &["Server Only"]));
+    let (quiet, busy) = f
+        .db()
+        .run_blocking(|conn| {
+            let mut ids = Vec::new();
+            for name in ["quiet", "busy"] {
+                let user = NewUser {
+                    display_name: name.into(),
+                    email: format!("{name}@example.com"),
+                    mailbox_login: name.into(),
+                }
+                .save(conn)?;
+                ids.push(user.id);
+            }
+            Statistics::increment(conn, Some(ids[0]), Counter::Forwarded, 2)?;
+            Statistics::increment(conn, Some(ids[1]), Counter::Forwarded, 5)?;
+            Statistics::increment(conn, Some(ids[1]), Counter::Sent, 3)?;
+            Statistics::increment(conn, None, Counter::Filtered, 4)?;
+            Ok((ids[0], ids[1]))
+        })
+        .unwrap();
+    let (status, doc, _) = f
+        .call(Method::GET, "/api/statistics", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["global"]["forwarded"], 7);
+    assert_eq!(doc["global"]["sent"], 3);
+    assert_eq!(doc["global"]["filtered"], 4);
+    let busiest: Vec<i64> = doc["busiest"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(busiest, [busy.0, quiet.0]);
+    assert_eq!(doc["busiest"][0]["display_name"], "busy");
+    assert_eq!(doc["busiest"][0]["forwarded"], 5);
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn software_configurations_list_applications_and_assignments() {
+    let f = Fixture::start().await;
+    let token = security_admin(&f).await;
+    let t = Some(token.as_str());
+    let (status, doc, _) = f
+        .call(Method::POST, "/api/software", t, Some(json!({"name": "Sales", "applications": [{"name": "CRM", "disposition": "mandatory"}]})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        doc["message"]
+            .as_str()
+            .unwrap()
+            .contains("use required, optional or disallowed"),
+        "{doc}"
+    );
+    let (_, list, _) = f.call(Method::GET, "/api/software", t, None).await;
+    assert_eq!(list, json!([]), "nothing created");
+
+    let (status, sales, _) = f
+        .call(
+            Method::POST,
+            "/api/software",
+            t,
+            Some(json!({"name": "Sales", "applications": [
+                {"name": "CRM", "version": "2.1", "disposition": "required"},
+                {"name": "Games", "disposition": "disallowed"}
+            ]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{sales}");
+    let id = sales["id"].as_i64().unwrap();
+    assert_eq!(
+        sales["applications"][0],
+        json!({"name": "CRM", "version": "2.1", "disposition": "required"})
+    );
+    let (status, doc, _) = f
+        .call(
+            Method::POST,
+            "/api/software",
+            t,
+            Some(json!({"name": "Sales"})),
+        )
+        .await;
+    assert_eq!(
+        (status, doc["code"].as_str()),
+        (StatusCode::CONFLICT, Some("SOFTWARE_CONFIGURATION_EXISTS"))
+    );
+
+    let (status, edited, _) = f
+        .call(
+            Method::PUT,
+            &format!("/api/software/{id}"),
+            t,
+            Some(json!({"name": "Sales", "applications": [{"name": "CRM", "version": "2.2", "disposition": "optional"}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{edited}");
+    assert_eq!(
+        edited["applications"],
+        json!([{"name": "CRM", "version": "2.2", "disposition": "optional"}])
+    );
+
+    let (_, group, _) = f
+        .call(
+            Method::POST,
+            "/api/groups",
+            t,
+            Some(json!({"name": "Field"})),
+        )
+        .await;
+    let (status, assigned, _) = f
+        .call(
+            Method::POST,
+            &format!("/api/software/{id}/assignments"),
+            t,
+            Some(json!({"group_id": group["id"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{assigned}");
+    assert_eq!(assigned["name"], "Field");
+    let (_, detail, _) = f
+        .call(Method::GET, &format!("/api/software/{id}"), t, None)
+        .await;
+    assert_eq!(detail["assignments"].as_array().map(Vec::len), Some(1));
+    let (status, _, _) = f
+        .call(
+            Method::DELETE,
+            &format!("/api/software/{id}/assignments/{}", assigned["id"]),
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, _) = f
+        .call(Method::DELETE, &format!("/api/software/{id}"), t, None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    let (_, audit, _) = f.call(Method::GET, "/api/audit", t, None).await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for action in [
+        "software.create",
+        "software.update",
+        "software.assign",
+        "software.unassign",
+        "software.delete",
+    ] {
+        assert!(
+            actions.contains(&action),
+            "{action} missing from {actions:?}"
+        );
+    }
+    f.stop().await;
+}
+
+/// A mail server that accepts one message and hands its SMTP transcript
+/// over.
+async fn one_message_smtp() -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        write.write_all(b"220 test ESMTP\r\n").await.unwrap();
+        let mut transcript = String::new();
+        let mut in_data = false;
+        while let Ok(Some(line)) = lines.next_line().await {
+            transcript.push_str(&line);
+            transcript.push('\n');
+            let answer: &[u8] = if in_data {
+                if line != "." {
+                    continue;
+                }
+                in_data = false;
+                b"250 queued\r\n"
+            } else if line.starts_with("DATA") {
+                in_data = true;
+                b"354 go ahead\r\n"
+            } else if line.starts_with("QUIT") {
+                write.write_all(b"221 bye\r\n").await.unwrap();
+                break;
+            } else {
+                b"250 ok\r\n"
+            };
+            write.write_all(answer).await.unwrap();
+            if answer.starts_with(b"250 queued") {
+                break;
+            }
+        }
+        let _ = tx.send(transcript);
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn an_activation_password_is_e_mailed_to_the_user_through_the_mail_server() {
+    let (smtp, transcript) = one_message_smtp().await;
+    let f = Fixture::start_custom(Vec::new(), |s| {
+        s.mail.smtp = Some(smtp.to_string());
+        s.mail.smtp_security = crate::messaging_agent::settings::Security::None;
+        s.admin.mail_from = Some("it@example.com".into());
+    })
+    .await;
+    let token = security_admin(&f).await;
+    let t = Some(token.as_str());
+    let (_, carol, _) = f
+        .call(
+            Method::POST,
+            "/api/users",
+            t,
+            Some(json!({"display_name": "Carol", "email": "carol@example.com"})),
+        )
+        .await;
+    let path = format!("/api/users/{}/activation-password", carol["id"]);
+    let (status, doc, _) = f
+        .call(Method::PUT, &path, t, Some(json!({"email_user": true})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(
+        doc["email"],
+        json!({"to": "carol@example.com", "sent": true, "error": null})
+    );
+    let password = doc["generated_password"].as_str().unwrap();
+    let transcript = transcript.await.unwrap();
+    assert!(
+        transcript.contains("MAIL FROM:<it@example.com>"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("RCPT TO:<carol@example.com>"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains(&format!("Activation password: {password}")),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("E-mail address:      carol@example.com"),
+        "{transcript}"
+    );
+    let (_, audit, _) = f.call(Method::GET, "/api/audit", t, None).await;
+    assert_eq!(
+        audit["items"][0]["action"],
+        "user.activation_password.email"
+    );
+
+    // The mail server gone: the password is still set, and the answer says
+    // why the mail did not leave.
+    let (status, doc, _) = f
+        .call(Method::PUT, &path, t, Some(json!({"email_user": true})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["email"]["sent"], false);
+    assert!(
+        doc["email"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("mail server"),
+        "{doc}"
+    );
+    assert_eq!(doc["activation"]["status"], "initializing");
     f.stop().await;
 }

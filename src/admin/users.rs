@@ -18,7 +18,7 @@ use crate::db::{Conn, DbError, DbResult};
 use crate::server::ServerState;
 
 /// A user as the console shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct UserView {
     pub id: i64,
     pub display_name: String,
@@ -98,7 +98,7 @@ pub async fn list(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct UserForm {
     pub display_name: String,
     pub email: String,
@@ -285,7 +285,7 @@ pub async fn groups(
     Ok(Json(groups.iter().map(GroupView::from).collect()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct UserGroups {
     pub group_ids: Vec<i64>,
 }

@@ -15,6 +15,10 @@
 //! - its task ends with an error or a panic, or returns while the server is
 //!   not shutting down (it crashes).
 //!
+//! An administrator may also restart a component from the console
+//! ([`StatusBoard::request_restart`]); it is stopped and started again
+//! the same way.
+//!
 //! No component is restarted more than `max_restarts_per_day` times in 24
 //! hours; past that it is marked failed and left stopped until the window
 //! allows another restart. Every decision is logged with its reason and is
@@ -143,6 +147,20 @@ impl Controller {
                 _ = check.tick() => {
                     for entry in supervised.iter_mut() {
                         self.check(&mut tasks, entry, &shutdown);
+                    }
+                }
+                _ = self.status.restart_requested() => {
+                    for (id, reason) in self.status.take_restart_requests() {
+                        let Some(entry) = supervised.iter_mut().find(|s| s.component.id() == id) else {
+                            continue;
+                        };
+                        info!(target: "bramble::controller", component = %id, "{reason}; restarting it");
+                        if let Some((_, handle)) = entry.task.take() {
+                            entry.token.cancel();
+                            handle.abort();
+                        }
+                        entry.gave_up = false;
+                        self.restart(&mut tasks, entry, &shutdown, reason);
                     }
                 }
             }

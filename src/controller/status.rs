@@ -32,10 +32,21 @@ pub struct ComponentStatus {
     pub detail: Option<String>,
 }
 
-/// Shared, cheaply cloned table of component statuses.
+/// Shared, cheaply cloned table of component statuses. The console also
+/// asks the Controller through it to restart a component
+/// ([`StatusBoard::request_restart`]).
 #[derive(Debug, Clone, Default)]
 pub struct StatusBoard {
     inner: Arc<RwLock<BTreeMap<ComponentId, ComponentStatus>>>,
+    restarts: Arc<RestartRequests>,
+}
+
+/// Restarts asked for by an administrator, with why, until the Controller
+/// takes them.
+#[derive(Debug, Default)]
+struct RestartRequests {
+    pending: std::sync::Mutex<Vec<(ComponentId, String)>>,
+    wake: tokio::sync::Notify,
 }
 
 impl StatusBoard {
@@ -62,6 +73,36 @@ impl StatusBoard {
 
     pub fn get(&self, id: ComponentId) -> Option<ComponentStatus> {
         self.inner.read().ok().and_then(|map| map.get(&id).cloned())
+    }
+
+    /// Asks the Controller to restart the component with `key` (e.g.
+    /// `policy_service`); `reason` goes into its status and log. Returns
+    /// the component, or None when no such component is registered.
+    pub fn request_restart(&self, key: &str, reason: String) -> Option<ComponentId> {
+        let id = self
+            .inner
+            .read()
+            .ok()?
+            .keys()
+            .copied()
+            .find(|id| id.key() == key)?;
+        self.restarts.pending.lock().ok()?.push((id, reason));
+        self.restarts.wake.notify_one();
+        Some(id)
+    }
+
+    /// Resolves when a restart was asked for.
+    pub(crate) async fn restart_requested(&self) {
+        self.restarts.wake.notified().await;
+    }
+
+    /// The restarts asked for since the last call.
+    pub(crate) fn take_restart_requests(&self) -> Vec<(ComponentId, String)> {
+        self.restarts
+            .pending
+            .lock()
+            .map(|mut pending| std::mem::take(&mut *pending))
+            .unwrap_or_default()
     }
 
     /// Every component, in a stable order.

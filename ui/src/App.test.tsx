@@ -67,11 +67,10 @@ describe('Console start', () => {
     renderApp();
     await waitFor(() => expect(screen.getByTestId('nav-users')).toBeTruthy());
     expect(screen.getByTestId('nav-users').getAttribute('aria-current')).toBe('page');
-    for (const hidden of ['groups', 'administrators', 'audit', 'servers', 'it-policies', 'software']) {
+    for (const hidden of ['groups', 'administrators', 'audit', 'servers', 'it-policies', 'software', 'filters', 'directory']) {
       expect(screen.queryByTestId(`nav-${hidden}`)).toBeNull();
     }
     expect(screen.getByTestId('nav-devices').getAttribute('aria-disabled')).toBeNull();
-    expect(screen.getByTestId('nav-activation').getAttribute('aria-disabled')).toBe('true');
     expect(await screen.findByTestId('users-table')).toBeTruthy();
     expect(screen.queryByTestId('add-user')).toBeNull();
   });

@@ -16,9 +16,14 @@ import { useRoute } from './hooks/useRoute';
 import { AdministratorsPage } from './pages/AdministratorsPage';
 import { AuditPage } from './pages/AuditPage';
 import { DevicesPage } from './pages/DevicesPage';
+import { DirectoryPage } from './pages/DirectoryPage';
+import { FiltersPage } from './pages/FiltersPage';
 import { GroupsPage } from './pages/GroupsPage';
+import { PoliciesPage } from './pages/PoliciesPage';
 import { ServersPage } from './pages/ServersPage';
+import { StatisticsPage } from './pages/StatisticsPage';
 import { SignInPage } from './pages/SignInPage';
+import { SoftwarePage } from './pages/SoftwarePage';
 import { UserDetailPage } from './pages/UserDetailPage';
 import { UsersPage } from './pages/UsersPage';
 
@@ -36,10 +41,12 @@ export const NAV_ITEMS: readonly NavItem[] = [
   { key: 'groups', label: 'Groups', permission: 'groups.read', available: true },
   { key: 'administrators', label: 'Administrators and roles', permission: 'administrators.read', available: true },
   { key: 'audit', label: 'Audit log', permission: 'audit.read', available: true },
-  { key: 'it-policies', label: 'IT policies', permission: 'policies.read', available: false },
-  { key: 'activation', label: 'Activation', permission: 'users.activation', available: false },
-  { key: 'software', label: 'Software', permission: 'software.read', available: false },
+  { key: 'it-policies', label: 'IT policies', permission: 'policies.read', available: true },
+  { key: 'filters', label: 'Message filters', permission: 'filters.read', available: true },
+  { key: 'software', label: 'Software', permission: 'software.read', available: true },
   { key: 'servers', label: 'Servers', permission: 'servers.read', available: true },
+  { key: 'directory', label: 'Directory', permission: 'servers.read', available: true },
+  { key: 'statistics', label: 'Statistics', permission: 'servers.read', available: true },
   { key: 'devices', label: 'Devices', permission: 'devices.read', available: true },
 ];
 
@@ -203,6 +210,8 @@ function Console({ who, onSignOut }: { who: Whoami; onSignOut: () => void }) {
             canWrite={can(who, 'users.write')}
             canListGroups={can(who, 'groups.read')}
             canSeeDevices={can(who, 'devices.read')}
+            canActivate={can(who, 'users.activation')}
+            canSeePolicy={can(who, 'policies.read')}
             onBack={() => navigate('/users')}
             onOpenDevice={(id) => navigate(`/devices/${id}`)}
           />
@@ -220,6 +229,24 @@ function Console({ who, onSignOut }: { who: Whoami; onSignOut: () => void }) {
           />
         ) : active === 'administrators' ? (
           <AdministratorsPage canWrite={can(who, 'administrators.write')} />
+        ) : active === 'it-policies' ? (
+          <PoliciesPage
+            id={route.id ? Number(route.id) : null}
+            canWrite={can(who, 'policies.write')}
+            onOpen={(id) => navigate(id === null ? '/it-policies' : `/it-policies/${id}`)}
+          />
+        ) : active === 'software' ? (
+          <SoftwarePage
+            id={route.id ? Number(route.id) : null}
+            canWrite={can(who, 'software.write')}
+            onOpen={(id) => navigate(id === null ? '/software' : `/software/${id}`)}
+          />
+        ) : active === 'filters' ? (
+          <FiltersPage canWrite={can(who, 'filters.write')} />
+        ) : active === 'directory' ? (
+          <DirectoryPage canSync={can(who, 'servers.write')} />
+        ) : active === 'statistics' ? (
+          <StatisticsPage />
         ) : active === 'audit' ? (
           <AuditPage refreshKey={auditHead} />
         ) : active === 'devices' ? (
@@ -229,7 +256,7 @@ function Console({ who, onSignOut }: { who: Whoami; onSignOut: () => void }) {
             onOpenUser={(id) => navigate(`/users/${id}`)}
           />
         ) : (
-          <ServersPage />
+          <ServersPage canRestart={can(who, 'servers.write')} />
         )}
       </AppShell.Main>
     </AppShell>

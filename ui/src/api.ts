@@ -712,3 +712,342 @@ export async function getUserDevices(userId: number): Promise<Device[]> {
 export async function traceMessage(refId: string): Promise<MessageTrace> {
   return request(`/api/messages/${encodeURIComponent(refId.trim())}`);
 }
+
+// ---------------------------------------------------------------------------
+// IT policies
+
+/** One rule of the IT policy catalog, with what it accepts. */
+export interface PolicyRule {
+  name: string;
+  title: string;
+  kind: 'bool' | 'int' | 'choice' | 'list';
+  min: number | null;
+  max: number | null;
+  unit: string | null;
+  options: string[];
+  default: unknown;
+  /** In words, e.g. "4–14 characters". */
+  accepts: string;
+}
+
+export interface Policy {
+  id: number;
+  name: string;
+  description: string;
+  is_default: boolean;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface PolicySummary extends Policy {
+  rules: number;
+  assignments: number;
+}
+
+export interface PolicyAssignment {
+  id: number;
+  policy_id: number;
+  target: 'user' | 'group';
+  user_id: number | null;
+  group_id: number | null;
+  name: string;
+  rank: number;
+}
+
+export interface PolicyDetail extends Policy {
+  rules: Record<string, unknown>;
+  assignments: PolicyAssignment[];
+}
+
+export interface PolicyForm {
+  name: string;
+  description: string;
+  rules: Record<string, unknown>;
+  is_default: boolean;
+}
+
+export interface ResolvedPolicy {
+  user_id: number;
+  mode: string;
+  policies: {
+    policy_id: number;
+    policy_name: string;
+    via: 'user' | 'group' | 'default';
+    group_id: number | null;
+    group_name: string | null;
+    rank: number | null;
+  }[];
+  rules: { name: string; title: string; value: unknown; policy_name: string | null }[];
+}
+
+export async function listPolicyRules(): Promise<PolicyRule[]> {
+  return request('/api/policy-rules');
+}
+
+export async function listPolicies(): Promise<PolicySummary[]> {
+  return request('/api/policies');
+}
+
+export async function getPolicy(id: number): Promise<PolicyDetail> {
+  return request(`/api/policies/${id}`);
+}
+
+export async function createPolicy(form: PolicyForm): Promise<PolicyDetail> {
+  return request('/api/policies', { method: 'POST', body: form });
+}
+
+export async function updatePolicy(id: number, form: PolicyForm): Promise<PolicyDetail> {
+  return request(`/api/policies/${id}`, { method: 'PUT', body: form });
+}
+
+export async function deletePolicy(id: number): Promise<void> {
+  await request(`/api/policies/${id}`, { method: 'DELETE' });
+}
+
+export async function assignPolicy(
+  id: number,
+  target: { user_id: number } | { group_id: number; rank: number },
+): Promise<PolicyAssignment> {
+  return request(`/api/policies/${id}/assignments`, { method: 'POST', body: target });
+}
+
+export async function unassignPolicy(id: number, assignmentId: number): Promise<void> {
+  await request(`/api/policies/${id}/assignments/${assignmentId}`, { method: 'DELETE' });
+}
+
+export async function getResolvedPolicy(userId: number): Promise<ResolvedPolicy> {
+  return request(`/api/users/${userId}/policy`);
+}
+
+// ---------------------------------------------------------------------------
+// Activation
+
+export interface Activation {
+  user_id: number;
+  status: string;
+  password: {
+    created_at: string;
+    expires_at: string;
+    expired: boolean;
+    failed_attempts: number;
+    attempts_left: number;
+  } | null;
+  steps: { status: string; at: string }[];
+}
+
+export async function getActivation(userId: number): Promise<Activation> {
+  return request(`/api/users/${userId}/activation`);
+}
+
+/** Sets `password`, or generates one when it is absent. */
+export async function setActivationPassword(
+  userId: number,
+  form: { password?: string; lifetime_hours?: number; email_user?: boolean },
+): Promise<{
+  activation: Activation;
+  generated_password: string | null;
+  email: { to: string; sent: boolean; error: string | null } | null;
+}> {
+  return request(`/api/users/${userId}/activation-password`, { method: 'PUT', body: form });
+}
+
+// ---------------------------------------------------------------------------
+// Global message filters
+
+export interface FilterCondition {
+  field: 'from' | 'to' | 'cc' | 'bcc' | 'subject' | 'importance';
+  text?: string | null;
+  importance?: 'high' | 'normal' | 'low' | null;
+}
+
+export type FilterAction = 'forward' | 'forward_priority' | 'do_not_forward';
+
+export interface MessageFilter {
+  id: number;
+  name: string;
+  position: number;
+  enabled: boolean;
+  conditions: FilterCondition[];
+  action: FilterAction;
+}
+
+export interface FilterForm {
+  name: string;
+  enabled: boolean;
+  conditions: FilterCondition[];
+  action: FilterAction;
+}
+
+export async function listFilters(): Promise<MessageFilter[]> {
+  return request('/api/filters');
+}
+
+export async function createFilter(form: FilterForm): Promise<MessageFilter> {
+  return request('/api/filters', { method: 'POST', body: form });
+}
+
+export async function updateFilter(id: number, form: FilterForm): Promise<MessageFilter> {
+  return request(`/api/filters/${id}`, { method: 'PUT', body: form });
+}
+
+export async function deleteFilter(id: number): Promise<void> {
+  await request(`/api/filters/${id}`, { method: 'DELETE' });
+}
+
+export async function reorderFilters(ids: number[]): Promise<MessageFilter[]> {
+  return request('/api/filters/order', { method: 'PUT', body: { ids } });
+}
+
+// ---------------------------------------------------------------------------
+// Directories (MailStore Service) and components
+
+export interface DirectorySyncRun {
+  id: number;
+  kind: 'full' | 'incremental';
+  started_at: string;
+  finished_at: string | null;
+  outcome: 'running' | 'succeeded' | 'failed';
+  entries_read: number;
+  created: number;
+  updated: number;
+  removed: number;
+  errors: number;
+  message: string;
+}
+
+export interface DirectorySync {
+  running: boolean;
+  full: boolean;
+  started_at: string;
+  started_by: string;
+  phase: string;
+  entries_read: number;
+  percent: number;
+  error: { code: string; message: string } | null;
+}
+
+export interface Directory {
+  name: string;
+  kind: 'openldap' | 'active_directory';
+  url: string;
+  starttls: boolean;
+  base_dn: string;
+  bind_dn: string;
+  sync_interval_secs: number;
+  full_sync_interval_secs: number;
+  sync: DirectorySync | null;
+  runs: DirectorySyncRun[];
+}
+
+export async function listDirectories(): Promise<Directory[]> {
+  return request('/api/directories');
+}
+
+export async function getDirectory(name: string): Promise<Directory> {
+  return request(`/api/directories/${encodeURIComponent(name)}`);
+}
+
+export async function startDirectorySync(name: string, full: boolean): Promise<Directory> {
+  return request(`/api/directories/${encodeURIComponent(name)}/sync`, { method: 'POST', body: { full } });
+}
+
+export async function restartComponent(id: string): Promise<{ id: string; name: string; message: string }> {
+  return request(`/api/components/${encodeURIComponent(id)}/restart`, { method: 'POST' });
+}
+
+// ---------------------------------------------------------------------------
+// Message statistics
+
+export interface MessageCounters {
+  forwarded: number;
+  filtered: number;
+  pending: number;
+  delivered: number;
+  expired: number;
+  failed: number;
+  sent: number;
+  updated_at: string | null;
+}
+
+export interface StatisticsReport {
+  global: MessageCounters;
+  busiest: (MessageCounters & { user_id: number; display_name: string; email: string })[];
+}
+
+export async function getStatistics(): Promise<StatisticsReport> {
+  return request('/api/statistics');
+}
+
+// ---------------------------------------------------------------------------
+// Software configurations
+
+export type Disposition = 'required' | 'optional' | 'disallowed';
+
+export interface SoftwareApplication {
+  name: string;
+  version: string;
+  disposition: Disposition;
+}
+
+export interface SoftwareSummary {
+  id: number;
+  name: string;
+  description: string;
+  created_at: string;
+  applications: number;
+  assignments: number;
+}
+
+export interface SoftwareAssignment {
+  id: number;
+  target: 'user' | 'group';
+  user_id: number | null;
+  group_id: number | null;
+  name: string;
+}
+
+export interface SoftwareDetail {
+  id: number;
+  name: string;
+  description: string;
+  created_at: string;
+  applications: SoftwareApplication[];
+  assignments: SoftwareAssignment[];
+}
+
+export interface SoftwareForm {
+  name: string;
+  description: string;
+  applications?: SoftwareApplication[];
+}
+
+export async function listSoftware(): Promise<SoftwareSummary[]> {
+  return request('/api/software');
+}
+
+export async function getSoftware(id: number): Promise<SoftwareDetail> {
+  return request(`/api/software/${id}`);
+}
+
+export async function createSoftware(form: SoftwareForm): Promise<SoftwareDetail> {
+  return request('/api/software', { method: 'POST', body: form });
+}
+
+export async function updateSoftware(id: number, form: SoftwareForm): Promise<SoftwareDetail> {
+  return request(`/api/software/${id}`, { method: 'PUT', body: form });
+}
+
+export async function deleteSoftware(id: number): Promise<void> {
+  await request(`/api/software/${id}`, { method: 'DELETE' });
+}
+
+export async function assignSoftware(
+  id: number,
+  target: { user_id: number } | { group_id: number },
+): Promise<SoftwareAssignment> {
+  return request(`/api/software/${id}/assignments`, { method: 'POST', body: target });
+}
+
+export async function unassignSoftware(id: number, assignmentId: number): Promise<void> {
+  await request(`/api/software/${id}/assignments/${assignmentId}`, { method: 'DELETE' });
+}

@@ -186,6 +186,23 @@ impl Statistics {
             .map_or_else(|| Statistics::zero(Some(user)), Statistics::from))
     }
 
+    /// The `limit` users with the most messages (forwarded to and sent
+    /// from their devices), busiest first.
+    pub fn find_busiest(conn: &mut Conn, limit: i64) -> DbResult<Vec<Statistics>> {
+        Ok(statistics::table
+            .filter(statistics::user_id.is_not_null())
+            .order((
+                (statistics::forwarded + statistics::sent).desc(),
+                statistics::user_id.asc(),
+            ))
+            .limit(limit)
+            .select(StatisticsRow::as_select())
+            .load(conn)?
+            .into_iter()
+            .map(Statistics::from)
+            .collect())
+    }
+
     /// Starts a user's counters again from zero (the global ones keep
     /// their totals).
     pub fn delete_by_user(conn: &mut Conn, user: UserId) -> DbResult<bool> {

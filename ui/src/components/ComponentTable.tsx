@@ -1,4 +1,4 @@
-import { Table, Text } from '@mantine/core';
+import { Button, Table, Text } from '@mantine/core';
 import type { ComponentHealth } from '../api';
 import { StateBadge } from './StateBadge';
 import { Timestamp } from './Timestamp';
@@ -6,9 +6,12 @@ import { Timestamp } from './Timestamp';
 export function ComponentTable({
   components,
   now,
+  onRestart,
 }: {
   components: ComponentHealth[];
   now: Date;
+  /** When given, each row offers a Restart button (servers.write). */
+  onRestart?: (component: ComponentHealth) => void;
 }) {
   return (
     <div style={{ overflowX: 'auto' }}>
@@ -26,12 +29,13 @@ export function ComponentTable({
             <Table.Th>Last heartbeat</Table.Th>
             <Table.Th ta="right">Restarts</Table.Th>
             <Table.Th>Detail</Table.Th>
+            {onRestart && <Table.Th />}
           </Table.Tr>
         </Table.Thead>
         <Table.Tbody>
           {components.length === 0 ? (
             <Table.Tr>
-              <Table.Td colSpan={5}>
+              <Table.Td colSpan={onRestart ? 6 : 5}>
                 <Text size="sm" c="dimmed">
                   The server reported no components.
                 </Text>
@@ -65,6 +69,13 @@ export function ComponentTable({
                     </Text>
                   )}
                 </Table.Td>
+                {onRestart && (
+                  <Table.Td>
+                    <Button size="xs" variant="default" onClick={() => onRestart(c)} data-testid={`restart-${c.id}`}>
+                      Restart
+                    </Button>
+                  </Table.Td>
+                )}
               </Table.Tr>
             ))
           )}

@@ -1,7 +1,9 @@
 import { Alert, Anchor, Badge, Button, Code, Group, Paper, SimpleGrid, Stack, Table, Text, TextInput, Title } from '@mantine/core';
 import { useEffect, useState, type FormEvent, type ReactNode } from 'react';
-import { findDeviceByPin, getDevice, traceMessage, type DeviceDetail, type MessageTrace } from '../api';
+import { findDeviceByPin, getDevice, traceMessage, type DeviceDetail, type MessageCounters, type MessageTrace } from '../api';
+import { BarChart } from '../components/BarChart';
 import { ErrorAlert } from '../components/ErrorAlert';
+import { counterBars } from './StatisticsPage';
 import { formatLocalTime } from '../time';
 
 function when(value: string | null): string {
@@ -167,6 +169,9 @@ export function DevicesPage({ id, onOpenUser }: { id: number | null; onOpenUser:
                 {device.statistics.pending} pending, {device.statistics.filtered} filtered, {device.statistics.expired}{' '}
                 expired, {device.statistics.failed} failed, {device.statistics.sent} sent from the device.
               </Text>
+            )}
+            {device.statistics && (
+              <BarChart bars={counterBars(device.statistics as unknown as MessageCounters)} testId="device-statistics-chart" />
             )}
             <Title order={4} size="h5">
               Recent messages

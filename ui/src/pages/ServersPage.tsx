@@ -1,6 +1,7 @@
-import { Alert, Badge, Button, Group, Loader, Paper, SimpleGrid, Stack, Text, Title } from '@mantine/core';
-import type { ReactNode } from 'react';
-import type { ApiError, HealthDocument, WirelessHealth } from '../api';
+import { Alert, Badge, Button, Group, Loader, Modal, Paper, SimpleGrid, Stack, Text, Title } from '@mantine/core';
+import { useState, type ReactNode } from 'react';
+import { restartComponent, type ApiError, type ComponentHealth, type HealthDocument, type WirelessHealth } from '../api';
+import { ErrorAlert } from '../components/ErrorAlert';
 import { ComponentTable } from '../components/ComponentTable';
 import { OverallStatusBadge } from '../components/StateBadge';
 import { Timestamp } from '../components/Timestamp';
@@ -10,11 +11,30 @@ import { formatLocalTime } from '../time';
 
 export function ServersPage({
   pollIntervalMs = HEALTH_POLL_INTERVAL_MS,
+  canRestart = false,
 }: {
   /** How often to ask for `/health` again (tests shorten it). */
   pollIntervalMs?: number;
+  /** servers.write: offer to restart components. */
+  canRestart?: boolean;
 }) {
   const health = useHealth(pollIntervalMs);
+  const [restarting, setRestarting] = useState<ComponentHealth | null>(null);
+  const [restartError, setRestartError] = useState<unknown>(null);
+  const [restartNote, setRestartNote] = useState<string | null>(null);
+  const restart = async () => {
+    const component = restarting;
+    setRestarting(null);
+    if (!component) return;
+    setRestartError(null);
+    try {
+      const answer = await restartComponent(component.id);
+      setRestartNote(`${answer.message}.`);
+      health.retry();
+    } catch (err) {
+      setRestartError(err);
+    }
+  };
   const now = useNow(5_000);
   // Never show a heartbeat as "in the future" just because the clock ticker
   // lags behind the latest poll.
@@ -24,6 +44,30 @@ export function ServersPage({
   return (
     <Stack gap="lg">
       <Title order={2}>Servers and components</Title>
+      <ErrorAlert error={restartError} />
+      {restartNote && (
+        <Text size="sm" c="teal" data-testid="restart-note">
+          {restartNote}
+        </Text>
+      )}
+      <Modal opened={restarting !== null} onClose={() => setRestarting(null)} title="Restart this component?">
+        {restarting && (
+          <Stack data-testid="confirm-restart">
+            <Text size="sm">
+              Restart the <b>{restarting.name}</b>? The Controller stops it and starts it again; what it is doing now
+              (deliveries, a directory sync) is interrupted and resumes after the restart.
+            </Text>
+            <Group justify="flex-end">
+              <Button variant="default" onClick={() => setRestarting(null)}>
+                Cancel
+              </Button>
+              <Button color="orange" onClick={restart} data-testid="confirm-restart-button">
+                Restart {restarting.name}
+              </Button>
+            </Group>
+          </Stack>
+        )}
+      </Modal>
 
       {health.error && (
         <ApiErrorAlert
@@ -47,7 +91,11 @@ export function ServersPage({
         <>
           <ServerSummary health={health.data} now={effectiveNow} stale={health.error !== null} />
           <Paper withBorder p="xs">
-            <ComponentTable components={health.data.components} now={effectiveNow} />
+            <ComponentTable
+              components={health.data.components}
+              now={effectiveNow}
+              onRestart={canRestart ? setRestarting : undefined}
+            />
           </Paper>
           {health.data.wireless && <WirelessCard wireless={health.data.wireless} now={effectiveNow} />}
           <Text size="xs" c="dimmed" data-testid="health-updated">

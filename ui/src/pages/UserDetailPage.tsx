@@ -28,6 +28,7 @@ import {
   type UserGroup,
 } from '../api';
 import { ErrorAlert } from '../components/ErrorAlert';
+import { statusWords, UserActivation, UserPolicy } from '../components/UserActivation';
 import { formatLocalTime } from '../time';
 
 /** One user: details, edit, groups, delete (with a confirmation naming the user). */
@@ -36,6 +37,8 @@ export function UserDetailPage({
   canWrite,
   canListGroups,
   canSeeDevices,
+  canActivate = false,
+  canSeePolicy = false,
   onBack,
   onOpenDevice,
 }: {
@@ -43,6 +46,10 @@ export function UserDetailPage({
   canWrite: boolean;
   canListGroups: boolean;
   canSeeDevices: boolean;
+  /** users.activation: set or generate an activation password. */
+  canActivate?: boolean;
+  /** policies.read: the user's resolved IT policy. */
+  canSeePolicy?: boolean;
   onBack: () => void;
   onOpenDevice: (id: number) => void;
 }) {
@@ -62,6 +69,7 @@ export function UserDetailPage({
   const [saved, setSaved] = useState(false);
   const [busy, setBusy] = useState(false);
   const [confirming, setConfirming] = useState(false);
+  const [policyKey, setPolicyKey] = useState(0);
 
   useEffect(() => {
     let live = true;
@@ -102,6 +110,7 @@ export function UserDetailPage({
     setError(null);
     try {
       setGroups(await setUserGroups(id, ids.map(Number)));
+      setPolicyKey((k) => k + 1);
     } catch (err) {
       setError(err);
     }
@@ -141,7 +150,8 @@ export function UserDetailPage({
         )}
       </Group>
       <Text size="sm" c="dimmed">
-        Created {formatLocalTime(new Date(user.created_at))}; activation: {user.activation_status.replace(/_/g, ' ')}
+        Created {formatLocalTime(new Date(user.created_at))}; activation:{' '}
+        <span data-testid="user-activation-status">{statusWords(user.activation_status)}</span>
         {user.from_directory ? '; copied from the directory (changes there replace edits here)' : ''}
       </Text>
       <ErrorAlert error={error} />
@@ -207,6 +217,8 @@ export function UserDetailPage({
           )}
         </Stack>
       </Paper>
+      <UserActivation userId={id} canSet={canActivate} onChanged={() => getUser(id).then(setUser).catch(setError)} />
+      {canSeePolicy && <UserPolicy userId={id} refreshKey={policyKey} />}
       {canSeeDevices && devices && (
         <Paper withBorder p="md">
           <Stack gap="xs">

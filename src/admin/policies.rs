@@ -1,0 +1,620 @@
+//! IT policies in the console: the rule catalog with its ranges, policies
+//! with their rules, their assignment to users and groups with a rank, and
+//! the policy that applies to one user. Every change is audited.
+//!
+//! Rule values are checked against the [catalog](crate::policy::catalog)
+//! before anything is written, so a value out of range is refused as
+//! `{code: POLICY_RULE_OUT_OF_RANGE, message}` naming the rule and its range.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::auth::Caller;
+use super::extract::{Body, Id};
+use super::{audited, db_failure, rfc3339, ApiError};
+use crate::db::ids::{GroupId, ItPolicyId, PolicyAssignmentId, UserId};
+use crate::db::models::group::Group;
+use crate::db::models::it_policy::{AssignmentTarget, ItPolicy, PolicyAssignment};
+use crate::db::models::user::User;
+use crate::db::{Conn, DbError, DbResult};
+use crate::policy::catalog::{self, Kind, RULES};
+use crate::policy::resolve::{self, RuleSource, Via};
+use crate::server::ServerState;
+
+/// One rule of the catalog as the rule editor shows it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RuleInfo {
+    /// Stored name, e.g. `MinimumPasswordLength`.
+    pub name: &'static str,
+    /// The administrator's name, e.g. "Minimum Password Length".
+    pub title: &'static str,
+    /// `bool`, `int`, `choice` or `list`.
+    pub kind: &'static str,
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+    pub unit: Option<&'static str>,
+    /// For `choice`: the options from least to most restrictive.
+    pub options: Vec<&'static str>,
+    /// The value a device uses when no policy sets the rule.
+    pub default: Value,
+    /// The accepted values in words, e.g. "4–14 characters".
+    pub accepts: String,
+}
+
+/// `GET /api/policy-rules`: the catalog.
+pub async fn rules() -> Json<Vec<RuleInfo>> {
+    Json(
+        RULES
+            .iter()
+            .map(|rule| {
+                let (kind, min, max, unit, options) = match rule.kind {
+                    Kind::Bool { .. } => ("bool", None, None, None, Vec::new()),
+                    Kind::Int { min, max, unit, .. } => {
+                        ("int", Some(min), Some(max), Some(unit), Vec::new())
+                    }
+                    Kind::Choice { options, .. } => ("choice", None, None, None, options.to_vec()),
+                    Kind::List { .. } => ("list", None, None, None, Vec::new()),
+                };
+                RuleInfo {
+                    name: rule.name,
+                    title: rule.title,
+                    kind,
+                    min,
+                    max,
+                    unit,
+                    options,
+                    default: rule.default_value(),
+                    accepts: rule.accepts(),
+                }
+            })
+            .collect(),
+    )
+}
+
+/// A policy without its rules.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct PolicyView {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    /// The policy of users with no policy of their own or of their groups.
+    pub is_default: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&ItPolicy> for PolicyView {
+    fn from(p: &ItPolicy) -> Self {
+        PolicyView {
+            id: p.id.0,
+            name: p.name.clone(),
+            description: p.description.clone(),
+            is_default: p.is_default,
+            created_at: rfc3339(p.created_at),
+            updated_at: rfc3339(p.updated_at),
+        }
+    }
+}
+
+/// A policy in the list.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PolicySummary {
+    #[serde(flatten)]
+    pub policy: PolicyView,
+    /// How many rules it sets.
+    pub rules: usize,
+    /// How many users and groups it is assigned to.
+    pub assignments: usize,
+}
+
+/// Whom a policy is assigned to.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct AssignmentView {
+    pub id: i64,
+    pub policy_id: i64,
+    /// `user` or `group`.
+    pub target: &'static str,
+    pub user_id: Option<i64>,
+    pub group_id: Option<i64>,
+    /// The user's display name and address, or the group's name.
+    pub name: String,
+    /// Orders a user's groups (1 first); 0 for a user's own policy.
+    pub rank: i32,
+}
+
+/// A policy with its rules and assignments.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PolicyDetail {
+    #[serde(flatten)]
+    pub policy: PolicyView,
+    /// Rule name → value; rules not listed take the catalog default.
+    pub rules: BTreeMap<String, Value>,
+    pub assignments: Vec<AssignmentView>,
+}
+
+/// What an administrator sends to create or change a policy.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct PolicyForm {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Rule name → value. When given, the policy's rules become exactly
+    /// these; when absent they stay as they are.
+    #[serde(default)]
+    pub rules: Option<BTreeMap<String, Value>>,
+    /// `true` makes this the default policy (the previous default becomes
+    /// an ordinary one).
+    #[serde(default)]
+    pub is_default: bool,
+}
+
+/// Assigns a policy to one user or to one group.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct AssignmentForm {
+    #[serde(default)]
+    pub user_id: Option<i64>,
+    #[serde(default)]
+    pub group_id: Option<i64>,
+    /// For a group: its rank (1 is the highest). Defaults to 1.
+    #[serde(default)]
+    pub rank: Option<i32>,
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "INVALID_INPUT", message)
+}
+
+fn missing(id: i64) -> String {
+    format!("there is no IT policy {id}; it may have been deleted")
+}
+
+fn find(conn: &mut Conn, id: ItPolicyId) -> DbResult<ItPolicy> {
+    ItPolicy::find_by_id(conn, id)?.ok_or(DbError::Query(diesel::result::Error::NotFound))
+}
+
+/// Checks every rule value against the catalog; the first refusal, in the
+/// catalog's order, names the rule and what it accepts.
+fn check_rules(rules: &BTreeMap<String, Value>) -> Result<(), ApiError> {
+    let mut names: Vec<&String> = rules.keys().collect();
+    names.sort_by_key(|name| {
+        RULES
+            .iter()
+            .position(|r| r.name == name.as_str())
+            .unwrap_or(usize::MAX)
+    });
+    for name in names {
+        if let Err(e) = catalog::validate(name, &rules[name]) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                e.code(),
+                match catalog::find(name) {
+                    Some(rule) => format!("{e} (accepted: {})", rule.accepts()),
+                    None => e.to_string(),
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn assignment_view(conn: &mut Conn, a: &PolicyAssignment) -> DbResult<AssignmentView> {
+    let (target, user_id, group_id, name) = match a.target {
+        AssignmentTarget::User(user) => {
+            let name = User::find_by_id(conn, user)?
+                .map(|u| format!("{} <{}>", u.display_name, u.email))
+                .unwrap_or_else(|| format!("user {user}"));
+            ("user", Some(user.0), None, name)
+        }
+        AssignmentTarget::Group(group) => {
+            let name = Group::find_by_id(conn, group)?
+                .map(|g| g.name)
+                .unwrap_or_else(|| format!("group {group}"));
+            ("group", None, Some(group.0), name)
+        }
+    };
+    Ok(AssignmentView {
+        id: a.id.0,
+        policy_id: a.policy_id.0,
+        target,
+        user_id,
+        group_id,
+        name,
+        rank: a.rank,
+    })
+}
+
+fn detail(conn: &mut Conn, id: ItPolicyId) -> DbResult<PolicyDetail> {
+    let policy = find(conn, id)?;
+    let rules = ItPolicy::rules(conn, id)?;
+    let mut assignments = Vec::new();
+    for a in ItPolicy::find_assignments(conn, id)? {
+        assignments.push(assignment_view(conn, &a)?);
+    }
+    Ok(PolicyDetail {
+        policy: PolicyView::from(&policy),
+        rules,
+        assignments,
+    })
+}
+
+/// What the audit log keeps of a policy: its fields and rules.
+fn audit_state(conn: &mut Conn, id: ItPolicyId) -> DbResult<Value> {
+    let policy = find(conn, id)?;
+    let mut state = serde_json::to_value(PolicyView::from(&policy)).unwrap_or_default();
+    state["rules"] = json!(ItPolicy::rules(conn, id)?);
+    Ok(state)
+}
+
+/// `GET /api/policies`
+pub async fn list(State(state): State<ServerState>) -> Result<Json<Vec<PolicySummary>>, ApiError> {
+    let policies = state
+        .db
+        .run(|conn| {
+            let mut out = Vec::new();
+            for p in ItPolicy::find_all(conn)? {
+                out.push(PolicySummary {
+                    rules: ItPolicy::rules(conn, p.id)?.len(),
+                    assignments: ItPolicy::find_assignments(conn, p.id)?.len(),
+                    policy: PolicyView::from(&p),
+                });
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(Json(policies))
+}
+
+/// `GET /api/policies/{id}`
+pub async fn get(
+    State(state): State<ServerState>,
+    Id(id): Id<i64>,
+) -> Result<Json<PolicyDetail>, ApiError> {
+    let detail = state
+        .db
+        .run(move |conn| detail(conn, ItPolicyId(id)))
+        .await
+        .map_err(|e| db_failure(e, &missing(id), None))?;
+    Ok(Json(detail))
+}
+
+fn write_rules(
+    conn: &mut Conn,
+    id: ItPolicyId,
+    rules: &Option<BTreeMap<String, Value>>,
+) -> DbResult<()> {
+    let Some(rules) = rules else {
+        return Ok(());
+    };
+    for name in ItPolicy::rules(conn, id)?.keys() {
+        if !rules.contains_key(name) {
+            ItPolicy::delete_rule(conn, id, name)?;
+        }
+    }
+    for (name, value) in rules {
+        ItPolicy::set_rule(conn, id, name, value)?;
+    }
+    Ok(())
+}
+
+/// `POST /api/policies`
+pub async fn create(
+    State(state): State<ServerState>,
+    Extension(caller): Extension<Caller>,
+    Body(form): Body<PolicyForm>,
+) -> Result<(StatusCode, Json<PolicyDetail>), ApiError> {
+    let name = form.name.trim().to_owned();
+    if name.is_empty() {
+        return Err(invalid("an IT policy needs a name"));
+    }
+    if let Some(rules) = &form.rules {
+        check_rules(rules)?;
+    }
+    let detail = audited(&state, caller.actor(), move |conn| {
+        let policy = ItPolicy::create(conn, &name, form.description.trim())?;
+        write_rules(conn, policy.id, &form.rules)?;
+        if form.is_default {
+            ItPolicy::set_default(conn, policy.id)?;
+        }
+        let after = audit_state(conn, policy.id)?;
+        let entry = (
+            "policy.create",
+            format!("policy/{}", policy.id),
+            None,
+            Some(after),
+        );
+        Ok((detail(conn, policy.id)?, entry))
+    })
+    .await
+    .map_err(|e| db_failure(e, "", None))?;
+    Ok((StatusCode::CREATED, Json(detail)))
+}
+
+/// `PUT /api/policies/{id}`: name, description, rules, default.
+pub async fn update(
+    State(state): State<ServerState>,
+    Extension(caller): Extension<Caller>,
+    Id(id): Id<i64>,
+    Body(form): Body<PolicyForm>,
+) -> Result<Json<PolicyDetail>, ApiError> {
+    if form.name.trim().is_empty() {
+        return Err(invalid("an IT policy needs a name"));
+    }
+    if let Some(rules) = &form.rules {
+        check_rules(rules)?;
+    }
+    let detail = audited(&state, caller.actor(), move |conn| {
+        let id = ItPolicyId(id);
+        let before = audit_state(conn, id)?;
+        let mut policy = find(conn, id)?;
+        policy.name = form.name.trim().to_owned();
+        policy.description = form.description.trim().to_owned();
+        policy.save(conn)?;
+        write_rules(conn, id, &form.rules)?;
+        if form.is_default && !policy.is_default {
+            ItPolicy::set_default(conn, id)?;
+        }
+        let after = audit_state(conn, id)?;
+        let entry = (
+            "policy.update",
+            format!("policy/{id}"),
+            Some(before),
+            Some(after),
+        );
+        Ok((detail(conn, id)?, entry))
+    })
+    .await
+    .map_err(|e| {
+        let taken = ApiError::new(
+            StatusCode::CONFLICT,
+            "POLICY_EXISTS",
+            "another IT policy already has this name; choose another",
+        );
+        db_failure(e, &missing(id), Some(taken))
+    })?;
+    Ok(Json(detail))
+}
+
+/// `DELETE /api/policies/{id}`: its rules and assignments go with it.
+pub async fn delete(
+    State(state): State<ServerState>,
+    Extension(caller): Extension<Caller>,
+    Id(id): Id<i64>,
+) -> Result<StatusCode, ApiError> {
+    audited(&state, caller.actor(), move |conn| {
+        let policy = ItPolicyId(id);
+        let mut before = audit_state(conn, policy)?;
+        let mut assigned = Vec::new();
+        for a in ItPolicy::find_assignments(conn, policy)? {
+            assigned.push(assignment_view(conn, &a)?.name);
+        }
+        before["assigned_to"] = json!(assigned);
+        ItPolicy::delete_by_id(conn, policy)?;
+        Ok((
+            (),
+            ("policy.delete", format!("policy/{id}"), Some(before), None),
+        ))
+    })
+    .await
+    .map_err(|e| db_failure(e, &missing(id), None))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/policies/{id}/assignments`: to one user (replacing the
+/// user's policy) or one group with a rank (replacing the group's).
+pub async fn assign(
+    State(state): State<ServerState>,
+    Extension(caller): Extension<Caller>,
+    Id(id): Id<i64>,
+    Body(form): Body<AssignmentForm>,
+) -> Result<(StatusCode, Json<AssignmentView>), ApiError> {
+    let target = match (form.user_id, form.group_id) {
+        (Some(user), None) => AssignmentTarget::User(UserId(user)),
+        (None, Some(group)) => AssignmentTarget::Group(GroupId(group)),
+        _ => {
+            return Err(invalid(
+                "assign an IT policy to one user (user_id) or one group (group_id)",
+            ))
+        }
+    };
+    let rank = form.rank.unwrap_or(1);
+    if matches!(target, AssignmentTarget::Group(_)) && !(1..=1000).contains(&rank) {
+        return Err(invalid(format!(
+            "a group's rank must be between 1 (the highest) and 1000; got {rank}"
+        )));
+    }
+    let view = audited(&state, caller.actor(), move |conn| {
+        let policy = find(conn, ItPolicyId(id))?;
+        let previous = match target {
+            AssignmentTarget::User(user) => {
+                User::find_by_id(conn, user)?
+                    .ok_or_else(|| DbError::Invalid(format!("there is no user {user}")))?;
+                ItPolicy::find_assignments_for_user(conn, user)?
+                    .into_iter()
+                    .find(|a| a.target == target)
+            }
+            AssignmentTarget::Group(group) => {
+                Group::find_by_id(conn, group)?
+                    .ok_or_else(|| DbError::Invalid(format!("there is no group {group}")))?;
+                previous_group_assignment(conn, group)?
+            }
+        };
+        let before = match &previous {
+            Some(a) => {
+                let was = find(conn, a.policy_id)?;
+                let mut v = serde_json::to_value(assignment_view(conn, a)?).unwrap_or_default();
+                v["policy"] = json!(was.name);
+                Some(v)
+            }
+            None => None,
+        };
+        let assignment = match target {
+            AssignmentTarget::User(user) => ItPolicy::assign_to_user(conn, policy.id, user)?,
+            AssignmentTarget::Group(group) => {
+                ItPolicy::assign_to_group(conn, policy.id, group, rank)?
+            }
+        };
+        let view = assignment_view(conn, &assignment)?;
+        let mut after = serde_json::to_value(&view).unwrap_or_default();
+        after["policy"] = json!(policy.name);
+        Ok((
+            view,
+            ("policy.assign", format!("policy/{id}"), before, Some(after)),
+        ))
+    })
+    .await
+    .map_err(|e| db_failure(e, &missing(id), None))?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// The assignment of a group, whichever policy it names.
+fn previous_group_assignment(
+    conn: &mut Conn,
+    group: GroupId,
+) -> DbResult<Option<PolicyAssignment>> {
+    for policy in ItPolicy::find_all(conn)? {
+        if let Some(a) = ItPolicy::find_assignments(conn, policy.id)?
+            .into_iter()
+            .find(|a| a.target == AssignmentTarget::Group(group))
+        {
+            return Ok(Some(a));
+        }
+    }
+    Ok(None)
+}
+
+/// `DELETE /api/policies/{id}/assignments/{assignment_id}`
+pub async fn unassign(
+    State(state): State<ServerState>,
+    Extension(caller): Extension<Caller>,
+    Id((id, assignment)): Id<(i64, i64)>,
+) -> Result<StatusCode, ApiError> {
+    audited(&state, caller.actor(), move |conn| {
+        let policy = find(conn, ItPolicyId(id))?;
+        let found = ItPolicy::find_assignments(conn, policy.id)?
+            .into_iter()
+            .find(|a| a.id == PolicyAssignmentId(assignment))
+            .ok_or_else(|| {
+                DbError::Invalid(format!(
+                    "IT policy {} has no assignment {assignment}",
+                    policy.name
+                ))
+            })?;
+        let mut before = serde_json::to_value(assignment_view(conn, &found)?).unwrap_or_default();
+        before["policy"] = json!(policy.name);
+        ItPolicy::delete_assignment(conn, found.id)?;
+        Ok((
+            (),
+            (
+                "policy.unassign",
+                format!("policy/{id}"),
+                Some(before),
+                None,
+            ),
+        ))
+    })
+    .await
+    .map_err(|e| db_failure(e, &missing(id), None))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A policy that took part in a user's resolution.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ResolvedSource {
+    pub policy_id: i64,
+    pub policy_name: String,
+    /// `user`, `group` or `default`.
+    pub via: &'static str,
+    pub group_id: Option<i64>,
+    pub group_name: Option<String>,
+    pub rank: Option<i32>,
+}
+
+/// One rule of a user's resolved policy.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ResolvedRuleView {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub value: Value,
+    /// The policy that set it; None when no policy does (the catalog
+    /// default applies).
+    pub policy_name: Option<String>,
+}
+
+/// The IT policy that applies to one user, rule by rule.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ResolvedView {
+    pub user_id: i64,
+    /// `precedence`: the user's policy, else the highest-ranked group's,
+    /// else the default.
+    pub mode: &'static str,
+    /// The policies considered, the winner first.
+    pub policies: Vec<ResolvedSource>,
+    /// Every catalog rule, in the catalog's order.
+    pub rules: Vec<ResolvedRuleView>,
+}
+
+/// `GET /api/users/{id}/policy`
+pub async fn resolved(
+    State(state): State<ServerState>,
+    Id(id): Id<i64>,
+) -> Result<Json<ResolvedView>, ApiError> {
+    let view = state
+        .db
+        .run(move |conn| {
+            let user = User::find_by_id(conn, UserId(id))?
+                .ok_or(DbError::Query(diesel::result::Error::NotFound))?;
+            let resolved = resolve::resolve(conn, user.id)?;
+            let mut policies = Vec::new();
+            for source in &resolved.policies {
+                let (via, group_id, rank) = match source.via {
+                    Via::User => ("user", None, None),
+                    Via::Group { group_id, rank } => ("group", Some(group_id), Some(rank)),
+                    Via::Default => ("default", None, None),
+                };
+                let group_name = match group_id {
+                    Some(g) => Group::find_by_id(conn, g)?.map(|g| g.name),
+                    None => None,
+                };
+                policies.push(ResolvedSource {
+                    policy_id: source.policy_id.0,
+                    policy_name: source.policy_name.clone(),
+                    via,
+                    group_id: group_id.map(|g| g.0),
+                    group_name,
+                    rank,
+                });
+            }
+            let rules = RULES
+                .iter()
+                .map(|rule| {
+                    let resolved = resolved.rules.get(rule.name);
+                    ResolvedRuleView {
+                        name: rule.name,
+                        title: rule.title,
+                        value: resolved
+                            .map(|r| r.value.clone())
+                            .unwrap_or_else(|| rule.default_value()),
+                        policy_name: resolved.and_then(|r| match &r.source {
+                            RuleSource::Policy(p) => Some(p.policy_name.clone()),
+                            RuleSource::CatalogDefault => None,
+                        }),
+                    }
+                })
+                .collect();
+            Ok(ResolvedView {
+                user_id: id,
+                mode: "precedence",
+                policies,
+                rules,
+            })
+        })
+        .await
+        .map_err(|e| db_failure(e, &format!("there is no user {id}"), None))?;
+    Ok(Json(view))
+}
