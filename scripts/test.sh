@@ -65,14 +65,39 @@ CONF
 }
 
 browser_tests() {
-  local port data pid ldap_port ldap_pid status=0
+  local port data pid ldap_port ldap_pid relay_pid tb smtp relay_port relay_devices status=0
   port=$(free_port)
   ldap_port=$(free_port)
   data=$(mktemp -d /tmp/bramble-browser-XXXXXX)
   cargo build --bin bramble
+  local bin="$CARGO_TARGET_DIR/debug/bramble"
   # The directory page syncs a real slapd ("corp"); "wrong-password" shows
   # how a refused bind reads on screen.
   ldap_pid=$(start_directory "$data/slapd" "$ldap_port" 400)
+  # A mail testbed and a relay that e-mails activation requests into it,
+  # for the device activated over the air in wireless.spec.ts.
+  tb="$data/testbed"
+  # The mail servers' own users must reach their folders inside it.
+  chmod 755 "$data"
+  if ! "$bin" testbed up --dir "$tb" >"$ARTIFACTS/testbed.log" 2>&1; then
+    kill "$ldap_pid" 2>/dev/null || true
+    cat "$ARTIFACTS/testbed.log"
+    die "the mail testbed did not start; see above"
+  fi
+  smtp=$(sed -n 's/^smtp = "\(.*\)"$/\1/p' "$tb/bramble.toml")
+  relay_port=$(free_port)
+  relay_devices=$(free_port)
+  cat >"$data/relay.toml" <<TOML
+server_listen = "127.0.0.1:$relay_port"
+device_listen = "127.0.0.1:$relay_devices"
+smtp = "$smtp"
+
+[[srp_accounts]]
+srp_id = "S80001000"
+key = "browser-test-srp-key"
+TOML
+  "$bin" relay --relay-config "$data/relay.toml" --write-certificate "$data/relay.crt" >"$ARTIFACTS/relay.log" 2>&1 &
+  relay_pid=$!
   cat >"$data/bramble.toml" <<TOML
 [[directories]]
 name = "corp"
@@ -90,20 +115,30 @@ bind_dn = "cn=admin,dc=example,dc=com"
 bind_password = "not the password"
 base_dn = "dc=example,dc=com"
 sync_interval_secs = 86400
+
+[router]
+relay_certificate = "$data/relay.crt"
+
 TOML
-  BRAMBLE_CONFIG="$data/bramble.toml" BRAMBLE_DATA_DIR="$data" BRAMBLE_ROUTER__LAN_LISTEN=127.0.0.1:0 "$CARGO_TARGET_DIR/debug/bramble" serve --listen "127.0.0.1:$port" \
+  sed -n '/^\[mail\]/,/^$/p' "$tb/bramble.toml" >>"$data/bramble.toml"
+  echo 'refresh_users_secs = 1' >>"$data/bramble.toml"
+  BRAMBLE_CONFIG="$data/bramble.toml" BRAMBLE_DATA_DIR="$data" BRAMBLE_ROUTER__LAN_LISTEN=127.0.0.1:0 "$bin" serve --listen "127.0.0.1:$port" \
     >"$ARTIFACTS/serve.log" 2>&1 &
   pid=$!
   if ! wait_for_health "http://127.0.0.1:$port" 60; then
-    kill "$pid" "$ldap_pid" 2>/dev/null || true
+    kill "$pid" "$ldap_pid" "$relay_pid" 2>/dev/null || true
+    "$bin" testbed down --dir "$tb" >/dev/null 2>&1 || true
     cat "$ARTIFACTS/serve.log"
     die "bramble serve did not report healthy components within 60 s"
   fi
-  BRAMBLE_URL="http://127.0.0.1:$port" npm run test:browser || status=$?
+  BRAMBLE_URL="http://127.0.0.1:$port" BRAMBLE_BIN="$bin" BRAMBLE_CONFIG="$data/bramble.toml" BRAMBLE_DATA_DIR="$data" \
+    BRAMBLE_RELAY_SERVER="127.0.0.1:$relay_port" BRAMBLE_RELAY_DEVICES="127.0.0.1:$relay_devices" \
+    npm run test:browser || status=$?
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  kill -TERM "$ldap_pid" 2>/dev/null || true
-  wait "$ldap_pid" 2>/dev/null || true
+  kill -TERM "$ldap_pid" "$relay_pid" 2>/dev/null || true
+  wait "$ldap_pid" "$relay_pid" 2>/dev/null || true
+  "$bin" testbed down --dir "$tb" >/dev/null 2>&1 || true
   rm -rf "$data"
   return $status
 }

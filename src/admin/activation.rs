@@ -242,10 +242,11 @@ pub async fn set_password(
     let email_user = form.email_user;
     let clock = Clock::new();
     let secret = password.clone();
+    let sealer = state.db.shared_sealer();
     let (view, user) = audited(&state, caller.actor(), move |conn| {
         let user = find(conn, id)?;
         let before = view(conn, &clock, &user)?;
-        activation::set(conn, &clock, &user.email, &secret, hours).map_err(|e| match e {
+        activation::set(conn, &sealer, &clock, &user.email, &secret, hours).map_err(|e| match e {
             ActivationError::Db(e) => e,
             other => DbError::Invalid(other.to_string()),
         })?;

@@ -11,6 +11,7 @@ use super::extract::{Id, Params};
 use super::users::UserView;
 use super::{db_failure, rfc3339, ApiError};
 use crate::db::ids::{DeviceId, UserId};
+use crate::db::models::admin_command::{AdminCommand, CommandKind, CommandTarget};
 use crate::db::models::device::{parse_pin, Device};
 use crate::db::models::mailbox::{MailboxState, WatchState};
 use crate::db::models::message::{parse_ref_id, Message};
@@ -311,4 +312,133 @@ pub async fn trace(
             )
         })?;
     Ok(Json(trace))
+}
+
+/// An IT administration command as the console sends it.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct CommandForm {
+    /// `lock`, `wipe_all`, `wipe_work` or `new_key`.
+    pub kind: String,
+    /// The device password, for `lock` (at least 4 characters).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// For `wipe_all`: wait this long before sending it.
+    #[serde(default)]
+    pub delay_secs: Option<u64>,
+    /// For the destructive kinds: the device's PIN typed again.
+    #[serde(default)]
+    pub confirm_pin: Option<String>,
+}
+
+/// One device's copy of a command and where it stands.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct CommandView {
+    pub command_id: i64,
+    pub kind: String,
+    /// queued, sent, acknowledged, failed or expired.
+    pub state: String,
+    pub detail: String,
+    pub updated_at: String,
+}
+
+impl From<&CommandTarget> for CommandView {
+    fn from(t: &CommandTarget) -> Self {
+        CommandView {
+            command_id: t.command_id.0,
+            kind: t.kind.as_str().to_owned(),
+            state: t.state.as_str().to_owned(),
+            detail: t.detail.clone(),
+            updated_at: rfc3339(t.updated_at),
+        }
+    }
+}
+
+fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, code, message)
+}
+
+/// `POST /api/devices/{id}/commands`: queues an IT administration command;
+/// the Policy Service sends it and tracks the device's acknowledgement.
+pub async fn command(
+    State(state): State<ServerState>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
+    Id(id): Id<i64>,
+    super::extract::Body(form): super::extract::Body<CommandForm>,
+) -> Result<(StatusCode, Json<CommandView>), ApiError> {
+    let kind = CommandKind::parse(&form.kind).ok_or_else(|| {
+        bad(
+            "COMMAND_UNKNOWN",
+            format!(
+                "`{}` is not a command; use lock, wipe_all, wipe_work or new_key",
+                form.kind
+            ),
+        )
+    })?;
+    let parameters = match kind {
+        CommandKind::Lock => {
+            let password = form.password.unwrap_or_default();
+            if password.chars().count() < 4 {
+                return Err(bad(
+                    "DEVICE_PASSWORD_SHORT",
+                    "the device password needs at least 4 characters",
+                ));
+            }
+            serde_json::json!({ "password": password })
+        }
+        CommandKind::WipeAll => serde_json::json!({ "delay_secs": form.delay_secs.unwrap_or(0) }),
+        CommandKind::WipeWork | CommandKind::NewKey => serde_json::json!({}),
+    };
+    let confirm = form.confirm_pin.unwrap_or_default();
+    let now = crate::clock::Clock::new().now_db();
+    let view = super::audited(&state, caller.actor(), move |conn| {
+        let device = Device::find_by_id(conn, DeviceId(id))?
+            .ok_or(DbError::Query(diesel::result::Error::NotFound))?;
+        let destructive = matches!(kind, CommandKind::WipeAll | CommandKind::WipeWork);
+        if destructive && !confirm.trim().eq_ignore_ascii_case(&device.pin.to_string()) {
+            return Err(DbError::Invalid(format!(
+                "CONFIRM: this deletes data on device {}; type its PIN to confirm",
+                device.pin
+            )));
+        }
+        let command = AdminCommand::create(conn, kind, &parameters, "console", &[device.id], now)?;
+        let target = AdminCommand::targets_of(conn, command.id)?
+            .into_iter()
+            .next()
+            .ok_or(DbError::Query(diesel::result::Error::NotFound))?;
+        let mut logged = parameters.clone();
+        if logged.get("password").is_some() {
+            logged["password"] = serde_json::json!("(set)");
+        }
+        Ok((
+            CommandView::from(&target),
+            (
+                "device.command",
+                format!("device/{}", device.id.0),
+                None,
+                Some(serde_json::json!({ "pin": device.pin.to_string(), "command": command.id.0, "kind": kind.as_str(), "parameters": logged })),
+            ),
+        ))
+    })
+    .await
+    .map_err(|e| match e {
+        DbError::Invalid(text) if text.starts_with("CONFIRM: ") => bad(
+            "CONFIRMATION_NEEDED",
+            text.trim_start_matches("CONFIRM: ").to_owned(),
+        ),
+        other => db_failure(other, &format!("there is no device {id}"), None),
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+/// `GET /api/devices/{id}/commands`: the latest commands and their states.
+pub async fn commands(
+    State(state): State<ServerState>,
+    Id(id): Id<i64>,
+) -> Result<Json<Vec<CommandView>>, ApiError> {
+    let targets = state
+        .db
+        .run(move |conn| AdminCommand::targets_for_device(conn, DeviceId(id), 50))
+        .await
+        .map_err(|e| db_failure(e, &format!("there is no device {id}"), None))?;
+    Ok(Json(targets.iter().map(CommandView::from).collect()))
 }

@@ -173,6 +173,23 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("One device: diagnostics, its user's statistics and recent messages"),
         endpoint(
+            M::POST,
+            "/api/devices/{id}/commands",
+            Needs(DevicesWrite),
+            devices::command,
+        )
+        .summary("Queue an IT admin command (lock, wipe_all, wipe_work, new_key); wipes need the PIN typed again")
+        .reads::<devices::CommandForm>()
+        .answers::<devices::CommandView>(),
+        endpoint(
+            M::GET,
+            "/api/devices/{id}/commands",
+            Needs(DevicesRead),
+            devices::commands,
+        )
+        .summary("The device's IT admin commands and where each stands")
+        .answers::<Vec<devices::CommandView>>(),
+        endpoint(
             M::GET,
             "/api/messages/{ref_id}",
             Needs(DevicesRead),

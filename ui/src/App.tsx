@@ -254,6 +254,7 @@ function Console({ who, onSignOut }: { who: Whoami; onSignOut: () => void }) {
             key={route.id ?? 'search'}
             id={route.id ? Number(route.id) : null}
             onOpenUser={(id) => navigate(`/users/${id}`)}
+            canCommand={can(who, 'devices.write')}
           />
         ) : (
           <ServersPage canRestart={can(who, 'servers.write')} />

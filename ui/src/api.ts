@@ -1051,3 +1051,28 @@ export async function assignSoftware(
 export async function unassignSoftware(id: number, assignmentId: number): Promise<void> {
   await request(`/api/software/${id}/assignments/${assignmentId}`, { method: 'DELETE' });
 }
+
+/** One device's copy of an IT administration command. */
+export interface DeviceCommand {
+  command_id: number;
+  kind: 'lock' | 'wipe_all' | 'wipe_work' | 'new_key';
+  state: 'queued' | 'sent' | 'acknowledged' | 'failed' | 'expired';
+  detail: string;
+  updated_at: string;
+}
+
+export interface DeviceCommandForm {
+  kind: DeviceCommand['kind'];
+  password?: string;
+  delay_secs?: number;
+  /** The device's PIN typed again, for wipes. */
+  confirm_pin?: string;
+}
+
+export async function sendDeviceCommand(deviceId: number, form: DeviceCommandForm): Promise<DeviceCommand> {
+  return request(`/api/devices/${deviceId}/commands`, { method: 'POST', body: form });
+}
+
+export async function listDeviceCommands(deviceId: number): Promise<DeviceCommand[]> {
+  return request(`/api/devices/${deviceId}/commands`);
+}

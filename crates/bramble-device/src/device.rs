@@ -239,6 +239,16 @@ impl Device {
             .clone()
     }
 
+    /// Restores the domain key kept from an earlier IT policy (a device
+    /// that restarts keeps it).
+    pub fn set_domain_key(&self, key: Option<String>) {
+        *self
+            .inner
+            .domain_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = key;
+    }
+
     /// What IT administration commands did to the device.
     pub fn administered(&self) -> Administered {
         self.inner

@@ -99,7 +99,13 @@ impl KeyStore {
 
     /// The key-store file's text for this device.
     pub fn to_json(&self, pin: Pin) -> String {
+        self.to_json_with(pin, None)
+    }
+
+    /// [`KeyStore::to_json`] with the device's domain key.
+    pub fn to_json_with(&self, pin: Pin, domain_key: Option<&str>) -> String {
         let file = KeyFile {
+            domain_key: domain_key.map(str::to_owned),
             format: KEY_FILE_FORMAT.to_owned(),
             pin,
             keys: Slots {
@@ -114,6 +120,11 @@ impl KeyStore {
 
     /// Reads a key-store file's text: the device's PIN and its keys.
     pub fn from_json(text: &str) -> Result<(Pin, KeyStore), KeyFileError> {
+        Self::from_json_with(text).map(|(pin, store, _)| (pin, store))
+    }
+
+    /// [`KeyStore::from_json`] and the domain key, if the file has one.
+    pub fn from_json_with(text: &str) -> Result<(Pin, KeyStore, Option<String>), KeyFileError> {
         let file: KeyFile =
             serde_json::from_str(text).map_err(|e| KeyFileError::Invalid(e.to_string()))?;
         if file.format != KEY_FILE_FORMAT {
@@ -126,21 +137,36 @@ impl KeyStore {
             pending: slot("pending", file.keys.pending)?,
             previous: slot("previous", file.keys.previous)?,
         };
-        Ok((file.pin, store))
+        Ok((file.pin, store, file.domain_key))
     }
 
     /// Loads a key-store file.
     pub fn load(path: &Path) -> Result<(Pin, KeyStore), KeyFileError> {
+        Self::load_with(path).map(|(pin, store, _)| (pin, store))
+    }
+
+    /// [`KeyStore::load`] and the domain key, if the file has one.
+    pub fn load_with(path: &Path) -> Result<(Pin, KeyStore, Option<String>), KeyFileError> {
         let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
             path: path.to_owned(),
             source,
         })?;
-        KeyStore::from_json(&text)
+        KeyStore::from_json_with(&text)
     }
 
     /// Writes the key-store file for `pin`, replacing any earlier one
     /// atomically (owner-only permissions on Unix).
     pub fn save(&self, pin: Pin, path: &Path) -> Result<(), KeyFileError> {
+        self.save_with(pin, path, None)
+    }
+
+    /// [`KeyStore::save`] with the device's domain key.
+    pub fn save_with(
+        &self,
+        pin: Pin,
+        path: &Path,
+        domain_key: Option<&str>,
+    ) -> Result<(), KeyFileError> {
         let io = |source| KeyFileError::Io {
             path: path.to_owned(),
             source,
@@ -160,7 +186,7 @@ impl KeyStore {
         }
         let written = (|| {
             let mut file = options.open(&temp)?;
-            file.write_all(self.to_json(pin).as_bytes())?;
+            file.write_all(self.to_json_with(pin, domain_key).as_bytes())?;
             file.write_all(b"\n")?;
             file.sync_all()?;
             std::fs::rename(&temp, path)
@@ -194,6 +220,9 @@ struct KeyFile {
     format: String,
     pin: Pin,
     keys: Slots,
+    /// The domain key the device took from its first IT policy (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    domain_key: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -286,8 +286,8 @@ pub struct LinkArgs {
 
 impl LinkArgs {
     fn open(&self) -> Result<(Device, Path), Failure> {
-        let (pin, keys) =
-            KeyStore::load(&self.keys).map_err(|e| Failure::new("KEY_FILE_INVALID", e))?;
+        let (pin, keys, domain_key) =
+            KeyStore::load_with(&self.keys).map_err(|e| Failure::new("KEY_FILE_INVALID", e))?;
         let path = match (self.relay, self.lan) {
             (Some(addr), _) => Path::Relay(addr),
             (None, Some(addr)) => Path::Lan(addr),
@@ -295,7 +295,9 @@ impl LinkArgs {
         };
         let mut config = DeviceConfig::new(pin);
         config.srp_id = self.srp_id.clone();
-        Ok((Device::new(config, keys), path))
+        let device = Device::new(config, keys);
+        device.set_domain_key(domain_key);
+        Ok((device, path))
     }
 }
 
@@ -342,6 +344,10 @@ pub fn device(settings: &Settings, command: DeviceCommand) -> Result<(), Failure
                     None
                 })
                 .await;
+                device
+                    .keys()
+                    .save_with(pin, &keys, device.domain_key().as_deref())
+                    .map_err(|e| Failure::new("KEY_FILE_UNWRITABLE", e))?;
                 match services {
                     Ok(Some(books)) => {
                         let cids: Vec<&str> = books.books.iter().map(|b| b.cid.as_str()).collect();

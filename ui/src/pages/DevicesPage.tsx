@@ -2,6 +2,7 @@ import { Alert, Anchor, Badge, Button, Code, Group, Paper, SimpleGrid, Stack, Ta
 import { useEffect, useState, type FormEvent, type ReactNode } from 'react';
 import { findDeviceByPin, getDevice, traceMessage, type DeviceDetail, type MessageCounters, type MessageTrace } from '../api';
 import { BarChart } from '../components/BarChart';
+import { DeviceCommands } from '../components/DeviceCommands';
 import { ErrorAlert } from '../components/ErrorAlert';
 import { counterBars } from './StatisticsPage';
 import { formatLocalTime } from '../time';
@@ -22,7 +23,15 @@ function Field({ label, children }: { label: string; children: ReactNode }) {
 }
 
 /** Support staff: a device by PIN (or id from a link), and a message's trace by RefID. */
-export function DevicesPage({ id, onOpenUser }: { id: number | null; onOpenUser: (id: number) => void }) {
+export function DevicesPage({
+  id,
+  onOpenUser,
+  canCommand = false,
+}: {
+  id: number | null;
+  onOpenUser: (id: number) => void;
+  canCommand?: boolean;
+}) {
   const [pin, setPin] = useState('');
   const [refId, setRefId] = useState('');
   const [device, setDevice] = useState<DeviceDetail | null>(null);
@@ -173,6 +182,7 @@ export function DevicesPage({ id, onOpenUser }: { id: number | null; onOpenUser:
             {device.statistics && (
               <BarChart bars={counterBars(device.statistics as unknown as MessageCounters)} testId="device-statistics-chart" />
             )}
+            <DeviceCommands deviceId={device.id} pin={device.pin} canSend={canCommand} />
             <Title order={4} size="h5">
               Recent messages
             </Title>
