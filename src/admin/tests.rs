@@ -200,6 +200,7 @@ fn expected_access(method: &Method, path: &str) -> Access {
         (_, p) if p.starts_with("/api/directories") || p.starts_with("/api/components") => {
             Needs(ServersWrite)
         }
+        ("POST", "/api/devices/{id}/commands") => Needs(DevicesWrite),
         ("GET", p) if p.starts_with("/api/devices") || p.starts_with("/api/messages") => {
             Needs(DevicesRead)
         }
@@ -1683,7 +1684,10 @@ async fn global_message_filters_are_checked_ordered_and_audited() {
 
 #[tokio::test]
 async fn an_administrator_restarts_a_component_through_the_controller() {
-    let f = Fixture::start_with(vec![std::sync::Arc::new(crate::policy::PolicyService)]).await;
+    let f = Fixture::start_with(vec![std::sync::Arc::new(
+        crate::policy::PolicyService::default(),
+    )])
+    .await;
     let token = security_admin(&f).await;
     let t = Some(token.as_str());
     let status = |f: &Fixture| {

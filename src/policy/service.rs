@@ -164,7 +164,6 @@ impl Desk {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
                 _ = beat.tick() => {
                     ctx.db.ping().await.map_err(|e| anyhow::anyhow!("the Configuration Database does not answer: {e}"))?;
-                    ctx.heartbeat.set_detail(Some(format!("{} IT policies or service books awaiting confirmation", self.sent.len())));
                     ctx.heartbeat.beat();
                 }
                 _ = sweep.tick() => {
