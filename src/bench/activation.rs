@@ -235,6 +235,19 @@ pub async fn run(
         .collect();
     latencies.sort_by(|a, b| a.total_cmp(b));
     let completed = latencies.len();
+    if let (Some(first), Some(last_sent), Some(last_done)) = (
+        sent.iter().flatten().min(),
+        sent.iter().flatten().max(),
+        done_at.iter().flatten().max(),
+    ) {
+        let first_done = done_at.iter().flatten().min().copied().unwrap_or(*first);
+        progress(&format!(
+            "requests sent over {:.0} ms; first finished {:.0} ms and last {:.0} ms after the first request",
+            last_sent.duration_since(*first).as_secs_f64() * 1000.0,
+            first_done.duration_since(*first).as_secs_f64() * 1000.0,
+            last_done.duration_since(*first).as_secs_f64() * 1000.0
+        ));
+    }
     let figures = ActivationFigures {
         devices: n,
         completed,

@@ -357,14 +357,19 @@ impl Desk {
                 warn!(target: "bramble::policy", pin = %s.pin, user = %s.user, "the {} was not confirmed within {}s; sending it again", step_name(s.step), timeout.as_secs());
             }
         }
+        // Only activations that have waited at that step longer than the
+        // timeout: newer ones are still on their way through the events.
+        let stuck_since = self.clock.now_db()
+            - time::Duration::seconds(i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX));
         let unfinished = self
             .db
-            .run(|conn| {
+            .run(move |conn| {
                 let rows: Vec<(UserId, String)> = users::table
                     .filter(users::activation_status.eq_any([
                         ActivationStatus::EncryptionVerified.as_str(),
                         ActivationStatus::PolicyApplied.as_str(),
                     ]))
+                    .filter(users::updated_at.lt(stuck_since))
                     .select((users::id, users::activation_status))
                     .limit(500)
                     .load(conn)?;
