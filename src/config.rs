@@ -38,6 +38,8 @@ pub struct Settings {
     pub directories: Vec<crate::mailstore::DirectorySettings>,
     /// The organization's messaging server, for the Messaging Agent (`[mail]`).
     pub mail: crate::messaging_agent::MailSettings,
+    /// The organization's organizer server, for the Synchronization Service (`[sync]`).
+    pub sync: crate::sync::SyncSettings,
 }
 
 /// The BlackBerry Router. The SRP ID, SRP key and relay address are in the
@@ -151,6 +153,7 @@ impl Default for Settings {
             messaging_agents: 1,
             directories: Vec::new(),
             mail: crate::messaging_agent::MailSettings::default(),
+            sync: crate::sync::SyncSettings::default(),
         }
     }
 }

@@ -122,7 +122,9 @@ impl Server {
                 settings.server_name.clone(),
             )),
             Arc::new(crate::policy::PolicyService),
-            Arc::new(crate::sync::SynchronizationService),
+            Arc::new(crate::sync::SynchronizationService::new(
+                settings.sync.clone(),
+            )),
             Arc::new(crate::mailstore::MailStore::new(
                 settings.directories.clone(),
             )),

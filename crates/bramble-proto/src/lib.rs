@@ -26,6 +26,7 @@ pub mod control;
 pub mod envelope;
 pub mod frame;
 pub mod io;
+pub mod sync;
 
 use std::fmt;
 use std::str::FromStr;
