@@ -31,7 +31,10 @@ pub struct Unreadable(pub String);
 /// A server object read for one database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
-    Record { uid: String, record: Record },
+    Record {
+        uid: String,
+        record: Record,
+    },
     /// The object holds nothing for this database (a task in a collection
     /// shared with appointments, say).
     NotOurs,
@@ -171,12 +174,7 @@ pub fn ical_day(value: &str) -> Option<Date> {
         return None;
     }
     let month = time::Month::try_from(digits[4..6].parse::<u8>().ok()?).ok()?;
-    Date::from_calendar_date(
-        digits[..4].parse().ok()?,
-        month,
-        digits[6..8].parse().ok()?,
-    )
-    .ok()
+    Date::from_calendar_date(digits[..4].parse().ok()?, month, digits[6..8].parse().ok()?).ok()
 }
 
 fn parse_vcard(text: &str, fallback_uid: &str) -> Result<Parsed, Unreadable> {
@@ -302,9 +300,8 @@ fn parse_icalendar(
         .unwrap_or_else(|| fallback_uid.to_owned());
     let record = match database {
         OrganizerDatabase::Calendar => {
-            let start = find(props, "DTSTART").ok_or_else(|| {
-                Unreadable("the appointment has no start (DTSTART)".into())
-            })?;
+            let start = find(props, "DTSTART")
+                .ok_or_else(|| Unreadable("the appointment has no start (DTSTART)".into()))?;
             let start_value = start.value.clone().unwrap_or_default();
             if ical_day(&start_value).is_none() {
                 return Err(Unreadable(format!(
@@ -448,11 +445,7 @@ fn render_vcard(uid: &str, c: &Contact, existing: Option<&str>) -> String {
         prop(
             "N",
             vec![],
-            format!(
-                "{};{};;;",
-                escape(&c.family_name),
-                escape(&c.given_name)
-            ),
+            format!("{};{};;;", escape(&c.family_name), escape(&c.given_name)),
         ),
     ];
     if !c.organization.is_empty() {
@@ -493,7 +486,10 @@ fn render_icalendar(uid: &str, record: &Record, existing: Option<&str>) -> Strin
         .filter(|cal| component_props(cal, database).is_some())
         .unwrap_or_else(|| {
             let mut cal = IcalCalendar::new();
-            cal.properties = vec![prop("VERSION", vec![], "2.0"), prop("PRODID", vec![], PRODID)];
+            cal.properties = vec![
+                prop("VERSION", vec![], "2.0"),
+                prop("PRODID", vec![], PRODID),
+            ];
             let base = vec![
                 prop("UID", vec![], uid),
                 prop("DTSTAMP", vec![], utc_stamp()),
@@ -637,7 +633,11 @@ pub fn href_for(collection: &str, uid: &str, extension: &str) -> String {
 /// The file name of an href without its extension (the UID of objects
 /// that have none).
 pub fn uid_from_href(href: &str) -> String {
-    let name = href.trim_end_matches('/').rsplit('/').next().unwrap_or(href);
+    let name = href
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(href);
     name.rsplit_once('.')
         .map(|(stem, _)| stem)
         .unwrap_or(name)
@@ -664,7 +664,10 @@ mod tests {
         assert_eq!(uid, "ada-1");
         let Record::Contact(c) = &rec else { panic!() };
         assert_eq!(c.full_name, "Ada Lovelace");
-        assert_eq!((c.family_name.as_str(), c.given_name.as_str()), ("Lovelace", "Ada"));
+        assert_eq!(
+            (c.family_name.as_str(), c.given_name.as_str()),
+            ("Lovelace", "Ada")
+        );
         assert_eq!(c.organization, "Analytical Engines, Ltd");
         assert_eq!(c.emails, ["ada@example.com"]);
         assert_eq!(c.phones[0].kind, "cell");
@@ -761,7 +764,12 @@ mod tests {
             })
         };
         assert!(in_window(&event("20261027T090000Z", None), today, 31, None));
-        assert!(!in_window(&event("20261026T090000Z", None), today, 31, None));
+        assert!(!in_window(
+            &event("20261026T090000Z", None),
+            today,
+            31,
+            None
+        ));
         assert!(in_window(
             &event("20261001T090000Z", Some("20261101T090000Z")),
             today,

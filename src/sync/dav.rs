@@ -241,7 +241,10 @@ impl DavClient {
     fn refused(method: &str, path: &str, status: StatusCode, body: &str) -> DavError {
         let mut body: String = body.trim().chars().take(300).collect();
         if body.is_empty() {
-            body = status.canonical_reason().unwrap_or("no reason given").into();
+            body = status
+                .canonical_reason()
+                .unwrap_or("no reason given")
+                .into();
         }
         DavError::Refused {
             method: method.into(),

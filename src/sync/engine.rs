@@ -294,7 +294,12 @@ pub(crate) async fn slow_sync(
                             }
                         }
                     } else {
-                        keep.push(item_row(&s.uid, &s.href, &s.etag, convert::digest(&d.record)));
+                        keep.push(item_row(
+                            &s.uid,
+                            &s.href,
+                            &s.etag,
+                            convert::digest(&d.record),
+                        ));
                     }
                 } else {
                     changes.push(Change::Upsert(Item {
@@ -737,7 +742,9 @@ async fn apply_one(
                 {
                     Ok(new_etag) => {
                         save(item_row(&uid, &s.href, &new_etag, digest)).await?;
-                        return Ok(Outcome::Applied { rev: Some(new_etag) });
+                        return Ok(Outcome::Applied {
+                            rev: Some(new_etag),
+                        });
                     }
                     Err(DavError::Changed { .. }) => {
                         let current = dav.get(&s.href).await?;
@@ -813,7 +820,8 @@ async fn settle(
     let digest = convert::digest(&item.record);
     match (conflict, current) {
         (ConflictResolution::DeviceWins, current) => {
-            let text = convert::render(uid, &item.record, current.as_ref().map(|(t, _)| t.as_str()));
+            let text =
+                convert::render(uid, &item.record, current.as_ref().map(|(t, _)| t.as_str()));
             let precondition = match &current {
                 Some((_, etag)) => Precondition::IfMatch(etag),
                 None => Precondition::IfNoneMatch,

@@ -309,7 +309,9 @@ async fn handle(shared: &Shared, inbound: Inbound) {
                 pin,
                 vec![Sync::Failed {
                     code: "SYNC_NO_USER".into(),
-                    message: format!("device {pin} belongs to no user; an administrator must assign it first"),
+                    message: format!(
+                        "device {pin} belongs to no user; an administrator must assign it first"
+                    ),
                 }],
             )
             .await;

@@ -490,12 +490,7 @@ impl SyncItemError {
     }
 
     /// The item synchronized after all: its error is gone.
-    pub fn clear(
-        conn: &mut Conn,
-        user: UserId,
-        db: OrganizerDatabase,
-        item: &str,
-    ) -> DbResult<()> {
+    pub fn clear(conn: &mut Conn, user: UserId, db: OrganizerDatabase, item: &str) -> DbResult<()> {
         diesel::delete(
             sync_item_errors::table
                 .filter(sync_item_errors::user_id.eq(user))
