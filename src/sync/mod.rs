@@ -138,6 +138,8 @@ async fn serve(
     ctx: ComponentContext,
     dispatcher: Dispatcher,
 ) -> Result<(), ComponentError> {
+    // Registered first: devices' messages are taken from now on.
+    let mut inbound = dispatcher.register(ContentType::Sync, 1024);
     let dav = match &settings.url {
         Some(url) => Some(
             DavClient::new(
@@ -162,7 +164,6 @@ async fn serve(
         locks: Mutex::new(HashMap::new()),
         uploads: Mutex::new(HashMap::new()),
     });
-    let mut inbound = dispatcher.register(ContentType::Sync, 1024);
     let mut workers: HashMap<Pin, mpsc::UnboundedSender<Inbound>> = HashMap::new();
     let mut beat = tokio::time::interval(ctx.heartbeat_interval);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

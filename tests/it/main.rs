@@ -10,5 +10,6 @@ mod directory;
 mod fixture;
 mod mail;
 mod server;
+mod sync;
 mod testbed;
 mod wireless;

@@ -75,6 +75,9 @@ pub struct Organizer {
     pub rejected: Vec<RejectedChange>,
     /// The device's own settings (opaque), for backups.
     pub settings: serde_json::Value,
+    /// Per database in a slow sync: the sequence number when its records
+    /// were sent (edits up to it are merged by the slow sync).
+    slow_upload: HashMap<OrganizerDatabase, u64>,
 }
 
 impl Organizer {
@@ -236,6 +239,55 @@ impl Organizer {
         }
     }
 
+    /// A change of a slow sync: the server merged the device's records
+    /// sent for it, so the change applies over edits made up to then.
+    pub fn apply_slow(&mut self, database: OrganizerDatabase, change: Change) {
+        let upload = self.slow_upload.get(&database).copied().unwrap_or(0);
+        let records = self.records.entry(database).or_default();
+        if records
+            .get(change.uid())
+            .and_then(|r| r.dirty)
+            .is_some_and(|seq| seq > upload)
+        {
+            return;
+        }
+        match change {
+            Change::Upsert(item) => {
+                records.insert(
+                    item.uid,
+                    StoredRecord {
+                        record: item.record,
+                        rev: item.rev,
+                        dirty: None,
+                    },
+                );
+            }
+            Change::Revision { uid, rev } => {
+                if let Some(r) = records.get_mut(&uid) {
+                    r.rev = Some(rev);
+                    r.dirty = None;
+                }
+            }
+            // Nothing is deleted during a slow sync.
+            Change::Delete { .. } => {}
+        }
+    }
+
+    /// The slow sync of `database` finished: what was sent for it is merged.
+    fn finish_slow(&mut self, database: OrganizerDatabase) {
+        let upload = self.slow_upload.remove(&database).unwrap_or(0);
+        for r in self.records.entry(database).or_default().values_mut() {
+            if r.dirty.is_some_and(|seq| seq <= upload) {
+                r.dirty = None;
+            }
+        }
+        // Deleted before the slow sync: the server's copy came back.
+        if let Some(d) = self.deleted.get_mut(&database) {
+            d.retain(|_, (_, seq)| *seq > upload);
+        }
+        self.in_sync.insert(database);
+    }
+
     /// The outcome of one change sent at sequence `seq`.
     fn settle(&mut self, database: OrganizerDatabase, seq: u64, result: ItemResult) {
         let uid = result.uid;
@@ -353,6 +405,8 @@ impl Organizer {
 
 /// How long to wait for the server's answers unless told otherwise.
 pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(60);
+/// A configuration request not answered within this time is sent again.
+pub const CONFIG_RETRY: Duration = Duration::from_secs(3);
 
 /// The device's synchronization client: an [`Organizer`] and the exchange
 /// that keeps it in step with the server. Cheap to clone.
@@ -408,15 +462,21 @@ impl SyncClient {
                 Vec::new()
             }
             Sync::Changes {
-                database, changes, ..
+                database,
+                changes,
+                slow,
             } => {
                 for change in changes {
-                    org.apply(*database, change.clone());
+                    if *slow {
+                        org.apply_slow(*database, change.clone());
+                    } else {
+                        org.apply(*database, change.clone());
+                    }
                 }
                 Vec::new()
             }
             Sync::SlowSyncDone { database, .. } => {
-                org.in_sync.insert(*database);
+                org.finish_slow(*database);
                 vec![Sync::InSync {
                     database: *database,
                 }]
@@ -494,12 +554,24 @@ impl SyncClient {
         &self,
         conn: &Connection,
     ) -> Result<Vec<DatabaseConfig>, SyncClientError> {
-        self.send(conn, &Sync::ConfigRequest).await?;
-        self.until(conn, "configuration", |m| match m {
-            Sync::Config { databases, .. } => Some(databases.clone()),
-            _ => None,
-        })
-        .await
+        // Asked again every few seconds: a request that reached a server
+        // still starting its Synchronization Service is not answered.
+        let deadline = tokio::time::Instant::now() + self.patience;
+        loop {
+            self.send(conn, &Sync::ConfigRequest).await?;
+            let wait =
+                CONFIG_RETRY.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            let asked = tokio::time::Instant::now();
+            while asked.elapsed() < wait {
+                let left = wait.saturating_sub(asked.elapsed());
+                if let Some(Sync::Config { databases, .. }) = self.receive(conn, left).await? {
+                    return Ok(databases);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SyncClientError::Timeout("configuration", self.patience));
+            }
+        }
     }
 
     /// Seed step 14: slow sync of every enabled database not yet in sync
@@ -518,7 +590,9 @@ impl SyncClient {
         };
         for database in &databases {
             let items: Vec<Item> = {
-                let org = self.organizer();
+                let mut org = self.organizer();
+                let seq = org.seq;
+                org.slow_upload.insert(*database, seq);
                 org.records
                     .get(database)
                     .into_iter()
