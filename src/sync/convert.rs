@@ -29,6 +29,7 @@ const PRODID: &str = "-//Bramble//Synchronization Service//EN";
 pub struct Unreadable(pub String);
 
 /// A server object read for one database.
+#[allow(clippy::large_enum_variant)] // read and taken apart at once
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
     Record {

@@ -606,12 +606,11 @@ fn parse_multistatus(xml: &str) -> Result<Multistatus, String> {
                 stack.push(name);
                 text.clear();
             }
-            Event::Empty(e) => {
+            Event::Empty(e)
                 if e.local_name().as_ref() == "collection"
-                    && stack.iter().any(|s| s == "resourcetype")
-                {
-                    propstat.is_collection = true;
-                }
+                    && stack.iter().any(|s| s == "resourcetype") =>
+            {
+                propstat.is_collection = true;
             }
             Event::Text(t) => text.push_str(&t.xml10_content()),
             Event::CData(t) => text.push_str(&t.xml10_content()),
@@ -651,16 +650,14 @@ fn parse_multistatus(xml: &str) -> Result<Multistatus, String> {
                     }
                     ("sync-token", _) => propstat.sync_token = Some(value.trim().to_owned()),
                     ("getctag", _) => propstat.ctag = Some(value.trim().to_owned()),
-                    ("propstat", _) => {
-                        if propstat_ok {
-                            if let Some(r) = current.as_mut() {
-                                let p = std::mem::take(&mut propstat);
-                                r.etag = r.etag.take().or(p.etag);
-                                r.data = r.data.take().or(p.data);
-                                r.sync_token = r.sync_token.take().or(p.sync_token);
-                                r.ctag = r.ctag.take().or(p.ctag);
-                                r.is_collection |= p.is_collection;
-                            }
+                    ("propstat", _) if propstat_ok => {
+                        if let Some(r) = current.as_mut() {
+                            let p = std::mem::take(&mut propstat);
+                            r.etag = r.etag.take().or(p.etag);
+                            r.data = r.data.take().or(p.data);
+                            r.sync_token = r.sync_token.take().or(p.sync_token);
+                            r.ctag = r.ctag.take().or(p.ctag);
+                            r.is_collection |= p.is_collection;
                         }
                     }
                     ("response", _) => {

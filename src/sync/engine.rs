@@ -160,8 +160,15 @@ impl Shared {
             }
         }
         let skipped = errors.len() as u32;
+        let user = owner.user;
+        let with_errors: HashSet<String> = self
+            .db
+            .run(move |conn| SyncItemError::find_items(conn, user, database))
+            .await?
+            .into_iter()
+            .collect();
+        cleared.retain(|href| with_errors.contains(href));
         if !errors.is_empty() || !cleared.is_empty() {
-            let user = owner.user;
             self.db
                 .write(move |conn| {
                     for (href, message) in &errors {
@@ -555,10 +562,14 @@ async fn read_changes(
                     return Ok(None);
                 }
                 // Skip fetching nothing: the data came with the report.
+                let known: HashSet<(&str, &str)> = stored
+                    .iter()
+                    .map(|s| (s.href.as_str(), s.etag.as_str()))
+                    .collect();
                 let changed = report
                     .changed
                     .into_iter()
-                    .filter(|r| !stored.iter().any(|s| s.href == r.href && s.etag == r.etag))
+                    .filter(|r| !known.contains(&(r.href.as_str(), r.etag.as_str())))
                     .collect();
                 return Ok(Some((changed, report.removed, Some(report.token), None)));
             }

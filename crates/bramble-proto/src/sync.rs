@@ -248,6 +248,8 @@ pub struct Item {
 }
 
 /// One change to one record.
+// Wire values, built and read once; boxing the record would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Change {
@@ -283,6 +285,7 @@ pub enum Side {
 }
 
 /// What became of one change the device sent.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {

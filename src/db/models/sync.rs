@@ -396,19 +396,21 @@ impl SyncItem {
         db: OrganizerDatabase,
         items: &[SyncItem],
     ) -> DbResult<()> {
-        for item in items {
-            diesel::replace_into(sync_items::table)
-                .values((
-                    sync_items::user_id.eq(user),
-                    sync_items::database.eq(db.as_str()),
-                    sync_items::uid.eq(&item.uid),
-                    sync_items::href.eq(&item.href),
-                    sync_items::etag.eq(&item.etag),
-                    sync_items::digest.eq(&item.digest),
-                ))
-                .execute(conn)?;
-        }
-        Ok(())
+        conn.transaction(|conn| {
+            for item in items {
+                diesel::replace_into(sync_items::table)
+                    .values((
+                        sync_items::user_id.eq(user),
+                        sync_items::database.eq(db.as_str()),
+                        sync_items::uid.eq(&item.uid),
+                        sync_items::href.eq(&item.href),
+                        sync_items::etag.eq(&item.etag),
+                        sync_items::digest.eq(&item.digest),
+                    ))
+                    .execute(conn)?;
+            }
+            Ok(())
+        })
     }
 
     pub fn delete_by_uids(
@@ -499,6 +501,19 @@ impl SyncItemError {
         )
         .execute(conn)?;
         Ok(())
+    }
+
+    /// The items of one user's database that have an error now.
+    pub fn find_items(
+        conn: &mut Conn,
+        user: UserId,
+        db: OrganizerDatabase,
+    ) -> DbResult<Vec<String>> {
+        Ok(sync_item_errors::table
+            .filter(sync_item_errors::user_id.eq(user))
+            .filter(sync_item_errors::database.eq(db.as_str()))
+            .select(sync_item_errors::item)
+            .load(conn)?)
     }
 
     /// The user's errors, newest first.
