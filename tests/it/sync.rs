@@ -894,3 +894,45 @@ async fn the_testbed_runs_radicale_and_writes_the_sync_settings() {
     assert_eq!(refused.code(), "SYNC_SERVER_FORBIDDEN");
     drop(testbed);
 }
+
+#[test]
+fn the_command_line_sets_and_shows_the_per_database_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::fixture::bramble(
+        dir.path(),
+        &["sync", "set", "--database", "tasks", "--enabled", "false"],
+    );
+    assert!(out.status.success(), "{}", crate::fixture::text(&out));
+    let out = crate::fixture::bramble(
+        dir.path(),
+        &[
+            "sync",
+            "set",
+            "--database",
+            "contacts",
+            "--direction",
+            "server-to-device",
+            "--conflict",
+            "device-wins",
+        ],
+    );
+    assert!(out.status.success(), "{}", crate::fixture::text(&out));
+    let out = crate::fixture::bramble(dir.path(), &["sync", "status"]);
+    let text = crate::fixture::text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("wireless synchronization is off"),
+        "no [sync] url: {text}"
+    );
+    assert!(
+        text.contains("contacts  on, server to device, device wins"),
+        "{text}"
+    );
+    assert!(text.contains("tasks     off"), "{text}");
+    assert!(
+        text.contains("calendar  on, both ways, server wins"),
+        "{text}"
+    );
+    let out = crate::fixture::bramble(dir.path(), &["sync", "set", "--database", "notes"]);
+    assert!(!out.status.success());
+}
