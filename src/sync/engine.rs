@@ -85,6 +85,38 @@ impl Shared {
         Ok(())
     }
 
+    /// Sends messages to the device and runs `record` in the same
+    /// transaction as the queue write: the service's record of what the
+    /// device holds is written if and only if the messages are queued.
+    pub(crate) async fn send_recorded<F>(
+        &self,
+        pin: Pin,
+        messages: Vec<Sync>,
+        record: F,
+    ) -> Result<(), EngineError>
+    where
+        F: FnOnce(&mut crate::db::Conn) -> Result<(), DbError> + Send + 'static,
+    {
+        if messages.is_empty() {
+            self.db.write(record).await?;
+            return Ok(());
+        }
+        let outgoing = messages
+            .into_iter()
+            .map(|m| Outgoing {
+                pin,
+                content_type: ContentType::Sync,
+                plaintext: m.to_bytes(),
+                priority: false,
+                ref_id: None,
+            })
+            .collect();
+        self.dispatcher
+            .send_recorded(outgoing, move |conn, _| record(conn))
+            .await?;
+        Ok(())
+    }
+
     /// Changes cut into messages of at most `batch_size` records.
     fn batches(&self, database: OrganizerDatabase, changes: Vec<Change>, slow: bool) -> Vec<Sync> {
         let size = self.settings.batch_size.max(1);
@@ -358,20 +390,19 @@ pub(crate) async fn slow_sync(
         }
     }
     let stored = keep.len();
-    shared
-        .db
-        .write(move |conn| {
-            SyncItem::save_all(conn, user, database, &keep)?;
-            SyncState::set_marker(conn, user, database, token.as_deref(), ctag.as_deref())
-        })
-        .await?;
     let mut messages = shared.batches(database, changes, true);
     messages.push(Sync::SlowSyncDone {
         database,
         sent,
         skipped,
     });
-    shared.send(owner.pin, messages).await?;
+    // What the device holds is recorded if and only if the changes are queued.
+    shared
+        .send_recorded(owner.pin, messages, move |conn| {
+            SyncItem::save_all(conn, user, database, &keep)?;
+            SyncState::set_marker(conn, user, database, token.as_deref(), ctag.as_deref())
+        })
+        .await?;
     info!(target: "bramble::sync", user = %user, pin = %owner.pin, %database, records = stored, sent, skipped, "slow sync merged");
     Ok(())
 }
@@ -508,19 +539,11 @@ pub(crate) async fn server_round(
         }
     }
     let sent = changes.len();
+    let messages = shared.batches(database, changes, false);
     shared
-        .db
-        .write(move |conn| {
+        .send_recorded(owner.pin, messages, move |conn| {
             SyncItem::save_all(conn, user, database, &save)?;
             SyncItem::delete_by_uids(conn, user, database, &gone)?;
-            Ok(())
-        })
-        .await?;
-    let messages = shared.batches(database, changes, false);
-    shared.send(owner.pin, messages).await?;
-    shared
-        .db
-        .write(move |conn| {
             SyncState::set_marker(conn, user, database, token.as_deref(), ctag.as_deref())?;
             SyncState::set_in_sync(conn, user, database)
         })
