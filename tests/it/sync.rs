@@ -936,3 +936,43 @@ fn the_command_line_sets_and_shows_the_per_database_settings() {
     let out = crate::fixture::bramble(dir.path(), &["sync", "set", "--database", "notes"]);
     assert!(!out.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_moved_on_the_server_stays_one_record_on_both_sides() {
+    let bed = bed(1).await;
+    let old = bed.put_card(0, "m", "Moving", "").await;
+    let (conn, client) = bed.phone(0).await;
+    activate(&conn, &client).await;
+    wait_in_sync(&bed, 0).await;
+
+    // Another client moves it: the same UID under a new name.
+    bed.dav.delete(&old, None).await.unwrap();
+    let moved = format!("{}elsewhere.vcf", bed.collection(0, "contacts"));
+    bed.dav
+        .put(
+            &moved,
+            "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:m\r\nFN:Moved\r\nN:Moved;;;;\r\nEND:VCARD\r\n"
+                .into(),
+            Kind::Card,
+            Precondition::IfNoneMatch,
+        )
+        .await
+        .unwrap();
+    wait_device(&conn, &client, |c| device_names(c) == ["Moved"]).await;
+    assert!(client.organizer().get(CONTACTS, "m").is_some());
+
+    // The device's edit goes where the record is now; nothing reappears at
+    // the old name.
+    client.organizer().edit("m", contact("Moved and edited"));
+    let results = client.push(&conn, CONTACTS).await.unwrap();
+    assert!(
+        matches!(results[0].outcome, Outcome::Applied { .. }),
+        "{results:?}"
+    );
+    let listed = bed.dav.list(&bed.collection(0, "contacts")).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0].0.ends_with("elsewhere.vcf"));
+    assert_eq!(bed.server_names(0).await, ["Moved and edited"]);
+    assert_eq!(device_names(&client), ["Moved and edited"]);
+    bed.stop().await;
+}
