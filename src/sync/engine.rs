@@ -143,9 +143,14 @@ impl Shared {
     ) -> Result<(Vec<ServerRecord>, Option<String>, Option<String>, u32), EngineError> {
         let dav = self.dav()?;
         let kind = Kind::of(database);
-        let (resources, token, ctag) = match dav.sync_collection(path, None, kind).await {
-            Ok(report) => (report.changed, Some(report.token), None),
-            Err(DavError::Refused { .. }) | Err(DavError::BadAnswer { .. }) => {
+        let webdav_sync = if self.settings.webdav_sync {
+            Some(dav.sync_collection(path, None, kind).await)
+        } else {
+            None
+        };
+        let (resources, token, ctag) = match webdav_sync {
+            Some(Ok(report)) => (report.changed, Some(report.token), None),
+            Some(Err(DavError::Refused { .. })) | Some(Err(DavError::BadAnswer { .. })) | None => {
                 let markers = dav.markers(path).await?;
                 let listed = dav.list(path).await?;
                 let hrefs: Vec<String> = listed.into_iter().map(|(h, _)| h).collect();
@@ -155,7 +160,7 @@ impl Shared {
                 }
                 (resources, None, markers.ctag)
             }
-            Err(e) => return Err(e.into()),
+            Some(Err(e)) => return Err(e.into()),
         };
         let (records, skipped) = self.parse_resources(owner, database, resources).await?;
         Ok((records, token, ctag, skipped))
@@ -575,7 +580,8 @@ async fn read_changes(
     let dav = shared.dav()?;
     let path = shared.collection(database, &owner.login);
     let kind = Kind::of(database);
-    if let Some(token) = &state.sync_token {
+    let webdav_sync = shared.settings.webdav_sync;
+    if let Some(token) = state.sync_token.as_ref().filter(|_| webdav_sync) {
         match dav.sync_collection(&path, Some(token), kind).await {
             Ok(report) => {
                 if report.changed.is_empty() && report.removed.is_empty() {
@@ -599,14 +605,15 @@ async fn read_changes(
             Err(DavError::TokenExpired { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-    } else {
-        let markers = dav.markers(&path).await?;
-        if markers.ctag.is_some() && markers.ctag == state.ctag {
-            return Ok(None);
-        }
+    }
+    let markers = dav.markers(&path).await?;
+    if (state.sync_token.is_none() || !webdav_sync)
+        && markers.ctag.is_some()
+        && markers.ctag == state.ctag
+    {
+        return Ok(None);
     }
     // Compare every ETag with the ones kept.
-    let markers = dav.markers(&path).await?;
     let listed = dav.list(&path).await?;
     let known: HashMap<&str, &str> = stored
         .iter()
@@ -627,7 +634,8 @@ async fn read_changes(
     for chunk in to_fetch.chunks(500) {
         changed.extend(dav.multiget(&path, chunk, kind).await?);
     }
-    Ok(Some((changed, removed, markers.sync_token, markers.ctag)))
+    let token = markers.sync_token.filter(|_| webdav_sync);
+    Ok(Some((changed, removed, token, markers.ctag)))
 }
 
 /// A changelist from the device: each change written to the server (or

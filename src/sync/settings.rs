@@ -26,6 +26,10 @@ pub struct SyncSettings {
     pub memos_path: String,
     /// How often the server side is checked for changes.
     pub poll_secs: u64,
+    /// Use WebDAV sync (RFC 6578) where the server offers it; false: compare
+    /// the collection's CTag and its members' ETags (for a server whose
+    /// sync tokens are unreliable).
+    pub webdav_sync: bool,
     /// Appointments that ended more than this many days ago are not sent
     /// to devices (seed: 31 days back).
     pub calendar_past_days: u32,
@@ -49,6 +53,7 @@ impl Default for SyncSettings {
             tasks_path: "/{login}/tasks/".to_owned(),
             memos_path: "/{login}/memos/".to_owned(),
             poll_secs: 60,
+            webdav_sync: true,
             calendar_past_days: 31,
             calendar_future_days: None,
             batch_size: bramble_proto::sync::DEFAULT_BATCH,

@@ -167,6 +167,11 @@ fn test_users(n: usize) -> Vec<TestUser> {
 /// A lone Radicale with `users` users and a server core whose
 /// Synchronization Service reaches it (checked every second).
 async fn bed(users: usize) -> Bed {
+    bed_with(users, |_| {}).await
+}
+
+/// [`bed`] with the `[sync]` settings changed by `tweak`.
+async fn bed_with(users: usize, tweak: impl FnOnce(&mut SyncSettings)) -> Bed {
     let dir = tempfile::tempdir().unwrap();
     let people = test_users(users);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -199,6 +204,7 @@ async fn bed(users: usize) -> Bed {
         request_timeout_secs: 10,
         ..SyncSettings::default()
     };
+    tweak(&mut settings.sync);
     let db = Database::open(&settings).unwrap();
     let enrolled = pilot::enroll(&db, &people, 0x3000_0001).unwrap();
     drop(db);
@@ -974,5 +980,44 @@ async fn a_record_moved_on_the_server_stays_one_record_on_both_sides() {
     assert!(listed[0].0.ends_with("elsewhere.vcf"));
     assert_eq!(bed.server_names(0).await, ["Moved and edited"]);
     assert_eq!(device_names(&client), ["Moved and edited"]);
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_webdav_sync_the_ctag_and_etags_find_every_change() {
+    let bed = bed_with(1, |s| s.webdav_sync = false).await;
+    bed.put_card(0, "a", "A", "").await;
+    let gone = bed.put_card(0, "b", "B", "").await;
+    let (conn, client) = bed.phone(0).await;
+    activate(&conn, &client).await;
+    wait_in_sync(&bed, 0).await;
+    let state = bed.state(0, CONTACTS).await.unwrap();
+    assert_eq!(state.sync_token, None);
+    assert!(
+        state.ctag.is_some(),
+        "the CTag marks where the server side was read"
+    );
+
+    bed.put_card(0, "a", "A changed", "").await;
+    bed.put_card(0, "c", "C", "").await;
+    bed.dav.delete(&gone, None).await.unwrap();
+    wait_device(&conn, &client, |c| device_names(c) == ["A changed", "C"]).await;
+
+    // The device's own edit is not sent back.
+    client.organizer().edit("c", contact("C on device"));
+    let results = client.push(&conn, CONTACTS).await.unwrap();
+    assert!(matches!(results[0].outcome, Outcome::Applied { .. }));
+    let quiet = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while tokio::time::Instant::now() < quiet {
+        if let Some(Sync::Changes { changes, .. }) = client
+            .receive(&conn, Duration::from_millis(200))
+            .await
+            .unwrap()
+        {
+            assert!(changes.iter().all(|c| c.uid() != "c"), "{changes:?}");
+        }
+    }
+    assert_eq!(bed.server_names(0).await, ["A changed", "C on device"]);
+    assert_eq!(device_names(&client), ["A changed", "C on device"]);
     bed.stop().await;
 }
