@@ -15,6 +15,7 @@ use bramble::db::models::sync::{ErrorSide, SyncItemError, SyncSetting, SyncState
 use bramble::db::models::user::{ActivationStatus, User};
 use bramble::db::Database;
 use bramble::server::Listeners;
+use bramble::sync::convert::unescape;
 use bramble::sync::dav::{DavClient, Kind, Precondition};
 use bramble::sync::{slow_sync_progress, SyncSettings};
 use bramble::testbed::radicale::Radicale;
@@ -123,7 +124,7 @@ impl Bed {
                 r.data
                     .as_deref()?
                     .lines()
-                    .find_map(|l| l.strip_prefix("FN:").map(|s| s.trim().to_owned()))
+                    .find_map(|l| l.strip_prefix("FN:").map(|s| unescape(s.trim())))
             })
             .collect();
         names.sort();
@@ -1019,5 +1020,48 @@ async fn without_webdav_sync_the_ctag_and_etags_find_every_change() {
     }
     assert_eq!(bed.server_names(0).await, ["A changed", "C on device"]);
     assert_eq!(device_names(&client), ["A changed", "C on device"]);
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_way_databases_take_changes_from_one_side_only() {
+    let bed = bed(1).await;
+    bed.set(CONTACTS, |s| s.direction = SyncDirection::DeviceToServer)
+        .await;
+    bed.set(OrganizerDatabase::Memos, |s| {
+        s.direction = SyncDirection::ServerToDevice
+    })
+    .await;
+    bed.put_card(0, "server-only", "Server only", "").await;
+    bed.put_ics(0, "memos", "note", "BEGIN:VJOURNAL\r\nUID:note\r\nDTSTAMP:20260101T000000Z\r\nSUMMARY:From the server\r\nEND:VJOURNAL\r\n").await;
+    let (conn, client) = bed.phone(0).await;
+    client.organizer().edit("mine", contact("Mine"));
+    activate(&conn, &client).await;
+    // Contacts go device → server only; memos server → device only.
+    assert_eq!(device_names(&client), ["Mine"]);
+    assert_eq!(bed.server_names(0).await, ["Mine", "Server only"]);
+    assert_eq!(client.organizer().len(OrganizerDatabase::Memos), 1);
+
+    client.organizer().edit("mine", contact("Mine, edited"));
+    let results = client.push(&conn, CONTACTS).await.unwrap();
+    assert!(matches!(results[0].outcome, Outcome::Applied { .. }));
+    assert_eq!(bed.server_names(0).await, ["Mine, edited", "Server only"]);
+
+    let uid = client
+        .organizer()
+        .find(OrganizerDatabase::Memos, "From the server")
+        .unwrap();
+    client.organizer().edit(
+        &uid,
+        Record::Memo(Memo {
+            title: "Edited on the device".into(),
+            body: String::new(),
+        }),
+    );
+    let results = client.push(&conn, OrganizerDatabase::Memos).await.unwrap();
+    let Outcome::Rejected { code, .. } = &results[0].outcome else {
+        panic!("{results:?}")
+    };
+    assert_eq!(code, "SYNC_SERVER_TO_DEVICE_ONLY");
     bed.stop().await;
 }
