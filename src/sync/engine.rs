@@ -294,6 +294,9 @@ pub(crate) async fn slow_sync(
             shared.settings.calendar_past_days,
             shared.settings.calendar_future_days,
         ) {
+            // Outside the window: not sent, and a copy the device has is
+            // not the device's to add.
+            device.remove(&s.uid);
             continue;
         }
         let server_digest = convert::digest(&s.record);
@@ -754,7 +757,17 @@ async fn apply_one(
             }
             let digest = convert::digest(&item.record);
             let Some(s) = stored else {
-                // New on the device.
+                if item.rev.is_some() && conflict == ConflictResolution::ServerWins {
+                    // The device edited a record the server has deleted since.
+                    info!(target: "bramble::sync", %user, %database, uid, "conflict: the server had deleted the record; it is deleted on the device");
+                    return Ok(Outcome::Conflict {
+                        kept: Side::Server,
+                        item: None,
+                        rev: None,
+                    });
+                }
+                // New on the device (or deleted on the server, and the
+                // device's version wins).
                 let href = convert::href_for(&path, &uid, kind.extension());
                 let text = convert::render(&uid, &item.record, None);
                 match dav.put(&href, text, kind, Precondition::IfNoneMatch).await {

@@ -11,7 +11,9 @@ use bramble::config::Settings;
 use bramble::db::ids::UserId;
 use bramble::db::models::activation_password::record_status;
 use bramble::db::models::device::Device as DeviceRow;
-use bramble::db::models::sync::{ErrorSide, SyncItemError, SyncSetting, SyncState, SyncStatus};
+use bramble::db::models::sync::{
+    ErrorSide, SyncItem, SyncItemError, SyncSetting, SyncState, SyncStatus,
+};
 use bramble::db::models::user::{ActivationStatus, User};
 use bramble::db::Database;
 use bramble::server::Listeners;
@@ -147,6 +149,28 @@ impl Bed {
             .run(move |conn| SyncState::find(conn, user, database))
             .await
             .unwrap()
+    }
+
+    /// The service's record of what user `n`'s device holds under `uid`.
+    async fn item(&self, n: usize, uid: &str) -> Option<SyncItem> {
+        let user = self.users[n].0;
+        let uid = uid.to_owned();
+        self.db()
+            .run(move |conn| SyncItem::find(conn, user, CONTACTS, &uid))
+            .await
+            .unwrap()
+    }
+
+    /// Waits until a round of server changes has left the record of `uid`
+    /// as `done` wants it.
+    async fn wait_item(&self, n: usize, uid: &str, done: impl Fn(Option<SyncItem>) -> bool) {
+        tokio::time::timeout(PATIENCE, async {
+            while !done(self.item(n, uid).await) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("no round of server changes came");
     }
 
     async fn stop(self) {
@@ -461,10 +485,12 @@ async fn conflicts_follow_the_resolution_setting_and_deletions_flow_both_ways() 
     // Device wins: both change Y, the server ends with the device's.
     bed.set(CONTACTS, |s| s.conflict = ConflictResolution::DeviceWins)
         .await;
+    let before = bed.item(0, "y").await.unwrap().etag;
     bed.put_card(0, "y", "Y by server", "").await;
     // Let a round deliver the server's Y first: held back, the edit is pending.
     client.organizer().edit("y", contact("Y by device"));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    bed.wait_item(0, "y", |i| i.is_some_and(|i| i.etag != before))
+        .await;
     let _ = client
         .receive(&conn, Duration::from_millis(500))
         .await
@@ -1063,5 +1089,48 @@ async fn one_way_databases_take_changes_from_one_side_only() {
         panic!("{results:?}")
     };
     assert_eq!(code, "SYNC_SERVER_TO_DEVICE_ONLY");
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_of_a_record_the_server_deleted_follows_the_resolution() {
+    let bed = bed(1).await;
+    let first = bed.put_card(0, "first", "First", "").await;
+    let second = bed.put_card(0, "second", "Second", "").await;
+    let (conn, client) = bed.phone(0).await;
+    activate(&conn, &client).await;
+    wait_in_sync(&bed, 0).await;
+
+    // Server wins: the deletion stands, on the device too.
+    client.organizer().edit("first", contact("First, edited"));
+    bed.dav.delete(&first, None).await.unwrap();
+    bed.wait_item(0, "first", |i| i.is_none()).await;
+    let results = client.push(&conn, CONTACTS).await.unwrap();
+    assert!(
+        matches!(
+            results[0].outcome,
+            Outcome::Conflict {
+                kept: Side::Server,
+                item: None,
+                ..
+            }
+        ),
+        "{results:?}"
+    );
+    assert!(client.organizer().get(CONTACTS, "first").is_none());
+
+    // Device wins: the record comes back on the server.
+    bed.set(CONTACTS, |s| s.conflict = ConflictResolution::DeviceWins)
+        .await;
+    client.organizer().edit("second", contact("Second, edited"));
+    bed.dav.delete(&second, None).await.unwrap();
+    bed.wait_item(0, "second", |i| i.is_none()).await;
+    let results = client.push(&conn, CONTACTS).await.unwrap();
+    assert!(
+        matches!(results[0].outcome, Outcome::Applied { .. }),
+        "{results:?}"
+    );
+    assert_eq!(bed.server_names(0).await, ["Second, edited"]);
+    assert_eq!(device_names(&client), ["Second, edited"]);
     bed.stop().await;
 }
