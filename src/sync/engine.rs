@@ -22,7 +22,9 @@ use bramble_proto::{ContentType, Pin};
 use tracing::{info, warn};
 
 use crate::db::ids::UserId;
-use crate::db::models::sync::{ErrorSide, SyncItem, SyncItemError, SyncSetting, SyncState};
+use crate::db::models::sync::{
+    ErrorSide, SyncItem, SyncItemError, SyncSetting, SyncState, SyncStatus,
+};
 use crate::db::DbError;
 use crate::dispatcher::Outgoing;
 
@@ -452,13 +454,12 @@ pub(crate) async fn server_round(
     database: OrganizerDatabase,
 ) -> Result<usize, EngineError> {
     let user = owner.user;
-    let (setting, state, stored) = shared
+    let (setting, state) = shared
         .db
         .run(move |conn| {
             Ok((
                 SyncSetting::find(conn, database)?,
                 SyncState::find(conn, user, database)?,
-                SyncItem::find_by_user(conn, user, database)?,
             ))
         })
         .await?;
@@ -466,14 +467,17 @@ pub(crate) async fn server_round(
     if !setting.enabled {
         return Ok(0);
     }
-    let outcome = read_changes(shared, owner, database, &state, &stored).await;
-    let (changed, removed, token, ctag) = match outcome {
+    let outcome = read_changes(shared, owner, database, &state).await;
+    let ((changed, removed, token, ctag), stored) = match outcome {
         Ok(Some(read)) => read,
         Ok(None) => {
-            shared
-                .db
-                .write(move |conn| SyncState::set_in_sync(conn, user, database))
-                .await?;
+            // Nothing changed; a database that was failing is back.
+            if state.state != SyncStatus::InSync {
+                shared
+                    .db
+                    .write(move |conn| SyncState::set_in_sync(conn, user, database))
+                    .await?;
+            }
             return Ok(0);
         }
         Err(e) => {
@@ -572,14 +576,21 @@ fn e_code(e: &EngineError) -> &'static str {
 
 type ChangeSet = (Vec<Resource>, Vec<String>, Option<String>, Option<String>);
 
-/// What changed on the server since the state's marker (`None`: nothing).
+/// What changed on the server since the state's marker (`None`: nothing),
+/// with the records the device holds (read only when something changed).
 async fn read_changes(
     shared: &Shared,
     owner: &Owner,
     database: OrganizerDatabase,
     state: &SyncState,
-    stored: &[SyncItem],
-) -> Result<Option<ChangeSet>, EngineError> {
+) -> Result<Option<(ChangeSet, Vec<SyncItem>)>, EngineError> {
+    let user = owner.user;
+    let load = || async move {
+        shared
+            .db
+            .run(move |conn| SyncItem::find_by_user(conn, user, database))
+            .await
+    };
     let dav = shared.dav()?;
     let path = shared.collection(database, &owner.login);
     let kind = Kind::of(database);
@@ -589,10 +600,12 @@ async fn read_changes(
             Ok(report) => {
                 if report.changed.is_empty() && report.removed.is_empty() {
                     if report.token != *token {
-                        return Ok(Some((Vec::new(), Vec::new(), Some(report.token), None)));
+                        let nothing = (Vec::new(), Vec::new(), Some(report.token), None);
+                        return Ok(Some((nothing, Vec::new())));
                     }
                     return Ok(None);
                 }
+                let stored = load().await?;
                 // Skip fetching nothing: the data came with the report.
                 let known: HashSet<(&str, &str)> = stored
                     .iter()
@@ -603,7 +616,10 @@ async fn read_changes(
                     .into_iter()
                     .filter(|r| !known.contains(&(r.href.as_str(), r.etag.as_str())))
                     .collect();
-                return Ok(Some((changed, report.removed, Some(report.token), None)));
+                return Ok(Some((
+                    (changed, report.removed, Some(report.token), None),
+                    stored,
+                )));
             }
             Err(DavError::TokenExpired { .. }) => {}
             Err(e) => return Err(e.into()),
@@ -617,6 +633,7 @@ async fn read_changes(
         return Ok(None);
     }
     // Compare every ETag with the ones kept.
+    let stored = load().await?;
     let listed = dav.list(&path).await?;
     let known: HashMap<&str, &str> = stored
         .iter()
@@ -638,7 +655,7 @@ async fn read_changes(
         changed.extend(dav.multiget(&path, chunk, kind).await?);
     }
     let token = markers.sync_token.filter(|_| webdav_sync);
-    Ok(Some((changed, removed, token, markers.ctag)))
+    Ok(Some(((changed, removed, token, markers.ctag), stored)))
 }
 
 /// A changelist from the device: each change written to the server (or
