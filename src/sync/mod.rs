@@ -32,8 +32,9 @@
 //! a user whose activation is at "Services received" then moves to
 //! "Synchronizing". Each enabled database is slow-synced; when the device
 //! reports the last one `in_sync`, a user at "Synchronizing" moves to
-//! "Completed" ([`crate::policy::activation::advance`]). The activation
-//! flow needs to call nothing else; [`slow_sync_progress`] tells it (and
+//! "Completed" ([`crate::policy::activation::advance`]); with wireless
+//! synchronization off or every database turned off, at the configuration
+//! request already. The activation flow needs to call nothing else; [`slow_sync_progress`] tells it (and
 //! the console) where a user's slow sync stands.
 //!
 //! Without a Dispatcher the component runs in standby. Without `[sync] url`
@@ -335,8 +336,21 @@ async fn dispatch(
     match message {
         Sync::ConfigRequest => {
             let config = config_message(shared).await?;
-            if user.activation_status == ActivationStatus::ServicesReceived {
+            let nothing_to_sync = match &config {
+                Sync::Config {
+                    wireless_sync,
+                    databases,
+                } => !wireless_sync || databases.iter().all(|d| !d.enabled),
+                _ => false,
+            };
+            let mut status = user.activation_status;
+            if status == ActivationStatus::ServicesReceived {
                 advance(shared, user_id, ActivationStatus::Synchronizing).await;
+                status = ActivationStatus::Synchronizing;
+            }
+            // With nothing to synchronize the slow sync is done at once.
+            if nothing_to_sync && status == ActivationStatus::Synchronizing {
+                advance(shared, user_id, ActivationStatus::Completed).await;
             }
             shared.send(pin, vec![config]).await
         }

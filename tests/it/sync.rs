@@ -1134,3 +1134,40 @@ async fn an_edit_of_a_record_the_server_deleted_follows_the_resolution() {
     assert_eq!(device_names(&client), ["Second, edited"]);
     bed.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_database_off_activation_completes_at_the_configuration_request() {
+    let bed = bed(1).await;
+    for database in OrganizerDatabase::ALL {
+        bed.set(database, |s| s.enabled = false).await;
+    }
+    let user = bed.users[0].0;
+    bed.db()
+        .run(move |conn| {
+            for s in [
+                ActivationStatus::Initializing,
+                ActivationStatus::Activating,
+                ActivationStatus::EncryptionVerified,
+                ActivationStatus::PolicyApplied,
+                ActivationStatus::ServicesReceived,
+            ] {
+                record_status(conn, user, s, bramble::db::now())?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (conn, client) = bed.phone(0).await;
+    let config = client.request_config(&conn).await.unwrap();
+    assert!(config.iter().all(|c| !c.enabled));
+    assert!(client.slow_sync(&conn).await.unwrap().is_empty());
+    let status = bed
+        .db()
+        .run(move |conn| User::find_by_id(conn, user))
+        .await
+        .unwrap()
+        .unwrap()
+        .activation_status;
+    assert_eq!(status, ActivationStatus::Completed);
+    bed.stop().await;
+}
