@@ -13,7 +13,7 @@ ARTIFACTS="${ARTIFACTS:-$(mktemp -d /tmp/bramble-test-XXXXXX)}"
 export ARTIFACTS
 echo "artifacts (logs, screenshots): $ARTIFACTS"
 
-step "Debian packages" ensure_debs "${DESKTOP_BUILD_DEBS[@]}" chromium xvfb xauth imagemagick webkit2gtk-driver python3 dovecot-imapd dovecot-lmtpd postfix slapd ldap-utils
+step "Debian packages" ensure_debs "${DESKTOP_BUILD_DEBS[@]}" chromium xvfb xauth imagemagick webkit2gtk-driver python3 dovecot-imapd dovecot-lmtpd postfix slapd ldap-utils radicale
 step "toolchains" check_toolchains
 step "npm dependencies" ensure_node_modules
 step "cargo fmt --check" cargo fmt --all -- --check

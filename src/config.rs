@@ -40,6 +40,8 @@ pub struct Settings {
     pub mail: crate::messaging_agent::MailSettings,
     /// The Policy Service: service books, confirmation timeout (`[policy]`).
     pub policy: crate::policy::PolicySettings,
+    /// The organization's organizer server, for the Synchronization Service (`[sync]`).
+    pub sync: crate::sync::SyncSettings,
 }
 
 /// The BlackBerry Router. The SRP ID, SRP key and relay address are in the
@@ -158,6 +160,7 @@ impl Default for Settings {
             directories: Vec::new(),
             mail: crate::messaging_agent::MailSettings::default(),
             policy: crate::policy::PolicySettings::default(),
+            sync: crate::sync::SyncSettings::default(),
         }
     }
 }

@@ -23,10 +23,11 @@
 //! - [`messaging_agent`], [`policy`], [`sync`], [`mailstore`]: the components
 //!   the Controller starts (seed: "The BlackBerry Controller is also
 //!   responsible for starting…"). The MailStore Service copies users and
-//!   groups from LDAP directories; the other three run in standby
-//!   (heartbeats only) until their protocol work lands.
-//! - [`testbed`]: real Dovecot and Postfix on loopback from one folder, for
-//!   tests, benchmarks and pilots (`bramble testbed up|down`).
+//!   groups from LDAP directories; the Synchronization Service keeps
+//!   devices' organizer data in step with a CalDAV/CardDAV server and
+//!   takes backups and diagnostics.
+//! - [`testbed`]: real Dovecot, Postfix, slapd and Radicale on loopback from
+//!   one folder, for tests, benchmarks and pilots (`bramble testbed up|down`).
 //! - [`server`]: [`Server::start`] and the [`ServerHandle`] that owns the
 //!   named tasks and the shutdown signal.
 

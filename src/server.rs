@@ -125,7 +125,9 @@ impl Server {
                 settings.policy.clone(),
                 settings.server_name.clone(),
             )),
-            Arc::new(crate::sync::SynchronizationService),
+            Arc::new(crate::sync::SynchronizationService::new(
+                settings.sync.clone(),
+            )),
             Arc::new(crate::mailstore::MailStore::new(
                 settings.directories.clone(),
             )),

@@ -6,6 +6,7 @@
 pub mod activation;
 pub mod console;
 pub mod mail;
+pub mod sync;
 pub mod transport;
 
 /// Resident memory of this process, in KiB (Linux; 0 elsewhere).

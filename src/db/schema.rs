@@ -495,3 +495,79 @@ diesel::allow_tables_to_appear_in_same_query!(
     activation_events,
     domain_keys,
 );
+
+// The Synchronization Service (migration 000060_synchronization).
+
+diesel::table! {
+    sync_settings (database) {
+        database -> Text,
+        enabled -> Bool,
+        direction -> Text,
+        conflict -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    sync_states (user_id, database) {
+        user_id -> BigInt,
+        database -> Text,
+        state -> Text,
+        sync_token -> Nullable<Text>,
+        ctag -> Nullable<Text>,
+        error -> Nullable<Text>,
+        error_at -> Nullable<Timestamp>,
+        last_sync_at -> Nullable<Timestamp>,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    sync_items (user_id, database, uid) {
+        user_id -> BigInt,
+        database -> Text,
+        uid -> Text,
+        href -> Text,
+        etag -> Text,
+        digest -> Text,
+    }
+}
+
+diesel::table! {
+    sync_item_errors (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        database -> Text,
+        item -> Text,
+        side -> Text,
+        message -> Text,
+        at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    device_backups (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        pin -> Text,
+        taken_at -> Timestamp,
+        settings -> Text,
+        items -> Text,
+        item_count -> Integer,
+    }
+}
+
+diesel::joinable!(sync_states -> users (user_id));
+diesel::joinable!(sync_items -> users (user_id));
+diesel::joinable!(sync_item_errors -> users (user_id));
+diesel::joinable!(device_backups -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(users, sync_states);
+diesel::allow_tables_to_appear_in_same_query!(devices, sync_states);
+diesel::allow_tables_to_appear_in_same_query!(
+    sync_settings,
+    sync_states,
+    sync_items,
+    sync_item_errors,
+    device_backups,
+);

@@ -1,12 +1,13 @@
 //! A testbed on loopback: real Dovecot (IMAP with IDLE, LMTP), real Postfix
-//! (SMTP that hands mail to Dovecot over LMTP) and a real OpenLDAP slapd
-//! holding the same users, run from one folder without systemd, for tests,
-//! benchmarks and pilots.
+//! (SMTP that hands mail to Dovecot over LMTP), a real OpenLDAP slapd and a
+//! real Radicale (CalDAV/CardDAV, [`radicale`]) holding the same users, run
+//! from one folder without systemd, for tests, benchmarks and pilots.
 //!
 //! [`Testbed::start`] writes the configurations into the folder, starts the
 //! servers, waits until their ports accept, and writes `testbed.toml` (ports,
-//! users, the master user, the directory's bind DN) and `bramble.toml` (a
-//! settings file pointing at the folder, with a `[[directories]]` entry).
+//! users, the master user, the directory's bind DN, the organizer server's
+//! URL and service account) and `bramble.toml` (a settings file pointing at
+//! the folder, with a `[[directories]]` entry and a `[sync]` section).
 //! Dropping the [`Testbed`] or calling [`Testbed::stop`] stops the servers;
 //! [`Testbed::detach`] leaves them running for `bramble testbed up`, and
 //! [`stop_dir`] stops them again later (`bramble testbed down`).
@@ -15,6 +16,7 @@
 //! runs as `postfix`), so starting a testbed needs root. [`slapd`] also
 //! starts lone directories for tests and benchmarks.
 
+pub mod radicale;
 pub mod slapd;
 
 use std::fs;
@@ -29,6 +31,7 @@ use serde::{Deserialize, Serialize};
 pub mod lmtp;
 pub mod pilot;
 
+use self::radicale::Radicale;
 use self::slapd::{Slapd, SlapdError, SlapdOptions, SUFFIX};
 
 /// The mail domain of the sample users.
@@ -38,7 +41,9 @@ pub const MASTER_LOGIN: &str = "bramble";
 /// Joins a user's login and the master login: `user2*bramble`.
 pub const MASTER_SEPARATOR: &str = "*";
 /// How to get the servers on Debian.
-pub const INSTALL_HINT: &str = "apt-get install dovecot-imapd dovecot-lmtpd postfix slapd";
+pub const INSTALL_HINT: &str = "apt-get install dovecot-imapd dovecot-lmtpd postfix slapd radicale";
+/// Login of the organizer server's service account.
+pub const DAV_SERVICE_LOGIN: &str = "bramble";
 /// The directory's read-only account for the MailStore Service.
 pub const DIRECTORY_BIND_DN: &str = "cn=bramble,ou=services,dc=example,dc=com";
 
@@ -127,6 +132,7 @@ pub struct TestbedPorts {
     pub lmtp: Option<u16>,
     pub smtp: Option<u16>,
     pub ldap: Option<u16>,
+    pub radicale: Option<u16>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -183,6 +189,18 @@ pub struct TestbedInfo {
     pub ldap_base_dn: String,
     #[serde(default)]
     pub slapd_pid: u32,
+    /// Radicale (CalDAV/CardDAV): every user has `contacts`, `calendar`,
+    /// `tasks` and `memos` collections under `/{login}/`.
+    #[serde(default)]
+    pub radicale_port: u16,
+    #[serde(default)]
+    pub dav_url: String,
+    #[serde(default)]
+    pub dav_service_login: String,
+    #[serde(default)]
+    pub dav_service_password: String,
+    #[serde(default)]
+    pub radicale_pid: u32,
 }
 
 impl TestbedInfo {
@@ -197,6 +215,9 @@ impl TestbedInfo {
     }
     pub fn ldap_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.ldap_port))
+    }
+    pub fn radicale_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.radicale_port))
     }
     /// The IMAP login that reaches `user`'s mailbox with the master password.
     pub fn master_login_for(&self, user: &str) -> String {
@@ -223,6 +244,7 @@ pub struct Testbed {
     dovecot: Option<Child>,
     postfix: Option<Child>,
     slapd: Option<Slapd>,
+    radicale: Option<Radicale>,
     running: bool,
 }
 
@@ -230,7 +252,7 @@ impl Testbed {
     pub fn start(options: TestbedOptions) -> Result<Testbed, TestbedError> {
         let dovecot_bin = find_binary("dovecot")?;
         let postfix_bin = find_binary("postfix")?;
-        for binary in ["slapd", "slapadd", "slaptest"] {
+        for binary in ["slapd", "slapadd", "slaptest", "radicale"] {
             find_binary(binary)?;
         }
         for helper in ["imap", "lmtp"] {
@@ -257,7 +279,8 @@ impl Testbed {
             }
         }
 
-        let (imap_port, lmtp_port, smtp_port, ldap_port) = pick_ports(options.ports)?;
+        let (imap_port, lmtp_port, smtp_port, ldap_port, radicale_port) =
+            pick_ports(options.ports)?;
         let count = if options.users == 0 { 3 } else { options.users };
         let users = (1..=count)
             .map(|i| TestUser {
@@ -285,6 +308,11 @@ impl Testbed {
             ldap_bind_password: random_password()?,
             ldap_base_dn: SUFFIX.to_owned(),
             slapd_pid: 0,
+            radicale_port,
+            dav_url: format!("http://127.0.0.1:{radicale_port}/"),
+            dav_service_login: DAV_SERVICE_LOGIN.to_owned(),
+            dav_service_password: random_password()?,
+            radicale_pid: 0,
         };
         write_files(&info)?;
 
@@ -293,6 +321,7 @@ impl Testbed {
             dovecot: None,
             postfix: None,
             slapd: None,
+            radicale: None,
             running: true,
         };
 
@@ -308,6 +337,18 @@ impl Testbed {
         )?;
         testbed.info.slapd_pid = slapd.pid();
         testbed.slapd = Some(slapd);
+        write_info(&testbed.info)?;
+
+        // The organizer server: ready in about half a second.
+        let radicale = Radicale::start_in(
+            &dir.join("radicale"),
+            radicale_port,
+            &testbed.info.users,
+            &testbed.info.dav_service_login,
+            &testbed.info.dav_service_password,
+        )?;
+        testbed.info.radicale_pid = radicale.pid();
+        testbed.radicale = Some(radicale);
         write_info(&testbed.info)?;
 
         let dovecot_log = dir.join("dovecot.log");
@@ -364,14 +405,34 @@ impl Testbed {
         &self.info.dir
     }
 
+    /// Stops Radicale only (the organizer server goes down), for tests.
+    pub fn stop_radicale(&mut self) {
+        if let Some(r) = self.radicale.as_mut() {
+            r.stop();
+        }
+    }
+
+    /// Starts Radicale again on its port after [`Testbed::stop_radicale`].
+    pub fn restart_radicale(&mut self) -> Result<(), TestbedError> {
+        match self.radicale.as_mut() {
+            Some(r) => {
+                r.restart()?;
+                self.info.radicale_pid = r.pid();
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Stops both servers and waits until they have exited. Idempotent.
     pub fn stop(&mut self) -> Result<(), TestbedError> {
         if !self.running {
             return Ok(());
         }
         self.running = false;
-        // Dropping the Slapd kills it and waits.
+        // Dropping the Slapd or the Radicale kills it and waits.
         self.slapd = None;
+        self.radicale = None;
         let postfix = stop_postfix(&self.info.dir, self.postfix.take());
         let dovecot = stop_dovecot(self.info.dovecot_pid, self.dovecot.take());
         postfix.and(dovecot)
@@ -385,6 +446,9 @@ impl Testbed {
         self.postfix = None;
         if let Some(slapd) = self.slapd.take() {
             slapd.detach();
+        }
+        if let Some(radicale) = self.radicale.take() {
+            radicale.detach();
         }
         self.info.clone()
     }
@@ -421,8 +485,16 @@ pub fn stop_dir(dir: &Path) -> Result<bool, TestbedError> {
         Some(pid) => stop_server("slapd", pid, "slapd", None),
         None => Ok(()),
     };
-    postfix.and(dovecot).and(slapd)?;
-    Ok(dovecot_running || postfix_running || slapd_pid.is_some())
+    let radicale_pid = fs::read_to_string(dir.join("radicale/radicale.pid"))
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .filter(|pid| process_alive(*pid, "radicale"));
+    let radicale = match radicale_pid {
+        Some(pid) => stop_server("Radicale", pid, "radicale", None),
+        None => Ok(()),
+    };
+    postfix.and(dovecot).and(slapd).and(radicale)?;
+    Ok(dovecot_running || postfix_running || slapd_pid.is_some() || radicale_pid.is_some())
 }
 
 /// The directory's entries: the service account, the sample users (with
@@ -474,7 +546,7 @@ fn free_port() -> std::io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
-fn pick_ports(given: TestbedPorts) -> Result<(u16, u16, u16, u16), TestbedError> {
+fn pick_ports(given: TestbedPorts) -> Result<(u16, u16, u16, u16, u16), TestbedError> {
     // Hold all listeners at once so the picks differ.
     let mut held = Vec::new();
     let mut pick = |port: Option<u16>| -> Result<u16, TestbedError> {
@@ -495,6 +567,7 @@ fn pick_ports(given: TestbedPorts) -> Result<(u16, u16, u16, u16), TestbedError>
         pick(given.lmtp)?,
         pick(given.smtp)?,
         pick(given.ldap)?,
+        pick(given.radicale)?,
     );
     drop(held);
     Ok(ports)
@@ -730,6 +803,13 @@ service_login = {master}
 service_password = {password}
 master_separator = {sep}
 
+# The testbed's organizer server (Radicale), for the Synchronization
+# Service: every user has contacts, calendar, tasks and memos collections.
+[sync]
+url = {dav_url}
+service_login = {dav_login}
+service_password = {dav_password}
+
 # The testbed's directory, for the MailStore Service.
 [[directories]]
 name = \"testbed\"
@@ -750,6 +830,9 @@ base_dn = {base_dn}
         bind_dn = toml_string(&info.ldap_bind_dn),
         bind_password = toml_string(&info.ldap_bind_password),
         base_dn = toml_string(&info.ldap_base_dn),
+        dav_url = toml_string(&info.dav_url),
+        dav_login = toml_string(&info.dav_service_login),
+        dav_password = toml_string(&info.dav_service_password),
     )
 }
 
@@ -1053,7 +1136,7 @@ mod tests {
         };
         assert_eq!(e.code(), "TESTBED_MISSING_SERVER");
         assert!(e.to_string().ends_with(
-            "install it with: apt-get install dovecot-imapd dovecot-lmtpd postfix slapd"
+            "install it with: apt-get install dovecot-imapd dovecot-lmtpd postfix slapd radicale"
         ));
     }
 
@@ -1066,7 +1149,7 @@ mod tests {
         assert_eq!(e.code(), "TESTBED_MISSING_SERVER");
         assert_eq!(
             e.to_string(),
-            "`slapadd` is not installed; install it with: apt-get install dovecot-imapd dovecot-lmtpd postfix slapd"
+            "`slapadd` is not installed; install it with: apt-get install dovecot-imapd dovecot-lmtpd postfix slapd radicale"
         );
     }
 

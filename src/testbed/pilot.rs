@@ -8,6 +8,7 @@ use crate::db::models::device::{Device, NewDevice};
 use crate::db::models::user::{NewUser, User};
 use crate::db::{Database, DbResult};
 use crate::messaging_agent::{MailSettings, Security};
+use crate::sync::SyncSettings;
 
 use super::{TestUser, TestbedInfo};
 
@@ -27,6 +28,18 @@ pub fn mail_settings(info: &TestbedInfo) -> MailSettings {
         reconnect_max_ms: 1_000,
         smtp_retry_secs: 1,
         ..MailSettings::default()
+    }
+}
+
+/// `[sync]` for the testbed's Radicale, checked for changes every second.
+pub fn sync_settings(info: &TestbedInfo) -> SyncSettings {
+    SyncSettings {
+        url: Some(info.dav_url.clone()),
+        service_login: info.dav_service_login.clone(),
+        service_password: info.dav_service_password.clone(),
+        poll_secs: 1,
+        request_timeout_secs: 10,
+        ..SyncSettings::default()
     }
 }
 

@@ -11,5 +11,6 @@ mod directory;
 mod fixture;
 mod mail;
 mod server;
+mod sync;
 mod testbed;
 mod wireless;

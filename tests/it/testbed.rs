@@ -1,9 +1,9 @@
-//! The testbed: real Dovecot, Postfix and slapd on loopback. A message sent
+//! The testbed: real Dovecot, Postfix, slapd and Radicale on loopback. A message sent
 //! by SMTP reaches the user's INBOX over LMTP and is found over IMAP by the
 //! master user; a directory sync against the testbed's slapd, with the
 //! settings it wrote, imports the mailbox users; stopping closes every
 //! port. Needs root and
-//! `apt-get install dovecot-imapd dovecot-lmtpd postfix slapd` (scripts/test.sh).
+//! `apt-get install dovecot-imapd dovecot-lmtpd postfix slapd radicale` (scripts/test.sh).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -217,6 +217,7 @@ fn testbed_cli_up_leaves_servers_running_and_down_stops_them() {
     );
     assert!(status.starts_with("OK"), "master login: {status}");
     assert!(TcpStream::connect(info.smtp_addr()).is_ok());
+    assert!(TcpStream::connect(info.radicale_addr()).is_ok());
 
     // `directory sync` with the testbed's settings file finds its users.
     let config = d.join("bramble.toml");
@@ -261,6 +262,7 @@ fn testbed_cli_up_leaves_servers_running_and_down_stops_them() {
     assert_closed(info.lmtp_addr());
     assert_closed(info.smtp_addr());
     assert_closed(info.ldap_addr());
+    assert_closed(info.radicale_addr());
     let out = run(&["testbed", "down", "--dir", d_str]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("No testbed running"), "{}", text(&out));

@@ -72,6 +72,7 @@ pub mod connection;
 pub mod device;
 pub mod error;
 pub mod keys;
+pub mod organizer;
 pub mod seen;
 
 pub use connection::{Connection, DeviceStats, Plain, Received, ERROR_QUEUE_LEN, INBOX_LEN};

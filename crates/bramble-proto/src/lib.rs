@@ -14,6 +14,9 @@
 //!   and the reverse. All cryptography is openssl's.
 //! - [`cmime`]: the e-mail service's messages (new mail, "More", attachments,
 //!   read/deleted state, mail written on the device), JSON in `Cmime` envelopes.
+//! - [`sync`]: the Synchronization Service's messages (configuration, slow
+//!   sync, changelists both ways, backup and restore, diagnostics), JSON in
+//!   `Sync` envelopes.
 //! - [`control`]: the plain messages of links (SRP authentication, device
 //!   hello, delivery reports) encoded as JSON inside control packets.
 //! - [`io`]: reading and writing frames on tokio streams.
@@ -28,6 +31,7 @@ pub mod envelope;
 pub mod frame;
 pub mod io;
 pub mod policy;
+pub mod sync;
 
 use std::fmt;
 use std::str::FromStr;

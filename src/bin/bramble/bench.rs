@@ -50,6 +50,12 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         devices: usize,
     },
+    /// A CalDAV/CardDAV server (Radicale) with N contacts and one device:
+    /// the slow sync, then one changelist of 100 edits from the device.
+    Sync {
+        #[arg(long, default_value_t = 10_000)]
+        contacts: usize,
+    },
     /// The device side of `bench transport`, started by it in a child process.
     #[command(hide = true)]
     TransportDevices {
@@ -122,6 +128,9 @@ pub fn run(command: BenchCommand) -> Result<(), Failure> {
         }
         BenchCommand::Activation { devices } => print_figures(runtime.block_on(
             bramble::bench::activation::run(devices, |line| eprintln!("bench: {line}")),
+        )),
+        BenchCommand::Sync { contacts } => print_figures(runtime.block_on(
+            bramble::bench::sync::run(contacts, |line| eprintln!("bench: {line}")),
         )),
         BenchCommand::TransportDevices {
             relay,

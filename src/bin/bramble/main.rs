@@ -13,6 +13,7 @@
 mod bench;
 mod directory;
 mod mail;
+mod sync;
 mod testbed;
 mod user;
 mod wireless;
@@ -95,6 +96,12 @@ enum Command {
     Mail {
         #[command(subcommand)]
         command: mail::MailCommand,
+    },
+    /// Organizer data (Synchronization Service): per-database settings,
+    /// each user's state, records that could not be synchronized.
+    Sync {
+        #[command(subcommand)]
+        command: sync::SyncCommand,
     },
     /// Smartphone users: activation passwords, the IT policy that applies.
     User {
@@ -186,6 +193,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Testbed { command } => testbed::run(command),
         Command::Directory { command } => directory::run(&settings, command),
         Command::Mail { command } => mail::run(&settings, command),
+        Command::Sync { command } => sync::run(&settings, command),
         Command::User { command } => user::run(&settings, command),
         Command::Db {
             command: DbCommand::Migrate,

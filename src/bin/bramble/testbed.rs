@@ -1,4 +1,4 @@
-//! `bramble testbed up|down`: real Dovecot, Postfix and slapd on loopback
+//! `bramble testbed up|down`: real Dovecot, Postfix, slapd and Radicale on loopback
 //! from one folder, left running for tests, benchmarks and pilots.
 
 use std::path::PathBuf;
@@ -11,9 +11,10 @@ use crate::Failure;
 
 #[derive(Subcommand)]
 pub enum TestbedCommand {
-    /// Start Dovecot (IMAP, LMTP), Postfix (SMTP) and slapd (LDAP, the same
-    /// users) from DIR and leave them running; writes DIR/testbed.toml and
-    /// DIR/bramble.toml.
+    /// Start Dovecot (IMAP, LMTP), Postfix (SMTP), slapd (LDAP, the same
+    /// users) and Radicale (CalDAV/CardDAV, a calendar and an address book
+    /// per user) from DIR and leave them running; writes DIR/testbed.toml
+    /// and DIR/bramble.toml.
     Up {
         /// The testbed folder (created if missing).
         #[arg(long, value_name = "D")]
@@ -33,6 +34,9 @@ pub enum TestbedCommand {
         /// LDAP port (default: a free one).
         #[arg(long)]
         ldap_port: Option<u16>,
+        /// CalDAV/CardDAV (Radicale) port (default: a free one).
+        #[arg(long)]
+        radicale_port: Option<u16>,
     },
     /// Stop the servers started by `testbed up` from DIR (nothing running is
     /// not an error).
@@ -51,6 +55,7 @@ pub fn run(command: TestbedCommand) -> Result<(), Failure> {
             lmtp_port,
             smtp_port,
             ldap_port,
+            radicale_port,
         } => {
             let options = TestbedOptions {
                 dir,
@@ -60,6 +65,7 @@ pub fn run(command: TestbedCommand) -> Result<(), Failure> {
                     lmtp: lmtp_port,
                     smtp: smtp_port,
                     ldap: ldap_port,
+                    radicale: radicale_port,
                 },
             };
             let testbed = Testbed::start(options).map_err(|e| Failure::new(e.code(), e))?;
@@ -91,7 +97,11 @@ pub fn run(command: TestbedCommand) -> Result<(), Failure> {
                 "  LDAP         {}   slapd, base {}, bind {} (password in {dir}/testbed.toml), log {dir}/slapd/slapd.log",
                 info.ldap_url, info.ldap_base_dn, info.ldap_bind_dn
             );
-            println!("  settings     {dir}/bramble.toml (with the directory as [[directories]] \"testbed\")");
+            println!(
+                "  CalDAV/CardDAV {} Radicale, service account {} (password in {dir}/testbed.toml), log {dir}/radicale/radicale.log",
+                info.dav_url, info.dav_service_login
+            );
+            println!("  settings     {dir}/bramble.toml (with the directory as [[directories]] \"testbed\" and the organizer server as [sync])");
             println!("Stop it with: bramble testbed down --dir {dir}");
             Ok(())
         }

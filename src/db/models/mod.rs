@@ -24,6 +24,7 @@ pub mod session;
 pub mod software;
 pub mod srp_connection;
 pub mod statistics;
+pub mod sync;
 pub mod user;
 
 #[cfg(test)]
