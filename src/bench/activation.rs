@@ -8,14 +8,18 @@
 //! policy, service books.
 //!
 //! Latency runs from the moment a device sends its request (after it has
-//! derived its key material, which a real device does on its own CPU) to
-//! the moment the user's activation reaches its last step on the server
-//! (`until` names it). `completed` counts devices that got there; `failed`
+//! derived its key material, which a real device does on its own CPU)
+//! through the key exchange, the IT policy, the service books, the
+//! synchronization settings and the slow sync of every enabled database
+//! (against the testbed's CalDAV/CardDAV server, empty organizers) to the
+//! device finishing; `completed` counts users the server then records as
+//! `until` (Completed). `completed` counts devices that got there; `failed`
 //! those that got an error or ran out of time.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bramble_device::organizer::{Organizer, SyncClient};
 use bramble_device::{Device, DeviceConfig, KeyStore};
 use bramble_relay::{Relay, RelayConfig, SrpAccount, TlsIdentity};
 use diesel::prelude::*;
@@ -35,7 +39,7 @@ use crate::testbed::{pilot, Testbed, TestbedOptions};
 const SRP_ID: &str = "S80009999";
 const SRP_KEY: &str = "bench-activation-srp-key-0123456789";
 /// The status a finished activation reaches in this build.
-pub const FINAL_STATUS: ActivationStatus = ActivationStatus::ServicesReceived;
+pub const FINAL_STATUS: ActivationStatus = ActivationStatus::Completed;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ActivationFigures {
@@ -97,6 +101,7 @@ pub async fn run(
     settings.logging.level = "warn".into();
     settings.mail = pilot::mail_settings(&info);
     settings.mail.refresh_users_secs = 1;
+    settings.sync = pilot::sync_settings(&info);
     settings.messaging_agents = n.div_ceil(500);
     let db = Database::open(&settings)?;
     let srp = SrpSettings {
@@ -180,12 +185,13 @@ pub async fn run(
                     }
                 })
                 .await?;
-            // The device shows "Services Received" when the books arrive
-            // (it confirms them at once, which completes the server's step).
-            let done = tokio::time::timeout(limit, async {
+            // The device shows "Services Received" when the books arrive,
+            // then asks for the synchronization settings and slow-syncs
+            // every enabled database (seed steps 13–15).
+            tokio::time::timeout(limit, async {
                 while let Some(m) = conn.recv().await {
                     if m.content_type == bramble_proto::ContentType::ServiceBook {
-                        return Some(m.received_at);
+                        return Some(());
                     }
                 }
                 None
@@ -194,6 +200,18 @@ pub async fn run(
             .ok()
             .flatten()
             .ok_or_else(|| bramble_device::DeviceError::activation_timeout(limit))?;
+            let client = SyncClient::new(Organizer::new());
+            let synced = async {
+                client.request_config(&conn).await?;
+                client.slow_sync(&conn).await
+            }
+            .await;
+            if let Err(e) = synced {
+                return Err(bramble_device::DeviceError::Unexpected(format!(
+                    "synchronization: {e}"
+                )));
+            }
+            let done = Instant::now();
             Ok::<_, bramble_device::DeviceError>((conn, done))
         }));
     }

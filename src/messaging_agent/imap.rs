@@ -277,6 +277,14 @@ pub async fn fetch_after(
     Ok(out)
 }
 
+/// UIDs of the messages `query` (IMAP SEARCH syntax) finds, ascending.
+pub async fn search_uids(session: &mut Session, query: &str) -> Result<Vec<u32>, MailError> {
+    let found = timed(async { Ok(session.uid_search(query).await?) }).await?;
+    let mut uids: Vec<u32> = found.into_iter().collect();
+    uids.sort_unstable();
+    Ok(uids)
+}
+
 /// One message by UID, if it is still there.
 pub async fn fetch_uid(
     session: &mut Session,

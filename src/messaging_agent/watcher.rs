@@ -121,6 +121,25 @@ async fn session(
             .await
             .map_err(db_error)?;
     }
+    if mailbox.device.is_none() {
+        // Waiting for a device's activation request: one may have arrived
+        // before the mailbox came into view (the server searches, so the
+        // rest of the mailbox is not read).
+        let earlier: Vec<u32> = imap::search_uids(&mut session, "HEADER X-Bramble-Activation \"\"")
+            .await?
+            .into_iter()
+            .filter(|uid| *uid <= last)
+            .collect();
+        let mut requests = Vec::new();
+        for uid in earlier {
+            if let Some(f) = imap::fetch_uid(&mut session, uid, settings.max_fetch_bytes).await? {
+                if let Some(etp) = mime::parse(&f.raw).activation_request {
+                    requests.push((uid, etp));
+                }
+            }
+        }
+        hand_over_requests(shared, mailbox, &mut session, requests).await?;
+    }
     info!(target: "bramble::messaging_agent", user = %mailbox.email, uid_validity, last_uid = last, "watching the mailbox");
     loop {
         loop {

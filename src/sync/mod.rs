@@ -344,6 +344,13 @@ async fn dispatch(
                 _ => false,
             };
             let mut status = user.activation_status;
+            // A device asks only once it holds the service books; its
+            // confirmation of them may still be on its way to the Policy
+            // Service.
+            if status == ActivationStatus::PolicyApplied {
+                advance(shared, user_id, ActivationStatus::ServicesReceived).await;
+                status = ActivationStatus::ServicesReceived;
+            }
             if status == ActivationStatus::ServicesReceived {
                 advance(shared, user_id, ActivationStatus::Synchronizing).await;
                 status = ActivationStatus::Synchronizing;

@@ -68,12 +68,16 @@ test('a device activates over the air, its status follows on screen, and a wipe 
     expect(activated.code, activated.output).toBe(0);
     expect(activated.output).toContain('Encryption Verified. Waiting for Services.');
     expect(activated.output).toContain('Services Received. Your email address, user1@example.com is now enabled.');
+    expect(activated.output).toContain('Synchronization complete');
 
     // The console shows the status the server reached, step by step.
     await page.reload();
-    await expect(activation.getByTestId('activation-status')).toHaveText(/services received/i, { timeout: 30_000 });
-    await expect(activation.getByTestId('activation-steps')).toContainText(/encryption verified/i);
-    await shot(page, 'wireless-2-services-received');
+    await expect(activation.getByTestId('activation-status')).toHaveText(/completed/i, { timeout: 30_000 });
+    const steps = activation.getByTestId('activation-steps');
+    for (const step of [/encryption verified/i, /policy applied/i, /services received/i, /synchronizing/i]) {
+      await expect(steps).toContainText(step);
+    }
+    await shot(page, 'wireless-2-activation-completed');
 
     // The device stays online to take commands.
     listener = spawn(bin!, ['device', 'listen', '--keys', keys, '--relay', relayDevices!, '--srp-id', SRP_ID], { env: process.env });

@@ -278,6 +278,12 @@ async fn a_device_activates_by_email_through_the_relay_and_mail_then_flows() {
         )
     );
     bed.wait_status(0, ActivationStatus::ServicesReceived).await;
+    // Seed step 13: the device asks for the synchronization settings; with
+    // no organizer server configured there is nothing to slow-sync.
+    let sync =
+        bramble_device::organizer::SyncClient::new(bramble_device::organizer::Organizer::new());
+    sync.request_config(&conn).await.unwrap();
+    bed.wait_status(0, ActivationStatus::Completed).await;
 
     // The server side: key stored, password used up, request removed from
     // the mailbox, each step recorded.
@@ -312,6 +318,8 @@ async fn a_device_activates_by_email_through_the_relay_and_mail_then_flows() {
             ActivationStatus::EncryptionVerified,
             ActivationStatus::PolicyApplied,
             ActivationStatus::ServicesReceived,
+            ActivationStatus::Synchronizing,
+            ActivationStatus::Completed,
         ]
     );
     assert_eq!(bed.inbox_len(0).await, 0, "the request left the mailbox");
@@ -364,7 +372,7 @@ async fn a_device_activates_by_email_through_the_relay_and_mail_then_flows() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(bed.status(0).await, ActivationStatus::ServicesReceived);
+    assert_eq!(bed.status(0).await, ActivationStatus::Completed);
     assert_eq!(bed.inbox_len(0).await, 1, "only the Welcome mail is left");
 
     // A policy signed by another domain is refused, never confirmed.

@@ -353,6 +353,20 @@ pub fn device(settings: &Settings, command: DeviceCommand) -> Result<(), Failure
                         let cids: Vec<&str> = books.books.iter().map(|b| b.cid.as_str()).collect();
                         println!("{}", books.enabled_message());
                         eprintln!("service books: {}; key file {}", cids.join(", "), keys.display());
+                        if cids.contains(&"SYNC") {
+                            // Seed steps 13–15: the configuration, then the
+                            // slow sync of every enabled database.
+                            let client = bramble_device::organizer::SyncClient::new(
+                                bramble_device::organizer::Organizer::new(),
+                            );
+                            let synced = async {
+                                client.request_config(&conn).await?;
+                                client.slow_sync(&conn).await
+                            }
+                            .await
+                            .map_err(|e| Failure::new("SYNC_FAILED", e))?;
+                            println!("Synchronization complete ({} databases).", synced.len());
+                        }
                     }
                     _ => {
                         return Err(Failure::new(
