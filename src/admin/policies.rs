@@ -332,6 +332,10 @@ pub async fn create(
     })
     .await
     .map_err(|e| db_failure(e, "", None))?;
+    // Devices get the policy that applies to them now.
+    state
+        .dispatcher
+        .announce(crate::dispatcher::DeliveryEvent::PolicyChanged);
     Ok((StatusCode::CREATED, Json(detail)))
 }
 
@@ -377,6 +381,10 @@ pub async fn update(
         );
         db_failure(e, &missing(id), Some(taken))
     })?;
+    // Devices get the policy that applies to them now.
+    state
+        .dispatcher
+        .announce(crate::dispatcher::DeliveryEvent::PolicyChanged);
     Ok(Json(detail))
 }
 
@@ -402,6 +410,10 @@ pub async fn delete(
     })
     .await
     .map_err(|e| db_failure(e, &missing(id), None))?;
+    // Devices get the policy that applies to them now.
+    state
+        .dispatcher
+        .announce(crate::dispatcher::DeliveryEvent::PolicyChanged);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -469,6 +481,10 @@ pub async fn assign(
     })
     .await
     .map_err(|e| db_failure(e, &missing(id), None))?;
+    // Devices get the policy that applies to them now.
+    state
+        .dispatcher
+        .announce(crate::dispatcher::DeliveryEvent::PolicyChanged);
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -520,6 +536,10 @@ pub async fn unassign(
     })
     .await
     .map_err(|e| db_failure(e, &missing(id), None))?;
+    // Devices get the policy that applies to them now.
+    state
+        .dispatcher
+        .announce(crate::dispatcher::DeliveryEvent::PolicyChanged);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -133,6 +133,9 @@ pub enum DeliveryEvent {
         pin: Pin,
         user: crate::db::ids::UserId,
     },
+    /// An IT policy, or where one applies, changed: the Policy Service
+    /// pushes the policy to every device whose resolved policy differs.
+    PolicyChanged,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

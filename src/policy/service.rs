@@ -132,6 +132,8 @@ pub(crate) struct Desk {
     sent: HashMap<RefId, Sent>,
     rekeying: HashMap<Pin, Rekeying>,
     clock: Clock,
+    /// SHA-256 of the last policy document sent to each device.
+    last_policy: HashMap<Pin, [u8; 32]>,
 }
 
 impl Desk {
@@ -149,6 +151,7 @@ impl Desk {
             sent: HashMap::new(),
             rekeying: HashMap::new(),
             clock: Clock::new(),
+            last_policy: HashMap::new(),
         }
     }
 
@@ -183,6 +186,11 @@ impl Desk {
                 }
                 event = events.recv() => match event {
                     Ok(DeliveryEvent::KeyEstablished { pin, user }) => self.send_policy(user, pin).await,
+                    Ok(DeliveryEvent::PolicyChanged) => {
+                        if let Err(e) = self.push_policies().await {
+                            warn!(target: "bramble::policy", "cannot push the changed IT policies: {e}");
+                        }
+                    }
                     Ok(DeliveryEvent::Confirmed { ref_id, .. }) => {
                         if let Some(sent) = self.sent.remove(&ref_id) {
                             self.confirmed(sent).await;
@@ -400,6 +408,45 @@ impl Desk {
 }
 
 impl Desk {
+    /// A policy or an assignment changed: every activated device whose
+    /// resolved policy is not the one it was last sent gets it (signed,
+    /// confirmed like the first).
+    async fn push_policies(&mut self) -> Result<(), DbError> {
+        let devices = self
+            .db
+            .run(|conn| {
+                let rows: Vec<(UserId, String)> = users::table
+                    .filter(users::activation_status.eq_any([
+                        ActivationStatus::PolicyApplied.as_str(),
+                        ActivationStatus::ServicesReceived.as_str(),
+                        ActivationStatus::Synchronizing.as_str(),
+                        ActivationStatus::Completed.as_str(),
+                    ]))
+                    .select((users::id, users::activation_status))
+                    .load(conn)?;
+                let mut out = Vec::new();
+                for (user, _) in rows {
+                    let document = resolve(conn, user)?.canonical_bytes()?;
+                    for device in Device::find_by_user(conn, user)? {
+                        if !DeviceKey::find_all_for_device(conn, device.id)?.is_empty() {
+                            out.push((user, device.pin, openssl::sha::sha256(&document)));
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        let mut pushed = 0;
+        for (user, pin, digest) in devices {
+            if self.last_policy.get(&pin) != Some(&digest) {
+                self.send_policy(user, pin).await;
+                pushed += 1;
+            }
+        }
+        info!(target: "bramble::policy", pushed, "IT policy change pushed to the devices it affects");
+        Ok(())
+    }
+
     /// Sends queued IT admin commands (a delayed wipe when its time has
     /// come) and expires those not acknowledged in time.
     async fn sweep_commands(&mut self) -> Result<(), DbError> {

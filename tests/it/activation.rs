@@ -536,6 +536,44 @@ async fn admin_commands_new_keys_lock_and_wipe_are_tracked_to_the_device() {
     })
     .await;
 
+    // A policy assigned to the user reaches the device, signed by the same
+    // domain, without a new activation.
+    let user = bed.users[0];
+    bed.db()
+        .run(move |conn| {
+            let policy = bramble::db::models::it_policy::ItPolicy::create(conn, "Sales", "")?;
+            bramble::db::models::it_policy::ItPolicy::set_rule(
+                conn,
+                policy.id,
+                "MinimumPasswordLength",
+                &serde_json::json!(9),
+            )?;
+            bramble::db::models::it_policy::ItPolicy::assign_to_user(conn, policy.id, user)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    bed.server
+        .dispatcher()
+        .announce(bramble::dispatcher::DeliveryEvent::PolicyChanged);
+    let pushed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let m = conn.recv().await.unwrap();
+            if m.content_type == ContentType::ItPolicy {
+                return Signed::from_bytes(&m.plaintext).unwrap();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        pushed.document.contains(r#""MinimumPasswordLength":9"#),
+        "{}",
+        pushed.document
+    );
+    assert_eq!(device.domain_key(), Some(pushed.domain_key));
+    assert_eq!(conn.stats().rejected, 0);
+
     // Lock with a password.
     let id = command(
         &bed,
