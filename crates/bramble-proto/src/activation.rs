@@ -184,17 +184,8 @@ fn crypto<E: std::fmt::Display>(e: E) -> ActivationError {
 }
 
 fn unhex(text: &str, what: &str) -> Result<Vec<u8>, ActivationError> {
-    if text.len() % 2 != 0 {
-        return Err(ActivationError::Malformed(format!("{what} is not hex")));
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|b| u8::from_str_radix(b, 16).ok())
-                .ok_or_else(|| ActivationError::Malformed(format!("{what} is not hex")))
-        })
-        .collect()
+    crate::control::unhex(text)
+        .ok_or_else(|| ActivationError::Malformed(format!("{what} is not hex")))
 }
 
 /// The memory-hard secret a password stands for in the exchange (what the

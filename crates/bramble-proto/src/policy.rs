@@ -17,7 +17,7 @@ use openssl::pkey::{Id, PKey, Public};
 use openssl::sign::Verifier;
 use serde::{Deserialize, Serialize};
 
-use crate::control::hex;
+use crate::control::{hex, unhex};
 
 /// A document signed by the domain key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,19 +42,6 @@ pub enum SignedError {
     BadSignature,
     #[error("signed by another domain's key; this device takes policy only from the domain that activated it")]
     OtherDomain,
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|b| u8::from_str_radix(b, 16).ok())
-        })
-        .collect()
 }
 
 impl Signed {
