@@ -377,6 +377,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    user_services (user_id, service) {
+        user_id -> BigInt,
+        service -> Text,
+        enabled -> Bool,
+    }
+}
+
+diesel::table! {
     admin_commands (id) {
         id -> BigInt,
         kind -> Text,
@@ -448,6 +456,7 @@ diesel::joinable!(admin_sessions -> administrators (administrator_id));
 diesel::joinable!(activation_passwords -> users (user_id));
 diesel::joinable!(admin_command_targets -> admin_commands (command_id));
 diesel::joinable!(admin_command_targets -> devices (device_id));
+diesel::joinable!(user_services -> users (user_id));
 diesel::joinable!(activation_events -> users (user_id));
 diesel::joinable!(administrator_group_members -> administrator_groups (group_id));
 diesel::joinable!(administrator_group_members -> administrators (administrator_id));
@@ -455,6 +464,7 @@ diesel::joinable!(administrator_group_roles -> administrator_groups (group_id));
 diesel::joinable!(administrator_group_roles -> roles (role_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    user_services,
     admin_commands,
     admin_command_targets,
     srp_connections,

@@ -34,6 +34,7 @@ use crate::db::models::device::Device;
 use crate::db::models::device_key::DeviceKey;
 use crate::db::models::device_key::{KeyMaterial, KeySlot};
 use crate::db::models::user::{ActivationStatus, User};
+use crate::db::models::user_service::UserServices;
 use crate::db::schema::users;
 use crate::db::{Database, DbError};
 use crate::dispatcher::{DeliveryEvent, Dispatcher, Outgoing};
@@ -242,15 +243,22 @@ impl Desk {
     }
 
     async fn send_books(&mut self, user: UserId, pin: Pin) {
-        let email = match self.db.run(move |conn| User::find_by_id(conn, user)).await {
-            Ok(Some(u)) => u.email,
+        let found =
+            self.db
+                .run(move |conn| {
+                    Ok(User::find_by_id(conn, user)?
+                        .map(|u| (u.email, UserServices::find(conn, user))))
+                })
+                .await;
+        let (email, exceptions) = match found {
+            Ok(Some((email, Ok(exceptions)))) => (email, exceptions),
             Ok(None) => return,
-            Err(e) => {
+            Ok(Some((_, Err(e)))) | Err(e) => {
                 warn!(target: "bramble::policy", %user, "cannot read the user for service books: {e}");
                 return;
             }
         };
-        let books = service_books(&self.settings, &self.server_name, &email);
+        let books = service_books(&self.settings, &self.server_name, &email, &exceptions);
         self.send(
             user,
             pin,
@@ -832,8 +840,26 @@ fn step_name(step: Step) -> &'static str {
     }
 }
 
-/// The service books for `email`: one per enabled service.
-pub fn service_books(settings: &PolicySettings, server: &str, email: &str) -> ServiceBooks {
+/// Whether `service` is on for a user: the user's own exception if there
+/// is one, else the server's list.
+pub fn service_enabled(
+    settings: &PolicySettings,
+    exceptions: &BTreeMap<String, bool>,
+    service: &str,
+) -> bool {
+    exceptions
+        .get(service)
+        .copied()
+        .unwrap_or_else(|| settings.services.iter().any(|s| s == service))
+}
+
+/// The service books for `email`: one per service enabled for the user.
+pub fn service_books(
+    settings: &PolicySettings,
+    server: &str,
+    email: &str,
+    exceptions: &BTreeMap<String, bool>,
+) -> ServiceBooks {
     let book = |cid: &str, name: &str, settings: &[(&str, &str)]| ServiceBook {
         cid: cid.to_owned(),
         name: name.to_owned(),
@@ -843,11 +869,11 @@ pub fn service_books(settings: &PolicySettings, server: &str, email: &str) -> Se
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect::<BTreeMap<_, _>>(),
     };
-    let books = settings
-        .services
+    let books = SERVICES
         .iter()
+        .filter(|cid| service_enabled(settings, exceptions, cid))
         .filter_map(|cid| {
-            Some(match cid.as_str() {
+            Some(match *cid {
                 "CMIME" => book(
                     "CMIME",
                     "Desktop email",
@@ -894,11 +920,12 @@ mod tests {
     #[test]
     fn a_book_per_enabled_service_only() {
         let mut settings = PolicySettings::default();
-        let all = service_books(&settings, "S1", "a@example.org");
+        let none = BTreeMap::new();
+        let all = service_books(&settings, "S1", "a@example.org", &none);
         let cids: Vec<&str> = all.books.iter().map(|b| b.cid.as_str()).collect();
         assert_eq!(cids, SERVICES);
         settings.services = vec!["CMIME".into(), "ALP".into()];
-        let some = service_books(&settings, "S1", "a@example.org");
+        let some = service_books(&settings, "S1", "a@example.org", &none);
         let cids: Vec<&str> = some.books.iter().map(|b| b.cid.as_str()).collect();
         assert_eq!(cids, ["CMIME", "ALP"]);
         assert_eq!(some.books[0].settings["email"], "a@example.org");
@@ -906,6 +933,11 @@ mod tests {
             some.enabled_message(),
             "Services Received. Your email address, a@example.org is now enabled."
         );
+        // A user's own exceptions win over the server's list.
+        let exceptions = BTreeMap::from([("CMIME".to_owned(), false), ("BBIM".to_owned(), true)]);
+        let own = service_books(&settings, "S1", "a@example.org", &exceptions);
+        let cids: Vec<&str> = own.books.iter().map(|b| b.cid.as_str()).collect();
+        assert_eq!(cids, ["ALP", "BBIM"]);
         settings.services.push("FAX".into());
         assert_eq!(settings.unknown_services(), ["FAX"]);
     }

@@ -35,6 +35,22 @@ pub enum UserCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The service books the user's devices receive: the server's list
+    /// (`[policy] services`) with the user's own exceptions.
+    Services {
+        #[arg(long)]
+        email: String,
+        /// Turn a service on for this user (CMIME, CICAL, SYNC, IPPP,
+        /// BrowserConfig, ALP, BBIM).
+        #[arg(long, value_name = "SERVICE")]
+        enable: Vec<String>,
+        /// Turn a service off for this user.
+        #[arg(long, value_name = "SERVICE")]
+        disable: Vec<String>,
+        /// Back to the server's list for this service.
+        #[arg(long, value_name = "SERVICE")]
+        default: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -152,6 +168,12 @@ pub fn run(settings: &Settings, command: UserCommand) -> Result<(), Failure> {
         UserCommand::Policy { email, merge, json } => {
             return show_policy(settings, &email, merge, json)
         }
+        UserCommand::Services {
+            email,
+            enable,
+            disable,
+            default,
+        } => return services(settings, &email, &enable, &disable, &default),
         UserCommand::ActivationPassword { command } => command,
     };
     // Check what can be checked before asking for a password.
@@ -202,4 +224,67 @@ pub fn run(settings: &Settings, command: UserCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+fn services(
+    settings: &Settings,
+    email: &str,
+    enable: &[String],
+    disable: &[String],
+    default: &[String],
+) -> Result<(), Failure> {
+    use bramble::db::models::user_service::UserServices;
+    use bramble::policy::service::{service_enabled, SERVICES};
+    for name in enable.iter().chain(disable).chain(default) {
+        if !SERVICES.contains(&name.as_str()) {
+            return Err(Failure::new(
+                "SERVICE_UNKNOWN",
+                format!(
+                    "`{name}` is not a service book; use any of {}",
+                    SERVICES.join(", ")
+                ),
+            ));
+        }
+    }
+    let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+    let exceptions = db
+        .run_blocking(|conn| {
+            let Some(user) = User::find_by_email(conn, email.trim())? else {
+                return Ok(None);
+            };
+            conn.immediate_transaction(|conn| {
+                for name in enable {
+                    UserServices::set(conn, user.id, name, true)?;
+                }
+                for name in disable {
+                    UserServices::set(conn, user.id, name, false)?;
+                }
+                for name in default {
+                    UserServices::clear(conn, user.id, name)?;
+                }
+                if !(enable.is_empty() && disable.is_empty() && default.is_empty()) {
+                    audit::append(
+                        conn,
+                        "bramble user services",
+                        "user.services",
+                        &format!("user/{}", user.id),
+                        None,
+                        Some(serde_json::json!({ "enable": enable, "disable": disable, "default": default })),
+                    )?;
+                }
+                UserServices::find(conn, user.id)
+            })
+            .map(Some)
+        })
+        .map_err(|e| Failure::new(e.code(), &e))?
+        .ok_or_else(|| Failure::new("USER_NOT_FOUND", format!("no user has the e-mail address {email}")))?;
+    for service in SERVICES {
+        let on = service_enabled(&settings.policy, &exceptions, service);
+        let why = match exceptions.get(service) {
+            Some(_) => "this user",
+            None => "server default",
+        };
+        println!("{service:<14} {:<4} ({why})", if on { "on" } else { "off" });
+    }
+    Ok(())
 }

@@ -26,6 +26,7 @@ pub mod srp_connection;
 pub mod statistics;
 pub mod sync;
 pub mod user;
+pub mod user_service;
 
 #[cfg(test)]
 pub(crate) fn test_db() -> (tempfile::TempDir, crate::db::Database) {
