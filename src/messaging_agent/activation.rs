@@ -24,7 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use bramble_proto::activation::{server_answer, ActivationMessage, EtpRequest, SessionKeys};
+use bramble_proto::activation::{
+    fresh_key_id, server_answer, ActivationMessage, EtpRequest, SessionKeys,
+};
 use bramble_proto::{Pin, RefId};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -262,7 +264,7 @@ async fn request(
         .await
         .map_err(|e| (pin, "SERVER_ERROR", e.to_string()))?;
     let (user, secret) = found.map_err(|(code, text)| (pin, code, text))?;
-    let key_id = fresh_key_id().map_err(|e| (pin, "SERVER_ERROR", e))?;
+    let key_id = fresh_key_id().map_err(|e| (pin, "SERVER_ERROR", e.to_string()))?;
     let answer = tokio::task::spawn_blocking(move || server_answer(&secret, &etp, key_id))
         .await
         .map_err(|e| (pin, "SERVER_ERROR", e.to_string()))?
@@ -287,13 +289,6 @@ async fn request(
     );
     info!(target: "bramble::messaging_agent", %pin, user = %mailbox, "activation request accepted; answering the device");
     Ok((pin, answer.challenge))
-}
-
-fn fresh_key_id() -> Result<u32, String> {
-    let mut bytes = [0u8; 4];
-    openssl::rand::rand_bytes(&mut bytes).map_err(|e| e.to_string())?;
-    // Ids are positive in the database and never 0.
-    Ok((u32::from_be_bytes(bytes) & 0x7fff_ffff).max(1))
 }
 
 /// Stores the key, uses up the password, moves the user on.

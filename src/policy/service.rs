@@ -23,7 +23,7 @@ use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 use crate::component::{ComponentContext, ComponentError};
-use bramble_proto::activation::{rekey, ActivationMessage, Ephemeral};
+use bramble_proto::activation::{fresh_key_id, rekey, ActivationMessage, Ephemeral};
 use bramble_proto::policy::{Command, CommandDocument};
 
 use crate::clock::Clock;
@@ -211,18 +211,9 @@ impl Desk {
         let signed = self
             .db
             .write_sealed(move |conn, sealer| {
-                let resolved = resolve(conn, user)?;
-                let document = resolved.canonical_bytes()?;
-                let key = DomainKey::load_or_create(conn, sealer)?;
-                let signature = key.sign(&document)?;
-                let document = String::from_utf8(document)
+                let document = String::from_utf8(resolve(conn, user)?.canonical_bytes()?)
                     .map_err(|_| DbError::Invalid("the IT policy is not UTF-8".into()))?;
-                Ok(Signed::new(
-                    "it_policy",
-                    document,
-                    &signature,
-                    key.public_key(),
-                ))
+                signed_by_domain(conn, sealer, "it_policy", document)
             })
             .await;
         match signed {
@@ -529,14 +520,7 @@ impl Desk {
                 .write_sealed(move |conn, sealer| {
                     let text = serde_json::to_string(&document)
                         .map_err(|e| DbError::Invalid(e.to_string()))?;
-                    let key = DomainKey::load_or_create(conn, sealer)?;
-                    let signature = key.sign(text.as_bytes())?;
-                    Ok(Signed::new(
-                        "admin_command",
-                        text,
-                        &signature,
-                        key.public_key(),
-                    ))
+                    signed_by_domain(conn, sealer, "admin_command", text)
                 })
                 .await;
             match signed {
@@ -657,11 +641,7 @@ impl Desk {
         }
         let ephemeral = Ephemeral::generate().map_err(|e| e.to_string())?;
         let server_key = ephemeral.public_hex().map_err(|e| e.to_string())?;
-        let key_id = {
-            let mut bytes = [0u8; 4];
-            openssl::rand::rand_bytes(&mut bytes).map_err(|e| e.to_string())?;
-            (u32::from_be_bytes(bytes) & 0x7fff_ffff).max(1)
-        };
+        let key_id = fresh_key_id().map_err(|e| e.to_string())?;
         let message = ActivationMessage::Rekey {
             server_key: server_key.clone(),
             key_id,
@@ -830,6 +810,18 @@ impl Desk {
         }
         Ok(())
     }
+}
+
+/// `document` signed with the domain key, as a device receives it.
+fn signed_by_domain(
+    conn: &mut crate::db::Conn,
+    sealer: &crate::db::Sealer,
+    kind: &str,
+    document: String,
+) -> Result<Signed, DbError> {
+    let key = DomainKey::load_or_create(conn, sealer)?;
+    let signature = key.sign(document.as_bytes())?;
+    Ok(Signed::new(kind, document, &signature, key.public_key()))
 }
 
 fn step_name(step: Step) -> &'static str {

@@ -188,6 +188,14 @@ fn unhex(text: &str, what: &str) -> Result<Vec<u8>, ActivationError> {
         .ok_or_else(|| ActivationError::Malformed(format!("{what} is not hex")))
 }
 
+/// A random id for a new transport key: positive as a database integer
+/// (31 bits) and never 0.
+pub fn fresh_key_id() -> Result<u32, ActivationError> {
+    let mut bytes = [0u8; 4];
+    openssl::rand::rand_bytes(&mut bytes).map_err(crypto)?;
+    Ok((u32::from_be_bytes(bytes) & 0x7fff_ffff).max(1))
+}
+
 /// The memory-hard secret a password stands for in the exchange (what the
 /// server stores, sealed, instead of the password).
 pub fn password_secret(password: &str, email: &str) -> Result<[u8; 32], ActivationError> {
