@@ -88,6 +88,8 @@ test.describe('Servers and components', () => {
       );
     }
     await expect(page.getByTestId('api-error')).toHaveCount(0);
+    // The live status stream (server-sent events) is open.
+    await expect(page.getByTestId('live-status')).toHaveAttribute('data-live', 'open');
   });
 
   test('shows that no wireless network connection is configured yet', async ({ page }) => {

@@ -7,7 +7,8 @@ import { spawnSync } from 'node:child_process';
 // trip: the form's answer signs the window in with a bearer token), opens
 // the Servers page, waits until it shows the Messaging Agent as running
 // (the in-process server started and the console reached it over
-// loopback), and saves a screenshot. Then it closes the app: SIGTERM first, the way a session
+// loopback) and that its live status stream is open (the window's own
+// server-sent events, read with its bearer token), and saves a screenshot. Then it closes the app: SIGTERM first, the way a session
 // manager does, so the app shuts its server down (ending a WebDriver
 // session kills the app with SIGKILL, which would skip that), waits for it
 // to exit, and ends the session.
@@ -68,7 +69,9 @@ async function look(session) {
     script: `
       const row = document.querySelector(arguments[0]);
       const state = document.querySelector(arguments[1]);
+      const live = document.querySelector('[data-testid="live-status"]');
       return {
+        live: live ? live.getAttribute('data-live') : null,
         url: location.href,
         title: document.title,
         row: row ? row.innerText : null,
@@ -203,11 +206,14 @@ async function main() {
       }
       const text = seen.text ?? '';
       const state = (seen.state ?? '').trim();
-      if (seen.row && text.includes('Messaging Agent') && text.includes('running') && state === 'running') {
+      const running = seen.row && text.includes('Messaging Agent') && text.includes('running') && state === 'running';
+      if (running && seen.live === 'open') {
         break;
       }
       if (Date.now() > deadline) {
-        failure = `the console did not show the Messaging Agent as running within ${timeoutMs / 1000} s`;
+        failure = running
+          ? `the console's live status stream did not open within ${timeoutMs / 1000} s (badge: ${seen.live})`
+          : `the console did not show the Messaging Agent as running within ${timeoutMs / 1000} s`;
         break;
       }
       await sleep(500);
@@ -218,7 +224,7 @@ async function main() {
       const id = Object.values(element)[0];
       const rowText = await wd('GET', `/session/${session}/element/${id}/text`);
       console.log(`found ${ROW}: ${JSON.stringify(rowText)}`);
-      console.log(`Messaging Agent state: ${JSON.stringify(seen.state)}`);
+      console.log(`Messaging Agent state: ${JSON.stringify(seen.state)}; live status stream: ${seen.live}`);
       console.log(`window: ${seen.title} at ${seen.url}`);
     }
     try {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Desktop smoke test: opens the real bramble-desktop window under Xvfb,
 # drives it through tauri-driver (WebDriver), and checks that the console
-# shows the Messaging Agent as running — i.e. the in-process server core
+# shows the Messaging Agent as running and its live status stream open — i.e. the in-process server core
 # started and the window's console reached it over loopback. Then it closes
 # the app (SIGTERM) and checks that the server shut down cleanly.
 #

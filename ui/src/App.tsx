@@ -1,6 +1,6 @@
-import { AppShell, Burger, Button, Group, Loader, NavLink, Stack, Text, Title } from '@mantine/core';
+import { AppShell, Badge, Burger, Button, Group, Loader, NavLink, Stack, Text, Title } from '@mantine/core';
 import { useDisclosure } from '@mantine/hooks';
-import { useCallback, useEffect, useState } from 'react';
+import { type ReactNode, useCallback, useEffect, useState } from 'react';
 import {
   ApiError,
   can,
@@ -12,6 +12,7 @@ import {
   type Whoami,
 } from './api';
 import { ErrorAlert } from './components/ErrorAlert';
+import { LiveStatusContext, useLiveStatus, type LiveStatusValue } from './hooks/useLiveStatus';
 import { useRoute } from './hooks/useRoute';
 import { AdministratorsPage } from './pages/AdministratorsPage';
 import { AuditPage } from './pages/AuditPage';
@@ -119,30 +120,45 @@ export function App() {
     return <SignInPage firstRun={phase === 'first-run'} onSignedIn={signedIn} />;
   }
   return (
-    <Console
-      who={who}
-      onSignOut={() => {
-        signOut()
-          .catch(() => undefined)
-          .finally(() => {
-            setWho(null);
-            setPhase('sign-in');
-          });
-      }}
-    />
+    <LiveStatus>
+      <Console
+        who={who}
+        onSignOut={() => {
+          signOut()
+            .catch(() => undefined)
+            .finally(() => {
+              setWho(null);
+              setPhase('sign-in');
+            });
+        }}
+      />
+    </LiveStatus>
   );
+}
+
+/** Holds the console's one live-status stream while someone is signed in. */
+function LiveStatus({ children }: { children: ReactNode }) {
+  const [live, setLive] = useState<LiveStatusValue>({ status: null, receivedAt: null, connected: false });
+  useEffect(
+    () =>
+      subscribeEvents(
+        (status) => setLive((was) => ({ ...was, status, receivedAt: new Date() })),
+        (connected) => setLive((was) => ({ ...was, connected })),
+      ),
+    [],
+  );
+  return <LiveStatusContext.Provider value={live}>{children}</LiveStatusContext.Provider>;
 }
 
 function Console({ who, onSignOut }: { who: Whoami; onSignOut: () => void }) {
   const [navOpened, { toggle: toggleNav }] = useDisclosure(false);
   const [route, navigate] = useRoute();
-  const [auditHead, setAuditHead] = useState(0);
+  const live = useLiveStatus();
+  const auditHead = live.status?.audit_head ?? 0;
   const visible = NAV_ITEMS.filter((item) => can(who, item.permission));
   const first = visible.find((item) => item.available)?.key ?? '';
   const active = route.section || first;
   const allowed = visible.some((item) => item.key === active && item.available);
-
-  useEffect(() => subscribeEvents((status) => setAuditHead(status.audit_head)), []);
 
   return (
     <AppShell
@@ -159,6 +175,19 @@ function Console({ who, onSignOut }: { who: Whoami; onSignOut: () => void }) {
             </Title>
           </Group>
           <Group gap="sm">
+            <Badge
+              variant="dot"
+              color={live.connected ? 'green' : 'gray'}
+              title={
+                live.connected
+                  ? 'Statuses update as they change'
+                  : 'The live status stream is closed; pages refresh every few seconds'
+              }
+              data-testid="live-status"
+              data-live={live.connected ? 'open' : 'closed'}
+            >
+              {live.connected ? 'Live' : 'Polling'}
+            </Badge>
             <Text size="sm" data-testid="signed-in-as">
               {who.display_name} ({who.roles.join(', ') || 'no role'})
             </Text>

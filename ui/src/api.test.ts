@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 vi.mock('@tauri-apps/api/core', () => ({ invoke: vi.fn() }));
 
 import { invoke } from '@tauri-apps/api/core';
-import { ApiError, ErrorCodes, getHealth, request, resetEndpoint } from './api';
+import { ApiError, ErrorCodes, getHealth, request, resetEndpoint, subscribeEvents, type LiveStatus } from './api';
 import { jsonResponse, sampleHealth } from './test/fixtures';
 
 const invokeMock = vi.mocked(invoke);
@@ -182,5 +182,79 @@ describe('api client in the desktop shell', () => {
     const err = await caught(getHealth());
     expect(err.code).toBe('PORT_IN_USE');
     expect(err.message).toBe('127.0.0.1:3103 is already in use by another program');
+  });
+});
+
+/** A streamed `text/event-stream` answer delivered in the given chunks. */
+function eventStream(chunks: string[]): Response {
+  const encoder = new TextEncoder();
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      for (const chunk of chunks) controller.enqueue(encoder.encode(chunk));
+      controller.close();
+    },
+  });
+  return new Response(body, { status: 200, headers: { 'Content-Type': 'text/event-stream' } });
+}
+
+describe('live statuses', () => {
+  it('reads status events split across chunks in the desktop window, with the bearer token', async () => {
+    (window as unknown as Record<string, unknown>).__TAURI_INTERNALS__ = {};
+    invokeMock.mockResolvedValue({ base_url: 'http://127.0.0.1:3999', token: 'live-token' });
+    const first = JSON.stringify({ health: sampleHealth(), audit_head: 7 });
+    const second = JSON.stringify({ health: sampleHealth(), audit_head: 8 });
+    const fetchMock = vi
+      .fn()
+      .mockResolvedValueOnce(
+        eventStream([
+          ': keep-alive\n\n',
+          `event: status\ndata: ${first.slice(0, 20)}`,
+          `${first.slice(20)}\n\nevent: status\ndata: not json\n\n`,
+          `event: other\ndata: {}\n\nevent: status\ndata: ${second}\n\n`,
+        ]),
+      )
+      .mockResolvedValue(new Response('', { status: 401 }));
+    vi.stubGlobal('fetch', fetchMock);
+    vi.useFakeTimers();
+    try {
+      const seen: LiveStatus[] = [];
+      const connected: boolean[] = [];
+      const stop = subscribeEvents(
+        (status) => seen.push(status),
+        (open) => connected.push(open),
+      );
+      await vi.waitFor(() => expect(seen.map((s) => s.audit_head)).toEqual([7, 8]));
+      await vi.waitFor(() => expect(connected).toEqual([true, false]));
+      const [url, init] = fetchMock.mock.calls[0] as [string, RequestInit];
+      expect(url).toBe('http://127.0.0.1:3999/api/events');
+      expect((init.headers as Record<string, string>).Authorization).toBe('Bearer live-token');
+
+      // The stream ended: it is opened again after a pause; a signed-out
+      // session (401) stops it for good.
+      expect(fetchMock).toHaveBeenCalledTimes(1);
+      await vi.advanceTimersByTimeAsync(3_000);
+      expect(fetchMock).toHaveBeenCalledTimes(2);
+      await vi.advanceTimersByTimeAsync(30_000);
+      expect(fetchMock).toHaveBeenCalledTimes(2);
+      expect(connected).toEqual([true, false]);
+      stop();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('stops reconnecting once unsubscribed', async () => {
+    vi.stubGlobal('fetch', vi.fn().mockRejectedValue(new TypeError('Failed to fetch')));
+    vi.useFakeTimers();
+    try {
+      const stop = subscribeEvents(() => undefined);
+      await vi.advanceTimersByTimeAsync(3_000);
+      expect(fetch).toHaveBeenCalledTimes(2);
+      stop();
+      await vi.advanceTimersByTimeAsync(30_000);
+      expect(fetch).toHaveBeenCalledTimes(2);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

@@ -6,6 +6,7 @@
 // failure into an ApiError that a screen can show to an administrator.
 
 import { invoke } from '@tauri-apps/api/core';
+import { createParser } from 'eventsource-parser';
 
 /** Lifecycle state of one server component, as reported by `GET /health`. */
 export type ComponentState = 'starting' | 'running' | 'restarting' | 'stopped' | 'failed';
@@ -135,6 +136,12 @@ function setDesktopToken(token: string | null | undefined): void {
   }
 }
 
+/** The Authorization header for the desktop window's session (none in a browser). */
+function authorization(shellToken: string | null): Record<string, string> {
+  const bearer = desktopToken() ?? shellToken;
+  return bearer !== null ? { Authorization: `Bearer ${bearer}` } : {};
+}
+
 /** Forget the resolved endpoint (tests, or after the shell's server changes). */
 export function resetEndpoint(): void {
   endpointPromise = null;
@@ -230,9 +237,7 @@ export async function request<T>(path: string, options: RequestOptions = {}): Pr
   const { baseUrl, token } = await getEndpoint();
   const url = `${baseUrl}${path.startsWith('/') ? path : `/${path}`}`;
 
-  const headers: Record<string, string> = { Accept: 'application/json' };
-  const bearer = desktopToken() ?? token;
-  if (bearer !== null) headers.Authorization = `Bearer ${bearer}`;
+  const headers: Record<string, string> = { Accept: 'application/json', ...authorization(token) };
   let body: string | undefined;
   if (options.body !== undefined) {
     headers['Content-Type'] = 'application/json';
@@ -601,9 +606,7 @@ export async function verifyAudit(): Promise<AuditVerification> {
 /** Downloads the whole audit log as a file (CSV or JSON). */
 export async function downloadAuditExport(format: 'csv' | 'json'): Promise<void> {
   const { baseUrl, token } = await getEndpoint();
-  const headers: Record<string, string> = {};
-  const bearer = desktopToken() ?? token;
-  if (bearer !== null) headers.Authorization = `Bearer ${bearer}`;
+  const headers = authorization(token);
   let response: Response;
   try {
     response = await fetch(`${baseUrl}/api/audit/export?format=${format}`, { headers, cache: 'no-store' });
@@ -639,21 +642,80 @@ export async function downloadAuditExport(format: 'csv' | 'json'): Promise<void>
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
 
-/** Live statuses (`GET /api/events`): calls `onStatus` with each `status` event. */
-export function subscribeEvents(onStatus: (status: { audit_head: number }) => void): () => void {
-  if (typeof EventSource === 'undefined' || isDesktopShell()) {
-    // EventSource cannot send a bearer token; the desktop window polls instead.
-    return () => {};
-  }
-  const source = new EventSource('/api/events');
-  source.addEventListener('status', (event) => {
+/** How long the console waits before reopening a live-status stream that ended. */
+export const EVENTS_RETRY_MS = 3_000;
+
+/** What one `status` event carries (`GET /api/events`). */
+export interface LiveStatus {
+  health: HealthDocument;
+  /** Id of the newest audit log entry (0: none): lists refresh when it moves. */
+  audit_head: number;
+}
+
+/**
+ * Live statuses (`GET /api/events`, server-sent events): calls `onStatus`
+ * with each `status` event until the returned function is called.
+ *
+ * Read with `fetch` rather than `EventSource` so that the desktop window,
+ * whose pages come from another origin, can send its bearer token; the
+ * browser sends its session cookie. A stream that ends or fails is opened
+ * again after `EVENTS_RETRY_MS`; a signed-out session stops it.
+ * `onConnected` hears when the stream opens (true) and ends (false).
+ */
+export function subscribeEvents(
+  onStatus: (status: LiveStatus) => void,
+  onConnected: (open: boolean) => void = () => undefined,
+): () => void {
+  if (typeof fetch === 'undefined' || typeof TextDecoder === 'undefined') return () => {};
+  const controller = new AbortController();
+  let retry: ReturnType<typeof setTimeout> | undefined;
+
+  const open = async (): Promise<boolean> => {
+    const { baseUrl, token } = await getEndpoint();
+    const response = await fetch(`${baseUrl}/api/events`, {
+      headers: { Accept: 'text/event-stream', ...authorization(token) },
+      signal: controller.signal,
+      cache: 'no-store',
+    });
+    if (response.status === 401 || response.status === 403) return false;
+    if (!response.ok || !response.body) return true;
+    const parser = createParser({
+      onEvent(event) {
+        if (event.event !== 'status') return;
+        try {
+          onStatus(JSON.parse(event.data) as LiveStatus);
+        } catch {
+          // A malformed event is ignored; the next one carries the full state.
+        }
+      },
+    });
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    onConnected(true);
     try {
-      onStatus(JSON.parse((event as MessageEvent<string>).data));
-    } catch {
-      // A malformed event is ignored; the next one carries the full state.
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        parser.feed(decoder.decode(value, { stream: true }));
+      }
+    } finally {
+      onConnected(false);
     }
-  });
-  return () => source.close();
+    return true;
+  };
+
+  const run = () => {
+    open()
+      .catch(() => true)
+      .then((again) => {
+        if (again && !controller.signal.aborted) retry = setTimeout(run, EVENTS_RETRY_MS);
+      });
+  };
+  run();
+  return () => {
+    controller.abort();
+    clearTimeout(retry);
+  };
 }
 
 // ---------------------------------------------------------------------------

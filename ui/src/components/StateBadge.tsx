@@ -16,7 +16,8 @@ export function stateColor(state: string): string {
 
 export function StateBadge({ state, testId }: { state: string; testId?: string }) {
   return (
-    <Badge color={stateColor(state)} variant="light" data-testid={testId} data-state={state}>
+    // max-content: a narrow table column must not cut the state to "RUNN…".
+    <Badge color={stateColor(state)} variant="light" miw="max-content" data-testid={testId} data-state={state}>
       {state}
     </Badge>
   );

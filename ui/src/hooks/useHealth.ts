@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
 import { ApiError, getHealth, type HealthDocument } from '../api';
+import { useLiveStatus } from './useLiveStatus';
 
 export const HEALTH_POLL_INTERVAL_MS = 5_000;
 
@@ -26,7 +27,9 @@ function toApiError(err: unknown): ApiError {
 
 /**
  * Poll `GET /health` every `intervalMs` (one request at a time; the next
- * starts `intervalMs` after the previous finished).
+ * starts `intervalMs` after the previous finished), and take each live
+ * status the console's event stream brings in between, so a change shows
+ * within about a second while the stream is open.
  */
 export function useHealth(intervalMs: number = HEALTH_POLL_INTERVAL_MS): HealthState {
   const [data, setData] = useState<HealthDocument | null>(null);
@@ -68,6 +71,15 @@ export function useHealth(intervalMs: number = HEALTH_POLL_INTERVAL_MS): HealthS
       clearTimeout(timer.current);
     };
   }, [intervalMs, pollNow]);
+
+  const live = useLiveStatus();
+  useEffect(() => {
+    if (!live.status || !live.receivedAt) return;
+    setData(live.status.health);
+    setReceivedAt(live.receivedAt);
+    setError(null);
+    setLoading(false);
+  }, [live]);
 
   const retry = useCallback(() => {
     setPollNow((n) => n + 1);

@@ -3,6 +3,7 @@ import { fireEvent, render, screen, waitFor, within } from '@testing-library/rea
 import { MantineProvider } from '@mantine/core';
 import { ServersPage } from './ServersPage';
 import { resetEndpoint } from '../api';
+import { LiveStatusContext } from '../hooks/useLiveStatus';
 import { jsonResponse, sampleHealth } from '../test/fixtures';
 
 function renderApp() {
@@ -114,6 +115,36 @@ describe('Servers and components page', () => {
     await waitFor(() => expect(screen.getByTestId('overall-status').textContent).toBe('degraded'));
     await waitFor(() => expect(screen.getByTestId('overall-status').textContent).toBe('ok'));
     expect(screen.getByTestId('component-state-mailstore_service').textContent).toBe('running');
+  });
+
+  it('shows a live status from the event stream without waiting for the next poll', async () => {
+    const fetchMock = vi.fn().mockImplementation(async () => jsonResponse(sampleHealth()));
+    vi.stubGlobal('fetch', fetchMock);
+    const page = (status: ReturnType<typeof sampleHealth> | null) => (
+      <MantineProvider>
+        <LiveStatusContext.Provider
+          value={{
+            status: status && { health: status, audit_head: 1 },
+            receivedAt: status && new Date(),
+            connected: status !== null,
+          }}
+        >
+          <ServersPage pollIntervalMs={60_000} />
+        </LiveStatusContext.Provider>
+      </MantineProvider>
+    );
+    const { rerender } = render(page(null));
+    await waitFor(() => expect(screen.getByTestId('overall-status').textContent).toBe('degraded'));
+
+    const recovered = {
+      ...sampleHealth(),
+      status: 'ok' as const,
+      components: sampleHealth().components.map((c) => ({ ...c, state: 'running' as const })),
+    };
+    rerender(page(recovered));
+    await waitFor(() => expect(screen.getByTestId('overall-status').textContent).toBe('ok'));
+    expect(screen.getByTestId('component-state-mailstore_service').textContent).toBe('running');
+    expect(fetchMock).toHaveBeenCalledTimes(1);
   });
 
   it('shows the wireless network link, connected or not configured', async () => {
