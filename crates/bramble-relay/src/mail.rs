@@ -8,8 +8,13 @@
 //! configured `smtp` server. The device gets `mail_sent {to}`, or an error
 //! packet `MAIL_NOT_SENT` whose message says why in words for its user.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
 use base64::Engine;
 use lettre::message::{header::ContentType as MimeType, Attachment, MultiPart, SinglePart};
+use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 /// Largest attachment forwarded.
@@ -63,6 +68,27 @@ pub async fn forward(
                 )),
         )
         .map_err(|e| send_error(format!("the activation request cannot be built: {e}")))?;
+    let transport = transport(smtp)?;
+    transport.send(message).await.map(|_| ()).map_err(|e| {
+        send_error(format!(
+            "the mail server did not accept the activation request for {to}: {e}"
+        ))
+    })
+}
+
+/// The transport for an SMTP server, one per `host:port` for the life of
+/// the process: its connections are pooled (lettre's pool), so a burst of
+/// activation requests does not open a connection for each.
+fn transport(smtp: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    static TRANSPORTS: OnceLock<Mutex<HashMap<String, AsyncSmtpTransport<Tokio1Executor>>>> =
+        OnceLock::new();
+    let mut transports = TRANSPORTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(transport) = transports.get(smtp) {
+        return Ok(transport.clone());
+    }
     let (host, port) = match smtp.rsplit_once(':') {
         Some((host, port)) => (
             host.to_owned(),
@@ -76,13 +102,15 @@ pub async fn forward(
     };
     let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
         .port(port)
-        .timeout(Some(std::time::Duration::from_secs(30)))
+        .timeout(Some(Duration::from_secs(30)))
+        .pool_config(
+            PoolConfig::new()
+                .max_size(8)
+                .idle_timeout(Duration::from_secs(30)),
+        )
         .build();
-    transport.send(message).await.map(|_| ()).map_err(|e| {
-        send_error(format!(
-            "the mail server did not accept the activation request for {to}: {e}"
-        ))
-    })
+    transports.insert(smtp.to_owned(), transport.clone());
+    Ok(transport)
 }
 
 /// `X-Bramble-Activation: 1`, so a server recognizes the request even if
