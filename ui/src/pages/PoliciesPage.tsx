@@ -23,19 +23,15 @@ import {
   createPolicy,
   deletePolicy,
   getPolicy,
-  listGroups,
   listPolicies,
   listPolicyRules,
-  listUsers,
   unassignPolicy,
   updatePolicy,
-  type GroupSummary,
-  type PolicyAssignment,
   type PolicyDetail,
   type PolicyRule,
   type PolicySummary,
-  type User,
 } from '../api';
+import { AssignmentsCard } from '../components/AssignmentsCard';
 import { ErrorAlert } from '../components/ErrorAlert';
 
 /** Why a value is not accepted by its rule, in the catalog's words; null when it is. */
@@ -392,7 +388,17 @@ function PolicyEditor({
           )}
         </Stack>
       </form>
-      <Assignments policy={policy} canWrite={canWrite} onChanged={() => getPolicy(id).then(take).catch(setError)} />
+      <AssignmentsCard
+        what={policy.name}
+        assignments={policy.assignments}
+        emptyText={`Not assigned to any user or group${policy.is_default ? ' (it applies as the default)' : ''}.`}
+        ranked
+        canWrite={canWrite}
+        testId="policy-assignments"
+        onAssign={(t) => assignPolicy(policy.id, 'group_id' in t ? { group_id: t.group_id, rank: t.rank ?? 1 } : t)}
+        onUnassign={(a) => unassignPolicy(policy.id, a.id)}
+        onChanged={() => getPolicy(id).then(take).catch(setError)}
+      />
       <Modal opened={confirmDelete} onClose={() => setConfirmDelete(false)} title="Delete this IT policy?">
         <Stack data-testid="confirm-delete-policy">
           <Text size="sm">
@@ -414,162 +420,3 @@ function PolicyEditor({
   );
 }
 
-function Assignments({
-  policy,
-  canWrite,
-  onChanged,
-}: {
-  policy: PolicyDetail;
-  canWrite: boolean;
-  onChanged: () => void;
-}) {
-  const [groups, setGroups] = useState<GroupSummary[]>([]);
-  const [users, setUsers] = useState<User[]>([]);
-  const [search, setSearch] = useState('');
-  const [groupId, setGroupId] = useState<string | null>(null);
-  const [rank, setRank] = useState<number | string>(1);
-  const [error, setError] = useState<unknown>(null);
-  const [doomed, setDoomed] = useState<PolicyAssignment | null>(null);
-
-  useEffect(() => {
-    if (!canWrite) return;
-    listGroups().then(setGroups).catch(() => setGroups([]));
-  }, [canWrite]);
-  useEffect(() => {
-    if (!canWrite || search === '') return;
-    // The users list is searched on the server; show the first matches.
-    const timer = setTimeout(() => {
-      listUsers({ search, per_page: 5 })
-        .then((page) => setUsers(page.items))
-        .catch(() => setUsers([]));
-    }, 200);
-    return () => clearTimeout(timer);
-  }, [search, canWrite]);
-
-  const run = async (action: () => Promise<unknown>) => {
-    setError(null);
-    try {
-      await action();
-      onChanged();
-    } catch (err) {
-      setError(err);
-    }
-  };
-
-  return (
-    <Paper withBorder p="md">
-      <Stack gap="sm">
-        <Title order={3} size="h5">
-          Assigned to
-        </Title>
-        <ErrorAlert error={error} />
-        <Table data-testid="policy-assignments">
-          <Table.Tbody>
-            {policy.assignments.length === 0 && (
-              <Table.Tr>
-                <Table.Td>
-                  <Text size="sm" c="dimmed">
-                    Not assigned to any user or group{policy.is_default ? ' (it applies as the default)' : ''}.
-                  </Text>
-                </Table.Td>
-              </Table.Tr>
-            )}
-            {policy.assignments.map((a) => (
-              <Table.Tr key={a.id}>
-                <Table.Td>{a.target === 'user' ? 'User' : 'Group'}</Table.Td>
-                <Table.Td>{a.name}</Table.Td>
-                <Table.Td>{a.target === 'group' ? `rank ${a.rank}` : ''}</Table.Td>
-                <Table.Td>
-                  {canWrite && (
-                    <Button size="xs" variant="subtle" color="red" onClick={() => setDoomed(a)}>
-                      Remove
-                    </Button>
-                  )}
-                </Table.Td>
-              </Table.Tr>
-            ))}
-          </Table.Tbody>
-        </Table>
-        {canWrite && (
-          <Group align="flex-end">
-            <NativeSelect
-              label="Group"
-              data={[
-                { value: '', label: groups.length === 0 ? 'No groups yet' : 'Choose a group' },
-                ...groups.map((g) => ({ value: String(g.id), label: g.name })),
-              ]}
-              value={groupId ?? ''}
-              onChange={(e) => setGroupId(e.currentTarget.value || null)}
-              data-testid="assign-group"
-            />
-            <NumberInput label="Rank (1 first)" value={rank} onChange={setRank} min={1} max={1000} w={120} />
-            <Button
-              disabled={!groupId}
-              onClick={() => run(() => assignPolicy(policy.id, { group_id: Number(groupId), rank: Number(rank) }))}
-              data-testid="assign-group-button"
-            >
-              Assign to group
-            </Button>
-          </Group>
-        )}
-        {canWrite && (
-          <Stack gap={4}>
-            <TextInput
-              label="Find a user to assign it to"
-              placeholder="Name or e-mail address"
-              value={search}
-              onChange={(e) => setSearch(e.currentTarget.value)}
-              w={320}
-              data-testid="assign-user-search"
-            />
-            {search !== '' && users.length === 0 && (
-              <Text size="sm" c="dimmed">
-                No user matches.
-              </Text>
-            )}
-            {search !== '' &&
-              users.slice(0, 5).map((u) => (
-                <Group key={u.id} gap="sm">
-                  <Text size="sm">
-                    {u.display_name} &lt;{u.email}&gt;
-                  </Text>
-                  <Button
-                    size="xs"
-                    variant="light"
-                    onClick={() => run(() => assignPolicy(policy.id, { user_id: u.id }))}
-                    data-testid={`assign-user-${u.id}`}
-                  >
-                    Assign to {u.display_name}
-                  </Button>
-                </Group>
-              ))}
-          </Stack>
-        )}
-      </Stack>
-      <Modal opened={doomed !== null} onClose={() => setDoomed(null)} title="Remove this assignment?">
-        {doomed && (
-          <Stack>
-            <Text size="sm">
-              Stop assigning <b>{policy.name}</b> to {doomed.target} <b>{doomed.name}</b>?
-            </Text>
-            <Group justify="flex-end">
-              <Button variant="default" onClick={() => setDoomed(null)}>
-                Cancel
-              </Button>
-              <Button
-                color="red"
-                onClick={() => {
-                  const a = doomed;
-                  setDoomed(null);
-                  run(() => unassignPolicy(policy.id, a.id));
-                }}
-              >
-                Remove
-              </Button>
-            </Group>
-          </Stack>
-        )}
-      </Modal>
-    </Paper>
-  );
-}

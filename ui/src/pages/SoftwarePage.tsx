@@ -18,19 +18,15 @@ import {
   createSoftware,
   deleteSoftware,
   getSoftware,
-  listGroups,
   listSoftware,
-  listUsers,
   unassignSoftware,
   updateSoftware,
   type Disposition,
-  type GroupSummary,
   type SoftwareApplication,
-  type SoftwareAssignment,
   type SoftwareDetail,
   type SoftwareSummary,
-  type User,
 } from '../api';
+import { AssignmentsCard } from '../components/AssignmentsCard';
 import { ErrorAlert } from '../components/ErrorAlert';
 
 const DISPOSITIONS: { value: Disposition; label: string }[] = [
@@ -282,7 +278,16 @@ function SoftwareEditor({ id, canWrite, onBack }: { id: number; canWrite: boolea
           )}
         </Stack>
       </form>
-      <SoftwareAssignments config={config} canWrite={canWrite} onChanged={reload} />
+      <AssignmentsCard
+        what={config.name}
+        assignments={config.assignments}
+        emptyText="Not assigned to any user or group."
+        canWrite={canWrite}
+        testId="software-assignments"
+        onAssign={(target) => assignSoftware(config.id, target)}
+        onUnassign={(a) => unassignSoftware(config.id, a.id)}
+        onChanged={reload}
+      />
       <Modal opened={confirmDelete} onClose={() => setConfirmDelete(false)} title="Delete this software configuration?">
         <Stack>
           <Text size="sm">
@@ -316,137 +321,3 @@ function SoftwareEditor({ id, canWrite, onBack }: { id: number; canWrite: boolea
   );
 }
 
-function SoftwareAssignments({
-  config,
-  canWrite,
-  onChanged,
-}: {
-  config: SoftwareDetail;
-  canWrite: boolean;
-  onChanged: () => void;
-}) {
-  const [groups, setGroups] = useState<GroupSummary[]>([]);
-  const [groupId, setGroupId] = useState('');
-  const [search, setSearch] = useState('');
-  const [users, setUsers] = useState<User[]>([]);
-  const [error, setError] = useState<unknown>(null);
-  const [doomed, setDoomed] = useState<SoftwareAssignment | null>(null);
-
-  useEffect(() => {
-    if (canWrite) listGroups().then(setGroups).catch(() => setGroups([]));
-  }, [canWrite]);
-  useEffect(() => {
-    if (!canWrite || search === '') return;
-    const timer = setTimeout(() => {
-      listUsers({ search, per_page: 5 })
-        .then((page) => setUsers(page.items))
-        .catch(() => setUsers([]));
-    }, 200);
-    return () => clearTimeout(timer);
-  }, [search, canWrite]);
-
-  const run = async (action: () => Promise<unknown>) => {
-    setError(null);
-    try {
-      await action();
-      onChanged();
-    } catch (err) {
-      setError(err);
-    }
-  };
-
-  return (
-    <Paper withBorder p="md">
-      <Stack gap="sm">
-        <Title order={3} size="h5">
-          Assigned to
-        </Title>
-        <ErrorAlert error={error} />
-        <Table data-testid="software-assignments">
-          <Table.Tbody>
-            {config.assignments.length === 0 && (
-              <Table.Tr>
-                <Table.Td>
-                  <Text size="sm" c="dimmed">
-                    Not assigned to any user or group.
-                  </Text>
-                </Table.Td>
-              </Table.Tr>
-            )}
-            {config.assignments.map((a) => (
-              <Table.Tr key={a.id}>
-                <Table.Td>{a.target === 'user' ? 'User' : 'Group'}</Table.Td>
-                <Table.Td>{a.name}</Table.Td>
-                <Table.Td>
-                  {canWrite && (
-                    <Button size="xs" variant="subtle" color="red" onClick={() => setDoomed(a)}>
-                      Remove
-                    </Button>
-                  )}
-                </Table.Td>
-              </Table.Tr>
-            ))}
-          </Table.Tbody>
-        </Table>
-        {canWrite && (
-          <Group align="flex-end">
-            <NativeSelect
-              label="Group"
-              data={[
-                { value: '', label: groups.length === 0 ? 'No groups yet' : 'Choose a group' },
-                ...groups.map((g) => ({ value: String(g.id), label: g.name })),
-              ]}
-              value={groupId}
-              onChange={(e) => setGroupId(e.currentTarget.value)}
-            />
-            <Button disabled={groupId === ''} onClick={() => run(() => assignSoftware(config.id, { group_id: Number(groupId) }))}>
-              Assign to group
-            </Button>
-            <TextInput
-              label="Or find a user"
-              placeholder="Name or e-mail address"
-              value={search}
-              onChange={(e) => setSearch(e.currentTarget.value)}
-            />
-          </Group>
-        )}
-        {canWrite &&
-          search !== '' &&
-          users.map((u) => (
-            <Group key={u.id} gap="sm">
-              <Text size="sm">
-                {u.display_name} &lt;{u.email}&gt;
-              </Text>
-              <Button size="xs" variant="light" onClick={() => run(() => assignSoftware(config.id, { user_id: u.id }))}>
-                Assign to {u.display_name}
-              </Button>
-            </Group>
-          ))}
-      </Stack>
-      <Modal opened={doomed !== null} onClose={() => setDoomed(null)} title="Remove this assignment?">
-        {doomed && (
-          <Stack>
-            <Text size="sm">
-              Stop assigning <b>{config.name}</b> to {doomed.target} <b>{doomed.name}</b>?
-            </Text>
-            <Group justify="flex-end">
-              <Button variant="default" onClick={() => setDoomed(null)}>
-                Cancel
-              </Button>
-              <Button
-                color="red"
-                onClick={() => {
-                  const a = doomed;
-                  setDoomed(null);
-                  run(() => unassignSoftware(config.id, a.id));
-                }}
-              >
-                Remove
-              </Button>
-            </Group>
-          </Stack>
-        )}
-      </Modal>
-    </Paper>
-  );
-}
