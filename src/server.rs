@@ -128,9 +128,10 @@ impl Server {
             Arc::new(crate::sync::SynchronizationService::new(
                 settings.sync.clone(),
             )),
-            Arc::new(crate::mailstore::MailStore::new(
-                settings.directories.clone(),
-            )),
+            Arc::new(
+                crate::mailstore::MailStore::new(settings.directories.clone())
+                    .with_policy(settings.policy.clone()),
+            ),
         ]
     }
 

@@ -531,6 +531,26 @@ pub async fn lookup(
     s: &DirectorySettings,
     query: &str,
 ) -> Result<Vec<AddressEntry>, DirectoryError> {
+    Ok(search_addresses(s, query, LOOKUP_LIMIT).await?.entries)
+}
+
+/// What an address search found in one directory.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AddressesFound {
+    /// By display name, at most the limit asked for.
+    pub entries: Vec<AddressEntry>,
+    /// More entries matched than were kept.
+    pub truncated: bool,
+}
+
+/// [`lookup`] with its own limit, saying whether more entries matched: the
+/// directory is asked for one entry more than `limit` (and its size limit
+/// being reached counts as more).
+pub async fn search_addresses(
+    s: &DirectorySettings,
+    query: &str,
+    limit: usize,
+) -> Result<AddressesFound, DirectoryError> {
     let map = &s.attributes();
     let mut ldap = connect(s).await?;
     let needle = ldap3::ldap_escape(query.trim());
@@ -544,8 +564,9 @@ pub async fn lookup(
         any.push_str(&format!("({attr}=*{needle}*)"));
     }
     let filter = format!("(&{}(|{any}))", s.user_filter());
+    let asked = i32::try_from(limit.saturating_add(1)).unwrap_or(i32::MAX);
     let result = ldap
-        .with_search_options(SearchOptions::new().sizelimit(LOOKUP_LIMIT as i32))
+        .with_search_options(SearchOptions::new().sizelimit(asked))
         .with_timeout(Duration::from_secs(s.timeout_secs.max(1)))
         .search(&s.base_dn, Scope::Subtree, &filter, user_attributes(map))
         .await
@@ -558,7 +579,7 @@ pub async fn lookup(
             other => unreachable_error(s, &other),
         })?;
     let ldap3::SearchResult(entries, status) = result;
-    // 4 = sizeLimitExceeded: the first LOOKUP_LIMIT are what we asked for.
+    // 4 = sizeLimitExceeded: more matched than the entries returned.
     if status.rc != 0 && status.rc != 4 {
         return Err(result_error(s, "user_filter", &filter, &status));
     }
@@ -575,8 +596,12 @@ pub async fn lookup(
         })
         .collect();
     found.sort_by(|a, b| a.display_name.cmp(&b.display_name));
-    found.truncate(LOOKUP_LIMIT);
-    Ok(found)
+    let truncated = status.rc == 4 || found.len() > limit;
+    found.truncate(limit);
+    Ok(AddressesFound {
+        entries: found,
+        truncated,
+    })
 }
 
 #[cfg(test)]

@@ -15,14 +15,20 @@
 //!   after the first full run (by `entryCSN`, `uSNChanged` on Active
 //!   Directory, or `modifyTimestamp`); users whose entry is
 //!   gone or disabled become `removed_in_directory`, never deleted.
+//! - [`lookup`]: address lookup for devices (the ALP service book): the
+//!   `Lookup` envelopes from devices, answered from every directory at
+//!   once (or from Bramble's own users when there is none), at most 20
+//!   people, only for users with the ALP service on.
 //! - [`bench`]: sync figures against a slapd loaded with N users (the
 //!   server itself: [`crate::testbed::slapd`]).
 //!
 //! [`MailStore`] is the component the Controller runs: it syncs each
-//! directory on its interval and beats after each run and between runs.
+//! directory on its interval and beats after each run and between runs,
+//! and (with a Dispatcher) answers devices' address lookups alongside.
 
 pub mod bench;
 pub mod ldap;
+pub mod lookup;
 pub mod settings;
 pub mod sync;
 
@@ -37,8 +43,10 @@ use tokio::time::Instant;
 
 use crate::component::{standby, Component, ComponentContext, ComponentError, ComponentId};
 use crate::db::DbError;
+use crate::policy::PolicySettings;
 
-pub use ldap::{lookup, AddressEntry, LOOKUP_LIMIT};
+pub use ldap::{lookup, search_addresses, AddressEntry, AddressesFound, LOOKUP_LIMIT};
+pub use lookup::{find_addresses, LookupService};
 pub use settings::{DirectoryKind, DirectorySettings};
 pub use sync::{sync, SyncReport};
 
@@ -139,6 +147,8 @@ pub struct Progress {
 pub struct MailStore {
     directories: Arc<Vec<DirectorySettings>>,
     progress: watch::Sender<Progress>,
+    /// Which users have address lookup (the ALP service).
+    policy: PolicySettings,
 }
 
 impl MailStore {
@@ -146,7 +156,14 @@ impl MailStore {
         MailStore {
             directories: Arc::new(directories),
             progress: watch::channel(Progress::default()).0,
+            policy: PolicySettings::default(),
         }
+    }
+
+    /// The `[policy]` settings that say who may look addresses up.
+    pub fn with_policy(mut self, policy: PolicySettings) -> MailStore {
+        self.policy = policy;
+        self
     }
 
     /// Progress of the sync running now (or the last one).
@@ -163,68 +180,94 @@ impl Component for MailStore {
     fn run(&self, ctx: ComponentContext) -> BoxFuture<'static, Result<(), ComponentError>> {
         let directories = self.directories.clone();
         let progress = self.progress.clone();
+        let policy = self.policy.clone();
         async move {
-            if directories.is_empty() {
-                return standby(ctx).await;
+            // Address lookups are answered by their own task, whether or
+            // not there are directories to sync; it ends with the component.
+            let lookups = ctx.dispatcher.clone().map(|dispatcher| {
+                let inbound = dispatcher.register(bramble_proto::ContentType::Lookup, 256);
+                let service = LookupService {
+                    directories: directories.clone(),
+                    policy,
+                    db: ctx.db.clone(),
+                };
+                tokio::spawn(service.serve(dispatcher, inbound, ctx.shutdown.child_token()))
+            });
+            let result = sync_directories(ctx, directories, progress).await;
+            if let Some(task) = lookups {
+                task.abort();
             }
-            // Alive from the start, even before a long first sync ends.
-            ctx.heartbeat.beat();
-            let mut due: Vec<Instant> = vec![Instant::now(); directories.len()];
-            // A full read at start-up and then every `full_sync_interval_secs`:
-            // incremental reads do not see removals.
-            let mut full_due: Vec<Instant> = vec![Instant::now(); directories.len()];
-            loop {
-                for ((settings, due_at), full_at) in directories
-                    .iter()
-                    .zip(due.iter_mut())
-                    .zip(full_due.iter_mut())
-                {
-                    if *due_at > Instant::now() {
-                        continue;
-                    }
-                    let full = *full_at <= Instant::now();
-                    if full {
-                        *full_at = Instant::now()
-                            + Duration::from_secs(settings.full_sync_interval_secs.max(1));
-                    }
-                    // A long run (a large first sync) still beats each
-                    // interval; shutdown does not wait for it (its write is
-                    // one transaction, so it lands whole or not at all).
-                    let run = sync::sync(&ctx.db, settings, full, &progress);
-                    tokio::pin!(run);
-                    let mut beat = tokio::time::interval_at(
-                        Instant::now() + ctx.heartbeat_interval,
-                        ctx.heartbeat_interval,
-                    );
-                    loop {
-                        tokio::select! {
-                            // Errors are logged and recorded by the run itself.
-                            _ = &mut run => break,
-                            _ = beat.tick() => ctx.heartbeat.beat(),
-                            _ = ctx.shutdown.cancelled() => return Ok(()),
-                        }
-                    }
-                    *due_at =
-                        Instant::now() + Duration::from_secs(settings.sync_interval_secs.max(1));
-                    ctx.heartbeat.beat();
-                }
-                let next = due
-                    .iter()
-                    .min()
-                    .copied()
-                    .unwrap_or_else(Instant::now)
-                    .min(Instant::now() + ctx.heartbeat_interval);
-                tokio::select! {
-                    _ = ctx.shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep_until(next) => {}
-                }
-                ctx.db.ping().await.map_err(|e| {
-                    anyhow::anyhow!("the Configuration Database does not answer: {e}")
-                })?;
-                ctx.heartbeat.beat();
-            }
+            result
         }
         .boxed()
+    }
+}
+
+/// Syncs each directory on its interval until shutdown (standby without
+/// directories).
+async fn sync_directories(
+    ctx: ComponentContext,
+    directories: Arc<Vec<DirectorySettings>>,
+    progress: watch::Sender<Progress>,
+) -> Result<(), ComponentError> {
+    if directories.is_empty() {
+        return standby(ctx).await;
+    }
+    // Alive from the start, even before a long first sync ends.
+    ctx.heartbeat.beat();
+    let mut due: Vec<Instant> = vec![Instant::now(); directories.len()];
+    // A full read at start-up and then every `full_sync_interval_secs`:
+    // incremental reads do not see removals.
+    let mut full_due: Vec<Instant> = vec![Instant::now(); directories.len()];
+    loop {
+        for ((settings, due_at), full_at) in directories
+            .iter()
+            .zip(due.iter_mut())
+            .zip(full_due.iter_mut())
+        {
+            if *due_at > Instant::now() {
+                continue;
+            }
+            let full = *full_at <= Instant::now();
+            if full {
+                *full_at =
+                    Instant::now() + Duration::from_secs(settings.full_sync_interval_secs.max(1));
+            }
+            // A long run (a large first sync) still beats each
+            // interval; shutdown does not wait for it (its write is
+            // one transaction, so it lands whole or not at all).
+            let run = sync::sync(&ctx.db, settings, full, &progress);
+            tokio::pin!(run);
+            let mut beat = tokio::time::interval_at(
+                Instant::now() + ctx.heartbeat_interval,
+                ctx.heartbeat_interval,
+            );
+            loop {
+                tokio::select! {
+                    // Errors are logged and recorded by the run itself.
+                    _ = &mut run => break,
+                    _ = beat.tick() => ctx.heartbeat.beat(),
+                    _ = ctx.shutdown.cancelled() => return Ok(()),
+                }
+            }
+            *due_at = Instant::now() + Duration::from_secs(settings.sync_interval_secs.max(1));
+            ctx.heartbeat.beat();
+        }
+        let next = due
+            .iter()
+            .min()
+            .copied()
+            .unwrap_or_else(Instant::now)
+            .min(Instant::now() + ctx.heartbeat_interval);
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        ctx.db
+            .ping()
+            .await
+            .map_err(|e| anyhow::anyhow!("the Configuration Database does not answer: {e}"))?;
+        ctx.heartbeat.beat();
     }
 }
 

@@ -9,6 +9,7 @@ mod cli;
 mod console;
 mod directory;
 mod fixture;
+mod lookup;
 mod mail;
 mod server;
 mod sync;

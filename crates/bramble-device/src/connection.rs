@@ -12,7 +12,7 @@ use bramble_proto::control::{Control, ErrorReport};
 use bramble_proto::envelope::{self, EnvelopeError, TransportKey};
 use bramble_proto::frame::{split, Frame, FrameError, Message, Reassembler, MAX_PAYLOAD};
 use bramble_proto::io::{read_frame, ReadError};
-use bramble_proto::policy::{CommandDocument, Signed, SignedError};
+use bramble_proto::policy::{CommandDocument, ServiceBooks, Signed, SignedError};
 use bramble_proto::{ContentType, Pin, RefId};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -643,6 +643,18 @@ async fn deliver(link: &Link, device: &DeviceInner, message: Message) -> Result<
         }
     }
     let shown_before = device.seen().contains(ref_id.0);
+    if content_type == ContentType::ServiceBook && !shown_before {
+        // The device keeps its service books (address lookup needs ALP).
+        match ServiceBooks::from_bytes(&plaintext) {
+            Ok(books) => {
+                *device
+                    .service_books
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(books)
+            }
+            Err(e) => warn!(pin = %link.pin, %ref_id, error = %e, "unreadable service books"),
+        }
+    }
     if content_type == ContentType::KeyChange {
         // Handled by the device itself, never shown; confirmed below.
         if !shown_before {

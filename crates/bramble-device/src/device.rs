@@ -9,7 +9,8 @@ use bramble_proto::control::{lan_proof, Control};
 use bramble_proto::envelope::TransportKey;
 use bramble_proto::frame::{Frame, DEFAULT_MAX_MESSAGE};
 use bramble_proto::io::{read_frame, write_frame};
-use bramble_proto::policy::{Command, CommandDocument};
+use bramble_proto::lookup::{Lookup, LookupReply, LookupRequest, MAX_RESULTS};
+use bramble_proto::policy::{Command, CommandDocument, ServiceBooks};
 use bramble_proto::{ContentType, Pin, RefId};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -93,6 +94,8 @@ pub(crate) struct DeviceInner {
     /// commands signed by any other key are rejected.
     pub(crate) domain_key: Mutex<Option<String>>,
     administered: Mutex<Administered>,
+    /// The service books last received (None: none yet).
+    pub(crate) service_books: Mutex<Option<ServiceBooks>>,
 }
 
 /// What IT administration commands did to the device.
@@ -154,6 +157,7 @@ impl DeviceInner {
     fn wipe_all(&self, id: i64) {
         self.with_keys_mut(|k| *k = KeyStore::default());
         *self.domain_key.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.service_books.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let mut a = self.administered.lock().unwrap_or_else(|p| p.into_inner());
         a.wiped_all = true;
         a.locked = false;
@@ -198,6 +202,7 @@ impl Device {
                 seen: Mutex::new(seen),
                 domain_key: Mutex::new(None),
                 administered: Mutex::new(Administered::default()),
+                service_books: Mutex::new(None),
             }),
         }
     }
@@ -247,6 +252,101 @@ impl Device {
             .domain_key
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = key;
+    }
+
+    /// The service books the device holds (the last ones received, or
+    /// those restored with [`Device::set_service_books`]).
+    pub fn service_books(&self) -> Option<ServiceBooks> {
+        self.inner
+            .service_books
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Restores the service books kept from an earlier activation (a
+    /// device that restarts keeps them).
+    pub fn set_service_books(&self, books: Option<ServiceBooks>) {
+        *self
+            .inner
+            .service_books
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = books;
+    }
+
+    /// Address lookup (the ALP service book): asks the enterprise server
+    /// for the people whose name, e-mail address or login contains `query`
+    /// and waits up to `patience` for the answer — at most the book's
+    /// `max_results` (20) people, `truncated` when more matched.
+    ///
+    /// Refused locally, without asking, when the device holds no ALP
+    /// service book (code `NO_SERVICE_BOOK`); the server's refusals (query
+    /// too short, lookup turned off, directory unreachable, …) come back
+    /// as [`DeviceError::Lookup`] with its code and words. Other messages
+    /// that arrive on `conn` while waiting are taken off the link and
+    /// dropped (they are confirmed to the server as usual).
+    pub async fn lookup(
+        &self,
+        conn: &Connection,
+        query: &str,
+        patience: Duration,
+    ) -> Result<LookupReply, DeviceError> {
+        let max = {
+            let books = self
+                .inner
+                .service_books
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let alp = books
+                .as_ref()
+                .and_then(|b| b.books.iter().find(|b| b.cid == "ALP"));
+            let Some(alp) = alp else {
+                return Err(DeviceError::Lookup {
+                    code: "NO_SERVICE_BOOK".to_owned(),
+                    message: "address lookup is not available on this device: it has no Address lookup (ALP) service book from its enterprise server".to_owned(),
+                });
+            };
+            alp.settings
+                .get("max_results")
+                .and_then(|m| m.parse::<u32>().ok())
+                .unwrap_or(MAX_RESULTS)
+        };
+        let id = RefId::random().0;
+        let request = Lookup::Request(LookupRequest {
+            id,
+            query: query.to_owned(),
+            max,
+        });
+        conn.send(ContentType::Lookup, RefId::random(), &request.to_bytes())
+            .await?;
+        let answer = tokio::time::timeout(patience, async {
+            while let Some(received) = conn.recv().await {
+                if received.content_type != ContentType::Lookup {
+                    continue;
+                }
+                match Lookup::from_bytes(&received.plaintext) {
+                    Ok(m) if m.id() == id => return Some(m),
+                    _ => continue,
+                }
+            }
+            None
+        })
+        .await;
+        match answer {
+            Ok(Some(Lookup::Results(reply))) => Ok(reply),
+            Ok(Some(Lookup::Refused(r))) => Err(DeviceError::Lookup {
+                code: r.code,
+                message: r.message,
+            }),
+            Ok(Some(Lookup::Request(_))) => Err(DeviceError::Unexpected(
+                "the server sent a lookup request".to_owned(),
+            )),
+            Ok(None) => Err(DeviceError::Closed),
+            Err(_) => Err(DeviceError::Lookup {
+                code: "TIMEOUT".to_owned(),
+                message: format!("no answer from the enterprise server within {patience:?}"),
+            }),
+        }
     }
 
     /// What IT administration commands did to the device.

@@ -49,6 +49,14 @@ pub enum DeviceError {
     Envelope(#[source] EnvelopeError),
     #[error("cannot frame the message: {0}")]
     Frame(#[source] FrameError),
+    #[error("address lookup refused ({code}): {message}")]
+    Lookup {
+        /// `NO_SERVICE_BOOK` (refused by the device itself), `TIMEOUT`, or
+        /// the server's code (`LOOKUP_QUERY_TOO_SHORT`, `LOOKUP_DISABLED`,
+        /// `LOOKUP_DIRECTORY_FAILED`, …).
+        code: String,
+        message: String,
+    },
     #[error("activation failed: {message}")]
     Activation {
         /// A stable code: `WRONG_PASSWORD`, `MAIL_NOT_SENT`, `REFUSED`

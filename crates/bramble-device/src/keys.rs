@@ -29,6 +29,8 @@
 //! }
 //! ```
 //!
+//! An activated device also keeps `"domain_key"` (hex, from its first IT
+//! policy) and `"service_books"` (as received, see `docs/protocol.md`).
 //! Absent slots may be `null` or left out. The file holds secrets: on Unix
 //! it is written with mode 0600, through a temporary file renamed into
 //! place so a crash never leaves half a key store.
@@ -37,6 +39,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bramble_proto::envelope::TransportKey;
+use bramble_proto::policy::ServiceBooks;
 use bramble_proto::Pin;
 use serde::{Deserialize, Serialize};
 
@@ -104,8 +107,19 @@ impl KeyStore {
 
     /// [`KeyStore::to_json`] with the device's domain key.
     pub fn to_json_with(&self, pin: Pin, domain_key: Option<&str>) -> String {
+        self.to_json_full(pin, domain_key, None)
+    }
+
+    /// [`KeyStore::to_json_with`] and the service books the device holds.
+    pub fn to_json_full(
+        &self,
+        pin: Pin,
+        domain_key: Option<&str>,
+        service_books: Option<&ServiceBooks>,
+    ) -> String {
         let file = KeyFile {
             domain_key: domain_key.map(str::to_owned),
+            service_books: service_books.cloned(),
             format: KEY_FILE_FORMAT.to_owned(),
             pin,
             keys: Slots {
@@ -140,6 +154,22 @@ impl KeyStore {
         Ok((file.pin, store, file.domain_key))
     }
 
+    /// The service books kept in a key-store file's text, if any.
+    pub fn service_books_from_json(text: &str) -> Result<Option<ServiceBooks>, KeyFileError> {
+        let file: KeyFile =
+            serde_json::from_str(text).map_err(|e| KeyFileError::Invalid(e.to_string()))?;
+        Ok(file.service_books)
+    }
+
+    /// The service books kept in a key-store file, if any.
+    pub fn load_service_books(path: &Path) -> Result<Option<ServiceBooks>, KeyFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        KeyStore::service_books_from_json(&text)
+    }
+
     /// Loads a key-store file.
     pub fn load(path: &Path) -> Result<(Pin, KeyStore), KeyFileError> {
         Self::load_with(path).map(|(pin, store, _)| (pin, store))
@@ -167,6 +197,17 @@ impl KeyStore {
         path: &Path,
         domain_key: Option<&str>,
     ) -> Result<(), KeyFileError> {
+        self.save_full(pin, path, domain_key, None)
+    }
+
+    /// [`KeyStore::save_with`] and the service books the device holds.
+    pub fn save_full(
+        &self,
+        pin: Pin,
+        path: &Path,
+        domain_key: Option<&str>,
+        service_books: Option<&ServiceBooks>,
+    ) -> Result<(), KeyFileError> {
         let io = |source| KeyFileError::Io {
             path: path.to_owned(),
             source,
@@ -186,7 +227,7 @@ impl KeyStore {
         }
         let written = (|| {
             let mut file = options.open(&temp)?;
-            file.write_all(self.to_json_with(pin, domain_key).as_bytes())?;
+            file.write_all(self.to_json_full(pin, domain_key, service_books).as_bytes())?;
             file.write_all(b"\n")?;
             file.sync_all()?;
             std::fs::rename(&temp, path)
@@ -223,6 +264,9 @@ struct KeyFile {
     /// The domain key the device took from its first IT policy (hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     domain_key: Option<String>,
+    /// The service books the device received (address lookup needs ALP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    service_books: Option<ServiceBooks>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -319,6 +363,37 @@ mod tests {
             assert_eq!(mode & 0o077, 0, "owner only: {mode:o}");
         }
         assert!(!dir.path().join("device.keys.tmp").exists());
+    }
+
+    #[test]
+    fn service_books_are_kept_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.keys");
+        let store = KeyStore::new(key(1, 1));
+        store.save(Pin(1), &path).unwrap();
+        assert_eq!(KeyStore::load_service_books(&path).unwrap(), None);
+        let books = ServiceBooks {
+            email: "a@example.com".into(),
+            books: vec![bramble_proto::policy::ServiceBook {
+                cid: "ALP".into(),
+                name: "Address lookup".into(),
+                uid: "bes01".into(),
+                settings: [("max_results".to_owned(), "20".to_owned())].into(),
+            }],
+        };
+        store
+            .save_full(Pin(1), &path, Some("ab"), Some(&books))
+            .unwrap();
+        assert_eq!(
+            KeyStore::load_service_books(&path).unwrap(),
+            Some(books),
+            "kept as received"
+        );
+        let (pin, loaded, domain) = KeyStore::load_with(&path).unwrap();
+        assert_eq!(
+            (pin, loaded, domain.as_deref()),
+            (Pin(1), store, Some("ab"))
+        );
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! - [`sync`]: the Synchronization Service's messages (configuration, slow
 //!   sync, changelists both ways, backup and restore, diagnostics), JSON in
 //!   `Sync` envelopes.
+//! - [`lookup`]: Address lookup (the ALP service book): a device's search
+//!   of the directory and the server's answer, JSON in `Lookup` envelopes.
 //! - [`control`]: the plain messages of links (SRP authentication, device
 //!   hello, delivery reports) encoded as JSON inside control packets.
 //! - [`io`]: reading and writing frames on tokio streams.
@@ -30,6 +32,7 @@ pub mod control;
 pub mod envelope;
 pub mod frame;
 pub mod io;
+pub mod lookup;
 pub mod policy;
 pub mod sync;
 
@@ -185,10 +188,13 @@ pub enum ContentType {
     /// Transport key regeneration ([`activation::ActivationMessage`]'s
     /// `rekey*` messages) under the current key. Encrypted.
     KeyChange = 12,
+    /// Address lookup in the directory (MailStore Service), the
+    /// [`lookup::Lookup`] messages. Encrypted.
+    Lookup = 13,
 }
 
 impl ContentType {
-    pub const ALL: [ContentType; 12] = [
+    pub const ALL: [ContentType; 13] = [
         ContentType::Cmime,
         ContentType::DeliveryConfirmation,
         ContentType::Error,
@@ -201,6 +207,7 @@ impl ContentType {
         ContentType::Control,
         ContentType::Activation,
         ContentType::KeyChange,
+        ContentType::Lookup,
     ];
 
     pub fn from_u8(value: u8) -> Option<ContentType> {
@@ -247,6 +254,6 @@ mod tests {
             assert_eq!(ContentType::from_u8(t as u8), Some(t));
         }
         assert_eq!(ContentType::from_u8(0), None);
-        assert_eq!(ContentType::from_u8(13), None);
+        assert_eq!(ContentType::from_u8(14), None);
     }
 }

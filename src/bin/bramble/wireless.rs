@@ -246,6 +246,17 @@ pub enum DeviceCommand {
         #[arg(long)]
         reply_to: Option<RefId>,
     },
+    /// Address lookup (the ALP service book): search the organization's
+    /// directory through the server; at most 20 people are shown.
+    Lookup {
+        #[command(flatten)]
+        link: LinkArgs,
+        /// Part of a name, e-mail address or login (2 characters or more).
+        query: String,
+        /// Give up waiting for the answer after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+    },
 }
 
 /// An IT administration command.
@@ -293,10 +304,13 @@ impl LinkArgs {
             (None, Some(addr)) => Path::Lan(addr),
             (None, None) => Path::Relay(SocketAddr::from(([127, 0, 0, 1], 3102))),
         };
+        let books = KeyStore::load_service_books(&self.keys)
+            .map_err(|e| Failure::new("KEY_FILE_INVALID", e))?;
         let mut config = DeviceConfig::new(pin);
         config.srp_id = self.srp_id.clone();
         let device = Device::new(config, keys);
         device.set_domain_key(domain_key);
+        device.set_service_books(books);
         Ok((device, path))
     }
 }
@@ -346,7 +360,7 @@ pub fn device(settings: &Settings, command: DeviceCommand) -> Result<(), Failure
                 .await;
                 device
                     .keys()
-                    .save_with(pin, &keys, device.domain_key().as_deref())
+                    .save_full(pin, &keys, device.domain_key().as_deref(), device.service_books().as_ref())
                     .map_err(|e| Failure::new("KEY_FILE_UNWRITABLE", e))?;
                 match services {
                     Ok(Some(books)) => {
@@ -498,9 +512,82 @@ pub fn device(settings: &Settings, command: DeviceCommand) -> Result<(), Failure
                 }
                 conn.close().await;
             }
+            DeviceCommand::Lookup { link, query, timeout_secs } => {
+                let (device, path) = link.open()?;
+                // Refused before connecting when the device has no ALP book.
+                if !device
+                    .service_books()
+                    .is_some_and(|b| b.books.iter().any(|b| b.cid == "ALP"))
+                {
+                    return Err(Failure::new(
+                        "NO_SERVICE_BOOK",
+                        format!(
+                            "device {} has no Address lookup (ALP) service book in {}; activate it (bramble device activate) to receive its service books",
+                            device.pin(),
+                            link.keys.display()
+                        ),
+                    ));
+                }
+                let conn = device.connect(path).await.map_err(|e| Failure::new("DEVICE_CONNECT_FAILED", e))?;
+                let found = device
+                    .lookup(&conn, &query, std::time::Duration::from_secs(timeout_secs))
+                    .await;
+                conn.close().await;
+                let reply = found.map_err(|e| match e {
+                    bramble_device::DeviceError::Lookup { code, message } => {
+                        use bramble_proto::lookup::codes;
+                        let known = [
+                            codes::MALFORMED,
+                            codes::QUERY_TOO_SHORT,
+                            codes::QUERY_TOO_LONG,
+                            codes::DISABLED,
+                            codes::NO_USER,
+                            codes::DIRECTORY_FAILED,
+                            codes::SERVER_ERROR,
+                            "TIMEOUT",
+                        ];
+                        match known.into_iter().find(|k| *k == code) {
+                            Some(code) => Failure::new(code, message),
+                            None => Failure::new("LOOKUP_REFUSED", format!("{code}: {message}")),
+                        }
+                    }
+                    other => Failure::new("DEVICE_LOOKUP_FAILED", other),
+                })?;
+                print!("{}", lookup_table(&reply));
+            }
         }
         Ok(())
     })
+}
+
+/// The people found as a table, and a note when there were more.
+fn lookup_table(reply: &bramble_proto::lookup::LookupReply) -> String {
+    if reply.results.is_empty() {
+        return "No one found.\n".to_owned();
+    }
+    let width = |f: fn(&bramble_proto::lookup::Person) -> &str, title: &str| {
+        reply
+            .results
+            .iter()
+            .map(|p| f(p).chars().count())
+            .chain([title.chars().count()])
+            .max()
+            .unwrap_or(0)
+    };
+    let (name_w, email_w) = (width(|p| &p.name, "NAME"), width(|p| &p.email, "E-MAIL"));
+    let mut out = format!("{:name_w$}  {:email_w$}  LOGIN\n", "NAME", "E-MAIL");
+    for p in &reply.results {
+        out.push_str(&format!(
+            "{:name_w$}  {:email_w$}  {}\n",
+            p.name, p.email, p.login
+        ));
+    }
+    out.push_str(&format!("{} found", reply.results.len()));
+    if reply.truncated {
+        out.push_str("; more people match: type more of the name to narrow the search");
+    }
+    out.push('\n');
+    out
 }
 
 fn queue_command(
