@@ -712,3 +712,59 @@ async fn a_relay_without_mail_says_so() {
     }
     relay.shutdown().await;
 }
+
+/// With no IT policy assigned and no default policy, the device gets the
+/// catalog's default values; its confirmation is recorded all the same
+/// (time, and no named policy), and a named one replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_a_device_confirms_is_recorded_even_the_default() {
+    let bed = Bed::start(1).await;
+    let pin = 0x3000_0501;
+    let (_device, conn) = activated(&bed, 0, pin).await;
+    let (policy, at) = applied(&bed, pin).await;
+    assert_eq!(policy, None, "no named policy applies");
+    assert!(
+        at.is_some(),
+        "the default policy's confirmation is recorded"
+    );
+
+    let user = bed.users[0];
+    let named = bed
+        .db()
+        .run(move |conn| {
+            let policy = bramble::db::models::it_policy::ItPolicy::create(conn, "Field", "")?;
+            bramble::db::models::it_policy::ItPolicy::assign_to_user(conn, policy.id, user)?;
+            Ok(policy.id)
+        })
+        .await
+        .unwrap();
+    bed.server
+        .dispatcher()
+        .announce(bramble::dispatcher::DeliveryEvent::PolicyChanged);
+    tokio::time::timeout(PATIENCE, async {
+        while applied(&bed, pin).await.0 != Some(named) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the named policy's confirmation was never recorded");
+    conn.close().await;
+    bed.stop().await;
+}
+
+/// The IT policy the device last confirmed, and when.
+async fn applied(
+    bed: &Bed,
+    pin: u32,
+) -> (
+    Option<bramble::db::ids::ItPolicyId>,
+    Option<time::PrimitiveDateTime>,
+) {
+    bed.db()
+        .run(move |conn| {
+            let d = DeviceRow::find_by_pin(conn, &Pin(pin))?.unwrap();
+            Ok((d.applied_policy_id, d.policy_applied_at))
+        })
+        .await
+        .unwrap()
+}

@@ -667,6 +667,8 @@ export interface Device {
   os_version: string;
   carrier: string;
   applied_policy_id: number | null;
+  /** The policy's name, or "Default" when no IT policy applies to the user. */
+  applied_policy_name: string | null;
   policy_applied_at: string | null;
   last_contact_at: string | null;
   created_at: string;
