@@ -13,6 +13,7 @@ use super::{db_failure, rfc3339, ApiError};
 use crate::db::ids::{DeviceId, UserId};
 use crate::db::models::admin_command::{AdminCommand, CommandKind, CommandTarget};
 use crate::db::models::device::{parse_pin, Device};
+use crate::db::models::device_key::DeviceKey;
 use crate::db::models::it_policy::ItPolicy;
 use crate::db::models::mailbox::{MailboxState, WatchState};
 use crate::db::models::message::{parse_ref_id, Message};
@@ -34,6 +35,9 @@ pub struct DeviceView {
     pub model: String,
     pub os_version: String,
     pub carrier: String,
+    /// It holds a transport key: activated, it can be sent policies and
+    /// service books.
+    pub activated: bool,
     pub applied_policy_id: Option<i64>,
     /// The IT policy the device last confirmed: its name, or `Default`
     /// when no policy applies to the user (the catalog's default values).
@@ -52,6 +56,7 @@ impl From<&Device> for DeviceView {
             model: d.model.clone(),
             os_version: d.os_version.clone(),
             carrier: d.carrier.clone(),
+            activated: false,
             applied_policy_id: d.applied_policy_id.map(|p| p.0),
             applied_policy_name: d.policy_applied_at.map(|_| "Default".to_owned()),
             policy_applied_at: d.policy_applied_at.map(rfc3339),
@@ -177,11 +182,12 @@ pub struct MessageTrace {
 }
 
 /// Device views with the name of the IT policy each applied.
-fn views(conn: &mut crate::db::Conn, devices: &[Device]) -> DbResult<Vec<DeviceView>> {
+pub(crate) fn views(conn: &mut crate::db::Conn, devices: &[Device]) -> DbResult<Vec<DeviceView>> {
     devices
         .iter()
         .map(|d| {
             let mut view = DeviceView::from(d);
+            view.activated = !DeviceKey::find_all_for_device(conn, d.id)?.is_empty();
             if let Some(policy) = d.applied_policy_id {
                 view.applied_policy_name = ItPolicy::find_by_id(conn, policy)?.map(|p| p.name);
             }

@@ -37,7 +37,7 @@ use crate::db::models::user::{ActivationStatus, User};
 use crate::db::models::user_service::UserServices;
 use crate::db::schema::users;
 use crate::db::{Database, DbError};
-use crate::dispatcher::{DeliveryEvent, Dispatcher, Outgoing};
+use crate::dispatcher::{DeliveryEvent, Dispatcher, Outgoing, Resend};
 use crate::policy::resolve::resolve;
 use crate::policy::signing::DomainKey;
 
@@ -198,6 +198,12 @@ impl Desk {
                             warn!(target: "bramble::policy", "cannot push the changed IT policies: {e}");
                         }
                     }
+                    Ok(DeliveryEvent::ResendRequested { pin, user, what }) => match what {
+                        // Only the policy: the service books follow an
+                        // activation's policy, not an administrator's resend.
+                        Resend::Policy => self.send_policy(user, pin, false).await,
+                        Resend::ServiceBooks => self.send_books(user, pin).await,
+                    },
                     Ok(DeliveryEvent::Confirmed { ref_id, .. }) => {
                         if let Some(sent) = self.sent.remove(&ref_id) {
                             self.confirmed(sent).await;
