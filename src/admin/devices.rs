@@ -13,6 +13,8 @@ use super::{db_failure, rfc3339, ApiError};
 use crate::db::ids::{DeviceId, UserId};
 use crate::db::models::admin_command::{AdminCommand, CommandKind, CommandTarget};
 use crate::db::models::device::{parse_pin, Device};
+use crate::db::models::device_key::DeviceKey;
+use crate::db::models::it_policy::ItPolicy;
 use crate::db::models::mailbox::{MailboxState, WatchState};
 use crate::db::models::message::{parse_ref_id, Message};
 use crate::db::models::statistics::Statistics;
@@ -33,7 +35,13 @@ pub struct DeviceView {
     pub model: String,
     pub os_version: String,
     pub carrier: String,
+    /// It holds a transport key: activated, it can be sent policies and
+    /// service books.
+    pub activated: bool,
     pub applied_policy_id: Option<i64>,
+    /// The IT policy the device last confirmed: its name, or `Default`
+    /// when no policy applies to the user (the catalog's default values).
+    pub applied_policy_name: Option<String>,
     pub policy_applied_at: Option<String>,
     pub last_contact_at: Option<String>,
     pub created_at: String,
@@ -48,7 +56,9 @@ impl From<&Device> for DeviceView {
             model: d.model.clone(),
             os_version: d.os_version.clone(),
             carrier: d.carrier.clone(),
+            activated: false,
             applied_policy_id: d.applied_policy_id.map(|p| p.0),
+            applied_policy_name: d.policy_applied_at.map(|_| "Default".to_owned()),
             policy_applied_at: d.policy_applied_at.map(rfc3339),
             last_contact_at: d.last_contact_at.map(rfc3339),
             created_at: rfc3339(d.created_at),
@@ -171,6 +181,21 @@ pub struct MessageTrace {
     pub hops: Vec<HopView>,
 }
 
+/// Device views with the name of the IT policy each applied.
+pub(crate) fn views(conn: &mut crate::db::Conn, devices: &[Device]) -> DbResult<Vec<DeviceView>> {
+    devices
+        .iter()
+        .map(|d| {
+            let mut view = DeviceView::from(d);
+            view.activated = !DeviceKey::find_all_for_device(conn, d.id)?.is_empty();
+            if let Some(policy) = d.applied_policy_id {
+                view.applied_policy_name = ItPolicy::find_by_id(conn, policy)?.map(|p| p.name);
+            }
+            Ok(view)
+        })
+        .collect()
+}
+
 fn not_found() -> DbError {
     DbError::Query(diesel::result::Error::NotFound)
 }
@@ -184,11 +209,12 @@ pub async fn of_user(
         .db
         .run(move |conn| {
             User::find_by_id(conn, UserId(id))?.ok_or_else(not_found)?;
-            Device::find_by_user(conn, UserId(id))
+            let devices = Device::find_by_user(conn, UserId(id))?;
+            views(conn, &devices)
         })
         .await
         .map_err(|e| db_failure(e, &format!("there is no user {id}"), None))?;
-    Ok(Json(devices.iter().map(DeviceView::from).collect()))
+    Ok(Json(devices))
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,9 +246,12 @@ pub async fn find(
     })?;
     let found = state
         .db
-        .run(move |conn| Device::find_by_pin(conn, &pin))
+        .run(move |conn| {
+            let found: Vec<Device> = Device::find_by_pin(conn, &pin)?.into_iter().collect();
+            views(conn, &found)
+        })
         .await?;
-    Ok(Json(found.iter().map(DeviceView::from).collect()))
+    Ok(Json(found))
 }
 
 /// `GET /api/devices/{id}`
@@ -259,7 +288,9 @@ pub async fn get(
                 None => (None, None, Vec::new(), 0, None),
             };
             Ok(DeviceDetail {
-                device: DeviceView::from(&device),
+                device: views(conn, std::slice::from_ref(&device))?
+                    .pop()
+                    .ok_or_else(not_found)?,
                 user: user.as_ref().map(UserView::from),
                 statistics,
                 diagnostics,

@@ -11,7 +11,7 @@ use super::auth::{self, Access};
 use super::permission::Permission::*;
 use super::{
     activation, administrators, audit, components, devices, directories, events, filters, groups,
-    openapi, policies, software, statistics, users,
+    openapi, policies, software, statistics, users, wireless,
 };
 use crate::server::ServerState;
 
@@ -291,6 +291,15 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Delete an administrator group"),
         endpoint(
+            M::POST,
+            "/api/users/{id}/resend",
+            Needs(UsersWrite),
+            users::resend,
+        )
+        .summary("Send the user's IT policy or service books again to the user's activated device")
+        .reads::<users::ResendForm>()
+        .answers::<users::ResendView>(),
+        endpoint(
             M::GET,
             "/api/users/{id}/policy",
             Needs(PoliciesRead),
@@ -499,6 +508,13 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Restart a server component through the Controller")
         .answers::<components::RestartRequested>(),
+        endpoint(M::GET, "/api/wireless", Needs(ServersRead), wireless::get)
+            .summary("The wireless network connection (never the SRP key), licences in use and the SRP link")
+            .answers::<wireless::WirelessView>(),
+        endpoint(M::PUT, "/api/wireless", Needs(ServersWrite), wireless::set)
+            .summary("Set the wireless network connection; the SRP link opens again with it")
+            .reads::<wireless::WirelessForm>()
+            .answers::<wireless::WirelessView>(),
         endpoint(
             M::GET,
             "/api/statistics",

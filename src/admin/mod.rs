@@ -26,6 +26,8 @@
 //! - [`directories`]: the configured directories, their sync runs, and a
 //!   sync started from the console with its progress.
 //! - [`components`]: restarting a component through the Controller.
+//! - [`wireless`]: the wireless network connection (SRP ID, key, relay,
+//!   licences); a change has the Router open its link again.
 //! - [`statistics`]: message counters, the server's and the busiest users'.
 //! - [`audit`]: the audit log paged, exported (CSV/JSON) and verified.
 //! - [`devices`]: what support staff look at — devices by user or PIN,
@@ -59,6 +61,7 @@ pub mod statistics;
 pub mod throttle;
 pub mod tls;
 pub mod users;
+pub mod wireless;
 
 #[cfg(test)]
 mod tests;

@@ -194,6 +194,8 @@ fn expected_access(method: &Method, path: &str) -> Access {
         (_, p) if p.starts_with("/api/software") => Needs(SoftwareWrite),
         ("GET", p) if p.starts_with("/api/filters") => Needs(FiltersRead),
         (_, p) if p.starts_with("/api/filters") => Needs(FiltersWrite),
+        ("GET", "/api/wireless") => Needs(ServersRead),
+        ("PUT", "/api/wireless") => Needs(ServersWrite),
         ("GET", p) if p.starts_with("/api/directories") || p == "/api/statistics" => {
             Needs(ServersRead)
         }
@@ -2052,5 +2054,200 @@ async fn an_activation_password_is_e_mailed_to_the_user_through_the_mail_server(
         "{doc}"
     );
     assert_eq!(doc["activation"]["status"], "initializing");
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn resending_the_policy_or_books_needs_an_activated_device_and_is_audited() {
+    use crate::db::models::device::{parse_pin, Device, NewDevice};
+    use crate::db::models::device_key::{DeviceKey, KeyMaterial, KeySlot};
+    use crate::dispatcher::{DeliveryEvent, Resend};
+    let f = Fixture::start().await;
+    let senior = f.administrator("senior", &["Senior Helpdesk"]);
+    let token = f.session(senior);
+    let t = Some(token.as_str());
+    let (user, device) = f
+        .db()
+        .run_blocking(|conn| {
+            let user = NewUser {
+                display_name: "Dana Device".into(),
+                email: "dana@example.com".into(),
+                mailbox_login: "dana".into(),
+            }
+            .save(conn)?;
+            let device = Device::create(
+                conn,
+                &NewDevice {
+                    pin: parse_pin("2A3B4C5D")?,
+                    user_id: Some(user.id),
+                    model: "9700".into(),
+                    os_version: "5.0.0.405".into(),
+                    carrier: "Example Wireless".into(),
+                },
+            )?;
+            Ok((user.id.0, device.id))
+        })
+        .unwrap();
+    let path = format!("/api/users/{user}/resend");
+
+    let (status, doc, _) = f
+        .call(Method::POST, &path, t, Some(json!({"what": "policy"})))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{doc}");
+    assert_eq!(doc["code"], "NO_DEVICE");
+    assert!(
+        doc["message"]
+            .as_str()
+            .unwrap()
+            .contains("Dana Device has no activated device"),
+        "{doc}"
+    );
+    let (status, doc, _) = f
+        .call(Method::POST, &path, t, Some(json!({"what": "everything"})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{doc}");
+    assert!(doc["message"].as_str().unwrap().contains("service_books"));
+
+    f.db()
+        .write_sealed(move |conn, sealer| {
+            DeviceKey::save_slot(
+                conn,
+                sealer,
+                device,
+                KeySlot::Current,
+                7,
+                &KeyMaterial::new(vec![1; 32]),
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (_, devices, _) = f
+        .call(Method::GET, &format!("/api/users/{user}/devices"), t, None)
+        .await;
+    assert_eq!(devices[0]["activated"], true, "{devices}");
+
+    let mut events = f.handle.state().dispatcher.subscribe();
+    for (what, resend) in [
+        ("policy", Resend::Policy),
+        ("service_books", Resend::ServiceBooks),
+    ] {
+        let (status, doc, _) = f
+            .call(Method::POST, &path, t, Some(json!({ "what": what })))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{doc}");
+        assert_eq!(doc["pin"], "2A3B4C5D");
+        assert_eq!(doc["what"], what);
+        let asked = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                if let Ok(DeliveryEvent::ResendRequested { what, .. }) = events.recv().await {
+                    return what;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(asked, resend);
+    }
+    let admin = security_admin(&f).await;
+    let (_, audit, _) = f
+        .call(Method::GET, "/api/audit?per_page=5", Some(&admin), None)
+        .await;
+    let resends: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "user.resend")
+        .collect();
+    assert_eq!(resends.len(), 2, "{audit}");
+    assert_eq!(resends[0]["actor"], "senior");
+    assert_eq!(resends[0]["after"]["what"], "service_books");
+    assert_eq!(resends[0]["after"]["pin"], "2A3B4C5D");
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn the_wireless_connection_is_set_without_ever_showing_the_key() {
+    use crate::db::models::srp_connection::SrpConnection;
+    let f = Fixture::start().await;
+    let servers = f.administrator("ops", &["Server Only"]);
+    let token = f.session(servers);
+    let t = Some(token.as_str());
+    const KEY: &str = "very-secret-srp-key";
+
+    let (status, doc, _) = f.call(Method::GET, "/api/wireless", t, None).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["configured"], false);
+    assert_eq!(doc["key_set"], false);
+    assert_eq!(doc["relay_port"], 3101);
+
+    // A new SRP ID needs its key.
+    let form = json!({"srp_id": "S80001234", "relay_host": "relay.example.net", "relay_port": 3101, "cal_licences": 25});
+    let (status, doc, _) = f
+        .call(Method::PUT, "/api/wireless", t, Some(form.clone()))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{doc}");
+    assert!(
+        doc["message"]
+            .as_str()
+            .unwrap()
+            .contains("SRP ID S80001234"),
+        "{doc}"
+    );
+    // The model's checks, in words.
+    let mut bad = form.clone();
+    bad["srp_key"] = json!(KEY);
+    bad["relay_port"] = json!(0);
+    let (status, doc, _) = f.call(Method::PUT, "/api/wireless", t, Some(bad)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{doc}");
+    assert!(
+        doc["message"].as_str().unwrap().contains("not a TCP port"),
+        "{doc}"
+    );
+
+    let mut with_key = form.clone();
+    with_key["srp_key"] = json!(KEY);
+    let (status, doc, _) = f
+        .call(Method::PUT, "/api/wireless", t, Some(with_key))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["configured"], true);
+    assert_eq!(doc["key_set"], true);
+    assert_eq!(doc["srp_id"], "S80001234");
+    assert_eq!(doc["cal_licences"], 25);
+    assert_eq!(doc["licences_in_use"], 0);
+    assert!(!doc.to_string().contains(KEY));
+
+    // The key is kept when left out.
+    let mut more = form.clone();
+    more["cal_licences"] = json!(50);
+    let (status, doc, _) = f.call(Method::PUT, "/api/wireless", t, Some(more)).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["cal_licences"], 50);
+    let stored = f
+        .db()
+        .run_blocking(|conn| SrpConnection::find_current(conn, f.db().sealer()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.srp_key.expose(), KEY);
+    assert_eq!(stored.cal_licences, 50);
+
+    let admin = security_admin(&f).await;
+    let (_, audit, _) = f
+        .call(Method::GET, "/api/audit?per_page=10", Some(&admin), None)
+        .await;
+    assert!(!audit.to_string().contains(KEY), "no key in the audit log");
+    let sets: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "wireless.set")
+        .collect();
+    assert_eq!(sets.len(), 2, "{audit}");
+    assert_eq!(sets[0]["before"]["cal_licences"], 25);
+    assert_eq!(sets[0]["after"]["cal_licences"], 50);
+    assert_eq!(sets[0]["after"]["key_changed"], false);
+    assert_eq!(sets[1]["before"], Value::Null);
+    assert_eq!(sets[1]["actor"], "ops");
     f.stop().await;
 }

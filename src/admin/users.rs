@@ -12,9 +12,12 @@ use super::extract::{Body, Id, Params};
 use super::groups::GroupView;
 use super::{audited, db_failure, paging, rfc3339, ApiError, Page};
 use crate::db::ids::{GroupId, UserId};
+use crate::db::models::device::Device;
+use crate::db::models::device_key::DeviceKey;
 use crate::db::models::group::Group;
 use crate::db::models::user::{AccountStatus, NewUser, User, UserSort};
 use crate::db::{Conn, DbError, DbResult};
+use crate::dispatcher::{DeliveryEvent, Resend};
 use crate::server::ServerState;
 
 /// A user as the console shows it.
@@ -328,4 +331,91 @@ pub async fn set_groups(
     .await
     .map_err(|e| db_failure(e, &missing(id), None))?;
     Ok(Json(groups.iter().map(GroupView::from).collect()))
+}
+
+/// What to send again to a user's device.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ResendForm {
+    /// `policy` (the user's IT policy) or `service_books`.
+    pub what: String,
+}
+
+/// What was asked of the Policy Service.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct ResendView {
+    /// `policy` or `service_books`.
+    pub what: &'static str,
+    pub device_id: i64,
+    /// The PIN of the device it goes to.
+    pub pin: String,
+}
+
+/// The user's activated device (the newest holding a transport key).
+fn activated_device(conn: &mut Conn, user: UserId) -> DbResult<Option<Device>> {
+    let mut found = None;
+    for device in Device::find_by_user(conn, user)? {
+        if !DeviceKey::find_all_for_device(conn, device.id)?.is_empty() {
+            found = Some(device);
+        }
+    }
+    Ok(found)
+}
+
+/// `POST /api/users/{id}/resend`: has the Policy Service send the user's
+/// resolved, signed IT policy, or the service books, to the user's
+/// activated device now.
+pub async fn resend(
+    State(state): State<ServerState>,
+    Extension(caller): Extension<Caller>,
+    Id(id): Id<i64>,
+    Body(form): Body<ResendForm>,
+) -> Result<(StatusCode, Json<ResendView>), ApiError> {
+    let what = Resend::parse(form.what.trim()).ok_or_else(|| {
+        invalid(format!(
+            "`{}` cannot be sent again; use policy or service_books",
+            form.what
+        ))
+    })?;
+    let (user, device) = audited(&state, caller.actor(), move |conn| {
+        let user = find(conn, UserId(id))?;
+        let device = activated_device(conn, user.id)?.ok_or_else(|| {
+            DbError::Invalid(format!(
+                "NO_DEVICE: {} has no activated device to send it to; activate a device first",
+                user.display_name
+            ))
+        })?;
+        let entry = (
+            "user.resend",
+            format!("user/{id}"),
+            None,
+            Some(serde_json::json!({
+                "what": what.as_str(),
+                "device": device.id.0,
+                "pin": device.pin.to_string(),
+            })),
+        );
+        Ok(((user.id, device), entry))
+    })
+    .await
+    .map_err(|e| match e {
+        DbError::Invalid(text) if text.starts_with("NO_DEVICE: ") => ApiError::new(
+            StatusCode::CONFLICT,
+            "NO_DEVICE",
+            text.trim_start_matches("NO_DEVICE: ").to_owned(),
+        ),
+        other => db_failure(other, &missing(id), None),
+    })?;
+    state.dispatcher.announce(DeliveryEvent::ResendRequested {
+        pin: device.pin,
+        user,
+        what,
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ResendView {
+            what: what.as_str(),
+            device_id: device.id.0,
+            pin: device.pin.to_string(),
+        }),
+    ))
 }

@@ -136,6 +136,39 @@ pub enum DeliveryEvent {
     /// An IT policy, or where one applies, changed: the Policy Service
     /// pushes the policy to every device whose resolved policy differs.
     PolicyChanged,
+    /// The console asks for a user's IT policy or service books to be sent
+    /// again to the user's activated device, now.
+    ResendRequested {
+        pin: Pin,
+        user: crate::db::ids::UserId,
+        what: Resend,
+    },
+}
+
+/// What an administrator can have sent again to a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// The user's resolved IT policy, signed.
+    Policy,
+    /// The service books of the services enabled for the user.
+    ServiceBooks,
+}
+
+impl Resend {
+    pub fn parse(text: &str) -> Option<Resend> {
+        match text {
+            "policy" => Some(Resend::Policy),
+            "service_books" => Some(Resend::ServiceBooks),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resend::Policy => "policy",
+            Resend::ServiceBooks => "service_books",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

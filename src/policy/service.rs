@@ -27,7 +27,7 @@ use bramble_proto::activation::{fresh_key_id, rekey, ActivationMessage, Ephemera
 use bramble_proto::policy::{Command, CommandDocument};
 
 use crate::clock::Clock;
-use crate::db::ids::{AdminCommandId, DeviceId, UserId};
+use crate::db::ids::{AdminCommandId, DeviceId, ItPolicyId, UserId};
 use crate::db::models::activation_password::record_status;
 use crate::db::models::admin_command::{AdminCommand, CommandKind, CommandTarget, TargetState};
 use crate::db::models::device::Device;
@@ -37,7 +37,7 @@ use crate::db::models::user::{ActivationStatus, User};
 use crate::db::models::user_service::UserServices;
 use crate::db::schema::users;
 use crate::db::{Database, DbError};
-use crate::dispatcher::{DeliveryEvent, Dispatcher, Outgoing};
+use crate::dispatcher::{DeliveryEvent, Dispatcher, Outgoing, Resend};
 use crate::policy::resolve::resolve;
 use crate::policy::signing::DomainKey;
 
@@ -96,7 +96,13 @@ impl PolicySettings {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
-    Policy,
+    /// The IT policy: the named policy it came from (`None`: no policy is
+    /// assigned and there is no default one, so the catalog's defaults),
+    /// and whether the service books follow once it is confirmed.
+    Policy {
+        policy: Option<ItPolicyId>,
+        books_after: bool,
+    },
     Books,
     Command(AdminCommandId, DeviceId, CommandKind),
 }
@@ -186,12 +192,18 @@ impl Desk {
                     self.key_change(change.pin, &change.plaintext).await;
                 }
                 event = events.recv() => match event {
-                    Ok(DeliveryEvent::KeyEstablished { pin, user }) => self.send_policy(user, pin).await,
+                    Ok(DeliveryEvent::KeyEstablished { pin, user }) => self.send_policy(user, pin, true).await,
                     Ok(DeliveryEvent::PolicyChanged) => {
                         if let Err(e) = self.push_policies().await {
                             warn!(target: "bramble::policy", "cannot push the changed IT policies: {e}");
                         }
                     }
+                    Ok(DeliveryEvent::ResendRequested { pin, user, what }) => match what {
+                        // Only the policy: the service books follow an
+                        // activation's policy, not an administrator's resend.
+                        Resend::Policy => self.send_policy(user, pin, false).await,
+                        Resend::ServiceBooks => self.send_books(user, pin).await,
+                    },
                     Ok(DeliveryEvent::Confirmed { ref_id, .. }) => {
                         if let Some(sent) = self.sent.remove(&ref_id) {
                             self.confirmed(sent).await;
@@ -207,21 +219,31 @@ impl Desk {
         }
     }
 
-    async fn send_policy(&mut self, user: UserId, pin: Pin) {
+    /// Sends the user's resolved IT policy, signed; the service books
+    /// follow its confirmation when `books_after`.
+    async fn send_policy(&mut self, user: UserId, pin: Pin, books_after: bool) {
         let signed = self
             .db
             .write_sealed(move |conn, sealer| {
-                let document = String::from_utf8(resolve(conn, user)?.canonical_bytes()?)
+                let resolved = resolve(conn, user)?;
+                let policy = resolved.policies.first().map(|p| p.policy_id);
+                let document = String::from_utf8(resolved.canonical_bytes()?)
                     .map_err(|_| DbError::Invalid("the IT policy is not UTF-8".into()))?;
-                signed_by_domain(conn, sealer, "it_policy", document)
+                Ok((
+                    policy,
+                    signed_by_domain(conn, sealer, "it_policy", document)?,
+                ))
             })
             .await;
         match signed {
-            Ok(signed) => {
+            Ok((policy, signed)) => {
                 self.send(
                     user,
                     pin,
-                    Step::Policy,
+                    Step::Policy {
+                        policy,
+                        books_after,
+                    },
                     ContentType::ItPolicy,
                     signed.to_bytes(),
                 )
@@ -299,9 +321,9 @@ impl Desk {
 
     async fn confirmed(&mut self, sent: Sent) {
         let (user, pin) = (sent.user, sent.pin);
-        let status = match sent.step {
-            Step::Policy => ActivationStatus::PolicyApplied,
-            Step::Books => ActivationStatus::ServicesReceived,
+        let (status, applied) = match sent.step {
+            Step::Policy { policy, .. } => (ActivationStatus::PolicyApplied, Some(policy)),
+            Step::Books => (ActivationStatus::ServicesReceived, None),
             Step::Command(command, device, kind) => {
                 self.command_acknowledged(command, device, kind, pin).await;
                 return;
@@ -312,18 +334,12 @@ impl Desk {
             .write(move |conn| {
                 conn.transaction(|conn| {
                     let current = User::find_by_id(conn, user)?.map(|u| u.activation_status);
-                    if status == ActivationStatus::PolicyApplied {
-                        if let (Some(device), Some(policy)) = (
-                            Device::find_by_pin(conn, &pin)?,
-                            resolve(conn, user)?.policies.first().map(|p| p.policy_id),
-                        ) {
-                            Device::record_policy_applied(
-                                conn,
-                                device.id,
-                                policy,
-                                crate::db::now(),
-                            )?;
-                        }
+                    // Whichever policy it was, a named one or the catalog's
+                    // defaults: the device applied the one it was sent.
+                    if let (Some(policy), Some(device)) =
+                        (applied, Device::find_by_pin(conn, &pin)?)
+                    {
+                        Device::record_policy_applied(conn, device.id, policy, crate::db::now())?;
                     }
                     // Only a step forward in an activation is recorded; a
                     // policy update after activation changes no status.
@@ -338,7 +354,13 @@ impl Desk {
             warn!(target: "bramble::policy", %pin, %user, "cannot record the {} step: {e}", step_name(sent.step));
         }
         info!(target: "bramble::policy", %pin, %user, "{} confirmed by the device", step_name(sent.step));
-        if sent.step == Step::Policy {
+        if matches!(
+            sent.step,
+            Step::Policy {
+                books_after: true,
+                ..
+            }
+        ) {
             self.send_books(user, pin).await;
         }
     }
@@ -397,7 +419,7 @@ impl Desk {
                 continue;
             }
             if status == ActivationStatus::EncryptionVerified.as_str() {
-                self.send_policy(user, pin).await;
+                self.send_policy(user, pin, true).await;
             } else {
                 self.send_books(user, pin).await;
             }
@@ -438,7 +460,7 @@ impl Desk {
         let mut pushed = 0;
         for (user, pin, digest) in devices {
             if self.last_policy.get(&pin) != Some(&digest) {
-                self.send_policy(user, pin).await;
+                self.send_policy(user, pin, true).await;
                 pushed += 1;
             }
         }
@@ -826,7 +848,7 @@ fn signed_by_domain(
 
 fn step_name(step: Step) -> &'static str {
     match step {
-        Step::Policy => "IT policy",
+        Step::Policy { .. } => "IT policy",
         Step::Books => "service books",
         Step::Command(..) => "IT admin command",
     }

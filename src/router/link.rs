@@ -51,20 +51,20 @@ pub async fn run(
             Ok(Some(c)) => c,
             Ok(None) => {
                 if !told_unconfigured {
-                    info!(target: "bramble::router", "no wireless network connection is configured (SRP ID, key, relay); set one with `bramble srp set` — the LAN path works meanwhile");
+                    info!(target: "bramble::router", "no wireless network connection is configured (SRP ID, key, relay); set one in the console (Servers, Wireless network) or with `bramble srp set` — the LAN path works meanwhile");
                     told_unconfigured = true;
                 }
                 router.update_status(|s| {
                     s.last_error = Some("no wireless network connection configured".into())
                 });
-                if sleep_or_stop(UNCONFIGURED_POLL, &shutdown).await {
+                if sleep_or_stop(UNCONFIGURED_POLL, &shutdown, &router).await {
                     return Ok(());
                 }
                 continue;
             }
             Err(e) => {
                 warn!(target: "bramble::router", "cannot read the wireless network connection: {e}");
-                if sleep_or_stop(backoff, &shutdown).await {
+                if sleep_or_stop(backoff, &shutdown, &router).await {
                     return Ok(());
                 }
                 continue;
@@ -82,7 +82,7 @@ pub async fn run(
                     );
                     warn!(target: "bramble::router", "{message}");
                     router.update_status(|s| s.last_error = Some(message));
-                    if sleep_or_stop(jitter(backoff), &shutdown).await {
+                    if sleep_or_stop(jitter(backoff), &shutdown, &router).await {
                         return Ok(());
                     }
                     backoff = (backoff * 2).min(max);
@@ -144,7 +144,7 @@ pub async fn run(
                 });
             }
         }
-        if sleep_or_stop(jitter(backoff), &shutdown).await {
+        if sleep_or_stop(jitter(backoff), &shutdown, &router).await {
             return Ok(());
         }
         backoff = (backoff * 2).min(max);
@@ -175,6 +175,9 @@ where
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            _ = router.settings_changed() => {
+                anyhow::bail!("the wireless network connection was changed; opening the link again with the new settings");
+            }
             outgoing = rx.recv() => {
                 let Some(frame) = outgoing else { return Ok(()) };
                 super::write_batch(&mut writer, frame, &mut rx).await?;
@@ -208,10 +211,17 @@ where
     }
 }
 
-async fn sleep_or_stop(duration: Duration, shutdown: &CancellationToken) -> bool {
+/// Waits `duration`, or less when the connection settings change; true
+/// when the server stops.
+async fn sleep_or_stop(
+    duration: Duration,
+    shutdown: &CancellationToken,
+    router: &RouterHandle,
+) -> bool {
     tokio::select! {
         _ = shutdown.cancelled() => true,
         _ = tokio::time::sleep(duration) => false,
+        _ = router.settings_changed() => false,
     }
 }
 

@@ -82,6 +82,9 @@ struct Shared {
     lan: Mutex<HashMap<Pin, (u64, mpsc::Sender<Frame>)>>,
     status: Mutex<LinkStatus>,
     next_lan_id: std::sync::atomic::AtomicU64,
+    /// Woken when the wireless network connection is changed in the
+    /// console: the link is opened again with the new settings.
+    settings_changed: tokio::sync::Notify,
 }
 
 /// Sends packets on the best path; cheap to clone.
@@ -146,6 +149,18 @@ impl RouterHandle {
             .unwrap_or_default();
         pins.sort();
         pins
+    }
+
+    /// The wireless network connection changed: the SRP link is closed and
+    /// opened again with the new settings, without waiting for its next
+    /// look at the database.
+    pub fn reconnect(&self) {
+        self.shared.settings_changed.notify_one();
+    }
+
+    /// Resolves when [`RouterHandle::reconnect`] was called.
+    pub(crate) async fn settings_changed(&self) {
+        self.shared.settings_changed.notified().await;
     }
 
     pub fn is_link_up(&self) -> bool {

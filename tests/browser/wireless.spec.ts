@@ -1,4 +1,4 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,12 +32,26 @@ test('a device activates over the air, its status follows on screen, and a wipe 
   test.setTimeout(240_000);
   let listener: ChildProcess | null = null;
   try {
-    // The wireless network connection, as an administrator sets it up.
-    execFileSync(bin!, ['srp', 'set', '--srp-id', SRP_ID, '--relay', relayServer!, '--key-stdin'], {
-      input: SRP_KEY,
-      env: process.env,
-    });
+    // The wireless network connection, as an administrator sets it up on
+    // the Servers page; the link state follows on the same page.
     await signInByApi(page);
+    await page.goto('/#/servers');
+    const [relayHost, relayPort] = relayServer!.split(':');
+    const form = page.getByTestId('wireless-settings');
+    await form.getByLabel('SRP ID').fill(SRP_ID);
+    await form.getByLabel('SRP authentication key').fill(SRP_KEY);
+    await form.getByLabel('Relay host').fill(relayHost);
+    await form.getByLabel('Relay port').fill(relayPort);
+    await form.getByLabel('Client access licences').fill('10');
+    await form.getByTestId('save-wireless').click();
+    await expect(form.getByTestId('wireless-saved')).toContainText(SRP_ID);
+    await expect(form.getByTestId('wireless-licences')).toHaveText('0 of 10 licences in use');
+    await expect(page.getByTestId('wireless-state')).toHaveText('Connected', { timeout: 60_000 });
+    await expect(page.getByTestId('wireless-srp-id')).toHaveText(SRP_ID);
+    await shot(page, 'wireless-0-connection-set');
+    // The key is never shown again.
+    const shown = await page.request.get('/api/wireless');
+    expect(await shown.text()).not.toContain(SRP_KEY);
     await expect
       .poll(async () => ((await (await page.request.get('/health')).json()) as { wireless: { connected: boolean } }).wireless.connected, {
         timeout: 60_000,
@@ -82,6 +96,18 @@ test('a device activates over the air, its status follows on screen, and a wipe 
     // The device stays online to take commands.
     listener = spawn(bin!, ['device', 'listen', '--keys', keys, '--relay', relayDevices!, '--srp-id', SRP_ID], { env: process.env });
 
+    // Support staff send the IT policy again from the user's page: the
+    // dialog names the device; the device confirms the (default) policy.
+    await page.goto(`/#/users/${user.id}`);
+    await page.getByTestId('resend-policy').click();
+    await expect(page.getByTestId('confirm-resend')).toContainText(`device ${PIN}`);
+    await page.getByTestId('confirm-resend-button').click();
+    await expect(page.getByTestId('resend-done')).toContainText(`device ${PIN}`);
+    await page.getByTestId('resend-books').click();
+    await page.getByTestId('confirm-resend-button').click();
+    await expect(page.getByTestId('resend-done')).toContainText('service books');
+    await shot(page, 'wireless-3-resend-policy');
+
     // Support staff find the device and wipe it: the dialog names the
     // device and wants its PIN typed again.
     await page.goto('/#/devices');
@@ -89,18 +115,19 @@ test('a device activates over the air, its status follows on screen, and a wipe 
     await page.getByRole('button', { name: 'Find device' }).click();
     const detail = page.getByTestId('device-detail');
     await expect(detail).toContainText(`Device ${PIN}`);
+    await expect(detail.getByTestId('device-policy-applied')).toContainText('Default');
     await detail.getByRole('button', { name: 'Delete all device data' }).click();
     const dialog = page.getByRole('dialog');
     await expect(dialog).toContainText(`device ${PIN}`);
     const confirm = dialog.getByRole('button', { name: 'Delete all device data' });
     await expect(confirm).toBeDisabled();
     await dialog.getByLabel('Device PIN').fill(PIN);
-    await shot(page, 'wireless-3-wipe-confirmation');
+    await shot(page, 'wireless-4-wipe-confirmation');
     await confirm.click();
     const commands = page.getByTestId('device-commands-table');
     await expect(commands).toContainText('Delete all device data');
     await expect(commands).toContainText('acknowledged', { timeout: 60_000 });
-    await shot(page, 'wireless-4-wipe-acknowledged');
+    await shot(page, 'wireless-5-wipe-acknowledged');
 
     // The wiped device has left its user; the audit log has the command.
     await page.goto(`/#/users/${user.id}`);

@@ -712,3 +712,134 @@ async fn a_relay_without_mail_says_so() {
     }
     relay.shutdown().await;
 }
+
+/// With no IT policy assigned and no default policy, the device gets the
+/// catalog's default values; its confirmation is recorded all the same
+/// (time, and no named policy), and a named one replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_a_device_confirms_is_recorded_even_the_default() {
+    let bed = Bed::start(1).await;
+    let pin = 0x3000_0501;
+    let (_device, conn) = activated(&bed, 0, pin).await;
+    let (policy, at) = applied(&bed, pin).await;
+    assert_eq!(policy, None, "no named policy applies");
+    assert!(
+        at.is_some(),
+        "the default policy's confirmation is recorded"
+    );
+
+    let user = bed.users[0];
+    let named = bed
+        .db()
+        .run(move |conn| {
+            let policy = bramble::db::models::it_policy::ItPolicy::create(conn, "Field", "")?;
+            bramble::db::models::it_policy::ItPolicy::assign_to_user(conn, policy.id, user)?;
+            Ok(policy.id)
+        })
+        .await
+        .unwrap();
+    bed.server
+        .dispatcher()
+        .announce(bramble::dispatcher::DeliveryEvent::PolicyChanged);
+    tokio::time::timeout(PATIENCE, async {
+        while applied(&bed, pin).await.0 != Some(named) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the named policy's confirmation was never recorded");
+    conn.close().await;
+    bed.stop().await;
+}
+
+/// The IT policy the device last confirmed, and when.
+async fn applied(
+    bed: &Bed,
+    pin: u32,
+) -> (
+    Option<bramble::db::ids::ItPolicyId>,
+    Option<time::PrimitiveDateTime>,
+) {
+    bed.db()
+        .run(move |conn| {
+            let d = DeviceRow::find_by_pin(conn, &Pin(pin))?.unwrap();
+            Ok((d.applied_policy_id, d.policy_applied_at))
+        })
+        .await
+        .unwrap()
+}
+
+/// "Resend IT policy" and "Resend service books" from the console: the
+/// activated device receives the signed policy (it checks the signature)
+/// and the books again, without a new activation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_resends_the_policy_and_the_service_books_to_the_device() {
+    use bramble::db::models::administrator::{Administrator, NewAdministrator, Role};
+    use bramble::db::models::session::Session;
+    let bed = Bed::start(1).await;
+    let pin = 0x3000_0601;
+    let (device, conn) = activated(&bed, 0, pin).await;
+    let lifetime = bramble::admin::auth::lifetime(&bed.server.state().settings);
+    let token = bed
+        .db()
+        .run(move |conn| {
+            let admin = NewAdministrator {
+                login: "help".into(),
+                display_name: "Help".into(),
+                password: "long enough password".into(),
+            }
+            .save(conn)?;
+            let role = Role::find_by_name(conn, "Senior Helpdesk")?.unwrap();
+            Administrator::add_role(conn, admin.id, role.id)?;
+            Session::create(conn, admin.id, lifetime)
+        })
+        .await
+        .unwrap()
+        .0;
+    let first_applied = applied(&bed, pin).await.1.unwrap();
+    // The times are stored to the second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let path = format!("/api/users/{}/resend", bed.users[0].0);
+    for (what, want) in [
+        ("policy", ContentType::ItPolicy),
+        ("service_books", ContentType::ServiceBook),
+    ] {
+        let (status, body) = crate::fixture::http_request(
+            bed.server.admin_addr(),
+            "POST",
+            &path,
+            Some(&token),
+            Some(&serde_json::json!({ "what": what })),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        assert!(body.contains(&Pin(pin).to_string()), "{body}");
+        let m = tokio::time::timeout(PATIENCE, async {
+            loop {
+                let m = conn.recv().await.unwrap();
+                if m.content_type == want {
+                    return m;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the {what} never arrived"));
+        if want == ContentType::ItPolicy {
+            let policy = Signed::from_bytes(&m.plaintext).unwrap();
+            assert_eq!(device.domain_key(), Some(policy.domain_key));
+        } else {
+            let books = ServiceBooks::from_bytes(&m.plaintext).unwrap();
+            assert_eq!(books.email, bed.email(0));
+        }
+    }
+    assert_eq!(conn.stats().rejected, 0);
+    tokio::time::timeout(PATIENCE, async {
+        while applied(&bed, pin).await.1 == Some(first_applied) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the resent policy's confirmation was never recorded");
+    conn.close().await;
+    bed.stop().await;
+}

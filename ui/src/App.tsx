@@ -286,7 +286,7 @@ function Console({ who, onSignOut }: { who: Whoami; onSignOut: () => void }) {
             canCommand={can(who, 'devices.write')}
           />
         ) : (
-          <ServersPage canRestart={can(who, 'servers.write')} />
+          <ServersPage canRestart={can(who, 'servers.write')} showWirelessSettings />
         )}
       </AppShell.Main>
     </AppShell>

@@ -728,7 +728,11 @@ export interface Device {
   model: string;
   os_version: string;
   carrier: string;
+  /** Holds a transport key: it can be sent IT policies and service books. */
+  activated: boolean;
   applied_policy_id: number | null;
+  /** The policy's name, or "Default" when no IT policy applies to the user. */
+  applied_policy_name: string | null;
   policy_applied_at: string | null;
   last_contact_at: string | null;
   created_at: string;
@@ -769,6 +773,19 @@ export async function getDevice(id: number): Promise<DeviceDetail> {
 
 export async function getUserDevices(userId: number): Promise<Device[]> {
   return request(`/api/users/${userId}/devices`);
+}
+
+export type ResendWhat = 'policy' | 'service_books';
+
+export interface ResendRequested {
+  what: ResendWhat;
+  device_id: number;
+  pin: string;
+}
+
+/** Has the Policy Service send the user's IT policy or service books again to the user's activated device. */
+export async function resendToDevice(userId: number, what: ResendWhat): Promise<ResendRequested> {
+  return request(`/api/users/${userId}/resend`, { method: 'POST', body: { what } });
 }
 
 export async function traceMessage(refId: string): Promise<MessageTrace> {
@@ -1034,6 +1051,39 @@ export interface MessageCounters {
 export interface StatisticsReport {
   global: MessageCounters;
   busiest: (MessageCounters & { user_id: number; display_name: string; email: string })[];
+}
+
+// The wireless network connection (SRP)
+
+export interface WirelessSettings {
+  configured: boolean;
+  srp_id: string | null;
+  /** Whether an SRP authentication key is stored; the key itself is never shown. */
+  key_set: boolean;
+  relay_host: string | null;
+  relay_port: number;
+  cal_licences: number;
+  /** Users with an activated device. */
+  licences_in_use: number;
+  updated_at: string | null;
+  link: { connected: boolean; srp_id: string | null; relay: string | null; since: string | null; last_error: string | null };
+}
+
+export interface WirelessForm {
+  srp_id: string;
+  /** Left out: the stored key of this SRP ID is kept. */
+  srp_key?: string;
+  relay_host: string;
+  relay_port: number;
+  cal_licences: number;
+}
+
+export async function getWireless(): Promise<WirelessSettings> {
+  return request('/api/wireless');
+}
+
+export async function setWireless(form: WirelessForm): Promise<WirelessSettings> {
+  return request('/api/wireless', { method: 'PUT', body: form });
 }
 
 export async function getStatistics(): Promise<StatisticsReport> {

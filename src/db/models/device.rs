@@ -167,11 +167,13 @@ impl Device {
             > 0)
     }
 
-    /// Records that the device confirmed `policy` at `at`.
+    /// Records that the device confirmed an IT policy at `at`: `policy`
+    /// names it, `None` for the catalog's defaults (no policy assigned and
+    /// no default policy).
     pub fn record_policy_applied(
         conn: &mut Conn,
         id: DeviceId,
-        policy: ItPolicyId,
+        policy: Option<ItPolicyId>,
         at: PrimitiveDateTime,
     ) -> DbResult<bool> {
         Ok(diesel::update(devices::table.find(id))
@@ -334,7 +336,10 @@ mod tests {
             assert!(Device::touch_last_contact(conn, first.id, at)?);
             let policy = ItPolicy::create(conn, "Standard", "")?;
             assert!(Device::record_policy_applied(
-                conn, first.id, policy.id, at
+                conn,
+                first.id,
+                Some(policy.id),
+                at
             )?);
             let mut reread = Device::find_by_id(conn, first.id)?.unwrap();
             assert_eq!(reread.last_contact_at, Some(at));

@@ -152,7 +152,13 @@ export function DevicesPage({
                   'no owner'
                 )}
               </Field>
-              <Field label="IT policy applied">{when(device.policy_applied_at)}</Field>
+              <Field label="IT policy applied">
+                <span data-testid="device-policy-applied">
+                  {device.policy_applied_at
+                    ? `${device.applied_policy_name ?? 'Default'}, ${when(device.policy_applied_at)}`
+                    : 'never'}
+                </span>
+              </Field>
               <Field label="Pending messages">{device.pending_messages}</Field>
               <Field label="Mailbox">
                 <span data-testid="device-mailbox">

@@ -5,6 +5,7 @@ import { ErrorAlert } from '../components/ErrorAlert';
 import { ComponentTable } from '../components/ComponentTable';
 import { OverallStatusBadge } from '../components/StateBadge';
 import { Timestamp } from '../components/Timestamp';
+import { WirelessSettings } from '../components/WirelessSettings';
 import { HEALTH_POLL_INTERVAL_MS, useHealth } from '../hooks/useHealth';
 import { useNow } from '../hooks/useNow';
 import { formatLocalTime } from '../time';
@@ -12,11 +13,14 @@ import { formatLocalTime } from '../time';
 export function ServersPage({
   pollIntervalMs = HEALTH_POLL_INTERVAL_MS,
   canRestart = false,
+  showWirelessSettings = false,
 }: {
   /** How often to ask for `/health` again (tests shorten it). */
   pollIntervalMs?: number;
-  /** servers.write: offer to restart components. */
+  /** servers.write: offer to restart components and change the wireless network connection. */
   canRestart?: boolean;
+  /** Show the wireless network connection's settings (servers.read). */
+  showWirelessSettings?: boolean;
 }) {
   const health = useHealth(pollIntervalMs);
   const [restarting, setRestarting] = useState<ComponentHealth | null>(null);
@@ -98,6 +102,7 @@ export function ServersPage({
             />
           </Paper>
           {health.data.wireless && <WirelessCard wireless={health.data.wireless} now={effectiveNow} />}
+          {showWirelessSettings && <WirelessSettings canEdit={canRestart} onSaved={health.retry} />}
           <Text size="xs" c="dimmed" data-testid="health-updated">
             {health.receivedAt
               ? `Updated ${formatLocalTime(health.receivedAt)}; refreshes every ${Math.round(pollIntervalMs / 1000)} seconds.`
@@ -191,7 +196,8 @@ export function WirelessCard({ wireless, now }: { wireless: WirelessHealth; now:
             <Text size="sm">{wireless.last_error}</Text>
             {!configured && (
               <Text size="xs" c="dimmed" mt={4}>
-                Set the SRP ID, SRP authentication key and relay with <code>bramble srp set</code>.
+                Set the SRP ID, SRP authentication key and relay under Wireless network connection below (or with{' '}
+                <code>bramble srp set</code>).
               </Text>
             )}
           </Alert>

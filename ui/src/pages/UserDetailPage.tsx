@@ -6,6 +6,7 @@ import {
   Loader,
   Modal,
   MultiSelect,
+  Notification,
   Paper,
   Select,
   Stack,
@@ -20,10 +21,12 @@ import {
   getUserDevices,
   getUserGroups,
   listGroups,
+  resendToDevice,
   setUserGroups,
   updateUser,
   type Device,
   type GroupSummary,
+  type ResendWhat,
   type User,
   type UserGroup,
 } from '../api';
@@ -70,6 +73,29 @@ export function UserDetailPage({
   const [busy, setBusy] = useState(false);
   const [confirming, setConfirming] = useState(false);
   const [policyKey, setPolicyKey] = useState(0);
+  const [resending, setResending] = useState<ResendWhat | null>(null);
+  const [resent, setResent] = useState<string | null>(null);
+  /** The device a resend goes to: the newest one holding a transport key. */
+  const activatedDevice = devices ? [...devices].reverse().find((d) => d.activated) ?? null : null;
+  const canResend = canWrite && (!canSeeDevices || activatedDevice !== null);
+
+  const resend = async () => {
+    if (!resending) return;
+    setBusy(true);
+    setError(null);
+    setResent(null);
+    try {
+      const done = await resendToDevice(id, resending);
+      setResent(
+        `${resending === 'policy' ? 'The IT policy' : 'The service books'} will be sent again to device ${done.pin} now.`,
+      );
+    } catch (err) {
+      setError(err);
+    } finally {
+      setResending(null);
+      setBusy(false);
+    }
+  };
 
   useEffect(() => {
     let live = true;
@@ -217,6 +243,32 @@ export function UserDetailPage({
           )}
         </Stack>
       </Paper>
+      {canResend && (
+        <Paper withBorder p="md">
+          <Stack gap="xs">
+            <Title order={3} size="h5">
+              Send to the device again
+            </Title>
+            <Text size="sm" c="dimmed">
+              The Policy Service sends the user's IT policy, signed, or their service books to
+              {activatedDevice ? ` device ${activatedDevice.pin}` : ' the activated device'} now.
+            </Text>
+            <Group>
+              <Button variant="light" onClick={() => setResending('policy')} data-testid="resend-policy">
+                Resend IT policy
+              </Button>
+              <Button variant="light" onClick={() => setResending('service_books')} data-testid="resend-books">
+                Resend service books
+              </Button>
+            </Group>
+            {resent && (
+              <Notification color="teal" withCloseButton onClose={() => setResent(null)} data-testid="resend-done">
+                {resent}
+              </Notification>
+            )}
+          </Stack>
+        </Paper>
+      )}
       <UserActivation userId={id} canSet={canActivate} onChanged={() => getUser(id).then(setUser).catch(setError)} />
       {canSeePolicy && <UserPolicy userId={id} refreshKey={policyKey} />}
       {canSeeDevices && devices && (
@@ -238,6 +290,33 @@ export function UserDetailPage({
           </Stack>
         </Paper>
       )}
+      <Modal
+        opened={resending !== null}
+        onClose={() => setResending(null)}
+        title={resending === 'policy' ? 'Resend the IT policy?' : 'Resend the service books?'}
+      >
+        <Stack data-testid="confirm-resend">
+          <Text size="sm">
+            Send {resending === 'policy' ? 'the IT policy' : 'the service books'} of <b>{user.display_name}</b> again to{' '}
+            {activatedDevice ? (
+              <>
+                device <b>{activatedDevice.pin}</b>
+              </>
+            ) : (
+              'their activated device'
+            )}
+            ?
+          </Text>
+          <Group justify="flex-end">
+            <Button variant="default" onClick={() => setResending(null)}>
+              Cancel
+            </Button>
+            <Button onClick={resend} loading={busy} data-testid="confirm-resend-button">
+              Send now
+            </Button>
+          </Group>
+        </Stack>
+      </Modal>
       <Modal opened={confirming} onClose={() => setConfirming(false)} title="Delete this user?">
         <Stack data-testid="confirm-delete">
           <Text size="sm">
