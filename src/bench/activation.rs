@@ -52,6 +52,11 @@ pub struct ActivationFigures {
     pub until: &'static str,
     pub max_ms: f64,
     pub watch_s: f64,
+    /// Medians of where the time goes, from the same start: the key
+    /// exchange finished (the device verified the server), and the service
+    /// books arrived (after the signed IT policy was confirmed).
+    pub key_p50_ms: f64,
+    pub books_p50_ms: f64,
 }
 
 fn round(x: f64) -> f64 {
@@ -185,6 +190,7 @@ pub async fn run(
                     }
                 })
                 .await?;
+            let verified = Instant::now();
             // The device shows "Services Received" when the books arrive,
             // then asks for the synchronization settings and slow-syncs
             // every enabled database (seed steps 13–15).
@@ -200,6 +206,7 @@ pub async fn run(
             .ok()
             .flatten()
             .ok_or_else(|| bramble_device::DeviceError::activation_timeout(limit))?;
+            let books = Instant::now();
             let client = SyncClient::new(Organizer::new());
             let synced = async {
                 client.request_config(&conn).await?;
@@ -212,16 +219,18 @@ pub async fn run(
                 )));
             }
             let done = Instant::now();
-            Ok::<_, bramble_device::DeviceError>((conn, done))
+            Ok::<_, bramble_device::DeviceError>((conn, [verified, books, done]))
         }));
     }
 
     let mut connections = Vec::new();
     let mut done_at: Vec<Option<Instant>> = vec![None; n];
+    let mut phases: Vec<Option<[Instant; 3]>> = vec![None; n];
     for (i, task) in tasks.into_iter().enumerate() {
         match task.await {
-            Ok(Ok((conn, done))) => {
-                done_at[i] = Some(done);
+            Ok(Ok((conn, at))) => {
+                done_at[i] = Some(at[2]);
+                phases[i] = Some(at);
                 connections.push(conn);
             }
             Ok(Err(e)) => progress(&format!("an activation failed: {e}")),
@@ -253,6 +262,13 @@ pub async fn run(
         .collect();
     latencies.sort_by(|a, b| a.total_cmp(b));
     let completed = latencies.len();
+    let phase_p50 = |phase: usize| {
+        let mut ms: Vec<f64> = (0..n)
+            .filter_map(|i| Some(phases[i]?[phase].duration_since(sent[i]?).as_secs_f64() * 1000.0))
+            .collect();
+        ms.sort_by(|a, b| a.total_cmp(b));
+        round(super::quantile(&ms, 0.5))
+    };
     if let (Some(first), Some(last_sent), Some(last_done)) = (
         sent.iter().flatten().min(),
         sent.iter().flatten().max(),
@@ -275,6 +291,8 @@ pub async fn run(
         until: final_text,
         max_ms: round(latencies.last().copied().unwrap_or(0.0)),
         watch_s: round(watch_s),
+        key_p50_ms: phase_p50(0),
+        books_p50_ms: phase_p50(1),
     };
     for conn in connections {
         conn.close().await;

@@ -11,15 +11,22 @@
 //! users whose activation stopped at "Encryption verified" or "Policy
 //! applied" with nothing on its way (or nothing confirmed within
 //! `confirm_timeout_secs`) and sends the step again.
+//!
+//! Policies and service books for different devices go out concurrently
+//! (at most [`CONCURRENT_SENDS`] at a time), so a burst of activations is
+//! not served one device after another; IT admin commands and key changes
+//! are handled in order by the service's own loop.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bramble_proto::policy::{ServiceBook, ServiceBooks, Signed};
 use bramble_proto::{ContentType, Pin, RefId};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Semaphore};
+use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::component::{ComponentContext, ComponentError};
@@ -130,17 +137,40 @@ struct Sent {
     at: Instant,
 }
 
-/// The service's running state.
+/// IT policies and service books at most this many devices at a time.
+const CONCURRENT_SENDS: usize = 32;
+
+/// The service's running state. IT admin commands and key changes are
+/// handled one at a time; IT policies and service books go out through the
+/// [`Courier`], many devices at once.
 pub(crate) struct Desk {
     settings: PolicySettings,
-    server_name: String,
     db: Database,
     dispatcher: Dispatcher,
-    sent: HashMap<RefId, Sent>,
+    courier: Courier,
+    /// The courier's errands in flight (aborted when the service stops).
+    errands: JoinSet<()>,
+    permits: Arc<Semaphore>,
     rekeying: HashMap<Pin, Rekeying>,
     clock: Clock,
+}
+
+/// Sends IT policies and service books and records their confirmations.
+/// Each errand is a task of its own, so a burst of activations does not
+/// wait on one device at a time: their queue writes meet in the
+/// Dispatcher's shared commits.
+#[derive(Clone)]
+struct Courier {
+    settings: Arc<PolicySettings>,
+    server_name: Arc<str>,
+    db: Database,
+    dispatcher: Dispatcher,
+    /// What was sent and is awaiting the device's confirmation, by RefID.
+    /// An entry is made before the message is queued, so a confirmation
+    /// can never arrive before it.
+    sent: Arc<Mutex<HashMap<RefId, Sent>>>,
     /// SHA-256 of the last policy document sent to each device.
-    last_policy: HashMap<Pin, [u8; 32]>,
+    last_policy: Arc<Mutex<HashMap<Pin, [u8; 32]>>>,
 }
 
 impl Desk {
@@ -151,14 +181,21 @@ impl Desk {
         dispatcher: Dispatcher,
     ) -> Desk {
         Desk {
+            courier: Courier {
+                settings: Arc::new(settings.clone()),
+                server_name: server_name.into(),
+                db: db.clone(),
+                dispatcher: dispatcher.clone(),
+                sent: Arc::default(),
+                last_policy: Arc::default(),
+            },
             settings,
-            server_name,
             db,
             dispatcher,
-            sent: HashMap::new(),
+            errands: JoinSet::new(),
+            permits: Arc::new(Semaphore::new(CONCURRENT_SENDS)),
             rekeying: HashMap::new(),
             clock: Clock::new(),
-            last_policy: HashMap::new(),
         }
     }
 
@@ -172,6 +209,7 @@ impl Desk {
         loop {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
+                Some(_) = self.errands.join_next(), if !self.errands.is_empty() => {}
                 _ = beat.tick() => {
                     ctx.db.ping().await.map_err(|e| anyhow::anyhow!("the Configuration Database does not answer: {e}"))?;
                     ctx.heartbeat.beat();
@@ -192,7 +230,7 @@ impl Desk {
                     self.key_change(change.pin, &change.plaintext).await;
                 }
                 event = events.recv() => match event {
-                    Ok(DeliveryEvent::KeyEstablished { pin, user }) => self.send_policy(user, pin, true).await,
+                    Ok(DeliveryEvent::KeyEstablished { pin, user }) => self.send_policy(user, pin, true),
                     Ok(DeliveryEvent::PolicyChanged) => {
                         if let Err(e) = self.push_policies().await {
                             warn!(target: "bramble::policy", "cannot push the changed IT policies: {e}");
@@ -201,12 +239,19 @@ impl Desk {
                     Ok(DeliveryEvent::ResendRequested { pin, user, what }) => match what {
                         // Only the policy: the service books follow an
                         // activation's policy, not an administrator's resend.
-                        Resend::Policy => self.send_policy(user, pin, false).await,
-                        Resend::ServiceBooks => self.send_books(user, pin).await,
+                        Resend::Policy => self.send_policy(user, pin, false),
+                        Resend::ServiceBooks => self.send_books(user, pin),
                     },
                     Ok(DeliveryEvent::Confirmed { ref_id, .. }) => {
-                        if let Some(sent) = self.sent.remove(&ref_id) {
-                            self.confirmed(sent).await;
+                        match self.courier.take(ref_id) {
+                            Some(Sent { pin, step: Step::Command(command, device, kind), .. }) => {
+                                self.command_acknowledged(command, device, kind, pin).await;
+                            }
+                            Some(sent) => {
+                                let courier = self.courier.clone();
+                                self.errand(async move { courier.confirmed(sent).await });
+                            }
+                            None => {}
                         }
                     }
                     Ok(_) => {}
@@ -219,24 +264,122 @@ impl Desk {
         }
     }
 
+    /// Runs `work` as one of the courier's errands, at most
+    /// [`CONCURRENT_SENDS`] at a time.
+    fn errand(&mut self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        let permits = self.permits.clone();
+        self.errands.spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            work.await;
+        });
+    }
+
+    fn send_policy(&mut self, user: UserId, pin: Pin, books_after: bool) {
+        let courier = self.courier.clone();
+        self.errand(async move { courier.send_policy(user, pin, books_after).await });
+    }
+
+    fn send_books(&mut self, user: UserId, pin: Pin) {
+        let courier = self.courier.clone();
+        self.errand(async move { courier.send_books(user, pin).await });
+    }
+
+    /// Sends again what was not confirmed in time, and picks up activations
+    /// left half-way (e.g. by a restart).
+    async fn sweep(&mut self) -> Result<(), DbError> {
+        let timeout = Duration::from_secs(self.settings.confirm_timeout_secs.max(1));
+        let waiting = self.courier.forget_late(timeout);
+        // Only activations that have waited at that step longer than the
+        // timeout: newer ones are still on their way through the events.
+        let stuck_since = self.clock.now_db()
+            - time::Duration::seconds(i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX));
+        let unfinished = self
+            .db
+            .run(move |conn| {
+                let rows: Vec<(UserId, String)> = users::table
+                    .filter(users::activation_status.eq_any([
+                        ActivationStatus::EncryptionVerified.as_str(),
+                        ActivationStatus::PolicyApplied.as_str(),
+                    ]))
+                    .filter(users::updated_at.lt(stuck_since))
+                    .select((users::id, users::activation_status))
+                    .limit(500)
+                    .load(conn)?;
+                let mut out = Vec::new();
+                for (user, status) in rows {
+                    let keyed = Device::find_by_user(conn, user)?.into_iter().find(|d| {
+                        DeviceKey::find_all_for_device(conn, d.id).is_ok_and(|k| !k.is_empty())
+                    });
+                    if let Some(device) = keyed {
+                        out.push((user, device.pin, status));
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        for (user, pin, status) in unfinished {
+            if waiting.contains(&user) {
+                continue;
+            }
+            if status == ActivationStatus::EncryptionVerified.as_str() {
+                self.send_policy(user, pin, true);
+            } else {
+                self.send_books(user, pin);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Courier {
+    /// The entry for `ref_id`, if it is awaited.
+    fn take(&self, ref_id: RefId) -> Option<Sent> {
+        self.sent.lock().ok()?.remove(&ref_id)
+    }
+
+    /// Forgets the policies and service books not confirmed within
+    /// `timeout` (so the sweep sends them again) and returns the users
+    /// still awaiting a confirmation in time.
+    fn forget_late(&self, timeout: Duration) -> HashSet<UserId> {
+        let Ok(mut sent) = self.sent.lock() else {
+            return HashSet::new();
+        };
+        sent.retain(|_, s| {
+            let late = !matches!(s.step, Step::Command(..)) && s.at.elapsed() >= timeout;
+            if late {
+                warn!(target: "bramble::policy", pin = %s.pin, user = %s.user, "the {} was not confirmed within {}s; sending it again", step_name(s.step), timeout.as_secs());
+            }
+            !late
+        });
+        sent.values().map(|s| s.user).collect()
+    }
+
     /// Sends the user's resolved IT policy, signed; the service books
     /// follow its confirmation when `books_after`.
-    async fn send_policy(&mut self, user: UserId, pin: Pin, books_after: bool) {
+    async fn send_policy(&self, user: UserId, pin: Pin, books_after: bool) {
         let signed = self
             .db
             .write_sealed(move |conn, sealer| {
                 let resolved = resolve(conn, user)?;
                 let policy = resolved.policies.first().map(|p| p.policy_id);
-                let document = String::from_utf8(resolved.canonical_bytes()?)
+                let bytes = resolved.canonical_bytes()?;
+                let digest = policy_digest(&resolved, &bytes);
+                let document = String::from_utf8(bytes)
                     .map_err(|_| DbError::Invalid("the IT policy is not UTF-8".into()))?;
                 Ok((
                     policy,
+                    digest,
                     signed_by_domain(conn, sealer, "it_policy", document)?,
                 ))
             })
             .await;
         match signed {
-            Ok((policy, signed)) => {
+            Ok((policy, digest, signed)) => {
+                if let Ok(mut last) = self.last_policy.lock() {
+                    last.insert(pin, digest);
+                }
                 self.send(
                     user,
                     pin,
@@ -255,7 +398,7 @@ impl Desk {
         }
     }
 
-    async fn send_books(&mut self, user: UserId, pin: Pin) {
+    async fn send_books(&self, user: UserId, pin: Pin) {
         let found =
             self.db
                 .run(move |conn| {
@@ -283,51 +426,51 @@ impl Desk {
     }
 
     async fn send(
-        &mut self,
+        &self,
         user: UserId,
         pin: Pin,
         step: Step,
         content_type: ContentType,
         plaintext: Vec<u8>,
     ) {
-        match self
+        let ref_id = RefId::random();
+        let awaited = Sent {
+            user,
+            pin,
+            step,
+            at: Instant::now(),
+        };
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.insert(ref_id, awaited);
+        }
+        let queued = self
             .dispatcher
             .send(Outgoing {
                 pin,
                 content_type,
                 plaintext,
                 priority: true,
-                ref_id: None,
+                ref_id: Some(ref_id),
             })
-            .await
-        {
-            Ok(ref_id) => {
+            .await;
+        match queued {
+            Ok(_) => {
                 info!(target: "bramble::policy", %pin, %user, %ref_id, "{} sent", step_name(step));
-                self.sent.insert(
-                    ref_id,
-                    Sent {
-                        user,
-                        pin,
-                        step,
-                        at: Instant::now(),
-                    },
-                );
             }
             Err(e) => {
+                self.take(ref_id);
                 warn!(target: "bramble::policy", %pin, %user, "cannot send the {}: {e}", step_name(step))
             }
         }
     }
 
-    async fn confirmed(&mut self, sent: Sent) {
+    async fn confirmed(&self, sent: Sent) {
         let (user, pin) = (sent.user, sent.pin);
         let (status, applied) = match sent.step {
             Step::Policy { policy, .. } => (ActivationStatus::PolicyApplied, Some(policy)),
             Step::Books => (ActivationStatus::ServicesReceived, None),
-            Step::Command(command, device, kind) => {
-                self.command_acknowledged(command, device, kind, pin).await;
-                return;
-            }
+            // The Desk itself handles commands' acknowledgements.
+            Step::Command(..) => return,
         };
         let recorded = self
             .db
@@ -364,68 +507,6 @@ impl Desk {
             self.send_books(user, pin).await;
         }
     }
-
-    /// Sends again what was not confirmed in time, and picks up activations
-    /// left half-way (e.g. by a restart).
-    async fn sweep(&mut self) -> Result<(), DbError> {
-        let timeout = Duration::from_secs(self.settings.confirm_timeout_secs.max(1));
-        let late: Vec<RefId> = self
-            .sent
-            .iter()
-            .filter(|(_, s)| !matches!(s.step, Step::Command(..)) && s.at.elapsed() >= timeout)
-            .map(|(r, _)| *r)
-            .collect();
-        let waiting: std::collections::HashSet<UserId> = self
-            .sent
-            .iter()
-            .filter(|(r, _)| !late.contains(r))
-            .map(|(_, s)| s.user)
-            .collect();
-        for ref_id in late {
-            if let Some(s) = self.sent.remove(&ref_id) {
-                warn!(target: "bramble::policy", pin = %s.pin, user = %s.user, "the {} was not confirmed within {}s; sending it again", step_name(s.step), timeout.as_secs());
-            }
-        }
-        // Only activations that have waited at that step longer than the
-        // timeout: newer ones are still on their way through the events.
-        let stuck_since = self.clock.now_db()
-            - time::Duration::seconds(i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX));
-        let unfinished = self
-            .db
-            .run(move |conn| {
-                let rows: Vec<(UserId, String)> = users::table
-                    .filter(users::activation_status.eq_any([
-                        ActivationStatus::EncryptionVerified.as_str(),
-                        ActivationStatus::PolicyApplied.as_str(),
-                    ]))
-                    .filter(users::updated_at.lt(stuck_since))
-                    .select((users::id, users::activation_status))
-                    .limit(500)
-                    .load(conn)?;
-                let mut out = Vec::new();
-                for (user, status) in rows {
-                    let keyed = Device::find_by_user(conn, user)?.into_iter().find(|d| {
-                        DeviceKey::find_all_for_device(conn, d.id).is_ok_and(|k| !k.is_empty())
-                    });
-                    if let Some(device) = keyed {
-                        out.push((user, device.pin, status));
-                    }
-                }
-                Ok(out)
-            })
-            .await?;
-        for (user, pin, status) in unfinished {
-            if waiting.contains(&user) {
-                continue;
-            }
-            if status == ActivationStatus::EncryptionVerified.as_str() {
-                self.send_policy(user, pin, true).await;
-            } else {
-                self.send_books(user, pin).await;
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Desk {
@@ -447,10 +528,11 @@ impl Desk {
                     .load(conn)?;
                 let mut out = Vec::new();
                 for (user, _) in rows {
-                    let document = resolve(conn, user)?.canonical_bytes()?;
+                    let resolved = resolve(conn, user)?;
+                    let digest = policy_digest(&resolved, &resolved.canonical_bytes()?);
                     for device in Device::find_by_user(conn, user)? {
                         if !DeviceKey::find_all_for_device(conn, device.id)?.is_empty() {
-                            out.push((user, device.pin, openssl::sha::sha256(&document)));
+                            out.push((user, device.pin, digest));
                         }
                     }
                 }
@@ -459,8 +541,14 @@ impl Desk {
             .await?;
         let mut pushed = 0;
         for (user, pin, digest) in devices {
-            if self.last_policy.get(&pin) != Some(&digest) {
-                self.send_policy(user, pin, true).await;
+            let last = self
+                .courier
+                .last_policy
+                .lock()
+                .ok()
+                .and_then(|last| last.get(&pin).copied());
+            if last != Some(digest) {
+                self.send_policy(user, pin, true);
                 pushed += 1;
             }
         }
@@ -571,15 +659,17 @@ impl Desk {
             Err(e) => (TargetState::Failed, None, e.clone()),
         };
         if let Ok(Some(ref_id)) = outcome {
-            self.sent.insert(
-                ref_id,
-                Sent {
-                    user,
-                    pin,
-                    step: Step::Command(command, device, target.kind),
-                    at: Instant::now(),
-                },
-            );
+            if let Ok(mut sent) = self.courier.sent.lock() {
+                sent.insert(
+                    ref_id,
+                    Sent {
+                        user,
+                        pin,
+                        step: Step::Command(command, device, target.kind),
+                        at: Instant::now(),
+                    },
+                );
+            }
         }
         info!(target: "bramble::policy", %pin, command = %command, kind = target.kind.as_str(), state = state.as_str(), "IT admin command {}", if detail.is_empty() { "sent" } else { &detail });
         let _ = self
@@ -844,6 +934,16 @@ fn signed_by_domain(
     let key = DomainKey::load_or_create(conn, sealer)?;
     let signature = key.sign(document.as_bytes())?;
     Ok(Signed::new(kind, document, &signature, key.public_key()))
+}
+
+/// What tells one policy sent to a device from another: the named policy
+/// it came from (a device records which one it applied) and its document.
+fn policy_digest(resolved: &crate::policy::resolve::ResolvedPolicy, document: &[u8]) -> [u8; 32] {
+    let mut hasher = openssl::sha::Sha256::new();
+    let id = resolved.policies.first().map_or(0, |p| p.policy_id.0);
+    hasher.update(&id.to_be_bytes());
+    hasher.update(document);
+    hasher.finish()
 }
 
 fn step_name(step: Step) -> &'static str {
