@@ -13,6 +13,7 @@
 //! changed on the server meanwhile answers 412, which is a conflict), or
 //! `If-None-Match: *` for a new record.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bramble_proto::sync::OrganizerDatabase;
@@ -20,6 +21,7 @@ use quick_xml::escape::escape;
 use quick_xml::events::Event;
 use quick_xml::Reader;
 use reqwest::{Method, StatusCode};
+use tokio::sync::Semaphore;
 
 /// What went wrong talking to the organizer server, in words for an
 /// administrator.
@@ -147,13 +149,19 @@ impl Kind {
 
 const NAMESPACES: &str = r#"xmlns:D="DAV:" xmlns:CR="urn:ietf:params:xml:ns:carddav" xmlns:C="urn:ietf:params:xml:ns:caldav" xmlns:CS="http://calendarserver.org/ns/""#;
 
-/// A client for one organizer server, as the service account. Cheap to clone.
+/// Requests a client has open at the same time unless told otherwise.
+pub const DEFAULT_CONNECTIONS: usize = 8;
+
+/// A client for one organizer server, as the service account. Cheap to
+/// clone; clones share its limit on requests open at once, so a burst of
+/// slow syncs waits its turn here instead of timing out at a busy server.
 #[derive(Debug, Clone)]
 pub struct DavClient {
     http: reqwest::Client,
     base: reqwest::Url,
     login: String,
     password: String,
+    permits: Arc<Semaphore>,
 }
 
 impl DavClient {
@@ -180,7 +188,14 @@ impl DavClient {
             base,
             login: login.to_owned(),
             password: password.to_owned(),
+            permits: Arc::new(Semaphore::new(DEFAULT_CONNECTIONS)),
         })
+    }
+
+    /// At most `connections` requests open at once (at least one).
+    pub fn with_connections(mut self, connections: usize) -> DavClient {
+        self.permits = Arc::new(Semaphore::new(connections.max(1)));
+        self
     }
 
     fn url(&self, path: &str) -> Result<reqwest::Url, DavError> {
@@ -213,6 +228,16 @@ impl DavClient {
         if let Some(body) = body {
             request = request.body(body);
         }
+        // The time spent waiting for a turn does not count towards the
+        // request's timeout, which starts with the request.
+        let _turn = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| DavError::Unreachable {
+                url: self.base.to_string(),
+                message: "the client is shutting down".into(),
+            })?;
         let response = request.send().await.map_err(|e| DavError::Unreachable {
             url: self.base.to_string(),
             message: error_chain(&e),

@@ -149,7 +149,8 @@ async fn serve(
                 &settings.service_password,
                 Duration::from_secs(settings.request_timeout_secs.max(1)),
             )
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .with_connections(settings.max_connections),
         ),
         None => {
             info!(target: "bramble::sync", "no organizer server is configured ([sync] url); wireless synchronization is off, backup, restore and diagnostics work");

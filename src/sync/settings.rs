@@ -40,6 +40,9 @@ pub struct SyncSettings {
     pub batch_size: usize,
     /// Limit on one request to the organizer server.
     pub request_timeout_secs: u64,
+    /// Requests open to the organizer server at the same time; more wait
+    /// their turn (a burst of activations' slow syncs, for instance).
+    pub max_connections: usize,
 }
 
 impl Default for SyncSettings {
@@ -58,6 +61,7 @@ impl Default for SyncSettings {
             calendar_future_days: None,
             batch_size: bramble_proto::sync::DEFAULT_BATCH,
             request_timeout_secs: 30,
+            max_connections: super::dav::DEFAULT_CONNECTIONS,
         }
     }
 }
