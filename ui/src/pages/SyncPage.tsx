@@ -72,11 +72,16 @@ export function SyncPage({ canWrite }: { canWrite: boolean }) {
   const change = async (s: SyncSetting, update: Partial<Omit<SyncSetting, 'database'>>) => {
     setError(null);
     setSaved(null);
+    const put = (setting: SyncSetting) =>
+      setOverview((o) => o && { ...o, settings: o.settings.map((x) => (x.database === setting.database ? setting : x)) });
+    // Shown at once; put back if the server refuses.
+    put({ ...s, ...update });
     try {
       const after = await setSyncSetting(s.database, update);
-      setOverview((o) => o && { ...o, settings: o.settings.map((x) => (x.database === after.database ? after : x)) });
+      put(after);
       setSaved(`${describeSetting(after)}. Devices are told within ${overview?.poll_secs ?? 60} seconds.`);
     } catch (err) {
+      put(s);
       setError(err);
     }
   };
