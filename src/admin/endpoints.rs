@@ -11,7 +11,7 @@ use super::auth::{self, Access};
 use super::permission::Permission::*;
 use super::{
     activation, administrators, audit, components, devices, directories, events, filters, groups,
-    openapi, policies, software, statistics, users, wireless,
+    openapi, policies, software, statistics, sync, users, wireless,
 };
 use crate::server::ServerState;
 
@@ -508,6 +508,14 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Restart a server component through the Controller")
         .answers::<components::RestartRequested>(),
+        endpoint(M::GET, "/api/sync", Needs(ServersRead), sync::overview)
+            .summary("Synchronization: the per-database settings, counts, and one page of users' sync states")
+            .answers::<sync::SyncOverview>()
+            .query(&["page", "per_page"]),
+        endpoint(M::PUT, "/api/sync/{database}", Needs(ServersWrite), sync::set)
+            .summary("Change how one organizer database is synchronized (on, direction, conflict resolution)")
+            .reads::<sync::SyncSettingForm>()
+            .answers::<sync::SyncSettingView>(),
         endpoint(M::GET, "/api/wireless", Needs(ServersRead), wireless::get)
             .summary("The wireless network connection (never the SRP key), licences in use and the SRP link")
             .answers::<wireless::WirelessView>(),

@@ -26,6 +26,8 @@
 //! - [`directories`]: the configured directories, their sync runs, and a
 //!   sync started from the console with its progress.
 //! - [`components`]: restarting a component through the Controller.
+//! - [`sync`]: wireless synchronization — the per-database settings and
+//!   where each user's organizer data stands.
 //! - [`wireless`]: the wireless network connection (SRP ID, key, relay,
 //!   licences); a change has the Router open its link again.
 //! - [`statistics`]: message counters, the server's and the busiest users'.
@@ -58,6 +60,7 @@ pub mod permission;
 pub mod policies;
 pub mod software;
 pub mod statistics;
+pub mod sync;
 pub mod throttle;
 pub mod tls;
 pub mod users;

@@ -194,7 +194,8 @@ fn expected_access(method: &Method, path: &str) -> Access {
         (_, p) if p.starts_with("/api/software") => Needs(SoftwareWrite),
         ("GET", p) if p.starts_with("/api/filters") => Needs(FiltersRead),
         (_, p) if p.starts_with("/api/filters") => Needs(FiltersWrite),
-        ("GET", "/api/wireless") => Needs(ServersRead),
+        ("GET", "/api/wireless" | "/api/sync") => Needs(ServersRead),
+        ("PUT", "/api/sync/{database}") => Needs(ServersWrite),
         ("PUT", "/api/wireless") => Needs(ServersWrite),
         ("GET", p) if p.starts_with("/api/directories") || p == "/api/statistics" => {
             Needs(ServersRead)
@@ -322,6 +323,7 @@ async fn every_role_against_every_endpoint() {
             .replace("{ref_id}", "00000000000000AB")
             .replace("{assignment_id}", &assignment.to_string())
             .replace("{name}", "corp")
+            .replace("{database}", "contacts")
             .replace("{key}", "policy_service")
     };
 
@@ -2249,5 +2251,104 @@ async fn the_wireless_connection_is_set_without_ever_showing_the_key() {
     assert_eq!(sets[0]["after"]["key_changed"], false);
     assert_eq!(sets[1]["before"], Value::Null);
     assert_eq!(sets[1]["actor"], "ops");
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn synchronization_settings_are_changed_audited_and_users_states_listed() {
+    use crate::db::models::sync::{SyncItemError, SyncState};
+    use bramble_proto::sync::OrganizerDatabase;
+    let f = Fixture::start().await;
+    let ops = f.administrator("ops", &["Server Only"]);
+    let token = f.session(ops);
+    let t = Some(token.as_str());
+    f.db()
+        .run_blocking(|conn| {
+            let user = NewUser {
+                display_name: "Sam Sync".into(),
+                email: "sam@example.com".into(),
+                mailbox_login: "sam".into(),
+            }
+            .save(conn)?;
+            SyncState::start_slow_sync(conn, user.id, OrganizerDatabase::Contacts)?;
+            SyncState::set_in_sync(conn, user.id, OrganizerDatabase::Contacts)?;
+            SyncState::start_slow_sync(conn, user.id, OrganizerDatabase::Calendar)?;
+            SyncState::set_error(
+                conn,
+                user.id,
+                OrganizerDatabase::Calendar,
+                "the organizer server refused the login",
+            )?;
+            SyncItemError::record(
+                conn,
+                user.id,
+                OrganizerDatabase::Contacts,
+                "/sam/contacts/broken.vcf",
+                crate::db::models::sync::ErrorSide::Server,
+                "not a vCard",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+
+    let (status, doc, _) = f.call(Method::GET, "/api/sync", t, None).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["settings"].as_array().unwrap().len(), 4, "{doc}");
+    assert_eq!(doc["settings"][0]["database"], "contacts");
+    assert_eq!(doc["counts"]["users"], 1, "{doc}");
+    assert_eq!(doc["counts"]["in_sync"], 1);
+    assert_eq!(doc["counts"]["error"], 1);
+    assert_eq!(doc["counts"]["item_errors"], 1);
+    let sam = &doc["users"]["items"][0];
+    assert_eq!(sam["email"], "sam@example.com");
+    assert_eq!(sam["databases"][1]["state"], "error");
+    assert!(sam["databases"][1]["error"]
+        .as_str()
+        .unwrap()
+        .contains("refused the login"));
+    assert_eq!(sam["item_errors"][0]["message"], "not a vCard");
+
+    let (status, doc, _) = f
+        .call(
+            Method::PUT,
+            "/api/sync/tasks",
+            t,
+            Some(json!({"enabled": false, "conflict": "device_wins"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["enabled"], false);
+    assert_eq!(doc["conflict"], "device_wins");
+    assert_eq!(doc["direction"], "bidirectional");
+    let (status, doc, _) = f
+        .call(
+            Method::PUT,
+            "/api/sync/tasks",
+            t,
+            Some(json!({"direction": "sideways"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{doc}");
+    assert!(doc["message"].as_str().unwrap().contains("bidirectional"));
+    let (status, doc, _) = f
+        .call(
+            Method::PUT,
+            "/api/sync/notes",
+            t,
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{doc}");
+
+    let admin = security_admin(&f).await;
+    let (_, audit, _) = f
+        .call(Method::GET, "/api/audit?per_page=5", Some(&admin), None)
+        .await;
+    let entry = &audit["items"][0];
+    assert_eq!(entry["action"], "sync.setting", "{audit}");
+    assert_eq!(entry["target"], "sync/tasks");
+    assert_eq!(entry["actor"], "ops");
+    assert_eq!(entry["before"]["enabled"], true);
+    assert_eq!(entry["after"]["enabled"], false);
     f.stop().await;
 }

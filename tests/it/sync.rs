@@ -968,6 +968,23 @@ fn the_command_line_sets_and_shows_the_per_database_settings() {
     );
     let out = crate::fixture::bramble(dir.path(), &["sync", "set", "--database", "notes"]);
     assert!(!out.status.success());
+    // Each change is in the audit log, before and after.
+    let mut settings = Settings::load_from(None, &[]).unwrap().settings;
+    settings.data_dir = dir.path().to_path_buf();
+    let db = Database::open(&settings).unwrap();
+    let (entries, _) = db
+        .run_blocking(|conn| bramble::db::models::audit::find_page(conn, 0, 10))
+        .unwrap();
+    let changes: Vec<_> = entries
+        .iter()
+        .filter(|e| e.action == "sync.setting")
+        .collect();
+    assert_eq!(changes.len(), 2, "{entries:?}");
+    assert!(changes.iter().all(|e| e.actor == "bramble sync set"));
+    assert!(
+        changes.iter().any(|e| e.target == "sync/tasks"),
+        "{changes:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -575,3 +575,56 @@ async fn malformed_frames_close_only_their_connection() {
     server.shutdown().await.unwrap();
     relay.shutdown().await;
 }
+
+/// A connection changed in the console (`RouterHandle::reconnect`) is used
+/// at once: a link that is up is closed and opened with the new settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_connection_is_used_at_once_by_a_running_router() {
+    let (_bed, relay, server) = linked().await;
+    let save = |key: &'static str| {
+        let db = server.state().db.clone();
+        let port = i32::from(relay.server_addr().port());
+        async move {
+            db.write_sealed(move |conn, sealer| {
+                SrpConnection::save(
+                    conn,
+                    sealer,
+                    &SrpSettings {
+                        srp_id: SRP_ID.into(),
+                        srp_key: SrpKey::new(key),
+                        relay_host: "127.0.0.1".into(),
+                        relay_port: port,
+                        cal_licences: 100,
+                    },
+                )
+            })
+            .await
+            .unwrap();
+        }
+    };
+    // A wrong key: the healthy link is dropped and refused with it.
+    save("not-the-key").await;
+    server.dispatcher().router().reconnect();
+    wait_link(&server, false).await;
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let status = server.dispatcher().router().link_status();
+            if !status.connected
+                && status
+                    .last_error
+                    .is_some_and(|e| e.to_lowercase().contains("key"))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the new, wrong key was never tried");
+    // The right one again.
+    save(SRP_KEY).await;
+    server.dispatcher().router().reconnect();
+    wait_link(&server, true).await;
+    server.shutdown().await.unwrap();
+    relay.shutdown().await;
+}

@@ -25,6 +25,7 @@ import { ServersPage } from './pages/ServersPage';
 import { StatisticsPage } from './pages/StatisticsPage';
 import { SignInPage } from './pages/SignInPage';
 import { SoftwarePage } from './pages/SoftwarePage';
+import { SyncPage } from './pages/SyncPage';
 import { UserDetailPage } from './pages/UserDetailPage';
 import { UsersPage } from './pages/UsersPage';
 
@@ -48,6 +49,7 @@ export const NAV_ITEMS: readonly NavItem[] = [
   { key: 'servers', label: 'Servers', permission: 'servers.read', available: true },
   { key: 'directory', label: 'Directory', permission: 'servers.read', available: true },
   { key: 'statistics', label: 'Statistics', permission: 'servers.read', available: true },
+  { key: 'synchronization', label: 'Synchronization', permission: 'servers.read', available: true },
   { key: 'devices', label: 'Devices', permission: 'devices.read', available: true },
 ];
 
@@ -276,6 +278,8 @@ function Console({ who, onSignOut }: { who: Whoami; onSignOut: () => void }) {
           <DirectoryPage canSync={can(who, 'servers.write')} />
         ) : active === 'statistics' ? (
           <StatisticsPage />
+        ) : active === 'synchronization' ? (
+          <SyncPage canWrite={can(who, 'servers.write')} />
         ) : active === 'audit' ? (
           <AuditPage refreshKey={auditHead} />
         ) : active === 'devices' ? (

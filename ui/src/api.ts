@@ -1053,6 +1053,52 @@ export interface StatisticsReport {
   busiest: (MessageCounters & { user_id: number; display_name: string; email: string })[];
 }
 
+// Wireless synchronization of organizer data
+
+export type OrganizerDatabase = 'contacts' | 'calendar' | 'tasks' | 'memos';
+export type SyncDirection = 'server_to_device' | 'device_to_server' | 'bidirectional';
+export type ConflictResolution = 'server_wins' | 'device_wins';
+
+export interface SyncSetting {
+  database: OrganizerDatabase;
+  enabled: boolean;
+  direction: SyncDirection;
+  conflict: ConflictResolution;
+}
+
+export interface UserSync {
+  user_id: number;
+  display_name: string;
+  email: string;
+  databases: {
+    database: OrganizerDatabase;
+    state: 'slow_sync' | 'in_sync' | 'error';
+    error: string | null;
+    error_at: string | null;
+    last_sync_at: string | null;
+  }[];
+  item_errors: { database: OrganizerDatabase; item: string; side: 'server' | 'device'; message: string; at: string }[];
+}
+
+export interface SyncOverview {
+  organizer_server: string | null;
+  poll_secs: number;
+  settings: SyncSetting[];
+  counts: { users: number; in_sync: number; slow_sync: number; error: number; item_errors: number };
+  users: Page<UserSync>;
+}
+
+export async function getSync(page = 1, perPage = 50): Promise<SyncOverview> {
+  return request(`/api/sync${query({ page, per_page: perPage })}`);
+}
+
+export async function setSyncSetting(
+  database: OrganizerDatabase,
+  change: Partial<Omit<SyncSetting, 'database'>>,
+): Promise<SyncSetting> {
+  return request(`/api/sync/${database}`, { method: 'PUT', body: change });
+}
+
 // The wireless network connection (SRP)
 
 export interface WirelessSettings {

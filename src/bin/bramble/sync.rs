@@ -2,7 +2,9 @@
 //! settings, and where each user's organizer data stands.
 
 use bramble::config::Settings;
-use bramble::db::models::sync::{SyncItemError, SyncSetting, SyncState, SyncStatus};
+use bramble::db::models::sync::{
+    SyncItemError, SyncSetting, SyncSettingChange, SyncState, SyncStatus,
+};
 use bramble::db::models::user::User;
 use bramble::db::Database;
 use bramble_proto::sync::{ConflictResolution, OrganizerDatabase, SyncDirection};
@@ -159,28 +161,21 @@ pub fn run(settings: &Settings, command: SyncCommand) -> Result<(), Failure> {
             conflict,
         } => {
             let which = database(which);
+            let change = SyncSettingChange {
+                enabled,
+                direction: direction.map(|d| match d {
+                    DirectionArg::ServerToDevice => SyncDirection::ServerToDevice,
+                    DirectionArg::DeviceToServer => SyncDirection::DeviceToServer,
+                    DirectionArg::Bidirectional => SyncDirection::Bidirectional,
+                }),
+                conflict: conflict.map(|c| match c {
+                    ConflictArg::ServerWins => ConflictResolution::ServerWins,
+                    ConflictArg::DeviceWins => ConflictResolution::DeviceWins,
+                }),
+            };
+            // The setting and its audit entry are written together.
             let saved = db
-                .run_blocking(|conn| {
-                    let mut s = SyncSetting::find(conn, which)?;
-                    if let Some(on) = enabled {
-                        s.enabled = on;
-                    }
-                    if let Some(d) = direction {
-                        s.direction = match d {
-                            DirectionArg::ServerToDevice => SyncDirection::ServerToDevice,
-                            DirectionArg::DeviceToServer => SyncDirection::DeviceToServer,
-                            DirectionArg::Bidirectional => SyncDirection::Bidirectional,
-                        };
-                    }
-                    if let Some(c) = conflict {
-                        s.conflict = match c {
-                            ConflictArg::ServerWins => ConflictResolution::ServerWins,
-                            ConflictArg::DeviceWins => ConflictResolution::DeviceWins,
-                        };
-                    }
-                    s.save(conn)?;
-                    Ok(s)
-                })
+                .run_blocking(|conn| SyncSetting::change(conn, "bramble sync set", which, change))
                 .map_err(|e| Failure::new(e.code(), &e))?;
             println!("{}", describe(&saved));
             Ok(())

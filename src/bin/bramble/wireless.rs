@@ -142,7 +142,7 @@ pub fn srp(settings: &Settings, command: SrpCommand) -> Result<(), Failure> {
                 .run_blocking(|conn| SrpConnection::save(conn, db.sealer(), &settings))
                 .map_err(|e| Failure::new(e.code(), &e))?;
             println!(
-                "Wireless network connection set: SRP ID {} via {}:{}. A running server picks it up within 15 seconds.",
+                "Wireless network connection set: SRP ID {} via {}:{}. A running server uses it at its next attempt to connect (within 15 seconds if none was set); set it in the console to apply it at once.",
                 saved.srp_id, saved.relay_host, saved.relay_port
             );
         }

@@ -135,6 +135,134 @@ impl SyncSetting {
     }
 }
 
+/// A change to how one database is synchronized; what is left out stays.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncSettingChange {
+    pub enabled: Option<bool>,
+    pub direction: Option<SyncDirection>,
+    pub conflict: Option<ConflictResolution>,
+}
+
+/// A setting as the audit log and the console write it.
+pub fn setting_json(s: &SyncSetting) -> serde_json::Value {
+    serde_json::json!({
+        "database": s.database.as_str(),
+        "enabled": s.enabled,
+        "direction": direction_str(s.direction),
+        "conflict": conflict_str(s.conflict),
+    })
+}
+
+/// Parses `server_to_device`, `device_to_server` or `bidirectional`.
+pub fn direction_from_str(text: &str) -> DbResult<SyncDirection> {
+    parse_direction(text).map_err(|_| {
+        DbError::Invalid(format!(
+            "`{text}` is not a synchronization direction; use server_to_device, device_to_server or bidirectional"
+        ))
+    })
+}
+
+/// Parses `server_wins` or `device_wins`.
+pub fn conflict_from_str(text: &str) -> DbResult<ConflictResolution> {
+    parse_conflict(text).map_err(|_| {
+        DbError::Invalid(format!(
+            "`{text}` is not a conflict resolution; use server_wins or device_wins"
+        ))
+    })
+}
+
+/// Parses an organizer database's name, in words when it is none.
+pub fn database_from_str(text: &str) -> DbResult<OrganizerDatabase> {
+    OrganizerDatabase::parse(text).ok_or_else(|| {
+        DbError::Invalid(format!(
+            "`{text}` is not an organizer database; use contacts, calendar, tasks or memos"
+        ))
+    })
+}
+
+impl SyncSetting {
+    /// Changes one database's setting and writes the audit entry (before
+    /// and after, by `actor`) in the same transaction; the console and
+    /// `bramble sync set` both come here.
+    pub fn change(
+        conn: &mut Conn,
+        actor: &str,
+        db: OrganizerDatabase,
+        change: SyncSettingChange,
+    ) -> DbResult<SyncSetting> {
+        crate::db::models::audit::write_transaction(conn, |conn| {
+            let before = SyncSetting::find(conn, db)?;
+            let mut after = before;
+            if let Some(on) = change.enabled {
+                after.enabled = on;
+            }
+            if let Some(d) = change.direction {
+                after.direction = d;
+            }
+            if let Some(c) = change.conflict {
+                after.conflict = c;
+            }
+            after.save(conn)?;
+            crate::db::models::audit::append(
+                conn,
+                actor,
+                "sync.setting",
+                &format!("sync/{}", db.as_str()),
+                Some(setting_json(&before)),
+                Some(setting_json(&after)),
+            )?;
+            Ok(after)
+        })
+    }
+}
+
+/// How many users' databases stand where.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SyncCounts {
+    pub users: i64,
+    pub in_sync: i64,
+    pub slow_sync: i64,
+    pub error: i64,
+    /// Records that could not be synchronized.
+    pub item_errors: i64,
+}
+
+impl SyncCounts {
+    pub fn count(conn: &mut Conn) -> DbResult<SyncCounts> {
+        let by_state = |conn: &mut Conn, state: SyncStatus| -> DbResult<i64> {
+            Ok(sync_states::table
+                .filter(sync_states::state.eq(state.as_str()))
+                .count()
+                .get_result(conn)?)
+        };
+        Ok(SyncCounts {
+            users: sync_states::table
+                .select(diesel::dsl::count(sync_states::user_id).aggregate_distinct())
+                .first(conn)?,
+            in_sync: by_state(conn, SyncStatus::InSync)?,
+            slow_sync: by_state(conn, SyncStatus::SlowSync)?,
+            error: by_state(conn, SyncStatus::Error)?,
+            item_errors: sync_item_errors::table.count().get_result(conn)?,
+        })
+    }
+
+    /// One page of the users who have synchronized, by id, with their
+    /// total.
+    pub fn users_page(conn: &mut Conn, offset: i64, limit: i64) -> DbResult<(Vec<UserId>, i64)> {
+        let total = sync_states::table
+            .select(diesel::dsl::count(sync_states::user_id).aggregate_distinct())
+            .first(conn)?;
+        let ids = sync_states::table
+            .select(sync_states::user_id)
+            .distinct()
+            .order(sync_states::user_id.asc())
+            .offset(offset)
+            .limit(limit)
+            .load(conn)?;
+        Ok((ids, total))
+    }
+}
+
 /// Where one user's database stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -5,6 +5,8 @@ import { describeSync } from './DirectoryPage';
 import { describeCondition } from './FiltersPage';
 import { ruleProblem } from './PoliciesPage';
 import { counterBars } from './StatisticsPage';
+import { describeSetting, describeUserSync } from './SyncPage';
+import { licenceWords } from '../components/WirelessSettings';
 
 const length: PolicyRule = {
   name: 'MinimumPasswordLength',
@@ -66,5 +68,38 @@ describe('words on the new screens', () => {
     });
     expect(bars.map((b) => b.value)).toEqual([5, 4, 2, 1, 0, 0, 1]);
     expect(bars[0]?.label).toBe('Forwarded to devices');
+  });
+});
+
+describe('the synchronization and wireless screens', () => {
+  it('says how a database is synchronized', () => {
+    const contacts = { database: 'contacts', enabled: true, direction: 'bidirectional', conflict: 'server_wins' } as const;
+    expect(describeSetting(contacts)).toBe('Contacts: on, both ways, server wins');
+    expect(describeSetting({ ...contacts, direction: 'server_to_device', conflict: 'device_wins' })).toBe(
+      'Contacts: on, server to device, device wins',
+    );
+    expect(describeSetting({ ...contacts, database: 'tasks', enabled: false })).toBe('Tasks: off');
+  });
+
+  it("says where a user's databases stand", () => {
+    const user = { user_id: 1, display_name: 'Sam', email: 'sam@example.com', databases: [], item_errors: [] };
+    expect(describeUserSync(user)).toBe('not synchronized yet');
+    const at = { error: null, error_at: null, last_sync_at: null };
+    expect(
+      describeUserSync({
+        ...user,
+        databases: [
+          { database: 'contacts', state: 'in_sync', ...at },
+          { database: 'calendar', state: 'error', ...at, error: 'refused' },
+          { database: 'memos', state: 'slow_sync', ...at },
+        ],
+      }),
+    ).toBe('Contacts in sync, Calendar failing, Memos slow sync running');
+  });
+
+  it('counts licences in use', () => {
+    expect(licenceWords(3, 25)).toBe('3 of 25 licences in use');
+    expect(licenceWords(0, 1)).toBe('0 of 1 licence in use');
+    expect(licenceWords(2, 1)).toBe('2 of 1 licence in use — more users are activated than licensed');
   });
 });
