@@ -147,13 +147,7 @@ impl LookupService {
         let owner = self
             .db
             .run(move |conn| {
-                let Some(device) = Device::find_by_pin(conn, &pin)? else {
-                    return Ok(None);
-                };
-                let Some(user_id) = device.user_id else {
-                    return Ok(None);
-                };
-                let Some(user) = User::find_by_id(conn, user_id)? else {
+                let Some((_, user)) = Device::find_with_owner(conn, &pin)? else {
                     return Ok(None);
                 };
                 let exceptions = UserServices::find(conn, user.id)?;

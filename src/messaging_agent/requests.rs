@@ -83,15 +83,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, inbound: Inbound) {
 async fn owner(shared: &Shared, pin: Pin) -> Result<User, Refusal> {
     let found = shared
         .db
-        .run(move |conn| {
-            let Some(device) = Device::find_by_pin(conn, &pin)? else {
-                return Ok(None);
-            };
-            match device.user_id {
-                Some(user) => User::find_by_id(conn, user),
-                None => Ok(None),
-            }
-        })
+        .run(move |conn| Ok(Device::find_with_owner(conn, &pin)?.map(|(_, user)| user)))
         .await
         .map_err(|e| Refusal::new("SERVER_ERROR", e.to_string()))?;
     found.ok_or_else(|| {

@@ -258,13 +258,7 @@ async fn device_worker(
 /// The owner of a device, or why there is none.
 async fn owner(db: &Database, pin: Pin) -> DbResult<Option<(Owner, Device, User)>> {
     db.run(move |conn| {
-        let Some(device) = Device::find_by_pin(conn, &pin)? else {
-            return Ok(None);
-        };
-        let Some(user_id) = device.user_id else {
-            return Ok(None);
-        };
-        let Some(user) = User::find_by_id(conn, user_id)? else {
+        let Some((device, user)) = Device::find_with_owner(conn, &pin)? else {
             return Ok(None);
         };
         Ok(Some((

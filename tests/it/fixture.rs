@@ -1,5 +1,6 @@
-//! Shared helpers: temporary data folders, the `bramble` binary, and a
-//! minimal HTTP GET for talking to the Administration Service.
+//! Shared helpers: temporary data folders, the `bramble` binary, a
+//! minimal HTTP GET for talking to the Administration Service, and a
+//! reference device plugged in on the LAN path.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -93,4 +94,26 @@ fn dechunk(mut body: &str) -> String {
 /// SHA-256 of a file, to prove a command left it untouched.
 pub fn digest(path: &Path) -> Vec<u8> {
     openssl::sha::sha256(&std::fs::read(path).expect("read file")).to_vec()
+}
+
+/// Connects `device` to `server` on the LAN path and waits (at most
+/// `patience`) until the server's Router has it there.
+pub async fn plug_in(
+    server: &bramble::ServerHandle,
+    device: &bramble_device::Device,
+    patience: std::time::Duration,
+) -> bramble_device::Connection {
+    let pin = device.pin();
+    let conn = device
+        .connect(bramble_device::Path::Lan(server.lan_addr().unwrap()))
+        .await
+        .unwrap();
+    tokio::time::timeout(patience, async {
+        while !server.dispatcher().router().lan_devices().contains(&pin) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the server did not see the device on the LAN path");
+    conn
 }

@@ -18,7 +18,7 @@ use bramble::server::Listeners;
 use bramble::testbed::slapd::{Slapd, ROOT_DN, ROOT_PASSWORD, SUFFIX};
 use bramble::testbed::{pilot, TestUser};
 use bramble::{Server, ServerHandle};
-use bramble_device::{Connection, Device, DeviceConfig, DeviceError, KeyStore, Path};
+use bramble_device::{Connection, Device, DeviceConfig, DeviceError, KeyStore};
 use bramble_proto::envelope::TransportKey;
 use bramble_proto::lookup::{codes, LookupReply};
 use bramble_proto::Pin;
@@ -103,23 +103,7 @@ impl Bed {
             .unwrap();
         let device = Device::new(DeviceConfig::new(pin), KeyStore::new(key));
         device.set_service_books(Some(books(n)));
-        let conn = device
-            .connect(Path::Lan(self.server.lan_addr().unwrap()))
-            .await
-            .unwrap();
-        tokio::time::timeout(PATIENCE, async {
-            while !self
-                .server
-                .dispatcher()
-                .router()
-                .lan_devices()
-                .contains(&pin)
-            {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .unwrap();
+        let conn = crate::fixture::plug_in(&self.server, &device, PATIENCE).await;
         (device, conn)
     }
 

@@ -21,7 +21,7 @@ use bramble::server::Listeners;
 use bramble::testbed::lmtp::Lmtp;
 use bramble::testbed::{pilot, send_mail, Testbed, TestbedInfo, TestbedOptions};
 use bramble::{Server, ServerHandle};
-use bramble_device::{Connection, Device, DeviceConfig, KeyStore, Path};
+use bramble_device::{Connection, Device, DeviceConfig, KeyStore};
 use bramble_proto::cmime::{Cmime, Compose, MailItem, SendState};
 use bramble_proto::envelope::TransportKey;
 use bramble_proto::{ContentType, Pin, RefId};
@@ -54,23 +54,7 @@ impl Bed {
     async fn phone(&self, n: usize) -> Connection {
         let (_, pin) = self.users[n];
         let device = Device::new(DeviceConfig::new(pin), KeyStore::new(self.keys[n].clone()));
-        let conn = device
-            .connect(Path::Lan(self.server.lan_addr().unwrap()))
-            .await
-            .unwrap();
-        tokio::time::timeout(PATIENCE, async {
-            while !self
-                .server
-                .dispatcher()
-                .router()
-                .lan_devices()
-                .contains(&pin)
-            {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .unwrap();
+        let conn = crate::fixture::plug_in(&self.server, &device, PATIENCE).await;
         conn
     }
 

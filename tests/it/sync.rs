@@ -24,7 +24,7 @@ use bramble::testbed::radicale::Radicale;
 use bramble::testbed::{pilot, TestUser, Testbed, TestbedOptions};
 use bramble::{Server, ServerHandle};
 use bramble_device::organizer::SyncClient;
-use bramble_device::{Connection, Device, DeviceConfig, KeyStore, Path};
+use bramble_device::{Connection, Device, DeviceConfig, KeyStore};
 use bramble_proto::envelope::TransportKey;
 use bramble_proto::sync::{
     Change, ConflictResolution, Contact, Diagnostics, Event, Item, Memo, OrganizerDatabase,
@@ -60,23 +60,7 @@ impl Bed {
             .await
             .unwrap();
         let device = Device::new(DeviceConfig::new(pin), KeyStore::new(key));
-        let conn = device
-            .connect(Path::Lan(self.server.lan_addr().unwrap()))
-            .await
-            .unwrap();
-        tokio::time::timeout(PATIENCE, async {
-            while !self
-                .server
-                .dispatcher()
-                .router()
-                .lan_devices()
-                .contains(&pin)
-            {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .unwrap();
+        let conn = crate::fixture::plug_in(&self.server, &device, PATIENCE).await;
         (conn, SyncClient::default())
     }
 

@@ -143,6 +143,21 @@ impl Device {
             .transpose()
     }
 
+    /// The device with this PIN and the user it belongs to; `None` when
+    /// there is no such device or it belongs to nobody.
+    pub fn find_with_owner(
+        conn: &mut Conn,
+        pin: &Pin,
+    ) -> DbResult<Option<(Device, crate::db::models::user::User)>> {
+        let Some(device) = Device::find_by_pin(conn, pin)? else {
+            return Ok(None);
+        };
+        let Some(user_id) = device.user_id else {
+            return Ok(None);
+        };
+        Ok(crate::db::models::user::User::find_by_id(conn, user_id)?.map(|user| (device, user)))
+    }
+
     /// The devices of a user, oldest first.
     pub fn find_by_user(conn: &mut Conn, user: UserId) -> DbResult<Vec<Device>> {
         devices::table
