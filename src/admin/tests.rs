@@ -1007,7 +1007,7 @@ async fn events_stream_the_status_at_once() {
 
 #[tokio::test]
 async fn support_staff_find_a_device_by_pin_and_trace_a_message() {
-    use crate::db::models::device::{parse_pin, Device, NewDevice};
+    use crate::db::models::device::Device;
     use crate::db::models::message::{Direction, Hop, Message, MessageStatus, NewMessage, RefId};
     let f = Fixture::start().await;
     let junior = f.administrator("junior", &["Junior Helpdesk"]);
@@ -1016,22 +1016,7 @@ async fn support_staff_find_a_device_by_pin_and_trace_a_message() {
     let device = f
         .db()
         .run_blocking(|conn| {
-            let user = NewUser {
-                display_name: "Dana Device".into(),
-                email: "dana@example.com".into(),
-                mailbox_login: "dana".into(),
-            }
-            .save(conn)?;
-            let device = Device::create(
-                conn,
-                &NewDevice {
-                    pin: parse_pin("2A3B4C5D")?,
-                    user_id: Some(user.id),
-                    model: "9700".into(),
-                    os_version: "5.0.0.405".into(),
-                    carrier: "Example Wireless".into(),
-                },
-            )?;
+            let (user, device) = dana_and_her_device(conn)?;
             Device::add_diagnostics(conn, device.id, &json!({"battery": 81}))?;
             let message = Message::create(
                 conn,
@@ -2061,7 +2046,6 @@ async fn an_activation_password_is_e_mailed_to_the_user_through_the_mail_server(
 
 #[tokio::test]
 async fn resending_the_policy_or_books_needs_an_activated_device_and_is_audited() {
-    use crate::db::models::device::{parse_pin, Device, NewDevice};
     use crate::db::models::device_key::{DeviceKey, KeyMaterial, KeySlot};
     use crate::dispatcher::{DeliveryEvent, Resend};
     let f = Fixture::start().await;
@@ -2071,22 +2055,7 @@ async fn resending_the_policy_or_books_needs_an_activated_device_and_is_audited(
     let (user, device) = f
         .db()
         .run_blocking(|conn| {
-            let user = NewUser {
-                display_name: "Dana Device".into(),
-                email: "dana@example.com".into(),
-                mailbox_login: "dana".into(),
-            }
-            .save(conn)?;
-            let device = Device::create(
-                conn,
-                &NewDevice {
-                    pin: parse_pin("2A3B4C5D")?,
-                    user_id: Some(user.id),
-                    model: "9700".into(),
-                    os_version: "5.0.0.405".into(),
-                    carrier: "Example Wireless".into(),
-                },
-            )?;
+            let (user, device) = dana_and_her_device(conn)?;
             Ok((user.id.0, device.id))
         })
         .unwrap();
@@ -2351,4 +2320,31 @@ async fn synchronization_settings_are_changed_audited_and_users_states_listed() 
     assert_eq!(entry["before"]["enabled"], true);
     assert_eq!(entry["after"]["enabled"], false);
     f.stop().await;
+}
+
+/// User "Dana Device" <dana@example.com> with her 9700, PIN 2A3B4C5D.
+fn dana_and_her_device(
+    conn: &mut crate::db::Conn,
+) -> crate::db::DbResult<(
+    crate::db::models::user::User,
+    crate::db::models::device::Device,
+)> {
+    use crate::db::models::device::{parse_pin, Device, NewDevice};
+    let user = NewUser {
+        display_name: "Dana Device".into(),
+        email: "dana@example.com".into(),
+        mailbox_login: "dana".into(),
+    }
+    .save(conn)?;
+    let device = Device::create(
+        conn,
+        &NewDevice {
+            pin: parse_pin("2A3B4C5D")?,
+            user_id: Some(user.id),
+            model: "9700".into(),
+            os_version: "5.0.0.405".into(),
+            carrier: "Example Wireless".into(),
+        },
+    )?;
+    Ok((user, device))
 }
