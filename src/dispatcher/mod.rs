@@ -121,6 +121,14 @@ pub enum DeliveryEvent {
         pin: Pin,
         ref_id: RefId,
     },
+    /// The device opened a message and refused it (e.g. an IT policy not
+    /// signed by its domain), in its own words; it is no longer sent.
+    Refused {
+        pin: Pin,
+        ref_id: RefId,
+        code: String,
+        message: String,
+    },
     /// A device's message could not be decrypted; the device was told.
     Undecryptable {
         pin: Pin,
@@ -626,17 +634,18 @@ impl Dispatcher {
                     updates
                         .into_iter()
                         .map(|update| {
-                            let done = match update {
-                                QueueUpdate::Confirmed { pin, ref_id } => {
-                                    OutboundPacket::delete_confirmed(conn, pin, ref_id)?.is_some()
+                            let done = match &update {
+                                QueueUpdate::Confirmed { pin, ref_id }
+                                | QueueUpdate::Refused { pin, ref_id, .. } => {
+                                    OutboundPacket::delete_confirmed(conn, *pin, *ref_id)?.is_some()
                                 }
                                 QueueUpdate::Relay {
                                     pin,
                                     ref_id,
                                     status,
-                                } => match relay_state(status) {
+                                } => match relay_state(*status) {
                                     Some(state) => {
-                                        OutboundPacket::set_state(conn, pin, ref_id, state)?
+                                        OutboundPacket::set_state(conn, *pin, *ref_id, state)?
                                     }
                                     None => false,
                                 },
@@ -654,6 +663,19 @@ impl Dispatcher {
                 }
                 QueueUpdate::Confirmed { pin, ref_id } => {
                     debug!(target: "bramble::dispatcher", %pin, %ref_id, "confirmation for a message no longer queued");
+                }
+                QueueUpdate::Refused {
+                    pin,
+                    ref_id,
+                    report,
+                } => {
+                    warn!(target: "bramble::dispatcher", %pin, %ref_id, code = %report.code, "the device refused a message: {}", report.message);
+                    self.emit(DeliveryEvent::Refused {
+                        pin,
+                        ref_id,
+                        code: report.code,
+                        message: report.message,
+                    });
                 }
                 QueueUpdate::Relay {
                     pin,
@@ -781,6 +803,18 @@ impl Dispatcher {
             });
             return Ok(());
         }
+        if message.content_type == ContentType::Refusal {
+            let report = ErrorReport::from_payload(&plaintext).unwrap_or_else(|e| ErrorReport {
+                code: "REFUSED".to_owned(),
+                message: format!("the device refused the message (its reason cannot be read: {e})"),
+            });
+            updates.push(QueueUpdate::Refused {
+                pin: message.pin,
+                ref_id: message.ref_id,
+                report,
+            });
+            return Ok(());
+        }
         self.hand_over(Inbound {
             pin: message.pin,
             ref_id: message.ref_id,
@@ -848,10 +882,16 @@ impl Dispatcher {
 }
 
 /// A change to the outbound queue learned from a packet.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum QueueUpdate {
     /// The device confirmed delivery.
     Confirmed { pin: Pin, ref_id: RefId },
+    /// The device refused the message: it leaves the queue.
+    Refused {
+        pin: Pin,
+        ref_id: RefId,
+        report: ErrorReport,
+    },
     /// The relay reported what it did with a message.
     Relay {
         pin: Pin,

@@ -254,6 +254,19 @@ impl Desk {
                             None => {}
                         }
                     }
+                    Ok(DeliveryEvent::Refused { ref_id, message, .. }) => {
+                        match self.courier.take(ref_id) {
+                            Some(Sent { pin, step: Step::Command(command, device, _), .. }) => {
+                                self.command_refused(command, device, pin, message).await;
+                            }
+                            Some(sent) => {
+                                // Not sent again: the device would refuse it
+                                // again; the next change or resend tries anew.
+                                warn!(target: "bramble::policy", pin = %sent.pin, user = %sent.user, "the device refused the {}: {message}", step_name(sent.step));
+                            }
+                            None => {}
+                        }
+                    }
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         warn!(target: "bramble::policy", missed = n, "delivery events were missed; unfinished activations are picked up by the next sweep");
@@ -735,6 +748,36 @@ impl Desk {
             Err(e) => {
                 warn!(target: "bramble::policy", %pin, %command, "cannot record the acknowledgement: {e}")
             }
+        }
+    }
+
+    /// The device refused an IT admin command (it was not signed by its
+    /// domain): the command failed there, in the device's words.
+    async fn command_refused(
+        &mut self,
+        command: AdminCommandId,
+        device: DeviceId,
+        pin: Pin,
+        message: String,
+    ) {
+        warn!(target: "bramble::policy", %pin, %command, "the device refused the IT admin command: {message}");
+        let now = self.clock.now_db();
+        let recorded = self
+            .db
+            .write(move |conn| {
+                AdminCommand::set_state(
+                    conn,
+                    command,
+                    device,
+                    TargetState::Failed,
+                    None,
+                    &message,
+                    now,
+                )
+            })
+            .await;
+        if let Err(e) = recorded {
+            warn!(target: "bramble::policy", %pin, %command, "cannot record the refusal: {e}");
         }
     }
 

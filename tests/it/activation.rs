@@ -389,7 +389,9 @@ async fn a_device_activates_by_email_through_the_relay_and_mail_then_flows() {
         &signature,
         &other.raw_public_key().unwrap(),
     );
-    bed.server
+    let mut events = bed.server.dispatcher().subscribe();
+    let forged_ref = bed
+        .server
         .dispatcher()
         .send(Outgoing {
             pin: Pin(0x3000_0001),
@@ -408,6 +410,35 @@ async fn a_device_activates_by_email_through_the_relay_and_mail_then_flows() {
     .await
     .expect("the forged policy was not refused");
     assert_eq!(device.domain_key(), Some(policy.domain_key));
+    // The device says so, under its transport key; the server stops
+    // sending it and has the device's words.
+    let (code, message) = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Ok(bramble::dispatcher::DeliveryEvent::Refused {
+                ref_id,
+                code,
+                message,
+                ..
+            }) = events.recv().await
+            {
+                if ref_id == forged_ref {
+                    return (code, message);
+                }
+            }
+        }
+    })
+    .await
+    .expect("the server never heard of the refusal");
+    assert_eq!(code, "SIGNATURE_REJECTED");
+    assert!(message.contains("refused the IT policy"), "{message}");
+    let queued = bed
+        .db()
+        .run(move |conn| {
+            bramble::db::models::outbound::OutboundPacket::find_by_ref_id(conn, forged_ref)
+        })
+        .await
+        .unwrap();
+    assert!(queued.is_none(), "a refused policy is no longer queued");
 
     conn.close().await;
     bed.stop().await;

@@ -639,6 +639,26 @@ async fn deliver(link: &Link, device: &DeviceInner, message: Message) -> Result<
         if let Err(e) = check_signed(device, &plaintext) {
             bump(&link.stats.rejected);
             warn!(pin = %link.pin, %ref_id, ?content_type, error = %e, "rejected: not confirmed");
+            // Tell the server, so it stops sending it and says why.
+            let what = if content_type == ContentType::ItPolicy {
+                "IT policy"
+            } else {
+                "IT admin command"
+            };
+            let report = ErrorReport {
+                code: ErrorReport::SIGNATURE_REJECTED.to_owned(),
+                message: format!("the device refused the {what}: {e}"),
+            };
+            let payload = serde_json::to_vec(&report).unwrap_or_default();
+            reply_sealed(
+                link,
+                device,
+                opened_with,
+                ContentType::Refusal,
+                ref_id,
+                &payload,
+            )
+            .await?;
             return Ok(());
         }
     }
@@ -685,29 +705,17 @@ async fn deliver(link: &Link, device: &DeviceInner, message: Message) -> Result<
     }
     // Confirmed after it is queued: a link lost in between means the server
     // sends it again, and the device then confirms the duplicate.
-    let sealed = {
-        let keys = device.keys();
-        let key: Option<&TransportKey> = keys.current().or_else(|| keys.get(opened_with));
-        key.map(|key| {
-            envelope::seal(
-                key,
-                ContentType::DeliveryConfirmation,
-                link.pin,
-                ref_id,
-                b"",
-            )
-        })
-    };
-    match sealed {
-        Some(Ok(payload)) => {
-            let frame = Frame::single(ContentType::DeliveryConfirmation, link.pin, ref_id, payload);
-            link.write(&[frame]).await?;
-            bump(&link.stats.confirmations_sent);
-        }
-        Some(Err(e)) => {
-            warn!(pin = %link.pin, %ref_id, error = %e, "cannot seal the delivery confirmation")
-        }
-        None => warn!(pin = %link.pin, %ref_id, "no key to seal the delivery confirmation"),
+    if reply_sealed(
+        link,
+        device,
+        opened_with,
+        ContentType::DeliveryConfirmation,
+        ref_id,
+        b"",
+    )
+    .await?
+    {
+        bump(&link.stats.confirmations_sent);
     }
     // A command takes effect once confirmed (a wipe removes the keys the
     // confirmation needs).
@@ -715,6 +723,39 @@ async fn deliver(link: &Link, device: &DeviceInner, message: Message) -> Result<
         device.apply(command);
     }
     Ok(())
+}
+
+/// Sends the server `payload` as `content_type` about message `ref_id`,
+/// sealed with the current key (else the one the message came under).
+/// Returns whether it was written; a reply that cannot be sealed is logged.
+async fn reply_sealed(
+    link: &Link,
+    device: &DeviceInner,
+    opened_with: u32,
+    content_type: ContentType,
+    ref_id: RefId,
+    payload: &[u8],
+) -> Result<bool, DeviceError> {
+    let sealed = {
+        let keys = device.keys();
+        let key: Option<&TransportKey> = keys.current().or_else(|| keys.get(opened_with));
+        key.map(|key| envelope::seal(key, content_type, link.pin, ref_id, payload))
+    };
+    match sealed {
+        Some(Ok(sealed)) => {
+            link.write(&[Frame::single(content_type, link.pin, ref_id, sealed)])
+                .await?;
+            Ok(true)
+        }
+        Some(Err(e)) => {
+            warn!(pin = %link.pin, %ref_id, ?content_type, error = %e, "cannot seal the reply");
+            Ok(false)
+        }
+        None => {
+            warn!(pin = %link.pin, %ref_id, ?content_type, "no key to seal the reply");
+            Ok(false)
+        }
+    }
 }
 
 /// The device's side of a key change (see

@@ -182,6 +182,9 @@ impl ErrorReport {
     pub const UNDECRYPTABLE: &'static str = "UNDECRYPTABLE";
     /// The relay could not e-mail an activation request.
     pub const MAIL_NOT_SENT: &'static str = "MAIL_NOT_SENT";
+    /// The device refused an IT policy or command not signed by its
+    /// enterprise domain (sent as a [`crate::ContentType::Refusal`]).
+    pub const SIGNATURE_REJECTED: &'static str = "SIGNATURE_REJECTED";
 
     pub fn frame(&self, pin: Pin, ref_id: RefId) -> Frame {
         Frame::single(

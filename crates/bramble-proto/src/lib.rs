@@ -191,10 +191,15 @@ pub enum ContentType {
     /// Address lookup in the directory (MailStore Service), the
     /// [`lookup::Lookup`] messages. Encrypted.
     Lookup = 13,
+    /// The device opened a message but refused it (e.g. an IT policy not
+    /// signed by its domain): a [`control::ErrorReport`] for the refused
+    /// message's RefID, in its header. Encrypted, so that only the device
+    /// can make the server stop sending something.
+    Refusal = 14,
 }
 
 impl ContentType {
-    pub const ALL: [ContentType; 13] = [
+    pub const ALL: [ContentType; 14] = [
         ContentType::Cmime,
         ContentType::DeliveryConfirmation,
         ContentType::Error,
@@ -208,6 +213,7 @@ impl ContentType {
         ContentType::Activation,
         ContentType::KeyChange,
         ContentType::Lookup,
+        ContentType::Refusal,
     ];
 
     pub fn from_u8(value: u8) -> Option<ContentType> {
@@ -254,6 +260,6 @@ mod tests {
             assert_eq!(ContentType::from_u8(t as u8), Some(t));
         }
         assert_eq!(ContentType::from_u8(0), None);
-        assert_eq!(ContentType::from_u8(14), None);
+        assert_eq!(ContentType::from_u8(15), None);
     }
 }
