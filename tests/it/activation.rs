@@ -619,6 +619,47 @@ async fn admin_commands_new_keys_lock_and_wipe_are_tracked_to_the_device() {
     assert!(state.locked);
     assert_eq!(state.password.as_deref(), Some("0000x"));
 
+    // The server loses its domain key (a database restored without it) and
+    // makes a new one: the device refuses a command signed by it, and the
+    // command fails in the device's words instead of being sent forever.
+    bed.db()
+        .write(|conn| {
+            use diesel::connection::SimpleConnection;
+            conn.batch_execute(
+                "CREATE TABLE saved_domain_keys AS SELECT * FROM domain_keys; DELETE FROM domain_keys;",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let id = command(
+        &bed,
+        pin,
+        CommandKind::Lock,
+        serde_json::json!({"password": "1111y"}),
+    )
+    .await;
+    wait_command(&bed, id, TargetState::Failed).await;
+    let detail = bed
+        .db()
+        .run(move |conn| AdminCommand::targets_of(conn, id))
+        .await
+        .unwrap()[0]
+        .detail
+        .clone();
+    assert!(detail.contains("refused the IT admin command"), "{detail}");
+    assert_eq!(device.administered().password.as_deref(), Some("0000x"));
+    bed.db()
+        .write(|conn| {
+            use diesel::connection::SimpleConnection;
+            conn.batch_execute(
+                "DELETE FROM domain_keys; INSERT INTO domain_keys SELECT * FROM saved_domain_keys;",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+
     // Wipe: the device deletes everything, and leaves its user.
     let id = command(
         &bed,
