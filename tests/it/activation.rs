@@ -841,6 +841,83 @@ async fn applied(
         .unwrap()
 }
 
+/// Key regeneration by age, end to end: a current key older than
+/// `[policy] key_lifetime_days` (30) is replaced by the Policy Service's
+/// sweep without anyone asking; the old key becomes the previous one on
+/// both sides, and the new one is not due again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_older_than_its_lifetime_is_replaced_on_both_sides() {
+    let bed = Bed::start(1).await;
+    let pin = 0x3000_0701;
+    let (device, conn) = activated(&bed, 0, pin).await;
+    let first = device.keys().current().unwrap().clone();
+    bed.db()
+        .write(|conn| {
+            use diesel::connection::SimpleConnection;
+            conn.batch_execute(
+                "UPDATE device_keys SET created_at = datetime('now', '-31 days') WHERE slot = 'current';",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    wait_until("the device uses a new key", || {
+        device.keys().current().is_some_and(|k| k.id != first.id)
+    })
+    .await;
+    let second = device.keys().current().unwrap().clone();
+    assert_eq!(
+        device.keys().previous.as_ref().map(|k| k.id),
+        Some(first.id)
+    );
+    let server_side = || async {
+        bed.db()
+            .run(move |conn| {
+                let d = DeviceRow::find_by_pin(conn, &Pin(pin))?.unwrap();
+                DeviceKey::find_all_for_device(conn, d.id)
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|k| (k.slot, k.key_id))
+            .collect::<Vec<_>>()
+    };
+    tokio::time::timeout(PATIENCE, async {
+        while server_side().await
+            != [
+                (KeySlot::Current, i64::from(second.id)),
+                (KeySlot::Previous, i64::from(first.id)),
+            ]
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the server's slots never showed the new key as current");
+    // Mail still flows, under the new key.
+    let mut lmtp = Lmtp::connect(bed.testbed.info().lmtp_addr()).await.unwrap();
+    lmtp.deliver(
+        "boss@example.org",
+        &bed.email(0),
+        b"Subject: After the new key\r\n\r\nStill here.\r\n",
+    )
+    .await
+    .unwrap();
+    let mail = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let m = conn.recv().await.unwrap();
+            if let Ok(Cmime::Mail(item)) = Cmime::from_bytes(&m.plaintext) {
+                return item;
+            }
+        }
+    })
+    .await
+    .expect("no mail arrived under the new key");
+    assert_eq!(mail.subject, "After the new key");
+    conn.close().await;
+    bed.stop().await;
+}
+
 /// "Resend IT policy" and "Resend service books" from the console: the
 /// activated device receives the signed policy (it checks the signature)
 /// and the books again, without a new activation.
