@@ -144,7 +144,8 @@ const CONCURRENT_SENDS: usize = 32;
 /// handled one at a time; IT policies and service books go out through the
 /// [`Courier`], many devices at once.
 pub(crate) struct Desk {
-    settings: PolicySettings,
+    /// Shared with the courier.
+    settings: Arc<PolicySettings>,
     db: Database,
     dispatcher: Dispatcher,
     courier: Courier,
@@ -180,9 +181,10 @@ impl Desk {
         db: Database,
         dispatcher: Dispatcher,
     ) -> Desk {
+        let settings = Arc::new(settings);
         Desk {
             courier: Courier {
-                settings: Arc::new(settings.clone()),
+                settings: settings.clone(),
                 server_name: server_name.into(),
                 db: db.clone(),
                 dispatcher: dispatcher.clone(),

@@ -208,6 +208,31 @@ impl Bed {
         all.len()
     }
 
+    /// Delivers a message with `subject` to user `n`'s mailbox and returns
+    /// the subject of the first e-mail the device then receives.
+    async fn mail_to(&self, n: usize, conn: &bramble_device::Connection, subject: &str) -> String {
+        let mut lmtp = Lmtp::connect(self.testbed.info().lmtp_addr())
+            .await
+            .unwrap();
+        lmtp.deliver(
+            "boss@example.org",
+            &self.email(n),
+            format!("Subject: {subject}\r\n\r\nHello.\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                let m = conn.recv().await.unwrap();
+                if let Ok(Cmime::Mail(item)) = Cmime::from_bytes(&m.plaintext) {
+                    return item.subject;
+                }
+            }
+        })
+        .await
+        .expect("no mail reached the device")
+    }
+
     async fn stop(self) {
         self.server.shutdown().await.unwrap();
         self.relay.shutdown().await;
@@ -326,25 +351,7 @@ async fn a_device_activates_by_email_through_the_relay_and_mail_then_flows() {
     assert_eq!(bed.inbox_len(0).await, 0, "the request left the mailbox");
 
     // Mail now reaches the device under the new key, over the relay.
-    let mut lmtp = Lmtp::connect(bed.testbed.info().lmtp_addr()).await.unwrap();
-    lmtp.deliver(
-        "boss@example.org",
-        &bed.email(0),
-        b"Subject: Welcome\r\n\r\nYou are activated.\r\n",
-    )
-    .await
-    .unwrap();
-    let mail = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let m = conn.recv().await.unwrap();
-            if let Ok(Cmime::Mail(item)) = Cmime::from_bytes(&m.plaintext) {
-                return item;
-            }
-        }
-    })
-    .await
-    .unwrap();
-    assert_eq!(mail.subject, "Welcome");
+    assert_eq!(bed.mail_to(0, &conn, "Welcome").await, "Welcome");
 
     // The same request e-mailed again (a replay) is refused in words and
     // changes nothing.
@@ -357,6 +364,7 @@ async fn a_device_activates_by_email_through_the_relay_and_mail_then_flows() {
         bramble_proto::activation::REQUEST_SUBJECT,
         base64::engine::general_purpose::STANDARD.encode(&etp)
     );
+    let mut lmtp = Lmtp::connect(bed.testbed.info().lmtp_addr()).await.unwrap();
     lmtp.deliver("attacker@example.org", &bed.email(0), replay.as_bytes())
         .await
         .unwrap();
@@ -895,25 +903,10 @@ async fn a_key_older_than_its_lifetime_is_replaced_on_both_sides() {
     .await
     .expect("the server's slots never showed the new key as current");
     // Mail still flows, under the new key.
-    let mut lmtp = Lmtp::connect(bed.testbed.info().lmtp_addr()).await.unwrap();
-    lmtp.deliver(
-        "boss@example.org",
-        &bed.email(0),
-        b"Subject: After the new key\r\n\r\nStill here.\r\n",
-    )
-    .await
-    .unwrap();
-    let mail = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let m = conn.recv().await.unwrap();
-            if let Ok(Cmime::Mail(item)) = Cmime::from_bytes(&m.plaintext) {
-                return item;
-            }
-        }
-    })
-    .await
-    .expect("no mail arrived under the new key");
-    assert_eq!(mail.subject, "After the new key");
+    assert_eq!(
+        bed.mail_to(0, &conn, "After the new key").await,
+        "After the new key"
+    );
     conn.close().await;
     bed.stop().await;
 }
