@@ -8,10 +8,17 @@
 //! know is not an error — it is reported as a warning naming the key, since
 //! it is most often a typo an administrator wants to hear about.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+// Each section's type lives with the component it configures; this module
+// only assembles them (and re-exports them for callers that name them here).
+pub use crate::admin::AdminSettings;
+pub use crate::controller::ControllerSettings;
+pub use crate::db::DatabaseSettings;
+pub use crate::logging::LoggingSettings;
+pub use crate::router::RouterSettings;
 
 /// Name of the environment variable that points at the settings file.
 pub const CONFIG_ENV: &str = "BRAMBLE_CONFIG";
@@ -44,107 +51,6 @@ pub struct Settings {
     pub sync: crate::sync::SyncSettings,
 }
 
-/// The BlackBerry Router. The SRP ID, SRP key and relay address are in the
-/// Configuration Database (`bramble srp set`, the console).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RouterSettings {
-    /// Where devices connected to this computer reach the Router directly
-    /// (the LAN path). Loopback by default; unset to turn the path off.
-    pub lan_listen: Option<SocketAddr>,
-    /// PEM certificate of the relay to trust (pinned). Unset: the system's
-    /// certificate authorities.
-    pub relay_certificate: Option<PathBuf>,
-    /// First wait before reconnecting a lost SRP link; doubles up to the maximum.
-    pub reconnect_min_ms: u64,
-    pub reconnect_max_ms: u64,
-    /// A ping on an idle SRP link this often; no traffic for three times as
-    /// long means the link is dead.
-    pub keepalive_secs: u64,
-}
-
-impl Default for RouterSettings {
-    fn default() -> Self {
-        Self {
-            lan_listen: Some(SocketAddr::from(([127, 0, 0, 1], 3103))),
-            relay_certificate: None,
-            reconnect_min_ms: 1_000,
-            reconnect_max_ms: 60_000,
-            keepalive_secs: 30,
-        }
-    }
-}
-
-/// The Administration Service (console API and web UI).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct AdminSettings {
-    /// Address the console API listens on. Loopback by default.
-    pub listen: SocketAddr,
-    /// Folder holding the built console (`ui/dist`). Unset: the folder next
-    /// to the executable (`ui/`), then the source tree's `ui/dist`.
-    pub ui_dir: Option<PathBuf>,
-    /// A console session unused for this many minutes has expired.
-    pub session_idle_minutes: u32,
-    /// No console session lasts longer than this many hours after sign-in.
-    pub session_max_hours: u32,
-    /// Serve the console over HTTPS. Unset: only when `listen` is not a
-    /// loopback address.
-    pub tls: Option<bool>,
-    /// PEM certificate (chain) for HTTPS. Unset: a self-signed one made on
-    /// first start in the data folder (`tls/admin-cert.pem`).
-    pub tls_certificate: Option<PathBuf>,
-    /// PEM private key of `tls_certificate`.
-    pub tls_key: Option<PathBuf>,
-    /// Sender of the mail the console sends to users (their activation
-    /// password), through the Messaging Agent's `[mail] smtp` server.
-    /// Unset: `bramble@` the user's mail domain.
-    pub mail_from: Option<String>,
-}
-
-impl AdminSettings {
-    /// Whether the Administration Service serves HTTPS.
-    pub fn tls_enabled(&self) -> bool {
-        self.tls.unwrap_or(!self.listen.ip().is_loopback())
-    }
-}
-
-/// The Configuration Database.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct DatabaseSettings {
-    /// SQLite file. Unset: `bramble.db` in the data folder.
-    pub path: Option<PathBuf>,
-    /// Connections kept open in the pool.
-    pub pool_size: u32,
-    /// How long a writer waits for a lock before giving up, in milliseconds.
-    pub busy_timeout_ms: u32,
-}
-
-/// The BlackBerry Controller.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ControllerSettings {
-    /// Every component reports a heartbeat this often (seed: ten minutes).
-    pub heartbeat_interval_secs: u64,
-    /// Restart a component after this many missed heartbeats; 0 = never.
-    pub missed_heartbeats_before_restart: u32,
-    /// At most this many restarts of one component in 24 hours.
-    pub max_restarts_per_day: u32,
-}
-
-/// Log files and console output.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct LoggingSettings {
-    /// A tracing filter: `info`, or per component: `info,bramble::controller=debug`.
-    pub level: String,
-    /// Folder for the daily log files. Unset: `logs` in the data folder.
-    pub directory: Option<PathBuf>,
-    /// Daily files kept before the oldest is deleted.
-    pub keep_files: usize,
-}
-
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -165,52 +71,16 @@ impl Default for Settings {
     }
 }
 
-impl Default for AdminSettings {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 3180)),
-            ui_dir: None,
-            session_idle_minutes: 30,
-            session_max_hours: 12,
-            tls: None,
-            tls_certificate: None,
-            tls_key: None,
-            mail_from: None,
-        }
-    }
-}
-
-impl Default for DatabaseSettings {
-    fn default() -> Self {
-        Self {
-            path: None,
-            pool_size: 8,
-            busy_timeout_ms: 5_000,
-        }
-    }
-}
-
-impl Default for ControllerSettings {
-    fn default() -> Self {
-        Self {
-            heartbeat_interval_secs: 600,
-            missed_heartbeats_before_restart: 2,
-            max_restarts_per_day: 10,
-        }
-    }
-}
-
-impl Default for LoggingSettings {
-    fn default() -> Self {
-        Self {
-            level: "info".to_owned(),
-            directory: None,
-            keep_files: 14,
-        }
-    }
-}
-
 impl Settings {
+    /// The `[database]` section with its file resolved against the data
+    /// folder, as [`Database::open`](crate::db::Database::open) takes it.
+    pub fn database(&self) -> DatabaseSettings {
+        DatabaseSettings {
+            path: Some(self.database_path()),
+            ..self.database.clone()
+        }
+    }
+
     /// The SQLite file of the Configuration Database.
     pub fn database_path(&self) -> PathBuf {
         self.database

@@ -3,7 +3,7 @@
 //! target (`bramble::controller`, `bramble::messaging_agent`, …), so
 //! `level = "info,bramble::controller=debug"` turns one up.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{Builder, Rotation};
@@ -11,7 +11,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer as _};
 
-use crate::config::Settings;
+use serde::{Deserialize, Serialize};
 
 /// Keeps the file writer flushing; drop it last.
 #[must_use = "logs stop being written when the guard is dropped"]
@@ -37,9 +37,14 @@ impl LogError {
     }
 }
 
-/// Installs the global subscriber: files always, the console when `console`.
-pub fn init(settings: &Settings, console: bool) -> Result<LogGuard, LogError> {
-    let directory = settings.log_dir();
+/// Installs the global subscriber: daily files in `directory` always, the
+/// console when `console`.
+pub fn init(
+    settings: &LoggingSettings,
+    directory: &Path,
+    console: bool,
+) -> Result<LogGuard, LogError> {
+    let directory = directory.to_path_buf();
     let dir_error = |message: String| LogError::Directory {
         path: directory.clone(),
         message,
@@ -49,7 +54,7 @@ pub fn init(settings: &Settings, console: bool) -> Result<LogGuard, LogError> {
         .rotation(Rotation::DAILY)
         .filename_prefix("bramble")
         .filename_suffix("log")
-        .max_log_files(settings.logging.keep_files.max(1))
+        .max_log_files(settings.keep_files.max(1))
         .build(&directory)
         .map_err(|e| dir_error(e.to_string()))?;
     let (file_writer, guard) = tracing_appender::non_blocking(appender);
@@ -59,7 +64,7 @@ pub fn init(settings: &Settings, console: bool) -> Result<LogGuard, LogError> {
             message: e.to_string(),
         })
     };
-    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| settings.logging.level.clone());
+    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| settings.level.clone());
     let file_layer = fmt::layer()
         .with_ansi(false)
         .with_writer(file_writer)
@@ -80,4 +85,26 @@ pub fn init(settings: &Settings, console: bool) -> Result<LogGuard, LogError> {
         _file: guard,
         directory,
     })
+}
+
+/// Log files and console output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoggingSettings {
+    /// A tracing filter: `info`, or per component: `info,bramble::controller=debug`.
+    pub level: String,
+    /// Folder for the daily log files. Unset: `logs` in the data folder.
+    pub directory: Option<PathBuf>,
+    /// Daily files kept before the oldest is deleted.
+    pub keep_files: usize,
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            directory: None,
+            keep_files: 14,
+        }
+    }
 }

@@ -161,7 +161,15 @@ impl Server {
         let tls = crate::admin::tls::acceptor(&settings)?;
         let db_settings = settings.clone();
         let db = tokio::task::spawn_blocking(move || -> Result<Database, DbError> {
-            let db = Database::open(&db_settings)?;
+            let db = Database::open(&db_settings.database())?;
+            // The domain signing key exists from the server's first start. A
+            // key file that does not match (restored without it) must not
+            // keep the server from starting: signing then fails, loudly.
+            if let Err(e) = db.run_blocking(|conn| {
+                crate::policy::signing::DomainKey::load_or_create(conn, db.sealer()).map(|_| ())
+            }) {
+                tracing::error!(target: "bramble::db", code = e.code(), "the domain signing key cannot be read: {e}; IT policies cannot be signed until the database's own key file is restored");
+            }
             db.run_blocking(|conn| {
                 let agents = assignment::ensure_agents(
                     conn,

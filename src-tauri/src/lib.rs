@@ -91,7 +91,7 @@ fn begin(app: &tauri::AppHandle) {
     let listen_from_env = std::env::var_os(LISTEN_ENV).is_some();
     let settings = desktop_settings(loaded.settings, listen_from_env);
     server.set_log_dir(settings.log_dir());
-    match bramble::logging::init(&settings, true) {
+    match bramble::logging::init(&settings.logging, &settings.log_dir(), true) {
         Ok(guard) => server.keep_log_guard(guard),
         Err(e) => {
             eprintln!("Bramble did not start: {e}");

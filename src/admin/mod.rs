@@ -58,6 +58,7 @@ pub mod groups;
 pub mod openapi;
 pub mod permission;
 pub mod policies;
+pub mod settings;
 pub mod software;
 pub mod statistics;
 pub mod sync;
@@ -86,6 +87,7 @@ use crate::db::models::audit::{append, write_transaction};
 use crate::db::{Conn, DbError, DbResult};
 use crate::server::ServerState;
 pub use auth::{Access, Caller};
+pub use settings::AdminSettings;
 
 /// Origins of the desktop window's webview (Linux/macOS, Windows).
 const DESKTOP_ORIGINS: [&str; 3] = [

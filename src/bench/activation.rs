@@ -108,7 +108,7 @@ pub async fn run(
     settings.mail.refresh_users_secs = 1;
     settings.sync = pilot::sync_settings(&info);
     settings.messaging_agents = n.div_ceil(500);
-    let db = Database::open(&settings)?;
+    let db = Database::open(&settings.database())?;
     let srp = SrpSettings {
         srp_id: SRP_ID.into(),
         srp_key: SrpKey::new(SRP_KEY),

@@ -157,7 +157,7 @@ pub async fn run(
     settings.router.lan_listen = None;
 
     let token = {
-        let db = Database::open(&settings)?;
+        let db = Database::open(&settings.database())?;
         fill(&db, options.users, &progress)?;
         let lifetime = crate::admin::auth::lifetime(&settings);
         db.run_blocking(|conn| {
@@ -177,7 +177,7 @@ pub async fn run(
     let terms = terms();
     let per_page = options.per_page.clamp(1, 200) as i64;
     let limit_ms = {
-        let db = Database::open(&settings)?;
+        let db = Database::open(&settings.database())?;
         let mut times = Vec::new();
         for (i, term) in terms
             .iter()

@@ -84,7 +84,7 @@ pub async fn run(options: MailOptions) -> anyhow::Result<MailFigures> {
     settings.mail = pilot::mail_settings(&info);
     // Every user on one server: agents of at most 500 users each.
     settings.messaging_agents = users.div_ceil(500);
-    let db = Database::open(&settings)?;
+    let db = Database::open(&settings.database())?;
     let enrolled = pilot::enroll(&db, &info.users, 0x3000_0001)?;
     drop(db);
     let listeners = Listeners::bind(&settings).await?;

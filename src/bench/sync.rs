@@ -110,7 +110,7 @@ pub async fn run(contacts: usize, progress: impl Fn(&str)) -> anyhow::Result<Syn
         request_timeout_secs: 600,
         ..SyncSettings::default()
     };
-    let db = Database::open(&settings)?;
+    let db = Database::open(&settings.database())?;
     let enrolled = pilot::enroll(&db, std::slice::from_ref(&user), 0x4000_0001)?;
     drop(db);
     let pin = enrolled

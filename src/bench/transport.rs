@@ -164,7 +164,7 @@ pub async fn run(
     settings.router.relay_certificate = Some(dir.path().join("relay.crt"));
     settings.router.reconnect_min_ms = 50;
     settings.logging.level = "warn".into();
-    let db = Database::open(&settings)?;
+    let db = Database::open(&settings.database())?;
     let srp = SrpSettings {
         srp_id: SRP_ID.into(),
         srp_key: SrpKey::new(SRP_KEY),

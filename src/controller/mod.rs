@@ -26,6 +26,7 @@
 //!
 //! Time comes from `tokio::time`, so tests drive it with a paused clock.
 
+pub mod settings;
 mod status;
 
 use std::collections::VecDeque;
@@ -39,8 +40,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::component::{Component, ComponentContext, ComponentError, Heartbeat};
-use crate::config::ControllerSettings;
 use crate::db::Database;
+pub use settings::ControllerSettings;
 pub use status::{ComponentState, ComponentStatus, StatusBoard};
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);

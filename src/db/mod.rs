@@ -13,7 +13,11 @@
 //!
 //! Secrets (device transport keys, the SRP key, the domain signing key) are
 //! sealed with a local master key kept beside the database ([`seal`]). The
-//! domain signing key is generated when the database is first opened.
+//! domain signing key is made by the Policy Service's signing code, called
+//! when the server starts; this module stores it sealed.
+//!
+//! This is the ground floor of the server core: it imports nothing from the
+//! components, the console or the settings file (`docs/architecture.md`).
 //!
 //! Tables and their typed functions are in [`models`]; the data model is
 //! described in `docs/data-model.md`.
@@ -22,6 +26,7 @@ pub mod ids;
 pub mod models;
 pub mod schema;
 pub mod seal;
+pub mod settings;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,8 +38,8 @@ use diesel::sql_types::{Integer, Text};
 use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-use crate::config::Settings;
 pub use seal::Sealer;
+pub use settings::DatabaseSettings;
 
 /// The connection type every model function takes.
 pub type Conn = SqliteConnection;
@@ -174,13 +179,15 @@ struct CountRow {
 
 impl Database {
     /// Opens (creating if needed) the database the settings name, refuses
-    /// foreign or damaged files, and applies pending migrations.
-    pub fn open(settings: &Settings) -> DbResult<Database> {
-        Self::open_path(
-            &settings.database_path(),
-            settings.database.pool_size,
-            settings.database.busy_timeout_ms,
-        )
+    /// foreign or damaged files, and applies pending migrations. The
+    /// settings' `path` is resolved by whoever assembled them (unset here:
+    /// `bramble.db` in the working folder).
+    pub fn open(settings: &DatabaseSettings) -> DbResult<Database> {
+        let path = settings
+            .path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("bramble.db"));
+        Self::open_path(&path, settings.pool_size, settings.busy_timeout_ms)
     }
 
     /// [`Database::open`] for an explicit file.
@@ -204,15 +211,6 @@ impl Database {
                 .map_err(|e| DbError::Migration(e.to_string()))?;
         }
         let sealer = Sealer::load_or_create(&key_path(path))?;
-        {
-            // The domain signing key exists from the database's first use.
-            // A key file that does not match (restored without it) must not
-            // keep the server from starting: signing then fails, loudly.
-            let mut conn = pool.get()?;
-            if let Err(e) = crate::policy::signing::DomainKey::load_or_create(&mut conn, &sealer) {
-                tracing::error!(target: "bramble::db", code = e.code(), "the domain signing key cannot be read: {e}; IT policies cannot be signed until the database's own key file is restored");
-            }
-        }
         tracing::info!(target: "bramble::db", path = %path.display(), "Configuration Database ready");
         Ok(Database {
             pool,

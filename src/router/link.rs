@@ -21,9 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{RouterEvent, RouterHandle, Via};
-use crate::config::RouterSettings;
 use crate::db::models::srp_connection::SrpConnection;
 use crate::db::Database;
+use crate::router::RouterSettings;
 
 const WRITE_QUEUE: usize = 1024;
 /// How often to look again when no SRP connection is configured.

@@ -24,6 +24,9 @@
 
 pub mod lan;
 pub mod link;
+pub mod settings;
+
+pub use settings::RouterSettings;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -86,7 +86,7 @@ impl Bed {
         settings.router.reconnect_max_ms = 400;
         settings.mail = pilot::mail_settings(testbed.info());
         settings.mail.refresh_users_secs = 1;
-        let db = Database::open(&settings).unwrap();
+        let db = Database::open(&settings.database()).unwrap();
         let srp = SrpSettings {
             srp_id: SRP_ID.into(),
             srp_key: SrpKey::new(SRP_KEY),

@@ -74,7 +74,7 @@ async fn bed(directories: Vec<DirectorySettings>, users: usize) -> Bed {
             password: String::new(),
         })
         .collect();
-    let db = bramble::db::Database::open(&settings).unwrap();
+    let db = bramble::db::Database::open(&settings.database()).unwrap();
     let enrolled = pilot::enroll(&db, &people, 0x4000_0001).unwrap();
     drop(db);
     let listeners = Listeners::bind(&settings).await.unwrap();

@@ -147,7 +147,7 @@ async fn bed_with(users: usize, with_cuts: bool, tweak: impl FnOnce(&mut Setting
         None
     };
     tweak(&mut settings);
-    let db = Database::open(&settings).unwrap();
+    let db = Database::open(&settings.database()).unwrap();
     let enrolled = pilot::enroll(&db, &testbed.info().users, 0x2000_0001).unwrap();
     drop(db);
     let listeners = Listeners::bind(&settings).await.unwrap();

@@ -214,7 +214,7 @@ async fn bed_with(users: usize, tweak: impl FnOnce(&mut SyncSettings)) -> Bed {
         ..SyncSettings::default()
     };
     tweak(&mut settings.sync);
-    let db = Database::open(&settings).unwrap();
+    let db = Database::open(&settings.database()).unwrap();
     let enrolled = pilot::enroll(&db, &people, 0x3000_0001).unwrap();
     drop(db);
     let listeners = Listeners::bind(&settings).await.unwrap();
@@ -955,7 +955,7 @@ fn the_command_line_sets_and_shows_the_per_database_settings() {
     // Each change is in the audit log, before and after.
     let mut settings = Settings::load_from(None, &[]).unwrap().settings;
     settings.data_dir = dir.path().to_path_buf();
-    let db = Database::open(&settings).unwrap();
+    let db = Database::open(&settings.database()).unwrap();
     let (entries, _) = db
         .run_blocking(|conn| bramble::db::models::audit::find_page(conn, 0, 10))
         .unwrap();

@@ -79,7 +79,7 @@ impl Bed {
         s.router.relay_certificate = Some(self.dir.path().join("relay.crt"));
         s.router.reconnect_min_ms = 50;
         s.router.reconnect_max_ms = 400;
-        let db = Database::open(&s).unwrap();
+        let db = Database::open(&s.database()).unwrap();
         let srp = SrpSettings {
             srp_id: SRP_ID.into(),
             srp_key: SrpKey::new(srp_key),

@@ -50,7 +50,8 @@ pub fn run(settings: &Settings, command: DirectoryCommand) -> Result<(), Failure
             let directory = mailstore::find_settings(&settings.directories, name.as_deref())
                 .map_err(|e| failure(&e))?
                 .clone();
-            let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+            let db =
+                Database::open(&settings.database()).map_err(|e| Failure::new(e.code(), &e))?;
             let report = runtime.block_on(async move {
                 let (tx, mut rx) = tokio::sync::watch::channel(Progress::default());
                 let printer = tokio::spawn(async move {
@@ -96,7 +97,8 @@ pub fn run(settings: &Settings, command: DirectoryCommand) -> Result<(), Failure
                 .map_err(|e| failure(&e))?
                 .name
                 .clone();
-            let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+            let db =
+                Database::open(&settings.database()).map_err(|e| Failure::new(e.code(), &e))?;
             let runs = db
                 .run_blocking(|conn| match Directory::find_by_name(conn, &directory)? {
                     Some(d) => SyncRun::find_recent(conn, d.id, limit),

@@ -16,7 +16,7 @@ pub enum MailCommand {
 }
 
 pub fn run(settings: &Settings, command: MailCommand) -> Result<(), Failure> {
-    let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+    let db = Database::open(&settings.database()).map_err(|e| Failure::new(e.code(), &e))?;
     match command {
         MailCommand::Status => {
             let (states, waiting) = db

@@ -198,7 +198,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Db {
             command: DbCommand::Migrate,
         } => {
-            let db = Database::open(&settings).map_err(|e| Failure::from((e.code(), &e)))?;
+            let db =
+                Database::open(&settings.database()).map_err(|e| Failure::from((e.code(), &e)))?;
             let health = Database::check(db.path()).map_err(|e| Failure::from((e.code(), &e)))?;
             println!(
                 "Configuration Database {} is up to date ({} schema versions applied).",
@@ -243,7 +244,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let password = read_password(password_stdin)
                 .map_err(|e| Failure::from(("PASSWORD_UNREADABLE", format!("{e:#}"))))?;
-            let db = Database::open(&settings).map_err(|e| Failure::from((e.code(), &e)))?;
+            let db =
+                Database::open(&settings.database()).map_err(|e| Failure::from((e.code(), &e)))?;
             let new = NewAdministrator {
                 login: login.clone(),
                 display_name: name.unwrap_or_else(|| login.clone()),
@@ -300,8 +302,8 @@ fn serve(mut settings: Settings, listen: Option<SocketAddr>) -> Result<(), Failu
     if let Some(addr) = listen {
         settings.admin.listen = addr;
     }
-    let _logs =
-        bramble::logging::init(&settings, true).map_err(|e| Failure::from((e.code(), &e)))?;
+    let _logs = bramble::logging::init(&settings.logging, &settings.log_dir(), true)
+        .map_err(|e| Failure::from((e.code(), &e)))?;
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| Failure::from(("RUNTIME_FAILED", e)))?;
     runtime.block_on(async move {

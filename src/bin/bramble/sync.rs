@@ -82,7 +82,7 @@ fn describe(s: &SyncSetting) -> String {
 }
 
 pub fn run(settings: &Settings, command: SyncCommand) -> Result<(), Failure> {
-    let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+    let db = Database::open(&settings.database()).map_err(|e| Failure::new(e.code(), &e))?;
     match command {
         SyncCommand::Status => {
             let (all, users) = db

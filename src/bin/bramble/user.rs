@@ -120,7 +120,7 @@ fn store(
 }
 
 fn show_policy(settings: &Settings, email: &str, merge: bool, json: bool) -> Result<(), Failure> {
-    let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+    let db = Database::open(&settings.database()).map_err(|e| Failure::new(e.code(), &e))?;
     let mode = if merge {
         MergeMode::MostRestrictive
     } else {
@@ -187,7 +187,8 @@ pub fn run(settings: &Settings, command: UserCommand) -> Result<(), Failure> {
         ActivationPasswordCommand::Set { email, hours } => {
             let password = crate::read_password(false)
                 .map_err(|e| Failure::new("PASSWORD_UNREADABLE", format!("{e:#}")))?;
-            let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+            let db =
+                Database::open(&settings.database()).map_err(|e| Failure::new(e.code(), &e))?;
             let sealer = db.shared_sealer();
             let (user, info, _) = store(&db, "activation_password.set", |conn| {
                 let (user, info) =
@@ -207,7 +208,8 @@ pub fn run(settings: &Settings, command: UserCommand) -> Result<(), Failure> {
             length,
             hours,
         } => {
-            let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+            let db =
+                Database::open(&settings.database()).map_err(|e| Failure::new(e.code(), &e))?;
             let sealer = db.shared_sealer();
             let (user, info, password) = store(&db, "activation_password.generate", |conn| {
                 let (user, info, password) =
@@ -246,7 +248,7 @@ fn services(
             ));
         }
     }
-    let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+    let db = Database::open(&settings.database()).map_err(|e| Failure::new(e.code(), &e))?;
     let exceptions = db
         .run_blocking(|conn| {
             let Some(user) = User::find_by_email(conn, email.trim())? else {

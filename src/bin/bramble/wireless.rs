@@ -104,7 +104,7 @@ pub enum SrpCommand {
 }
 
 pub fn srp(settings: &Settings, command: SrpCommand) -> Result<(), Failure> {
-    let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+    let db = Database::open(&settings.database()).map_err(|e| Failure::new(e.code(), &e))?;
     match command {
         SrpCommand::Set {
             srp_id,
@@ -395,7 +395,7 @@ pub fn device(settings: &Settings, command: DeviceCommand) -> Result<(), Failure
                 queue_command(settings, pin, group, confirm, command)?;
             }
             DeviceCommand::Commands { pin } => {
-                let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+                let db = Database::open(&settings.database()).map_err(|e| Failure::new(e.code(), &e))?;
                 let targets = db
                     .run_blocking(|conn| {
                         let Some(device) = bramble::db::models::device::Device::find_by_pin(conn, &pin)? else {
@@ -420,7 +420,7 @@ pub fn device(settings: &Settings, command: DeviceCommand) -> Result<(), Failure
                 }
             }
             DeviceCommand::Provision { pin, keys, email } => {
-                let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+                let db = Database::open(&settings.database()).map_err(|e| Failure::new(e.code(), &e))?;
                 if let Some(email) = email {
                     let login = email.split('@').next().unwrap_or(&email).to_owned();
                     let user = bramble::testbed::TestUser { login, address: email, password: String::new() };
@@ -637,7 +637,7 @@ fn queue_command(
             format!("this deletes data on {named}; repeat --confirm {named} to go ahead"),
         ));
     }
-    let db = Database::open(settings).map_err(|e| Failure::new(e.code(), &e))?;
+    let db = Database::open(&settings.database()).map_err(|e| Failure::new(e.code(), &e))?;
     let now = bramble::clock::Clock::new().now_db();
     let (command, count) = db
         .run_blocking(|conn| {

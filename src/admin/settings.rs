@@ -1,0 +1,55 @@
+//! `[admin]` settings: where the console listens, its sessions and HTTPS.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The Administration Service (console API and web UI).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdminSettings {
+    /// Address the console API listens on. Loopback by default.
+    pub listen: SocketAddr,
+    /// Folder holding the built console (`ui/dist`). Unset: the folder next
+    /// to the executable (`ui/`), then the source tree's `ui/dist`.
+    pub ui_dir: Option<PathBuf>,
+    /// A console session unused for this many minutes has expired.
+    pub session_idle_minutes: u32,
+    /// No console session lasts longer than this many hours after sign-in.
+    pub session_max_hours: u32,
+    /// Serve the console over HTTPS. Unset: only when `listen` is not a
+    /// loopback address.
+    pub tls: Option<bool>,
+    /// PEM certificate (chain) for HTTPS. Unset: a self-signed one made on
+    /// first start in the data folder (`tls/admin-cert.pem`).
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key of `tls_certificate`.
+    pub tls_key: Option<PathBuf>,
+    /// Sender of the mail the console sends to users (their activation
+    /// password), through the Messaging Agent's `[mail] smtp` server.
+    /// Unset: `bramble@` the user's mail domain.
+    pub mail_from: Option<String>,
+}
+
+impl AdminSettings {
+    /// Whether the Administration Service serves HTTPS.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.unwrap_or(!self.listen.ip().is_loopback())
+    }
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3180)),
+            ui_dir: None,
+            session_idle_minutes: 30,
+            session_max_hours: 12,
+            tls: None,
+            tls_certificate: None,
+            tls_key: None,
+            mail_from: None,
+        }
+    }
+}
