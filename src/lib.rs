@@ -34,7 +34,6 @@
 pub mod admin;
 pub mod bench;
 pub mod clock;
-pub mod component;
 pub mod config;
 pub mod controller;
 pub mod db;

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::clock::Clock;
-use crate::component::Component;
 use crate::config::Settings;
+use crate::controller::component::Component;
 use crate::controller::{Controller, StatusBoard};
 use crate::db::{Database, DbError};
 use crate::dispatcher::keys::KeyCache;
@@ -223,7 +223,7 @@ impl Server {
                 tokio::spawn(crate::router::lan::serve(
                     lan,
                     router,
-                    dispatcher.keys().clone(),
+                    Arc::new(dispatcher.keys().clone()),
                     events_tx,
                     shutdown.clone(),
                 )),

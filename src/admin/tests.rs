@@ -38,13 +38,13 @@ impl Fixture {
     }
 
     async fn start_with(
-        components: Vec<std::sync::Arc<dyn crate::component::Component>>,
+        components: Vec<std::sync::Arc<dyn crate::controller::component::Component>>,
     ) -> Fixture {
         Fixture::start_custom(components, |_| {}).await
     }
 
     async fn start_custom(
-        components: Vec<std::sync::Arc<dyn crate::component::Component>>,
+        components: Vec<std::sync::Arc<dyn crate::controller::component::Component>>,
         tweak: impl FnOnce(&mut Settings),
     ) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
@@ -1683,7 +1683,7 @@ async fn an_administrator_restarts_a_component_through_the_controller() {
         f.handle
             .state()
             .status
-            .get(crate::component::ComponentId::PolicyService)
+            .get(crate::controller::component::ComponentId::PolicyService)
             .unwrap()
     };
     let waited = std::time::Instant::now();

@@ -26,6 +26,7 @@
 //!
 //! Time comes from `tokio::time`, so tests drive it with a paused clock.
 
+pub mod component;
 pub mod settings;
 mod status;
 
@@ -39,7 +40,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::component::{Component, ComponentContext, ComponentError, Heartbeat};
+use crate::controller::component::{Component, ComponentContext, ComponentError, Heartbeat};
 use crate::db::Database;
 pub use settings::ControllerSettings;
 pub use status::{ComponentState, ComponentStatus, StatusBoard};

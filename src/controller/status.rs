@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::component::ComponentId;
+use crate::controller::component::ComponentId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::component::{run_rounds, ComponentId};
+use crate::controller::component::{run_rounds, ComponentId};
 use crate::db::models::test_db;
 
 #[derive(Clone, Copy)]

@@ -170,3 +170,9 @@ fn provision(conn: &mut Conn, sealer: &Sealer, pin: Pin, key: &TransportKey) -> 
     )?;
     Ok(())
 }
+
+impl crate::router::lan::DeviceKeys for KeyCache {
+    fn key(&self, pin: Pin, key_id: u32) -> futures::future::BoxFuture<'_, Option<TransportKey>> {
+        Box::pin(KeyCache::key(self, pin, key_id))
+    }
+}

@@ -41,7 +41,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::component::{standby, Component, ComponentContext, ComponentError, ComponentId};
+use crate::controller::component::{
+    standby, Component, ComponentContext, ComponentError, ComponentId,
+};
 use crate::db::DbError;
 use crate::policy::PolicySettings;
 

@@ -48,7 +48,9 @@ use tokio::sync::{broadcast, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::component::{standby, Component, ComponentContext, ComponentError, ComponentId};
+use crate::controller::component::{
+    standby, Component, ComponentContext, ComponentError, ComponentId,
+};
 use crate::db::ids::UserId;
 use crate::db::models::mailbox::{MailboxState, WatchState, Watched};
 use crate::db::models::message::{Direction, Hop, Message, MessageStatus};

@@ -28,7 +28,9 @@ pub use service::PolicySettings;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use crate::component::{standby, Component, ComponentContext, ComponentError, ComponentId};
+use crate::controller::component::{
+    standby, Component, ComponentContext, ComponentError, ComponentId,
+};
 
 /// The Policy Service component.
 #[derive(Debug, Default, Clone)]

@@ -29,7 +29,7 @@ use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::component::{ComponentContext, ComponentError};
+use crate::controller::component::{ComponentContext, ComponentError};
 use bramble_proto::activation::{fresh_key_id, rekey, ActivationMessage, Ephemeral};
 use bramble_proto::policy::{Command, CommandDocument};
 

@@ -19,8 +19,20 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use std::sync::Arc;
+
+use bramble_proto::envelope::TransportKey;
+use bramble_proto::Pin;
+use futures::future::BoxFuture;
+
 use super::{RouterEvent, RouterHandle, Via};
-use crate::dispatcher::keys::KeyCache;
+
+/// What the LAN path needs to check a device's proof: the device's
+/// transport key by id. The Dispatcher's key cache provides it; the Router
+/// itself never reads keys from the Configuration Database.
+pub trait DeviceKeys: Send + Sync + 'static {
+    fn key(&self, pin: Pin, key_id: u32) -> BoxFuture<'_, Option<TransportKey>>;
+}
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_QUEUE: usize = 256;
@@ -29,7 +41,7 @@ const WRITE_QUEUE: usize = 256;
 pub async fn serve(
     listener: TcpListener,
     router: RouterHandle,
-    keys: KeyCache,
+    keys: Arc<dyn DeviceKeys>,
     events: mpsc::Sender<RouterEvent>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -60,7 +72,7 @@ pub async fn serve(
 async fn connection(
     stream: TcpStream,
     router: RouterHandle,
-    keys: KeyCache,
+    keys: Arc<dyn DeviceKeys>,
     events: mpsc::Sender<RouterEvent>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {

@@ -60,7 +60,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
-use crate::component::{standby, Component, ComponentContext, ComponentError, ComponentId};
+use crate::controller::component::{
+    standby, Component, ComponentContext, ComponentError, ComponentId,
+};
 use crate::db::ids::UserId;
 use crate::db::models::device::Device;
 use crate::db::models::sync::{DeviceBackup, SyncSetting, SyncState, SyncStatus};

@@ -482,7 +482,7 @@ fn directory_sync_command_prints_progress_and_figures() {
 
 #[tokio::test]
 async fn directory_mailstore_component_syncs_on_schedule_and_beats() {
-    use bramble::component::{Component, ComponentContext, ComponentId, Heartbeat};
+    use bramble::controller::component::{Component, ComponentContext, ComponentId, Heartbeat};
     use bramble::controller::StatusBoard;
 
     let slapd = Slapd::start(&people(3), "").unwrap();
