@@ -81,6 +81,19 @@ impl Settings {
         }
     }
 
+    /// What the Administration Service reads of the settings.
+    pub fn console(&self) -> crate::admin::ConsoleSettings {
+        crate::admin::ConsoleSettings {
+            server_name: self.server_name.clone(),
+            data_dir: self.data_dir.clone(),
+            admin: self.admin.clone(),
+            mail: self.mail.clone(),
+            directories: self.directories.clone(),
+            sync: self.sync.clone(),
+            ui_dir: self.ui_dir(),
+        }
+    }
+
     /// The SQLite file of the Configuration Database.
     pub fn database_path(&self) -> PathBuf {
         self.database

@@ -38,6 +38,8 @@ pub mod config;
 pub mod controller;
 pub mod db;
 pub mod dispatcher;
+#[cfg(test)]
+mod floors;
 pub mod logging;
 pub mod mailstore;
 pub mod messaging_agent;

@@ -19,6 +19,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::controller::component::Component;
 use crate::controller::{Controller, StatusBoard};
+pub use crate::admin::ServerState;
 use crate::db::{Database, DbError};
 use crate::dispatcher::keys::KeyCache;
 use crate::dispatcher::{assignment, Dispatcher};
@@ -59,15 +60,6 @@ pub struct ShutdownError {
     pub failed: Vec<(String, String)>,
 }
 
-/// Shared by the tasks of one running server.
-#[derive(Clone)]
-pub struct ServerState {
-    pub settings: Arc<Settings>,
-    pub db: Database,
-    pub status: StatusBoard,
-    pub started_at: OffsetDateTime,
-    pub dispatcher: Dispatcher,
-}
 
 /// The sockets a server listens on; bound by the caller so tests can use
 /// `127.0.0.1:0` and run many servers side by side.
@@ -158,7 +150,7 @@ impl Server {
                 source,
             })?;
         let lan_addr = listeners.lan.as_ref().and_then(|l| l.local_addr().ok());
-        let tls = crate::admin::tls::acceptor(&settings)?;
+        let tls = crate::admin::tls::acceptor(&settings.console())?;
         let db_settings = settings.clone();
         let db = tokio::task::spawn_blocking(move || -> Result<Database, DbError> {
             let db = Database::open(&db_settings.database())?;
@@ -192,7 +184,7 @@ impl Server {
             Clock::new(),
         );
         let state = ServerState {
-            settings: Arc::new(settings),
+            settings: Arc::new(settings.console()),
             db: db.clone(),
             status: status.clone(),
             started_at: OffsetDateTime::now_utc(),
@@ -209,8 +201,8 @@ impl Server {
         tasks.push((
             "router",
             tokio::spawn(crate::router::link::run(
-                state.settings.router.clone(),
-                state.settings.server_name.clone(),
+                settings.router.clone(),
+                settings.server_name.clone(),
                 db.clone(),
                 router.clone(),
                 events_tx.clone(),
@@ -229,7 +221,7 @@ impl Server {
                 )),
             ));
         }
-        let controller = Controller::new(state.settings.controller.clone(), db, components, status)
+        let controller = Controller::new(settings.controller.clone(), db, components, status)
             .with_dispatcher(dispatcher.clone());
         tasks.push(("controller", tokio::spawn(controller.run(shutdown.clone()))));
         tasks.push((

@@ -23,7 +23,7 @@ use crate::db::models::activation_password::{
 use crate::db::models::user::User;
 use crate::db::{Conn, DbError, DbResult};
 use crate::policy::activation::{self, ActivationError};
-use crate::server::ServerState;
+use super::ServerState;
 
 /// A user's activation password, without the password.
 #[derive(Debug, Clone, Serialize, JsonSchema)]

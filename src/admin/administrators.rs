@@ -19,7 +19,7 @@ use crate::db::models::administrator::{
 use crate::db::models::administrator_group::{effective_roles, AdministratorGroup};
 use crate::db::models::session::Session;
 use crate::db::{Conn, DbError, DbResult};
-use crate::server::ServerState;
+use super::ServerState;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AdministratorView {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::extract::Params;
 use super::{paging, rfc3339, ApiError, Page};
 use crate::db::models::audit::{self, AuditEntry};
-use crate::server::ServerState;
+use super::ServerState;
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AuditView {

@@ -25,12 +25,12 @@ use super::extract::Body;
 use super::permission::{Grants, Permission};
 use super::throttle::SignInThrottle;
 use super::{rfc3339, ApiError};
-use crate::config::Settings;
+use super::ConsoleSettings;
 use crate::db::models::administrator::{Administrator, NewAdministrator, Role};
 use crate::db::models::administrator_group::effective_roles;
 use crate::db::models::audit::{self, write_transaction};
 use crate::db::models::session::{Lookup, Session, SessionLifetime};
-use crate::server::ServerState;
+use super::ServerState;
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "bramble_session";
@@ -62,7 +62,7 @@ impl Caller {
     }
 }
 
-pub fn lifetime(settings: &Settings) -> SessionLifetime {
+pub fn lifetime(settings: &ConsoleSettings) -> SessionLifetime {
     SessionLifetime {
         idle: time::Duration::minutes(i64::from(settings.admin.session_idle_minutes.max(1))),
         absolute: time::Duration::hours(i64::from(settings.admin.session_max_hours.max(1))),
@@ -238,7 +238,7 @@ fn decoy_hash() -> &'static str {
 }
 
 /// The session cookie; `Secure` when the console is served over HTTPS.
-fn session_cookie(settings: &Settings, token: &str, max_age_secs: i64) -> Option<HeaderValue> {
+fn session_cookie(settings: &ConsoleSettings, token: &str, max_age_secs: i64) -> Option<HeaderValue> {
     let secure = if settings.admin.tls_enabled() {
         "; Secure"
     } else {
@@ -250,7 +250,7 @@ fn session_cookie(settings: &Settings, token: &str, max_age_secs: i64) -> Option
     .ok()
 }
 
-fn signed_in(settings: &Settings, whoami: Whoami, token: &str, max_age_secs: i64) -> Response {
+fn signed_in(settings: &ConsoleSettings, whoami: Whoami, token: &str, max_age_secs: i64) -> Response {
     let mut response = (StatusCode::OK, Json(whoami)).into_response();
     if let Some(cookie) = session_cookie(settings, token, max_age_secs) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);

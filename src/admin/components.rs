@@ -11,7 +11,7 @@ use serde_json::json;
 use super::auth::Caller;
 use super::extract::Id;
 use super::{audited, ApiError};
-use crate::server::ServerState;
+use super::ServerState;
 
 /// The answer to a restart request.
 #[derive(Debug, Serialize, JsonSchema)]

@@ -20,7 +20,7 @@ use crate::db::models::message::{parse_ref_id, Message};
 use crate::db::models::statistics::Statistics;
 use crate::db::models::user::User;
 use crate::db::{DbError, DbResult};
-use crate::server::ServerState;
+use super::ServerState;
 
 /// Messages shown on a device's page.
 const RECENT_MESSAGES: i64 = 20;

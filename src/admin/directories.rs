@@ -27,7 +27,7 @@ use super::extract::{Body, Id};
 use super::{audited, rfc3339, ApiError};
 use crate::db::models::directory::{Directory, SyncRun};
 use crate::mailstore::{self, DirectoryKind, DirectorySettings, Phase, Progress};
-use crate::server::ServerState;
+use super::ServerState;
 
 /// How many recent runs a directory shows.
 const RECENT_RUNS: i64 = 10;

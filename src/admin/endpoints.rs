@@ -13,7 +13,7 @@ use super::{
     activation, administrators, audit, components, devices, directories, events, filters, groups,
     openapi, policies, software, statistics, sync, users, wireless,
 };
-use crate::server::ServerState;
+use super::ServerState;
 
 /// One endpoint of the API.
 pub struct Endpoint {

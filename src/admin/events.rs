@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::health;
 use crate::db::models::audit;
-use crate::server::ServerState;
+use super::ServerState;
 
 /// Cancelled when the Administration Service stops; open streams end then.
 #[derive(Debug, Clone, Default)]

@@ -18,7 +18,7 @@ use crate::db::models::message_filter::{
     Condition, FilterAction, Importance, MessageFilter, NewMessageFilter,
 };
 use crate::db::{Conn, DbError, DbResult};
-use crate::server::ServerState;
+use super::ServerState;
 
 /// One condition as the console edits it: `field` is `from`, `to`, `cc`,
 /// `bcc`, `subject` (with `text`, matched anywhere, case-insensitive) or

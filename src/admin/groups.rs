@@ -14,7 +14,7 @@ use crate::db::ids::{GroupId, UserId};
 use crate::db::models::group::Group;
 use crate::db::models::user::User;
 use crate::db::{Conn, DbError, DbResult};
-use crate::server::ServerState;
+use super::ServerState;
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GroupView {

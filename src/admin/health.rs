@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use crate::controller::{ComponentState, ComponentStatus};
 use crate::router::LinkStatus;
-use crate::server::ServerState;
+use super::ServerState;
 
 #[derive(Debug, Serialize)]
 pub struct Health {

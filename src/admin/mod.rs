@@ -59,6 +59,7 @@ pub mod openapi;
 pub mod permission;
 pub mod policies;
 pub mod settings;
+pub mod state;
 pub mod software;
 pub mod statistics;
 pub mod sync;
@@ -85,9 +86,9 @@ use tower_http::services::{ServeDir, ServeFile};
 
 use crate::db::models::audit::{append, write_transaction};
 use crate::db::{Conn, DbError, DbResult};
-use crate::server::ServerState;
 pub use auth::{Access, Caller};
 pub use settings::AdminSettings;
+pub use state::{ConsoleSettings, ServerState};
 
 /// Origins of the desktop window's webview (Linux/macOS, Windows).
 const DESKTOP_ORIGINS: [&str; 3] = [
@@ -233,7 +234,7 @@ pub fn router(state: ServerState) -> Router {
             directories::DirectorySyncs::default(),
         )))
         .with_state(state.clone());
-    let ui = match state.settings.ui_dir() {
+    let ui = match state.settings.ui_dir.clone() {
         Some(dir) => Router::new()
             .fallback_service(ServeDir::new(&dir).fallback(ServeFile::new(dir.join("index.html")))),
         None => Router::new().fallback(get(console_not_built)),

@@ -25,7 +25,7 @@ use crate::db::models::user::User;
 use crate::db::{Conn, DbError, DbResult};
 use crate::policy::catalog::{self, Kind, RULES};
 use crate::policy::resolve::{self, RuleSource, Via};
-use crate::server::ServerState;
+use super::ServerState;
 
 /// One rule of the catalog as the rule editor shows it.
 #[derive(Debug, Serialize, JsonSchema)]

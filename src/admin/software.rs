@@ -18,7 +18,7 @@ use crate::db::models::it_policy::AssignmentTarget;
 use crate::db::models::software::{Disposition, SoftwareAssignment, SoftwareConfiguration};
 use crate::db::models::user::User;
 use crate::db::{Conn, DbError, DbResult};
-use crate::server::ServerState;
+use super::ServerState;
 
 /// One application of a configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

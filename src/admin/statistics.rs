@@ -11,7 +11,7 @@ use super::devices::StatisticsView;
 use super::ApiError;
 use crate::db::models::statistics::Statistics;
 use crate::db::models::user::User;
-use crate::server::ServerState;
+use super::ServerState;
 
 /// How many users the busiest list shows.
 const BUSIEST: i64 = 10;

@@ -18,7 +18,7 @@ use crate::db::models::sync::{
 };
 use crate::db::models::user::User;
 use crate::db::{DbError, DbResult};
-use crate::server::ServerState;
+use super::ServerState;
 
 /// How one organizer database is synchronized.
 #[derive(Debug, Serialize, schemars::JsonSchema)]

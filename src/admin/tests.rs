@@ -887,7 +887,7 @@ async fn https_with_a_generated_certificate_and_secure_cookies() {
     assert!(settings.admin.tls_enabled());
     settings.admin.listen = "127.0.0.1:0".parse().unwrap();
     settings.admin.tls = Some(true);
-    let (cert, key) = super::tls::generated_paths(&settings);
+    let (cert, key) = super::tls::generated_paths(&settings.console());
     let listeners = Listeners {
         admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         lan: None,

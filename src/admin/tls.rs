@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio_openssl::SslStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
+use super::ConsoleSettings;
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,13 +46,13 @@ const GENERATED_DAYS: u32 = 397;
 pub struct TlsError(String);
 
 /// The folder for a generated certificate.
-pub fn generated_paths(settings: &Settings) -> (PathBuf, PathBuf) {
+pub fn generated_paths(settings: &ConsoleSettings) -> (PathBuf, PathBuf) {
     let dir = settings.data_dir.join("tls");
     (dir.join("admin-cert.pem"), dir.join("admin-key.pem"))
 }
 
 /// The acceptor when HTTPS is on (see the module doc), `None` otherwise.
-pub fn acceptor(settings: &Settings) -> Result<Option<SslAcceptor>, TlsError> {
+pub fn acceptor(settings: &ConsoleSettings) -> Result<Option<SslAcceptor>, TlsError> {
     if !settings.admin.tls_enabled() {
         return Ok(None);
     }
@@ -101,7 +101,7 @@ pub fn acceptor(settings: &Settings) -> Result<Option<SslAcceptor>, TlsError> {
 
 /// A self-signed certificate for the server's name, `localhost` and the
 /// listen address.
-fn generate(settings: &Settings, cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
+fn generate(settings: &ConsoleSettings, cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
     let e = |e: openssl::error::ErrorStack| TlsError(format!("cannot make a certificate: {e}"));
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(e)?;
     let key = PKey::from_ec_key(EcKey::generate(&group).map_err(e)?).map_err(e)?;

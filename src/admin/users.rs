@@ -18,7 +18,7 @@ use crate::db::models::group::Group;
 use crate::db::models::user::{AccountStatus, NewUser, User, UserSort};
 use crate::db::{Conn, DbError, DbResult};
 use crate::dispatcher::{DeliveryEvent, Resend};
-use crate::server::ServerState;
+use super::ServerState;
 
 /// A user as the console shows it.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]

@@ -18,7 +18,7 @@ use crate::db::models::srp_connection::{SrpConnection, SrpKey, SrpSettings, DEFA
 use crate::db::models::user::ActivationStatus;
 use crate::db::schema::users;
 use crate::db::{Conn, DbError, DbResult};
-use crate::server::ServerState;
+use super::ServerState;
 
 /// The SRP link as the Router sees it now.
 #[derive(Debug, Serialize, schemars::JsonSchema)]

@@ -159,7 +159,7 @@ pub async fn run(
     let token = {
         let db = Database::open(&settings.database())?;
         fill(&db, options.users, &progress)?;
-        let lifetime = crate::admin::auth::lifetime(&settings);
+        let lifetime = crate::admin::auth::lifetime(&settings.console());
         db.run_blocking(|conn| {
             let admin = Administrator::create_security_administrator(
                 conn,
