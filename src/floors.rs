@@ -25,7 +25,9 @@ fn floors(doc: &str) -> BTreeMap<String, usize> {
         .expect("docs/architecture.md has a ```floors block");
     let mut floors = BTreeMap::new();
     for line in block.lines().filter(|l| !l.trim().is_empty()) {
-        let (floor, modules) = line.split_once(':').expect("floor lines read `N: module …`");
+        let (floor, modules) = line
+            .split_once(':')
+            .expect("floor lines read `N: module …`");
         let floor: usize = floor.trim().parse().expect("a floor is a number");
         for module in modules.split_whitespace() {
             floors.insert(module.to_owned(), floor);
@@ -102,13 +104,24 @@ fn no_module_imports_a_higher_floor_or_a_sibling() {
     rust_files(&src, &mut files);
     let mut wrong = Vec::new();
     for file in files {
-        let rel = file.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
+        let rel = file
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
         if rel.starts_with("bin/") || rel == "lib.rs" || rel == "floors.rs" {
             continue;
         }
-        let module = rel.split('/').next().unwrap().trim_end_matches(".rs").to_owned();
+        let module = rel
+            .split('/')
+            .next()
+            .unwrap()
+            .trim_end_matches(".rs")
+            .to_owned();
         let Some(&own) = floors.get(&module) else {
-            wrong.push(format!("src/{rel}: module `{module}` has no floor in docs/architecture.md"));
+            wrong.push(format!(
+                "src/{rel}: module `{module}` has no floor in docs/architecture.md"
+            ));
             continue;
         };
         let source = std::fs::read_to_string(&file).unwrap();

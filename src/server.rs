@@ -15,11 +15,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+pub use crate::admin::ServerState;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::controller::component::Component;
 use crate::controller::{Controller, StatusBoard};
-pub use crate::admin::ServerState;
 use crate::db::{Database, DbError};
 use crate::dispatcher::keys::KeyCache;
 use crate::dispatcher::{assignment, Dispatcher};
@@ -59,7 +59,6 @@ pub struct ShutdownError {
     /// (task name, what went wrong)
     pub failed: Vec<(String, String)>,
 }
-
 
 /// The sockets a server listens on; bound by the caller so tests can use
 /// `127.0.0.1:0` and run many servers side by side.

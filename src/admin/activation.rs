@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::auth::Caller;
 use super::extract::{Body, Id};
+use super::ServerState;
 use super::{audited, db_failure, rfc3339, ApiError};
 use crate::clock::Clock;
 use crate::db::ids::UserId;
@@ -23,7 +24,6 @@ use crate::db::models::activation_password::{
 use crate::db::models::user::User;
 use crate::db::{Conn, DbError, DbResult};
 use crate::policy::activation::{self, ActivationError};
-use super::ServerState;
 
 /// A user's activation password, without the password.
 #[derive(Debug, Clone, Serialize, JsonSchema)]

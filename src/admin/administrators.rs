@@ -11,6 +11,7 @@ use serde_json::json;
 use super::auth::Caller;
 use super::extract::{Body, Id};
 use super::permission::valid_grant;
+use super::ServerState;
 use super::{audited, db_failure, rfc3339, ApiError};
 use crate::db::ids::{AdministratorGroupId, AdministratorId, RoleId};
 use crate::db::models::administrator::{
@@ -19,7 +20,6 @@ use crate::db::models::administrator::{
 use crate::db::models::administrator_group::{effective_roles, AdministratorGroup};
 use crate::db::models::session::Session;
 use crate::db::{Conn, DbError, DbResult};
-use super::ServerState;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AdministratorView {

@@ -8,9 +8,9 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::extract::Params;
+use super::ServerState;
 use super::{paging, rfc3339, ApiError, Page};
 use crate::db::models::audit::{self, AuditEntry};
-use super::ServerState;
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AuditView {

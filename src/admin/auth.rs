@@ -24,13 +24,14 @@ use serde_json::json;
 use super::extract::Body;
 use super::permission::{Grants, Permission};
 use super::throttle::SignInThrottle;
-use super::{rfc3339, ApiError};
 use super::ConsoleSettings;
+use super::ServerState;
+use super::{rfc3339, ApiError};
 use crate::db::models::administrator::{Administrator, NewAdministrator, Role};
 use crate::db::models::administrator_group::effective_roles;
-use crate::db::models::audit::{self, write_transaction};
+use crate::db::models::audit;
 use crate::db::models::session::{Lookup, Session, SessionLifetime};
-use super::ServerState;
+use crate::db::write_transaction;
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "bramble_session";
@@ -238,7 +239,11 @@ fn decoy_hash() -> &'static str {
 }
 
 /// The session cookie; `Secure` when the console is served over HTTPS.
-fn session_cookie(settings: &ConsoleSettings, token: &str, max_age_secs: i64) -> Option<HeaderValue> {
+fn session_cookie(
+    settings: &ConsoleSettings,
+    token: &str,
+    max_age_secs: i64,
+) -> Option<HeaderValue> {
     let secure = if settings.admin.tls_enabled() {
         "; Secure"
     } else {
@@ -250,7 +255,12 @@ fn session_cookie(settings: &ConsoleSettings, token: &str, max_age_secs: i64) ->
     .ok()
 }
 
-fn signed_in(settings: &ConsoleSettings, whoami: Whoami, token: &str, max_age_secs: i64) -> Response {
+fn signed_in(
+    settings: &ConsoleSettings,
+    whoami: Whoami,
+    token: &str,
+    max_age_secs: i64,
+) -> Response {
     let mut response = (StatusCode::OK, Json(whoami)).into_response();
     if let Some(cookie) = session_cookie(settings, token, max_age_secs) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);

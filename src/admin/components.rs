@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::auth::Caller;
 use super::extract::Id;
-use super::{audited, ApiError};
 use super::ServerState;
+use super::{audited, ApiError};
 
 /// The answer to a restart request.
 #[derive(Debug, Serialize, JsonSchema)]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{Id, Params};
 use super::users::UserView;
+use super::ServerState;
 use super::{db_failure, rfc3339, ApiError};
 use crate::db::ids::{DeviceId, UserId};
 use crate::db::models::admin_command::{AdminCommand, CommandKind, CommandTarget};
@@ -20,7 +21,6 @@ use crate::db::models::message::{parse_ref_id, Message};
 use crate::db::models::statistics::Statistics;
 use crate::db::models::user::User;
 use crate::db::{DbError, DbResult};
-use super::ServerState;
 
 /// Messages shown on a device's page.
 const RECENT_MESSAGES: i64 = 20;

@@ -24,10 +24,10 @@ use tokio::sync::watch;
 
 use super::auth::Caller;
 use super::extract::{Body, Id};
+use super::ServerState;
 use super::{audited, rfc3339, ApiError};
 use crate::db::models::directory::{Directory, SyncRun};
 use crate::mailstore::{self, DirectoryKind, DirectorySettings, Phase, Progress};
-use super::ServerState;
 
 /// How many recent runs a directory shows.
 const RECENT_RUNS: i64 = 10;

@@ -9,11 +9,11 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 
 use super::auth::{self, Access};
 use super::permission::Permission::*;
+use super::ServerState;
 use super::{
     activation, administrators, audit, components, devices, directories, events, filters, groups,
     openapi, policies, software, statistics, sync, users, wireless,
 };
-use super::ServerState;
 
 /// One endpoint of the API.
 pub struct Endpoint {

@@ -17,8 +17,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::health;
-use crate::db::models::audit;
 use super::ServerState;
+use crate::db::models::audit;
 
 /// Cancelled when the Administration Service stops; open streams end then.
 #[derive(Debug, Clone, Default)]

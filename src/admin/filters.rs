@@ -12,13 +12,13 @@ use serde_json::json;
 
 use super::auth::Caller;
 use super::extract::{Body, Id};
+use super::ServerState;
 use super::{audited, db_failure, ApiError};
 use crate::db::ids::MessageFilterId;
 use crate::db::models::message_filter::{
     Condition, FilterAction, Importance, MessageFilter, NewMessageFilter,
 };
 use crate::db::{Conn, DbError, DbResult};
-use super::ServerState;
 
 /// One condition as the console edits it: `field` is `from`, `to`, `cc`,
 /// `bcc`, `subject` (with `text`, matched anywhere, case-insensitive) or

@@ -9,12 +9,12 @@ use serde_json::json;
 use super::auth::Caller;
 use super::extract::{Body, Id};
 use super::users::UserView;
+use super::ServerState;
 use super::{audited, db_failure, rfc3339, ApiError};
 use crate::db::ids::{GroupId, UserId};
 use crate::db::models::group::Group;
 use crate::db::models::user::User;
 use crate::db::{Conn, DbError, DbResult};
-use super::ServerState;
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GroupView {

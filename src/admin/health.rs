@@ -5,9 +5,9 @@ use axum::Json;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::ServerState;
 use crate::controller::{ComponentState, ComponentStatus};
 use crate::router::LinkStatus;
-use super::ServerState;
 
 #[derive(Debug, Serialize)]
 pub struct Health {

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::extract::{Body, Id};
+use super::ServerState;
 use super::{audited, db_failure, rfc3339, ApiError};
 use crate::db::ids::{GroupId, ItPolicyId, PolicyAssignmentId, UserId};
 use crate::db::models::group::Group;
@@ -25,7 +26,6 @@ use crate::db::models::user::User;
 use crate::db::{Conn, DbError, DbResult};
 use crate::policy::catalog::{self, Kind, RULES};
 use crate::policy::resolve::{self, RuleSource, Via};
-use super::ServerState;
 
 /// One rule of the catalog as the rule editor shows it.
 #[derive(Debug, Serialize, JsonSchema)]

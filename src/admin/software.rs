@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::extract::{Body, Id};
+use super::ServerState;
 use super::{audited, db_failure, rfc3339, ApiError};
 use crate::db::ids::{GroupId, SoftwareAssignmentId, SoftwareConfigurationId, UserId};
 use crate::db::models::group::Group;
@@ -18,7 +19,6 @@ use crate::db::models::it_policy::AssignmentTarget;
 use crate::db::models::software::{Disposition, SoftwareAssignment, SoftwareConfiguration};
 use crate::db::models::user::User;
 use crate::db::{Conn, DbError, DbResult};
-use super::ServerState;
 
 /// One application of a configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

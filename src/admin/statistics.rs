@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use super::devices::StatisticsView;
 use super::ApiError;
+use super::ServerState;
 use crate::db::models::statistics::Statistics;
 use crate::db::models::user::User;
-use super::ServerState;
 
 /// How many users the busiest list shows.
 const BUSIEST: i64 = 10;

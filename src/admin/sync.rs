@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::extract::{Body, Id, Params};
+use super::ServerState;
 use super::{paging, rfc3339, ApiError, Page};
 use crate::db::models::sync::{
     conflict_from_str, database_from_str, direction_from_str, setting_json, ErrorSide, SyncCounts,
@@ -18,7 +19,6 @@ use crate::db::models::sync::{
 };
 use crate::db::models::user::User;
 use crate::db::{DbError, DbResult};
-use super::ServerState;
 
 /// How one organizer database is synchronized.
 #[derive(Debug, Serialize, schemars::JsonSchema)]

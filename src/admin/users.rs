@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Caller;
 use super::extract::{Body, Id, Params};
 use super::groups::GroupView;
+use super::ServerState;
 use super::{audited, db_failure, paging, rfc3339, ApiError, Page};
 use crate::db::ids::{GroupId, UserId};
 use crate::db::models::device::Device;
@@ -18,7 +19,6 @@ use crate::db::models::group::Group;
 use crate::db::models::user::{AccountStatus, NewUser, User, UserSort};
 use crate::db::{Conn, DbError, DbResult};
 use crate::dispatcher::{DeliveryEvent, Resend};
-use super::ServerState;
 
 /// A user as the console shows it.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]

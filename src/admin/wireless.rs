@@ -7,18 +7,18 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use diesel::prelude::*;
+
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::extract::Body;
-use super::{rfc3339, ApiError};
-use crate::db::models::audit::{append, write_transaction};
-use crate::db::models::srp_connection::{SrpConnection, SrpKey, SrpSettings, DEFAULT_RELAY_PORT};
-use crate::db::models::user::ActivationStatus;
-use crate::db::schema::users;
-use crate::db::{Conn, DbError, DbResult};
 use super::ServerState;
+use super::{rfc3339, ApiError};
+use crate::db::models::audit::append;
+use crate::db::models::srp_connection::{SrpConnection, SrpKey, SrpSettings, DEFAULT_RELAY_PORT};
+use crate::db::models::user::User;
+use crate::db::write_transaction;
+use crate::db::DbError;
 
 /// The SRP link as the Router sees it now.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -67,20 +67,6 @@ pub struct WirelessForm {
 
 fn default_port() -> i32 {
     DEFAULT_RELAY_PORT
-}
-
-/// Users holding a licence: those whose device was activated.
-fn licences_in_use(conn: &mut Conn) -> DbResult<i64> {
-    Ok(users::table
-        .filter(users::activation_status.eq_any([
-            ActivationStatus::EncryptionVerified.as_str(),
-            ActivationStatus::PolicyApplied.as_str(),
-            ActivationStatus::ServicesReceived.as_str(),
-            ActivationStatus::Synchronizing.as_str(),
-            ActivationStatus::Completed.as_str(),
-        ]))
-        .count()
-        .get_result(conn)?)
 }
 
 /// What the audit log keeps of a connection: everything but the key.
@@ -139,7 +125,7 @@ pub async fn get(State(state): State<ServerState>) -> Result<Json<WirelessView>,
         .run_sealed(|conn, sealer| {
             Ok((
                 SrpConnection::find_current(conn, sealer)?,
-                licences_in_use(conn)?,
+                User::count_activated(conn)?,
             ))
         })
         .await?;
@@ -203,7 +189,7 @@ pub async fn set(
                     before.as_ref().map(audit_state),
                     Some(after),
                 )?;
-                Ok((saved, licences_in_use(conn)?, relink))
+                Ok((saved, User::count_activated(conn)?, relink))
             })
         })
         .await

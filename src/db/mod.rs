@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::sql_types::{Integer, Text};
 use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
@@ -465,6 +465,25 @@ fn migration_versions() -> Vec<String> {
         .iter()
         .map(|m| m.name().version().to_string())
         .collect()
+}
+
+/// Runs `f` in a write transaction: `BEGIN IMMEDIATE` when the connection
+/// is not in a transaction yet, so concurrent writers queue on SQLite's
+/// lock instead of failing halfway; a savepoint inside the caller's
+/// transaction otherwise, so the write commits or rolls back with the
+/// change it belongs to.
+pub fn write_transaction<T>(
+    conn: &mut Conn,
+    f: impl FnOnce(&mut Conn) -> DbResult<T>,
+) -> DbResult<T> {
+    let nested = AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()?
+        .is_some();
+    if nested {
+        conn.transaction(f)
+    } else {
+        conn.immediate_transaction(f)
+    }
 }
 
 /// The current time in UTC, as stored in the database.

@@ -376,7 +376,7 @@ impl Dispatcher {
             .db
             .write(move |conn| {
                 use diesel::Connection;
-                crate::db::models::audit::write_transaction(conn, |conn| {
+                crate::db::write_transaction(conn, |conn| {
                     Ok(writes
                         .into_iter()
                         .map(|(queued, record)| {

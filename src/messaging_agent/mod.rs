@@ -276,7 +276,7 @@ async fn record_deliveries(db: &Database, events: Vec<DeliveryEvent>) -> Result<
         return Ok(());
     }
     db.write(move |conn| {
-        crate::db::models::audit::write_transaction(conn, |conn| {
+        crate::db::write_transaction(conn, |conn| {
             for (ref_id, delivered) in relevant {
                 let Some(message) = Message::find_by_ref_id(conn, &ref_id)? else {
                     continue;

@@ -147,7 +147,7 @@ async fn submit(shared: &Arc<Shared>, transport: &Transport, entry: OutboxEntry)
             let recorded = shared
                 .db
                 .write(move |conn| {
-                    crate::db::models::audit::write_transaction(conn, |conn| {
+                    crate::db::write_transaction(conn, |conn| {
                         OutboxEntry::delete(conn, id)?;
                         let message = match Message::find_by_ref_id(conn, &ref_id)? {
                             Some(m) => m,
@@ -208,7 +208,7 @@ async fn submit(shared: &Arc<Shared>, transport: &Transport, entry: OutboxEntry)
             let _ = shared
                 .db
                 .write(move |conn| {
-                    crate::db::models::audit::write_transaction(conn, |conn| {
+                    crate::db::write_transaction(conn, |conn| {
                         OutboxEntry::delete(conn, id)?;
                         if Message::find_by_ref_id(conn, &ref_id)?.is_none() {
                             Message::create(

@@ -548,23 +548,7 @@ fn config_from(wireless_sync: bool, settings: Vec<SyncSetting>) -> Sync {
 /// Sends the new configuration to every device of a user who syncs.
 async fn push_config(shared: Arc<Shared>, settings: Vec<SyncSetting>) {
     let config = config_from(shared.dav.is_some(), settings);
-    let pins = shared
-        .db
-        .run(|conn| {
-            use crate::db::schema::{devices, sync_states};
-            use diesel::prelude::*;
-            let pins: Vec<String> = devices::table
-                .inner_join(
-                    sync_states::table.on(sync_states::user_id.nullable().eq(devices::user_id)),
-                )
-                .select(devices::pin)
-                .distinct()
-                .load(conn)?;
-            pins.iter()
-                .map(|p| crate::db::models::device::parse_pin(p))
-                .collect::<DbResult<Vec<_>>>()
-        })
-        .await;
+    let pins = shared.db.run(SyncState::find_syncing_pins).await;
     match pins {
         Ok(pins) => {
             for pin in pins {
@@ -634,13 +618,7 @@ async fn summary(shared: &Shared) -> String {
     }
     let states = shared
         .db
-        .run(|conn| {
-            use crate::db::schema::sync_states;
-            use diesel::prelude::*;
-            Ok(sync_states::table
-                .select((sync_states::user_id, sync_states::state))
-                .load::<(UserId, String)>(conn)?)
-        })
+        .run(SyncState::find_all_states)
         .await
         .unwrap_or_default();
     let users: std::collections::HashSet<UserId> = states.iter().map(|(u, _)| *u).collect();

@@ -48,7 +48,7 @@ pub fn sync_settings(info: &TestbedInfo) -> SyncSettings {
 /// `first_pin`. Transport keys are provisioned separately.
 pub fn enroll(db: &Database, users: &[TestUser], first_pin: u32) -> DbResult<Vec<(UserId, Pin)>> {
     db.run_blocking(|conn| {
-        crate::db::models::audit::write_transaction(conn, |conn| {
+        crate::db::write_transaction(conn, |conn| {
             users
                 .iter()
                 .enumerate()

@@ -12,7 +12,6 @@
 //! `YYYY-MM-DDTHH:MM:SS.fffffffff` (UTC) and the states as stored (JSON text
 //! or null).
 
-use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::prelude::*;
 use serde::Serialize;
 use time::PrimitiveDateTime;
@@ -26,25 +25,6 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 
 /// How many entries [`verify_chain`] reads at a time.
 const VERIFY_BATCH: i64 = 500;
-
-/// Runs `f` in a write transaction: `BEGIN IMMEDIATE` when the connection
-/// is not in a transaction yet, so concurrent writers queue on SQLite's
-/// lock instead of failing halfway; a savepoint inside the caller's
-/// transaction otherwise, so the write commits or rolls back with the
-/// change it belongs to.
-pub(crate) fn write_transaction<T>(
-    conn: &mut Conn,
-    f: impl FnOnce(&mut Conn) -> DbResult<T>,
-) -> DbResult<T> {
-    let nested = AnsiTransactionManager::transaction_manager_status_mut(conn)
-        .transaction_depth()?
-        .is_some();
-    if nested {
-        conn.transaction(f)
-    } else {
-        conn.immediate_transaction(f)
-    }
-}
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = audit_log, check_for_backend(diesel::sqlite::Sqlite))]
@@ -182,7 +162,7 @@ pub fn append(
 ) -> DbResult<AuditEntry> {
     let before_state = before.as_ref().map(serde_json::Value::to_string);
     let after_state = after.as_ref().map(serde_json::Value::to_string);
-    write_transaction(conn, |conn| {
+    crate::db::write_transaction(conn, |conn| {
         let last: Option<(AuditEntryId, String)> = audit_log::table
             .order(audit_log::id.desc())
             .select((audit_log::id, audit_log::hash))

@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use time::PrimitiveDateTime;
 
 use crate::db::ids::UserId;
-use crate::db::models::audit::write_transaction;
 use crate::db::models::user::text_enum;
 use crate::db::schema::statistics;
+use crate::db::write_transaction;
 use crate::db::{now, Conn, DbResult};
 
 /// One of the counters.

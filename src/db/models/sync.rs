@@ -190,7 +190,7 @@ impl SyncSetting {
         db: OrganizerDatabase,
         change: SyncSettingChange,
     ) -> DbResult<SyncSetting> {
-        crate::db::models::audit::write_transaction(conn, |conn| {
+        crate::db::write_transaction(conn, |conn| {
             let before = SyncSetting::find(conn, db)?;
             let mut after = before;
             if let Some(on) = change.enabled {
@@ -370,6 +370,26 @@ impl SyncState {
             .load::<StateRow>(conn)?
             .into_iter()
             .map(state_from)
+            .collect()
+    }
+
+    /// Each user's state per database, as (user, state) pairs.
+    pub fn find_all_states(conn: &mut Conn) -> DbResult<Vec<(UserId, String)>> {
+        Ok(sync_states::table
+            .select((sync_states::user_id, sync_states::state))
+            .load::<(UserId, String)>(conn)?)
+    }
+
+    /// The PINs of devices whose user synchronizes organizer data.
+    pub fn find_syncing_pins(conn: &mut Conn) -> DbResult<Vec<Pin>> {
+        use crate::db::schema::devices;
+        let pins: Vec<String> = devices::table
+            .inner_join(sync_states::table.on(sync_states::user_id.nullable().eq(devices::user_id)))
+            .select(devices::pin)
+            .distinct()
+            .load(conn)?;
+        pins.iter()
+            .map(|p| crate::db::models::device::parse_pin(p))
             .collect()
     }
 

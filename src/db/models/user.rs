@@ -444,6 +444,21 @@ impl User {
         Ok(())
     }
 
+    /// Users holding a client access licence: those whose device's key
+    /// was established (activation past "Encryption verified").
+    pub fn count_activated(conn: &mut Conn) -> DbResult<i64> {
+        Ok(users::table
+            .filter(users::activation_status.eq_any([
+                ActivationStatus::EncryptionVerified.as_str(),
+                ActivationStatus::PolicyApplied.as_str(),
+                ActivationStatus::ServicesReceived.as_str(),
+                ActivationStatus::Synchronizing.as_str(),
+                ActivationStatus::Completed.as_str(),
+            ]))
+            .count()
+            .get_result(conn)?)
+    }
+
     /// Deletes the user; their group memberships, filters and statistics go
     /// with them, their devices are kept without an owner.
     pub fn delete_by_id(conn: &mut Conn, id: UserId) -> DbResult<bool> {
