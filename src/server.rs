@@ -222,7 +222,11 @@ impl Server {
         }
         let controller = Controller::new(settings.controller.clone(), db, components, status)
             .with_dispatcher(dispatcher.clone());
-        tasks.push(("controller", tokio::spawn(controller.run(shutdown.clone()))));
+        let stop = shutdown.clone();
+        tasks.push((
+            "controller",
+            tokio::spawn(async move { Ok(controller.run(stop).await?) }),
+        ));
         tasks.push((
             "administration",
             tokio::spawn(crate::admin::serve(

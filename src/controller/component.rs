@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::{ComponentState, StatusBoard};
-use crate::db::Database;
+use crate::db::{Database, DbError};
 
 /// Stable identifier of a component, as used in logs, `/health` and the UI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -61,8 +61,36 @@ impl fmt::Display for ComponentId {
     }
 }
 
-/// Why a component's run ended badly.
-pub type ComponentError = anyhow::Error;
+/// Why a component's run ended badly; the Controller logs it with its code
+/// and restarts the component.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    /// The Configuration Database stopped answering.
+    #[error("the Configuration Database does not answer: {0}")]
+    DatabaseUnreachable(#[source] DbError),
+    /// A failure of the component's own that it cannot recover from by
+    /// itself, with a stable code and words for an administrator.
+    #[error("{message}")]
+    Failed { code: &'static str, message: String },
+}
+
+impl ComponentError {
+    /// A failure of the component's own.
+    pub fn failed(code: &'static str, message: impl Into<String>) -> ComponentError {
+        ComponentError::Failed {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Stable code for logs and the console.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ComponentError::DatabaseUnreachable(_) => "DB_UNREACHABLE",
+            ComponentError::Failed { code, .. } => code,
+        }
+    }
+}
 
 /// A component the Controller starts and watches.
 pub trait Component: Send + Sync + 'static {
@@ -160,7 +188,7 @@ pub async fn standby(ctx: ComponentContext) -> Result<(), ComponentError> {
         ctx.db
             .ping()
             .await
-            .map_err(|e| anyhow::anyhow!("the Configuration Database does not answer: {e}"))
+            .map_err(ComponentError::DatabaseUnreachable)
     })
     .await
 }

@@ -134,7 +134,7 @@ impl Controller {
                     let (id, outcome) = match ended {
                         Ok((id, result)) => (id, match result {
                             Ok(()) => "stopped on its own".to_owned(),
-                            Err(e) => format!("failed: {e:#}"),
+                            Err(e) => format!("failed ({}): {e}", e.code()),
                         }),
                         Err(join) if join.is_panic() => (join.id(), format!("crashed: {}", panic_message(join))),
                         Err(join) => (join.id(), "was cancelled".to_owned()),

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::controller::component::{run_rounds, ComponentId};
+use crate::controller::component::{run_rounds, ComponentError, ComponentId};
 use crate::db::models::test_db;
 
 #[derive(Clone, Copy)]
@@ -51,7 +51,10 @@ impl Component for Probe {
                 Behaviour::FailsAfterFirstBeat => {
                     ctx.heartbeat.beat();
                     tokio::time::sleep(Duration::from_secs(5)).await;
-                    Err(anyhow::anyhow!("mailbox connection lost"))
+                    Err(ComponentError::failed(
+                        "TEST_CRASH",
+                        "mailbox connection lost",
+                    ))
                 }
                 Behaviour::PanicsAfterFirstBeat => {
                     ctx.heartbeat.beat();

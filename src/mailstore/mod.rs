@@ -268,7 +268,7 @@ async fn sync_directories(
         ctx.db
             .ping()
             .await
-            .map_err(|e| anyhow::anyhow!("the Configuration Database does not answer: {e}"))?;
+            .map_err(ComponentError::DatabaseUnreachable)?;
         ctx.heartbeat.beat();
     }
 }

@@ -142,7 +142,7 @@ impl MessagingAgent {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => break,
                 _ = beat.tick() => {
-                    ctx.db.ping().await.map_err(|e| anyhow::anyhow!("the Configuration Database does not answer: {e}"))?;
+                    ctx.db.ping().await.map_err(ComponentError::DatabaseUnreachable)?;
                     ctx.heartbeat.set_detail(Some(self.summary(&ctx.db, watchers.len()).await));
                     ctx.heartbeat.beat();
                 }

@@ -213,7 +213,7 @@ impl Desk {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
                 Some(_) = self.errands.join_next(), if !self.errands.is_empty() => {}
                 _ = beat.tick() => {
-                    ctx.db.ping().await.map_err(|e| anyhow::anyhow!("the Configuration Database does not answer: {e}"))?;
+                    ctx.db.ping().await.map_err(ComponentError::DatabaseUnreachable)?;
                     ctx.heartbeat.beat();
                 }
                 _ = sweep.tick() => {

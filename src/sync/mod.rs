@@ -151,7 +151,7 @@ async fn serve(
                 &settings.service_password,
                 Duration::from_secs(settings.request_timeout_secs.max(1)),
             )
-            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .map_err(|e| ComponentError::failed(e.code(), e.to_string()))?
             .with_connections(settings.max_connections),
         ),
         None => {
@@ -180,7 +180,7 @@ async fn serve(
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
             _ = beat.tick() => {
-                ctx.db.ping().await.map_err(|e| anyhow::anyhow!("the Configuration Database does not answer: {e}"))?;
+                ctx.db.ping().await.map_err(ComponentError::DatabaseUnreachable)?;
                 ctx.heartbeat.set_detail(Some(summary(&shared).await));
                 ctx.heartbeat.beat();
             }
