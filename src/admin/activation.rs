@@ -15,7 +15,7 @@ use serde_json::json;
 use super::auth::Caller;
 use super::extract::{Body, Id};
 use super::ServerState;
-use super::{audited, db_failure, rfc3339, ApiError};
+use super::{audited, db_failure, rfc3339, ApiError, ChangeError};
 use crate::clock::Clock;
 use crate::db::ids::UserId;
 use crate::db::models::activation_password::{
@@ -247,8 +247,8 @@ pub async fn set_password(
         let user = find(conn, id)?;
         let before = view(conn, &clock, &user)?;
         activation::set(conn, &sealer, &clock, &user.email, &secret, hours).map_err(|e| match e {
-            ActivationError::Db(e) => e,
-            other => DbError::Invalid(other.to_string()),
+            ActivationError::Db(e) => ChangeError::Db(e),
+            other => ChangeError::Refused(refused(other)),
         })?;
         // Read again: setting the password moved the user to Initializing.
         let user = find(conn, id)?;
@@ -271,7 +271,7 @@ pub async fn set_password(
         ))
     })
     .await
-    .map_err(|e| db_failure(e, &missing(id), None))?;
+    .map_err(|e: ChangeError| e.answer(|e| db_failure(e, &missing(id), None)))?;
     let email = if email_user {
         let expires_at = view
             .password
@@ -283,7 +283,7 @@ pub async fn set_password(
             tracing::warn!(target: "bramble::admin", user = %user.email, "the activation password was set but not e-mailed: {why}");
         } else {
             let to = user.email.clone();
-            audited(&state, caller.actor(), move |_| {
+            audited::<_, ApiError, _>(&state, caller.actor(), move |_| {
                 Ok((
                     (),
                     (

@@ -12,7 +12,7 @@ use super::auth::Caller;
 use super::extract::{Body, Id};
 use super::permission::valid_grant;
 use super::ServerState;
-use super::{audited, db_failure, rfc3339, ApiError};
+use super::{audited, db_failure, rfc3339, ApiError, ChangeError};
 use crate::db::ids::{AdministratorGroupId, AdministratorId, RoleId};
 use crate::db::models::administrator::{
     Administrator, NewAdministrator, Role, SECURITY_ADMINISTRATOR,
@@ -63,7 +63,7 @@ fn audit_state(v: &AdministratorView) -> serde_json::Value {
 }
 
 /// Refuses a change that would leave no enabled Security Administrator.
-fn keep_a_security_administrator(conn: &mut Conn) -> DbResult<()> {
+fn keep_a_security_administrator(conn: &mut Conn) -> Result<(), ChangeError> {
     for admin in Administrator::find_all(conn)? {
         if !admin.disabled
             && effective_roles(conn, admin.id)?
@@ -73,16 +73,16 @@ fn keep_a_security_administrator(conn: &mut Conn) -> DbResult<()> {
             return Ok(());
         }
     }
-    Err(DbError::Invalid(
-        "this change would leave no enabled Security Administrator; give the role to another administrator first".into(),
+    Err(ChangeError::invalid(
+        "this change would leave no enabled Security Administrator; give the role to another administrator first",
     ))
 }
 
-fn check_roles(conn: &mut Conn, ids: &[i64]) -> DbResult<Vec<RoleId>> {
+fn check_roles(conn: &mut Conn, ids: &[i64]) -> Result<Vec<RoleId>, ChangeError> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         if Role::find_by_id(conn, RoleId(*id))?.is_none() {
-            return Err(DbError::Invalid(format!("there is no role {id}")));
+            return Err(ChangeError::invalid(format!("there is no role {id}")));
         }
         out.push(RoleId(*id));
     }
@@ -143,7 +143,7 @@ pub async fn create(
         Ok((v, entry))
     })
     .await
-    .map_err(|e| db_failure(e, "", None))?;
+    .map_err(|e: ChangeError| e.answer(|e| db_failure(e, "", None)))?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -190,7 +190,9 @@ pub async fn update(
         Ok((after, entry))
     })
     .await
-    .map_err(|e| db_failure(e, &format!("there is no administrator {id}"), None))?;
+    .map_err(|e: ChangeError| {
+        e.answer(|e| db_failure(e, &format!("there is no administrator {id}"), None))
+    })?;
     Ok(Json(updated))
 }
 
@@ -264,7 +266,7 @@ pub async fn create_role(
         Ok((role, entry))
     })
     .await
-    .map_err(|e| db_failure(e, "", Some(taken)))?;
+    .map_err(|e: ChangeError| e.answer(|e| db_failure(e, "", Some(taken))))?;
     Ok((StatusCode::CREATED, Json(RoleView::from(&role))))
 }
 
@@ -278,7 +280,7 @@ pub async fn delete_role(
         let role = Role::find_by_id(conn, RoleId(id))?
             .ok_or(DbError::Query(diesel::result::Error::NotFound))?;
         if role.builtin {
-            return Err(DbError::Invalid(format!(
+            return Err(ChangeError::invalid(format!(
                 "`{}` is a built-in role and cannot be deleted",
                 role.name
             )));
@@ -291,7 +293,9 @@ pub async fn delete_role(
         ))
     })
     .await
-    .map_err(|e| db_failure(e, &format!("there is no role {id}"), None))?;
+    .map_err(|e: ChangeError| {
+        e.answer(|e| db_failure(e, &format!("there is no role {id}"), None))
+    })?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -356,7 +360,9 @@ pub async fn create_group(
         let mut members = Vec::new();
         for id in &form.administrator_ids {
             if Administrator::find_by_id(conn, AdministratorId(*id))?.is_none() {
-                return Err(DbError::Invalid(format!("there is no administrator {id}")));
+                return Err(ChangeError::invalid(format!(
+                    "there is no administrator {id}"
+                )));
             }
             members.push(AdministratorId(*id));
         }
@@ -376,7 +382,7 @@ pub async fn create_group(
         ))
     })
     .await
-    .map_err(|e| db_failure(e, "", None))?;
+    .map_err(|e: ChangeError| e.answer(|e| db_failure(e, "", None)))?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -403,6 +409,8 @@ pub async fn delete_group(
         ))
     })
     .await
-    .map_err(|e| db_failure(e, &format!("there is no administrator group {id}"), None))?;
+    .map_err(|e: ChangeError| {
+        e.answer(|e| db_failure(e, &format!("there is no administrator group {id}"), None))
+    })?;
     Ok(StatusCode::NO_CONTENT)
 }

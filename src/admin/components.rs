@@ -43,7 +43,7 @@ pub async fn restart(
         })?;
     let target = format!("component/{}", known.id);
     let before = json!({"state": known.state, "restarts": known.restarts});
-    audited(&state, caller.actor(), move |_| {
+    audited::<_, ApiError, _>(&state, caller.actor(), move |_| {
         Ok((
             (),
             (

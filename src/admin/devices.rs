@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::extract::{Id, Params};
 use super::users::UserView;
 use super::ServerState;
-use super::{db_failure, rfc3339, ApiError};
+use super::{db_failure, rfc3339, ApiError, ChangeError};
 use crate::db::ids::{DeviceId, UserId};
 use crate::db::models::admin_command::{AdminCommand, CommandKind, CommandTarget};
 use crate::db::models::device::{parse_pin, Device};
@@ -426,10 +426,14 @@ pub async fn command(
             .ok_or(DbError::Query(diesel::result::Error::NotFound))?;
         let destructive = matches!(kind, CommandKind::WipeAll | CommandKind::WipeWork);
         if destructive && !confirm.trim().eq_ignore_ascii_case(&device.pin.to_string()) {
-            return Err(DbError::Invalid(format!(
-                "CONFIRM: this deletes data on device {}; type its PIN to confirm",
-                device.pin
-            )));
+            return Err(ChangeError::refused(
+                StatusCode::BAD_REQUEST,
+                "CONFIRMATION_NEEDED",
+                format!(
+                    "this deletes data on device {}; type its PIN to confirm",
+                    device.pin
+                ),
+            ));
         }
         let command = AdminCommand::create(conn, kind, &parameters, "console", &[device.id], now)?;
         let target = AdminCommand::targets_of(conn, command.id)?
@@ -451,12 +455,8 @@ pub async fn command(
         ))
     })
     .await
-    .map_err(|e| match e {
-        DbError::Invalid(text) if text.starts_with("CONFIRM: ") => bad(
-            "CONFIRMATION_NEEDED",
-            text.trim_start_matches("CONFIRM: ").to_owned(),
-        ),
-        other => db_failure(other, &format!("there is no device {id}"), None),
+    .map_err(|e: ChangeError| {
+        e.answer(|e| db_failure(e, &format!("there is no device {id}"), None))
     })?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }

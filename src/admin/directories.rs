@@ -299,7 +299,7 @@ pub async fn start_sync(
     }
     let full = form.full;
     let target = format!("directory/{name}");
-    let recorded = audited(&state, caller.actor(), move |_| {
+    let recorded = audited::<_, crate::db::DbError, _>(&state, caller.actor(), move |_| {
         Ok((
             (),
             ("directory.sync", target, None, Some(json!({"full": full}))),

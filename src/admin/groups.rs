@@ -10,7 +10,7 @@ use super::auth::Caller;
 use super::extract::{Body, Id};
 use super::users::UserView;
 use super::ServerState;
-use super::{audited, db_failure, rfc3339, ApiError};
+use super::{audited, db_failure, rfc3339, ApiError, ChangeError};
 use crate::db::ids::{GroupId, UserId};
 use crate::db::models::group::Group;
 use crate::db::models::user::User;
@@ -175,7 +175,7 @@ async fn membership(
     audited(&state, caller.actor(), move |conn| {
         let g = find(conn, GroupId(group))?;
         let u = User::find_by_id(conn, UserId(user))?
-            .ok_or_else(|| DbError::Invalid(format!("there is no user {user}")))?;
+            .ok_or_else(|| ChangeError::invalid(format!("there is no user {user}")))?;
         let was = Group::find_member_ids(conn, g.id)?.contains(&u.id);
         if add {
             Group::add_member(conn, g.id, u.id)?;
@@ -195,7 +195,7 @@ async fn membership(
         ))
     })
     .await
-    .map_err(|e| db_failure(e, &missing(group), None))?;
+    .map_err(|e: ChangeError| e.answer(|e| db_failure(e, &missing(group), None)))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

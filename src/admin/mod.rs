@@ -86,7 +86,7 @@ use tower_http::services::{ServeDir, ServeFile};
 
 use crate::db::models::audit::append;
 use crate::db::write_transaction;
-use crate::db::{Conn, DbError, DbResult};
+use crate::db::{Conn, DbError};
 pub use auth::{Access, Caller};
 pub use settings::AdminSettings;
 pub use state::{ConsoleSettings, ServerState};
@@ -138,6 +138,68 @@ impl From<DbError> for ApiError {
     }
 }
 
+impl From<diesel::result::Error> for ApiError {
+    fn from(e: diesel::result::Error) -> Self {
+        ApiError::from(DbError::from(e))
+    }
+}
+
+/// Why a change made inside a transaction did not happen: the database
+/// failed, or the console refused it for a reason of its own (which rolls
+/// the transaction back like any failure).
+#[derive(Debug)]
+pub enum ChangeError {
+    Db(DbError),
+    Refused(ApiError),
+}
+
+impl ChangeError {
+    /// Refused as invalid input (400 `INVALID_INPUT`).
+    pub fn invalid(message: impl Into<String>) -> ChangeError {
+        ChangeError::Refused(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_INPUT",
+            message,
+        ))
+    }
+
+    /// Refused with a status and code of the console's.
+    pub fn refused(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ChangeError {
+        ChangeError::Refused(ApiError::new(status, code, message))
+    }
+
+    /// The console's answer: a refusal as it is, a database failure as
+    /// `db` words it (e.g. [`db_failure`] with the missing item's name).
+    pub fn answer(self, db: impl FnOnce(DbError) -> ApiError) -> ApiError {
+        match self {
+            ChangeError::Db(e) => db(e),
+            ChangeError::Refused(e) => e,
+        }
+    }
+}
+
+impl From<DbError> for ChangeError {
+    fn from(e: DbError) -> Self {
+        ChangeError::Db(e)
+    }
+}
+
+impl From<diesel::result::Error> for ChangeError {
+    fn from(e: diesel::result::Error) -> Self {
+        ChangeError::Db(DbError::from(e))
+    }
+}
+
+impl From<ChangeError> for ApiError {
+    fn from(e: ChangeError) -> Self {
+        e.answer(ApiError::from)
+    }
+}
+
 /// A database failure in words: a missing row becomes 404 with `missing`,
 /// a uniqueness violation becomes `conflict` (when given), the rest as
 /// [`From<DbError>`].
@@ -166,15 +228,17 @@ pub type AuditRecord = (
 );
 
 /// Runs a change and appends its audit record in one write transaction:
-/// both happen or neither does.
-pub async fn audited<T, F>(state: &ServerState, actor: String, change: F) -> DbResult<T>
+/// both happen or neither does. The change fails in the database's terms
+/// or, where it refuses for a reason of the console's, in an [`ApiError`].
+pub async fn audited<T, E, F>(state: &ServerState, actor: String, change: F) -> Result<T, E>
 where
     T: Send + 'static,
-    F: FnOnce(&mut Conn) -> DbResult<(T, AuditRecord)> + Send + 'static,
+    E: From<DbError> + From<diesel::result::Error> + Send + 'static,
+    F: FnOnce(&mut Conn) -> Result<(T, AuditRecord), E> + Send + 'static,
 {
     state
         .db
-        .run(move |conn| {
+        .run_as(move |conn| {
             write_transaction(conn, |conn| {
                 let (value, (action, target, before, after)) = change(conn)?;
                 append(conn, &actor, action, &target, before, after)?;

@@ -11,7 +11,7 @@ use super::auth::Caller;
 use super::extract::{Body, Id, Params};
 use super::groups::GroupView;
 use super::ServerState;
-use super::{audited, db_failure, paging, rfc3339, ApiError, Page};
+use super::{audited, db_failure, paging, rfc3339, ApiError, ChangeError, Page};
 use crate::db::ids::{GroupId, UserId};
 use crate::db::models::device::Device;
 use crate::db::models::device_key::DeviceKey;
@@ -306,7 +306,7 @@ pub async fn set_groups(
         let wanted: Vec<GroupId> = form.group_ids.iter().map(|g| GroupId(*g)).collect();
         for group in &wanted {
             if Group::find_by_id(conn, *group)?.is_none() {
-                return Err(DbError::Invalid(format!("there is no group {group}")));
+                return Err(ChangeError::invalid(format!("there is no group {group}")));
             }
         }
         for group in &before {
@@ -329,7 +329,7 @@ pub async fn set_groups(
         Ok((after, entry))
     })
     .await
-    .map_err(|e| db_failure(e, &missing(id), None))?;
+    .map_err(|e: ChangeError| e.answer(|e| db_failure(e, &missing(id), None)))?;
     Ok(Json(groups.iter().map(GroupView::from).collect()))
 }
 
@@ -379,10 +379,14 @@ pub async fn resend(
     let (user, device) = audited(&state, caller.actor(), move |conn| {
         let user = find(conn, UserId(id))?;
         let device = activated_device(conn, user.id)?.ok_or_else(|| {
-            DbError::Invalid(format!(
-                "NO_DEVICE: {} has no activated device to send it to; activate a device first",
-                user.display_name
-            ))
+            ChangeError::refused(
+                StatusCode::CONFLICT,
+                "NO_DEVICE",
+                format!(
+                    "{} has no activated device to send it to; activate a device first",
+                    user.display_name
+                ),
+            )
         })?;
         let entry = (
             "user.resend",
@@ -397,14 +401,7 @@ pub async fn resend(
         Ok(((user.id, device), entry))
     })
     .await
-    .map_err(|e| match e {
-        DbError::Invalid(text) if text.starts_with("NO_DEVICE: ") => ApiError::new(
-            StatusCode::CONFLICT,
-            "NO_DEVICE",
-            text.trim_start_matches("NO_DEVICE: ").to_owned(),
-        ),
-        other => db_failure(other, &missing(id), None),
-    })?;
+    .map_err(|e: ChangeError| e.answer(|e| db_failure(e, &missing(id), None)))?;
     state.dispatcher.announce(DeliveryEvent::ResendRequested {
         pin: device.pin,
         user,

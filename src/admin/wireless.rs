@@ -5,7 +5,6 @@
 //! settings.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::{Extension, Json};
 
 use serde::{Deserialize, Serialize};
@@ -13,12 +12,11 @@ use serde::{Deserialize, Serialize};
 use super::auth::Caller;
 use super::extract::Body;
 use super::ServerState;
-use super::{rfc3339, ApiError};
+use super::{rfc3339, ApiError, ChangeError};
 use crate::db::models::audit::append;
 use crate::db::models::srp_connection::{SrpConnection, SrpKey, SrpSettings, DEFAULT_RELAY_PORT};
 use crate::db::models::user::User;
 use crate::db::write_transaction;
-use crate::db::DbError;
 
 /// The SRP link as the Router sees it now.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -147,7 +145,7 @@ pub async fn set(
         .filter(|k| !k.is_empty());
     let (saved, in_use, relink) = state
         .db
-        .write_sealed(move |conn, sealer| {
+        .write_sealed_as(move |conn, sealer| {
             write_transaction(conn, |conn| {
                 let before = SrpConnection::find_current(conn, sealer)?;
                 let key = match new_key {
@@ -156,7 +154,7 @@ pub async fn set(
                         Some(stored) => stored.srp_key.clone(),
                         None if srp_id.is_empty() => SrpKey::new(""),
                         None => {
-                            return Err(DbError::Invalid(format!(
+                            return Err(ChangeError::invalid(format!(
                                 "enter the SRP authentication key that came with SRP ID {srp_id}; \
                                  no key is stored for it"
                             )))
@@ -193,12 +191,7 @@ pub async fn set(
             })
         })
         .await
-        .map_err(|e| match e {
-            DbError::Invalid(message) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "INVALID_INPUT", message)
-            }
-            other => ApiError::from(other),
-        })?;
+        .map_err(ApiError::from)?;
     if relink {
         state.dispatcher.router().reconnect();
     }

@@ -88,8 +88,19 @@ pub enum DbError {
     Task(String),
     #[error("cannot seal or unseal a stored secret: {0}")]
     Seal(#[from] seal::SealError),
+    /// Input a model refuses to store (an empty name, a duplicate, a value
+    /// out of range), in words for whoever gave it. Only the models raise
+    /// it; a layer above refuses in its own error type.
     #[error("{0}")]
     Invalid(String),
+    /// A stored value that does not read back as any version of Bramble
+    /// writes it.
+    #[error("stored data is damaged: {0}. Restore the Configuration Database from a backup or delete the damaged item.")]
+    Damaged(String),
+    /// Hashing, random numbers, key derivation or encoding for storage
+    /// failed in the library that does it.
+    #[error("cannot {what}: {message}")]
+    Encoding { what: &'static str, message: String },
 }
 
 impl DbError {
@@ -109,6 +120,8 @@ impl DbError {
             DbError::Task(_) => "DB_TASK_FAILED",
             DbError::Seal(_) => "DB_SEAL_FAILED",
             DbError::Invalid(_) => "INVALID_INPUT",
+            DbError::Damaged(_) => "DB_DAMAGED",
+            DbError::Encoding { .. } => "DB_ENCODING_FAILED",
         }
     }
 }
@@ -268,13 +281,28 @@ impl Database {
         T: Send + 'static,
         F: FnOnce(&mut Conn) -> DbResult<T> + Send + 'static,
     {
+        self.run_as(f).await
+    }
+
+    /// [`Database::run`] for a layer with an error type of its own (the
+    /// console's, the Dispatcher's): `f` may fail in that layer's terms,
+    /// and a database failure becomes one of them.
+    pub async fn run_as<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<T, E> + Send + 'static,
+    {
         let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get()?;
+        match tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(DbError::from)?;
             f(&mut conn)
         })
         .await
-        .map_err(|e| DbError::Task(e.to_string()))?
+        {
+            Ok(result) => result,
+            Err(e) => Err(DbError::Task(e.to_string()).into()),
+        }
     }
 
     /// [`Database::run`] for work that writes: one writer of this process
@@ -299,6 +327,19 @@ impl Database {
     {
         let _turn = self.write_lock.lock().await;
         self.run_sealed(f).await
+    }
+
+    /// [`Database::write_sealed`] for a layer with an error type of its own
+    /// (see [`Database::run_as`]).
+    pub async fn write_sealed_as<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&mut Conn, &Sealer) -> Result<T, E> + Send + 'static,
+    {
+        let _turn = self.write_lock.lock().await;
+        let sealer = self.sealer.clone();
+        self.run_as(move |conn| f(conn, &sealer)).await
     }
 
     /// Like [`Database::run`] with the sealer too, for models with secrets.
@@ -472,10 +513,13 @@ fn migration_versions() -> Vec<String> {
 /// lock instead of failing halfway; a savepoint inside the caller's
 /// transaction otherwise, so the write commits or rolls back with the
 /// change it belongs to.
-pub fn write_transaction<T>(
+pub fn write_transaction<T, E>(
     conn: &mut Conn,
-    f: impl FnOnce(&mut Conn) -> DbResult<T>,
-) -> DbResult<T> {
+    f: impl FnOnce(&mut Conn) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
     let nested = AnsiTransactionManager::transaction_manager_status_mut(conn)
         .transaction_depth()?
         .is_some();

@@ -127,10 +127,10 @@ fn load(conn: &mut Conn, sealer: &Sealer, pin: Pin) -> DbResult<Option<KeyRing>>
             continue;
         };
         let id = u32::try_from(sealed.info.key_id)
-            .map_err(|_| DbError::Invalid(format!("device {pin} has a key id out of range")))?;
+            .map_err(|_| DbError::Damaged(format!("device {pin} has a key id out of range")))?;
         let material = sealed.unseal(sealer)?;
         let key = TransportKey::from_slice(id, material.as_bytes()).ok_or_else(|| {
-            DbError::Invalid(format!(
+            DbError::Damaged(format!(
                 "device {pin} has a transport key of the wrong length"
             ))
         })?;

@@ -199,13 +199,17 @@ pub enum DispatchError {
     Db(#[from] DbError),
     #[error("device {0} is not reachable now (no relay link and not on the LAN)")]
     NoPath(Pin),
+    /// The shared queue write a send waited for did not happen; nothing of
+    /// it was stored.
+    #[error("the message was not queued: {0}")]
+    NotQueued(String),
 }
 
 /// A send waiting for the group commit.
 struct PendingWrite {
     queued: Vec<NewOutbound>,
     record: RecordFn,
-    done: tokio::sync::oneshot::Sender<Result<(), DbError>>,
+    done: tokio::sync::oneshot::Sender<Result<(), DispatchError>>,
 }
 
 type RecordFn = Box<dyn FnOnce(&mut crate::db::Conn, &[RefId]) -> Result<(), DbError> + Send>;
@@ -294,7 +298,7 @@ impl Dispatcher {
     pub async fn send(&self, message: Outgoing) -> Result<RefId, DispatchError> {
         let mut ids = self.send_all(vec![message]).await?;
         ids.pop()
-            .ok_or_else(|| DispatchError::Db(DbError::Invalid("nothing was queued".into())))
+            .ok_or_else(|| DispatchError::NotQueued("nothing was queued".into()))
     }
 
     /// [`Dispatcher::send`] for many messages with one database write.
@@ -345,10 +349,10 @@ impl Dispatcher {
         }
         self.commit_pending().await?;
         match result.await {
-            Ok(outcome) => outcome.map(|()| ref_ids).map_err(DispatchError::Db),
-            Err(_) => Err(DispatchError::Db(DbError::Invalid(
+            Ok(outcome) => outcome.map(|()| ref_ids),
+            Err(_) => Err(DispatchError::NotQueued(
                 "the queue write was abandoned".into(),
-            ))),
+            )),
         }
     }
 
@@ -396,7 +400,7 @@ impl Dispatcher {
             Err(e) => {
                 let text = e.to_string();
                 for done in waiters {
-                    let _ = done.send(Err(DbError::Invalid(text.clone())));
+                    let _ = done.send(Err(DispatchError::NotQueued(text.clone())));
                 }
                 return Err(e.into());
             }
@@ -406,7 +410,7 @@ impl Dispatcher {
             if result.is_ok() {
                 to_send.extend(queued);
             }
-            let _ = done.send(result);
+            let _ = done.send(result.map_err(DispatchError::Db));
         }
         self.transmit(
             to_send

@@ -83,11 +83,16 @@ pub struct ActivationEvent {
 fn hash(password: &str) -> DbResult<String> {
     let mut salt = [0u8; 16];
     openssl::rand::rand_bytes(&mut salt).map_err(|e| DbError::Seal(e.into()))?;
-    let salt = SaltString::encode_b64(&salt)
-        .map_err(|e| DbError::Invalid(format!("cannot salt the activation password: {e}")))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| DbError::Encoding {
+        what: "salt the activation password",
+        message: e.to_string(),
+    })?;
     Ok(Argon2::default()
         .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| DbError::Invalid(format!("cannot hash the activation password: {e}")))?
+        .map_err(|e| DbError::Encoding {
+            what: "hash the activation password",
+            message: e.to_string(),
+        })?
         .to_string())
 }
 
@@ -145,7 +150,7 @@ impl ActivationEvent {
         rows.into_iter()
             .map(|(status, at)| {
                 let status = ActivationStatus::parse(&status).ok_or_else(|| {
-                    DbError::Invalid(format!(
+                    DbError::Damaged(format!(
                         "user {user} has an activation step in an unknown status `{status}`"
                     ))
                 })?;
@@ -194,8 +199,12 @@ impl ActivationPassword {
             .first(conn)
             .optional()?;
         let email = email.ok_or_else(|| DbError::Invalid(format!("there is no user {user}")))?;
-        let secret = bramble_proto::activation::password_secret(password, &email)
-            .map_err(|e| DbError::Invalid(format!("cannot derive the activation secret: {e}")))?;
+        let secret = bramble_proto::activation::password_secret(password, &email).map_err(|e| {
+            DbError::Encoding {
+                what: "derive the activation secret",
+                message: e.to_string(),
+            }
+        })?;
         let sealed_secret = sealer.seal(&secret_context(user), &secret)?;
         conn.transaction(|conn| {
             let row = diesel::insert_into(activation_passwords::table)
@@ -350,7 +359,7 @@ impl ActivationPassword {
         let secret = sealer.unseal(&secret_context(user), &sealed)?;
         let secret: [u8; 32] = secret
             .try_into()
-            .map_err(|_| DbError::Invalid("the activation secret has the wrong length".into()))?;
+            .map_err(|_| DbError::Damaged("the activation secret has the wrong length".into()))?;
         Ok(Ok(secret))
     }
 

@@ -86,11 +86,11 @@ fn target(row: TargetRow) -> DbResult<CommandTarget> {
         device_id,
         pin,
         kind: CommandKind::parse(&kind).ok_or_else(|| {
-            DbError::Invalid(format!("command {command_id} has an unknown kind `{kind}`"))
+            DbError::Damaged(format!("command {command_id} has an unknown kind `{kind}`"))
         })?,
         parameters: serde_json::from_str(&parameters).unwrap_or(serde_json::Value::Null),
         state: TargetState::parse(&state).ok_or_else(|| {
-            DbError::Invalid(format!(
+            DbError::Damaged(format!(
                 "command {command_id} has an unknown state `{state}`"
             ))
         })?,

@@ -74,8 +74,10 @@ impl Role {
 
     /// Adds a custom role.
     pub fn create(conn: &mut Conn, name: &str, permissions: &[&str]) -> DbResult<Role> {
-        let permissions =
-            serde_json::to_string(permissions).map_err(|e| DbError::Invalid(e.to_string()))?;
+        let permissions = serde_json::to_string(permissions).map_err(|e| DbError::Encoding {
+            what: "encode the permissions",
+            message: e.to_string(),
+        })?;
         Ok(diesel::insert_into(roles::table)
             .values((
                 roles::name.eq(name),
@@ -114,7 +116,10 @@ impl NewAdministrator {
         let salt = SaltString::generate(&mut OsRng);
         let hash = Argon2::default()
             .hash_password(self.password.as_bytes(), &salt)
-            .map_err(|e| DbError::Invalid(format!("cannot hash the password: {e}")))?
+            .map_err(|e| DbError::Encoding {
+                what: "hash the password",
+                message: e.to_string(),
+            })?
             .to_string();
         diesel::insert_into(administrators::table)
             .values((
@@ -149,7 +154,7 @@ impl Administrator {
         conn.transaction(|conn| {
             let admin = new.save(conn)?;
             let role = Role::find_by_name(conn, SECURITY_ADMINISTRATOR)?.ok_or_else(|| {
-                DbError::Invalid("the Security Administrator role is missing".into())
+                DbError::Damaged("the Security Administrator role is missing".into())
             })?;
             Administrator::add_role(conn, admin.id, role.id)?;
             Ok(admin)

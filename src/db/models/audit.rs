@@ -112,10 +112,10 @@ impl Fields<'_> {
         let format = time::macros::format_description!(
             "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]"
         );
-        let at = self
-            .at
-            .format(&format)
-            .map_err(|e| DbError::Invalid(format!("cannot format the audit time: {e}")))?;
+        let at = self.at.format(&format).map_err(|e| DbError::Encoding {
+            what: "format the audit time",
+            message: e.to_string(),
+        })?;
         let canonical = serde_json::to_string(&(
             self.id.0,
             at,
@@ -125,7 +125,10 @@ impl Fields<'_> {
             self.before_state,
             self.after_state,
         ))
-        .map_err(|e| DbError::Invalid(format!("cannot encode the audit entry: {e}")))?;
+        .map_err(|e| DbError::Encoding {
+            what: "encode the audit entry",
+            message: e.to_string(),
+        })?;
         let mut input = Vec::with_capacity(prev_hash.len() + canonical.len());
         input.extend_from_slice(prev_hash.as_bytes());
         input.extend_from_slice(canonical.as_bytes());

@@ -265,7 +265,7 @@ impl Device {
         rows.into_iter()
             .map(|(id, reported_at, text)| {
                 let report = serde_json::from_str(&text).map_err(|e| {
-                    DbError::Invalid(format!(
+                    DbError::Damaged(format!(
                         "diagnostics report {id} of device {device} is not JSON: {e}"
                     ))
                 })?;

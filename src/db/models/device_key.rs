@@ -122,7 +122,7 @@ impl TryFrom<KeyRow> for SealedDeviceKey {
 
     fn try_from(row: KeyRow) -> DbResult<SealedDeviceKey> {
         let slot = KeySlot::parse(&row.slot).ok_or_else(|| {
-            DbError::Invalid(format!(
+            DbError::Damaged(format!(
                 "device {} has a key in an unknown slot `{}`",
                 row.device_id, row.slot
             ))
@@ -243,7 +243,7 @@ impl DeviceKey {
             .into_iter()
             .map(|(slot, key_id, created_at)| {
                 let slot = KeySlot::parse(&slot).ok_or_else(|| {
-                    DbError::Invalid(format!(
+                    DbError::Damaged(format!(
                         "device {device} has a key in an unknown slot `{slot}`"
                     ))
                 })?;

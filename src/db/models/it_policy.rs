@@ -270,7 +270,7 @@ impl ItPolicy {
         rows.into_iter()
             .map(|(rule, text)| {
                 let value = serde_json::from_str(&text).map_err(|e| {
-                    DbError::Invalid(format!(
+                    DbError::Damaged(format!(
                         "the stored value of IT policy rule `{rule}` is not JSON: {e}"
                     ))
                 })?;

@@ -119,7 +119,7 @@ impl TryFrom<MessageRow> for Message {
 
     fn try_from(row: MessageRow) -> DbResult<Message> {
         let unknown = |what: &str, text: &str| {
-            DbError::Invalid(format!(
+            DbError::Damaged(format!(
                 "message {} has an unknown {what} `{text}`",
                 row.ref_id
             ))
@@ -178,7 +178,7 @@ impl TryFrom<HopRow> for MessageHop {
 
     fn try_from(row: HopRow) -> DbResult<MessageHop> {
         let hop = Hop::parse(&row.hop).ok_or_else(|| {
-            DbError::Invalid(format!(
+            DbError::Damaged(format!(
                 "message hop {} has an unknown component `{}`",
                 row.id, row.hop
             ))

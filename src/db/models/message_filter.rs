@@ -81,13 +81,13 @@ impl TryFrom<FilterRow> for MessageFilter {
 
     fn try_from(row: FilterRow) -> DbResult<MessageFilter> {
         let conditions = serde_json::from_str(&row.conditions).map_err(|e| {
-            DbError::Invalid(format!(
+            DbError::Damaged(format!(
                 "the conditions of message filter `{}` cannot be read: {e}",
                 row.name
             ))
         })?;
         let action = FilterAction::parse(&row.action).ok_or_else(|| {
-            DbError::Invalid(format!(
+            DbError::Damaged(format!(
                 "message filter `{}` has an unknown action `{}`",
                 row.name, row.action
             ))
@@ -115,8 +115,10 @@ pub struct NewMessageFilter {
 }
 
 fn conditions_json(conditions: &[Condition]) -> DbResult<String> {
-    serde_json::to_string(conditions)
-        .map_err(|e| DbError::Invalid(format!("cannot store the conditions: {e}")))
+    serde_json::to_string(conditions).map_err(|e| DbError::Encoding {
+        what: "store the conditions",
+        message: e.to_string(),
+    })
 }
 
 fn check_name(name: &str) -> DbResult<()> {

@@ -73,7 +73,7 @@ impl TryFrom<Row> for OutboundPacket {
     type Error = DbError;
     fn try_from(row: Row) -> DbResult<Self> {
         let bad = |what: &str| {
-            DbError::Invalid(format!("outbound queue row {} has a bad {what}", row.id))
+            DbError::Damaged(format!("outbound queue row {} has a bad {what}", row.id))
         };
         Ok(OutboundPacket {
             id: row.id,

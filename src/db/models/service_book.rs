@@ -78,13 +78,13 @@ impl TryFrom<ServiceBookRow> for ServiceBook {
 
     fn try_from(row: ServiceBookRow) -> DbResult<ServiceBook> {
         let kind = ServiceBookKind::parse(&row.kind).ok_or_else(|| {
-            DbError::Invalid(format!(
+            DbError::Damaged(format!(
                 "service book {} of device {} has an unknown kind `{}`",
                 row.id, row.device_id, row.kind
             ))
         })?;
         let content = serde_json::from_str(&row.content).map_err(|e| {
-            DbError::Invalid(format!(
+            DbError::Damaged(format!(
                 "service book {} of device {} is not JSON: {e}",
                 row.id, row.device_id
             ))

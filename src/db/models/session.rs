@@ -51,8 +51,10 @@ fn hex(bytes: &[u8]) -> String {
 
 fn new_token() -> DbResult<String> {
     let mut bytes = [0u8; 32];
-    openssl::rand::rand_bytes(&mut bytes)
-        .map_err(|e| DbError::Invalid(format!("cannot draw a random session token: {e}")))?;
+    openssl::rand::rand_bytes(&mut bytes).map_err(|e| DbError::Encoding {
+        what: "draw a random session token",
+        message: e.to_string(),
+    })?;
     Ok(hex(&bytes))
 }
 

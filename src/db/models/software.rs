@@ -69,7 +69,7 @@ impl TryFrom<ApplicationRow> for SoftwareApplication {
 
     fn try_from(row: ApplicationRow) -> DbResult<SoftwareApplication> {
         let disposition = Disposition::parse(&row.disposition).ok_or_else(|| {
-            DbError::Invalid(format!(
+            DbError::Damaged(format!(
                 "application `{}` has an unknown disposition `{}`",
                 row.name, row.disposition
             ))

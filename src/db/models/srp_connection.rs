@@ -131,7 +131,7 @@ impl SrpConnectionRow {
         let key = String::from_utf8(clear).map_err(|e| {
             let mut bytes = e.into_bytes();
             bytes.fill(0);
-            DbError::Invalid(format!(
+            DbError::Damaged(format!(
                 "the stored SRP key for {} is not text",
                 self.srp_id
             ))

@@ -752,7 +752,7 @@ impl DeviceBackup {
         row.map(|(pin, taken_at, settings, items, item_count)| {
             let json = |text: &str| {
                 serde_json::from_str(text).map_err(|e| {
-                    DbError::Invalid(format!("a stored backup of user {user} is not JSON: {e}"))
+                    DbError::Damaged(format!("a stored backup of user {user} is not JSON: {e}"))
                 })
             };
             Ok(DeviceBackup {
