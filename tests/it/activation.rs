@@ -23,8 +23,6 @@ use bramble::db::models::user::{ActivationStatus, NewUser, User};
 use bramble::db::Database;
 use bramble::dispatcher::Outgoing;
 use bramble::server::Listeners;
-use bramble::testbed::lmtp::Lmtp;
-use bramble::testbed::{pilot, Testbed, TestbedOptions};
 use bramble::{Server, ServerHandle};
 use bramble_device::{Device, DeviceConfig, DeviceError, KeyStore};
 use bramble_proto::activation::ActivationMessage;
@@ -32,6 +30,8 @@ use bramble_proto::cmime::Cmime;
 use bramble_proto::policy::{ServiceBooks, Signed};
 use bramble_proto::{ContentType, Pin};
 use bramble_relay::{Relay, RelayConfig, RelayHandle, SrpAccount, TlsIdentity};
+use bramble_testbed::lmtp::Lmtp;
+use bramble_testbed::{pilot, Testbed, TestbedOptions};
 use tokio::net::TcpListener;
 
 const SRP_ID: &str = "S80005678";

@@ -18,13 +18,13 @@ use bramble::db::models::message_filter::{Condition, FilterAction, NewMessageFil
 use bramble::db::models::statistics::Statistics;
 use bramble::db::Database;
 use bramble::server::Listeners;
-use bramble::testbed::lmtp::Lmtp;
-use bramble::testbed::{pilot, send_mail, Testbed, TestbedInfo, TestbedOptions};
 use bramble::{Server, ServerHandle};
 use bramble_device::{Connection, Device, DeviceConfig, KeyStore};
 use bramble_proto::cmime::{Cmime, Compose, MailItem, SendState};
 use bramble_proto::envelope::TransportKey;
 use bramble_proto::{ContentType, Pin, RefId};
+use bramble_testbed::lmtp::Lmtp;
+use bramble_testbed::{pilot, send_mail, Testbed, TestbedInfo, TestbedOptions};
 use futures::TryStreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -158,18 +158,16 @@ async fn bed_with(users: usize, with_cuts: bool, tweak: impl FnOnce(&mut Setting
     let keys: Vec<TransportKey> = (0..enrolled.len())
         .map(|_| TransportKey::generate(1).unwrap())
         .collect();
-    server
-        .dispatcher()
-        .keys()
-        .provision_many_for_test(
-            enrolled
-                .iter()
-                .zip(&keys)
-                .map(|((_, pin), key)| (*pin, key.clone()))
-                .collect(),
-        )
-        .await
-        .unwrap();
+    bramble_testbed::provision::into_server(
+        &server,
+        enrolled
+            .iter()
+            .zip(&keys)
+            .map(|((_, pin), key)| (*pin, key.clone()))
+            .collect(),
+    )
+    .await
+    .unwrap();
     Bed {
         _dir: dir,
         testbed,

@@ -153,10 +153,7 @@ async fn wait_link(server: &ServerHandle, up: bool) {
 /// A device with a fresh key, registered with the server (test path).
 async fn device(server: &ServerHandle, pin: u32) -> Device {
     let key = TransportKey::generate(1).unwrap();
-    server
-        .dispatcher()
-        .keys()
-        .provision_for_test(Pin(pin), &key)
+    bramble_testbed::provision::into_server(server, vec![(Pin(pin), key.clone())])
         .await
         .unwrap();
     let mut config = DeviceConfig::new(Pin(pin));
