@@ -939,8 +939,13 @@ async fn the_console_resends_the_policy_and_the_service_books_to_the_device() {
         .unwrap()
         .0;
     let first_applied = applied(&bed, pin).await.1.unwrap();
-    // The times are stored to the second.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The times are stored to the second: wait until a new one has begun.
+    crate::fixture::wait_until(
+        PATIENCE,
+        "the second of the first confirmation has passed",
+        || async { bramble::db::now() >= first_applied + time::Duration::seconds(1) },
+    )
+    .await;
     let path = format!("/api/users/{}/resend", bed.users[0].0);
     for (what, want) in [
         ("policy", ContentType::ItPolicy),

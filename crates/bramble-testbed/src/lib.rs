@@ -443,6 +443,30 @@ impl Testbed {
         }
     }
 
+    /// Whether Postfix has handed on every message it accepted: no queue
+    /// file is left waiting, being delivered or deferred. Tests that check
+    /// a message arrived only once count after this holds.
+    pub fn mail_queue_is_empty(&self) -> bool {
+        fn holds_a_file(dir: &Path) -> bool {
+            fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|entry| {
+                    let path = entry.path();
+                    if path.is_dir() {
+                        holds_a_file(&path)
+                    } else {
+                        true
+                    }
+                })
+        }
+        let spool = self.info.dir.join("spool");
+        !["maildrop", "incoming", "active", "deferred", "hold"]
+            .iter()
+            .any(|queue| holds_a_file(&spool.join(queue)))
+    }
+
     /// Stops both servers and waits until they have exited. Idempotent.
     pub fn stop(&mut self) -> Result<(), TestbedError> {
         if !self.running {
