@@ -28,6 +28,11 @@
 //!   takes backups and diagnostics.
 //! - [`server`]: [`Server::start`] and the [`ServerHandle`] that owns the
 //!   named tasks and the shutdown signal.
+//!
+//! Nothing here exists only for tests or measurements: the `bramble`
+//! command is `crates/bramble-cli`, and the testbed of real mail, directory
+//! and organizer servers, direct key provisioning for reference devices and
+//! the benchmarks are `crates/bramble-testbed`.
 
 pub mod admin;
 pub mod clock;
