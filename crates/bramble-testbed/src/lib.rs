@@ -18,7 +18,7 @@
 //!   servers, its sample users enrolled with devices.
 //! - [`provision`]: transport keys given to reference devices without
 //!   wireless activation (`bramble device provision`, tests, benchmarks).
-//! - [`bench`]: the benchmarks, each printing a figure beside its limit.
+//! - [`bench`](mod@bench): the benchmarks, each printing a figure beside its limit.
 //!
 //! [`Testbed::start`] writes the configurations into the folder, starts the
 //! servers, waits until their ports accept, and writes `testbed.toml` (ports,
