@@ -26,13 +26,15 @@
 //!   groups from LDAP directories; the Synchronization Service keeps
 //!   devices' organizer data in step with a CalDAV/CardDAV server and
 //!   takes backups and diagnostics.
-//! - [`testbed`]: real Dovecot, Postfix, slapd and Radicale on loopback from
-//!   one folder, for tests, benchmarks and pilots (`bramble testbed up|down`).
 //! - [`server`]: [`Server::start`] and the [`ServerHandle`] that owns the
 //!   named tasks and the shutdown signal.
+//!
+//! Nothing here exists only for tests or measurements: the `bramble`
+//! command is `crates/bramble-cli`, and the testbed of real mail, directory
+//! and organizer servers, direct key provisioning for reference devices and
+//! the benchmarks are `crates/bramble-testbed`.
 
 pub mod admin;
-pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod controller;
@@ -47,7 +49,6 @@ pub mod policy;
 pub mod router;
 pub mod server;
 pub mod sync;
-pub mod testbed;
 
 pub use config::Settings;
 pub use server::{Server, ServerHandle};

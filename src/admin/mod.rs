@@ -68,9 +68,6 @@ pub mod tls;
 pub mod users;
 pub mod wireless;
 
-#[cfg(test)]
-mod tests;
-
 pub mod health;
 
 use axum::http::{header, HeaderValue, Method, StatusCode};

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use bramble_proto::envelope::TransportKey;
 use bramble_proto::Pin;
 
-use crate::db::models::device::{Device, NewDevice};
-use crate::db::models::device_key::{DeviceKey, KeyMaterial, KeySlot};
+use crate::db::models::device::Device;
+use crate::db::models::device_key::{DeviceKey, KeySlot};
 use crate::db::{Conn, Database, DbError, DbResult, Sealer};
 
 /// A device's keys by role; messages name the key they use by id.
@@ -80,41 +80,6 @@ impl KeyCache {
             rings.remove(&pin);
         }
     }
-
-    /// TEST PATH, until wireless activation establishes keys: registers the
-    /// device if needed and stores `key` as its current transport key.
-    /// Tests, benchmarks and `bramble device provision` use it; nothing in
-    /// normal operation does.
-    pub async fn provision_for_test(&self, pin: Pin, key: &TransportKey) -> DbResult<()> {
-        let key = key.clone();
-        self.db
-            .run_sealed(move |conn, sealer| provision(conn, sealer, pin, &key))
-            .await?;
-        self.invalidate(pin);
-        Ok(())
-    }
-}
-
-impl KeyCache {
-    /// TEST PATH (see [`KeyCache::provision_for_test`]) for many devices in
-    /// one transaction; benchmarks provision thousands at once.
-    pub async fn provision_many_for_test(&self, devices: Vec<(Pin, TransportKey)>) -> DbResult<()> {
-        let pins: Vec<Pin> = devices.iter().map(|(pin, _)| *pin).collect();
-        self.db
-            .run_sealed(move |conn, sealer| {
-                use diesel::Connection;
-                conn.transaction(|conn| {
-                    devices
-                        .iter()
-                        .try_for_each(|(pin, key)| provision(conn, sealer, *pin, key))
-                })
-            })
-            .await?;
-        for pin in pins {
-            self.invalidate(pin);
-        }
-        Ok(())
-    }
 }
 
 fn load(conn: &mut Conn, sealer: &Sealer, pin: Pin) -> DbResult<Option<KeyRing>> {
@@ -144,31 +109,6 @@ fn load(conn: &mut Conn, sealer: &Sealer, pin: Pin) -> DbResult<Option<KeyRing>>
         return Ok(None);
     }
     Ok(Some(ring))
-}
-
-fn provision(conn: &mut Conn, sealer: &Sealer, pin: Pin, key: &TransportKey) -> DbResult<()> {
-    let device = match Device::find_by_pin(conn, &pin)? {
-        Some(device) => device,
-        None => Device::create(
-            conn,
-            &NewDevice {
-                pin,
-                user_id: None,
-                model: String::new(),
-                os_version: String::new(),
-                carrier: String::new(),
-            },
-        )?,
-    };
-    DeviceKey::save_slot(
-        conn,
-        sealer,
-        device.id,
-        KeySlot::Current,
-        i64::from(key.id),
-        &KeyMaterial::new(key.secret().to_vec()),
-    )?;
-    Ok(())
 }
 
 impl crate::router::lan::DeviceKeys for KeyCache {

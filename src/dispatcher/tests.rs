@@ -25,12 +25,45 @@ struct Rig {
     _dir: tempfile::TempDir,
 }
 
+/// The device and its current key, as activation would leave them.
+fn give_key(
+    conn: &mut crate::db::Conn,
+    sealer: &crate::db::Sealer,
+    pin: Pin,
+    key: &TransportKey,
+) -> crate::db::DbResult<()> {
+    use crate::db::models::device::{Device, NewDevice};
+    use crate::db::models::device_key::{DeviceKey, KeyMaterial, KeySlot};
+    let device = Device::create(
+        conn,
+        &NewDevice {
+            pin,
+            user_id: None,
+            model: String::new(),
+            os_version: String::new(),
+            carrier: String::new(),
+        },
+    )?;
+    DeviceKey::save_slot(
+        conn,
+        sealer,
+        device.id,
+        KeySlot::Current,
+        i64::from(key.id),
+        &KeyMaterial::new(key.secret().to_vec()),
+    )?;
+    Ok(())
+}
+
 async fn rig() -> Rig {
     let (dir, db) = test_db();
     let router = RouterHandle::new();
     let keys = KeyCache::new(db.clone());
     let key = TransportKey::generate(1).unwrap();
-    keys.provision_for_test(PIN, &key).await.unwrap();
+    let stored = key.clone();
+    db.run_sealed(move |conn, sealer| give_key(conn, sealer, PIN, &stored))
+        .await
+        .unwrap();
     let dispatcher = Dispatcher::new(
         db,
         keys,

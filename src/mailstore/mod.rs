@@ -19,14 +19,11 @@
 //!   `Lookup` envelopes from devices, answered from every directory at
 //!   once (or from Bramble's own users when there is none), at most 20
 //!   people, only for users with the ALP service on.
-//! - [`bench`]: sync figures against a slapd loaded with N users (the
-//!   server itself: [`crate::testbed::slapd`]).
 //!
 //! [`MailStore`] is the component the Controller runs: it syncs each
 //! directory on its interval and beats after each run and between runs,
 //! and (with a Dispatcher) answers devices' address lookups alongside.
 
-pub mod bench;
 pub mod ldap;
 pub mod lookup;
 pub mod settings;

@@ -23,8 +23,6 @@ use bramble::db::models::user::{ActivationStatus, NewUser, User};
 use bramble::db::Database;
 use bramble::dispatcher::Outgoing;
 use bramble::server::Listeners;
-use bramble::testbed::lmtp::Lmtp;
-use bramble::testbed::{pilot, Testbed, TestbedOptions};
 use bramble::{Server, ServerHandle};
 use bramble_device::{Device, DeviceConfig, DeviceError, KeyStore};
 use bramble_proto::activation::ActivationMessage;
@@ -32,6 +30,8 @@ use bramble_proto::cmime::Cmime;
 use bramble_proto::policy::{ServiceBooks, Signed};
 use bramble_proto::{ContentType, Pin};
 use bramble_relay::{Relay, RelayConfig, RelayHandle, SrpAccount, TlsIdentity};
+use bramble_testbed::lmtp::Lmtp;
+use bramble_testbed::{pilot, Testbed, TestbedOptions};
 use tokio::net::TcpListener;
 
 const SRP_ID: &str = "S80005678";
@@ -939,8 +939,13 @@ async fn the_console_resends_the_policy_and_the_service_books_to_the_device() {
         .unwrap()
         .0;
     let first_applied = applied(&bed, pin).await.1.unwrap();
-    // The times are stored to the second.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The times are stored to the second: wait until a new one has begun.
+    crate::fixture::wait_until(
+        PATIENCE,
+        "the second of the first confirmation has passed",
+        || async { bramble::db::now() >= first_applied + time::Duration::seconds(1) },
+    )
+    .await;
     let path = format!("/api/users/{}/resend", bed.users[0].0);
     for (what, want) in [
         ("policy", ContentType::ItPolicy),

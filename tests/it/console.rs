@@ -44,7 +44,7 @@ async fn a_directory_sync_started_from_the_console_reports_progress_and_errors()
     use bramble::db::models::session::Session;
     use bramble::mailstore::DirectorySettings;
     use bramble::server::{Listeners, Server};
-    use bramble::testbed::slapd::{Slapd, SUFFIX};
+    use bramble_testbed::slapd::{Slapd, SUFFIX};
     use serde_json::{json, Value};
 
     use crate::fixture::http_request;

@@ -9,7 +9,7 @@ use bramble::db::models::group::Group;
 use bramble::db::models::user::{AccountStatus, User};
 use bramble::db::Database;
 use bramble::mailstore::{self, DirectorySettings, Progress, SyncReport};
-use bramble::testbed::slapd::{Slapd, SUFFIX};
+use bramble_testbed::slapd::{Slapd, SUFFIX};
 
 use crate::fixture;
 

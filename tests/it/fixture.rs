@@ -1,6 +1,7 @@
 //! Shared helpers: temporary data folders, the `bramble` binary, a
-//! minimal HTTP GET for talking to the Administration Service, and a
-//! reference device plugged in on the LAN path.
+//! minimal HTTP GET for talking to the Administration Service, a reference
+//! device plugged in on the LAN path, and [`wait_until`] for tests that
+//! wait on a condition rather than for a fixed time.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -116,4 +117,21 @@ pub async fn plug_in(
     .await
     .expect("the server did not see the device on the LAN path");
     conn
+}
+
+/// Polls `condition` every 20 ms until it holds; fails the test, naming
+/// `what` was awaited, once `patience` has passed.
+pub async fn wait_until<F, Fut>(patience: std::time::Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + patience;
+    while !condition().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up after {patience:?} waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

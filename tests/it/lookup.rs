@@ -15,13 +15,13 @@ use bramble::mailstore::DirectorySettings;
 use bramble::policy::service::service_books;
 use bramble::policy::PolicySettings;
 use bramble::server::Listeners;
-use bramble::testbed::slapd::{Slapd, ROOT_DN, ROOT_PASSWORD, SUFFIX};
-use bramble::testbed::{pilot, TestUser};
 use bramble::{Server, ServerHandle};
 use bramble_device::{Connection, Device, DeviceConfig, DeviceError, KeyStore};
 use bramble_proto::envelope::TransportKey;
 use bramble_proto::lookup::{codes, LookupReply};
 use bramble_proto::Pin;
+use bramble_testbed::slapd::{Slapd, ROOT_DN, ROOT_PASSWORD, SUFFIX};
+use bramble_testbed::{pilot, TestUser};
 
 use crate::fixture;
 
@@ -95,10 +95,7 @@ impl Bed {
     async fn phone(&self, n: usize) -> (Device, Connection) {
         let pin = self.users[n].1;
         let key = TransportKey::generate(1).unwrap();
-        self.server
-            .dispatcher()
-            .keys()
-            .provision_for_test(pin, &key)
+        bramble_testbed::provision::into_server(&self.server, vec![(pin, key.clone())])
             .await
             .unwrap();
         let device = Device::new(DeviceConfig::new(pin), KeyStore::new(key));

@@ -18,13 +18,13 @@ use bramble::db::models::message_filter::{Condition, FilterAction, NewMessageFil
 use bramble::db::models::statistics::Statistics;
 use bramble::db::Database;
 use bramble::server::Listeners;
-use bramble::testbed::lmtp::Lmtp;
-use bramble::testbed::{pilot, send_mail, Testbed, TestbedInfo, TestbedOptions};
 use bramble::{Server, ServerHandle};
 use bramble_device::{Connection, Device, DeviceConfig, KeyStore};
 use bramble_proto::cmime::{Cmime, Compose, MailItem, SendState};
 use bramble_proto::envelope::TransportKey;
 use bramble_proto::{ContentType, Pin, RefId};
+use bramble_testbed::lmtp::Lmtp;
+use bramble_testbed::{pilot, send_mail, Testbed, TestbedInfo, TestbedOptions};
 use futures::TryStreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -158,18 +158,16 @@ async fn bed_with(users: usize, with_cuts: bool, tweak: impl FnOnce(&mut Setting
     let keys: Vec<TransportKey> = (0..enrolled.len())
         .map(|_| TransportKey::generate(1).unwrap())
         .collect();
-    server
-        .dispatcher()
-        .keys()
-        .provision_many_for_test(
-            enrolled
-                .iter()
-                .zip(&keys)
-                .map(|((_, pin), key)| (*pin, key.clone()))
-                .collect(),
-        )
-        .await
-        .unwrap();
+    bramble_testbed::provision::into_server(
+        &server,
+        enrolled
+            .iter()
+            .zip(&keys)
+            .map(|((_, pin), key)| (*pin, key.clone()))
+            .collect(),
+    )
+    .await
+    .unwrap();
     Bed {
         _dir: dir,
         testbed,
@@ -672,8 +670,17 @@ async fn servers_down_then_back_lose_nothing_and_send_nothing_twice() {
     let delivered = wait_folder(bed.info(), "user2", "INBOX", 1).await;
     assert!(delivered[0].contains("exactly once"));
     bed.wait_stats(0, |s| s.sent == 1).await;
-    // Give a duplicate every chance to show up before counting.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Count once nothing is left that could still bring a duplicate: the
+    // outbox holds nothing more to send and Postfix has delivered all it
+    // accepted.
+    crate::fixture::wait_until(
+        PATIENCE,
+        "the outbox and Postfix's queue are empty",
+        || async {
+            db.run(OutboxEntry::count).await.unwrap() == 0 && bed.testbed.mail_queue_is_empty()
+        },
+    )
+    .await;
     assert_eq!(
         folder(bed.info(), "user2", "INBOX").await.len(),
         1,
@@ -712,9 +719,16 @@ async fn a_mailbox_deleted_on_the_server_is_watched_again_when_it_returns() {
     // mail arrives for the user again: the server recreates the mailbox
     // with new UIDs (a new UIDVALIDITY).
     let maildir = bed.testbed.dir().join("mail").join("user1");
-    // Dovecot numbers a new mailbox by the second it was created in: let
-    // that second pass so the recreated one is told apart, as it would be.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Dovecot numbers a new mailbox by the second it was created in: wait
+    // until the old mailbox's second has passed so the recreated one is
+    // told apart, as it would be.
+    let old_validity = i64::from(before.uid_validity.unwrap_or_default());
+    crate::fixture::wait_until(
+        PATIENCE,
+        "the old mailbox's UIDVALIDITY second has passed",
+        || async { time::OffsetDateTime::now_utc().unix_timestamp() > old_validity },
+    )
+    .await;
     // Moved away in one step (Dovecot may be writing into it meanwhile).
     std::fs::rename(&maildir, maildir.with_extension("deleted")).unwrap();
     bed.deliver(0, &message("a@example.org", "After", "", "second"))

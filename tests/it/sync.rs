@@ -20,8 +20,6 @@ use bramble::server::Listeners;
 use bramble::sync::convert::unescape;
 use bramble::sync::dav::{DavClient, Kind, Precondition};
 use bramble::sync::{slow_sync_progress, SyncSettings};
-use bramble::testbed::radicale::Radicale;
-use bramble::testbed::{pilot, TestUser, Testbed, TestbedOptions};
 use bramble::{Server, ServerHandle};
 use bramble_device::organizer::SyncClient;
 use bramble_device::{Connection, Device, DeviceConfig, KeyStore};
@@ -31,6 +29,8 @@ use bramble_proto::sync::{
     Outcome, Record, Side, Sync, SyncDirection, Task,
 };
 use bramble_proto::{ContentType, Pin, RefId};
+use bramble_testbed::radicale::Radicale;
+use bramble_testbed::{pilot, TestUser, Testbed, TestbedOptions};
 
 /// Guards against a hang; never a performance assertion.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -53,10 +53,7 @@ impl Bed {
     /// The device `pin` with a fresh transport key, linked on the LAN.
     async fn phone_with_pin(&self, pin: Pin) -> (Connection, SyncClient) {
         let key = TransportKey::generate(1).unwrap();
-        self.server
-            .dispatcher()
-            .keys()
-            .provision_for_test(pin, &key)
+        bramble_testbed::provision::into_server(&self.server, vec![(pin, key.clone())])
             .await
             .unwrap();
         let device = Device::new(DeviceConfig::new(pin), KeyStore::new(key));

@@ -14,7 +14,7 @@ use bramble::db::models::group::Group;
 use bramble::db::models::user::User;
 use bramble::db::Database;
 use bramble::mailstore::{self, Progress};
-use bramble::testbed::{send_mail, Testbed, TestbedInfo, TestbedOptions};
+use bramble_testbed::{send_mail, Testbed, TestbedInfo, TestbedOptions};
 
 use crate::fixture::{bramble_bin, text};
 
@@ -134,7 +134,7 @@ fn testbed_delivers_smtp_mail_to_imap_for_the_master_user() {
     assert!(
         found,
         "message not in user2's INBOX; postfix.log:\n{}",
-        bramble::testbed::log_tail(&dir.path().join("postfix.log"), 20)
+        bramble_testbed::log_tail(&dir.path().join("postfix.log"), 20)
     );
     let (_, status) = imap.command("LOGOUT");
     assert!(status.starts_with("OK"), "LOGOUT: {status}");

@@ -153,10 +153,7 @@ async fn wait_link(server: &ServerHandle, up: bool) {
 /// A device with a fresh key, registered with the server (test path).
 async fn device(server: &ServerHandle, pin: u32) -> Device {
     let key = TransportKey::generate(1).unwrap();
-    server
-        .dispatcher()
-        .keys()
-        .provision_for_test(Pin(pin), &key)
+    bramble_testbed::provision::into_server(server, vec![(Pin(pin), key.clone())])
         .await
         .unwrap();
     let mut config = DeviceConfig::new(Pin(pin));
@@ -357,7 +354,10 @@ async fn relay_restarted_mid_stream_loses_and_duplicates_nothing() {
                 .unwrap(),
         );
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    crate::fixture::wait_until(PATIENCE, "the relay stored the 15 messages", || async {
+        relay.stats().stored >= 15
+    })
+    .await;
     // …and then the relay goes down, taking its store with it.
     relay.shutdown().await;
     wait_link(&server, false).await;
@@ -383,8 +383,26 @@ async fn relay_restarted_mid_stream_loses_and_duplicates_nothing() {
     assert_eq!(distinct.len(), 30, "nothing lost, nothing shown twice");
     confirmations(&mut events, &refs).await;
     assert_eq!(queued(&server).await, 0);
-    // Give late duplicates a chance to show up: they must not be surfaced.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Late duplicates must not be surfaced. Any still on their way are
+    // ahead of a packet the server sends now along the same path (an error
+    // report, which the device counts apart from messages): count once it
+    // is in.
+    let errors = conn.stats().errors;
+    let marker = bramble_proto::control::ErrorReport {
+        code: "FLUSH".into(),
+        message: "nothing follows".into(),
+    };
+    server
+        .dispatcher()
+        .send_plain(marker.frame(Pin(pin), RefId(0xF1_05)))
+        .await
+        .unwrap();
+    crate::fixture::wait_until(
+        PATIENCE,
+        "the device got the server's last packet",
+        || async { conn.stats().errors > errors },
+    )
+    .await;
     assert_eq!(conn.stats().received, 30);
 
     conn.close().await;

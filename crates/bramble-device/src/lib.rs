@@ -64,8 +64,9 @@
 //! [`Device::activate`] ([`activation`]) establishes the transport key by
 //! wireless enterprise activation over the relay. Tests and benchmarks that
 //! are not about activation may still provision keys directly: a
-//! [`KeyStore`] with the same keys the server side holds (the test path),
-//! or a key-store file ([`KeyStore::load`], format in [`keys`]).
+//! [`KeyStore`] with the same keys the server side holds (the test path;
+//! `bramble_testbed::provision` stores them on the server side), or a
+//! key-store file ([`KeyStore::load`], format in [`keys`]).
 
 pub mod activation;
 pub mod connection;

@@ -768,6 +768,20 @@ impl DeviceBackup {
     }
 }
 
+impl SyncState {
+    /// Every user with a synchronization state for any database (a device
+    /// of theirs has synchronized at least once), for `bramble sync status`.
+    pub fn find_users(conn: &mut Conn) -> DbResult<Vec<UserId>> {
+        Ok(sync_states::table
+            .select(sync_states::user_id)
+            .distinct()
+            .load::<i64>(conn)?
+            .into_iter()
+            .map(UserId)
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -812,6 +826,20 @@ mod tests {
             assert_eq!(tasks.direction, SyncDirection::ServerToDevice);
             assert_eq!(tasks.conflict, ConflictResolution::DeviceWins);
             assert!(SyncSetting::find(conn, OrganizerDatabase::Memos)?.enabled);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn users_with_a_state_are_found_once() {
+        let (_dir, db) = test_db();
+        db.run_blocking(|conn| {
+            let user = alice(conn).id;
+            assert!(SyncState::find_users(conn)?.is_empty());
+            SyncState::start_slow_sync(conn, user, OrganizerDatabase::Contacts)?;
+            SyncState::start_slow_sync(conn, user, OrganizerDatabase::Calendar)?;
+            assert_eq!(SyncState::find_users(conn)?, vec![user]);
             Ok(())
         })
         .unwrap();

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use bramble::config::Settings;
 use bramble::db::models::srp_connection::{SrpConnection, SrpKey, SrpSettings};
 use bramble::db::Database;
-use bramble::dispatcher::keys::KeyCache;
 use bramble_device::{Device, DeviceConfig, KeyStore, Path};
 use bramble_proto::cmime::{Cmime, Compose};
 use bramble_proto::envelope::TransportKey;
@@ -423,12 +422,11 @@ pub fn device(settings: &Settings, command: DeviceCommand) -> Result<(), Failure
                 let db = Database::open(&settings.database()).map_err(|e| Failure::new(e.code(), &e))?;
                 if let Some(email) = email {
                     let login = email.split('@').next().unwrap_or(&email).to_owned();
-                    let user = bramble::testbed::TestUser { login, address: email, password: String::new() };
-                    bramble::testbed::pilot::enroll(&db, &[user], pin.0).map_err(|e| Failure::new(e.code(), &e))?;
+                    let user = bramble_testbed::TestUser { login, address: email, password: String::new() };
+                    bramble_testbed::pilot::enroll(&db, &[user], pin.0).map_err(|e| Failure::new(e.code(), &e))?;
                 }
                 let key = TransportKey::generate(1).map_err(|e| Failure::new("KEY_GENERATION_FAILED", e))?;
-                KeyCache::new(db)
-                    .provision_for_test(pin, &key)
+                bramble_testbed::provision::into_database(&db, vec![(pin, key.clone())])
                     .await
                     .map_err(|e| Failure::new(e.code(), &e))?;
                 KeyStore::new(key)

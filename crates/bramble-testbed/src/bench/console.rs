@@ -22,13 +22,13 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
-use crate::config::Settings;
-use crate::db::models::administrator::{Administrator, NewAdministrator};
-use crate::db::models::session::Session;
-use crate::db::models::user::{User, UserSort};
-use crate::db::schema::users;
-use crate::db::{now, Database};
-use crate::server::{Listeners, Server};
+use bramble::config::Settings;
+use bramble::db::models::administrator::{Administrator, NewAdministrator};
+use bramble::db::models::session::Session;
+use bramble::db::models::user::{User, UserSort};
+use bramble::db::schema::users;
+use bramble::db::{now, Database};
+use bramble::server::{Listeners, Server};
 
 #[derive(Debug, Clone)]
 pub struct ConsoleOptions {
@@ -107,7 +107,7 @@ fn fill(db: &Database, count: usize, progress: &dyn Fn(String)) -> anyhow::Resul
     const BATCH: usize = 1000;
     let at = now();
     db.run_blocking(|conn| {
-        conn.immediate_transaction::<_, crate::db::DbError, _>(|conn| {
+        conn.immediate_transaction::<_, bramble::db::DbError, _>(|conn| {
             let mut n = 0;
             while n < count {
                 let rows: Vec<_> = (n..(n + BATCH).min(count))
@@ -159,7 +159,7 @@ pub async fn run(
     let token = {
         let db = Database::open(&settings.database())?;
         fill(&db, options.users, &progress)?;
-        let lifetime = crate::admin::auth::lifetime(&settings.console());
+        let lifetime = bramble::admin::auth::lifetime(&settings.console());
         db.run_blocking(|conn| {
             let admin = Administrator::create_security_administrator(
                 conn,

@@ -21,12 +21,12 @@ use bramble_proto::cmime::Cmime;
 use bramble_proto::envelope::TransportKey;
 use serde::Serialize;
 
-use crate::config::Settings;
-use crate::db::models::mailbox::{MailboxState, WatchState};
-use crate::db::Database;
-use crate::server::{Listeners, Server};
-use crate::testbed::lmtp::Lmtp;
-use crate::testbed::{pilot, Testbed, TestbedOptions};
+use crate::lmtp::Lmtp;
+use crate::{pilot, Testbed, TestbedOptions};
+use bramble::config::Settings;
+use bramble::db::models::mailbox::{MailboxState, WatchState};
+use bramble::db::Database;
+use bramble::server::{Listeners, Server};
 
 #[derive(Debug, Clone)]
 pub struct MailOptions {
@@ -94,17 +94,15 @@ pub async fn run(options: MailOptions) -> anyhow::Result<MailFigures> {
         .iter()
         .map(|_| TransportKey::generate(1))
         .collect::<Result<_, _>>()?;
-    server
-        .dispatcher()
-        .keys()
-        .provision_many_for_test(
-            enrolled
-                .iter()
-                .zip(&keys)
-                .map(|((_, pin), key)| (*pin, key.clone()))
-                .collect(),
-        )
-        .await?;
+    crate::provision::into_server(
+        &server,
+        enrolled
+            .iter()
+            .zip(&keys)
+            .map(|((_, pin), key)| (*pin, key.clone()))
+            .collect(),
+    )
+    .await?;
 
     // Devices on the LAN path, each recording arrivals by message number.
     let lan = server
@@ -221,7 +219,7 @@ pub async fn run(options: MailOptions) -> anyhow::Result<MailFigures> {
     // Where the time goes: the Messaging Agent's record of each message.
     let recorded: Vec<(String, time::PrimitiveDateTime)> = db
         .run(|conn| {
-            use crate::db::schema::messages;
+            use bramble::db::schema::messages;
             use diesel::prelude::*;
             Ok(messages::table
                 .select((messages::subject, messages::created_at))

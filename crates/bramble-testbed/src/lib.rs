@@ -1,7 +1,24 @@
-//! A testbed on loopback: real Dovecot (IMAP with IDLE, LMTP), real Postfix
-//! (SMTP that hands mail to Dovecot over LMTP), a real OpenLDAP slapd and a
-//! real Radicale (CalDAV/CardDAV, [`radicale`]) holding the same users, run
-//! from one folder without systemd, for tests, benchmarks and pilots.
+//! # bramble-testbed — Bramble against real peers, outside the server
+//!
+//! What tests, benchmarks and pilots need around a Bramble server, kept out
+//! of the server library so none of it is compiled into `bramble serve`:
+//! real mail, directory and organizer servers on loopback, reference
+//! devices given transport keys directly, and the benchmarks behind
+//! `bramble bench …`. The `bramble` command (`crates/bramble-cli`) and the
+//! integration tests (`tests/it`) use it.
+//!
+//! Layout:
+//! - this module: the [`Testbed`] — real Dovecot (IMAP with IDLE, LMTP),
+//!   real Postfix (SMTP that hands mail to Dovecot over LMTP), a real
+//!   OpenLDAP slapd and a real Radicale (CalDAV/CardDAV, [`radicale`])
+//!   holding the same users, run from one folder without systemd.
+//! - [`slapd`], [`radicale`]: one server each, also started alone by tests
+//!   and benchmarks; [`lmtp`]: delivery into the testbed's Dovecot.
+//! - [`pilot`]: a Bramble beside a testbed — settings that reach its
+//!   servers, its sample users enrolled with devices.
+//! - [`provision`]: transport keys given to reference devices without
+//!   wireless activation (`bramble device provision`, tests, benchmarks).
+//! - [`bench`](mod@bench): the benchmarks, each printing a figure beside its limit.
 //!
 //! [`Testbed::start`] writes the configurations into the folder, starts the
 //! servers, waits until their ports accept, and writes `testbed.toml` (ports,
@@ -16,6 +33,8 @@
 //! runs as `postfix`), so starting a testbed needs root. [`slapd`] also
 //! starts lone directories for tests and benchmarks.
 
+pub mod bench;
+pub mod provision;
 pub mod radicale;
 pub mod slapd;
 
@@ -422,6 +441,30 @@ impl Testbed {
             }
             None => Ok(()),
         }
+    }
+
+    /// Whether Postfix has handed on every message it accepted: no queue
+    /// file is left waiting, being delivered or deferred. Tests that check
+    /// a message arrived only once count after this holds.
+    pub fn mail_queue_is_empty(&self) -> bool {
+        fn holds_a_file(dir: &Path) -> bool {
+            fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|entry| {
+                    let path = entry.path();
+                    if path.is_dir() {
+                        holds_a_file(&path)
+                    } else {
+                        true
+                    }
+                })
+        }
+        let spool = self.info.dir.join("spool");
+        !["maildrop", "incoming", "active", "deferred", "hold"]
+            .iter()
+            .any(|queue| holds_a_file(&spool.join(queue)))
     }
 
     /// Stops both servers and waits until they have exited. Idempotent.

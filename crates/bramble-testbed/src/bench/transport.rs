@@ -29,12 +29,12 @@ use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::config::Settings;
-use crate::db::models::outbound::OutboundPacket;
-use crate::db::models::srp_connection::{SrpConnection, SrpKey, SrpSettings};
-use crate::db::Database;
-use crate::dispatcher::Outgoing;
-use crate::server::{Listeners, Server};
+use bramble::config::Settings;
+use bramble::db::models::outbound::OutboundPacket;
+use bramble::db::models::srp_connection::{SrpConnection, SrpKey, SrpSettings};
+use bramble::db::Database;
+use bramble::dispatcher::Outgoing;
+use bramble::server::{Listeners, Server};
 
 #[derive(Debug, Clone)]
 pub struct TransportOptions {
@@ -194,11 +194,11 @@ pub async fn run(
     let keys: Vec<TransportKey> = (0..devices)
         .map(|_| TransportKey::generate(1))
         .collect::<Result<_, _>>()?;
-    server
-        .dispatcher()
-        .keys()
-        .provision_many_for_test(pins.iter().copied().zip(keys.iter().cloned()).collect())
-        .await?;
+    crate::provision::into_server(
+        &server,
+        pins.iter().copied().zip(keys.iter().cloned()).collect(),
+    )
+    .await?;
 
     progress(&format!(
         "connecting {devices} devices (in a child process)"

@@ -84,60 +84,62 @@ pub fn run(command: BenchCommand) -> Result<(), Failure> {
             messages,
             size,
         } => {
-            let options = bramble::bench::transport::TransportOptions {
+            let options = bramble_testbed::bench::transport::TransportOptions {
                 devices,
                 messages,
                 size,
             };
             print_figures(
-                runtime.block_on(bramble::bench::transport::run(options, |line| {
+                runtime.block_on(bramble_testbed::bench::transport::run(options, |line| {
                     eprintln!("bench: {line}")
                 })),
             )
         }
         BenchCommand::Directory { entries } => print_figures(runtime.block_on(
-            bramble::mailstore::bench::run(entries, |line| eprintln!("bench: {line}")),
+            bramble_testbed::bench::directory::run(entries, |line| eprintln!("bench: {line}")),
         )),
         BenchCommand::Mail {
             users,
             rate,
             seconds,
         } => {
-            let options = bramble::bench::mail::MailOptions {
+            let options = bramble_testbed::bench::mail::MailOptions {
                 users,
                 rate,
                 seconds,
             };
-            print_figures(runtime.block_on(bramble::bench::mail::run(options)))
+            print_figures(runtime.block_on(bramble_testbed::bench::mail::run(options)))
         }
         BenchCommand::Console {
             users,
             requests,
             per_page,
         } => {
-            let options = bramble::bench::console::ConsoleOptions {
+            let options = bramble_testbed::bench::console::ConsoleOptions {
                 users,
                 requests,
                 per_page,
             };
             print_figures(
-                runtime.block_on(bramble::bench::console::run(options, |line| {
+                runtime.block_on(bramble_testbed::bench::console::run(options, |line| {
                     eprintln!("bench: {line}")
                 })),
             )
         }
         BenchCommand::Activation { devices } => print_figures(runtime.block_on(
-            bramble::bench::activation::run(devices, |line| eprintln!("bench: {line}")),
+            bramble_testbed::bench::activation::run(devices, |line| eprintln!("bench: {line}")),
         )),
         BenchCommand::Sync { contacts } => print_figures(runtime.block_on(
-            bramble::bench::sync::run(contacts, |line| eprintln!("bench: {line}")),
+            bramble_testbed::bench::sync::run(contacts, |line| eprintln!("bench: {line}")),
         )),
         BenchCommand::TransportDevices {
             relay,
             srp_id,
             keys,
         } => runtime
-            .block_on(bramble::bench::transport::devices(relay, &srp_id, &keys))
+            .block_on(bramble_testbed::bench::transport::devices(
+                relay, &srp_id, &keys,
+            ))
             .map_err(|e| Failure::new("BENCH_FAILED", format!("{e:#}"))),
     }
 }

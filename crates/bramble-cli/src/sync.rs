@@ -88,15 +88,8 @@ pub fn run(settings: &Settings, command: SyncCommand) -> Result<(), Failure> {
             let (all, users) = db
                 .run_blocking(|conn| {
                     let all = SyncSetting::find_all(conn)?;
-                    use bramble::db::schema::sync_states;
-                    use diesel::prelude::*;
-                    let ids: Vec<i64> = sync_states::table
-                        .select(sync_states::user_id)
-                        .distinct()
-                        .load(conn)?;
                     let mut users = Vec::new();
-                    for id in ids {
-                        let id = bramble::db::ids::UserId(id);
+                    for id in SyncState::find_users(conn)? {
                         let email = User::find_by_id(conn, id)?
                             .map(|u| u.email)
                             .unwrap_or_default();

@@ -5,6 +5,7 @@
 
 pub mod activation;
 pub mod console;
+pub mod directory;
 pub mod mail;
 pub mod sync;
 pub mod transport;

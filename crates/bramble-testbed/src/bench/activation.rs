@@ -26,15 +26,15 @@ use diesel::prelude::*;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use crate::clock::Clock;
-use crate::config::Settings;
-use crate::db::models::mailbox::{MailboxState, WatchState};
-use crate::db::models::srp_connection::{SrpConnection, SrpKey, SrpSettings};
-use crate::db::models::user::{ActivationStatus, NewUser};
-use crate::db::schema::users;
-use crate::db::{Database, DbError};
-use crate::server::{Listeners, Server};
-use crate::testbed::{pilot, Testbed, TestbedOptions};
+use crate::{pilot, Testbed, TestbedOptions};
+use bramble::clock::Clock;
+use bramble::config::Settings;
+use bramble::db::models::mailbox::{MailboxState, WatchState};
+use bramble::db::models::srp_connection::{SrpConnection, SrpKey, SrpSettings};
+use bramble::db::models::user::{ActivationStatus, NewUser};
+use bramble::db::schema::users;
+use bramble::db::{Database, DbError};
+use bramble::server::{Listeners, Server};
 
 const SRP_ID: &str = "S80009999";
 const SRP_KEY: &str = "bench-activation-srp-key-0123456789";
@@ -131,7 +131,7 @@ pub async fn run(
                 mailbox_login: user.login.clone(),
             }
             .save(conn)?;
-            crate::policy::activation::set(conn, &sealer, &clock, &user.address, &password, None)
+            bramble::policy::activation::set(conn, &sealer, &clock, &user.address, &password, None)
                 .map_err(|e| DbError::Invalid(e.to_string()))?;
             Ok(())
         })?;

@@ -1,14 +1,29 @@
-//! `bramble`: the command line of the Bramble server core.
+//! # bramble-cli — the `bramble` command
+//!
+//! The command line of the Bramble server core, built as the `bramble`
+//! executable. It holds only argument parsing and printing: the server is
+//! the `bramble` library, the reference device `bramble-device`, the relay
+//! `bramble-relay`, and the testbed and benchmarks `bramble-testbed`.
 //!
 //! `bramble serve` runs the server headless (the console in a browser);
 //! `bramble db migrate|check` manage the Configuration Database;
 //! `bramble admin create` makes the first Security Administrator;
-//! `bramble relay`, `bramble srp`, `bramble device` work the wireless side;
-//! `bramble bench …` measures, ending with one JSON line of figures;
-//! `bramble testbed up|down` runs real mail servers on loopback;
-//! `bramble directory sync|lookup` runs the MailStore Service by hand;
+//! `bramble relay`, `bramble srp`, `bramble device` work the wireless side
+//! ([`wireless`]);
+//! `bramble bench …` measures, ending with one JSON line of figures
+//! ([`bench`]);
+//! `bramble testbed up|down` runs real mail servers on loopback ([`testbed`]);
+//! `bramble directory sync|lookup` runs the MailStore Service by hand
+//! ([`directory`]);
+//! `bramble mail status` and `bramble sync status|set` show the Messaging
+//! Agent and the Synchronization Service ([`mail`], [`sync`]);
 //! `bramble user activation-password set|generate` prepares activation and
-//! `bramble user policy` shows the IT policy that applies to a user.
+//! `bramble user policy` shows the IT policy that applies to a user
+//! ([`user`]). This file holds the commands of the server itself
+//! (`serve`, `db`, `admin`) and the [`Failure`] every command ends with.
+//!
+//! The integration tests (`tests/it` at the top of the repository) are
+//! this package's test target, since they run this executable.
 
 mod bench;
 mod directory;

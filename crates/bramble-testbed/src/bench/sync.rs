@@ -26,13 +26,13 @@ use bramble_proto::envelope::TransportKey;
 use bramble_proto::sync::{OrganizerDatabase, Outcome, Record};
 use serde::Serialize;
 
-use crate::config::Settings;
-use crate::db::Database;
-use crate::server::{Listeners, Server};
-use crate::sync::dav::{DavClient, Kind, Precondition};
-use crate::sync::SyncSettings;
-use crate::testbed::radicale::Radicale;
-use crate::testbed::{pilot, TestUser};
+use crate::radicale::Radicale;
+use crate::{pilot, TestUser};
+use bramble::config::Settings;
+use bramble::db::Database;
+use bramble::server::{Listeners, Server};
+use bramble::sync::dav::{DavClient, Kind, Precondition};
+use bramble::sync::SyncSettings;
 
 /// Edits in the incremental changelist.
 pub const INCREMENTAL_CHANGES: usize = 100;
@@ -121,11 +121,7 @@ pub async fn run(contacts: usize, progress: impl Fn(&str)) -> anyhow::Result<Syn
     let components = Server::default_components(&settings);
     let server = Server::start_with(settings, listeners, components).await?;
     let key = TransportKey::generate(1)?;
-    server
-        .dispatcher()
-        .keys()
-        .provision_for_test(pin, &key)
-        .await?;
+    crate::provision::into_server(&server, vec![(pin, key.clone())]).await?;
     let lan = server.lan_addr().context("the LAN path is off")?;
     let device = Device::new(DeviceConfig::new(pin), KeyStore::new(key));
     let conn = device.connect(Path::Lan(lan)).await?;

@@ -3,12 +3,12 @@
 
 use bramble_proto::Pin;
 
-use crate::db::ids::UserId;
-use crate::db::models::device::{Device, NewDevice};
-use crate::db::models::user::{NewUser, User};
-use crate::db::{Database, DbResult};
-use crate::messaging_agent::{MailSettings, Security};
-use crate::sync::SyncSettings;
+use bramble::db::ids::UserId;
+use bramble::db::models::device::{Device, NewDevice};
+use bramble::db::models::user::{NewUser, User};
+use bramble::db::{Database, DbResult};
+use bramble::messaging_agent::{MailSettings, Security};
+use bramble::sync::SyncSettings;
 
 use super::{TestUser, TestbedInfo};
 
@@ -48,7 +48,7 @@ pub fn sync_settings(info: &TestbedInfo) -> SyncSettings {
 /// `first_pin`. Transport keys are provisioned separately.
 pub fn enroll(db: &Database, users: &[TestUser], first_pin: u32) -> DbResult<Vec<(UserId, Pin)>> {
     db.run_blocking(|conn| {
-        crate::db::write_transaction(conn, |conn| {
+        bramble::db::write_transaction(conn, |conn| {
             users
                 .iter()
                 .enumerate()

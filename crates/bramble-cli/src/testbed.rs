@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use bramble::testbed::{stop_dir, Testbed, TestbedOptions, TestbedPorts};
+use bramble_testbed::{stop_dir, Testbed, TestbedOptions, TestbedPorts};
 
 use crate::Failure;
 

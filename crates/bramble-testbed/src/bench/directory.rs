@@ -7,9 +7,9 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::{DirectorySettings, Progress};
-use crate::db::Database;
-use crate::testbed::slapd::{Slapd, SUFFIX};
+use crate::slapd::{Slapd, SUFFIX};
+use bramble::db::Database;
+use bramble::mailstore::{DirectorySettings, Progress};
 
 /// What the benchmark measured.
 #[derive(Debug, Clone, Serialize)]
@@ -89,7 +89,7 @@ pub async fn run(entries: usize, say: impl Fn(&str)) -> anyhow::Result<Directory
     say("full sync");
     let started = Instant::now();
     let full = {
-        let sync = super::sync(&db, &settings, true, &tx);
+        let sync = bramble::mailstore::sync(&db, &settings, true, &tx);
         tokio::pin!(sync);
         tokio::pin!(reporter);
         tokio::select! {
@@ -107,7 +107,7 @@ pub async fn run(entries: usize, say: impl Fn(&str)) -> anyhow::Result<Directory
         .collect();
     slapd.modify(&changes.join("\n"))?;
     let started = Instant::now();
-    let incremental = super::sync(&db, &settings, false, &tx).await?;
+    let incremental = bramble::mailstore::sync(&db, &settings, false, &tx).await?;
     let incremental_sync_secs = started.elapsed().as_secs_f64();
 
     Ok(DirectoryBenchFigures {

@@ -1,0 +1,65 @@
+//! Transport keys given to reference devices directly, without wireless
+//! activation: tests, benchmarks and `bramble device provision` need a
+//! device that already shares a key with the server. The server has no
+//! such path of its own; this writes the device and its current key into
+//! the Configuration Database through the public models, as activation
+//! would leave them.
+
+use bramble::db::models::device::{Device, NewDevice};
+use bramble::db::models::device_key::{DeviceKey, KeyMaterial, KeySlot};
+use bramble::db::{Conn, Database, DbResult, Sealer};
+use bramble::ServerHandle;
+use bramble_proto::envelope::TransportKey;
+use bramble_proto::Pin;
+
+/// Registers each device if needed and stores its key as the current
+/// transport key, all in one transaction (benchmarks give thousands at
+/// once). A server already running on `db` may have the old keys cached:
+/// use [`into_server`] for that.
+pub async fn into_database(db: &Database, devices: Vec<(Pin, TransportKey)>) -> DbResult<()> {
+    db.run_sealed(move |conn, sealer| {
+        use diesel::Connection;
+        conn.transaction(|conn| {
+            devices
+                .iter()
+                .try_for_each(|(pin, key)| provision(conn, sealer, *pin, key))
+        })
+    })
+    .await
+}
+
+/// [`into_database`] on a running server's database, then drops those
+/// devices' keys from its Dispatcher's cache so the new ones are used.
+pub async fn into_server(server: &ServerHandle, devices: Vec<(Pin, TransportKey)>) -> DbResult<()> {
+    let pins: Vec<Pin> = devices.iter().map(|(pin, _)| *pin).collect();
+    into_database(&server.state().db, devices).await?;
+    for pin in pins {
+        server.dispatcher().keys().invalidate(pin);
+    }
+    Ok(())
+}
+
+fn provision(conn: &mut Conn, sealer: &Sealer, pin: Pin, key: &TransportKey) -> DbResult<()> {
+    let device = match Device::find_by_pin(conn, &pin)? {
+        Some(device) => device,
+        None => Device::create(
+            conn,
+            &NewDevice {
+                pin,
+                user_id: None,
+                model: String::new(),
+                os_version: String::new(),
+                carrier: String::new(),
+            },
+        )?,
+    };
+    DeviceKey::save_slot(
+        conn,
+        sealer,
+        device.id,
+        KeySlot::Current,
+        i64::from(key.id),
+        &KeyMaterial::new(key.secret().to_vec()),
+    )?;
+    Ok(())
+}

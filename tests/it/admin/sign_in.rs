@@ -1,0 +1,338 @@
+//! Setting up the first administrator, signing in and out, the wait after
+//! failed sign-ins, HTTPS with secure cookies, and the events stream.
+
+use super::*;
+
+#[tokio::test]
+async fn first_run_sign_in_and_out() {
+    let f = Fixture::start().await;
+    let (status, doc, _) = f.call(Method::GET, "/api/setup", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["needs_first_administrator"], true);
+
+    let (status, doc, headers) = f
+        .call(
+            Method::POST,
+            "/api/setup",
+            None,
+            Some(json!({"login": "first", "display_name": "First Admin", "password": "correct horse"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["roles"], json!(["Security Administrator"]));
+    assert!(
+        doc.get("token").is_none(),
+        "no token in the body unless asked"
+    );
+    let cookie = headers
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+
+    // Only once.
+    let (status, doc, _) = f
+        .call(
+            Method::POST,
+            "/api/setup",
+            None,
+            Some(json!({"login": "second", "password": "correct horse"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(doc["code"], "FIRST_ADMINISTRATOR_EXISTS");
+    let (_, doc, _) = f.call(Method::GET, "/api/setup", None, None).await;
+    assert_eq!(doc["needs_first_administrator"], false);
+
+    // The cookie is a session.
+    let token = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("bramble_session=")
+        .unwrap()
+        .to_owned();
+    let request = Request::get("/api/session")
+        .header(
+            header::COOKIE,
+            format!("theme=dark; bramble_session={token}"),
+        )
+        .body(Body::empty())
+        .unwrap();
+    let response = f.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Sign in: wrong password and unknown login read the same.
+    for (login, password) in [("first", "wrong horse"), ("nobody", "correct horse")] {
+        let (status, doc, _) = f
+            .call(
+                Method::POST,
+                "/api/session",
+                None,
+                Some(json!({"login": login, "password": password})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(doc["code"], "SIGN_IN_FAILED");
+    }
+    let (status, doc, _) = f
+        .call(
+            Method::POST,
+            "/api/session",
+            None,
+            Some(json!({"login": "FIRST", "password": "correct horse", "bearer": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    let bearer = doc["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        doc["permissions"].as_array().unwrap().len(),
+        Permission::ALL.len()
+    );
+    let (status, doc, _) = f
+        .call(Method::GET, "/api/session", Some(&bearer), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["login"], "first");
+
+    let (status, _, headers) = f
+        .call(Method::DELETE, "/api/session", Some(&bearer), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(headers
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    let (status, doc, _) = f
+        .call(Method::GET, "/api/session", Some(&bearer), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(doc["code"], "SESSION_UNKNOWN");
+
+    // A disabled account's sessions end.
+    let admin = f
+        .db()
+        .run_blocking(|conn| Administrator::find_by_login(conn, "first"))
+        .unwrap()
+        .unwrap();
+    let token = f.session(admin.id);
+    f.db()
+        .run_blocking(|conn| {
+            let mut a = admin.clone();
+            a.disabled = true;
+            a.save(conn)
+        })
+        .unwrap();
+    let (status, doc, _) = f
+        .call(Method::GET, "/api/session", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(doc["code"], "ACCOUNT_DISABLED");
+    f.stop().await;
+}
+
+/// One request over TLS, trusting only `ca` and checking the name
+/// `localhost`; returns (status, Set-Cookie, body).
+async fn https_request(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    request: Request<String>,
+) -> (StatusCode, Option<String>, String) {
+    use http_body_util::BodyExt;
+    use openssl::ssl::{SslConnector, SslMethod};
+    let mut connector = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    connector.set_ca_file(ca).unwrap();
+    let ssl = connector
+        .build()
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut stream).connect().await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, String>(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status();
+    let cookie = response
+        .headers()
+        .get(header::SET_COOKIE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, cookie, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn https_with_a_generated_certificate_and_secure_cookies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::load_from(None, &[]).unwrap().settings;
+    settings.data_dir = dir.path().to_path_buf();
+    settings.router.lan_listen = None;
+    // Loopback, so TLS has to be asked for; any other address gets it unasked.
+    settings.admin.listen = "127.0.0.1:0".parse().unwrap();
+    assert!(!settings.admin.tls_enabled());
+    settings.admin.listen = "192.0.2.10:3180".parse().unwrap();
+    assert!(settings.admin.tls_enabled());
+    settings.admin.listen = "127.0.0.1:0".parse().unwrap();
+    settings.admin.tls = Some(true);
+    let (cert, key) = bramble::admin::tls::generated_paths(&settings.console());
+    let listeners = Listeners {
+        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        lan: None,
+    };
+    let handle = Server::start_with(settings.clone(), listeners, Vec::new())
+        .await
+        .unwrap();
+    let addr = handle.admin_addr();
+    assert!(handle.admin_url().starts_with("https://"));
+    assert!(cert.exists() && key.exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the key is readable by its owner only");
+    }
+
+    let get = Request::get("/health")
+        .header(header::HOST, "localhost")
+        .body(String::new())
+        .unwrap();
+    let (status, _, body) = https_request(addr, &cert, get).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("\"components\""));
+
+    let setup = Request::post("/api/setup")
+        .header(header::HOST, "localhost")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(json!({"login": "sa", "password": "long enough password"}).to_string())
+        .unwrap();
+    let (status, cookie, body) = https_request(addr, &cert, setup).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(cookie.unwrap().contains("; Secure"));
+
+    // Plain HTTP gets no HTTP answer.
+    let (status, _) = plain_get(addr).await;
+    assert_eq!(status, None);
+    handle.shutdown().await.unwrap();
+
+    // The next start reuses the certificate.
+    let before = std::fs::read(&cert).unwrap();
+    let listeners = Listeners {
+        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        lan: None,
+    };
+    let handle = Server::start_with(settings.clone(), listeners, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&cert).unwrap(), before);
+    handle.shutdown().await.unwrap();
+
+    // Half a configuration is refused at start.
+    let mut half = settings;
+    half.admin.tls_certificate = Some(cert);
+    let listeners = Listeners {
+        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        lan: None,
+    };
+    let err = Server::start_with(half, listeners, Vec::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "ADMIN_TLS_FAILED");
+    assert!(err.to_string().contains("tls_key"), "{err}");
+}
+
+/// A plain-text HTTP GET; the status line's code, if an HTTP answer came.
+async fn plain_get(addr: std::net::SocketAddr) -> (Option<u16>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok());
+    (status, text)
+}
+
+#[tokio::test]
+async fn events_stream_the_status_at_once() {
+    use http_body_util::BodyExt;
+    let f = Fixture::start().await;
+    let admin = f.administrator("sa", &["Security Administrator"]);
+    let token = f.session(admin);
+    f.db()
+        .run_blocking(|conn| {
+            bramble::db::models::audit::append(conn, "sa", "test.change", "x/1", None, None)?;
+            Ok(())
+        })
+        .unwrap();
+    let request = Request::get("/api/events")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = f.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let mut body = response.into_body();
+    let frame = body.frame().await.unwrap().unwrap();
+    let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+    assert!(text.starts_with("event: status\n"), "{text}");
+    let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    let status: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(status["audit_head"], 1);
+    assert!(status["health"]["components"].is_array());
+    drop(body);
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_failed_sign_ins_make_the_login_wait() {
+    let f = Fixture::start().await;
+    f.administrator("target", &["Junior Helpdesk"]);
+    let attempt = |password: &'static str| {
+        f.call(
+            Method::POST,
+            "/api/session",
+            None,
+            Some(json!({"login": "target", "password": password})),
+        )
+    };
+    for _ in 0..bramble::admin::throttle::FREE_FAILURES {
+        let (status, doc, _) = attempt("wrong guess").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{doc}");
+    }
+    // Now even the right password waits.
+    let (status, doc, _) = attempt("long enough password").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(doc["code"], "TOO_MANY_SIGN_IN_ATTEMPTS");
+    assert!(doc["message"].as_str().unwrap().contains("seconds"));
+    // Other logins are not affected.
+    f.administrator("bystander", &[]);
+    let (status, _, _) = f
+        .call(
+            Method::POST,
+            "/api/session",
+            None,
+            Some(json!({"login": "bystander", "password": "long enough password"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    f.stop().await;
+}
