@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bramble_proto::{ContentType, Pin};
-use diesel::prelude::*;
+use diesel::Connection;
 use tracing::{info, warn};
 
 use super::confirmations::{send_awaited, Confirmations, Sent, Step};
@@ -27,7 +27,6 @@ use crate::db::models::device::Device;
 use crate::db::models::device_key::DeviceKey;
 use crate::db::models::user::{ActivationStatus, User};
 use crate::db::models::user_service::UserServices;
-use crate::db::schema::users;
 use crate::db::{Database, DbError};
 use crate::dispatcher::Dispatcher;
 
@@ -159,17 +158,17 @@ impl ActivationSteps {
         let unfinished = self
             .db
             .run(move |conn| {
-                let rows: Vec<(UserId, String)> = users::table
-                    .filter(users::activation_status.eq_any([
-                        ActivationStatus::EncryptionVerified.as_str(),
-                        ActivationStatus::PolicyApplied.as_str(),
-                    ]))
-                    .filter(users::updated_at.lt(stuck_since))
-                    .select((users::id, users::activation_status))
-                    .limit(500)
-                    .load(conn)?;
+                let stalled = User::find_by_activation_status_before(
+                    conn,
+                    &[
+                        ActivationStatus::EncryptionVerified,
+                        ActivationStatus::PolicyApplied,
+                    ],
+                    stuck_since,
+                    500,
+                )?;
                 let mut out = Vec::new();
-                for (user, status) in rows {
+                for (user, status) in stalled.into_iter().map(|u| (u.id, u.activation_status)) {
                     let keyed = Device::find_by_user(conn, user)?.into_iter().find(|d| {
                         DeviceKey::find_all_for_device(conn, d.id).is_ok_and(|k| !k.is_empty())
                     });
@@ -184,7 +183,7 @@ impl ActivationSteps {
             .into_iter()
             .filter(|(user, _, _)| !waiting.contains(user))
             .map(|(user, pin, status)| {
-                if status == ActivationStatus::EncryptionVerified.as_str() {
+                if status == ActivationStatus::EncryptionVerified {
                     Unfinished::Policy(user, pin)
                 } else {
                     Unfinished::Books(user, pin)

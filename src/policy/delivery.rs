@@ -9,15 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use bramble_proto::policy::Signed;
 use bramble_proto::{ContentType, Pin};
-use diesel::prelude::*;
 use tracing::warn;
 
 use super::confirmations::{send_awaited, Confirmations, Step};
 use crate::db::ids::UserId;
 use crate::db::models::device::Device;
 use crate::db::models::device_key::DeviceKey;
-use crate::db::models::user::ActivationStatus;
-use crate::db::schema::users;
+use crate::db::models::user::{ActivationStatus, User};
 use crate::db::{Conn, Database, DbError, Sealer};
 use crate::dispatcher::Dispatcher;
 use crate::policy::resolve::{resolve, ResolvedPolicy};
@@ -97,17 +95,17 @@ impl PolicyDelivery {
         let devices = self
             .db
             .run(|conn| {
-                let rows: Vec<(UserId, String)> = users::table
-                    .filter(users::activation_status.eq_any([
-                        ActivationStatus::PolicyApplied.as_str(),
-                        ActivationStatus::ServicesReceived.as_str(),
-                        ActivationStatus::Synchronizing.as_str(),
-                        ActivationStatus::Completed.as_str(),
-                    ]))
-                    .select((users::id, users::activation_status))
-                    .load(conn)?;
+                let activated = User::find_by_activation_status(
+                    conn,
+                    &[
+                        ActivationStatus::PolicyApplied,
+                        ActivationStatus::ServicesReceived,
+                        ActivationStatus::Synchronizing,
+                        ActivationStatus::Completed,
+                    ],
+                )?;
                 let mut out = Vec::new();
-                for (user, _) in rows {
+                for user in activated.into_iter().map(|u| u.id) {
                     let resolved = resolve(conn, user)?;
                     let digest = policy_digest(&resolved, &resolved.canonical_bytes()?);
                     for device in Device::find_by_user(conn, user)? {

@@ -41,6 +41,12 @@ impl StoredDomainKey {
             .optional()?)
     }
 
+    /// How many keys are stored (one at most).
+    #[cfg(test)]
+    pub(crate) fn count(conn: &mut Conn) -> DbResult<i64> {
+        Ok(domain_keys::table.count().get_result(conn)?)
+    }
+
     /// Stores the key unless one exists, and returns the one that is stored
     /// (the first writer wins when two processes start together).
     pub fn save_if_absent(
