@@ -7,31 +7,7 @@ use std::collections::BTreeMap;
 use bramble_proto::policy::{ServiceBook, ServiceBooks};
 
 use super::PolicySettings;
-
-/// Every service book the Policy Service knows (seed: "What is a service
-/// book?").
-pub const SERVICES: [&str; 7] = [
-    "CMIME",
-    "CICAL",
-    "SYNC",
-    "IPPP",
-    "BrowserConfig",
-    "ALP",
-    "BBIM",
-];
-
-/// Whether `service` is on for a user: the user's own exception if there
-/// is one, else the server's list.
-pub fn service_enabled(
-    settings: &PolicySettings,
-    exceptions: &BTreeMap<String, bool>,
-    service: &str,
-) -> bool {
-    exceptions
-        .get(service)
-        .copied()
-        .unwrap_or_else(|| settings.services.iter().any(|s| s == service))
-}
+pub use crate::db::models::user_service::{service_enabled, SERVICES};
 
 /// The service books for `email`: one per service enabled for the user.
 pub fn service_books(
@@ -51,7 +27,7 @@ pub fn service_books(
     };
     let books = SERVICES
         .iter()
-        .filter(|cid| service_enabled(settings, exceptions, cid))
+        .filter(|cid| service_enabled(&settings.services, exceptions, cid))
         .filter_map(|cid| {
             Some(match *cid {
                 "CMIME" => book(

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::service_books::SERVICES;
+use crate::db::models::user_service::SERVICES;
 
 /// `[policy]` settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
