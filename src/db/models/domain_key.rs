@@ -1,8 +1,8 @@
 //! The domain signing key's row: the public key in clear, the private key
 //! sealed with the master key (bound to `domain_keys/1`, so the sealed
-//! value opens nowhere else). One row at most; the Policy Service generates
-//! it ([`crate::policy::signing`]) and nothing here reads the private key
-//! in clear.
+//! value opens nowhere else). One row at most; the Policy Service's
+//! signing module generates it, and nothing here reads the private key in
+//! clear.
 
 use diesel::prelude::*;
 use time::PrimitiveDateTime;
