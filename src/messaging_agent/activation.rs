@@ -2,10 +2,9 @@
 //! BlackBerry smartphone over the wireless network", steps 6–8; wire in
 //! [`bramble_proto::activation`]).
 //!
-//! The watcher finds the request e-mail in the user's inbox, answers it
-//! here ([`answer_request`]) and removes it ([`super::watcher`]); the
-//! device's later packets arrive through the Dispatcher ([`run`]). Here the
-//! agent
+//! The watcher ([`super::watcher`]) finds the request e-mail in the user's
+//! inbox, has it answered here and removes it; the device's later packets
+//! arrive through the Dispatcher. Here the agent
 //! 1. checks the request was addressed to this mailbox, that the PIN is
 //!    not another user's device, and that the user's activation password
 //!    is usable — counting the exchange against its five attempts;

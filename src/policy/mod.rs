@@ -5,7 +5,8 @@
 //! Laid out as:
 //! - [`activation`]: activation passwords (set or generated, lifetime,
 //!   attempts) and the first activation step;
-//! - [`catalog`]: the IT policy rules with their types, ranges and defaults;
+//! - [`catalog`]: the IT policy rules with their types, ranges and defaults
+//!   (defined with the wire, [`bramble_proto::catalog`]);
 //! - [`resolve`]: which policy applies to a user, rule by rule, and the
 //!   canonical, signed form a device receives;
 //! - [`signing`]: the domain signing key (Ed25519, sealed at rest);

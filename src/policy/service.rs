@@ -2,17 +2,16 @@
 //! what concerns it —
 //! - a device's transport key established ([`DeliveryEvent::KeyEstablished`])
 //!   or an administrator's resend: the activation's remaining steps
-//!   ([`super::activation_steps`]);
-//! - a policy or an assignment changed: IT policy delivery
-//!   ([`super::delivery`]);
+//!   (`activation_steps`);
+//! - a policy or an assignment changed: IT policy delivery (`delivery`);
 //! - confirmations and refusals: the step or IT admin command they answer
-//!   ([`super::confirmations`], [`super::commands`]);
-//! - key change messages: transport key regeneration ([`super::rekey`]);
-//! - every [`SWEEP_EVERY`]: unfinished activations, queued IT admin
+//!   (`confirmations`, `commands`);
+//! - key change messages: transport key regeneration (`rekey`);
+//! - every `SWEEP_EVERY`: unfinished activations, queued IT admin
 //!   commands and old transport keys.
 //!
 //! Policies and service books for different devices go out concurrently
-//! (at most [`CONCURRENT_SENDS`] at a time), so a burst of activations is
+//! (at most `CONCURRENT_SENDS` at a time), so a burst of activations is
 //! not served one device after another; IT admin commands and key changes
 //! are handled in order by the loop itself.
 
