@@ -121,7 +121,7 @@ impl Server {
             )),
             Arc::new(
                 crate::mailstore::MailStore::new(settings.directories.clone())
-                    .with_policy(settings.policy.clone()),
+                    .with_services(settings.policy.services.clone()),
             ),
         ]
     }

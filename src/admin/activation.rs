@@ -190,7 +190,7 @@ fn missing(id: i64) -> String {
 
 fn refused(e: ActivationError) -> ApiError {
     let status = match e {
-        ActivationError::UnknownUser(_) | ActivationError::NoUser(_) => StatusCode::NOT_FOUND,
+        ActivationError::UnknownUser(_) => StatusCode::NOT_FOUND,
         ActivationError::Random(_) | ActivationError::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     };

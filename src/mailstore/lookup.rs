@@ -2,9 +2,9 @@
 //! Service answers `Lookup` envelopes ([`bramble_proto::lookup`]).
 //!
 //! For each request: the device's user is found by PIN; the user must have
-//! the ALP service on ([`service_enabled`]: `[policy] services` with the
-//! user's own exceptions, the same rule that decides which service books
-//! the Policy Service sends); the query must be 2–256 characters. Then
+//! the ALP service on ([`service_enabled`]: the services the server
+//! enables with the user's own exceptions, the same rule that decides which
+//! service books the Policy Service sends); the query must be 2–256 characters. Then
 //! every configured directory is searched at once (the directory itself,
 //! not the copy in the Configuration Database, so the whole organization is
 //! found, not only BlackBerry users); the results are merged, one per
@@ -37,11 +37,9 @@ use super::ldap::{search_addresses, AddressEntry, AddressesFound};
 use super::{DirectoryError, DirectorySettings};
 use crate::db::models::device::Device;
 use crate::db::models::user::{AccountStatus, User};
-use crate::db::models::user_service::UserServices;
+use crate::db::models::user_service::{service_enabled, UserServices};
 use crate::db::Database;
 use crate::dispatcher::{Dispatcher, Inbound, Outgoing};
-use crate::policy::service::service_enabled;
-use crate::policy::PolicySettings;
 
 /// The service book that enables address lookup.
 pub const ALP: &str = "ALP";
@@ -54,7 +52,9 @@ const LOCAL_ROWS: i64 = 200;
 #[derive(Clone)]
 pub struct LookupService {
     pub directories: Arc<Vec<DirectorySettings>>,
-    pub policy: PolicySettings,
+    /// The services the server enables (`[policy] services`); ALP among
+    /// them turns lookup on for users without an exception.
+    pub services: Arc<Vec<String>>,
     pub db: Database,
 }
 
@@ -167,7 +167,7 @@ impl LookupService {
                 format!("device {pin} belongs to no user; an administrator must assign it first"),
             ));
         };
-        if !service_enabled(&self.policy, &exceptions, ALP) {
+        if !service_enabled(&self.services, &exceptions, ALP) {
             return Err((
                 codes::DISABLED,
                 format!(

@@ -41,8 +41,8 @@ use tokio::time::Instant;
 use crate::controller::component::{
     standby, Component, ComponentContext, ComponentError, ComponentId,
 };
+use crate::db::models::user_service::SERVICES;
 use crate::db::DbError;
-use crate::policy::PolicySettings;
 
 pub use ldap::{lookup, search_addresses, AddressEntry, AddressesFound, LOOKUP_LIMIT};
 pub use lookup::{find_addresses, LookupService};
@@ -146,8 +146,9 @@ pub struct Progress {
 pub struct MailStore {
     directories: Arc<Vec<DirectorySettings>>,
     progress: watch::Sender<Progress>,
-    /// Which users have address lookup (the ALP service).
-    policy: PolicySettings,
+    /// The services the server enables: which users have address lookup
+    /// (the ALP service).
+    services: Arc<Vec<String>>,
 }
 
 impl MailStore {
@@ -155,13 +156,14 @@ impl MailStore {
         MailStore {
             directories: Arc::new(directories),
             progress: watch::channel(Progress::default()).0,
-            policy: PolicySettings::default(),
+            services: Arc::new(SERVICES.iter().map(|s| (*s).to_owned()).collect()),
         }
     }
 
-    /// The `[policy]` settings that say who may look addresses up.
-    pub fn with_policy(mut self, policy: PolicySettings) -> MailStore {
-        self.policy = policy;
+    /// The services the server enables (`[policy] services`), which say
+    /// who may look addresses up; every service unless told.
+    pub fn with_services(mut self, services: Vec<String>) -> MailStore {
+        self.services = Arc::new(services);
         self
     }
 
@@ -179,7 +181,7 @@ impl Component for MailStore {
     fn run(&self, ctx: ComponentContext) -> BoxFuture<'static, Result<(), ComponentError>> {
         let directories = self.directories.clone();
         let progress = self.progress.clone();
-        let policy = self.policy.clone();
+        let services = self.services.clone();
         async move {
             // Address lookups are answered by their own task, whether or
             // not there are directories to sync; it ends with the component.
@@ -187,7 +189,7 @@ impl Component for MailStore {
                 let inbound = dispatcher.register(bramble_proto::ContentType::Lookup, 256);
                 let service = LookupService {
                     directories: directories.clone(),
-                    policy,
+                    services,
                     db: ctx.db.clone(),
                 };
                 tokio::spawn(service.serve(dispatcher, inbound, ctx.shutdown.child_token()))

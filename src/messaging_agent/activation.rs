@@ -2,8 +2,9 @@
 //! BlackBerry smartphone over the wireless network", steps 6–8; wire in
 //! [`bramble_proto::activation`]).
 //!
-//! The watcher finds the request e-mail in the user's inbox, removes it and
-//! hands `etp.dat` over ([`super::watcher`]). Here the agent
+//! The watcher ([`super::watcher`]) finds the request e-mail in the user's
+//! inbox, has it answered here and removes it; the device's later packets
+//! arrive through the Dispatcher. Here the agent
 //! 1. checks the request was addressed to this mailbox, that the PIN is
 //!    not another user's device, and that the user's activation password
 //!    is usable — counting the exchange against its five attempts;
@@ -65,49 +66,82 @@ struct Table {
     answered: HashMap<[u8; 32], Instant>,
 }
 
-type Exchanges = Arc<Mutex<Table>>;
-
 /// Activation packets handled at once.
 const CONCURRENT: usize = 16;
 
-/// Serves activation packets: requests from the watcher, confirmations
-/// from devices, several at once.
-pub(crate) async fn run(
-    shared: Arc<Shared>,
-    mut inbound: mpsc::Receiver<Inbound>,
-    stop: CancellationToken,
-) {
-    let pending: Exchanges = Arc::new(Mutex::new(Table::default()));
-    let limit = Arc::new(Semaphore::new(CONCURRENT));
-    loop {
-        let message = tokio::select! {
-            _ = stop.cancelled() => return,
-            m = inbound.recv() => match m { Some(m) => m, None => return },
-        };
-        if let Ok(mut t) = pending.lock() {
+/// The Messaging Agent's activations: the exchanges in progress, shared by
+/// the watchers that find requests and the task that serves the devices'
+/// packets, and the limit on how many are handled at once.
+pub(crate) struct Exchanges {
+    table: Mutex<Table>,
+    limit: Arc<Semaphore>,
+}
+
+impl Default for Exchanges {
+    fn default() -> Self {
+        Exchanges {
+            table: Mutex::default(),
+            limit: Arc::new(Semaphore::new(CONCURRENT)),
+        }
+    }
+}
+
+impl Exchanges {
+    /// Forgets exchanges never confirmed and requests too old to matter.
+    fn forget_old(&self) {
+        if let Ok(mut t) = self.table.lock() {
             t.pending.retain(|_, p| p.started.elapsed() < EXCHANGE_TTL);
             // A request older than the password's longest life is useless.
             t.answered
                 .retain(|_, at| at.elapsed() < Duration::from_secs(721 * 3600));
         }
-        let Ok(permit) = limit.clone().acquire_owned().await else {
+    }
+
+    fn take(&self, pin: Pin) -> Option<Pending> {
+        self.table
+            .lock()
+            .ok()
+            .and_then(|mut t| t.pending.remove(&pin))
+    }
+}
+
+/// Answers an activation request found in `mailbox` (the attached
+/// `etp.dat`): the SPAKE2 answer, or a refusal that says why.
+pub(crate) async fn answer_request(shared: &Arc<Shared>, mailbox: &str, etp: Vec<u8>) {
+    shared.exchanges.forget_old();
+    let Ok(_permit) = shared.exchanges.limit.clone().acquire_owned().await else {
+        return;
+    };
+    answer(shared, &Clock::new(), mailbox, Some(etp)).await;
+}
+
+/// Serves activation packets from devices, several at once.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    stop: CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            _ = stop.cancelled() => return,
+            m = inbound.recv() => match m { Some(m) => m, None => return },
+        };
+        shared.exchanges.forget_old();
+        let Ok(permit) = shared.exchanges.limit.clone().acquire_owned().await else {
             return;
         };
-        let (shared, pending) = (shared.clone(), pending.clone());
+        let shared = shared.clone();
         tokio::spawn(async move {
-            handle(&shared, &pending, message).await;
+            handle(&shared, message).await;
             drop(permit);
         });
     }
 }
 
-fn take(pending: &Exchanges, pin: Pin) -> Option<Pending> {
-    pending.lock().ok().and_then(|mut t| t.pending.remove(&pin))
-}
-
-async fn handle(shared: &Arc<Shared>, pending: &Exchanges, message: Inbound) {
+async fn handle(shared: &Arc<Shared>, message: Inbound) {
     let clock = Clock::new();
     let (pin, ref_id) = (message.pin, message.ref_id);
+    let pending = &shared.exchanges;
     let parsed = match ActivationMessage::from_bytes(&message.plaintext) {
         Ok(m) => m,
         Err(e) => {
@@ -117,23 +151,11 @@ async fn handle(shared: &Arc<Shared>, pending: &Exchanges, message: Inbound) {
     };
     match parsed {
         ActivationMessage::Request { mailbox, etp } => {
-            let (pin, reply) = match request(shared, &clock, pending, &mailbox, &etp).await {
-                Ok((pin, challenge)) => (pin, challenge),
-                Err((pin, code, text)) => {
-                    warn!(target: "bramble::messaging_agent", %pin, user = %mailbox, code, "activation request refused: {text}");
-                    (
-                        pin,
-                        ActivationMessage::Refused {
-                            code: code.to_owned(),
-                            message: text,
-                        },
-                    )
-                }
-            };
-            send(shared, pin, RefId::random(), reply).await;
+            let etp = base64::engine::general_purpose::STANDARD.decode(etp).ok();
+            answer(shared, &clock, &mailbox, etp).await;
         }
         ActivationMessage::Confirm { confirm } => {
-            let Some(exchange) = take(pending, pin) else {
+            let Some(exchange) = pending.take(pin) else {
                 warn!(target: "bramble::messaging_agent", %pin, "a key confirmation arrived for no activation in progress (expired, or the server restarted); the device must start again");
                 let refused = ActivationMessage::Refused {
                     code: "NO_EXCHANGE".into(),
@@ -173,7 +195,7 @@ async fn handle(shared: &Arc<Shared>, pending: &Exchanges, message: Inbound) {
             }
         }
         ActivationMessage::Mismatch => {
-            if let Some(exchange) = take(pending, pin) {
+            if let Some(exchange) = pending.take(pin) {
                 warn!(target: "bramble::messaging_agent", %pin, user = %exchange.email, "the device reports a wrong activation password (the attempt counts)");
             }
         }
@@ -185,26 +207,44 @@ async fn handle(shared: &Arc<Shared>, pending: &Exchanges, message: Inbound) {
 
 type Refusal = (Pin, &'static str, String);
 
+/// Answers a request (`None`: its `etp.dat` could not be decoded) with the
+/// challenge or a refusal.
+async fn answer(shared: &Arc<Shared>, clock: &Clock, mailbox: &str, etp: Option<Vec<u8>>) {
+    let (pin, reply) = match request(shared, clock, mailbox, etp).await {
+        Ok((pin, challenge)) => (pin, challenge),
+        Err((pin, code, text)) => {
+            warn!(target: "bramble::messaging_agent", %pin, user = %mailbox, code, "activation request refused: {text}");
+            (
+                pin,
+                ActivationMessage::Refused {
+                    code: code.to_owned(),
+                    message: text,
+                },
+            )
+        }
+    };
+    send(shared, pin, RefId::random(), reply).await;
+}
+
 async fn request(
     shared: &Arc<Shared>,
     clock: &Clock,
-    pending: &Exchanges,
     mailbox: &str,
-    etp_b64: &str,
+    etp: Option<Vec<u8>>,
 ) -> Result<(Pin, ActivationMessage), Refusal> {
-    let etp = base64::engine::general_purpose::STANDARD
-        .decode(etp_b64)
-        .map_err(|_| {
-            (
-                Pin(0),
-                "MALFORMED",
-                "the activation request is damaged".to_owned(),
-            )
-        })?;
+    let pending = &shared.exchanges;
+    let etp = etp.ok_or_else(|| {
+        (
+            Pin(0),
+            "MALFORMED",
+            "the activation request is damaged".to_owned(),
+        )
+    })?;
     let request = EtpRequest::from_bytes(&etp).map_err(|e| (Pin(0), "MALFORMED", e.to_string()))?;
     let pin = request.pin;
     let digest: [u8; 32] = openssl::sha::sha256(&etp);
     let replayed = pending
+        .table
         .lock()
         .map(|mut t| t.answered.insert(digest, Instant::now()).is_some())
         .unwrap_or(false);
@@ -269,7 +309,7 @@ async fn request(
         .await
         .map_err(|e| (pin, "SERVER_ERROR", e.to_string()))?
         .map_err(|e| (pin, "MALFORMED", e.to_string()))?;
-    let Ok(mut exchanges) = pending.lock() else {
+    let Ok(mut exchanges) = pending.table.lock() else {
         return Err((
             pin,
             "SERVER_ERROR",

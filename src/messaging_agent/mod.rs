@@ -70,6 +70,8 @@ pub(crate) struct Shared {
     pub(crate) dispatcher: Dispatcher,
     /// Something was put in the outbox.
     pub(crate) outbox_wake: Notify,
+    /// Wireless activations in progress.
+    pub(crate) exchanges: activation::Exchanges,
 }
 
 /// The Messaging Agent component.
@@ -122,6 +124,7 @@ impl MessagingAgent {
             db: ctx.db.clone(),
             dispatcher: dispatcher.clone(),
             outbox_wake: Notify::new(),
+            exchanges: activation::Exchanges::default(),
         });
         let stop = ctx.shutdown.child_token();
         let _stop_guard = stop.clone().drop_guard();

@@ -28,7 +28,7 @@ use crate::db::models::statistics::{Counter, Statistics};
 use crate::dispatcher::Outgoing;
 
 use super::imap::{self, MailError, Session};
-use super::{filters, mime, Shared};
+use super::{activation, filters, mime, Shared};
 
 /// Messages forwarded per scan (and per database transaction).
 const SCAN_BATCH: usize = 200;
@@ -138,7 +138,7 @@ async fn session(
                 }
             }
         }
-        hand_over_requests(shared, mailbox, &mut session, requests).await?;
+        answer_requests(shared, mailbox, &mut session, requests).await?;
     }
     info!(target: "bramble::messaging_agent", user = %mailbox.email, uid_validity, last_uid = last, "watching the mailbox");
     loop {
@@ -261,8 +261,8 @@ async fn scan(
             mime::parse(&raw)
         };
         if let Some(etp) = parsed.activation_request {
-            // A device's activation request: for the Policy Service, never
-            // for the user (seed step 6).
+            // A device's activation request: answered by the agent, never
+            // forwarded to the user (seed step 6).
             requests.push((f.uid, etp));
             continue;
         }
@@ -295,7 +295,7 @@ async fn scan(
             parsed.message_id,
         ));
     }
-    hand_over_requests(shared, mailbox, session, requests).await?;
+    answer_requests(shared, mailbox, session, requests).await?;
     let device = mailbox.device.map(|(id, _)| id);
     shared
         .dispatcher
@@ -346,35 +346,22 @@ async fn scan(
     Ok(count)
 }
 
-/// Gives activation requests found in the mailbox to the Policy Service
-/// and removes them from the mailbox (seed step 6). An unreadable one is
-/// removed too, with a log line: it can never activate anything.
-async fn hand_over_requests(
+/// Answers activation requests found in the mailbox
+/// ([`super::activation::answer_request`]) and removes them from the
+/// mailbox (seed step 6). An unreadable one is removed too, with a log
+/// line: it can never activate anything.
+async fn answer_requests(
     shared: &Arc<Shared>,
     mailbox: &Watched,
     session: &mut Session,
     requests: Vec<(u32, Vec<u8>)>,
 ) -> Result<(), MailError> {
-    use base64::Engine;
-    use bramble_proto::activation::{ActivationMessage, EtpRequest};
+    use bramble_proto::activation::EtpRequest;
     for (uid, etp) in requests {
         match EtpRequest::from_bytes(&etp) {
             Ok(request) => {
-                info!(target: "bramble::messaging_agent", user = %mailbox.email, pin = %request.pin, "activation request found in the mailbox; handed to the Policy Service");
-                shared
-                    .dispatcher
-                    .hand_over(crate::dispatcher::Inbound {
-                        pin: request.pin,
-                        ref_id: RefId::random(),
-                        content_type: ContentType::Activation,
-                        plaintext: ActivationMessage::Request {
-                            mailbox: mailbox.email.clone(),
-                            etp: base64::engine::general_purpose::STANDARD.encode(&etp),
-                        }
-                        .to_bytes(),
-                        via: crate::router::Via::Relay,
-                    })
-                    .await;
+                info!(target: "bramble::messaging_agent", user = %mailbox.email, pin = %request.pin, "activation request found in the mailbox; answering it");
+                activation::answer_request(shared, &mailbox.email, etp).await;
             }
             Err(e) => {
                 warn!(target: "bramble::messaging_agent", user = %mailbox.email, uid, "an activation request in the mailbox cannot be read ({e}); removed")

@@ -8,18 +8,17 @@
 //! deleted once used ([`crate::db::models::activation_password`]). Times
 //! come from a [`Clock`], so tests drive expiry with a paused clock.
 //!
-//! [`advance`] moves a user through the later steps (Encryption verified …
-//! Completed) in order, each recorded with its time.
+//! The later steps (Encryption verified … Completed) are moved on in order
+//! by [`crate::db::models::activation_password::advance`].
 
-use diesel::Connection;
 use time::Duration;
 
 use crate::clock::Clock;
 use crate::db::ids::UserId;
 use crate::db::models::activation_password::{
-    record_status, ActivationPassword, ActivationPasswordInfo, Verification,
+    ActivationPassword, ActivationPasswordInfo, Verification,
 };
-use crate::db::models::user::{ActivationStatus, User};
+use crate::db::models::user::User;
 use crate::db::{Conn, DbError, DbResult, Sealer};
 
 /// Lifetime of a password unless the administrator says otherwise.
@@ -46,18 +45,6 @@ pub enum ActivationError {
     Length(usize),
     #[error("no user has the e-mail address {0}; add the user first")]
     UnknownUser(String),
-    #[error(
-        "user {user} is {}; the activation cannot move to {} from there",
-        .from.as_str(),
-        .to.as_str()
-    )]
-    Step {
-        user: UserId,
-        from: ActivationStatus,
-        to: ActivationStatus,
-    },
-    #[error("there is no user {0}")]
-    NoUser(UserId),
     #[error("cannot generate a random password: {0}")]
     Random(#[from] openssl::error::ErrorStack),
     #[error(transparent)]
@@ -78,8 +65,7 @@ impl ActivationError {
                 "ACTIVATION_LIFETIME_INVALID"
             }
             ActivationError::Length(_) => "ACTIVATION_PASSWORD_LENGTH",
-            ActivationError::UnknownUser(_) | ActivationError::NoUser(_) => "USER_NOT_FOUND",
-            ActivationError::Step { .. } => "ACTIVATION_OUT_OF_ORDER",
+            ActivationError::UnknownUser(_) => "USER_NOT_FOUND",
             ActivationError::Random(_) => "RANDOM_FAILED",
             ActivationError::Db(e) => e.code(),
         }
@@ -172,40 +158,11 @@ pub fn verify(
     ActivationPassword::verify(conn, user, candidate, clock.now_db())
 }
 
-/// Moves the user's activation one step on, to `to`, recording the time.
-/// Only the next step of a successful activation (see
-/// [`ActivationStatus::next`]) or `Failed` from a step in progress is
-/// accepted; "Initializing" and "Activating" are reached through [`set`]
-/// and [`verify`]. Anything else changes nothing.
-pub fn advance(
-    conn: &mut Conn,
-    clock: &Clock,
-    user: UserId,
-    to: ActivationStatus,
-) -> Result<(), ActivationError> {
-    conn.transaction(|conn| {
-        let from = User::find_by_id(conn, user)?
-            .ok_or(ActivationError::NoUser(user))?
-            .activation_status;
-        let allowed = match to {
-            ActivationStatus::Failed => from.next().is_some(),
-            ActivationStatus::NotActivated
-            | ActivationStatus::Initializing
-            | ActivationStatus::Activating => false,
-            _ => from.next() == Some(to),
-        };
-        if !allowed {
-            return Err(ActivationError::Step { user, from, to });
-        }
-        record_status(conn, user, to, clock.now_db())?;
-        Ok(())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::db::models::activation_password::{advance, ActivationStepError};
     use crate::db::models::test_db;
     use crate::db::models::user::{ActivationStatus, NewUser};
 
@@ -312,11 +269,14 @@ mod tests {
         let clock = Clock::new();
         let user = db.run_blocking(|conn| Ok(alice(conn))).unwrap();
         let step = |to| {
-            db.run_blocking(|conn| Ok(advance(conn, &clock, user.id, to)))
+            db.run_blocking(|conn| Ok(advance(conn, user.id, to, clock.now_db())))
                 .unwrap()
         };
         assert!(
-            matches!(step(EncryptionVerified), Err(ActivationError::Step { .. })),
+            matches!(
+                step(EncryptionVerified),
+                Err(ActivationStepError::OutOfOrder { .. })
+            ),
             "no skipping ahead from not activated"
         );
         db.run_blocking(|conn| {
@@ -394,13 +354,19 @@ mod tests {
             let user = alice(conn);
             set(conn, &sealer, &clock, "alice@example.com", "kx7m2qpa", None)
                 .map_err(|e| DbError::Invalid(e.to_string()))?;
-            advance(conn, &clock, user.id, ActivationStatus::Failed)
+            advance(conn, user.id, ActivationStatus::Failed, clock.now_db())
                 .map_err(|e| DbError::Invalid(e.to_string()))?;
             assert_eq!(
                 User::find_by_id(conn, user.id)?.unwrap().activation_status,
                 ActivationStatus::Failed
             );
-            assert!(advance(conn, &clock, UserId(9_999), ActivationStatus::Failed).is_err());
+            assert!(advance(
+                conn,
+                UserId(9_999),
+                ActivationStatus::Failed,
+                clock.now_db()
+            )
+            .is_err());
             Ok(())
         })
         .unwrap();

@@ -5,25 +5,43 @@
 //! Laid out as:
 //! - [`activation`]: activation passwords (set or generated, lifetime,
 //!   attempts) and the first activation step;
-//! - [`catalog`]: the IT policy rules with their types, ranges and defaults;
+//! - [`catalog`]: the IT policy rules with their types, ranges and defaults
+//!   (defined with the wire, [`bramble_proto::catalog`]);
 //! - [`resolve`]: which policy applies to a user, rule by rule, and the
 //!   canonical, signed form a device receives;
-//! - [`signing`]: the domain signing key (Ed25519, sealed at rest).
+//! - [`signing`]: the domain signing key (Ed25519, sealed at rest);
+//! - [`service_books`]: which service books a user's device receives;
+//! - [`settings`]: `[policy]` settings.
 //!
-//! - [`service`]: the running service — after activation establishes a
-//!   device's key it sends the signed IT policy, waits for the device's
-//!   confirmation, then sends the service books (`[policy]` settings).
+//! The running service, one job per module:
+//! - `activation_steps`: after activation establishes a device's key, the
+//!   signed IT policy, the device's confirmation, then the service books
+//!   (seed steps 9–12), sent again after a restart or a timeout;
+//! - `delivery`: IT policy delivery, also to the devices a changed policy
+//!   or assignment affects;
+//! - `commands`: IT admin commands (lock, wipe, wipe work data, new key):
+//!   sending, acknowledgement, refusal, expiry;
+//! - `rekey`: transport key regeneration (by request, command or age);
+//! - `confirmations`: what was sent and awaits the device's confirmation;
+//! - [`service`]: the loop that owns these jobs and hands them events.
 //!
 //! Started and watched by the [Controller](crate::controller); without a
 //! Dispatcher (some tests) it runs in standby.
 
 pub mod activation;
+mod activation_steps;
 pub mod catalog;
+mod commands;
+mod confirmations;
+mod delivery;
+mod rekey;
 pub mod resolve;
 pub mod service;
+pub mod service_books;
+pub mod settings;
 pub mod signing;
 
-pub use service::PolicySettings;
+pub use settings::PolicySettings;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -59,9 +77,7 @@ impl Component for PolicyService {
             let Some(dispatcher) = ctx.dispatcher.clone() else {
                 return standby(ctx).await;
             };
-            service::Desk::new(this.settings, this.server_name, ctx.db.clone(), dispatcher)
-                .serve(ctx)
-                .await
+            service::run(this.settings, this.server_name, ctx, dispatcher).await
         }
         .boxed()
     }

@@ -117,8 +117,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::db::models::test_db;
-    use crate::db::schema::domain_keys;
-    use diesel::prelude::*;
 
     #[test]
     fn generated_once_and_sealed_at_rest() {
@@ -131,7 +129,7 @@ mod tests {
             let again = DomainKey::load_or_create(conn, sealer)?;
             assert_eq!(first.public_key(), again.public_key(), "one key per domain");
             assert_eq!(first.public_key(), stored.public_key.as_slice());
-            let rows: i64 = domain_keys::table.count().get_result(conn)?;
+            let rows = StoredDomainKey::count(conn)?;
             assert_eq!(rows, 1);
 
             let raw = first.private.raw_private_key().unwrap();

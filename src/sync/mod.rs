@@ -32,7 +32,7 @@
 //! a user whose activation is at "Services received" then moves to
 //! "Synchronizing". Each enabled database is slow-synced; when the device
 //! reports the last one `in_sync`, a user at "Synchronizing" moves to
-//! "Completed" ([`crate::policy::activation::advance`]); with wireless
+//! "Completed" ([`activation_password::advance`]); with wireless
 //! synchronization off or every database turned off, at the configuration
 //! request already. The activation flow needs to call nothing else; [`slow_sync_progress`] tells it (and
 //! the console) where a user's slow sync stands.
@@ -64,10 +64,11 @@ use crate::controller::component::{
     standby, Component, ComponentContext, ComponentError, ComponentId,
 };
 use crate::db::ids::UserId;
+use crate::db::models::activation_password;
 use crate::db::models::device::Device;
 use crate::db::models::sync::{DeviceBackup, SyncSetting, SyncState, SyncStatus};
 use crate::db::models::user::{ActivationStatus, User};
-use crate::db::{Database, DbError, DbResult};
+use crate::db::{Database, DbResult};
 use crate::dispatcher::{Dispatcher, Inbound};
 use dav::DavClient;
 use engine::{EngineError, Owner};
@@ -513,14 +514,14 @@ async fn advance(shared: &Shared, user: UserId, to: ActivationStatus) {
     let clock = shared.clock;
     let result = shared
         .db
-        .write(move |conn| {
-            crate::policy::activation::advance(conn, &clock, user, to)
-                .map_err(|e| DbError::Invalid(e.to_string()))
-        })
+        .write(move |conn| Ok(activation_password::advance(conn, user, to, clock.now_db())))
         .await;
     match result {
-        Ok(()) => {
+        Ok(Ok(())) => {
             info!(target: "bramble::sync", %user, status = to.as_str(), "activation moved on")
+        }
+        Ok(Err(e)) => {
+            warn!(target: "bramble::sync", %user, "cannot record the activation step: {e}")
         }
         Err(e) => warn!(target: "bramble::sync", %user, "cannot record the activation step: {e}"),
     }

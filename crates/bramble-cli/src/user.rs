@@ -281,7 +281,7 @@ fn services(
         .map_err(|e| Failure::new(e.code(), &e))?
         .ok_or_else(|| Failure::new("USER_NOT_FOUND", format!("no user has the e-mail address {email}")))?;
     for service in SERVICES {
-        let on = service_enabled(&settings.policy, &exceptions, service);
+        let on = service_enabled(&settings.policy.services, &exceptions, service);
         let why = match exceptions.get(service) {
             Some(_) => "this user",
             None => "server default",

@@ -19,6 +19,8 @@
 //!   `Sync` envelopes.
 //! - [`lookup`]: Address lookup (the ALP service book): a device's search
 //!   of the directory and the server's answer, JSON in `Lookup` envelopes.
+//! - [`catalog`]: the IT policy rules (type, range, default, which value
+//!   restricts more) and their validation, shared by server and device.
 //! - [`control`]: the plain messages of links (SRP authentication, device
 //!   hello, delivery reports) encoded as JSON inside control packets.
 //! - [`io`]: reading and writing frames on tokio streams.
@@ -27,6 +29,7 @@
 //! every failure is a typed error.
 
 pub mod activation;
+pub mod catalog;
 pub mod cmime;
 pub mod control;
 pub mod envelope;

@@ -9,8 +9,9 @@
 //!
 //! Setting a password puts the user in "Initializing"; every later step
 //! (Activating … Completed) is recorded in `activation_events` with its time
-//! by [`record_status`]. Lifetimes and generated passwords are the Policy
-//! Service's choice ([`crate::policy::activation`]).
+//! by [`record_status`]; [`advance`] moves an activation on only in order
+//! (the Policy Service and the Synchronization Service both use it).
+//! Lifetimes and generated passwords are the Policy Service's choice.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -19,7 +20,7 @@ use serde::Serialize;
 use time::PrimitiveDateTime;
 
 use crate::db::ids::UserId;
-use crate::db::models::user::ActivationStatus;
+use crate::db::models::user::{ActivationStatus, User};
 use crate::db::schema::{activation_events, activation_passwords, users};
 use crate::db::{Conn, DbError, DbResult, Sealer};
 
@@ -136,6 +137,73 @@ pub fn record_status(
             ))
             .execute(conn)?;
         Ok(true)
+    })
+}
+
+/// Why an activation did not move on ([`advance`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ActivationStepError {
+    #[error(
+        "user {user} is {}; the activation cannot move to {} from there",
+        .from.as_str(),
+        .to.as_str()
+    )]
+    OutOfOrder {
+        user: UserId,
+        from: ActivationStatus,
+        to: ActivationStatus,
+    },
+    #[error("there is no user {0}")]
+    NoUser(UserId),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for ActivationStepError {
+    fn from(e: diesel::result::Error) -> Self {
+        ActivationStepError::Db(e.into())
+    }
+}
+
+impl ActivationStepError {
+    /// Stable code for administrators and the console.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ActivationStepError::OutOfOrder { .. } => "ACTIVATION_OUT_OF_ORDER",
+            ActivationStepError::NoUser(_) => "USER_NOT_FOUND",
+            ActivationStepError::Db(e) => e.code(),
+        }
+    }
+}
+
+/// Moves the user's activation one step on, to `to`, recorded at `at`.
+/// Only the next step of a successful activation (see
+/// [`ActivationStatus::next`]) or `Failed` from a step in progress is
+/// accepted; "Initializing" and "Activating" are reached by setting and
+/// using an activation password ([`ActivationPassword`]). Anything else
+/// changes nothing.
+pub fn advance(
+    conn: &mut Conn,
+    user: UserId,
+    to: ActivationStatus,
+    at: PrimitiveDateTime,
+) -> Result<(), ActivationStepError> {
+    conn.transaction(|conn| {
+        let from = User::find_by_id(conn, user)?
+            .ok_or(ActivationStepError::NoUser(user))?
+            .activation_status;
+        let allowed = match to {
+            ActivationStatus::Failed => from.next().is_some(),
+            ActivationStatus::NotActivated
+            | ActivationStatus::Initializing
+            | ActivationStatus::Activating => false,
+            _ => from.next() == Some(to),
+        };
+        if !allowed {
+            return Err(ActivationStepError::OutOfOrder { user, from, to });
+        }
+        record_status(conn, user, to, at)?;
+        Ok(())
     })
 }
 

@@ -1,8 +1,8 @@
 //! The domain signing key's row: the public key in clear, the private key
 //! sealed with the master key (bound to `domain_keys/1`, so the sealed
-//! value opens nowhere else). One row at most; the Policy Service generates
-//! it ([`crate::policy::signing`]) and nothing here reads the private key
-//! in clear.
+//! value opens nowhere else). One row at most; the Policy Service's
+//! signing module generates it, and nothing here reads the private key in
+//! clear.
 
 use diesel::prelude::*;
 use time::PrimitiveDateTime;
@@ -39,6 +39,12 @@ impl StoredDomainKey {
             .select(StoredDomainKey::as_select())
             .first(conn)
             .optional()?)
+    }
+
+    /// How many keys are stored (one at most).
+    #[cfg(test)]
+    pub(crate) fn count(conn: &mut Conn) -> DbResult<i64> {
+        Ok(domain_keys::table.count().get_result(conn)?)
     }
 
     /// Stores the key unless one exists, and returns the one that is stored

@@ -1,9 +1,9 @@
 //! IT policies: named sets of rules, one of them the default, assigned to
 //! users and to groups with a rank. A rule maps a rule name to a JSON value;
-//! [`ItPolicy::set_rule`] refuses names and values the Policy Service's
-//! [rule catalog](crate::policy::catalog) does not accept. Which policy
-//! applies to a user is decided in [`crate::policy::resolve`] — this module
-//! only stores and returns the data.
+//! [`ItPolicy::set_rule`] refuses names and values the
+//! [rule catalog](bramble_proto::catalog) does not accept. Which policy
+//! applies to a user is decided by the Policy Service — this module only
+//! stores and returns the data.
 
 use std::collections::BTreeMap;
 
@@ -222,7 +222,7 @@ impl ItPolicy {
         if rule.trim().is_empty() {
             return Err(DbError::Invalid("an IT policy rule needs a name".into()));
         }
-        crate::policy::catalog::validate(rule.trim(), value)
+        bramble_proto::catalog::validate(rule.trim(), value)
             .map_err(|e| DbError::Invalid(e.to_string()))?;
         let text = value.to_string();
         conn.transaction(|conn| {

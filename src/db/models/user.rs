@@ -321,6 +321,40 @@ impl User {
             .collect())
     }
 
+    /// The users whose activation is at one of `statuses`.
+    pub fn find_by_activation_status(
+        conn: &mut Conn,
+        statuses: &[ActivationStatus],
+    ) -> DbResult<Vec<User>> {
+        Ok(users::table
+            .filter(users::activation_status.eq_any(statuses.iter().map(|s| s.as_str())))
+            .select(UserRow::as_select())
+            .load(conn)?
+            .into_iter()
+            .map(User::from)
+            .collect())
+    }
+
+    /// At most `limit` users whose activation is at one of `statuses` and
+    /// who have not changed since `before` (the Policy Service looks for
+    /// activations stopped half-way this way).
+    pub fn find_by_activation_status_before(
+        conn: &mut Conn,
+        statuses: &[ActivationStatus],
+        before: PrimitiveDateTime,
+        limit: i64,
+    ) -> DbResult<Vec<User>> {
+        Ok(users::table
+            .filter(users::activation_status.eq_any(statuses.iter().map(|s| s.as_str())))
+            .filter(users::updated_at.lt(before))
+            .limit(limit)
+            .select(UserRow::as_select())
+            .load(conn)?
+            .into_iter()
+            .map(User::from)
+            .collect())
+    }
+
     /// Moves users to a Messaging Agent (or none).
     pub fn set_messaging_agent(
         conn: &mut Conn,
@@ -471,6 +505,63 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::db::models::test_db;
+
+    #[test]
+    fn found_by_activation_status_and_age() {
+        let (_dir, db) = test_db();
+        db.run_blocking(|conn| {
+            let mut alice = NewUser {
+                display_name: "Alice".into(),
+                email: "alice@example.com".into(),
+                mailbox_login: "alice".into(),
+            }
+            .save(conn)?;
+            NewUser {
+                display_name: "Bob".into(),
+                email: "bob@example.com".into(),
+                mailbox_login: "bob".into(),
+            }
+            .save(conn)?;
+            alice.activation_status = ActivationStatus::PolicyApplied;
+            alice.save(conn)?;
+            let at = |conn: &mut Conn, statuses: &[ActivationStatus]| {
+                User::find_by_activation_status(conn, statuses)
+                    .unwrap()
+                    .into_iter()
+                    .map(|u| u.display_name)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                at(
+                    conn,
+                    &[
+                        ActivationStatus::EncryptionVerified,
+                        ActivationStatus::PolicyApplied
+                    ]
+                ),
+                ["Alice"]
+            );
+            assert_eq!(at(conn, &[ActivationStatus::NotActivated]), ["Bob"]);
+            assert!(at(conn, &[]).is_empty());
+            let later = alice.updated_at + time::Duration::seconds(1);
+            let stalled = User::find_by_activation_status_before(
+                conn,
+                &[ActivationStatus::PolicyApplied],
+                later,
+                10,
+            )?;
+            assert_eq!(stalled.len(), 1);
+            assert!(User::find_by_activation_status_before(
+                conn,
+                &[ActivationStatus::PolicyApplied],
+                alice.updated_at,
+                10,
+            )?
+            .is_empty());
+            Ok(())
+        })
+        .unwrap();
+    }
 
     #[test]
     fn create_find_search_update_delete() {

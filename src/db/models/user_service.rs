@@ -1,5 +1,8 @@
 //! Per-user exceptions to the services the server enables (`[policy]
 //! services`): one row turns one service book on or off for one user.
+//! [`service_enabled`] says whether a service is on for a user; the Policy
+//! Service sends the books of those that are, and the MailStore Service
+//! answers address lookups only for users with ALP on.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +11,31 @@ use diesel::prelude::*;
 use crate::db::ids::UserId;
 use crate::db::schema::user_services;
 use crate::db::{Conn, DbResult};
+
+/// Every service book the Policy Service knows (seed: "What is a service
+/// book?").
+pub const SERVICES: [&str; 7] = [
+    "CMIME",
+    "CICAL",
+    "SYNC",
+    "IPPP",
+    "BrowserConfig",
+    "ALP",
+    "BBIM",
+];
+
+/// Whether `service` is on for a user: the user's own exception if there
+/// is one (see [`UserServices::find`]), else the server's list `enabled`.
+pub fn service_enabled(
+    enabled: &[String],
+    exceptions: &BTreeMap<String, bool>,
+    service: &str,
+) -> bool {
+    exceptions
+        .get(service)
+        .copied()
+        .unwrap_or_else(|| enabled.iter().any(|s| s == service))
+}
 
 /// The user's exceptions, by service (`CMIME`, `BBIM`, …).
 #[derive(Debug)]
