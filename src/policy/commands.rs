@@ -134,8 +134,10 @@ impl Commands {
             let signed = self
                 .db
                 .write_sealed(move |conn, sealer| {
-                    let text = serde_json::to_string(&document)
-                        .map_err(|e| DbError::Invalid(e.to_string()))?;
+                    let text = serde_json::to_string(&document).map_err(|e| DbError::Encoding {
+                        what: "encode the IT administration command",
+                        message: e.to_string(),
+                    })?;
                     signed_by_domain(conn, sealer, "admin_command", text)
                 })
                 .await;

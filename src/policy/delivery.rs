@@ -55,8 +55,10 @@ impl PolicyDelivery {
                 let policy = resolved.policies.first().map(|p| p.policy_id);
                 let bytes = resolved.canonical_bytes()?;
                 let digest = policy_digest(&resolved, &bytes);
-                let document = String::from_utf8(bytes)
-                    .map_err(|_| DbError::Invalid("the IT policy is not UTF-8".into()))?;
+                let document = String::from_utf8(bytes).map_err(|e| DbError::Encoding {
+                    what: "read the IT policy as text",
+                    message: e.to_string(),
+                })?;
                 Ok((
                     policy,
                     digest,

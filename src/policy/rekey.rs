@@ -25,7 +25,31 @@ use crate::db::models::admin_command::{AdminCommand, TargetState};
 use crate::db::models::device::Device;
 use crate::db::models::device_key::{DeviceKey, KeyMaterial, KeySlot};
 use crate::db::{Database, DbError};
-use crate::dispatcher::{Dispatcher, Outgoing};
+use crate::dispatcher::{DispatchError, Dispatcher, Outgoing};
+
+/// Why a device's answer to a key change could not be taken; the device
+/// keeps its current key and the change is started again later.
+#[derive(Debug, thiserror::Error)]
+enum KeyChangeError {
+    #[error("the device answered for key {answered}, not {expected}")]
+    WrongKey { answered: u32, expected: u32 },
+    #[error("the device has no current key")]
+    NoCurrentKey,
+    #[error("the key exchange failed: {0}")]
+    Exchange(String),
+    #[error("device {0} was removed during the key change")]
+    DeviceGone(Pin),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
+}
+
+impl From<diesel::result::Error> for KeyChangeError {
+    fn from(e: diesel::result::Error) -> Self {
+        KeyChangeError::Db(e.into())
+    }
+}
 
 /// A key change not answered within this long is started again later.
 const REKEY_TTL: Duration = Duration::from_secs(300);
@@ -147,21 +171,20 @@ impl KeyChanges {
         device_key: &str,
         key_id: u32,
         confirm: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), KeyChangeError> {
         if key_id != r.key_id {
-            return Err(format!(
-                "the device answered for key {key_id}, not {}",
-                r.key_id
-            ));
+            return Err(KeyChangeError::WrongKey {
+                answered: key_id,
+                expected: r.key_id,
+            });
         }
         let current = self
             .dispatcher
             .keys()
             .ring(pin)
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .and_then(|ring| ring.current().cloned())
-            .ok_or("the device has no current key")?;
+            .ok_or(KeyChangeError::NoCurrentKey)?;
         let keys = rekey(
             &current,
             &r.ephemeral,
@@ -170,16 +193,17 @@ impl KeyChanges {
             device_key,
             key_id,
         )
-        .map_err(|e| e.to_string())?;
-        keys.check_device(confirm).map_err(|e| e.to_string())?;
+        .map_err(|e| KeyChangeError::Exchange(e.to_string()))?;
+        keys.check_device(confirm)
+            .map_err(|e| KeyChangeError::Exchange(e.to_string()))?;
         let new_key = keys.transport.clone();
         let now = self.clock.now_db();
         let target = r.target;
         self.db
-            .write_sealed(move |conn, sealer| {
+            .write_sealed_as(move |conn, sealer| {
                 conn.transaction(|conn| {
-                    let device = Device::find_by_pin(conn, &pin)?
-                        .ok_or_else(|| DbError::Invalid(format!("there is no device {pin}")))?;
+                    let device =
+                        Device::find_by_pin(conn, &pin)?.ok_or(KeyChangeError::DeviceGone(pin))?;
                     DeviceKey::save_slot(
                         conn,
                         sealer,
@@ -200,11 +224,10 @@ impl KeyChanges {
                             now,
                         )?;
                     }
-                    Ok(())
+                    Ok::<(), KeyChangeError>(())
                 })
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         self.dispatcher.keys().invalidate(pin);
         // Sealed with the new key, which the device holds as pending.
         self.dispatcher
@@ -215,8 +238,7 @@ impl KeyChanges {
                 priority: true,
                 ref_id: None,
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         info!(target: "bramble::policy", %pin, key_id, "new transport key in use; the previous one still opens messages in flight");
         Ok(())
     }

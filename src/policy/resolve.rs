@@ -234,7 +234,10 @@ impl ResolvedPolicy {
         canonical_json(&Document {
             rules: self.values(),
         })
-        .map_err(|e| crate::db::DbError::Invalid(format!("cannot encode the IT policy: {e}")))
+        .map_err(|e| crate::db::DbError::Encoding {
+            what: "encode the IT policy",
+            message: e.to_string(),
+        })
     }
 
     /// The canonical document signed with the domain key.

@@ -64,7 +64,7 @@ impl DomainKey {
         let private = PKey::private_key_from_raw_bytes(&raw.0, Id::ED25519).map_err(crypto)?;
         let public = private.raw_public_key().map_err(crypto)?;
         if public != stored.public_key {
-            return Err(DbError::Invalid(
+            return Err(DbError::Damaged(
                 "the stored domain signing key does not match its public key; restore the database and its key file together".into(),
             ));
         }
