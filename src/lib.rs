@@ -29,6 +29,12 @@
 //! - [`server`]: [`Server::start`] and the [`ServerHandle`] that owns the
 //!   named tasks and the shutdown signal.
 //!
+//! The modules are layered in floors — `db` at the bottom, then the
+//! Router, the Dispatcher, the Controller, the services side by side, the
+//! console, and `config` and `server` on top — and a module imports only
+//! floors below its own; `docs/architecture.md` lists them and the unit
+//! test in `floors.rs` holds the code to that list.
+//!
 //! Nothing here exists only for tests or measurements: the `bramble`
 //! command is `crates/bramble-cli`, and the testbed of real mail, directory
 //! and organizer servers, direct key provisioning for reference devices and
