@@ -32,27 +32,10 @@ fn give_key(
     pin: Pin,
     key: &TransportKey,
 ) -> crate::db::DbResult<()> {
-    use crate::db::models::device::{Device, NewDevice};
-    use crate::db::models::device_key::{DeviceKey, KeyMaterial, KeySlot};
-    let device = Device::create(
-        conn,
-        &NewDevice {
-            pin,
-            user_id: None,
-            model: String::new(),
-            os_version: String::new(),
-            carrier: String::new(),
-        },
-    )?;
-    DeviceKey::save_slot(
-        conn,
-        sealer,
-        device.id,
-        KeySlot::Current,
-        i64::from(key.id),
-        &KeyMaterial::new(key.secret().to_vec()),
-    )?;
-    Ok(())
+    use crate::db::models::device::Device;
+    use crate::db::models::device_key::DeviceKey;
+    let device = Device::find_or_create(conn, pin)?;
+    DeviceKey::save_current(conn, sealer, device.id, key)
 }
 
 async fn rig() -> Rig {

@@ -370,14 +370,7 @@ async fn complete(
                 device.save(conn)?;
                 // A reactivated device starts from the new key alone.
                 DeviceKey::delete_for_device(conn, device.id)?;
-                DeviceKey::save_slot(
-                    conn,
-                    sealer,
-                    device.id,
-                    KeySlot::Current,
-                    i64::from(key.id),
-                    &KeyMaterial::new(key.secret().to_vec()),
-                )?;
+                DeviceKey::save_current(conn, sealer, device.id, &key)?;
                 ActivationPassword::consume(conn, user, now)?;
                 record_status(conn, user, ActivationStatus::EncryptionVerified, now)?;
                 Ok(())

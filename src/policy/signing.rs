@@ -123,9 +123,10 @@ mod tests {
         let (_dir, db) = test_db();
         let sealer = db.sealer();
         db.run_blocking(|conn| {
-            // Opening the database generated the key already.
-            let stored = StoredDomainKey::find(conn)?.unwrap();
+            // The server makes the key when it starts (`Server::start`);
+            // here the first call does.
             let first = DomainKey::load_or_create(conn, sealer)?;
+            let stored = StoredDomainKey::find(conn)?.unwrap();
             let again = DomainKey::load_or_create(conn, sealer)?;
             assert_eq!(first.public_key(), again.public_key(), "one key per domain");
             assert_eq!(first.public_key(), stored.public_key.as_slice());
@@ -154,6 +155,8 @@ mod tests {
     fn a_database_with_a_lost_key_file_still_opens() {
         let (dir, db) = test_db();
         let path = db.path().to_path_buf();
+        db.run_blocking(|conn| DomainKey::load_or_create(conn, db.sealer()))
+            .unwrap();
         drop(db);
         std::fs::remove_file(crate::db::key_path(&path)).unwrap();
         let reopened = crate::db::Database::open_path(&path, 2, 5_000).unwrap();

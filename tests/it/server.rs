@@ -68,6 +68,15 @@ async fn starts_reports_health_and_shuts_down() {
     // The database and the log folder are in the data folder.
     assert!(dir.path().join("bramble.db").is_file());
 
+    // The domain signing key exists from the server's first start.
+    let stored = handle
+        .state()
+        .db
+        .run(bramble::db::models::domain_key::StoredDomainKey::find)
+        .await
+        .unwrap();
+    assert!(stored.is_some(), "the server made the domain signing key");
+
     handle.shutdown().await.unwrap();
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),

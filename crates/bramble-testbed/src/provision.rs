@@ -40,26 +40,6 @@ pub async fn into_server(server: &ServerHandle, devices: Vec<(Pin, TransportKey)
 }
 
 fn provision(conn: &mut Conn, sealer: &Sealer, pin: Pin, key: &TransportKey) -> DbResult<()> {
-    let device = match Device::find_by_pin(conn, &pin)? {
-        Some(device) => device,
-        None => Device::create(
-            conn,
-            &NewDevice {
-                pin,
-                user_id: None,
-                model: String::new(),
-                os_version: String::new(),
-                carrier: String::new(),
-            },
-        )?,
-    };
-    DeviceKey::save_slot(
-        conn,
-        sealer,
-        device.id,
-        KeySlot::Current,
-        i64::from(key.id),
-        &KeyMaterial::new(key.secret().to_vec()),
-    )?;
-    Ok(())
+    let device = Device::find_or_create(conn, pin)?;
+    DeviceKey::save_current(conn, sealer, device.id, key)
 }

@@ -107,6 +107,24 @@ fn pin_taken(pin: &Pin) -> impl FnOnce(diesel::result::Error) -> DbError + '_ {
 }
 
 impl Device {
+    /// The device with this PIN, made (with no owner and nothing known of
+    /// it) if there is none.
+    pub fn find_or_create(conn: &mut Conn, pin: Pin) -> DbResult<Device> {
+        match Device::find_by_pin(conn, &pin)? {
+            Some(device) => Ok(device),
+            None => Device::create(
+                conn,
+                &NewDevice {
+                    pin,
+                    user_id: None,
+                    model: String::new(),
+                    os_version: String::new(),
+                    carrier: String::new(),
+                },
+            ),
+        }
+    }
+
     pub fn create(conn: &mut Conn, new: &NewDevice) -> DbResult<Device> {
         diesel::insert_into(devices::table)
             .values((

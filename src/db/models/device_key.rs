@@ -173,6 +173,25 @@ fn move_slot(
 pub struct DeviceKey;
 
 impl DeviceKey {
+    /// Seals a transport key and stores it as the device's current key
+    /// (what activation, or a reference device given its key directly,
+    /// ends with).
+    pub fn save_current(
+        conn: &mut Conn,
+        sealer: &Sealer,
+        device: DeviceId,
+        key: &bramble_proto::envelope::TransportKey,
+    ) -> DbResult<()> {
+        DeviceKey::save_slot(
+            conn,
+            sealer,
+            device,
+            KeySlot::Current,
+            i64::from(key.id),
+            &KeyMaterial::new(key.secret().to_vec()),
+        )
+    }
+
     /// Seals `key` and stores it in the device's `slot`, replacing what was
     /// there.
     pub fn save_slot(
