@@ -10,9 +10,11 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use super::auth::{self, Access};
 use super::permission::Permission::*;
 use super::{
-    activation, administrators, audit, components, devices, directories, events, filters, groups,
-    openapi, policies, software, statistics, sync, users, wireless,
+    activation, administrators, assignments, audit, components, devices, directories, events,
+    filters, groups, openapi, policies, software, statistics, sync, users, wireless,
 };
+use crate::db::models::it_policy::ItPolicy;
+use crate::db::models::software::SoftwareConfiguration;
 use crate::server::ServerState;
 
 /// One endpoint of the API.
@@ -374,7 +376,7 @@ pub fn all() -> Vec<Endpoint> {
             M::POST,
             "/api/policies/{id}/assignments",
             Needs(PoliciesWrite),
-            policies::assign,
+            assignments::assign::<ItPolicy>,
         )
         .summary("Assign an IT policy to a user, or to a group with a rank")
         .reads::<policies::AssignmentForm>()
@@ -383,7 +385,7 @@ pub fn all() -> Vec<Endpoint> {
             M::DELETE,
             "/api/policies/{id}/assignments/{assignment_id}",
             Needs(PoliciesWrite),
-            policies::unassign,
+            assignments::unassign::<ItPolicy>,
         )
         .summary("Remove an IT policy's assignment"),
         endpoint(M::GET, "/api/software", Needs(SoftwareRead), software::list)
@@ -426,7 +428,7 @@ pub fn all() -> Vec<Endpoint> {
             M::POST,
             "/api/software/{id}/assignments",
             Needs(SoftwareWrite),
-            software::assign,
+            assignments::assign::<SoftwareConfiguration>,
         )
         .summary("Assign a software configuration to a user or a group")
         .reads::<software::SoftwareAssignmentForm>()
@@ -435,7 +437,7 @@ pub fn all() -> Vec<Endpoint> {
             M::DELETE,
             "/api/software/{id}/assignments/{assignment_id}",
             Needs(SoftwareWrite),
-            software::unassign,
+            assignments::unassign::<SoftwareConfiguration>,
         )
         .summary("Remove a software configuration's assignment"),
         endpoint(M::GET, "/api/filters", Needs(FiltersRead), filters::list)
