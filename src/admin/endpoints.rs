@@ -100,20 +100,27 @@ pub fn all() -> Vec<Endpoint> {
     use Method as M;
     vec![
         endpoint(M::GET, "/api/setup", Public, auth::setup_state)
-            .summary("Whether the first administrator still has to be created"),
+            .summary("Whether the first administrator still has to be created")
+            .answers::<auth::SetupState>(),
         endpoint(
             M::POST,
             "/api/setup",
             Public,
             auth::create_first_administrator,
         )
-        .summary("Create the first Security Administrator (only while there is none) and sign in"),
-        endpoint(M::POST, "/api/session", Public, auth::sign_in).summary("Sign in"),
+        .summary("Create the first Security Administrator (only while there is none) and sign in")
+        .reads::<auth::FirstAdministrator>()
+        .answers::<auth::Whoami>(),
+        endpoint(M::POST, "/api/session", Public, auth::sign_in).summary("Sign in")
+            .reads::<auth::SignIn>()
+            .answers::<auth::Whoami>(),
         endpoint(M::GET, "/api/session", Session, auth::whoami)
-            .summary("Who is signed in, with roles and permissions"),
+            .summary("Who is signed in, with roles and permissions")
+            .answers::<auth::Whoami>(),
         endpoint(M::DELETE, "/api/session", Session, auth::sign_out).summary("Sign out"),
         endpoint(M::GET, "/api/permissions", Session, auth::permissions)
-            .summary("Every permission with its meaning"),
+            .summary("Every permission with its meaning")
+            .answers::<Vec<auth::PermissionInfo>>(),
         endpoint(M::GET, "/api/events", Session, events::stream)
             .summary("Live statuses as server-sent events"),
         endpoint(M::GET, "/api/openapi.json", Public, openapi::document)
@@ -163,9 +170,11 @@ pub fn all() -> Vec<Endpoint> {
             Needs(DevicesRead),
             devices::of_user,
         )
-        .summary("The devices of a user"),
+        .summary("The devices of a user")
+        .answers::<Vec<devices::DeviceView>>(),
         endpoint(M::GET, "/api/devices", Needs(DevicesRead), devices::find)
             .summary("The device with a PIN (a list of zero or one)")
+            .answers::<Vec<devices::DeviceView>>()
             .query(&["pin"]),
         endpoint(
             M::GET,
@@ -173,7 +182,8 @@ pub fn all() -> Vec<Endpoint> {
             Needs(DevicesRead),
             devices::get,
         )
-        .summary("One device: diagnostics, its user's statistics and recent messages"),
+        .summary("One device: diagnostics, its user's statistics and recent messages")
+        .answers::<devices::DeviceDetail>(),
         endpoint(
             M::POST,
             "/api/devices/{id}/commands",
@@ -197,7 +207,8 @@ pub fn all() -> Vec<Endpoint> {
             Needs(DevicesRead),
             devices::trace,
         )
-        .summary("The trace of one message by RefID: each hop with its time"),
+        .summary("The trace of one message by RefID: each hop with its time")
+        .answers::<devices::MessageTrace>(),
         endpoint(M::GET, "/api/groups", Needs(GroupsRead), groups::list)
             .summary("Every group with its number of members")
             .answers::<Vec<groups::GroupSummary>>(),
@@ -235,35 +246,43 @@ pub fn all() -> Vec<Endpoint> {
             Needs(AdministratorsRead),
             administrators::list,
         )
-        .summary("Every administrator with roles and groups"),
+        .summary("Every administrator with roles and groups")
+        .answers::<Vec<administrators::AdministratorView>>(),
         endpoint(
             M::POST,
             "/api/administrators",
             Needs(AdministratorsWrite),
             administrators::create,
         )
-        .summary("Create an administrator"),
+        .summary("Create an administrator")
+        .reads::<administrators::NewAdministratorForm>()
+        .answers::<administrators::AdministratorView>(),
         endpoint(
             M::PUT,
             "/api/administrators/{id}",
             Needs(AdministratorsWrite),
             administrators::update,
         )
-        .summary("Change an administrator (name, disabled, roles)"),
+        .summary("Change an administrator (name, disabled, roles)")
+        .reads::<administrators::AdministratorEdit>()
+        .answers::<administrators::AdministratorView>(),
         endpoint(
             M::GET,
             "/api/roles",
             Needs(AdministratorsRead),
             administrators::roles,
         )
-        .summary("Every role with its grants"),
+        .summary("Every role with its grants")
+        .answers::<Vec<administrators::RoleView>>(),
         endpoint(
             M::POST,
             "/api/roles",
             Needs(AdministratorsWrite),
             administrators::create_role,
         )
-        .summary("Create a custom role"),
+        .summary("Create a custom role")
+        .reads::<administrators::RoleForm>()
+        .answers::<administrators::RoleView>(),
         endpoint(
             M::DELETE,
             "/api/roles/{id}",
@@ -277,14 +296,17 @@ pub fn all() -> Vec<Endpoint> {
             Needs(AdministratorsRead),
             administrators::groups,
         )
-        .summary("Every administrator group"),
+        .summary("Every administrator group")
+        .answers::<Vec<administrators::AdministratorGroupView>>(),
         endpoint(
             M::POST,
             "/api/administrator-groups",
             Needs(AdministratorsWrite),
             administrators::create_group,
         )
-        .summary("Create an administrator group"),
+        .summary("Create an administrator group")
+        .reads::<administrators::AdministratorGroupForm>()
+        .answers::<administrators::AdministratorGroupView>(),
         endpoint(
             M::DELETE,
             "/api/administrator-groups/{id}",

@@ -185,6 +185,7 @@ where
 
 /// One page of a long list.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "{T}Page")]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// How many items match in all.

@@ -14,6 +14,9 @@ use serde_json::{json, Map, Value};
 use super::auth::{Access, COOKIE};
 use super::endpoints;
 
+/// Where the description is committed, for the console's generated types.
+pub const COMMITTED: &str = "ui/src/api/openapi.json";
+
 /// The description as a JSON document.
 pub fn describe() -> Value {
     let settings = || {
@@ -110,10 +113,33 @@ pub fn describe() -> Value {
             );
         }
     }
-    let mut schemas = Map::new();
-    schemas.extend(requests.take_definitions(true));
-    // A type both read and written keeps its written form (the fuller one).
-    schemas.extend(responses_gen.take_definitions(true));
+    let mut schemas = responses_gen.take_definitions(true);
+    let mut reads = requests.take_definitions(true);
+    // A type both read and written whose read form differs (a field with a
+    // default may be left out) is described twice: the read form as
+    // `{Name}Input`, referred to from request bodies.
+    let inputs = read_forms_that_differ(&reads, &schemas);
+    for schema in reads.values_mut() {
+        rename_refs(schema, &inputs);
+    }
+    for item in paths.values_mut() {
+        for operation in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|o| o.values_mut())
+        {
+            if let Some(body) = operation.get_mut("requestBody") {
+                rename_refs(body, &inputs);
+            }
+        }
+    }
+    for (name, schema) in reads {
+        if inputs.contains(&name) {
+            schemas.insert(format!("{name}Input"), schema);
+        } else {
+            schemas.entry(name).or_insert(schema);
+        }
+    }
     schemas.insert(
         "Error".into(),
         json!({
@@ -143,6 +169,72 @@ pub fn describe() -> Value {
     })
 }
 
+/// The names of types read and written whose read form differs from the
+/// written one, directly or through a type they contain.
+fn read_forms_that_differ(
+    reads: &Map<String, Value>,
+    writes: &Map<String, Value>,
+) -> std::collections::BTreeSet<String> {
+    let mut differ: std::collections::BTreeSet<String> = reads
+        .iter()
+        .filter(|(name, read)| writes.get(*name).is_some_and(|written| written != *read))
+        .map(|(name, _)| name.clone())
+        .collect();
+    loop {
+        let more: Vec<String> = reads
+            .iter()
+            .filter(|(name, read)| {
+                writes.contains_key(*name)
+                    && !differ.contains(*name)
+                    && differ.iter().any(|d| refers_to(read, d))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        if more.is_empty() {
+            return differ;
+        }
+        differ.extend(more);
+    }
+}
+
+fn reference(name: &str) -> String {
+    format!("#/components/schemas/{name}")
+}
+
+fn refers_to(schema: &Value, name: &str) -> bool {
+    match schema {
+        Value::Object(map) => map.iter().any(|(key, value)| {
+            (key == "$ref" && value.as_str() == Some(&reference(name))) || refers_to(value, name)
+        }),
+        Value::Array(items) => items.iter().any(|item| refers_to(item, name)),
+        _ => false,
+    }
+}
+
+/// Points references to the types in `names` at their `{Name}Input` forms.
+fn rename_refs(schema: &mut Value, names: &std::collections::BTreeSet<String>) {
+    match schema {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                if key == "$ref" {
+                    let input = value
+                        .as_str()
+                        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                        .filter(|name| names.contains(*name))
+                        .map(|name| reference(&format!("{name}Input")));
+                    if let Some(input) = input {
+                        *value = Value::String(input);
+                    }
+                } else {
+                    rename_refs(value, names);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| rename_refs(item, names)),
+        _ => {}
+    }
+}
+
 fn with_description(response: &Value, description: &str) -> Value {
     let mut response = response.clone();
     response["description"] = json!(description);
@@ -155,8 +247,31 @@ pub async fn document() -> Json<Value> {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// The console's API types are generated from this file
+    /// (`npm run ui:generate`), so it must say what the server says.
+    #[test]
+    fn the_committed_description_is_the_servers() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(COMMITTED);
+        let now = format!(
+            "{}\n",
+            serde_json::to_string_pretty(&describe()).expect("a JSON value prints")
+        );
+        if std::env::var_os("BRAMBLE_UPDATE_OPENAPI").is_some_and(|v| v == "1") {
+            std::fs::write(&path, &now).expect("the committed description is writable");
+            return;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == now,
+            "{COMMITTED} differs from what the server describes now. Rewrite it with \
+             `BRAMBLE_UPDATE_OPENAPI=1 cargo test --lib admin::openapi`, then regenerate the \
+             console's types with `npm run ui:generate` and commit both."
+        );
+    }
 
     #[test]
     fn describes_every_endpoint_with_its_permission() {

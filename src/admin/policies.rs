@@ -121,6 +121,7 @@ pub struct AssignmentView {
     pub id: i64,
     pub policy_id: i64,
     /// `user` or `group`.
+    #[schemars(extend("enum" = ["user", "group"]))]
     pub target: &'static str,
     pub user_id: Option<i64>,
     pub group_id: Option<i64>,

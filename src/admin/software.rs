@@ -26,6 +26,7 @@ pub struct ApplicationView {
     #[serde(default)]
     pub version: String,
     /// `required`, `optional` or `disallowed`.
+    #[schemars(extend("enum" = ["required", "optional", "disallowed"]))]
     pub disposition: String,
 }
 
@@ -45,6 +46,7 @@ pub struct SoftwareSummary {
 pub struct SoftwareAssignmentView {
     pub id: i64,
     /// `user` or `group`.
+    #[schemars(extend("enum" = ["user", "group"]))]
     pub target: &'static str,
     pub user_id: Option<i64>,
     pub group_id: Option<i64>,
