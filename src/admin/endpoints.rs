@@ -31,6 +31,20 @@ pub struct Endpoint {
     pub request: Option<SchemaOf>,
     /// The JSON body it answers with, for the OpenAPI description.
     pub response: Option<SchemaOf>,
+    /// Its status when it succeeds: 200, 201 (created), 202 (accepted, to
+    /// be done) or 204 (nothing to answer).
+    pub success: u16,
+    /// What it answers with when that is not JSON (a stream, a file).
+    pub media: &'static [&'static str],
+    /// The error statuses its handler answers with. Those that come from
+    /// how it is declared are added by the description: 400 for a body or
+    /// query that is not understood, 401 and 403 from its [`Access`], 404
+    /// for a number in the path that is not one, 500 and 503 when the
+    /// database fails.
+    pub errors: &'static [u16],
+    /// Whether it reads the database (or its guard does): then it can fail
+    /// with 500 or 503.
+    pub uses_database: bool,
     pub route: MethodRouter<ServerState>,
 }
 
@@ -63,6 +77,42 @@ impl Endpoint {
         self.response = Some(schema_of::<T>);
         self
     }
+
+    /// It answers 201 when it has created something.
+    fn created(mut self) -> Endpoint {
+        self.success = 201;
+        self
+    }
+
+    /// It answers 202: the work is handed to a component and goes on.
+    fn accepted(mut self) -> Endpoint {
+        self.success = 202;
+        self
+    }
+
+    /// It answers 204 with no body.
+    fn no_content(mut self) -> Endpoint {
+        self.success = 204;
+        self
+    }
+
+    /// It answers with these media types instead of JSON.
+    fn sends(mut self, media: &'static [&'static str]) -> Endpoint {
+        self.media = media;
+        self
+    }
+
+    /// The error statuses its handler answers with (see [`Endpoint::errors`]).
+    fn fails(mut self, statuses: &'static [u16]) -> Endpoint {
+        self.errors = statuses;
+        self
+    }
+
+    /// It reads nothing from the database.
+    fn without_database(mut self) -> Endpoint {
+        self.uses_database = false;
+        self
+    }
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -90,6 +140,10 @@ where
         query: &[],
         request: None,
         response: None,
+        success: 200,
+        media: &[],
+        errors: &[],
+        uses_database: true,
         route: on(filter, handler),
     }
 }
@@ -110,43 +164,56 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Create the first Security Administrator (only while there is none) and sign in")
         .reads::<auth::FirstAdministrator>()
-        .answers::<auth::Whoami>(),
+        .answers::<auth::Whoami>()
+            .fails(&[409]),
         endpoint(M::POST, "/api/session", Public, auth::sign_in).summary("Sign in")
             .reads::<auth::SignIn>()
-            .answers::<auth::Whoami>(),
+            .answers::<auth::Whoami>()
+            .fails(&[401, 429]),
         endpoint(M::GET, "/api/session", Session, auth::whoami)
             .summary("Who is signed in, with roles and permissions")
             .answers::<auth::Whoami>(),
-        endpoint(M::DELETE, "/api/session", Session, auth::sign_out).summary("Sign out"),
+        endpoint(M::DELETE, "/api/session", Session, auth::sign_out).summary("Sign out")
+            .no_content(),
         endpoint(M::GET, "/api/permissions", Session, auth::permissions)
             .summary("Every permission with its meaning")
             .answers::<Vec<auth::PermissionInfo>>(),
         endpoint(M::GET, "/api/events", Session, events::stream)
-            .summary("Live statuses as server-sent events"),
+            .summary("Live statuses as server-sent events")
+            .sends(&["text/event-stream"]),
         endpoint(M::GET, "/api/openapi.json", Public, openapi::document)
-            .summary("This description of the API"),
+            .summary("This description of the API")
+            .answers::<serde_json::Value>()
+            .without_database(),
         endpoint(M::GET, "/api/users", Needs(UsersRead), users::list)
             .summary("One page of users, searched and sorted")
             .answers::<super::Page<users::UserView>>()
-            .query(&["search", "page", "per_page", "sort"]),
+            .query(&["search", "page", "per_page", "sort"])
+            .fails(&[400]),
         endpoint(M::POST, "/api/users", Needs(UsersWrite), users::create)
             .summary("Create a user")
             .reads::<users::UserForm>()
-            .answers::<users::UserView>(),
+            .answers::<users::UserView>()
+            .created()
+            .fails(&[400, 409]),
         endpoint(M::GET, "/api/users/{id}", Needs(UsersRead), users::get)
             .summary("One user")
-            .answers::<users::UserView>(),
+            .answers::<users::UserView>()
+            .fails(&[404]),
         endpoint(M::PUT, "/api/users/{id}", Needs(UsersWrite), users::update)
             .summary("Change a user")
             .reads::<users::UserForm>()
-            .answers::<users::UserView>(),
+            .answers::<users::UserView>()
+            .fails(&[400, 404, 409]),
         endpoint(
             M::DELETE,
             "/api/users/{id}",
             Needs(UsersWrite),
             users::delete,
         )
-        .summary("Delete a user"),
+        .summary("Delete a user")
+            .no_content()
+            .fails(&[404]),
         endpoint(
             M::GET,
             "/api/users/{id}/groups",
@@ -154,7 +221,8 @@ pub fn all() -> Vec<Endpoint> {
             users::groups,
         )
         .summary("The groups of a user")
-        .answers::<Vec<groups::GroupView>>(),
+        .answers::<Vec<groups::GroupView>>()
+            .fails(&[404]),
         endpoint(
             M::PUT,
             "/api/users/{id}/groups",
@@ -163,7 +231,8 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Set the groups of a user")
         .reads::<users::UserGroups>()
-        .answers::<Vec<groups::GroupView>>(),
+        .answers::<Vec<groups::GroupView>>()
+            .fails(&[400, 404]),
         endpoint(
             M::GET,
             "/api/users/{id}/devices",
@@ -171,11 +240,13 @@ pub fn all() -> Vec<Endpoint> {
             devices::of_user,
         )
         .summary("The devices of a user")
-        .answers::<Vec<devices::DeviceView>>(),
+        .answers::<Vec<devices::DeviceView>>()
+            .fails(&[404]),
         endpoint(M::GET, "/api/devices", Needs(DevicesRead), devices::find)
             .summary("The device with a PIN (a list of zero or one)")
             .answers::<Vec<devices::DeviceView>>()
-            .query(&["pin"]),
+            .query(&["pin"])
+            .fails(&[400]),
         endpoint(
             M::GET,
             "/api/devices/{id}",
@@ -183,7 +254,8 @@ pub fn all() -> Vec<Endpoint> {
             devices::get,
         )
         .summary("One device: diagnostics, its user's statistics and recent messages")
-        .answers::<devices::DeviceDetail>(),
+        .answers::<devices::DeviceDetail>()
+            .fails(&[404]),
         endpoint(
             M::POST,
             "/api/devices/{id}/commands",
@@ -192,7 +264,9 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Queue an IT admin command (lock, wipe_all, wipe_work, new_key); wipes need the PIN typed again")
         .reads::<devices::CommandForm>()
-        .answers::<devices::CommandView>(),
+        .answers::<devices::CommandView>()
+            .accepted()
+            .fails(&[400, 404]),
         endpoint(
             M::GET,
             "/api/devices/{id}/commands",
@@ -200,7 +274,8 @@ pub fn all() -> Vec<Endpoint> {
             devices::commands,
         )
         .summary("The device's IT admin commands and where each stands")
-        .answers::<Vec<devices::CommandView>>(),
+        .answers::<Vec<devices::CommandView>>()
+            .fails(&[404]),
         endpoint(
             M::GET,
             "/api/messages/{ref_id}",
@@ -208,38 +283,48 @@ pub fn all() -> Vec<Endpoint> {
             devices::trace,
         )
         .summary("The trace of one message by RefID: each hop with its time")
-        .answers::<devices::MessageTrace>(),
+        .answers::<devices::MessageTrace>()
+            .fails(&[400, 404]),
         endpoint(M::GET, "/api/groups", Needs(GroupsRead), groups::list)
             .summary("Every group with its number of members")
             .answers::<Vec<groups::GroupSummary>>(),
         endpoint(M::POST, "/api/groups", Needs(GroupsWrite), groups::create)
             .summary("Create a group")
             .reads::<groups::GroupForm>()
-            .answers::<groups::GroupView>(),
+            .answers::<groups::GroupView>()
+            .created()
+            .fails(&[400, 409]),
         endpoint(M::GET, "/api/groups/{id}", Needs(GroupsRead), groups::get)
             .summary("One group with its members")
-            .answers::<groups::GroupDetail>(),
+            .answers::<groups::GroupDetail>()
+            .fails(&[404]),
         endpoint(
             M::DELETE,
             "/api/groups/{id}",
             Needs(GroupsWrite),
             groups::delete,
         )
-        .summary("Delete a group"),
+        .summary("Delete a group")
+            .no_content()
+            .fails(&[404]),
         endpoint(
             M::PUT,
             "/api/groups/{id}/members/{user_id}",
             Needs(GroupsWrite),
             groups::add_member,
         )
-        .summary("Add a user to a group"),
+        .summary("Add a user to a group")
+            .no_content()
+            .fails(&[400, 404]),
         endpoint(
             M::DELETE,
             "/api/groups/{id}/members/{user_id}",
             Needs(GroupsWrite),
             groups::remove_member,
         )
-        .summary("Remove a user from a group"),
+        .summary("Remove a user from a group")
+            .no_content()
+            .fails(&[400, 404]),
         endpoint(
             M::GET,
             "/api/administrators",
@@ -256,7 +341,9 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Create an administrator")
         .reads::<administrators::NewAdministratorForm>()
-        .answers::<administrators::AdministratorView>(),
+        .answers::<administrators::AdministratorView>()
+            .created()
+            .fails(&[400]),
         endpoint(
             M::PUT,
             "/api/administrators/{id}",
@@ -265,7 +352,8 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Change an administrator (name, disabled, roles)")
         .reads::<administrators::AdministratorEdit>()
-        .answers::<administrators::AdministratorView>(),
+        .answers::<administrators::AdministratorView>()
+            .fails(&[400, 404]),
         endpoint(
             M::GET,
             "/api/roles",
@@ -282,14 +370,18 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Create a custom role")
         .reads::<administrators::RoleForm>()
-        .answers::<administrators::RoleView>(),
+        .answers::<administrators::RoleView>()
+            .created()
+            .fails(&[400, 409]),
         endpoint(
             M::DELETE,
             "/api/roles/{id}",
             Needs(AdministratorsWrite),
             administrators::delete_role,
         )
-        .summary("Delete a custom role"),
+        .summary("Delete a custom role")
+            .no_content()
+            .fails(&[400, 404]),
         endpoint(
             M::GET,
             "/api/administrator-groups",
@@ -306,14 +398,18 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Create an administrator group")
         .reads::<administrators::AdministratorGroupForm>()
-        .answers::<administrators::AdministratorGroupView>(),
+        .answers::<administrators::AdministratorGroupView>()
+            .created()
+            .fails(&[400]),
         endpoint(
             M::DELETE,
             "/api/administrator-groups/{id}",
             Needs(AdministratorsWrite),
             administrators::delete_group,
         )
-        .summary("Delete an administrator group"),
+        .summary("Delete an administrator group")
+            .no_content()
+            .fails(&[404]),
         endpoint(
             M::POST,
             "/api/users/{id}/resend",
@@ -322,7 +418,9 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Send the user's IT policy or service books again to the user's activated device")
         .reads::<users::ResendForm>()
-        .answers::<users::ResendView>(),
+        .answers::<users::ResendView>()
+            .accepted()
+            .fails(&[400, 404, 409]),
         endpoint(
             M::GET,
             "/api/users/{id}/policy",
@@ -332,7 +430,8 @@ pub fn all() -> Vec<Endpoint> {
         .summary(
             "The IT policy that applies to a user, rule by rule, with where each value comes from",
         )
-        .answers::<policies::ResolvedView>(),
+        .answers::<policies::ResolvedView>()
+            .fails(&[404]),
         endpoint(
             M::GET,
             "/api/users/{id}/activation",
@@ -340,7 +439,8 @@ pub fn all() -> Vec<Endpoint> {
             activation::get,
         )
         .summary("A user's activation: status, activation password (expiry, attempts) and steps")
-        .answers::<activation::ActivationView>(),
+        .answers::<activation::ActivationView>()
+            .fails(&[404]),
         endpoint(
             M::PUT,
             "/api/users/{id}/activation-password",
@@ -349,7 +449,8 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Set or generate a user's activation password (the user becomes Initializing)")
         .reads::<activation::PasswordForm>()
-        .answers::<activation::PasswordSet>(),
+        .answers::<activation::PasswordSet>()
+            .fails(&[400, 404]),
         endpoint(
             M::GET,
             "/api/policy-rules",
@@ -369,7 +470,9 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Create an IT policy (rules out of range are refused, naming the range)")
         .reads::<policies::PolicyForm>()
-        .answers::<policies::PolicyDetail>(),
+        .answers::<policies::PolicyDetail>()
+            .created()
+            .fails(&[400]),
         endpoint(
             M::GET,
             "/api/policies/{id}",
@@ -377,7 +480,8 @@ pub fn all() -> Vec<Endpoint> {
             policies::get,
         )
         .summary("One IT policy with its rules and assignments")
-        .answers::<policies::PolicyDetail>(),
+        .answers::<policies::PolicyDetail>()
+            .fails(&[404]),
         endpoint(
             M::PUT,
             "/api/policies/{id}",
@@ -386,14 +490,17 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Change an IT policy: name, description, rules, default")
         .reads::<policies::PolicyForm>()
-        .answers::<policies::PolicyDetail>(),
+        .answers::<policies::PolicyDetail>()
+            .fails(&[400, 404, 409]),
         endpoint(
             M::DELETE,
             "/api/policies/{id}",
             Needs(PoliciesWrite),
             policies::delete,
         )
-        .summary("Delete an IT policy with its rules and assignments"),
+        .summary("Delete an IT policy with its rules and assignments")
+            .no_content()
+            .fails(&[404]),
         endpoint(
             M::POST,
             "/api/policies/{id}/assignments",
@@ -402,14 +509,18 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Assign an IT policy to a user, or to a group with a rank")
         .reads::<policies::AssignmentForm>()
-        .answers::<policies::AssignmentView>(),
+        .answers::<policies::AssignmentView>()
+            .created()
+            .fails(&[400, 404]),
         endpoint(
             M::DELETE,
             "/api/policies/{id}/assignments/{assignment_id}",
             Needs(PoliciesWrite),
             assignments::unassign::<ItPolicy>,
         )
-        .summary("Remove an IT policy's assignment"),
+        .summary("Remove an IT policy's assignment")
+            .no_content()
+            .fails(&[400, 404]),
         endpoint(M::GET, "/api/software", Needs(SoftwareRead), software::list)
             .summary("Every software configuration with its number of applications and assignments")
             .answers::<Vec<software::SoftwareSummary>>(),
@@ -421,7 +532,9 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Create a software configuration")
         .reads::<software::SoftwareForm>()
-        .answers::<software::SoftwareDetail>(),
+        .answers::<software::SoftwareDetail>()
+            .created()
+            .fails(&[400, 409]),
         endpoint(
             M::GET,
             "/api/software/{id}",
@@ -429,7 +542,8 @@ pub fn all() -> Vec<Endpoint> {
             software::get,
         )
         .summary("One software configuration with its applications and assignments")
-        .answers::<software::SoftwareDetail>(),
+        .answers::<software::SoftwareDetail>()
+            .fails(&[404]),
         endpoint(
             M::PUT,
             "/api/software/{id}",
@@ -438,14 +552,17 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Change a software configuration: name, description, applications")
         .reads::<software::SoftwareForm>()
-        .answers::<software::SoftwareDetail>(),
+        .answers::<software::SoftwareDetail>()
+            .fails(&[400, 404, 409]),
         endpoint(
             M::DELETE,
             "/api/software/{id}",
             Needs(SoftwareWrite),
             software::delete,
         )
-        .summary("Delete a software configuration with its applications and assignments"),
+        .summary("Delete a software configuration with its applications and assignments")
+            .no_content()
+            .fails(&[404]),
         endpoint(
             M::POST,
             "/api/software/{id}/assignments",
@@ -454,14 +571,18 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Assign a software configuration to a user or a group")
         .reads::<software::SoftwareAssignmentForm>()
-        .answers::<software::SoftwareAssignmentView>(),
+        .answers::<software::SoftwareAssignmentView>()
+            .created()
+            .fails(&[400, 404]),
         endpoint(
             M::DELETE,
             "/api/software/{id}/assignments/{assignment_id}",
             Needs(SoftwareWrite),
             assignments::unassign::<SoftwareConfiguration>,
         )
-        .summary("Remove a software configuration's assignment"),
+        .summary("Remove a software configuration's assignment")
+            .no_content()
+            .fails(&[400, 404]),
         endpoint(M::GET, "/api/filters", Needs(FiltersRead), filters::list)
             .summary("The global message filters, in the order they are tried")
             .answers::<Vec<filters::FilterView>>(),
@@ -473,7 +594,9 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Add a global message filter after the others")
         .reads::<filters::FilterForm>()
-        .answers::<filters::FilterView>(),
+        .answers::<filters::FilterView>()
+            .created()
+            .fails(&[400]),
         endpoint(
             M::PUT,
             "/api/filters/order",
@@ -482,7 +605,8 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Put the global message filters in a new order")
         .reads::<filters::FilterOrder>()
-        .answers::<Vec<filters::FilterView>>(),
+        .answers::<Vec<filters::FilterView>>()
+            .fails(&[400]),
         endpoint(
             M::PUT,
             "/api/filters/{id}",
@@ -491,14 +615,17 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Change a global message filter")
         .reads::<filters::FilterForm>()
-        .answers::<filters::FilterView>(),
+        .answers::<filters::FilterView>()
+            .fails(&[400, 404]),
         endpoint(
             M::DELETE,
             "/api/filters/{id}",
             Needs(FiltersWrite),
             filters::delete,
         )
-        .summary("Delete a global message filter"),
+        .summary("Delete a global message filter")
+            .no_content()
+            .fails(&[404]),
         endpoint(
             M::GET,
             "/api/directories",
@@ -514,7 +641,8 @@ pub fn all() -> Vec<Endpoint> {
             directories::get,
         )
         .summary("One directory: its sync runs and the progress of a sync started from the console")
-        .answers::<directories::DirectoryView>(),
+        .answers::<directories::DirectoryView>()
+            .fails(&[404]),
         endpoint(
             M::POST,
             "/api/directories/{name}/sync",
@@ -523,7 +651,9 @@ pub fn all() -> Vec<Endpoint> {
         )
         .summary("Start a sync of a directory (incremental, or full); answers at once")
         .reads::<directories::SyncForm>()
-        .answers::<directories::DirectoryView>(),
+        .answers::<directories::DirectoryView>()
+            .accepted()
+            .fails(&[404, 409]),
         endpoint(
             M::POST,
             "/api/components/{key}/restart",
@@ -531,7 +661,9 @@ pub fn all() -> Vec<Endpoint> {
             components::restart,
         )
         .summary("Restart a server component through the Controller")
-        .answers::<components::RestartRequested>(),
+        .answers::<components::RestartRequested>()
+            .accepted()
+            .fails(&[404]),
         endpoint(M::GET, "/api/sync", Needs(ServersRead), sync::overview)
             .summary("Synchronization: the per-database settings, counts, and one page of users' sync states")
             .answers::<sync::SyncOverview>()
@@ -539,14 +671,16 @@ pub fn all() -> Vec<Endpoint> {
         endpoint(M::PUT, "/api/sync/{database}", Needs(ServersWrite), sync::set)
             .summary("Change how one organizer database is synchronized (on, direction, conflict resolution)")
             .reads::<sync::SyncSettingForm>()
-            .answers::<sync::SyncSettingView>(),
+            .answers::<sync::SyncSettingView>()
+            .fails(&[400, 404]),
         endpoint(M::GET, "/api/wireless", Needs(ServersRead), wireless::get)
             .summary("The wireless network connection (never the SRP key), licences in use and the SRP link")
             .answers::<wireless::WirelessView>(),
         endpoint(M::PUT, "/api/wireless", Needs(ServersWrite), wireless::set)
             .summary("Set the wireless network connection; the SRP link opens again with it")
             .reads::<wireless::WirelessForm>()
-            .answers::<wireless::WirelessView>(),
+            .answers::<wireless::WirelessView>()
+            .fails(&[400]),
         endpoint(
             M::GET,
             "/api/statistics",
@@ -561,7 +695,9 @@ pub fn all() -> Vec<Endpoint> {
             .query(&["page", "per_page"]),
         endpoint(M::GET, "/api/audit/export", Needs(AuditRead), audit::export)
             .summary("The whole audit log as a CSV or JSON file")
-            .query(&["format"]),
+            .query(&["format"])
+            .sends(&["text/csv", "application/json"])
+            .fails(&[400]),
         endpoint(M::GET, "/api/audit/verify", Needs(AuditRead), audit::verify)
             .summary("Check the audit log hash chain")
             .answers::<audit::Verification>(),

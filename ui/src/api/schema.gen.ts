@@ -2128,16 +2128,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["AdministratorGroupView"][];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2155,13 +2155,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AdministratorGroupView"][];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2179,7 +2188,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdministratorGroupView"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2188,7 +2206,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2206,13 +2224,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AdministratorGroupView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2228,16 +2255,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done; nothing to answer */
+            204: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
+                content?: never;
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2255,12 +2280,32 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
         };
     };
@@ -2273,16 +2318,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["AdministratorView"][];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2300,13 +2345,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AdministratorView"][];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2324,7 +2378,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdministratorView"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2333,7 +2396,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2351,13 +2414,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AdministratorView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2377,35 +2449,8 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description no valid session: sign in */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description the caller's roles lack the permission */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
             /** @description done */
-            "2XX": {
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2413,21 +2458,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdministratorView"];
                 };
             };
-        };
-    };
-    "get /api/audit": {
-        parameters: {
-            query?: {
-                page?: string;
-                per_page?: string;
-            };
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description the request was not understood */
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2436,7 +2467,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2454,8 +2485,49 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description there is no such item */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "get /api/audit": {
+        parameters: {
+            query?: {
+                page?: number;
+                per_page?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
             /** @description done */
-            "2XX": {
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2463,20 +2535,7 @@ export interface operations {
                     "application/json": components["schemas"]["AuditViewPage"];
                 };
             };
-        };
-    };
-    "get /api/audit/export": {
-        parameters: {
-            query?: {
-                format?: string;
-            };
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description the request was not understood */
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2485,7 +2544,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2503,12 +2562,91 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "get /api/audit/export": {
+        parameters: {
+            query?: {
+                format?: "csv" | "json";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description done */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                    "text/csv": unknown;
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description no valid session (sign in), or the sign-in was refused */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the caller's roles lack the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
         };
     };
@@ -2521,16 +2659,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["Verification"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2548,13 +2686,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Verification"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2570,16 +2717,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description accepted: the component concerned does the rest */
+            202: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["RestartRequested"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2597,13 +2744,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["RestartRequested"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2619,7 +2784,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
+            /** @description done */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeviceView"][];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2628,7 +2802,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2646,13 +2820,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["DeviceView"][];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2668,16 +2851,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["DeviceDetail"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2695,13 +2878,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["DeviceDetail"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2717,16 +2918,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["CommandView"][];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2744,13 +2945,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["CommandView"][];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2770,7 +2989,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description accepted: the component concerned does the rest */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CommandView"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2779,7 +3007,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2797,13 +3025,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["CommandView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2817,16 +3063,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["DirectoryView"][];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2844,13 +3090,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["DirectoryView"][];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2866,16 +3121,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["DirectoryView"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2893,13 +3148,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["DirectoryView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2919,7 +3192,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description accepted: the component concerned does the rest */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DirectoryView"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2928,7 +3210,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2946,13 +3228,40 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["DirectoryView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description it conflicts with what exists (a name taken, work already under way) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2966,16 +3275,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "text/event-stream": unknown;
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2984,12 +3293,23 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
         };
     };
@@ -3002,16 +3322,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["FilterView"][];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3029,13 +3349,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["FilterView"][];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3053,7 +3382,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FilterView"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3062,7 +3400,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3080,13 +3418,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["FilterView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3104,7 +3451,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description done */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FilterView"][];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3113,7 +3469,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3131,13 +3487,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["FilterView"][];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3157,7 +3522,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description done */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FilterView"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3166,7 +3540,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3184,13 +3558,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["FilterView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3206,16 +3598,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done; nothing to answer */
+            204: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
+                content?: never;
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3233,12 +3623,32 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
         };
     };
@@ -3251,16 +3661,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["GroupSummary"][];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3278,13 +3688,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["GroupSummary"][];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3302,7 +3721,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GroupView"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3311,7 +3739,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3329,13 +3757,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description it conflicts with what exists (a name taken, work already under way) */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["GroupView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3351,16 +3797,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["GroupDetail"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3378,13 +3824,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["GroupDetail"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3400,16 +3864,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done; nothing to answer */
+            204: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
+                content?: never;
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3427,12 +3889,32 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
         };
     };
@@ -3448,7 +3930,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
+            /** @description done; nothing to answer */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3457,7 +3946,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3475,12 +3964,32 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
         };
     };
@@ -3496,7 +4005,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
+            /** @description done; nothing to answer */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3505,7 +4021,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3523,12 +4039,32 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
         };
     };
@@ -3543,7 +4079,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
+            /** @description done */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MessageTrace"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3552,7 +4097,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3570,13 +4115,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["MessageTrace"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3590,21 +4153,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": unknown;
                 };
-            };
-            /** @description done */
-            "2XX": {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content?: never;
             };
         };
     };
@@ -3617,16 +4173,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["PermissionInfo"][];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3635,13 +4191,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["PermissionInfo"][];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3655,16 +4220,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["PolicySummary"][];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3682,13 +4247,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["PolicySummary"][];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3706,7 +4280,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PolicyDetail"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3715,7 +4298,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3733,13 +4316,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["PolicyDetail"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3755,16 +4347,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["PolicyDetail"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3782,13 +4374,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["PolicyDetail"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3808,7 +4418,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description done */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PolicyDetail"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3817,7 +4436,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3835,13 +4454,40 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["PolicyDetail"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description it conflicts with what exists (a name taken, work already under way) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3857,16 +4503,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done; nothing to answer */
+            204: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
+                content?: never;
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3884,12 +4528,32 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
         };
     };
@@ -3908,7 +4572,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AssignmentView"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3917,7 +4590,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3935,13 +4608,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AssignmentView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3958,7 +4649,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
+            /** @description done; nothing to answer */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3967,7 +4665,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3985,12 +4683,32 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
         };
     };
@@ -4003,16 +4721,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["RuleInfo"][];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4030,13 +4748,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["RuleInfo"][];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4050,16 +4777,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["RoleView"][];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4077,13 +4804,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["RoleView"][];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4101,7 +4837,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RoleView"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4110,7 +4855,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4128,13 +4873,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description it conflicts with what exists (a name taken, work already under way) */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["RoleView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4150,7 +4913,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
+            /** @description done; nothing to answer */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4159,7 +4929,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4177,12 +4947,32 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
         };
     };
@@ -4195,16 +4985,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["Whoami"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4213,13 +5003,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Whoami"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4237,7 +5036,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description done */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Whoami"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4246,13 +5054,40 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description no valid session (sign in), or the sign-in was refused */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Whoami"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description too many failed sign-ins for this login; wait as the message says */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4266,16 +5101,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done; nothing to answer */
+            204: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
+                content?: never;
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4284,12 +5117,23 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
         };
     };
@@ -4302,8 +5146,17 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SetupState"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4311,13 +5164,13 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the database is not available; try again */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["SetupState"];
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4335,7 +5188,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description done */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Whoami"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4344,13 +5206,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description it conflicts with what exists (a name taken, work already under way) */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Whoami"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4364,16 +5244,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["SoftwareSummary"][];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4391,13 +5271,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["SoftwareSummary"][];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4415,7 +5304,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SoftwareDetail"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4424,7 +5322,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4442,13 +5340,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description it conflicts with what exists (a name taken, work already under way) */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["SoftwareDetail"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4464,16 +5380,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["SoftwareDetail"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4491,13 +5407,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["SoftwareDetail"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4517,7 +5451,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description done */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SoftwareDetail"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4526,7 +5469,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4544,13 +5487,40 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["SoftwareDetail"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description it conflicts with what exists (a name taken, work already under way) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4566,16 +5536,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done; nothing to answer */
+            204: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
+                content?: never;
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4593,12 +5561,32 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
         };
     };
@@ -4617,7 +5605,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SoftwareAssignmentView"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4626,7 +5623,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4644,13 +5641,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["SoftwareAssignmentView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4667,7 +5682,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
+            /** @description done; nothing to answer */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4676,7 +5698,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4694,12 +5716,32 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
         };
     };
@@ -4712,35 +5754,8 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description no valid session: sign in */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description the caller's roles lack the permission */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
             /** @description done */
-            "2XX": {
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4748,30 +5763,7 @@ export interface operations {
                     "application/json": components["schemas"]["StatisticsReport"];
                 };
             };
-        };
-    };
-    "get /api/sync": {
-        parameters: {
-            query?: {
-                page?: string;
-                per_page?: string;
-            };
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description the request was not understood */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4789,13 +5781,90 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "get /api/sync": {
+        parameters: {
+            query?: {
+                page?: number;
+                per_page?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
             /** @description done */
-            "2XX": {
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["SyncOverview"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description no valid session (sign in), or the sign-in was refused */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the caller's roles lack the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4815,7 +5884,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description done */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SyncSettingView"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4824,7 +5902,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4842,13 +5920,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["SyncSettingView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4857,8 +5953,8 @@ export interface operations {
         parameters: {
             query?: {
                 search?: string;
-                page?: string;
-                per_page?: string;
+                page?: number;
+                per_page?: number;
                 sort?: string;
             };
             header?: never;
@@ -4867,7 +5963,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
+            /** @description done */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserViewPage"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4876,7 +5981,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4894,13 +5999,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["UserViewPage"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4918,7 +6032,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserView"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4927,7 +6050,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4945,13 +6068,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description it conflicts with what exists (a name taken, work already under way) */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["UserView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4967,16 +6108,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["UserView"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4994,13 +6135,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["UserView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -5020,7 +6179,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description done */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserView"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5029,7 +6197,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5047,13 +6215,40 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["UserView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description it conflicts with what exists (a name taken, work already under way) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -5069,16 +6264,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done; nothing to answer */
+            204: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
+                content?: never;
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5096,12 +6289,32 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
         };
     };
@@ -5116,16 +6329,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["ActivationView"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5143,13 +6356,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ActivationView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -5169,7 +6400,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description done */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PasswordSet"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5178,7 +6418,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5196,13 +6436,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["PasswordSet"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -5218,16 +6476,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["DeviceView"][];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5245,13 +6503,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["DeviceView"][];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -5267,16 +6543,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["GroupView"][];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5294,13 +6570,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["GroupView"][];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -5320,7 +6614,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description done */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GroupView"][];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5329,7 +6632,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5347,13 +6650,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["GroupView"][];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -5369,16 +6690,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["ResolvedView"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5396,13 +6717,31 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ResolvedView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -5422,7 +6761,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description accepted: the component concerned does the rest */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ResendView"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5431,7 +6779,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5449,13 +6797,40 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description there is no such item */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ResendView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description it conflicts with what exists (a name taken, work already under way) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the server failed; its log says more */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -5469,16 +6844,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the request was not understood */
-            400: {
+            /** @description done */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["WirelessView"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5496,13 +6871,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["WirelessView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -5520,7 +6904,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the request was not understood */
+            /** @description done */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WirelessView"];
+                };
+            };
+            /** @description the request was not understood or is not acceptable; the message says what to change */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5529,7 +6922,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description no valid session: sign in */
+            /** @description no valid session (sign in), or the sign-in was refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5547,13 +6940,22 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description done */
-            "2XX": {
+            /** @description the server failed; its log says more */
+            500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["WirelessView"];
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the database is not available; try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
