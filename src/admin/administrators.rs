@@ -21,7 +21,7 @@ use crate::db::models::administrator_group::{effective_roles, AdministratorGroup
 use crate::db::models::session::Session;
 use crate::db::{Conn, DbError, DbResult};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AdministratorView {
     pub id: i64,
     pub login: String,
@@ -103,7 +103,7 @@ pub async fn list(
     Ok(Json(all))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct NewAdministratorForm {
     pub login: String,
     #[serde(default)]
@@ -147,7 +147,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct AdministratorEdit {
     pub display_name: Option<String>,
     pub disabled: Option<bool>,
@@ -196,7 +196,7 @@ pub async fn update(
     Ok(Json(updated))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct RoleView {
     pub id: i64,
     pub name: String,
@@ -222,7 +222,7 @@ pub async fn roles(State(state): State<ServerState>) -> Result<Json<Vec<RoleView
     Ok(Json(roles.iter().map(RoleView::from).collect()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct RoleForm {
     pub name: String,
     pub permissions: Vec<String>,
@@ -299,7 +299,7 @@ pub async fn delete_role(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct AdministratorGroupView {
     pub id: i64,
     pub name: String,
@@ -338,7 +338,7 @@ pub async fn groups(
     Ok(Json(all))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct AdministratorGroupForm {
     pub name: String,
     #[serde(default)]

@@ -187,7 +187,7 @@ async fn find_caller(state: &ServerState, token: String) -> Result<Caller, ApiEr
         .await?
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct SignIn {
     pub login: String,
     pub password: String,
@@ -198,12 +198,13 @@ pub struct SignIn {
 }
 
 /// Who is signed in and what they may do.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Whoami {
     pub id: i64,
     pub login: String,
     pub display_name: String,
     pub roles: Vec<String>,
+    #[schemars(with = "Vec<String>")]
     pub permissions: Vec<Permission>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
@@ -358,7 +359,7 @@ pub async fn sign_out(
     Ok(response)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct SetupState {
     /// True while no administrator exists: the console shows the first-run
     /// page.
@@ -373,7 +374,7 @@ pub async fn setup_state(State(state): State<ServerState>) -> Result<Json<SetupS
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct FirstAdministrator {
     pub login: String,
     #[serde(default)]
@@ -446,8 +447,9 @@ pub async fn create_first_administrator(
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct PermissionInfo {
+    #[schemars(with = "String")]
     pub name: Permission,
     pub description: &'static str,
 }

@@ -27,7 +27,7 @@ const RECENT_MESSAGES: i64 = 20;
 /// Diagnostics reports shown on a device's page.
 const RECENT_DIAGNOSTICS: i64 = 5;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct DeviceView {
     pub id: i64,
     pub pin: String,
@@ -66,7 +66,7 @@ impl From<&Device> for DeviceView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct MessageView {
     pub ref_id: String,
     pub direction: &'static str,
@@ -93,7 +93,7 @@ impl From<&Message> for MessageView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Diagnostics {
     pub reported_at: String,
     pub report: serde_json::Value,
@@ -127,7 +127,7 @@ impl From<&Statistics> for StatisticsView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct DeviceDetail {
     #[serde(flatten)]
     pub device: DeviceView,
@@ -144,7 +144,7 @@ pub struct DeviceDetail {
     pub mailbox: Option<MailboxView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct MailboxView {
     /// `starting`, `watching` or `error`.
     pub state: &'static str,
@@ -166,14 +166,14 @@ impl From<&MailboxState> for MailboxView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct HopView {
     pub hop: &'static str,
     pub at: String,
     pub detail: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct MessageTrace {
     #[serde(flatten)]
     pub message: MessageView,
@@ -349,6 +349,7 @@ pub async fn trace(
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct CommandForm {
     /// `lock`, `wipe_all`, `wipe_work` or `new_key`.
+    #[schemars(extend("enum" = ["lock", "wipe_all", "wipe_work", "new_key"]))]
     pub kind: String,
     /// The device password, for `lock` (at least 4 characters).
     #[serde(default)]

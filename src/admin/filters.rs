@@ -25,10 +25,12 @@ use crate::db::{Conn, DbError, DbResult};
 /// `importance` (with `importance`: `high`, `normal`, `low`).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ConditionView {
+    #[schemars(extend("enum" = ["from", "to", "cc", "bcc", "subject", "importance"]))]
     pub field: String,
     #[serde(default)]
     pub text: Option<String>,
     #[serde(default)]
+    #[schemars(extend("enum" = ["high", "normal", "low", null]))]
     pub importance: Option<String>,
 }
 
@@ -44,6 +46,7 @@ pub struct FilterView {
     /// All must match.
     pub conditions: Vec<ConditionView>,
     /// `forward`, `forward_priority` or `do_not_forward`.
+    #[schemars(extend("enum" = ["forward", "forward_priority", "do_not_forward"]))]
     pub action: &'static str,
 }
 
@@ -54,6 +57,7 @@ pub struct FilterForm {
     #[serde(default = "yes")]
     pub enabled: bool,
     pub conditions: Vec<ConditionView>,
+    #[schemars(extend("enum" = ["forward", "forward_priority", "do_not_forward"]))]
     pub action: String,
 }
 

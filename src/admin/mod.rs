@@ -22,6 +22,8 @@
 //! - [`activation`]: a user's activation password and steps.
 //! - [`software`]: software configurations (applications required,
 //!   optional or disallowed) and their assignment.
+//! - [`assignments`]: assigning a policy or a configuration to users and
+//!   groups, one implementation for both.
 //! - [`filters`]: global message filters and their order.
 //! - [`directories`]: the configured directories, their sync runs, and a
 //!   sync started from the console with its progress.
@@ -45,6 +47,7 @@
 
 pub mod activation;
 pub mod administrators;
+pub mod assignments;
 pub mod audit;
 pub mod auth;
 pub mod components;
@@ -247,6 +250,7 @@ where
 
 /// One page of a long list.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "{T}Page")]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// How many items match in all.

@@ -1,6 +1,7 @@
 //! IT policies in the console: the rule catalog with its ranges, policies
-//! with their rules, their assignment to users and groups with a rank, and
-//! the policy that applies to one user. Every change is audited.
+//! with their rules, their assignment to users and groups with a rank
+//! ([`assignments`] serves it), and the policy that applies to one user.
+//! Every change is audited.
 //!
 //! Rule values are checked against the [catalog](crate::policy::catalog)
 //! before anything is written, so a value out of range is refused as
@@ -15,6 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::assignments::{self, Assignable, Assignee, AssignmentRequest, Stored};
 use super::auth::Caller;
 use super::extract::{Body, Id};
 use super::ServerState;
@@ -119,6 +121,7 @@ pub struct AssignmentView {
     pub id: i64,
     pub policy_id: i64,
     /// `user` or `group`.
+    #[schemars(extend("enum" = ["user", "group"]))]
     pub target: &'static str,
     pub user_id: Option<i64>,
     pub group_id: Option<i64>,
@@ -203,43 +206,13 @@ fn check_rules(rules: &BTreeMap<String, Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn assignment_view(conn: &mut Conn, a: &PolicyAssignment) -> DbResult<AssignmentView> {
-    let (target, user_id, group_id, name) = match a.target {
-        AssignmentTarget::User(user) => {
-            let name = User::find_by_id(conn, user)?
-                .map(|u| format!("{} <{}>", u.display_name, u.email))
-                .unwrap_or_else(|| format!("user {user}"));
-            ("user", Some(user.0), None, name)
-        }
-        AssignmentTarget::Group(group) => {
-            let name = Group::find_by_id(conn, group)?
-                .map(|g| g.name)
-                .unwrap_or_else(|| format!("group {group}"));
-            ("group", None, Some(group.0), name)
-        }
-    };
-    Ok(AssignmentView {
-        id: a.id.0,
-        policy_id: a.policy_id.0,
-        target,
-        user_id,
-        group_id,
-        name,
-        rank: a.rank,
-    })
-}
-
 fn detail(conn: &mut Conn, id: ItPolicyId) -> DbResult<PolicyDetail> {
     let policy = find(conn, id)?;
     let rules = ItPolicy::rules(conn, id)?;
-    let mut assignments = Vec::new();
-    for a in ItPolicy::find_assignments(conn, id)? {
-        assignments.push(assignment_view(conn, &a)?);
-    }
     Ok(PolicyDetail {
         policy: PolicyView::from(&policy),
         rules,
-        assignments,
+        assignments: assignments::views::<ItPolicy>(conn, id.0)?,
     })
 }
 
@@ -397,11 +370,7 @@ pub async fn delete(
     audited(&state, caller.actor(), move |conn| {
         let policy = ItPolicyId(id);
         let mut before = audit_state(conn, policy)?;
-        let mut assigned = Vec::new();
-        for a in ItPolicy::find_assignments(conn, policy)? {
-            assigned.push(assignment_view(conn, &a)?.name);
-        }
-        before["assigned_to"] = json!(assigned);
+        before["assigned_to"] = json!(assignments::assigned_to::<ItPolicy>(conn, id)?);
         ItPolicy::delete_by_id(conn, policy)?;
         Ok((
             (),
@@ -417,75 +386,93 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /api/policies/{id}/assignments`: to one user (replacing the
-/// user's policy) or one group with a rank (replacing the group's).
-pub async fn assign(
-    State(state): State<ServerState>,
-    Extension(caller): Extension<Caller>,
-    Id(id): Id<i64>,
-    Body(form): Body<AssignmentForm>,
-) -> Result<(StatusCode, Json<AssignmentView>), ApiError> {
-    let target = match (form.user_id, form.group_id) {
-        (Some(user), None) => AssignmentTarget::User(UserId(user)),
-        (None, Some(group)) => AssignmentTarget::Group(GroupId(group)),
-        _ => {
-            return Err(invalid(
-                "assign an IT policy to one user (user_id) or one group (group_id)",
-            ))
-        }
-    };
-    let rank = form.rank.unwrap_or(1);
-    if matches!(target, AssignmentTarget::Group(_)) && !(1..=1000).contains(&rank) {
-        return Err(invalid(format!(
-            "a group's rank must be between 1 (the highest) and 1000; got {rank}"
-        )));
+impl AssignmentRequest for AssignmentForm {
+    fn user_id(&self) -> Option<i64> {
+        self.user_id
     }
-    let view = audited(&state, caller.actor(), move |conn| {
-        let policy = find(conn, ItPolicyId(id))?;
+
+    fn group_id(&self) -> Option<i64> {
+        self.group_id
+    }
+
+    fn rank(&self) -> Option<i32> {
+        self.rank
+    }
+}
+
+fn stored(a: PolicyAssignment) -> Stored {
+    Stored {
+        id: a.id.0,
+        owner: a.policy_id.0,
+        target: a.target,
+        rank: a.rank,
+    }
+}
+
+/// A user has one IT policy of their own and a group one with a rank: a
+/// new assignment replaces the previous one.
+impl Assignable for ItPolicy {
+    const NOUN: &'static str = "IT policy";
+    const A_NOUN: &'static str = "an IT policy";
+    const AUDIT: &'static str = "policy";
+    const ASSIGNED: &'static str = "policy.assign";
+    const UNASSIGNED: &'static str = "policy.unassign";
+    const RANKED: bool = true;
+
+    type Request = AssignmentForm;
+    type View = AssignmentView;
+
+    fn name(conn: &mut Conn, id: i64) -> DbResult<String> {
+        Ok(find(conn, ItPolicyId(id))?.name)
+    }
+
+    fn assignments(conn: &mut Conn, id: i64) -> DbResult<Vec<Stored>> {
+        Ok(ItPolicy::find_assignments(conn, ItPolicyId(id))?
+            .into_iter()
+            .map(stored)
+            .collect())
+    }
+
+    fn replaced(conn: &mut Conn, target: AssignmentTarget) -> DbResult<Option<Stored>> {
         let previous = match target {
-            AssignmentTarget::User(user) => {
-                User::find_by_id(conn, user)?
-                    .ok_or_else(|| DbError::Invalid(format!("there is no user {user}")))?;
-                ItPolicy::find_assignments_for_user(conn, user)?
-                    .into_iter()
-                    .find(|a| a.target == target)
-            }
-            AssignmentTarget::Group(group) => {
-                Group::find_by_id(conn, group)?
-                    .ok_or_else(|| DbError::Invalid(format!("there is no group {group}")))?;
-                previous_group_assignment(conn, group)?
-            }
+            AssignmentTarget::User(user) => ItPolicy::find_assignments_for_user(conn, user)?
+                .into_iter()
+                .find(|a| a.target == target),
+            AssignmentTarget::Group(group) => previous_group_assignment(conn, group)?,
         };
-        let before = match &previous {
-            Some(a) => {
-                let was = find(conn, a.policy_id)?;
-                let mut v = serde_json::to_value(assignment_view(conn, a)?).unwrap_or_default();
-                v["policy"] = json!(was.name);
-                Some(v)
-            }
-            None => None,
-        };
-        let assignment = match target {
-            AssignmentTarget::User(user) => ItPolicy::assign_to_user(conn, policy.id, user)?,
-            AssignmentTarget::Group(group) => {
-                ItPolicy::assign_to_group(conn, policy.id, group, rank)?
-            }
-        };
-        let view = assignment_view(conn, &assignment)?;
-        let mut after = serde_json::to_value(&view).unwrap_or_default();
-        after["policy"] = json!(policy.name);
-        Ok((
-            view,
-            ("policy.assign", format!("policy/{id}"), before, Some(after)),
-        ))
-    })
-    .await
-    .map_err(|e| db_failure(e, &missing(id), None))?;
-    // Devices get the policy that applies to them now.
-    state
-        .dispatcher
-        .announce(crate::dispatcher::DeliveryEvent::PolicyChanged);
-    Ok((StatusCode::CREATED, Json(view)))
+        Ok(previous.map(stored))
+    }
+
+    fn assign(conn: &mut Conn, id: i64, target: AssignmentTarget, rank: i32) -> DbResult<Stored> {
+        let policy = ItPolicyId(id);
+        Ok(stored(match target {
+            AssignmentTarget::User(user) => ItPolicy::assign_to_user(conn, policy, user)?,
+            AssignmentTarget::Group(group) => ItPolicy::assign_to_group(conn, policy, group, rank)?,
+        }))
+    }
+
+    fn unassign(conn: &mut Conn, assignment: i64) -> DbResult<bool> {
+        ItPolicy::delete_assignment(conn, PolicyAssignmentId(assignment))
+    }
+
+    fn view(stored: &Stored, assignee: Assignee) -> AssignmentView {
+        AssignmentView {
+            id: stored.id,
+            policy_id: stored.owner,
+            target: assignee.kind,
+            user_id: assignee.user_id,
+            group_id: assignee.group_id,
+            name: assignee.name,
+            rank: stored.rank,
+        }
+    }
+
+    /// Devices get the policy that applies to them now.
+    fn changed(state: &ServerState) {
+        state
+            .dispatcher
+            .announce(crate::dispatcher::DeliveryEvent::PolicyChanged);
+    }
 }
 
 /// The assignment of a group, whichever policy it names.
@@ -502,45 +489,6 @@ fn previous_group_assignment(
         }
     }
     Ok(None)
-}
-
-/// `DELETE /api/policies/{id}/assignments/{assignment_id}`
-pub async fn unassign(
-    State(state): State<ServerState>,
-    Extension(caller): Extension<Caller>,
-    Id((id, assignment)): Id<(i64, i64)>,
-) -> Result<StatusCode, ApiError> {
-    audited(&state, caller.actor(), move |conn| {
-        let policy = find(conn, ItPolicyId(id))?;
-        let found = ItPolicy::find_assignments(conn, policy.id)?
-            .into_iter()
-            .find(|a| a.id == PolicyAssignmentId(assignment))
-            .ok_or_else(|| {
-                DbError::Invalid(format!(
-                    "IT policy {} has no assignment {assignment}",
-                    policy.name
-                ))
-            })?;
-        let mut before = serde_json::to_value(assignment_view(conn, &found)?).unwrap_or_default();
-        before["policy"] = json!(policy.name);
-        ItPolicy::delete_assignment(conn, found.id)?;
-        Ok((
-            (),
-            (
-                "policy.unassign",
-                format!("policy/{id}"),
-                Some(before),
-                None,
-            ),
-        ))
-    })
-    .await
-    .map_err(|e| db_failure(e, &missing(id), None))?;
-    // Devices get the policy that applies to them now.
-    state
-        .dispatcher
-        .announce(crate::dispatcher::DeliveryEvent::PolicyChanged);
-    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A policy that took part in a user's resolution.

@@ -1,6 +1,6 @@
 //! Software configurations in the console: named lists of applications,
-//! each required, optional or disallowed, assigned to users and groups.
-//! Every change is audited.
+//! each required, optional or disallowed, assigned to users and groups
+//! ([`assignments`] serves it). Every change is audited.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -9,15 +9,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::assignments::{self, Assignable, Assignee, AssignmentRequest, Stored};
 use super::auth::Caller;
 use super::extract::{Body, Id};
 use super::ServerState;
 use super::{audited, db_failure, rfc3339, ApiError};
-use crate::db::ids::{GroupId, SoftwareAssignmentId, SoftwareConfigurationId, UserId};
-use crate::db::models::group::Group;
+use crate::db::ids::{SoftwareAssignmentId, SoftwareConfigurationId};
 use crate::db::models::it_policy::AssignmentTarget;
 use crate::db::models::software::{Disposition, SoftwareAssignment, SoftwareConfiguration};
-use crate::db::models::user::User;
 use crate::db::{Conn, DbError, DbResult};
 
 /// One application of a configuration.
@@ -27,6 +26,7 @@ pub struct ApplicationView {
     #[serde(default)]
     pub version: String,
     /// `required`, `optional` or `disallowed`.
+    #[schemars(extend("enum" = ["required", "optional", "disallowed"]))]
     pub disposition: String,
 }
 
@@ -46,6 +46,7 @@ pub struct SoftwareSummary {
 pub struct SoftwareAssignmentView {
     pub id: i64,
     /// `user` or `group`.
+    #[schemars(extend("enum" = ["user", "group"]))]
     pub target: &'static str,
     pub user_id: Option<i64>,
     pub group_id: Option<i64>,
@@ -120,29 +121,6 @@ fn checked(apps: &[ApplicationView]) -> Result<Vec<(String, String, Disposition)
     Ok(out)
 }
 
-fn assignment_view(conn: &mut Conn, a: &SoftwareAssignment) -> DbResult<SoftwareAssignmentView> {
-    Ok(match a.target {
-        AssignmentTarget::User(user) => SoftwareAssignmentView {
-            id: a.id.0,
-            target: "user",
-            user_id: Some(user.0),
-            group_id: None,
-            name: User::find_by_id(conn, user)?
-                .map(|u| format!("{} <{}>", u.display_name, u.email))
-                .unwrap_or_else(|| format!("user {user}")),
-        },
-        AssignmentTarget::Group(group) => SoftwareAssignmentView {
-            id: a.id.0,
-            target: "group",
-            user_id: None,
-            group_id: Some(group.0),
-            name: Group::find_by_id(conn, group)?
-                .map(|g| g.name)
-                .unwrap_or_else(|| format!("group {group}")),
-        },
-    })
-}
-
 fn detail(conn: &mut Conn, id: SoftwareConfigurationId) -> DbResult<SoftwareDetail> {
     let config = find(conn, id)?;
     let applications = SoftwareConfiguration::find_applications(conn, id)?
@@ -153,10 +131,7 @@ fn detail(conn: &mut Conn, id: SoftwareConfigurationId) -> DbResult<SoftwareDeta
             disposition: a.disposition.as_str().to_owned(),
         })
         .collect();
-    let mut assignments = Vec::new();
-    for a in SoftwareConfiguration::find_assignments(conn, id)? {
-        assignments.push(assignment_view(conn, &a)?);
-    }
+    let assignments = assignments::views::<SoftwareConfiguration>(conn, id.0)?;
     Ok(SoftwareDetail {
         id: config.id.0,
         name: config.name,
@@ -313,11 +288,7 @@ pub async fn delete(
     audited(&state, caller.actor(), move |conn| {
         let config = SoftwareConfigurationId(id);
         let mut before = audit_state(conn, config)?;
-        let mut assigned = Vec::new();
-        for a in SoftwareConfiguration::find_assignments(conn, config)? {
-            assigned.push(assignment_view(conn, &a)?.name);
-        }
-        before["assigned_to"] = json!(assigned);
+        before["assigned_to"] = json!(assignments::assigned_to::<SoftwareConfiguration>(conn, id)?);
         SoftwareConfiguration::delete_by_id(conn, config)?;
         Ok((
             (),
@@ -334,84 +305,74 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /api/software/{id}/assignments`
-pub async fn assign(
-    State(state): State<ServerState>,
-    Extension(caller): Extension<Caller>,
-    Id(id): Id<i64>,
-    Body(form): Body<SoftwareAssignmentForm>,
-) -> Result<(StatusCode, Json<SoftwareAssignmentView>), ApiError> {
-    let target = match (form.user_id, form.group_id) {
-        (Some(user), None) => AssignmentTarget::User(UserId(user)),
-        (None, Some(group)) => AssignmentTarget::Group(GroupId(group)),
-        _ => {
-            return Err(invalid(
-                "assign a software configuration to one user (user_id) or one group (group_id)",
-            ))
-        }
-    };
-    let view = audited(&state, caller.actor(), move |conn| {
-        let config = find(conn, SoftwareConfigurationId(id))?;
-        match target {
-            AssignmentTarget::User(user) => {
-                User::find_by_id(conn, user)?
-                    .ok_or_else(|| DbError::Invalid(format!("there is no user {user}")))?;
-            }
-            AssignmentTarget::Group(group) => {
-                Group::find_by_id(conn, group)?
-                    .ok_or_else(|| DbError::Invalid(format!("there is no group {group}")))?;
-            }
-        }
-        let assignment = SoftwareConfiguration::assign(conn, config.id, target)?;
-        let view = assignment_view(conn, &assignment)?;
-        let mut after = serde_json::to_value(&view).unwrap_or_default();
-        after["software"] = json!(config.name);
-        Ok((
-            view,
-            (
-                "software.assign",
-                format!("software/{id}"),
-                None,
-                Some(after),
-            ),
-        ))
-    })
-    .await
-    .map_err(|e| db_failure(e, &missing(id), None))?;
-    Ok((StatusCode::CREATED, Json(view)))
+impl AssignmentRequest for SoftwareAssignmentForm {
+    fn user_id(&self) -> Option<i64> {
+        self.user_id
+    }
+
+    fn group_id(&self) -> Option<i64> {
+        self.group_id
+    }
 }
 
-/// `DELETE /api/software/{id}/assignments/{assignment_id}`
-pub async fn unassign(
-    State(state): State<ServerState>,
-    Extension(caller): Extension<Caller>,
-    Id((id, assignment)): Id<(i64, i64)>,
-) -> Result<StatusCode, ApiError> {
-    audited(&state, caller.actor(), move |conn| {
-        let config = find(conn, SoftwareConfigurationId(id))?;
-        let found = SoftwareConfiguration::find_assignments(conn, config.id)?
-            .into_iter()
-            .find(|a| a.id == SoftwareAssignmentId(assignment))
-            .ok_or_else(|| {
-                DbError::Invalid(format!(
-                    "software configuration {} has no assignment {assignment}",
-                    config.name
-                ))
-            })?;
-        let mut before = serde_json::to_value(assignment_view(conn, &found)?).unwrap_or_default();
-        before["software"] = json!(config.name);
-        SoftwareConfiguration::delete_assignment(conn, found.id)?;
-        Ok((
-            (),
-            (
-                "software.unassign",
-                format!("software/{id}"),
-                Some(before),
-                None,
-            ),
-        ))
-    })
-    .await
-    .map_err(|e| db_failure(e, &missing(id), None))?;
-    Ok(StatusCode::NO_CONTENT)
+/// Configurations add up: a user or group can have several, and assigning
+/// one again keeps the assignment it has.
+impl Assignable for SoftwareConfiguration {
+    const NOUN: &'static str = "software configuration";
+    const A_NOUN: &'static str = "a software configuration";
+    const AUDIT: &'static str = "software";
+    const ASSIGNED: &'static str = "software.assign";
+    const UNASSIGNED: &'static str = "software.unassign";
+    const RANKED: bool = false;
+
+    type Request = SoftwareAssignmentForm;
+    type View = SoftwareAssignmentView;
+
+    fn name(conn: &mut Conn, id: i64) -> DbResult<String> {
+        Ok(find(conn, SoftwareConfigurationId(id))?.name)
+    }
+
+    fn assignments(conn: &mut Conn, id: i64) -> DbResult<Vec<Stored>> {
+        Ok(
+            SoftwareConfiguration::find_assignments(conn, SoftwareConfigurationId(id))?
+                .into_iter()
+                .map(stored)
+                .collect(),
+        )
+    }
+
+    fn replaced(_conn: &mut Conn, _target: AssignmentTarget) -> DbResult<Option<Stored>> {
+        Ok(None)
+    }
+
+    fn assign(conn: &mut Conn, id: i64, target: AssignmentTarget, _rank: i32) -> DbResult<Stored> {
+        Ok(stored(SoftwareConfiguration::assign(
+            conn,
+            SoftwareConfigurationId(id),
+            target,
+        )?))
+    }
+
+    fn unassign(conn: &mut Conn, assignment: i64) -> DbResult<bool> {
+        SoftwareConfiguration::delete_assignment(conn, SoftwareAssignmentId(assignment))
+    }
+
+    fn view(stored: &Stored, assignee: Assignee) -> SoftwareAssignmentView {
+        SoftwareAssignmentView {
+            id: stored.id,
+            target: assignee.kind,
+            user_id: assignee.user_id,
+            group_id: assignee.group_id,
+            name: assignee.name,
+        }
+    }
+}
+
+fn stored(a: SoftwareAssignment) -> Stored {
+    Stored {
+        id: a.id.0,
+        owner: a.configuration_id.0,
+        target: a.target,
+        rank: 0,
+    }
 }

@@ -24,11 +24,14 @@ use crate::db::{DbError, DbResult};
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct SyncSettingView {
     /// contacts, calendar, tasks or memos.
+    #[schemars(extend("enum" = ["contacts", "calendar", "tasks", "memos"]))]
     pub database: String,
     pub enabled: bool,
     /// server_to_device, device_to_server or bidirectional.
+    #[schemars(extend("enum" = ["server_to_device", "device_to_server", "bidirectional"]))]
     pub direction: String,
     /// server_wins or device_wins.
+    #[schemars(extend("enum" = ["server_wins", "device_wins"]))]
     pub conflict: String,
 }
 
@@ -203,9 +206,11 @@ pub struct SyncSettingForm {
     pub enabled: Option<bool>,
     /// server_to_device, device_to_server or bidirectional.
     #[serde(default)]
+    #[schemars(extend("enum" = ["server_to_device", "device_to_server", "bidirectional", null]))]
     pub direction: Option<String>,
     /// server_wins or device_wins.
     #[serde(default)]
+    #[schemars(extend("enum" = ["server_wins", "device_wins", null]))]
     pub conflict: Option<String>,
 }
 

@@ -110,6 +110,7 @@ pub struct UserForm {
     pub mailbox_login: String,
     /// Only when editing: `active` or `disabled`.
     #[serde(default)]
+    #[schemars(extend("enum" = ["active", "disabled", null]))]
     pub account_status: Option<String>,
 }
 
@@ -337,6 +338,7 @@ pub async fn set_groups(
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ResendForm {
     /// `policy` (the user's IT policy) or `service_books`.
+    #[schemars(extend("enum" = ["policy", "service_books"]))]
     pub what: String,
 }
 

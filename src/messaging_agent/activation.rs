@@ -37,7 +37,7 @@ use crate::clock::Clock;
 use crate::db::ids::UserId;
 use crate::db::models::activation_password::{record_status, ActivationPassword, Verification};
 use crate::db::models::device::{Device, NewDevice};
-use crate::db::models::device_key::{DeviceKey, KeyMaterial, KeySlot};
+use crate::db::models::device_key::DeviceKey;
 use crate::db::models::user::{ActivationStatus, User};
 use crate::db::DbError;
 use crate::dispatcher::{DeliveryEvent, Inbound};

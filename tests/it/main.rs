@@ -12,6 +12,7 @@ mod directory;
 mod fixture;
 mod lookup;
 mod mail;
+mod openapi;
 mod server;
 mod sync;
 mod testbed;

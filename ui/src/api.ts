@@ -7,6 +7,14 @@
 
 import { invoke } from '@tauri-apps/api/core';
 import { createParser } from 'eventsource-parser';
+import type { components } from './api/schema.gen';
+
+/**
+ * The API's request and response bodies, generated from the server's
+ * OpenAPI description (`npm run ui:generate`); the names below are the
+ * console's for them.
+ */
+type Schema = components['schemas'];
 
 /** Lifecycle state of one server component, as reported by `GET /health`. */
 export type ComponentState = 'starting' | 'running' | 'restarting' | 'stopped' | 'failed';
@@ -354,29 +362,17 @@ export async function getHealth(signal?: AbortSignal): Promise<HealthDocument> {
 export type Permission = string;
 
 /** Who is signed in (`GET /api/session`). */
-export interface Whoami {
-  id: number;
-  login: string;
-  display_name: string;
-  roles: string[];
-  permissions: Permission[];
-  expires_at?: string;
-  token?: string;
-}
+export type Whoami = Schema['Whoami'];
 
 export function can(who: Whoami | null, permission: Permission): boolean {
   return !!who && who.permissions.includes(permission);
 }
 
-export async function getSetup(): Promise<{ needs_first_administrator: boolean }> {
+export async function getSetup(): Promise<Schema['SetupState']> {
   return request('/api/setup');
 }
 
-export async function createFirstAdministrator(form: {
-  login: string;
-  display_name: string;
-  password: string;
-}): Promise<Whoami> {
+export async function createFirstAdministrator(form: Omit<Schema['FirstAdministrator'], 'bearer'>): Promise<Whoami> {
   const who = await request<Whoami>('/api/setup', {
     method: 'POST',
     body: { ...form, bearer: isDesktopShell() },
@@ -410,31 +406,11 @@ export async function signOut(): Promise<void> {
 // Users and groups
 
 /** One page of a long list. */
-export interface Page<T> {
-  items: T[];
-  total: number;
-  page: number;
-  per_page: number;
-}
+export type Page<T> = Omit<Schema['UserViewPage'], 'items'> & { items: T[] };
 
-export interface User {
-  id: number;
-  display_name: string;
-  email: string;
-  mailbox_login: string;
-  account_status: 'active' | 'disabled' | 'removed_in_directory';
-  activation_status: string;
-  created_at: string;
-  updated_at: string;
-  from_directory: boolean;
-}
+export type User = Schema['UserView'];
 
-export interface UserForm {
-  display_name: string;
-  email: string;
-  mailbox_login?: string;
-  account_status?: 'active' | 'disabled';
-}
+export type UserForm = Schema['UserForm'];
 
 export interface UserQuery {
   search?: string;
@@ -453,7 +429,7 @@ function query(params: Record<string, string | number | undefined>): string {
   return text ? `?${text}` : '';
 }
 
-export async function listUsers(params: UserQuery, signal?: AbortSignal): Promise<Page<User>> {
+export async function listUsers(params: UserQuery, signal?: AbortSignal): Promise<Schema['UserViewPage']> {
   return request(`/api/users${query({ ...params })}`, { signal });
 }
 
@@ -473,16 +449,9 @@ export async function deleteUser(id: number): Promise<void> {
   await request(`/api/users/${id}`, { method: 'DELETE' });
 }
 
-export interface UserGroup {
-  id: number;
-  name: string;
-  description: string;
-  created_at: string;
-}
+export type UserGroup = Schema['GroupView'];
 
-export interface GroupSummary extends UserGroup {
-  members: number;
-}
+export type GroupSummary = Schema['GroupSummary'];
 
 export async function getUserGroups(id: number): Promise<UserGroup[]> {
   return request(`/api/users/${id}/groups`);
@@ -500,9 +469,7 @@ export async function createGroup(name: string, description: string): Promise<Us
   return request('/api/groups', { method: 'POST', body: { name, description } });
 }
 
-export interface GroupDetail extends UserGroup {
-  members: User[];
-}
+export type GroupDetail = Schema['GroupDetail'];
 
 export async function getGroup(id: number): Promise<GroupDetail> {
   return request(`/api/groups/${id}`);
@@ -519,41 +486,21 @@ export async function deleteGroup(id: number): Promise<void> {
 // ---------------------------------------------------------------------------
 // Administrators and roles
 
-export interface Administrator {
-  id: number;
-  login: string;
-  display_name: string;
-  disabled: boolean;
-  created_at: string;
-  roles: string[];
-  role_ids: number[];
-  groups: string[];
-  effective_roles: string[];
-}
+export type Administrator = Schema['AdministratorView'];
 
-export interface Role {
-  id: number;
-  name: string;
-  builtin: boolean;
-  permissions: string[];
-}
+export type Role = Schema['RoleView'];
 
 export async function listAdministrators(): Promise<Administrator[]> {
   return request('/api/administrators');
 }
 
-export async function createAdministrator(form: {
-  login: string;
-  display_name: string;
-  password: string;
-  role_ids: number[];
-}): Promise<Administrator> {
+export async function createAdministrator(form: Schema['NewAdministratorForm']): Promise<Administrator> {
   return request('/api/administrators', { method: 'POST', body: form });
 }
 
 export async function updateAdministrator(
   id: number,
-  form: { display_name?: string; disabled?: boolean; role_ids?: number[] },
+  form: Schema['AdministratorEdit'],
 ): Promise<Administrator> {
   return request(`/api/administrators/${id}`, { method: 'PUT', body: form });
 }
@@ -570,32 +517,18 @@ export async function deleteRole(id: number): Promise<void> {
   await request(`/api/roles/${id}`, { method: 'DELETE' });
 }
 
-export async function listPermissions(): Promise<{ name: string; description: string }[]> {
+export async function listPermissions(): Promise<Schema['PermissionInfo'][]> {
   return request('/api/permissions');
 }
 
 // ---------------------------------------------------------------------------
 // Audit log
 
-export interface AuditEntry {
-  id: number;
-  at: string;
-  actor: string;
-  action: string;
-  target: string;
-  before: unknown;
-  after: unknown;
-  hash: string;
-}
+export type AuditEntry = Schema['AuditView'];
 
-export interface AuditVerification {
-  intact: boolean;
-  entries: number;
-  tampered_entry: number | null;
-  message: string;
-}
+export type AuditVerification = Schema['Verification'];
 
-export async function listAudit(page: number, perPage: number): Promise<Page<AuditEntry>> {
+export async function listAudit(page: number, perPage: number): Promise<Schema['AuditViewPage']> {
   return request(`/api/audit${query({ page, per_page: perPage })}`);
 }
 
@@ -721,47 +654,13 @@ export function subscribeEvents(
 // ---------------------------------------------------------------------------
 // Devices and message traces (support staff)
 
-export interface Device {
-  id: number;
-  pin: string;
-  user_id: number | null;
-  model: string;
-  os_version: string;
-  carrier: string;
-  /** Holds a transport key: it can be sent IT policies and service books. */
-  activated: boolean;
-  applied_policy_id: number | null;
-  /** The policy's name, or "Default" when no IT policy applies to the user. */
-  applied_policy_name: string | null;
-  policy_applied_at: string | null;
-  last_contact_at: string | null;
-  created_at: string;
-}
+export type Device = Schema['DeviceView'];
 
-export interface MessageSummary {
-  ref_id: string;
-  direction: 'to_device' | 'from_device';
-  status: string;
-  subject: string;
-  user_id: number | null;
-  device_id: number | null;
-  created_at: string;
-  updated_at: string;
-}
+export type MessageSummary = Schema['MessageView'];
 
-export interface DeviceDetail extends Device {
-  user: User | null;
-  statistics: Record<string, number | string | null> | null;
-  diagnostics: { reported_at: string; report: unknown }[];
-  recent_messages: MessageSummary[];
-  pending_messages: number;
-  /** Whether the Messaging Agent reaches the user's mailbox, and if not why. */
-  mailbox: { state: 'starting' | 'watching' | 'error'; error: string | null; error_at: string | null; last_uid: number } | null;
-}
+export type DeviceDetail = Schema['DeviceDetail'];
 
-export interface MessageTrace extends MessageSummary {
-  hops: { hop: string; at: string; detail: string }[];
-}
+export type MessageTrace = Schema['MessageTrace'];
 
 export async function findDeviceByPin(pin: string): Promise<Device[]> {
   return request(`/api/devices${query({ pin })}`);
@@ -775,13 +674,9 @@ export async function getUserDevices(userId: number): Promise<Device[]> {
   return request(`/api/users/${userId}/devices`);
 }
 
-export type ResendWhat = 'policy' | 'service_books';
+export type ResendWhat = Schema['ResendForm']['what'];
 
-export interface ResendRequested {
-  what: ResendWhat;
-  device_id: number;
-  pin: string;
-}
+export type ResendRequested = Schema['ResendView'];
 
 /** Has the Policy Service send the user's IT policy or service books again to the user's activated device. */
 export async function resendToDevice(userId: number, what: ResendWhat): Promise<ResendRequested> {
@@ -796,68 +691,19 @@ export async function traceMessage(refId: string): Promise<MessageTrace> {
 // IT policies
 
 /** One rule of the IT policy catalog, with what it accepts. */
-export interface PolicyRule {
-  name: string;
-  title: string;
-  kind: 'bool' | 'int' | 'choice' | 'list';
-  min: number | null;
-  max: number | null;
-  unit: string | null;
-  options: string[];
-  default: unknown;
-  /** In words, e.g. "4–14 characters". */
-  accepts: string;
-}
+export type PolicyRule = Schema['RuleInfo'];
 
-export interface Policy {
-  id: number;
-  name: string;
-  description: string;
-  is_default: boolean;
-  created_at: string;
-  updated_at: string;
-}
+export type Policy = Omit<PolicySummary, 'rules' | 'assignments'>;
 
-export interface PolicySummary extends Policy {
-  rules: number;
-  assignments: number;
-}
+export type PolicySummary = Schema['PolicySummary'];
 
-export interface PolicyAssignment {
-  id: number;
-  policy_id: number;
-  target: 'user' | 'group';
-  user_id: number | null;
-  group_id: number | null;
-  name: string;
-  rank: number;
-}
+export type PolicyAssignment = Schema['AssignmentView'];
 
-export interface PolicyDetail extends Policy {
-  rules: Record<string, unknown>;
-  assignments: PolicyAssignment[];
-}
+export type PolicyDetail = Schema['PolicyDetail'];
 
-export interface PolicyForm {
-  name: string;
-  description: string;
-  rules: Record<string, unknown>;
-  is_default: boolean;
-}
+export type PolicyForm = Schema['PolicyForm'];
 
-export interface ResolvedPolicy {
-  user_id: number;
-  mode: string;
-  policies: {
-    policy_id: number;
-    policy_name: string;
-    via: 'user' | 'group' | 'default';
-    group_id: number | null;
-    group_name: string | null;
-    rank: number | null;
-  }[];
-  rules: { name: string; title: string; value: unknown; policy_name: string | null }[];
-}
+export type ResolvedPolicy = Schema['ResolvedView'];
 
 export async function listPolicyRules(): Promise<PolicyRule[]> {
   return request('/api/policy-rules');
@@ -885,7 +731,7 @@ export async function deletePolicy(id: number): Promise<void> {
 
 export async function assignPolicy(
   id: number,
-  target: { user_id: number } | { group_id: number; rank: number },
+  target: Schema['AssignmentForm'],
 ): Promise<PolicyAssignment> {
   return request(`/api/policies/${id}/assignments`, { method: 'POST', body: target });
 }
@@ -901,18 +747,7 @@ export async function getResolvedPolicy(userId: number): Promise<ResolvedPolicy>
 // ---------------------------------------------------------------------------
 // Activation
 
-export interface Activation {
-  user_id: number;
-  status: string;
-  password: {
-    created_at: string;
-    expires_at: string;
-    expired: boolean;
-    failed_attempts: number;
-    attempts_left: number;
-  } | null;
-  steps: { status: string; at: string }[];
-}
+export type Activation = Schema['ActivationView'];
 
 export async function getActivation(userId: number): Promise<Activation> {
   return request(`/api/users/${userId}/activation`);
@@ -921,41 +756,22 @@ export async function getActivation(userId: number): Promise<Activation> {
 /** Sets `password`, or generates one when it is absent. */
 export async function setActivationPassword(
   userId: number,
-  form: { password?: string; lifetime_hours?: number; email_user?: boolean },
-): Promise<{
-  activation: Activation;
-  generated_password: string | null;
-  email: { to: string; sent: boolean; error: string | null } | null;
-}> {
+  form: Schema['PasswordForm'],
+): Promise<Schema['PasswordSet']> {
   return request(`/api/users/${userId}/activation-password`, { method: 'PUT', body: form });
 }
 
 // ---------------------------------------------------------------------------
 // Global message filters
 
-export interface FilterCondition {
-  field: 'from' | 'to' | 'cc' | 'bcc' | 'subject' | 'importance';
-  text?: string | null;
-  importance?: 'high' | 'normal' | 'low' | null;
-}
+/** A condition as the filter editor writes it (what the server reads). */
+export type FilterCondition = Schema['ConditionViewInput'];
 
-export type FilterAction = 'forward' | 'forward_priority' | 'do_not_forward';
+export type FilterAction = MessageFilter['action'];
 
-export interface MessageFilter {
-  id: number;
-  name: string;
-  position: number;
-  enabled: boolean;
-  conditions: FilterCondition[];
-  action: FilterAction;
-}
+export type MessageFilter = Schema['FilterView'];
 
-export interface FilterForm {
-  name: string;
-  enabled: boolean;
-  conditions: FilterCondition[];
-  action: FilterAction;
-}
+export type FilterForm = Schema['FilterForm'];
 
 export async function listFilters(): Promise<MessageFilter[]> {
   return request('/api/filters');
@@ -980,43 +796,11 @@ export async function reorderFilters(ids: number[]): Promise<MessageFilter[]> {
 // ---------------------------------------------------------------------------
 // Directories (MailStore Service) and components
 
-export interface DirectorySyncRun {
-  id: number;
-  kind: 'full' | 'incremental';
-  started_at: string;
-  finished_at: string | null;
-  outcome: 'running' | 'succeeded' | 'failed';
-  entries_read: number;
-  created: number;
-  updated: number;
-  removed: number;
-  errors: number;
-  message: string;
-}
+export type DirectorySyncRun = Schema['RunView'];
 
-export interface DirectorySync {
-  running: boolean;
-  full: boolean;
-  started_at: string;
-  started_by: string;
-  phase: string;
-  entries_read: number;
-  percent: number;
-  error: { code: string; message: string } | null;
-}
+export type DirectorySync = Schema['SyncState'];
 
-export interface Directory {
-  name: string;
-  kind: 'openldap' | 'active_directory';
-  url: string;
-  starttls: boolean;
-  base_dn: string;
-  bind_dn: string;
-  sync_interval_secs: number;
-  full_sync_interval_secs: number;
-  sync: DirectorySync | null;
-  runs: DirectorySyncRun[];
-}
+export type Directory = Schema['DirectoryView'];
 
 export async function listDirectories(): Promise<Directory[]> {
   return request('/api/directories');
@@ -1030,63 +814,28 @@ export async function startDirectorySync(name: string, full: boolean): Promise<D
   return request(`/api/directories/${encodeURIComponent(name)}/sync`, { method: 'POST', body: { full } });
 }
 
-export async function restartComponent(id: string): Promise<{ id: string; name: string; message: string }> {
+export async function restartComponent(id: string): Promise<Schema['RestartRequested']> {
   return request(`/api/components/${encodeURIComponent(id)}/restart`, { method: 'POST' });
 }
 
 // ---------------------------------------------------------------------------
 // Message statistics
 
-export interface MessageCounters {
-  forwarded: number;
-  filtered: number;
-  pending: number;
-  delivered: number;
-  expired: number;
-  failed: number;
-  sent: number;
-  updated_at: string | null;
-}
+export type MessageCounters = Schema['StatisticsView'];
 
-export interface StatisticsReport {
-  global: MessageCounters;
-  busiest: (MessageCounters & { user_id: number; display_name: string; email: string })[];
-}
+export type StatisticsReport = Schema['StatisticsReport'];
 
 // Wireless synchronization of organizer data
 
-export type OrganizerDatabase = 'contacts' | 'calendar' | 'tasks' | 'memos';
-export type SyncDirection = 'server_to_device' | 'device_to_server' | 'bidirectional';
-export type ConflictResolution = 'server_wins' | 'device_wins';
+export type OrganizerDatabase = SyncSetting['database'];
+export type SyncDirection = SyncSetting['direction'];
+export type ConflictResolution = SyncSetting['conflict'];
 
-export interface SyncSetting {
-  database: OrganizerDatabase;
-  enabled: boolean;
-  direction: SyncDirection;
-  conflict: ConflictResolution;
-}
+export type SyncSetting = Schema['SyncSettingView'];
 
-export interface UserSync {
-  user_id: number;
-  display_name: string;
-  email: string;
-  databases: {
-    database: OrganizerDatabase;
-    state: 'slow_sync' | 'in_sync' | 'error';
-    error: string | null;
-    error_at: string | null;
-    last_sync_at: string | null;
-  }[];
-  item_errors: { database: OrganizerDatabase; item: string; side: 'server' | 'device'; message: string; at: string }[];
-}
+export type UserSync = Schema['UserSyncView'];
 
-export interface SyncOverview {
-  organizer_server: string | null;
-  poll_secs: number;
-  settings: SyncSetting[];
-  counts: { users: number; in_sync: number; slow_sync: number; error: number; item_errors: number };
-  users: Page<UserSync>;
-}
+export type SyncOverview = Schema['SyncOverview'];
 
 export async function getSync(page = 1, perPage = 50): Promise<SyncOverview> {
   return request(`/api/sync${query({ page, per_page: perPage })}`);
@@ -1094,35 +843,16 @@ export async function getSync(page = 1, perPage = 50): Promise<SyncOverview> {
 
 export async function setSyncSetting(
   database: OrganizerDatabase,
-  change: Partial<Omit<SyncSetting, 'database'>>,
+  change: Schema['SyncSettingForm'],
 ): Promise<SyncSetting> {
   return request(`/api/sync/${database}`, { method: 'PUT', body: change });
 }
 
 // The wireless network connection (SRP)
 
-export interface WirelessSettings {
-  configured: boolean;
-  srp_id: string | null;
-  /** Whether an SRP authentication key is stored; the key itself is never shown. */
-  key_set: boolean;
-  relay_host: string | null;
-  relay_port: number;
-  cal_licences: number;
-  /** Users with an activated device. */
-  licences_in_use: number;
-  updated_at: string | null;
-  link: { connected: boolean; srp_id: string | null; relay: string | null; since: string | null; last_error: string | null };
-}
+export type WirelessSettings = Schema['WirelessView'];
 
-export interface WirelessForm {
-  srp_id: string;
-  /** Left out: the stored key of this SRP ID is kept. */
-  srp_key?: string;
-  relay_host: string;
-  relay_port: number;
-  cal_licences: number;
-}
+export type WirelessForm = Schema['WirelessForm'];
 
 export async function getWireless(): Promise<WirelessSettings> {
   return request('/api/wireless');
@@ -1139,45 +869,17 @@ export async function getStatistics(): Promise<StatisticsReport> {
 // ---------------------------------------------------------------------------
 // Software configurations
 
-export type Disposition = 'required' | 'optional' | 'disallowed';
+export type Disposition = SoftwareApplication['disposition'];
 
-export interface SoftwareApplication {
-  name: string;
-  version: string;
-  disposition: Disposition;
-}
+export type SoftwareApplication = Schema['ApplicationView'];
 
-export interface SoftwareSummary {
-  id: number;
-  name: string;
-  description: string;
-  created_at: string;
-  applications: number;
-  assignments: number;
-}
+export type SoftwareSummary = Schema['SoftwareSummary'];
 
-export interface SoftwareAssignment {
-  id: number;
-  target: 'user' | 'group';
-  user_id: number | null;
-  group_id: number | null;
-  name: string;
-}
+export type SoftwareAssignment = Schema['SoftwareAssignmentView'];
 
-export interface SoftwareDetail {
-  id: number;
-  name: string;
-  description: string;
-  created_at: string;
-  applications: SoftwareApplication[];
-  assignments: SoftwareAssignment[];
-}
+export type SoftwareDetail = Schema['SoftwareDetail'];
 
-export interface SoftwareForm {
-  name: string;
-  description: string;
-  applications?: SoftwareApplication[];
-}
+export type SoftwareForm = Schema['SoftwareForm'];
 
 export async function listSoftware(): Promise<SoftwareSummary[]> {
   return request('/api/software');
@@ -1201,7 +903,7 @@ export async function deleteSoftware(id: number): Promise<void> {
 
 export async function assignSoftware(
   id: number,
-  target: { user_id: number } | { group_id: number },
+  target: Schema['SoftwareAssignmentForm'],
 ): Promise<SoftwareAssignment> {
   return request(`/api/software/${id}/assignments`, { method: 'POST', body: target });
 }
@@ -1211,21 +913,9 @@ export async function unassignSoftware(id: number, assignmentId: number): Promis
 }
 
 /** One device's copy of an IT administration command. */
-export interface DeviceCommand {
-  command_id: number;
-  kind: 'lock' | 'wipe_all' | 'wipe_work' | 'new_key';
-  state: 'queued' | 'sent' | 'acknowledged' | 'failed' | 'expired';
-  detail: string;
-  updated_at: string;
-}
+export type DeviceCommand = Schema['CommandView'];
 
-export interface DeviceCommandForm {
-  kind: DeviceCommand['kind'];
-  password?: string;
-  delay_secs?: number;
-  /** The device's PIN typed again, for wipes. */
-  confirm_pin?: string;
-}
+export type DeviceCommandForm = Schema['CommandForm'];
 
 export async function sendDeviceCommand(deviceId: number, form: DeviceCommandForm): Promise<DeviceCommand> {
   return request(`/api/devices/${deviceId}/commands`, { method: 'POST', body: form });

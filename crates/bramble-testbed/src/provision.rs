@@ -5,8 +5,8 @@
 //! the Configuration Database through the public models, as activation
 //! would leave them.
 
-use bramble::db::models::device::{Device, NewDevice};
-use bramble::db::models::device_key::{DeviceKey, KeyMaterial, KeySlot};
+use bramble::db::models::device::Device;
+use bramble::db::models::device_key::DeviceKey;
 use bramble::db::{Conn, Database, DbResult, Sealer};
 use bramble::ServerHandle;
 use bramble_proto::envelope::TransportKey;

@@ -189,7 +189,8 @@ impl DeviceKey {
             KeySlot::Current,
             i64::from(key.id),
             &KeyMaterial::new(key.secret().to_vec()),
-        )
+        )?;
+        Ok(())
     }
 
     /// Seals `key` and stores it in the device's `slot`, replacing what was

@@ -1,7 +1,8 @@
-import { Button, Group, Modal, NativeSelect, NumberInput, Paper, Stack, Table, Text, TextInput, Title } from '@mantine/core';
+import { Button, Group, NativeSelect, NumberInput, Paper, Stack, Table, Text, TextInput, Title } from '@mantine/core';
 import { useEffect, useState } from 'react';
 import { listGroups, listUsers, type GroupSummary, type User } from '../api';
 import { ErrorAlert } from './ErrorAlert';
+import { ConfirmDialog } from './ConfirmDialog';
 
 /** One assignment of an IT policy or software configuration. */
 export interface AssignmentRow {
@@ -173,30 +174,24 @@ export function AssignmentsCard({
           </Stack>
         )}
       </Stack>
-      <Modal opened={doomed !== null} onClose={() => setDoomed(null)} title="Remove this assignment?">
-        {doomed && (
-          <Stack>
-            <Text size="sm">
-              Stop assigning <b>{what}</b> to {doomed.target} <b>{doomed.name}</b>?
-            </Text>
-            <Group justify="flex-end">
-              <Button variant="default" onClick={() => setDoomed(null)}>
-                Cancel
-              </Button>
-              <Button
-                color="red"
-                onClick={() => {
-                  const a = doomed;
-                  setDoomed(null);
-                  run(() => onUnassign(a));
-                }}
-              >
-                Remove
-              </Button>
-            </Group>
-          </Stack>
-        )}
-      </Modal>
+      <ConfirmDialog
+        opened={doomed !== null}
+        title="Remove this assignment?"
+        message={
+          <>
+            Stop assigning <b>{what}</b> to {doomed?.target} <b>{doomed?.name}</b>?
+          </>
+        }
+        confirmLabel="Remove"
+        color="red"
+        onCancel={() => setDoomed(null)}
+        onConfirm={() => {
+          const a = doomed;
+          if (!a) return;
+          setDoomed(null);
+          run(() => onUnassign(a));
+        }}
+      />
     </Paper>
   );
 }

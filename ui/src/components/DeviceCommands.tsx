@@ -1,8 +1,9 @@
-import { Badge, Button, Group, Modal, NumberInput, PasswordInput, Stack, Table, Text, TextInput, Title } from '@mantine/core';
+import { Badge, Button, Group, NumberInput, PasswordInput, Stack, Table, Text, TextInput, Title } from '@mantine/core';
 import { useEffect, useState } from 'react';
 import { listDeviceCommands, sendDeviceCommand, type DeviceCommand } from '../api';
 import { formatLocalTime } from '../time';
 import { ErrorAlert } from './ErrorAlert';
+import { ConfirmDialog } from './ConfirmDialog';
 
 const NAMES: Record<DeviceCommand['kind'], string> = {
   lock: 'Set password and lock',
@@ -76,52 +77,44 @@ export function DeviceCommands({ deviceId, pin, canSend }: { deviceId: number; p
           </Button>
         </Group>
       )}
-      <Modal
+      <ConfirmDialog
         opened={wipe !== null}
-        onClose={() => {
-          setWipe(null);
-          setTypedPin('');
-        }}
         title={wipe ? `${NAMES[wipe]} on device ${pin}?` : ''}
-      >
-        <Stack>
-          <Text size="sm">
+        message={
+          <>
             {wipe === 'wipe_all'
               ? `This deletes everything on device ${pin} and removes it from its user; it must be activated again.`
               : `This deletes the work e-mail and organizer data on device ${pin}.`}{' '}
             Type the PIN to confirm.
-          </Text>
-          <TextInput label="Device PIN" value={typedPin} onChange={(e) => setTypedPin(e.currentTarget.value)} />
-          {wipe === 'wipe_all' && (
-            <NumberInput
-              label="Wait before sending (seconds)"
-              min={0}
-              value={delay}
-              onChange={(v) => setDelay(typeof v === 'number' ? v : 0)}
-            />
-          )}
-          <Group justify="flex-end">
-            <Button variant="default" onClick={() => setWipe(null)}>
-              Cancel
-            </Button>
-            <Button
-              color="red"
-              disabled={typedPin.trim().toUpperCase() !== pin.toUpperCase()}
-              onClick={() => {
-                if (!wipe) return;
-                void send({ kind: wipe, confirm_pin: typedPin, delay_secs: delay }).then((ok) => {
-                  if (ok) {
-                    setWipe(null);
-                    setTypedPin('');
-                  }
-                });
-              }}
-            >
-              {wipe ? NAMES[wipe] : ''}
-            </Button>
-          </Group>
-        </Stack>
-      </Modal>
+          </>
+        }
+        confirmLabel={wipe ? NAMES[wipe] : ''}
+        color="red"
+        disabled={typedPin.trim().toUpperCase() !== pin.toUpperCase()}
+        onCancel={() => {
+          setWipe(null);
+          setTypedPin('');
+        }}
+        onConfirm={() => {
+          if (!wipe) return;
+          void send({ kind: wipe, confirm_pin: typedPin, delay_secs: delay }).then((ok) => {
+            if (ok) {
+              setWipe(null);
+              setTypedPin('');
+            }
+          });
+        }}
+      >
+        <TextInput label="Device PIN" value={typedPin} onChange={(e) => setTypedPin(e.currentTarget.value)} />
+        {wipe === 'wipe_all' && (
+          <NumberInput
+            label="Wait before sending (seconds)"
+            min={0}
+            value={delay}
+            onChange={(v) => setDelay(typeof v === 'number' ? v : 0)}
+          />
+        )}
+      </ConfirmDialog>
       {commands.length === 0 ? (
         <Text size="sm" c="dimmed">
           No commands sent to this device.

@@ -1,7 +1,8 @@
-import { Button, Group, Loader, Modal, NumberInput, Notification, Paper, PasswordInput, SimpleGrid, Stack, Text, TextInput, Title } from '@mantine/core';
+import { Button, Group, Loader, NumberInput, Notification, Paper, PasswordInput, SimpleGrid, Stack, Text, TextInput, Title } from '@mantine/core';
 import { useEffect, useState, type FormEvent } from 'react';
 import { getWireless, setWireless, type WirelessForm, type WirelessSettings as Settings } from '../api';
 import { ErrorAlert } from './ErrorAlert';
+import { ConfirmDialog } from './ConfirmDialog';
 
 /** "3 of 25 licences in use", or a warning when over. */
 export function licenceWords(inUse: number, licences: number): string {
@@ -121,23 +122,22 @@ export function WirelessSettings({ canEdit, onSaved }: { canEdit: boolean; onSav
           )}
         </Stack>
       </form>
-      <Modal opened={confirming} onClose={() => setConfirming(false)} title="Change the SRP ID?">
-        <Stack data-testid="confirm-srp-id">
-          <Text size="sm">
+      <ConfirmDialog
+        opened={confirming}
+        title="Change the SRP ID?"
+        message={
+          <>
             This server is connected to the wireless network as <b>{current.srp_id}</b>. Changing the SRP ID to{' '}
             <b>{srpId.trim()}</b> closes that connection and opens one as the new SRP ID; devices cannot be reached
             through the relay until it is up.
-          </Text>
-          <Group justify="flex-end">
-            <Button variant="default" onClick={() => setConfirming(false)}>
-              Cancel
-            </Button>
-            <Button color="orange" onClick={() => void save()} data-testid="confirm-srp-id-button">
-              Change to {srpId.trim()}
-            </Button>
-          </Group>
-        </Stack>
-      </Modal>
+          </>
+        }
+        confirmLabel={`Change to ${srpId.trim()}`}
+        color="orange"
+        testId="confirm-srp-id"
+        onCancel={() => setConfirming(false)}
+        onConfirm={() => void save()}
+      />
     </Paper>
   );
 }

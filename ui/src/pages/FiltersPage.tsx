@@ -26,6 +26,7 @@ import {
   type MessageFilter,
 } from '../api';
 import { ErrorAlert } from '../components/ErrorAlert';
+import { ConfirmDialog } from '../components/ConfirmDialog';
 
 const FIELDS: { value: FilterCondition['field']; label: string }[] = [
   { value: 'from', label: 'From contains' },
@@ -278,31 +279,25 @@ export function FiltersPage({ canWrite }: { canWrite: boolean }) {
         )}
       </Modal>
 
-      <Modal opened={doomed !== null} onClose={() => setDoomed(null)} title="Delete this filter?">
-        {doomed && (
-          <Stack>
-            <Text size="sm">
-              Delete the global filter <b>{doomed.name}</b>? Messages it matched are then decided by the filters after
-              it, or forwarded.
-            </Text>
-            <Group justify="flex-end">
-              <Button variant="default" onClick={() => setDoomed(null)}>
-                Cancel
-              </Button>
-              <Button
-                color="red"
-                onClick={() => {
-                  const f = doomed;
-                  setDoomed(null);
-                  run(() => deleteFilter(f.id));
-                }}
-              >
-                Delete {doomed.name}
-              </Button>
-            </Group>
-          </Stack>
-        )}
-      </Modal>
+      <ConfirmDialog
+        opened={doomed !== null}
+        title="Delete this filter?"
+        message={
+          <>
+            Delete the global filter <b>{doomed?.name}</b>? Messages it matched are then decided by the filters after it,
+            or forwarded.
+          </>
+        }
+        confirmLabel={`Delete ${doomed?.name}`}
+        color="red"
+        onCancel={() => setDoomed(null)}
+        onConfirm={() => {
+          const f = doomed;
+          if (!f) return;
+          setDoomed(null);
+          run(() => deleteFilter(f.id));
+        }}
+      />
     </Stack>
   );
 }

@@ -1,4 +1,4 @@
-import { Anchor, Button, Group, Modal, Paper, Stack, Table, Text, TextInput, Title } from '@mantine/core';
+import { Anchor, Button, Group, Paper, Stack, Table, Text, TextInput, Title } from '@mantine/core';
 import { useCallback, useEffect, useState, type FormEvent } from 'react';
 import {
   createGroup,
@@ -10,6 +10,7 @@ import {
   type GroupSummary,
 } from '../api';
 import { ErrorAlert } from '../components/ErrorAlert';
+import { ConfirmDialog } from '../components/ConfirmDialog';
 
 export function GroupsPage({
   canWrite,
@@ -161,21 +162,19 @@ export function GroupsPage({
           </Stack>
         </Paper>
       )}
-      <Modal opened={doomed !== null} onClose={() => setDoomed(null)} title="Delete this group?">
-        <Stack>
-          <Text size="sm">
+      <ConfirmDialog
+        opened={doomed !== null}
+        title="Delete this group?"
+        message={
+          <>
             Delete the group <b>{doomed?.name}</b>? Its {doomed?.members ?? 0} members stay, outside the group.
-          </Text>
-          <Group justify="flex-end">
-            <Button variant="default" onClick={() => setDoomed(null)}>
-              Cancel
-            </Button>
-            <Button color="red" onClick={remove}>
-              Delete {doomed?.name}
-            </Button>
-          </Group>
-        </Stack>
-      </Modal>
+          </>
+        }
+        confirmLabel={`Delete ${doomed?.name}`}
+        color="red"
+        onCancel={() => setDoomed(null)}
+        onConfirm={remove}
+      />
     </Stack>
   );
 }

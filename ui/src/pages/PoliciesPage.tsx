@@ -5,7 +5,6 @@ import {
   Checkbox,
   Group,
   Loader,
-  Modal,
   NativeSelect,
   NumberInput,
   Paper,
@@ -33,6 +32,7 @@ import {
 } from '../api';
 import { AssignmentsCard } from '../components/AssignmentsCard';
 import { ErrorAlert } from '../components/ErrorAlert';
+import { ConfirmDialog } from '../components/ConfirmDialog';
 
 /** Why a value is not accepted by its rule, in the catalog's words; null when it is. */
 export function ruleProblem(rule: PolicyRule, value: unknown): string | null {
@@ -399,23 +399,22 @@ function PolicyEditor({
         onUnassign={(a) => unassignPolicy(policy.id, a.id)}
         onChanged={() => getPolicy(id).then(take).catch(setError)}
       />
-      <Modal opened={confirmDelete} onClose={() => setConfirmDelete(false)} title="Delete this IT policy?">
-        <Stack data-testid="confirm-delete-policy">
-          <Text size="sm">
+      <ConfirmDialog
+        opened={confirmDelete}
+        title="Delete this IT policy?"
+        message={
+          <>
             Delete <b>{policy.name}</b>? Its rules and its {policy.assignments.length} assignment
             {policy.assignments.length === 1 ? '' : 's'} go with it; those users get their next policy (a group's, or
             the default).
-          </Text>
-          <Group justify="flex-end">
-            <Button variant="default" onClick={() => setConfirmDelete(false)}>
-              Cancel
-            </Button>
-            <Button color="red" onClick={remove} data-testid="confirm-delete-policy-button">
-              Delete {policy.name}
-            </Button>
-          </Group>
-        </Stack>
-      </Modal>
+          </>
+        }
+        confirmLabel={`Delete ${policy.name}`}
+        color="red"
+        testId="confirm-delete-policy"
+        onCancel={() => setConfirmDelete(false)}
+        onConfirm={remove}
+      />
     </Stack>
   );
 }

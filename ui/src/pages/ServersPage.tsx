@@ -1,4 +1,4 @@
-import { Alert, Badge, Button, Group, Loader, Modal, Paper, SimpleGrid, Stack, Text, Title } from '@mantine/core';
+import { Alert, Badge, Button, Group, Loader, Paper, SimpleGrid, Stack, Text, Title } from '@mantine/core';
 import { useState, type ReactNode } from 'react';
 import { restartComponent, type ApiError, type ComponentHealth, type HealthDocument, type WirelessHealth } from '../api';
 import { ErrorAlert } from '../components/ErrorAlert';
@@ -9,6 +9,7 @@ import { WirelessSettings } from '../components/WirelessSettings';
 import { HEALTH_POLL_INTERVAL_MS, useHealth } from '../hooks/useHealth';
 import { useNow } from '../hooks/useNow';
 import { formatLocalTime } from '../time';
+import { ConfirmDialog } from '../components/ConfirmDialog';
 
 export function ServersPage({
   pollIntervalMs = HEALTH_POLL_INTERVAL_MS,
@@ -54,24 +55,21 @@ export function ServersPage({
           {restartNote}
         </Text>
       )}
-      <Modal opened={restarting !== null} onClose={() => setRestarting(null)} title="Restart this component?">
-        {restarting && (
-          <Stack data-testid="confirm-restart">
-            <Text size="sm">
-              Restart the <b>{restarting.name}</b>? The Controller stops it and starts it again; what it is doing now
-              (deliveries, a directory sync) is interrupted and resumes after the restart.
-            </Text>
-            <Group justify="flex-end">
-              <Button variant="default" onClick={() => setRestarting(null)}>
-                Cancel
-              </Button>
-              <Button color="orange" onClick={restart} data-testid="confirm-restart-button">
-                Restart {restarting.name}
-              </Button>
-            </Group>
-          </Stack>
-        )}
-      </Modal>
+      <ConfirmDialog
+        opened={restarting !== null}
+        title="Restart this component?"
+        message={
+          <>
+            Restart the <b>{restarting?.name}</b>? The Controller stops it and starts it again; what it is doing now
+            (deliveries, a directory sync) is interrupted and resumes after the restart.
+          </>
+        }
+        confirmLabel={`Restart ${restarting?.name}`}
+        color="orange"
+        testId="confirm-restart"
+        onCancel={() => setRestarting(null)}
+        onConfirm={restart}
+      />
 
       {health.error && (
         <ApiErrorAlert

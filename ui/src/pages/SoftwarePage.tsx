@@ -3,7 +3,6 @@ import {
   Button,
   Group,
   Loader,
-  Modal,
   NativeSelect,
   Paper,
   Stack,
@@ -28,6 +27,7 @@ import {
 } from '../api';
 import { AssignmentsCard } from '../components/AssignmentsCard';
 import { ErrorAlert } from '../components/ErrorAlert';
+import { ConfirmDialog } from '../components/ConfirmDialog';
 
 const DISPOSITIONS: { value: Disposition; label: string }[] = [
   { value: 'required', label: 'Required (installed, cannot be removed)' },
@@ -288,35 +288,30 @@ function SoftwareEditor({ id, canWrite, onBack }: { id: number; canWrite: boolea
         onUnassign={(a) => unassignSoftware(config.id, a.id)}
         onChanged={reload}
       />
-      <Modal opened={confirmDelete} onClose={() => setConfirmDelete(false)} title="Delete this software configuration?">
-        <Stack>
-          <Text size="sm">
+      <ConfirmDialog
+        opened={confirmDelete}
+        title="Delete this software configuration?"
+        message={
+          <>
             Delete <b>{config.name}</b> with its {config.applications.length} application
             {config.applications.length === 1 ? '' : 's'} and {config.assignments.length} assignment
             {config.assignments.length === 1 ? '' : 's'}?
-          </Text>
-          <Group justify="flex-end">
-            <Button variant="default" onClick={() => setConfirmDelete(false)}>
-              Cancel
-            </Button>
-            <Button
-              color="red"
-              onClick={async () => {
-                try {
-                  await deleteSoftware(id);
-                  setConfirmDelete(false);
-                  onBack();
-                } catch (err) {
-                  setConfirmDelete(false);
-                  setError(err);
-                }
-              }}
-            >
-              Delete {config.name}
-            </Button>
-          </Group>
-        </Stack>
-      </Modal>
+          </>
+        }
+        confirmLabel={`Delete ${config.name}`}
+        color="red"
+        onCancel={() => setConfirmDelete(false)}
+        onConfirm={async () => {
+          try {
+            await deleteSoftware(id);
+            setConfirmDelete(false);
+            onBack();
+          } catch (err) {
+            setConfirmDelete(false);
+            setError(err);
+          }
+        }}
+      />
     </Stack>
   );
 }

@@ -4,7 +4,6 @@ import {
   Button,
   Group,
   Loader,
-  Modal,
   MultiSelect,
   Notification,
   Paper,
@@ -33,6 +32,7 @@ import {
 import { ErrorAlert } from '../components/ErrorAlert';
 import { statusWords, UserActivation, UserPolicy } from '../components/UserActivation';
 import { formatLocalTime } from '../time';
+import { ConfirmDialog } from '../components/ConfirmDialog';
 
 /** One user: details, edit, groups, delete (with a confirmation naming the user). */
 export function UserDetailPage({
@@ -290,13 +290,11 @@ export function UserDetailPage({
           </Stack>
         </Paper>
       )}
-      <Modal
+      <ConfirmDialog
         opened={resending !== null}
-        onClose={() => setResending(null)}
         title={resending === 'policy' ? 'Resend the IT policy?' : 'Resend the service books?'}
-      >
-        <Stack data-testid="confirm-resend">
-          <Text size="sm">
+        message={
+          <>
             Send {resending === 'policy' ? 'the IT policy' : 'the service books'} of <b>{user.display_name}</b> again to{' '}
             {activatedDevice ? (
               <>
@@ -306,33 +304,30 @@ export function UserDetailPage({
               'their activated device'
             )}
             ?
-          </Text>
-          <Group justify="flex-end">
-            <Button variant="default" onClick={() => setResending(null)}>
-              Cancel
-            </Button>
-            <Button onClick={resend} loading={busy} data-testid="confirm-resend-button">
-              Send now
-            </Button>
-          </Group>
-        </Stack>
-      </Modal>
-      <Modal opened={confirming} onClose={() => setConfirming(false)} title="Delete this user?">
-        <Stack data-testid="confirm-delete">
-          <Text size="sm">
+          </>
+        }
+        confirmLabel="Send now"
+        loading={busy}
+        testId="confirm-resend"
+        onCancel={() => setResending(null)}
+        onConfirm={resend}
+      />
+      <ConfirmDialog
+        opened={confirming}
+        title="Delete this user?"
+        message={
+          <>
             Delete <b>{user.display_name}</b> ({user.email})? Their group memberships go with them; their devices stay
             without an owner. This cannot be undone.
-          </Text>
-          <Group justify="flex-end">
-            <Button variant="default" onClick={() => setConfirming(false)}>
-              Cancel
-            </Button>
-            <Button color="red" onClick={remove} loading={busy} data-testid="confirm-delete-button">
-              Delete {user.display_name}
-            </Button>
-          </Group>
-        </Stack>
-      </Modal>
+          </>
+        }
+        confirmLabel={`Delete ${user.display_name}`}
+        color="red"
+        loading={busy}
+        testId="confirm-delete"
+        onCancel={() => setConfirming(false)}
+        onConfirm={remove}
+      />
     </Stack>
   );
 }
