@@ -18,12 +18,12 @@ use serde_json::{json, Value};
 use super::auth::Caller;
 use super::extract::{Body, Id};
 use super::ServerState;
-use super::{audited, db_failure, ApiError};
+use super::{audited, db_failure, ApiError, ChangeError};
 use crate::db::ids::{GroupId, UserId};
 use crate::db::models::group::Group;
 use crate::db::models::it_policy::AssignmentTarget;
 use crate::db::models::user::User;
-use crate::db::{Conn, DbError, DbResult};
+use crate::db::{Conn, DbResult};
 
 /// One stored assignment, whichever table holds it.
 #[derive(Debug, Clone, Copy)]
@@ -185,11 +185,11 @@ pub async fn assign<A: Assignable>(
         match target {
             AssignmentTarget::User(user) => {
                 User::find_by_id(conn, user)?
-                    .ok_or_else(|| DbError::Invalid(format!("there is no user {user}")))?;
+                    .ok_or_else(|| ChangeError::invalid(format!("there is no user {user}")))?;
             }
             AssignmentTarget::Group(group) => {
                 Group::find_by_id(conn, group)?
-                    .ok_or_else(|| DbError::Invalid(format!("there is no group {group}")))?;
+                    .ok_or_else(|| ChangeError::invalid(format!("there is no group {group}")))?;
             }
         }
         let before = match A::replaced(conn, target)? {
@@ -213,7 +213,7 @@ pub async fn assign<A: Assignable>(
         ))
     })
     .await
-    .map_err(|e| db_failure(e, &missing::<A>(id), None))?;
+    .map_err(|e: ChangeError| e.answer(|e| db_failure(e, &missing::<A>(id), None)))?;
     A::changed(&state);
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -230,7 +230,7 @@ pub async fn unassign<A: Assignable>(
             .into_iter()
             .find(|a| a.id == assignment)
             .ok_or_else(|| {
-                DbError::Invalid(format!("{} {name} has no assignment {assignment}", A::NOUN))
+                ChangeError::invalid(format!("{} {name} has no assignment {assignment}", A::NOUN))
             })?;
         let before = audit_record::<A>(conn, &found, &name)?;
         A::unassign(conn, found.id)?;
@@ -245,7 +245,7 @@ pub async fn unassign<A: Assignable>(
         ))
     })
     .await
-    .map_err(|e| db_failure(e, &missing::<A>(id), None))?;
+    .map_err(|e: ChangeError| e.answer(|e| db_failure(e, &missing::<A>(id), None)))?;
     A::changed(&state);
     Ok(StatusCode::NO_CONTENT)
 }
