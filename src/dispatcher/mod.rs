@@ -830,11 +830,9 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Gives a message to the component registered for its content type:
-    /// what arrived from a device, or what one component passes another
-    /// (the Messaging Agent hands activation requests that came by e-mail
-    /// to the Policy Service this way).
-    pub async fn hand_over(&self, inbound: Inbound) {
+    /// Gives a message that arrived from a device to the component
+    /// registered for its content type.
+    async fn hand_over(&self, inbound: Inbound) {
         let handler = self
             .inner
             .handlers
