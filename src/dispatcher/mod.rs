@@ -379,13 +379,12 @@ impl Dispatcher {
             .inner
             .db
             .write(move |conn| {
-                use diesel::Connection;
                 crate::db::write_transaction(conn, |conn| {
                     Ok(writes
                         .into_iter()
                         .map(|(queued, record)| {
                             let ref_ids: Vec<RefId> = queued.iter().map(|q| q.ref_id).collect();
-                            let result = conn.transaction(|conn| {
+                            let result = crate::db::write_transaction(conn, |conn| {
                                 NewOutbound::save_all(conn, &queued, at)?;
                                 record(conn, &ref_ids)
                             });
@@ -633,8 +632,7 @@ impl Dispatcher {
             .inner
             .db
             .write(move |conn| {
-                use diesel::Connection;
-                conn.transaction(|conn| {
+                crate::db::write_transaction(conn, |conn| {
                     updates
                         .into_iter()
                         .map(|update| {

@@ -345,8 +345,7 @@ async fn complete(
     shared
         .db
         .write_sealed(move |conn, sealer| {
-            use diesel::Connection;
-            conn.transaction(|conn| {
+            crate::db::write_transaction(conn, |conn| {
                 let mut device = match Device::find_by_pin(conn, &pin)? {
                     Some(device) => device,
                     None => Device::create(

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bramble_proto::{ContentType, Pin};
-use diesel::Connection;
 use tracing::{info, warn};
 
 use super::confirmations::{send_awaited, Confirmations, Sent, Step};
@@ -112,7 +111,7 @@ impl ActivationSteps {
         let recorded = self
             .db
             .write(move |conn| {
-                conn.transaction(|conn| {
+                crate::db::write_transaction(conn, |conn| {
                     let current = User::find_by_id(conn, user)?.map(|u| u.activation_status);
                     // Whichever policy it was, a named one or the catalog's
                     // defaults: the device applied the one it was sent.

@@ -17,7 +17,6 @@ use std::time::Instant;
 
 use bramble_proto::policy::{Command, CommandDocument};
 use bramble_proto::{ContentType, Pin};
-use diesel::Connection;
 use tracing::{info, warn};
 
 use super::confirmations::{Confirmations, Sent, Step};
@@ -206,7 +205,7 @@ impl Commands {
         let result = self
             .db
             .write(move |conn| {
-                conn.transaction(|conn| {
+                crate::db::write_transaction(conn, |conn| {
                     AdminCommand::set_state(
                         conn,
                         command,

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use bramble_proto::activation::{fresh_key_id, rekey, ActivationMessage, Ephemeral};
 use bramble_proto::{ContentType, Pin};
-use diesel::Connection;
 use tracing::{info, warn};
 
 use super::PolicySettings;
@@ -201,7 +200,7 @@ impl KeyChanges {
         let target = r.target;
         self.db
             .write_sealed_as(move |conn, sealer| {
-                conn.transaction(|conn| {
+                crate::db::write_transaction(conn, |conn| {
                     let device =
                         Device::find_by_pin(conn, &pin)?.ok_or(KeyChangeError::DeviceGone(pin))?;
                     DeviceKey::save_slot(

@@ -119,7 +119,7 @@ pub fn record_status(
     status: ActivationStatus,
     at: PrimitiveDateTime,
 ) -> DbResult<bool> {
-    conn.transaction(|conn| {
+    crate::db::write_transaction(conn, |conn| {
         let updated = diesel::update(users::table.find(user))
             .set((
                 users::activation_status.eq(status.as_str()),
@@ -188,7 +188,7 @@ pub fn advance(
     to: ActivationStatus,
     at: PrimitiveDateTime,
 ) -> Result<(), ActivationStepError> {
-    conn.transaction(|conn| {
+    crate::db::write_transaction(conn, |conn| {
         let from = User::find_by_id(conn, user)?
             .ok_or(ActivationStepError::NoUser(user))?
             .activation_status;
@@ -274,7 +274,7 @@ impl ActivationPassword {
             }
         })?;
         let sealed_secret = sealer.seal(&secret_context(user), &secret)?;
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let row = diesel::insert_into(activation_passwords::table)
                 .values((
                     activation_passwords::user_id.eq(user),
@@ -350,7 +350,7 @@ impl ActivationPassword {
                 .and(activation_passwords::failed_attempts.lt(MAX_FAILED_ATTEMPTS))
                 .and(activation_passwords::expires_at.gt(now));
             if matches(&row.password_hash, candidate) {
-                let used = conn.transaction(|conn| {
+                let used = crate::db::write_transaction(conn, |conn| {
                     let deleted = diesel::delete(activation_passwords::table.filter(same_row))
                         .execute(conn)?;
                     if deleted == 1 {
@@ -434,7 +434,7 @@ impl ActivationPassword {
     /// The exchange was confirmed: the password is used up (deleted) and
     /// the user is "Activating". Returns false if it was already gone.
     pub fn consume(conn: &mut Conn, user: UserId, now: PrimitiveDateTime) -> DbResult<bool> {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let deleted = diesel::delete(activation_passwords::table.find(user)).execute(conn)? > 0;
             record_status(conn, user, ActivationStatus::Activating, now)?;
             Ok(deleted)

@@ -134,7 +134,7 @@ impl AdminCommand {
                 "a command needs at least one device".into(),
             ));
         }
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let id: AdminCommandId = diesel::insert_into(admin_commands::table)
                 .values((
                     admin_commands::kind.eq(kind.as_str()),

@@ -151,7 +151,7 @@ impl Administrator {
         conn: &mut Conn,
         new: &NewAdministrator,
     ) -> DbResult<Administrator> {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let admin = new.save(conn)?;
             let role = Role::find_by_name(conn, SECURITY_ADMINISTRATOR)?.ok_or_else(|| {
                 DbError::Damaged("the Security Administrator role is missing".into())

@@ -284,7 +284,7 @@ impl DeviceKey {
     /// pending key becomes current. Keys are sealed again for their new slot.
     /// Returns false, changing nothing, if there is no pending key.
     pub fn promote_pending(conn: &mut Conn, sealer: &Sealer, device: DeviceId) -> DbResult<bool> {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             if DeviceKey::find_slot(conn, device, KeySlot::Pending)?.is_none() {
                 return Ok(false);
             }

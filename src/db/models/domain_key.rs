@@ -54,7 +54,7 @@ impl StoredDomainKey {
         public_key: &[u8],
         sealed_private_key: &[u8],
     ) -> DbResult<StoredDomainKey> {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             diesel::insert_into(domain_keys::table)
                 .values((
                     domain_keys::id.eq(1),

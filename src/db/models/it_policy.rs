@@ -162,7 +162,7 @@ impl ItPolicy {
     /// one, in one transaction (the database allows one default at most).
     /// Returns false if there is no such policy; nothing changes then.
     pub fn set_default(conn: &mut Conn, id: ItPolicyId) -> DbResult<bool> {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             if ItPolicy::find_by_id(conn, id)?.is_none() {
                 return Ok(false);
             }
@@ -225,7 +225,7 @@ impl ItPolicy {
         bramble_proto::catalog::validate(rule.trim(), value)
             .map_err(|e| DbError::Invalid(e.to_string()))?;
         let text = value.to_string();
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             diesel::insert_into(it_policy_rules::table)
                 .values((
                     it_policy_rules::policy_id.eq(policy),
@@ -243,7 +243,7 @@ impl ItPolicy {
 
     /// Removes a rule, so the device falls back to the rule's default.
     pub fn delete_rule(conn: &mut Conn, policy: ItPolicyId, rule: &str) -> DbResult<bool> {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let deleted = diesel::delete(
                 it_policy_rules::table
                     .filter(it_policy_rules::policy_id.eq(policy))

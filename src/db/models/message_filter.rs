@@ -148,7 +148,7 @@ impl NewMessageFilter {
     pub fn save(&self, conn: &mut Conn) -> DbResult<MessageFilter> {
         check_name(&self.name)?;
         let conditions = conditions_json(&self.conditions)?;
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let last: Option<i32> = scope(self.user_id)
                 .select(diesel::dsl::max(message_filters::position))
                 .first(conn)?;
@@ -246,7 +246,7 @@ impl MessageFilter {
         user: Option<UserId>,
         ordered: &[MessageFilterId],
     ) -> DbResult<()> {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let mut existing: Vec<MessageFilterId> =
                 scope(user).select(message_filters::id).load(conn)?;
             let mut wanted = ordered.to_vec();

@@ -115,7 +115,7 @@ impl NewOutbound {
         batch: &[NewOutbound],
         at: PrimitiveDateTime,
     ) -> DbResult<Vec<OutboundId>> {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             batch
                 .iter()
                 .map(|m| {

@@ -114,7 +114,7 @@ impl ServiceBook {
             return Err(DbError::Invalid("a service book record needs a UID".into()));
         }
         let text = content.to_string();
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let existing = service_books::table
                 .filter(service_books::device_id.eq(device))
                 .filter(service_books::kind.eq(kind.as_str()))

@@ -255,7 +255,7 @@ impl SoftwareConfiguration {
             AssignmentTarget::User(user) => (Some(user), None),
             AssignmentTarget::Group(group) => (None, Some(group)),
         };
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let existing = software_assignments::table
                 .filter(software_assignments::configuration_id.eq(configuration))
                 .filter(software_assignments::user_id.is(user))

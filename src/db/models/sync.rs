@@ -544,7 +544,7 @@ impl SyncItem {
         db: OrganizerDatabase,
         items: &[SyncItem],
     ) -> DbResult<()> {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             for item in items {
                 diesel::replace_into(sync_items::table)
                     .values((
