@@ -2,7 +2,12 @@
 //!
 //! diesel over an r2d2 pool of SQLite connections (bundled SQLite, so no
 //! system library is needed on Windows or macOS). Every connection gets WAL,
-//! `busy_timeout` and foreign keys when the pool hands it out. Queries run
+//! `synchronous = FULL`, `busy_timeout` and foreign keys when the pool hands
+//! it out. FULL because a commit is what a device or an administrator is
+//! told "accepted" on (a message in the outbox, a queued command, a console
+//! change): in WAL mode NORMAL may lose the last commits on power loss,
+//! FULL syncs the log at every commit so an acknowledged write survives it
+//! (`docs/operations.md`, "The Configuration Database"). Queries run
 //! off the async threads through [`Database::run`]. Migrations live in
 //! `migrations/sqlite/`, are embedded in the binary and run at start-up.
 //!
@@ -175,7 +180,7 @@ struct Pragmas {
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(&format!(
-            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
             self.busy_timeout_ms
         ))
         .map_err(diesel::r2d2::Error::QueryError)
@@ -643,6 +648,24 @@ mod tests {
         });
         held_rx.recv().unwrap();
         (release_tx, holder)
+    }
+
+    #[test]
+    fn every_pooled_connection_syncs_each_commit() {
+        #[derive(QueryableByName)]
+        struct Synchronous {
+            #[diesel(sql_type = Integer)]
+            synchronous: i32,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open_path(&dir.path().join("bramble.db"), 2, 5_000).unwrap();
+        let level = db
+            .run_blocking(|conn| {
+                Ok(diesel::sql_query("PRAGMA synchronous").get_result::<Synchronous>(conn)?)
+            })
+            .unwrap();
+        // 2 is FULL: the write-ahead log is flushed at every commit.
+        assert_eq!(level.synchronous, 2);
     }
 
     #[test]
