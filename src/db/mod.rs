@@ -2,7 +2,12 @@
 //!
 //! diesel over an r2d2 pool of SQLite connections (bundled SQLite, so no
 //! system library is needed on Windows or macOS). Every connection gets WAL,
-//! `busy_timeout` and foreign keys when the pool hands it out. Queries run
+//! `synchronous = FULL`, `busy_timeout` and foreign keys when the pool hands
+//! it out. FULL because a commit is what a device or an administrator is
+//! told "accepted" on (a message in the outbox, a queued command, a console
+//! change): in WAL mode NORMAL may lose the last commits on power loss,
+//! FULL syncs the log at every commit so an acknowledged write survives it
+//! (`docs/operations.md`, "The Configuration Database"). Queries run
 //! off the async threads through [`Database::run`]. Migrations live in
 //! `migrations/sqlite/`, are embedded in the binary and run at start-up.
 //!
@@ -64,6 +69,15 @@ pub enum DbError {
     NotSqlite { path: PathBuf },
     #[error("{path} is damaged: SQLite's consistency check reports \"{report}\". Restore it from a backup or move it aside to start with an empty database; Bramble did not change it.")]
     Corrupt { path: PathBuf, report: String },
+    /// Another program (or another Bramble) held the file locked for longer
+    /// than `[database] busy_timeout_ms` while it was being checked or
+    /// opened. Not damage: the file is fine and was not changed.
+    #[error("{path} is locked by another program ({report}) for longer than {waited_ms} ms; stop that program or wait for it to finish and try again, or raise `[database] busy_timeout_ms`. Bramble did not change it.")]
+    Locked {
+        path: PathBuf,
+        report: String,
+        waited_ms: u32,
+    },
     #[error("{path} is an SQLite database of another application (application id {application_id:#x}, {tables} tables). Point `[database] path` at a Bramble database or an empty location; Bramble did not change it.")]
     Foreign {
         path: PathBuf,
@@ -110,6 +124,7 @@ impl DbError {
             DbError::DataDirUnwritable { .. } => "DATA_DIR_UNWRITABLE",
             DbError::NotSqlite { .. } => "DB_NOT_SQLITE",
             DbError::Corrupt { .. } => "DB_CORRUPT",
+            DbError::Locked { .. } => "DB_LOCKED",
             DbError::Foreign { .. } => "DB_FOREIGN",
             DbError::TooNew { .. } => "DB_TOO_NEW",
             DbError::Open { .. } => "DB_OPEN_FAILED",
@@ -165,7 +180,7 @@ struct Pragmas {
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(&format!(
-            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
             self.busy_timeout_ms
         ))
         .map_err(diesel::r2d2::Error::QueryError)
@@ -207,21 +222,34 @@ impl Database {
     pub fn open_path(path: &Path, pool_size: u32, busy_timeout_ms: u32) -> DbResult<Database> {
         let folder = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         ensure_writable_folder(&folder)?;
-        inspect(path)?;
+        inspect(path, busy_timeout_ms)?;
         let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());
         let pool = Pool::builder()
             .max_size(pool_size.max(1))
             .connection_timeout(Duration::from_secs(30))
             .connection_customizer(Box::new(Pragmas { busy_timeout_ms }))
             .build(manager)
-            .map_err(|e| DbError::Open {
-                path: path.to_path_buf(),
-                message: e.to_string(),
+            .map_err(|e| {
+                let message = e.to_string();
+                if is_locked(&message) {
+                    locked(path, message, busy_timeout_ms)
+                } else {
+                    DbError::Open {
+                        path: path.to_path_buf(),
+                        message,
+                    }
+                }
             })?;
         {
             let mut conn = pool.get()?;
-            conn.run_pending_migrations(MIGRATIONS)
-                .map_err(|e| DbError::Migration(e.to_string()))?;
+            conn.run_pending_migrations(MIGRATIONS).map_err(|e| {
+                let message = e.to_string();
+                if is_locked(&message) {
+                    locked(path, message, busy_timeout_ms)
+                } else {
+                    DbError::Migration(message)
+                }
+            })?;
         }
         let sealer = Sealer::load_or_create(&key_path(path))?;
         tracing::info!(target: "bramble::db", path = %path.display(), "Configuration Database ready");
@@ -235,8 +263,9 @@ impl Database {
 
     /// Reports on a database without changing it: whether it exists, which
     /// migrations are applied and which are pending. Fails as `open` would
-    /// for a foreign, damaged or too-new file.
-    pub fn check(path: &Path) -> DbResult<Health> {
+    /// for a foreign, damaged or too-new file, and waits up to
+    /// `busy_timeout_ms` for a lock another program holds.
+    pub fn check(path: &Path, busy_timeout_ms: u32) -> DbResult<Health> {
         if !path.exists() {
             return Ok(Health {
                 path: path.to_path_buf(),
@@ -245,9 +274,9 @@ impl Database {
                 pending: migration_versions(),
             });
         }
-        inspect(path)?;
-        let mut conn = establish(path)?;
-        let applied = applied_versions(&mut conn)?;
+        inspect(path, busy_timeout_ms)?;
+        let mut conn = establish(path, busy_timeout_ms)?;
+        let applied = applied_versions(&mut conn).map_err(|e| lock_or(path, busy_timeout_ms, e))?;
         let pending = migration_versions()
             .into_iter()
             .filter(|v| !applied.contains(v))
@@ -390,15 +419,53 @@ fn ensure_writable_folder(folder: &Path) -> DbResult<()> {
     Ok(())
 }
 
-fn establish(path: &Path) -> DbResult<SqliteConnection> {
-    SqliteConnection::establish(&path.to_string_lossy()).map_err(|e| DbError::Open {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+/// A connection of its own for the checks made before the pool exists. It
+/// waits for locks as long as the pool's connections would: a server
+/// starting beside a command (or a backup tool) holds the file briefly,
+/// which is no reason to refuse it.
+fn establish(path: &Path, busy_timeout_ms: u32) -> DbResult<SqliteConnection> {
+    let mut conn =
+        SqliteConnection::establish(&path.to_string_lossy()).map_err(|e| DbError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    conn.batch_execute(&format!("PRAGMA busy_timeout = {busy_timeout_ms};"))
+        .map_err(|e| DbError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    Ok(conn)
 }
 
-/// Refuses files that are not ours; touches nothing.
-fn inspect(path: &Path) -> DbResult<()> {
+/// Whether SQLite's words say the file was locked (`SQLITE_BUSY`,
+/// `SQLITE_LOCKED`) rather than anything about its contents. diesel passes
+/// on SQLite's message but not its result code; these messages are
+/// SQLite's fixed texts for those two codes.
+fn is_locked(message: &str) -> bool {
+    message.contains("database is locked") || message.contains("database table is locked")
+}
+
+fn locked(path: &Path, report: String, waited_ms: u32) -> DbError {
+    DbError::Locked {
+        path: path.to_path_buf(),
+        report,
+        waited_ms,
+    }
+}
+
+/// A lock that outlasted the busy timeout, told as one; any other error
+/// as it was.
+fn lock_or(path: &Path, waited_ms: u32, e: DbError) -> DbError {
+    match &e {
+        DbError::Query(q) if is_locked(&q.to_string()) => locked(path, q.to_string(), waited_ms),
+        _ => e,
+    }
+}
+
+/// Refuses files that are not ours; touches nothing. Waits up to
+/// `busy_timeout_ms` for another program's lock, and reports one that
+/// outlasts it as [`DbError::Locked`], never as damage.
+fn inspect(path: &Path, busy_timeout_ms: u32) -> DbResult<()> {
     let len = match std::fs::metadata(path) {
         Ok(meta) => meta.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -425,32 +492,42 @@ fn inspect(path: &Path) -> DbResult<()> {
             });
         }
     }
-    let mut conn = establish(path)?;
-    let corrupt = |report: String| DbError::Corrupt {
-        path: path.to_path_buf(),
-        report,
+    let mut conn = establish(path, busy_timeout_ms)?;
+    let corrupt = |e: diesel::result::Error| {
+        let report = e.to_string();
+        if is_locked(&report) {
+            locked(path, report, busy_timeout_ms)
+        } else {
+            DbError::Corrupt {
+                path: path.to_path_buf(),
+                report,
+            }
+        }
     };
     let report = diesel::sql_query("PRAGMA quick_check")
         .load::<QuickCheckRow>(&mut conn)
-        .map_err(|e| corrupt(e.to_string()))?;
+        .map_err(corrupt)?;
     let problems: Vec<String> = report
         .into_iter()
         .map(|r| r.quick_check)
         .filter(|line| line != "ok")
         .collect();
     if !problems.is_empty() {
-        return Err(corrupt(problems.join("; ")));
+        return Err(DbError::Corrupt {
+            path: path.to_path_buf(),
+            report: problems.join("; "),
+        });
     }
     let application_id =
         diesel::sql_query("SELECT application_id AS value FROM pragma_application_id()")
             .get_result::<IntRow>(&mut conn)
-            .map_err(|e| corrupt(e.to_string()))?
+            .map_err(corrupt)?
             .value;
     let tables = diesel::sql_query(
         "SELECT count(*) AS value FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name != '__diesel_schema_migrations'",
     )
     .get_result::<CountRow>(&mut conn)
-    .map_err(|e| corrupt(e.to_string()))?
+    .map_err(corrupt)?
     .value;
     if application_id != APPLICATION_ID && (application_id != 0 || tables > 0) {
         return Err(DbError::Foreign {
@@ -460,7 +537,8 @@ fn inspect(path: &Path) -> DbResult<()> {
         });
     }
     let known = migration_versions();
-    let unknown: Vec<String> = applied_versions(&mut conn)?
+    let unknown: Vec<String> = applied_versions(&mut conn)
+        .map_err(|e| lock_or(path, busy_timeout_ms, e))?
         .into_iter()
         .filter(|v| !known.contains(v))
         .collect();
@@ -534,4 +612,105 @@ where
 pub fn now() -> time::PrimitiveDateTime {
     let now = time::OffsetDateTime::now_utc();
     time::PrimitiveDateTime::new(now.date(), now.time())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// A Bramble database left in SQLite's rollback-journal mode, the mode
+    /// a fresh file is in while the first server sets it up: there a
+    /// writer's exclusive lock keeps every reader out.
+    fn rollback_mode_database(dir: &Path) -> PathBuf {
+        let path = dir.join("bramble.db");
+        drop(Database::open_path(&path, 1, 5_000).unwrap());
+        let mut conn = SqliteConnection::establish(&path.to_string_lossy()).unwrap();
+        conn.batch_execute("PRAGMA journal_mode = DELETE;").unwrap();
+        path
+    }
+
+    /// Another program's connection holding the whole file until `release`
+    /// is called.
+    fn hold_exclusive(path: &Path) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let path = path.to_path_buf();
+        let holder = std::thread::spawn(move || {
+            let mut conn = SqliteConnection::establish(&path.to_string_lossy()).unwrap();
+            conn.batch_execute(
+                "BEGIN EXCLUSIVE; UPDATE __diesel_schema_migrations SET run_on = run_on;",
+            )
+            .unwrap();
+            held_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            conn.batch_execute("COMMIT;").unwrap();
+        });
+        held_rx.recv().unwrap();
+        (release_tx, holder)
+    }
+
+    #[test]
+    fn every_pooled_connection_syncs_each_commit() {
+        #[derive(QueryableByName)]
+        struct Synchronous {
+            #[diesel(sql_type = Integer)]
+            synchronous: i32,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open_path(&dir.path().join("bramble.db"), 2, 5_000).unwrap();
+        let level = db
+            .run_blocking(|conn| {
+                Ok(diesel::sql_query("PRAGMA synchronous").get_result::<Synchronous>(conn)?)
+            })
+            .unwrap();
+        // 2 is FULL: the write-ahead log is flushed at every commit.
+        assert_eq!(level.synchronous, 2);
+    }
+
+    #[test]
+    fn a_lock_released_within_the_busy_timeout_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = rollback_mode_database(dir.path());
+        let (release, holder) = hold_exclusive(&path);
+        // Released while the opener waits; released earlier, the open would
+        // succeed anyway, so the moment only decides whether waiting is
+        // exercised, never the outcome.
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = release.send(());
+        });
+        let health = Database::check(&path, 60_000).expect("check waits for the lock");
+        assert!(health.exists && health.pending.is_empty());
+        let db = Database::open_path(&path, 1, 60_000).expect("open waits for the lock");
+        db.run_blocking(applied_versions).unwrap();
+        releaser.join().unwrap();
+        holder.join().unwrap();
+    }
+
+    #[test]
+    fn a_lock_held_past_the_busy_timeout_is_reported_as_locked_not_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = rollback_mode_database(dir.path());
+        let before = std::fs::read(&path).unwrap();
+        let (release, holder) = hold_exclusive(&path);
+        let opened = Database::open_path(&path, 1, 50).map(|_| ());
+        let checked = Database::check(&path, 50).map(|_| ());
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        for result in [opened, checked] {
+            let e = result.expect_err("the file is locked");
+            assert_eq!(e.code(), "DB_LOCKED", "{e}");
+            let words = e.to_string();
+            assert!(words.contains("locked by another program"), "{words}");
+            assert!(words.contains("did not change it"), "{words}");
+        }
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file is unchanged"
+        );
+        // Once the other program is done, the same file opens.
+        Database::open_path(&path, 1, 5_000).unwrap();
+    }
 }

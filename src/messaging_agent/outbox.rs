@@ -8,6 +8,14 @@
 //! the server's words). After submission a copy is filed in the user's Sent
 //! folder when the user's setting says so. A reply or forward names the
 //! original by RefID; its text is read from the mailbox and added here.
+//!
+//! Once the SMTP server has accepted a message it is never submitted again:
+//! if recording the submission fails (a full disk, a database busy past its
+//! timeout), the entry is kept in memory as [`Accepted`] and only the record
+//! is tried again each `smtp_retry_secs`, while the entry, still in the
+//! outbox table, is passed over. The memory lasts as long as the process:
+//! an entry whose record never succeeded before the server stopped is sent
+//! again after the restart (the one case left where a copy can repeat).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,7 +90,14 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
         }
     };
     let retry = Duration::from_secs(shared.settings.smtp_retry_secs.max(1));
+    // Accepted by the SMTP server, record not yet written.
+    let mut unrecorded: Vec<Accepted> = Vec::new();
     loop {
+        for accepted in std::mem::take(&mut unrecorded) {
+            if let Some(again) = finish(&shared, accepted).await {
+                unrecorded.push(again);
+            }
+        }
         let due = shared
             .db
             .run(|conn| OutboxEntry::find_due(conn, now(), 50))
@@ -93,7 +108,12 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
                     if cancel.is_cancelled() {
                         return;
                     }
-                    submit(&shared, &transport, entry).await;
+                    if unrecorded.iter().any(|a| a.id == entry.id) {
+                        continue;
+                    }
+                    if let Some(again) = submit(&shared, &transport, entry).await {
+                        unrecorded.push(again);
+                    }
                 }
             }
             Err(e) => warn!(target: "bramble::messaging_agent", "cannot read the outbox: {e}"),
@@ -106,6 +126,67 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     }
 }
 
+/// A message the SMTP server took, with what its record needs.
+struct Accepted {
+    id: i64,
+    ref_id: bramble_proto::RefId,
+    user: User,
+    subject: String,
+    raw: Vec<u8>,
+}
+
+/// Records an accepted message and files its copy in Sent. Gives it back
+/// when the record could not be written, to be recorded (never sent)
+/// again.
+async fn finish(shared: &Arc<Shared>, accepted: Accepted) -> Option<Accepted> {
+    let (id, ref_id, user_id) = (accepted.id, accepted.ref_id, accepted.user.id);
+    let subject = accepted.subject.clone();
+    let recorded = shared
+        .db
+        .write(move |conn| {
+            crate::db::write_transaction(conn, |conn| {
+                OutboxEntry::delete(conn, id)?;
+                let message = match Message::find_by_ref_id(conn, &ref_id)? {
+                    Some(m) => m,
+                    None => Message::create(
+                        conn,
+                        &NewMessage {
+                            ref_id,
+                            user_id: Some(user_id),
+                            device_id: None,
+                            direction: Direction::FromDevice,
+                            status: MessageStatus::Sent,
+                            subject,
+                        },
+                    )?,
+                };
+                Message::record_hop(conn, message.id, Hop::Smtp, "submitted")?;
+                Statistics::increment(conn, Some(user_id), Counter::Sent, 1)?;
+                MailboxState::find(conn, user_id).map(|s| s.save_sent)
+            })
+        })
+        .await;
+    let save_sent = match recorded {
+        Ok(save) => save,
+        Err(e) => {
+            warn!(target: "bramble::messaging_agent", %ref_id, "sent, but not recorded: {e}; the record is tried again in {}s and the message is not sent again", shared.settings.smtp_retry_secs.max(1));
+            return Some(accepted);
+        }
+    };
+    if save_sent {
+        if let Err(e) = file_sent(
+            &shared.settings,
+            &accepted.user.mailbox_login,
+            &accepted.raw,
+        )
+        .await
+        {
+            warn!(target: "bramble::messaging_agent", user = %accepted.user.email, %ref_id, "sent, but no copy filed in {}: {e}", shared.settings.sent_folder);
+        }
+    }
+    None
+}
+
 enum Outcome {
     Sent(Vec<u8>),
     /// Try again later.
@@ -114,7 +195,13 @@ enum Outcome {
     Refused(String),
 }
 
-async fn submit(shared: &Arc<Shared>, transport: &Transport, entry: OutboxEntry) {
+/// Sends one due entry; gives back a message the SMTP server accepted but
+/// whose record could not be written.
+async fn submit(
+    shared: &Arc<Shared>,
+    transport: &Transport,
+    entry: OutboxEntry,
+) -> Option<Accepted> {
     let user_id = entry.user_id;
     let user = match shared
         .db
@@ -128,11 +215,11 @@ async fn submit(shared: &Arc<Shared>, transport: &Transport, entry: OutboxEntry)
                 .db
                 .run(move |conn| OutboxEntry::delete(conn, id))
                 .await;
-            return;
+            return None;
         }
         Err(e) => {
             warn!(target: "bramble::messaging_agent", "cannot read the user of outgoing mail: {e}");
-            return;
+            return None;
         }
     };
     let compose = serde_json::from_str::<Compose>(&entry.compose);
@@ -143,45 +230,15 @@ async fn submit(shared: &Arc<Shared>, transport: &Transport, entry: OutboxEntry)
     let (ref_id, pin, id) = (entry.ref_id, entry.pin, entry.id);
     match outcome {
         Outcome::Sent(raw) => {
-            let subject = compose.map(|c| c.subject).unwrap_or_default();
-            let recorded = shared
-                .db
-                .write(move |conn| {
-                    crate::db::write_transaction(conn, |conn| {
-                        OutboxEntry::delete(conn, id)?;
-                        let message = match Message::find_by_ref_id(conn, &ref_id)? {
-                            Some(m) => m,
-                            None => Message::create(
-                                conn,
-                                &NewMessage {
-                                    ref_id,
-                                    user_id: Some(user_id),
-                                    device_id: None,
-                                    direction: Direction::FromDevice,
-                                    status: MessageStatus::Sent,
-                                    subject,
-                                },
-                            )?,
-                        };
-                        Message::record_hop(conn, message.id, Hop::Smtp, "submitted")?;
-                        Statistics::increment(conn, Some(user_id), Counter::Sent, 1)?;
-                        MailboxState::find(conn, user_id).map(|s| s.save_sent)
-                    })
-                })
-                .await;
-            let save_sent = match recorded {
-                Ok(save) => save,
-                Err(e) => {
-                    warn!(target: "bramble::messaging_agent", %ref_id, "sent, but not recorded: {e}");
-                    false
-                }
-            };
             info!(target: "bramble::messaging_agent", user = %user.email, %ref_id, "mail from the device sent");
-            if save_sent {
-                if let Err(e) = file_sent(&shared.settings, &user.mailbox_login, &raw).await {
-                    warn!(target: "bramble::messaging_agent", user = %user.email, %ref_id, "sent, but no copy filed in {}: {e}", shared.settings.sent_folder);
-                }
-            }
+            let accepted = Accepted {
+                id,
+                ref_id,
+                user,
+                subject: compose.map(|c| c.subject).unwrap_or_default(),
+                raw,
+            };
+            let unrecorded = finish(shared, accepted).await;
             reply(
                 shared,
                 pin,
@@ -192,6 +249,7 @@ async fn submit(shared: &Arc<Shared>, transport: &Transport, entry: OutboxEntry)
                 },
             )
             .await;
+            unrecorded
         }
         Outcome::Later(reason) => {
             warn!(target: "bramble::messaging_agent", user = %user.email, %ref_id, attempts = entry.attempts + 1, "mail from the device waits in the outbox: {reason}");
@@ -201,6 +259,7 @@ async fn submit(shared: &Arc<Shared>, transport: &Transport, entry: OutboxEntry)
                 .db
                 .write(move |conn| OutboxEntry::defer(conn, id, next, &reason))
                 .await;
+            None
         }
         Outcome::Refused(reason) => {
             warn!(target: "bramble::messaging_agent", user = %user.email, %ref_id, "mail from the device refused: {reason}");
@@ -237,6 +296,7 @@ async fn submit(shared: &Arc<Shared>, transport: &Transport, entry: OutboxEntry)
                 },
             )
             .await;
+            None
         }
     }
 }

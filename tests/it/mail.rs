@@ -25,6 +25,7 @@ use bramble_proto::envelope::TransportKey;
 use bramble_proto::{ContentType, Pin, RefId};
 use bramble_testbed::lmtp::Lmtp;
 use bramble_testbed::{pilot, send_mail, Testbed, TestbedInfo, TestbedOptions};
+use diesel::RunQueryDsl;
 use futures::TryStreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -745,6 +746,152 @@ async fn a_mailbox_deleted_on_the_server_is_watched_again_when_it_returns() {
         state.uid_validity, before.uid_validity,
         "the recreated mailbox is followed under its new UIDVALIDITY"
     );
+    phone.close().await;
+    bed.stop().await;
+}
+
+/// How often the Messaging Agent has logged, per RefID, that mail the SMTP
+/// server accepted was not recorded: the line an administrator sees while
+/// the database refuses writes.
+fn unrecorded_reports() -> &'static std::sync::Mutex<std::collections::HashMap<String, usize>> {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    static REPORTS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    > = std::sync::OnceLock::new();
+
+    #[derive(Default)]
+    struct Fields {
+        message: String,
+        ref_id: String,
+    }
+    impl tracing::field::Visit for Fields {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            match field.name() {
+                "message" => self.message = format!("{value:?}"),
+                "ref_id" => self.ref_id = format!("{value:?}"),
+                _ => {}
+            }
+        }
+    }
+    struct Count;
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
+        // Only the agent's warnings: the rest of the binary logs nothing.
+        fn enabled(
+            &self,
+            metadata: &tracing::Metadata<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) -> bool {
+            metadata.target() == "bramble::messaging_agent"
+                && *metadata.level() <= tracing::Level::WARN
+        }
+
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if event.metadata().target() != "bramble::messaging_agent" {
+                return;
+            }
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            if fields.message.contains("not recorded") {
+                if let Some(reports) = REPORTS.get() {
+                    *reports.lock().unwrap().entry(fields.ref_id).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    REPORTS.get_or_init(|| {
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Count));
+        std::sync::Mutex::new(std::collections::HashMap::new())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_mail_whose_record_fails_leaves_once() {
+    let reports = unrecorded_reports();
+    let bed = bed(2, |s| s.mail.smtp_retry_secs = 1).await;
+    let phone = bed.phone(0).await;
+    let db = bed.db().clone();
+    // The fault a real server cannot be made to produce on demand: the
+    // database refuses the write that records a submitted message (as on
+    // a full disk), every time, until the trigger is dropped.
+    db.run(|conn| {
+        diesel::sql_query(
+            "CREATE TRIGGER record_fails BEFORE DELETE ON mail_outbox \
+             BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+        )
+        .execute(conn)?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    let ref_id = send(
+        &phone,
+        &Cmime::Compose(Compose {
+            to: vec![bed.info().users[1].address.clone()],
+            subject: "Recorded late".into(),
+            text: "one copy only".into(),
+            ..Compose::default()
+        }),
+    )
+    .await;
+    // The device is told it was sent: the SMTP server took it.
+    loop {
+        match next(&phone).await {
+            (
+                _,
+                Cmime::SendStatus {
+                    status: SendState::Accepted,
+                    ..
+                },
+            ) => continue,
+            (_, Cmime::SendStatus { of, status, .. }) => {
+                assert_eq!((of, status), (ref_id, SendState::Sent));
+                break;
+            }
+            _ => continue,
+        }
+    }
+    // The first failed record and three retry periods after it.
+    let key = ref_id.to_string();
+    crate::fixture::wait_until(PATIENCE, "the record failed four times", || async {
+        reports.lock().unwrap().get(&key).copied().unwrap_or(0) >= 4
+    })
+    .await;
+    db.run(|conn| {
+        diesel::sql_query("DROP TRIGGER record_fails").execute(conn)?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    // Count once nothing is left that could still bring a copy: the
+    // outbox is empty (recorded at last) and Postfix has delivered all it
+    // accepted.
+    crate::fixture::wait_until(
+        PATIENCE,
+        "the outbox and Postfix's queue are empty",
+        || async {
+            db.run(OutboxEntry::count).await.unwrap() == 0 && bed.testbed.mail_queue_is_empty()
+        },
+    )
+    .await;
+    let inbox = wait_folder(bed.info(), "user2", "INBOX", 1).await;
+    assert_eq!(inbox.len(), 1, "sent exactly once: {inbox:?}");
+    assert!(inbox[0].contains("one copy only"));
+    let recorded = db
+        .run(move |conn| Message::find_by_ref_id(conn, &ref_id))
+        .await
+        .unwrap()
+        .expect("the message is recorded once the database takes writes");
+    assert_eq!(recorded.status, MessageStatus::Sent);
+    assert_eq!(bed.stats(0).await.sent, 1);
+
     phone.close().await;
     bed.stop().await;
 }

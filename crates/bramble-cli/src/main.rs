@@ -215,7 +215,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let db =
                 Database::open(&settings.database()).map_err(|e| Failure::from((e.code(), &e)))?;
-            let health = Database::check(db.path()).map_err(|e| Failure::from((e.code(), &e)))?;
+            let health = Database::check(db.path(), settings.database().busy_timeout_ms)
+                .map_err(|e| Failure::from((e.code(), &e)))?;
             println!(
                 "Configuration Database {} is up to date ({} schema versions applied).",
                 health.path.display(),
@@ -226,8 +227,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Db {
             command: DbCommand::Check,
         } => {
-            let health = Database::check(&settings.database_path())
-                .map_err(|e| Failure::from((e.code(), &e)))?;
+            let health = Database::check(
+                &settings.database_path(),
+                settings.database().busy_timeout_ms,
+            )
+            .map_err(|e| Failure::from((e.code(), &e)))?;
             if !health.exists {
                 println!(
                     "No Configuration Database at {} yet; `bramble db migrate` or `bramble serve` creates it.",
