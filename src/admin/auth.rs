@@ -24,8 +24,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::extract::Body;
-use super::permission::{Grants, Permission};
 use super::origin::PeerAddress;
+use super::permission::{Grants, Permission};
 use super::throttle::{Busy, Refused};
 use super::ConsoleSettings;
 use super::ServerState;

@@ -33,6 +33,13 @@ use super::{ApiError, ServerState, DESKTOP_ORIGINS};
 /// The header the desktop window sends its launch secret in.
 pub const LAUNCH_HEADER: HeaderName = HeaderName::from_static("x-bramble-launch");
 
+/// A new launch secret (256 random bits, hex) for a desktop launch.
+pub fn new_launch_secret() -> Result<String, openssl::error::ErrorStack> {
+    let mut bytes = [0u8; 32];
+    openssl::rand::rand_bytes(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// The client's address, when the request came over a socket.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddress(pub Option<IpAddr>);
@@ -130,11 +137,11 @@ pub async fn check(State(state): State<ServerState>, request: Request, next: Nex
     }
     if let Some(secret) = &state.settings.admin.launch_secret {
         let given = header_str(headers, &LAUNCH_HEADER).unwrap_or_default();
-        let matches = given.len() == secret.len()
-            && openssl::memcmp::eq(given.as_bytes(), secret.as_bytes());
+        let matches =
+            given.len() == secret.len() && openssl::memcmp::eq(given.as_bytes(), secret.as_bytes());
         // Preflight requests cannot carry it; CORS answers them.
-        let exempt = request.uri().path() == "/health"
-            || request.method() == axum::http::Method::OPTIONS;
+        let exempt =
+            request.uri().path() == "/health" || request.method() == axum::http::Method::OPTIONS;
         if !matches && !exempt {
             return refused(
                 StatusCode::FORBIDDEN,

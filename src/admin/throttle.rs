@@ -181,12 +181,7 @@ impl SignInThrottle {
     /// Admits an attempt and counts it as failed until [`Self::succeeded`]
     /// says otherwise; or says how long the address or login must wait.
     /// Check and count happen under one lock.
-    pub fn admit(
-        &self,
-        login: &str,
-        address: Option<IpAddr>,
-        now: Instant,
-    ) -> Result<(), Refused> {
+    pub fn admit(&self, login: &str, address: Option<IpAddr>, now: Instant) -> Result<(), Refused> {
         let Ok(mut tables) = self.tables.lock() else {
             return Ok(());
         };
@@ -293,9 +288,17 @@ impl SignIns {
         &self,
         check: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Busy> {
-        let _admitted: OwnedSemaphorePermit =
-            self.admitted.clone().try_acquire_owned().map_err(|_| Busy)?;
-        let _slot = self.checks.clone().acquire_owned().await.map_err(|_| Busy)?;
+        let _admitted: OwnedSemaphorePermit = self
+            .admitted
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Busy)?;
+        let _slot = self
+            .checks
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Busy)?;
         self.checks_run.fetch_add(1, Ordering::Relaxed);
         tokio::task::spawn_blocking(check).await.map_err(|_| Busy)
     }
