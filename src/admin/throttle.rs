@@ -347,7 +347,7 @@ impl SignIns {
             return Vec::new();
         };
         let mut taken: Vec<FailedSignIns> = std::mem::take(&mut *failures).into_values().collect();
-        taken.sort_by(|a, b| a.first.cmp(&b.first));
+        taken.sort_by_key(|f| f.first);
         taken
     }
 }
