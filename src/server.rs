@@ -13,13 +13,16 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
+use crate::admin::setup::{SetupCode, SetupCodeError};
+use crate::admin::throttle::SignIns;
 pub use crate::admin::ServerState;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::controller::component::Component;
 use crate::controller::{Controller, StatusBoard};
+use crate::db::models::administrator::Administrator;
 use crate::db::{Database, DbError};
 use crate::dispatcher::keys::KeyCache;
 use crate::dispatcher::{assignment, Dispatcher};
@@ -34,6 +37,8 @@ pub enum StartError {
     PortInUse { addr: SocketAddr },
     #[error(transparent)]
     Tls(#[from] crate::admin::tls::TlsError),
+    #[error(transparent)]
+    SetupCode(#[from] SetupCodeError),
     #[error("cannot listen on {addr}: {source}. Choose another address with `[admin] listen` in the settings file or BRAMBLE_ADMIN__LISTEN.")]
     Bind {
         addr: SocketAddr,
@@ -48,6 +53,7 @@ impl StartError {
             StartError::PortInUse { .. } => "PORT_IN_USE",
             StartError::Bind { .. } => "BIND_FAILED",
             StartError::Tls(_) => "ADMIN_TLS_FAILED",
+            StartError::SetupCode(e) => e.code(),
         }
     }
 }
@@ -151,7 +157,7 @@ impl Server {
         let lan_addr = listeners.lan.as_ref().and_then(|l| l.local_addr().ok());
         let tls = crate::admin::tls::acceptor(&settings.console())?;
         let db_settings = settings.clone();
-        let db = tokio::task::spawn_blocking(move || -> Result<Database, DbError> {
+        let (db, first_run) = tokio::task::spawn_blocking(move || -> Result<(Database, bool), DbError> {
             let db = Database::open(&db_settings.database())?;
             // The domain signing key exists from the server's first start. A
             // key file that does not match (restored without it) must not
@@ -169,7 +175,8 @@ impl Server {
                 )?;
                 assignment::assign_unassigned(conn, &agents)
             })?;
-            Ok(db)
+            let administrators = db.run_blocking(Administrator::count)?;
+            Ok((db, administrators == 0))
         })
         .await
         .map_err(|e| DbError::Task(e.to_string()))??;
@@ -182,12 +189,21 @@ impl Server {
             settings.dispatcher.clone(),
             Clock::new(),
         );
+        let setup = SetupCode::prepare(&settings.data_dir, first_run)?;
+        if setup.code().is_some() {
+            warn!(target: "bramble::server", file = %setup.path().display(), "no administrator exists yet: the console asks for the setup code, which `bramble serve` prints and the file holds");
+        }
         let state = ServerState {
             settings: Arc::new(settings.console()),
             db: db.clone(),
             status: status.clone(),
             started_at: OffsetDateTime::now_utc(),
             dispatcher: dispatcher.clone(),
+            sign_ins: Arc::new(SignIns::new(
+                settings.admin.sign_in_checks,
+                settings.admin.sign_in_queue,
+            )),
+            setup: Arc::new(setup),
         };
         let shutdown = CancellationToken::new();
         let (events_tx, events_rx) = tokio::sync::mpsc::channel(4096);

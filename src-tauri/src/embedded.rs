@@ -31,8 +31,12 @@ const STOP_WAIT: Duration = Duration::from_secs(30);
 pub struct ConsoleEndpoint {
     /// `http://127.0.0.1:PORT`, no trailing slash.
     pub base_url: String,
-    /// The session token; `None` until sessions exist.
-    pub token: Option<String>,
+    /// The secret of this launch, sent by the window with every request
+    /// (`X-Bramble-Launch`): other local users cannot use the console.
+    pub launch_secret: Option<String>,
+    /// The first run's setup code while no administrator exists; the
+    /// window fills it in on the first-run page.
+    pub setup_code: Option<String>,
 }
 
 /// An error as the console shows it: a stable code and a message for an
@@ -66,9 +70,19 @@ type Outcome = Result<ConsoleEndpoint, ShellError>;
 /// `127.0.0.1:0` (an ephemeral loopback port, so a second Bramble or
 /// another program on the default port does not stop the window) unless
 /// `BRAMBLE_ADMIN__LISTEN` was set.
+///
+/// Each launch binds the console to a new secret that only the window
+/// learns (`console_endpoint`); should no secret be made (no randomness
+/// from the system), the console is not bound and the log says so.
 pub fn desktop_settings(mut settings: Settings, listen_from_env: bool) -> Settings {
     if !listen_from_env {
         settings.admin.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    }
+    match bramble::admin::origin::new_launch_secret() {
+        Ok(secret) => settings.admin.launch_secret = Some(secret),
+        Err(e) => {
+            error!(target: "bramble::desktop", "no launch secret could be made ({e}); the console is open to other local users")
+        }
     }
     settings
 }
@@ -112,11 +126,13 @@ impl EmbeddedServer {
             Ok(handle) => {
                 let base_url = handle.admin_url();
                 info!(target: "bramble::desktop", %base_url, "the console's server is running");
-                *self.handle.lock().await = Some(handle);
-                self.outcome.send_replace(Some(Ok(ConsoleEndpoint {
+                let endpoint = ConsoleEndpoint {
                     base_url,
-                    token: None,
-                })));
+                    launch_secret: handle.state().settings.admin.launch_secret.clone(),
+                    setup_code: handle.state().setup.code(),
+                };
+                *self.handle.lock().await = Some(handle);
+                self.outcome.send_replace(Some(Ok(endpoint)));
             }
             Err(e) => {
                 error!(target: "bramble::desktop", code = e.code(), "the server did not start: {e}");
@@ -269,7 +285,9 @@ pub(crate) mod tests {
     async fn a_started_server_yields_its_url() {
         let dir = tempfile::tempdir().unwrap();
         let server = EmbeddedServer::new();
-        server.start(settings_in(dir.path(), ephemeral())).await;
+        server
+            .start(desktop_settings(settings_in(dir.path(), ephemeral()), true))
+            .await;
 
         let endpoint = server.endpoint().await.expect("the server started");
         assert!(
@@ -277,19 +295,44 @@ pub(crate) mod tests {
             "{endpoint:?}"
         );
         assert!(!endpoint.base_url.ends_with(":0"), "{endpoint:?}");
-        assert_eq!(endpoint.token, None);
+        let secret = endpoint.launch_secret.clone().expect("a launch secret");
+        assert_eq!(secret.len(), 64);
+        let code = endpoint
+            .setup_code
+            .clone()
+            .expect("an empty database's setup code");
+        let written = std::fs::read_to_string(dir.path().join("setup-code")).unwrap();
+        assert_eq!(written.trim(), code);
 
-        // It really serves: /health answers on that address.
+        // It really serves: /health answers on that address to anyone; the
+        // API only to the window, which knows the launch secret.
         let addr = endpoint.base_url.trim_start_matches("http://").to_owned();
-        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let request = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
-            .await
-            .unwrap();
-        let mut reply = String::new();
-        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut reply)
-            .await
-            .unwrap();
+        let get = |path: &str, secret: Option<&str>| {
+            let addr = addr.clone();
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{}Connection: close\r\n\r\n",
+                secret.map_or_else(String::new, |s| format!("X-Bramble-Launch: {s}\r\n"))
+            );
+            async move {
+                let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+                    .await
+                    .unwrap();
+                let mut reply = String::new();
+                tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut reply)
+                    .await
+                    .unwrap();
+                reply
+            }
+        };
+        let reply = get("/health", None).await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        let reply = get("/api/setup", None).await;
+        assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+        assert!(reply.contains("LAUNCH_SECRET_REQUIRED"), "{reply}");
+        let reply = get("/api/setup", Some("0".repeat(64).as_str())).await;
+        assert!(reply.starts_with("HTTP/1.1 403"), "a wrong secret: {reply}");
+        let reply = get("/api/setup", Some(&secret)).await;
         assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 
         server.shutdown().await;
@@ -362,12 +405,13 @@ pub(crate) mod tests {
         );
         let json = serde_json::to_value(ConsoleEndpoint {
             base_url: "http://127.0.0.1:1".into(),
-            token: None,
+            launch_secret: Some("ab".into()),
+            setup_code: None,
         })
         .unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"base_url": "http://127.0.0.1:1", "token": null})
+            serde_json::json!({"base_url": "http://127.0.0.1:1", "launch_secret": "ab", "setup_code": null})
         );
     }
 }

@@ -10,8 +10,10 @@
 //!    `ui/dist` build, embedded in the binary), which talks to that server
 //!    over HTTP on `127.0.0.1` exactly as a browser would;
 //! 3. offers only the commands a web page cannot do for itself:
-//!    `console_endpoint` (where the in-process server listens) and
-//!    `open_log_folder` (show the log files in the file manager).
+//!    `console_endpoint` (where the in-process server listens, this
+//!    launch's secret that the server requires of every request, and the
+//!    first run's setup code) and `open_log_folder` (show the log files in
+//!    the file manager).
 //!
 //! Everything an administrator manages goes through the Administration
 //! Service's HTTP API, never through window commands. When the window
@@ -195,7 +197,12 @@ mod tests {
         let reply = invoke(&window, "console_endpoint").expect("granted and answered");
         let base_url = reply["base_url"].as_str().unwrap();
         assert!(base_url.starts_with("http://127.0.0.1:"), "{reply}");
-        assert_eq!(reply["token"], serde_json::Value::Null);
+        assert_eq!(
+            reply["launch_secret"].as_str().map(str::len),
+            Some(64),
+            "the window learns the launch secret: {reply}"
+        );
+        assert!(reply["setup_code"].is_string(), "{reply}");
 
         tauri::async_runtime::block_on(server.shutdown());
     }

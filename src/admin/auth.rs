@@ -9,6 +9,7 @@
 //! and 403 when the session's roles lack the endpoint's permission.
 
 use std::sync::OnceLock;
+use std::time::Instant;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -20,10 +21,12 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use super::extract::Body;
+use super::origin::PeerAddress;
 use super::permission::{Grants, Permission};
-use super::throttle::SignInThrottle;
+use super::throttle::{Busy, Refused};
 use super::ConsoleSettings;
 use super::ServerState;
 use super::{rfc3339, ApiError};
@@ -269,72 +272,151 @@ fn signed_in(
     response
 }
 
-/// `POST /api/session`: sign in.
+/// `POST /api/session`: sign in. The attempt is throttled and counted
+/// first, the password checked off the database pool, and only then is a
+/// session made (see [`super::throttle`]).
 pub async fn sign_in(
     State(state): State<ServerState>,
-    Extension(throttle): Extension<std::sync::Arc<SignInThrottle>>,
+    PeerAddress(address): PeerAddress,
     Body(form): Body<SignIn>,
 ) -> Result<Response, ApiError> {
-    if let Some(wait) = throttle.wait(&form.login, std::time::Instant::now()) {
+    let gate = state.sign_ins.clone();
+    if let Err(refused) = gate.throttle.admit(&form.login, address, Instant::now()) {
+        gate.record_failure(&form.login, address, false);
+        let (wait, whose) = match refused {
+            Refused::Address(wait) => (wait, "from this address"),
+            Refused::Login(wait) => (wait, "for this login"),
+        };
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "TOO_MANY_SIGN_IN_ATTEMPTS",
             format!(
-                "too many failed sign-ins for this login; try again in {} seconds",
+                "too many failed sign-ins {whose}; try again in {} seconds",
                 wait.as_secs().max(1)
             ),
         ));
     }
-    let login = form.login.clone();
+    let login = form.login.trim().to_owned();
+    let found = {
+        let login = login.clone();
+        state
+            .db
+            .run(move |conn| Administrator::find_by_login(conn, &login))
+            .await?
+    };
+    let checked = {
+        let found = found.clone();
+        let password = form.password.clone();
+        gate.check(move || match &found {
+            Some(admin) => admin.verify_password(&password),
+            None => {
+                // An unknown login takes as long to refuse as a wrong password.
+                if let Ok(hash) = PasswordHash::new(decoy_hash()) {
+                    let _ = Argon2::default().verify_password(password.as_bytes(), &hash);
+                }
+                false
+            }
+        })
+        .await
+    };
+    let ok = match checked {
+        Ok(ok) => ok,
+        Err(Busy) => {
+            gate.record_failure(&form.login, address, false);
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SIGN_IN_BUSY",
+                "the server is checking too many sign-ins at once; try again in a moment",
+            ));
+        }
+    };
+    let admin = match found {
+        Some(admin) if ok => admin,
+        _ => {
+            gate.record_failure(&form.login, address, true);
+            tracing::warn!(target: "bramble::admin", login = %login, address = ?address, "failed sign-in");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "SIGN_IN_FAILED",
+                "the login name or password is wrong, or the account is disabled",
+            ));
+        }
+    };
+    gate.throttle.succeeded(&form.login, address);
     let lifetime = lifetime(&state.settings);
-    let outcome = state
+    let bearer = form.bearer;
+    let (whoami, token) = state
         .db
         .run(move |conn| {
-            let found = Administrator::find_by_login(conn, form.login.trim())?;
-            let ok = match &found {
-                Some(admin) => admin.verify_password(&form.password),
-                None => {
-                    if let Ok(hash) = PasswordHash::new(decoy_hash()) {
-                        let _ = Argon2::default().verify_password(form.password.as_bytes(), &hash);
-                    }
-                    false
-                }
-            };
-            let admin = match found {
-                Some(admin) if ok => admin,
-                _ => return Ok(None),
-            };
             Session::delete_expired(conn)?;
             let (token, session) = Session::create(conn, admin.id, lifetime)?;
             let roles = effective_roles(conn, admin.id)?;
             let mut whoami = Whoami::of(&admin, &roles);
             whoami.expires_at = Some(rfc3339(session.expires_at));
-            if form.bearer {
+            if bearer {
                 whoami.token = Some(token.clone());
             }
-            Ok(Some((whoami, token)))
+            Ok((whoami, token))
         })
         .await?;
-    match outcome {
-        Some((whoami, token)) => {
-            throttle.succeeded(&login);
-            Ok(signed_in(
-                &state.settings,
-                whoami,
-                &token,
-                lifetime.absolute.whole_seconds(),
-            ))
+    Ok(signed_in(
+        &state.settings,
+        whoami,
+        &token,
+        lifetime.absolute.whole_seconds(),
+    ))
+}
+
+/// Writes the failed sign-ins counted by [`super::throttle::SignIns`] to the audit log, one
+/// entry per login and address every `[admin] sign_in_audit_secs`, until
+/// `stop`; then writes what is left.
+pub async fn audit_failed_sign_ins(state: ServerState, stop: CancellationToken) {
+    let every = std::time::Duration::from_secs(state.settings.admin.sign_in_audit_secs.max(1));
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(every) => false,
+            _ = stop.cancelled() => true,
+        };
+        let failures = state.sign_ins.take_failures();
+        if !failures.is_empty() {
+            let written = state
+                .db
+                .write(move |conn| {
+                    write_transaction(conn, |conn| {
+                        for f in &failures {
+                            audit::append(
+                                conn,
+                                "(not signed in)",
+                                "session.sign_in_failed",
+                                &format!("login/{}", f.login),
+                                None,
+                                Some(json!({
+                                    "login": f.login,
+                                    "address": f.address,
+                                    "wrong_passwords": f.checked,
+                                    "refused_unchecked": f.refused,
+                                    "first_at": rfc3339_offset(f.first),
+                                    "last_at": rfc3339_offset(f.last),
+                                })),
+                            )?;
+                        }
+                        Ok(())
+                    })
+                })
+                .await;
+            if let Err(e) = written {
+                tracing::warn!(target: "bramble::admin", "failed sign-ins could not be written to the audit log: {e}");
+            }
         }
-        None => Err({
-            throttle.failed(&login, std::time::Instant::now());
-            tracing::warn!(target: "bramble::admin", login = %login, "failed sign-in");
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "SIGN_IN_FAILED",
-                "the login name or password is wrong, or the account is disabled",
-            )
-        }),
+        if stopping {
+            return;
+        }
     }
+}
+
+fn rfc3339_offset(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// `GET /api/session`: who is signed in, with their roles and permissions.
@@ -376,6 +458,10 @@ pub async fn setup_state(State(state): State<ServerState>) -> Result<Json<SetupS
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct FirstAdministrator {
+    /// The one-time code `bramble serve` printed at start (also in the data
+    /// folder's `setup-code` file; the desktop window fills it in).
+    #[serde(default)]
+    pub setup_code: String,
     pub login: String,
     #[serde(default)]
     pub display_name: String,
@@ -388,8 +474,43 @@ pub struct FirstAdministrator {
 /// them in; refused once any administrator exists.
 pub async fn create_first_administrator(
     State(state): State<ServerState>,
+    PeerAddress(address): PeerAddress,
     Body(form): Body<FirstAdministrator>,
 ) -> Result<Response, ApiError> {
+    if state.setup.code().is_none() {
+        return Err(first_administrator_exists());
+    }
+    // Guessing the code is throttled like guessing a password.
+    let gate = state.sign_ins.clone();
+    if let Err(Refused::Address(wait) | Refused::Login(wait)) =
+        gate.throttle.admit("(setup code)", address, Instant::now())
+    {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOO_MANY_SIGN_IN_ATTEMPTS",
+            format!(
+                "too many wrong setup codes from this address; try again in {} seconds",
+                wait.as_secs().max(1)
+            ),
+        ));
+    }
+    if !state.setup.matches(&form.setup_code) {
+        gate.record_failure("(setup code)", address, true);
+        let problem = if form.setup_code.trim().is_empty() {
+            "the setup code is required"
+        } else {
+            "the setup code is wrong"
+        };
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "SETUP_CODE_WRONG",
+            format!(
+                "{problem}: `bramble serve` printed it when it started, and it is in {}",
+                state.setup.path().display()
+            ),
+        ));
+    }
+    gate.throttle.succeeded("(setup code)", address);
     let lifetime = lifetime(&state.settings);
     let outcome = state
         .db
@@ -432,6 +553,7 @@ pub async fn create_first_administrator(
             })
         })
         .await?;
+    state.setup.spent();
     match outcome {
         Some((whoami, token)) => Ok(signed_in(
             &state.settings,
@@ -439,12 +561,16 @@ pub async fn create_first_administrator(
             &token,
             lifetime.absolute.whole_seconds(),
         )),
-        None => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "FIRST_ADMINISTRATOR_EXISTS",
-            "the first administrator has already been created; sign in instead",
-        )),
+        None => Err(first_administrator_exists()),
     }
+}
+
+fn first_administrator_exists() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "FIRST_ADMINISTRATOR_EXISTS",
+        "the first administrator has already been created; sign in instead",
+    )
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]

@@ -165,7 +165,7 @@ pub fn all() -> Vec<Endpoint> {
         .summary("Create the first Security Administrator (only while there is none) and sign in")
         .reads::<auth::FirstAdministrator>()
         .answers::<auth::Whoami>()
-            .fails(&[409]),
+            .fails(&[403, 409, 429]),
         endpoint(M::POST, "/api/session", Public, auth::sign_in).summary("Sign in")
             .reads::<auth::SignIn>()
             .answers::<auth::Whoami>()

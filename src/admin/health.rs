@@ -20,7 +20,23 @@ pub struct Health {
     pub components: Vec<ComponentStatus>,
     /// The Router's SRP link to the relay and the devices on the LAN path.
     pub wireless: Wireless,
+    /// Whether the Configuration Database answered a query just now (only
+    /// in `GET /health`; the live events leave it out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseHealth>,
 }
+
+#[derive(Debug, Serialize)]
+pub struct DatabaseHealth {
+    /// `ok`, or `unreachable`.
+    pub status: &'static str,
+    /// Why it did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How long `/health` waits for the database's answer.
+const DATABASE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, Serialize)]
 pub struct Wireless {
@@ -30,7 +46,32 @@ pub struct Wireless {
 }
 
 pub async fn health(State(state): State<ServerState>) -> Json<Health> {
-    Json(snapshot(&state))
+    let mut health = snapshot(&state);
+    let answered = tokio::time::timeout(
+        DATABASE_PATIENCE,
+        state.db.run(|conn| {
+            use diesel::RunQueryDsl;
+            diesel::sql_query("SELECT 1").execute(conn)?;
+            Ok(())
+        }),
+    )
+    .await;
+    let error = match answered {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!(
+            "no answer within {} seconds",
+            DATABASE_PATIENCE.as_secs()
+        )),
+    };
+    if error.is_some() {
+        health.status = "degraded";
+    }
+    health.database = Some(DatabaseHealth {
+        status: if error.is_some() { "unreachable" } else { "ok" },
+        error,
+    });
+    Json(health)
 }
 
 /// The health report as of now (also sent live by `/api/events`).
@@ -55,5 +96,6 @@ pub fn snapshot(state: &ServerState) -> Health {
                 .map(|pin| pin.to_string())
                 .collect(),
         },
+        database: None,
     }
 }

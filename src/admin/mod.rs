@@ -11,7 +11,11 @@
 //! - [`auth`]: sessions (argon2-checked sign-in, a token kept hashed in the
 //!   database, sent as an HttpOnly SameSite=Strict cookie or a bearer
 //!   header), the guard that answers 401/403, the first-run endpoint.
-//! - [`throttle`]: failed sign-ins make a login wait.
+//! - [`throttle`]: failed sign-ins make an address, then a login, wait;
+//!   password checks bounded and off the database pool.
+//! - [`setup`]: the first run's one-time setup code.
+//! - [`origin`]: the `Host`, `Origin` and desktop launch-secret checks
+//!   every request passes first.
 //! - [`permission`]: the named permissions and the union a set of roles
 //!   grants.
 //! - [`users`], [`groups`], [`administrators`]: the resources; every change
@@ -59,9 +63,11 @@ pub mod extract;
 pub mod filters;
 pub mod groups;
 pub mod openapi;
+pub mod origin;
 pub mod permission;
 pub mod policies;
 pub mod settings;
+pub mod setup;
 pub mod software;
 pub mod state;
 pub mod statistics;
@@ -285,7 +291,11 @@ pub fn router(state: ServerState) -> Router {
                 .filter_map(|o| HeaderValue::from_str(o).ok()),
         ))
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            origin::LAUNCH_HEADER,
+        ]);
     let mut api = Router::new().route("/health", get(health::health));
     for endpoint in endpoints::all() {
         let guard = middleware::from_fn_with_state((state.clone(), endpoint.access), auth::guard);
@@ -293,9 +303,6 @@ pub fn router(state: ServerState) -> Router {
     }
     let api = api
         .nest("/api", Router::new().fallback(api_not_found))
-        .layer(Extension(std::sync::Arc::new(
-            throttle::SignInThrottle::default(),
-        )))
         .layer(Extension(std::sync::Arc::new(
             directories::DirectorySyncs::default(),
         )))
@@ -305,7 +312,9 @@ pub fn router(state: ServerState) -> Router {
             .fallback_service(ServeDir::new(&dir).fallback(ServeFile::new(dir.join("index.html")))),
         None => Router::new().fallback(get(console_not_built)),
     };
-    api.merge(ui).layer(cors)
+    api.merge(ui)
+        .layer(middleware::from_fn_with_state(state, origin::check))
+        .layer(cors)
 }
 
 /// Serves until `shutdown` is cancelled; over TLS when given an acceptor
@@ -316,14 +325,24 @@ pub async fn serve(
     tls: Option<openssl::ssl::SslAcceptor>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = router(state).layer(Extension(events::Shutdown(shutdown.clone())));
-    if let Some(acceptor) = tls {
-        return tls::serve(listener, app, acceptor, shutdown).await;
-    }
-    axum::serve(listener, app)
+    let app = router(state.clone()).layer(Extension(events::Shutdown(shutdown.clone())));
+    // Stops with the server, or when serving ends for another reason.
+    let audit_stop = shutdown.child_token();
+    let audit = tokio::spawn(auth::audit_failed_sign_ins(state, audit_stop.clone()));
+    let served = if let Some(acceptor) = tls {
+        tls::serve(listener, app, acceptor, shutdown).await
+    } else {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .map_err(|e| anyhow::anyhow!("the Administration Service stopped: {e}"))
+    };
+    audit_stop.cancel();
+    let _ = audit.await;
+    served
 }
 
 async fn api_not_found() -> ApiError {

@@ -317,12 +317,14 @@ fn error_description(status: u16) -> &'static str {
             "the request was not understood or is not acceptable; the message says what to change"
         }
         401 => "no valid session (sign in), or the sign-in was refused",
-        403 => "the caller's roles lack the permission",
+        403 => "the caller's roles lack the permission (first run: the setup code is wrong)",
         404 => "there is no such item",
         409 => "it conflicts with what exists (a name taken, work already under way)",
-        429 => "too many failed sign-ins for this login; wait as the message says",
+        429 => {
+            "too many failed sign-ins from this address or for this login; wait as the message says"
+        }
         500 => "the server failed; its log says more",
-        503 => "the database is not available; try again",
+        503 => "the database is not available, or too many sign-ins are being checked; try again",
         _ => "failed",
     }
 }

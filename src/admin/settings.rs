@@ -30,6 +30,27 @@ pub struct AdminSettings {
     /// password), through the Messaging Agent's `[mail] smtp` server.
     /// Unset: `bramble@` the user's mail domain.
     pub mail_from: Option<String>,
+    /// Names (besides IP addresses and `localhost`) this console answers
+    /// to in the `Host` header, e.g. `besadmin.example.com`; requests for
+    /// any other name are refused, so that a web page cannot reach the
+    /// console by DNS rebinding. The instance's `server_name` is always
+    /// one of them.
+    pub server_names: Vec<String>,
+    /// Passwords checked at once at sign-in (argon2 uses about 19 MiB and
+    /// one core for tens of milliseconds each).
+    pub sign_in_checks: u32,
+    /// Sign-ins waiting for a check beyond `sign_in_checks`; more are
+    /// answered "busy, try again".
+    pub sign_in_queue: u32,
+    /// Failed sign-ins are written to the audit log once per login and
+    /// address per this many seconds, with their count.
+    pub sign_in_audit_secs: u64,
+    /// A secret every request must carry in the `X-Bramble-Launch` header.
+    /// Set by the desktop shell for each launch (never read from the
+    /// settings file), so that other local users cannot use the console
+    /// the desktop serves on loopback.
+    #[serde(skip)]
+    pub launch_secret: Option<String>,
 }
 
 impl AdminSettings {
@@ -50,6 +71,11 @@ impl Default for AdminSettings {
             tls_certificate: None,
             tls_key: None,
             mail_from: None,
+            server_names: Vec::new(),
+            sign_in_checks: 2,
+            sign_in_queue: 64,
+            sign_in_audit_secs: 60,
+            launch_secret: None,
         }
     }
 }

@@ -15,6 +15,8 @@ use crate::mailstore::DirectorySettings;
 use crate::messaging_agent::MailSettings;
 use crate::sync::SyncSettings;
 
+use super::setup::SetupCode;
+use super::throttle::SignIns;
 use super::AdminSettings;
 
 /// Shared by the console's handlers of one running server.
@@ -25,6 +27,10 @@ pub struct ServerState {
     pub status: StatusBoard,
     pub started_at: OffsetDateTime,
     pub dispatcher: Dispatcher,
+    /// Sign-in throttling, bounded password checks, failures to audit.
+    pub sign_ins: Arc<SignIns>,
+    /// The first run's setup code, while no administrator exists.
+    pub setup: Arc<SetupCode>,
 }
 
 /// The settings the Administration Service reads, taken from the server's

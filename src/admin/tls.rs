@@ -201,7 +201,7 @@ pub async fn serve(
                     }
                 };
                 let acceptor = acceptor.clone();
-                let app = app.clone();
+                let app = app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
                 let shutdown = shutdown.clone();
                 connections.spawn(async move {
                     let Ok(ssl) = Ssl::new(acceptor.context()) else { return };

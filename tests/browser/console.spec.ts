@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { expect, test, type Page } from '@playwright/test';
 import { FIRST_ADMIN, shot, signInByApi } from './helpers';
 
@@ -55,6 +57,12 @@ test.describe('First run', () => {
     const passwords = form.locator('input[type="password"]');
     await passwords.nth(0).fill(FIRST_ADMIN.password);
     await passwords.nth(1).fill(FIRST_ADMIN.password);
+    // Without the setup code `bramble serve` printed, nobody gets in.
+    await form.getByLabel('Setup code').fill('WRONG-CODE');
+    await form.getByRole('button', { name: 'Create administrator' }).click();
+    await expect(form.getByTestId('api-error')).toContainText('setup code is wrong');
+    const code = readFileSync(join(process.env.BRAMBLE_DATA_DIR ?? '', 'setup-code'), 'utf8').trim();
+    await form.getByLabel('Setup code').fill(code);
     await form.getByRole('button', { name: 'Create administrator' }).click();
 
     await expect(page.getByTestId('signed-in-as')).toContainText('Security Administrator');

@@ -121,8 +121,8 @@ describe('api client in the desktop shell', () => {
     (window as unknown as Record<string, unknown>).__TAURI_INTERNALS__ = {};
   });
 
-  it('asks the shell for the endpoint once and sends the bearer token', async () => {
-    invokeMock.mockResolvedValue({ base_url: 'http://127.0.0.1:3999/', token: 's3cret' });
+  it('asks the shell for the endpoint once and sends the launch secret', async () => {
+    invokeMock.mockResolvedValue({ base_url: 'http://127.0.0.1:3999/', launch_secret: 's3cret', setup_code: null });
     const fetchMock = vi.fn().mockImplementation(async () => jsonResponse(sampleHealth()));
     vi.stubGlobal('fetch', fetchMock);
 
@@ -133,11 +133,12 @@ describe('api client in the desktop shell', () => {
     expect(invokeMock).toHaveBeenCalledWith('console_endpoint');
     const [url, init] = fetchMock.mock.calls[0] as [string, RequestInit];
     expect(url).toBe('http://127.0.0.1:3999/health');
-    expect((init.headers as Record<string, string>).Authorization).toBe('Bearer s3cret');
+    expect((init.headers as Record<string, string>)['X-Bramble-Launch']).toBe('s3cret');
+    expect((init.headers as Record<string, string>).Authorization).toBeUndefined();
   });
 
-  it('sends no Authorization header when the token is null', async () => {
-    invokeMock.mockResolvedValue({ base_url: 'http://127.0.0.1:3999', token: null });
+  it('sends no launch header when the shell gives no secret', async () => {
+    invokeMock.mockResolvedValue({ base_url: 'http://127.0.0.1:3999', launch_secret: null });
     const fetchMock = vi.fn().mockResolvedValue(jsonResponse(sampleHealth()));
     vi.stubGlobal('fetch', fetchMock);
 
@@ -145,11 +146,11 @@ describe('api client in the desktop shell', () => {
 
     const [url, init] = fetchMock.mock.calls[0] as [string, RequestInit];
     expect(url).toBe('http://127.0.0.1:3999/health');
-    expect((init.headers as Record<string, string>).Authorization).toBeUndefined();
+    expect((init.headers as Record<string, string>)['X-Bramble-Launch']).toBeUndefined();
   });
 
   it('names the shell-provided address when the server is unreachable', async () => {
-    invokeMock.mockResolvedValue({ base_url: 'http://127.0.0.1:3999', token: null });
+    invokeMock.mockResolvedValue({ base_url: 'http://127.0.0.1:3999', launch_secret: null });
     vi.stubGlobal('fetch', vi.fn().mockRejectedValue(new TypeError('Failed to fetch')));
 
     const err = await caught(getHealth());
@@ -167,7 +168,7 @@ describe('api client in the desktop shell', () => {
     expect(err.message).toContain('no server configured');
     expect(fetchMock).not.toHaveBeenCalled();
 
-    invokeMock.mockResolvedValueOnce({ base_url: 'http://127.0.0.1:3999', token: null });
+    invokeMock.mockResolvedValueOnce({ base_url: 'http://127.0.0.1:3999', launch_secret: null });
     await expect(getHealth()).resolves.toMatchObject({ version: '0.1.0' });
     expect(invokeMock).toHaveBeenCalledTimes(2);
   });
@@ -198,9 +199,9 @@ function eventStream(chunks: string[]): Response {
 }
 
 describe('live statuses', () => {
-  it('reads status events split across chunks in the desktop window, with the bearer token', async () => {
+  it('reads status events split across chunks in the desktop window, with the launch secret', async () => {
     (window as unknown as Record<string, unknown>).__TAURI_INTERNALS__ = {};
-    invokeMock.mockResolvedValue({ base_url: 'http://127.0.0.1:3999', token: 'live-token' });
+    invokeMock.mockResolvedValue({ base_url: 'http://127.0.0.1:3999', launch_secret: 'live-secret' });
     const first = JSON.stringify({ health: sampleHealth(), audit_head: 7 });
     const second = JSON.stringify({ health: sampleHealth(), audit_head: 8 });
     const fetchMock = vi
@@ -227,7 +228,7 @@ describe('live statuses', () => {
       await vi.waitFor(() => expect(connected).toEqual([true, false]));
       const [url, init] = fetchMock.mock.calls[0] as [string, RequestInit];
       expect(url).toBe('http://127.0.0.1:3999/api/events');
-      expect((init.headers as Record<string, string>).Authorization).toBe('Bearer live-token');
+      expect((init.headers as Record<string, string>)['X-Bramble-Launch']).toBe('live-secret');
 
       // The stream ended: it is opened again after a pause; a signed-out
       // session (401) stops it for good.

@@ -99,13 +99,17 @@ export function isApiError(value: unknown): value is ApiError {
 export interface Endpoint {
   /** Origin plus optional path prefix, without trailing slash; "" = same origin. */
   baseUrl: string;
-  token: string | null;
+  /** The desktop launch's secret, sent with every request (`X-Bramble-Launch`). */
+  launchSecret: string | null;
+  /** The first run's setup code, which the desktop shell knows (null in a browser). */
+  setupCode: string | null;
 }
 
 /** Shape returned by the desktop shell's `console_endpoint` command. */
 interface ConsoleEndpointReply {
   base_url: string;
-  token: string | null;
+  launch_secret?: string | null;
+  setup_code?: string | null;
 }
 
 /** Requests without an answer after this long count as unreachable. */
@@ -144,10 +148,16 @@ function setDesktopToken(token: string | null | undefined): void {
   }
 }
 
-/** The Authorization header for the desktop window's session (none in a browser). */
-function authorization(shellToken: string | null): Record<string, string> {
-  const bearer = desktopToken() ?? shellToken;
-  return bearer !== null ? { Authorization: `Bearer ${bearer}` } : {};
+/**
+ * The desktop window's headers: its session as a bearer token and the
+ * launch's secret (none in a browser, which uses the session cookie).
+ */
+function shellHeaders(endpoint: Endpoint): Record<string, string> {
+  const headers: Record<string, string> = {};
+  const bearer = desktopToken();
+  if (bearer !== null) headers.Authorization = `Bearer ${bearer}`;
+  if (endpoint.launchSecret !== null) headers['X-Bramble-Launch'] = endpoint.launchSecret;
+  return headers;
 }
 
 /** Forget the resolved endpoint (tests, or after the shell's server changes). */
@@ -169,7 +179,7 @@ export function getEndpoint(): Promise<Endpoint> {
 
 async function resolveEndpoint(): Promise<Endpoint> {
   if (!isDesktopShell()) {
-    return { baseUrl: '', token: null };
+    return { baseUrl: '', launchSecret: null, setupCode: null };
   }
   let reply: ConsoleEndpointReply;
   try {
@@ -193,8 +203,13 @@ async function resolveEndpoint(): Promise<Endpoint> {
   }
   return {
     baseUrl: reply.base_url.trim().replace(/\/+$/, ''),
-    token: typeof reply.token === 'string' && reply.token !== '' ? reply.token : null,
+    launchSecret: nonEmpty(reply.launch_secret),
+    setupCode: nonEmpty(reply.setup_code),
   };
+}
+
+function nonEmpty(value: unknown): string | null {
+  return typeof value === 'string' && value !== '' ? value : null;
 }
 
 /** The address shown to an administrator in "could not be reached" messages. */
@@ -242,10 +257,10 @@ export interface RequestOptions {
  * Always rejects with an ApiError.
  */
 export async function request<T>(path: string, options: RequestOptions = {}): Promise<T> {
-  const { baseUrl, token } = await getEndpoint();
-  const url = `${baseUrl}${path.startsWith('/') ? path : `/${path}`}`;
+  const endpoint = await getEndpoint();
+  const url = `${endpoint.baseUrl}${path.startsWith('/') ? path : `/${path}`}`;
 
-  const headers: Record<string, string> = { Accept: 'application/json', ...authorization(token) };
+  const headers: Record<string, string> = { Accept: 'application/json', ...shellHeaders(endpoint) };
   let body: string | undefined;
   if (options.body !== undefined) {
     headers['Content-Type'] = 'application/json';
@@ -275,7 +290,7 @@ export async function request<T>(path: string, options: RequestOptions = {}): Pr
     if (options.signal?.aborted && !timedOut) {
       throw err; // the caller gave up; nothing to report
     }
-    const where = displayBase(baseUrl);
+    const where = displayBase(endpoint.baseUrl);
     const why = timedOut
       ? `no answer within ${Math.round(timeoutMs / 1000)} seconds`
       : describe(err);
@@ -538,8 +553,9 @@ export async function verifyAudit(): Promise<AuditVerification> {
 
 /** Downloads the whole audit log as a file (CSV or JSON). */
 export async function downloadAuditExport(format: 'csv' | 'json'): Promise<void> {
-  const { baseUrl, token } = await getEndpoint();
-  const headers = authorization(token);
+  const endpoint = await getEndpoint();
+  const { baseUrl } = endpoint;
+  const headers = shellHeaders(endpoint);
   let response: Response;
   try {
     response = await fetch(`${baseUrl}/api/audit/export?format=${format}`, { headers, cache: 'no-store' });
@@ -604,9 +620,9 @@ export function subscribeEvents(
   let retry: ReturnType<typeof setTimeout> | undefined;
 
   const open = async (): Promise<boolean> => {
-    const { baseUrl, token } = await getEndpoint();
-    const response = await fetch(`${baseUrl}/api/events`, {
-      headers: { Accept: 'text/event-stream', ...authorization(token) },
+    const endpoint = await getEndpoint();
+    const response = await fetch(`${endpoint.baseUrl}/api/events`, {
+      headers: { Accept: 'text/event-stream', ...shellHeaders(endpoint) },
       signal: controller.signal,
       cache: 'no-store',
     });

@@ -331,6 +331,12 @@ fn serve(mut settings: Settings, listen: Option<SocketAddr>) -> Result<(), Failu
             Failure::from((e.code(), &e))
         })?;
         println!("Bramble {VERSION} is running; console at {}", handle.admin_url());
+        if let Some(code) = handle.state().setup.code() {
+            println!(
+                "No administrator exists yet. To create the first one, open the console and enter the setup code {code} (also in {}).",
+                handle.state().setup.path().display()
+            );
+        }
         let ended = tokio::select! {
             _ = shutdown_signal() => None,
             name = handle.any_task_ended() => Some(name),

@@ -1410,6 +1410,12 @@ export interface components {
             display_name?: string;
             login: string;
             password: string;
+            /**
+             * @description The one-time code `bramble serve` printed at start (also in the data
+             *     folder's `setup-code` file; the desktop window fills it in).
+             * @default
+             */
+            setup_code?: string;
         };
         GroupDetail: {
             created_at: string;
@@ -2146,7 +2152,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2164,7 +2170,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2224,7 +2230,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2242,7 +2248,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2289,7 +2295,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2316,7 +2322,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2361,7 +2367,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2379,7 +2385,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2439,7 +2445,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2457,7 +2463,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2519,7 +2525,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2546,7 +2552,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2605,7 +2611,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2623,7 +2629,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2682,7 +2688,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2700,7 +2706,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2748,7 +2754,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2766,7 +2772,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2815,7 +2821,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2842,7 +2848,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2900,7 +2906,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2918,7 +2924,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2967,7 +2973,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2994,7 +3000,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3043,7 +3049,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3070,7 +3076,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3132,7 +3138,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3159,7 +3165,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3206,7 +3212,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3224,7 +3230,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3273,7 +3279,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3300,7 +3306,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3362,7 +3368,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3398,7 +3404,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3454,7 +3460,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3501,7 +3507,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3519,7 +3525,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3579,7 +3585,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3597,7 +3603,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3657,7 +3663,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3675,7 +3681,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3737,7 +3743,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3764,7 +3770,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3811,7 +3817,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3838,7 +3844,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3883,7 +3889,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3901,7 +3907,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3961,7 +3967,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3988,7 +3994,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4037,7 +4043,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4064,7 +4070,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4111,7 +4117,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4138,7 +4144,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4193,7 +4199,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4220,7 +4226,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4275,7 +4281,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4302,7 +4308,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4358,7 +4364,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4385,7 +4391,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4470,7 +4476,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4517,7 +4523,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4535,7 +4541,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4595,7 +4601,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4613,7 +4619,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4662,7 +4668,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4689,7 +4695,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4751,7 +4757,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4787,7 +4793,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4834,7 +4840,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4861,7 +4867,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4921,7 +4927,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4948,7 +4954,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5005,7 +5011,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5032,7 +5038,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5077,7 +5083,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5095,7 +5101,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5142,7 +5148,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5160,7 +5166,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5220,7 +5226,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5247,7 +5253,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5303,7 +5309,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5330,7 +5336,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5384,7 +5390,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5444,7 +5450,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description too many failed sign-ins for this login; wait as the message says */
+            /** @description too many failed sign-ins from this address or for this login; wait as the message says */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5462,7 +5468,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5516,7 +5522,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5561,7 +5567,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5612,8 +5618,26 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description it conflicts with what exists (a name taken, work already under way) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description too many failed sign-ins from this address or for this login; wait as the message says */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5630,7 +5654,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5677,7 +5701,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5695,7 +5719,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5755,7 +5779,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5782,7 +5806,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5831,7 +5855,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5858,7 +5882,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5920,7 +5944,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5956,7 +5980,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6003,7 +6027,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6030,7 +6054,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6090,7 +6114,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6117,7 +6141,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6174,7 +6198,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6201,7 +6225,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6246,7 +6270,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6264,7 +6288,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6323,7 +6347,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6341,7 +6365,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6403,7 +6427,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6430,7 +6454,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6491,7 +6515,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6509,7 +6533,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6569,7 +6593,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6596,7 +6620,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6645,7 +6669,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6672,7 +6696,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6734,7 +6758,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6770,7 +6794,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6817,7 +6841,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6844,7 +6868,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6891,7 +6915,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6918,7 +6942,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6980,7 +7004,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7007,7 +7031,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7056,7 +7080,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7083,7 +7107,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7132,7 +7156,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7159,7 +7183,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7221,7 +7245,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7248,7 +7272,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7297,7 +7321,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7324,7 +7348,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7386,7 +7410,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7422,7 +7446,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7469,7 +7493,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7487,7 +7511,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7547,7 +7571,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the caller's roles lack the permission */
+            /** @description the caller's roles lack the permission (first run: the setup code is wrong) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7565,7 +7589,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the database is not available; try again */
+            /** @description the database is not available, or too many sign-ins are being checked; try again */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -1,6 +1,6 @@
 import { Button, Paper, PasswordInput, Stack, Text, TextInput, Title } from '@mantine/core';
-import { useState, type FormEvent } from 'react';
-import { createFirstAdministrator, signIn, type Whoami } from '../api';
+import { useEffect, useState, type FormEvent } from 'react';
+import { createFirstAdministrator, getEndpoint, signIn, type Whoami } from '../api';
 import { ErrorAlert } from '../components/ErrorAlert';
 
 /** Sign in, or — while no administrator exists — create the first one. */
@@ -9,8 +9,23 @@ export function SignInPage({ firstRun, onSignedIn }: { firstRun: boolean; onSign
   const [displayName, setDisplayName] = useState('');
   const [password, setPassword] = useState('');
   const [again, setAgain] = useState('');
+  const [setupCode, setSetupCode] = useState('');
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+
+  // The desktop window knows the setup code of the server it runs.
+  useEffect(() => {
+    if (!firstRun) return;
+    let live = true;
+    getEndpoint()
+      .then((endpoint) => {
+        if (live && endpoint.setupCode) setSetupCode((typed) => typed || (endpoint.setupCode ?? ''));
+      })
+      .catch(() => undefined);
+    return () => {
+      live = false;
+    };
+  }, [firstRun]);
 
   const submit = async (event: FormEvent) => {
     event.preventDefault();
@@ -22,7 +37,7 @@ export function SignInPage({ firstRun, onSignedIn }: { firstRun: boolean; onSign
     setBusy(true);
     try {
       const who = firstRun
-        ? await createFirstAdministrator({ login, display_name: displayName, password })
+        ? await createFirstAdministrator({ login, display_name: displayName, password, setup_code: setupCode })
         : await signIn(login, password);
       onSignedIn(who);
     } catch (err) {
@@ -64,6 +79,19 @@ export function SignInPage({ firstRun, onSignedIn }: { firstRun: boolean; onSign
               value={again}
               onChange={(e) => setAgain(e.currentTarget.value)}
               required
+            />
+          )}
+          {firstRun && (
+            <TextInput
+              label="Setup code"
+              value={setupCode}
+              onChange={(e) => setSetupCode(e.currentTarget.value)}
+              required
+              autoComplete="off"
+              spellCheck={false}
+              maxLength={40}
+              description="Printed by `bramble serve` when it started, and kept in the file setup-code in its data folder."
+              data-testid="setup-code"
             />
           )}
           <ErrorAlert error={error} />
