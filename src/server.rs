@@ -229,6 +229,7 @@ impl Server {
                 "router-lan",
                 tokio::spawn(crate::router::lan::serve(
                     lan,
+                    crate::router::lan::LanLimits::of(&settings.router),
                     router,
                     Arc::new(dispatcher.keys().clone()),
                     events_tx,

@@ -441,8 +441,8 @@ impl Dispatcher {
                         .push(ref_id);
                     self.emit(DeliveryEvent::Sent { pin, ref_id, via });
                 }
-                Err(_) => {
-                    debug!(target: "bramble::dispatcher", %pin, %ref_id, "no path to the device now; the message stays queued")
+                Err(why) => {
+                    debug!(target: "bramble::dispatcher", %pin, %ref_id, "not sent now ({why}); the message stays queued")
                 }
             }
         }

@@ -35,11 +35,32 @@ pub trait DeviceKeys: Send + Sync + 'static {
 }
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const WRITE_QUEUE: usize = 256;
+/// One message's packets at most (16 MiB in 64 KiB packets), so a queue of
+/// at least this many always takes a whole message.
+const MIN_QUEUE: usize = 260;
+
+/// How each LAN connection is bounded (from [`super::RouterSettings`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LanLimits {
+    /// A device that takes no written data for this long is disconnected.
+    pub write_timeout: Duration,
+    /// Packets waiting for one device.
+    pub queue_packets: usize,
+}
+
+impl LanLimits {
+    pub fn of(settings: &super::RouterSettings) -> LanLimits {
+        LanLimits {
+            write_timeout: Duration::from_secs(settings.write_timeout_secs.max(1)),
+            queue_packets: settings.lan_queue_packets.max(MIN_QUEUE),
+        }
+    }
+}
 
 /// Accepts LAN connections until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
+    limits: LanLimits,
     router: RouterHandle,
     keys: Arc<dyn DeviceKeys>,
     events: mpsc::Sender<RouterEvent>,
@@ -60,7 +81,7 @@ pub async fn serve(
                 };
                 let (router, keys, events, shutdown) = (router.clone(), keys.clone(), events.clone(), shutdown.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, router, keys, events, shutdown).await {
+                    if let Err(e) = connection(stream, limits, router, keys, events, shutdown).await {
                         warn!(target: "bramble::router", %peer, "LAN connection ended: {e}");
                     }
                 });
@@ -71,6 +92,7 @@ pub async fn serve(
 
 async fn connection(
     stream: TcpStream,
+    limits: LanLimits,
     router: RouterHandle,
     keys: Arc<dyn DeviceKeys>,
     events: mpsc::Sender<RouterEvent>,
@@ -90,15 +112,12 @@ async fn connection(
         !challenge.is_empty(),
         "the system's random source failed; cannot challenge device {pin}"
     );
-    write_frame(
-        &mut writer,
-        &Control::LanChallenge {
-            nonce: challenge.clone(),
-        }
-        .frame(pin, RefId(0)),
-    )
-    .await?;
-    writer.flush().await?;
+    let timeout = limits.write_timeout;
+    let challenge_frame = Control::LanChallenge {
+        nonce: challenge.clone(),
+    }
+    .frame(pin, RefId(0));
+    super::within(timeout, write_now(&mut writer, &challenge_frame)).await?;
     let proof = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut reader)).await??;
     let accepted = match proof.as_ref().map(Control::from_frame) {
         Some(Ok(Control::LanProof { key_id, proof })) => match keys.key(pin, key_id).await {
@@ -113,14 +132,20 @@ async fn connection(
                 "device {pin} could not prove it holds its transport key; activate it first"
             ),
         };
-        write_frame(&mut writer, &refusal.frame(pin, RefId(0))).await?;
-        writer.flush().await?;
+        super::within(
+            timeout,
+            write_now(&mut writer, &refusal.frame(pin, RefId(0))),
+        )
+        .await?;
         anyhow::bail!("device {pin} failed the LAN key proof");
     }
-    write_frame(&mut writer, &Control::Welcome.frame(pin, RefId(0))).await?;
-    writer.flush().await?;
+    super::within(
+        timeout,
+        write_now(&mut writer, &Control::Welcome.frame(pin, RefId(0))),
+    )
+    .await?;
 
-    let (tx, mut rx) = mpsc::channel::<Frame>(WRITE_QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Frame>(limits.queue_packets);
     let id = router.attach_lan(pin, tx);
     info!(target: "bramble::router", %pin, "device connected on the LAN path");
     let _ = events.send(RouterEvent::LanAttached(pin)).await;
@@ -131,7 +156,7 @@ async fn connection(
                 _ = shutdown.cancelled() => return Ok(()),
                 outgoing = rx.recv() => {
                     let Some(frame) = outgoing else { return Ok(()) };
-                    super::write_batch(&mut writer, frame, &mut rx).await?;
+                    super::write_batch(&mut writer, frame, &mut rx, timeout).await?;
                 }
                 incoming = read_frame(&mut reader) => {
                     let Some(frame) = incoming? else { return Ok(()) };
@@ -141,8 +166,7 @@ async fn connection(
                     }
                     if frame.content_type == ContentType::Control {
                         if let Ok(Control::Ping) = Control::from_frame(&frame) {
-                            write_frame(&mut writer, &Control::Pong.frame(pin, frame.ref_id)).await?;
-                            writer.flush().await?;
+                            super::within(timeout, write_now(&mut writer, &Control::Pong.frame(pin, frame.ref_id))).await?;
                         }
                         continue;
                     }
@@ -160,4 +184,15 @@ async fn connection(
         let _ = events.send(RouterEvent::LanDetached(pin)).await;
     }
     outcome
+}
+
+/// Writes one packet and flushes it.
+async fn write_now<W: tokio::io::AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &Frame,
+) -> std::io::Result<()> {
+    write_frame(writer, frame)
+        .await
+        .map_err(std::io::Error::other)?;
+    writer.flush().await
 }

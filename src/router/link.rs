@@ -169,6 +169,7 @@ where
     router.set_relay(Some(tx));
     let _ = events.send(RouterEvent::LinkUp).await;
     let keepalive = Duration::from_secs(settings.keepalive_secs.max(1));
+    let write_timeout = Duration::from_secs(settings.write_timeout_secs.max(1));
     let mut ping = tokio::time::interval(keepalive);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = tokio::time::Instant::now();
@@ -180,7 +181,7 @@ where
             }
             outgoing = rx.recv() => {
                 let Some(frame) = outgoing else { return Ok(()) };
-                super::write_batch(&mut writer, frame, &mut rx).await?;
+                super::write_batch(&mut writer, frame, &mut rx, write_timeout).await?;
             }
             incoming = read_frame(&mut reader) => {
                 let Some(frame) = incoming? else { return Ok(()) };
@@ -188,8 +189,10 @@ where
                 if frame.content_type == ContentType::Control {
                     match Control::from_frame(&frame) {
                         Ok(Control::Ping) => {
-                            write_frame(&mut writer, &Control::Pong.frame(Pin(0), frame.ref_id)).await?;
-                            writer.flush().await?;
+                            super::within(write_timeout, async {
+                                write_frame(&mut writer, &Control::Pong.frame(Pin(0), frame.ref_id)).await.map_err(std::io::Error::other)?;
+                                writer.flush().await
+                            }).await?;
                             continue;
                         }
                         Ok(Control::Pong) => continue,
@@ -204,8 +207,10 @@ where
                 if last_heard.elapsed() > keepalive * 3 {
                     anyhow::bail!("no traffic from the relay for {}s", last_heard.elapsed().as_secs());
                 }
-                write_frame(&mut writer, &Control::Ping.frame(Pin(0), RefId(0))).await?;
-                writer.flush().await?;
+                super::within(write_timeout, async {
+                    write_frame(&mut writer, &Control::Ping.frame(Pin(0), RefId(0))).await.map_err(std::io::Error::other)?;
+                    writer.flush().await
+                }).await?;
             }
         }
     }

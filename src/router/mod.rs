@@ -65,6 +65,9 @@ pub enum RouterEvent {
 pub enum NotSent {
     #[error("the SRP link to the relay is down and the device is not connected on the LAN")]
     NoPath,
+    /// The device's LAN connection has a full queue: it is not reading.
+    #[error("the device's LAN connection is not taking packets (its queue is full)")]
+    DeviceBusy,
 }
 
 /// The SRP link as the console shows it.
@@ -103,11 +106,26 @@ impl RouterHandle {
 
     /// Sends one message's packets to `pin`: over its LAN connection when
     /// it has one, else over the SRP link.
+    ///
+    /// A LAN connection never makes the caller wait: the whole message is
+    /// queued at once or, when the device's queue is full because it does
+    /// not read, not at all ([`NotSent::DeviceBusy`]; the Dispatcher keeps
+    /// it queued and tries again), so one stalled device cannot hold up
+    /// another's mail. The SRP link, shared by every device, passes its
+    /// back-pressure on; its writer is bounded by `write_timeout_secs`.
     pub async fn send(&self, pin: Pin, frames: Vec<Frame>) -> Result<Via, NotSent> {
         let lan = self.lan_sender(pin);
         if let Some(tx) = lan {
-            if send_all(&tx, &frames).await {
-                return Ok(Via::Lan);
+            match tx.try_reserve_many(frames.len()) {
+                Ok(permits) => {
+                    for (permit, frame) in permits.zip(frames) {
+                        permit.send(frame);
+                    }
+                    return Ok(Via::Lan);
+                }
+                Err(mpsc::error::TrySendError::Full(())) => return Err(NotSent::DeviceBusy),
+                // Closed meanwhile: the relay takes it.
+                Err(mpsc::error::TrySendError::Closed(())) => {}
             }
         }
         let relay = self.shared.relay.lock().ok().and_then(|r| r.clone());
@@ -215,27 +233,49 @@ impl RouterHandle {
 }
 
 /// Writes `first` and whatever else is already queued, then flushes once:
-/// one system call for a burst of packets.
+/// one system call for a burst of packets. Fails when the peer has not
+/// taken it all within `timeout`.
 async fn write_batch<W>(
     writer: &mut W,
     first: Frame,
     queue: &mut mpsc::Receiver<Frame>,
+    timeout: std::time::Duration,
 ) -> std::io::Result<()>
 where
     W: tokio::io::AsyncWrite + Unpin,
 {
     use tokio::io::AsyncWriteExt;
-    let mut frame = first;
-    loop {
-        bramble_proto::io::write_frame(writer, &frame)
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        match queue.try_recv() {
-            Ok(next) => frame = next,
-            Err(_) => break,
+    let written = async {
+        let mut frame = first;
+        loop {
+            bramble_proto::io::write_frame(writer, &frame)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            match queue.try_recv() {
+                Ok(next) => frame = next,
+                Err(_) => break,
+            }
         }
-    }
-    writer.flush().await
+        writer.flush().await
+    };
+    within(timeout, written).await
+}
+
+/// `io`, failed as timed out when the peer does not take the data within
+/// `timeout` (it stopped reading).
+async fn within<T>(
+    timeout: std::time::Duration,
+    io: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::time::timeout(timeout, io).await.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the peer took no data for {} s (it stopped reading); closing the connection",
+                timeout.as_secs()
+            ),
+        ))
+    })
 }
 
 async fn send_all(tx: &mpsc::Sender<Frame>, frames: &[Frame]) -> bool {

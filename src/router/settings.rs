@@ -22,6 +22,14 @@ pub struct RouterSettings {
     /// A ping on an idle SRP link this often; no traffic for three times as
     /// long means the link is dead.
     pub keepalive_secs: u64,
+    /// A connection (the SRP link or a device's LAN connection) that does
+    /// not take the packets written to it for this long is closed: a peer
+    /// that stops reading cannot hold the Router's writer for ever.
+    pub write_timeout_secs: u64,
+    /// Packets waiting for one LAN device. When its queue is full (the
+    /// device does not read), its messages stay in the Dispatcher's queue
+    /// and other devices' mail goes on.
+    pub lan_queue_packets: usize,
 }
 
 impl Default for RouterSettings {
@@ -32,6 +40,8 @@ impl Default for RouterSettings {
             reconnect_min_ms: 1_000,
             reconnect_max_ms: 60_000,
             keepalive_secs: 30,
+            write_timeout_secs: 30,
+            lan_queue_packets: 512,
         }
     }
 }

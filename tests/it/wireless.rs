@@ -646,3 +646,185 @@ async fn a_changed_connection_is_used_at_once_by_a_running_router() {
     server.shutdown().await.unwrap();
     relay.shutdown().await;
 }
+
+/// 60 KiB that compression cannot shrink (the wire compresses before it
+/// encrypts).
+fn incompressible(i: usize) -> Vec<u8> {
+    let mut text = format!("big {i} ").into_bytes();
+    let mut noise = vec![0u8; 60 * 1024];
+    openssl::rand::rand_bytes(&mut noise).unwrap();
+    text.extend(noise);
+    text
+}
+
+/// A device on the LAN path that proves its key, is welcomed, and then
+/// never reads again (its receive buffer kept small).
+async fn stalled_lan_device(server: &ServerHandle, pin: Pin) -> TcpStream {
+    use bramble_proto::control::{lan_proof, Control};
+    use bramble_proto::io::{read_frame, write_frame};
+    let key = TransportKey::generate(1).unwrap();
+    bramble_testbed::provision::into_server(server, vec![(pin, key.clone())])
+        .await
+        .unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.lan_addr().unwrap()).await.unwrap();
+    let hello = Control::DeviceHello {
+        pin,
+        srp_id: None,
+        model: "stalled".into(),
+        os_version: String::new(),
+    };
+    write_frame(&mut stream, &hello.frame(pin, RefId(0)))
+        .await
+        .unwrap();
+    let challenge = read_frame(&mut stream).await.unwrap().unwrap();
+    let Ok(Control::LanChallenge { nonce }) = Control::from_frame(&challenge) else {
+        panic!("no challenge: {challenge:?}");
+    };
+    let proof = Control::LanProof {
+        key_id: 1,
+        proof: lan_proof(key.secret(), pin, &nonce),
+    };
+    write_frame(&mut stream, &proof.frame(pin, RefId(0)))
+        .await
+        .unwrap();
+    let welcome = read_frame(&mut stream).await.unwrap().unwrap();
+    assert!(matches!(
+        Control::from_frame(&welcome),
+        Ok(Control::Welcome)
+    ));
+    stream
+}
+
+/// Attack (or a broken phone): a LAN device that stops reading. Its queue
+/// fills and stays full; another device's mail is all delivered and
+/// confirmed meanwhile (asserted by order: the stalled device is still
+/// connected with mail waiting when the other's last confirmation is in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_lan_reader_does_not_delay_another_device() {
+    use bramble::db::models::outbound::{OutboundPacket, OutboundState};
+    let bed = Bed::new();
+    let _relay = bed.relay().await;
+    let mut settings = bed.settings("server", SRP_KEY);
+    // Long enough that the stalled connection outlives the test.
+    settings.router.write_timeout_secs = 3600;
+    settings.router.lan_queue_packets = 0; // the least: one whole message
+    let server = start(settings).await;
+    let (stalled_pin, other_pin) = (Pin(0x0057_A11D), Pin(0x0000_0B0B));
+    let _stalled = stalled_lan_device(&server, stalled_pin).await;
+
+    // More than the device's queue and the sockets' buffers hold.
+    let dispatcher = server.dispatcher().clone();
+    let flood = tokio::spawn(async move {
+        for i in 0..600 {
+            let text = incompressible(i);
+            dispatcher
+                .send(Outgoing {
+                    pin: stalled_pin,
+                    content_type: ContentType::Cmime,
+                    plaintext: text,
+                    priority: false,
+                    ref_id: None,
+                })
+                .await
+                .unwrap();
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(120), flood)
+        .await
+        .expect("queuing mail for a device that does not read never blocks the sender")
+        .unwrap();
+    let waiting = |server: &ServerHandle| {
+        let db = server.state().db.clone();
+        async move {
+            db.run(move |conn| {
+                OutboundPacket::find_by_pin(conn, stalled_pin, &[OutboundState::Queued])
+            })
+            .await
+            .unwrap()
+            .len()
+        }
+    };
+    assert!(
+        waiting(&server).await > 0,
+        "the stalled device's queue is full: some of its mail waits in the outbound queue"
+    );
+
+    // Another device on the LAN gets all of its mail, confirmed.
+    let phone = device(&server, other_pin.0).await;
+    let lan = phone
+        .connect(Path::Lan(server.lan_addr().unwrap()))
+        .await
+        .unwrap();
+    crate::fixture::wait_until(PATIENCE, "both devices are on the LAN path", || async {
+        server.dispatcher().router().lan_devices().len() == 2
+    })
+    .await;
+    let mut events = server.dispatcher().subscribe();
+    let mut refs = HashSet::new();
+    for i in 0..20 {
+        refs.insert(
+            server
+                .dispatcher()
+                .send(mail(other_pin.0, format!("meanwhile {i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(collect(&lan, 20).await.len(), 20);
+    confirmations(&mut events, &refs).await;
+    assert!(
+        server
+            .dispatcher()
+            .router()
+            .lan_devices()
+            .contains(&stalled_pin),
+        "the stalled device was still connected"
+    );
+    assert!(waiting(&server).await > 0, "and still had mail waiting");
+    lan.close().await;
+    server.shutdown().await.unwrap();
+}
+
+/// A LAN device that takes nothing for `write_timeout_secs` is
+/// disconnected; its mail stays queued for the relay path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lan_device_that_stops_reading_is_disconnected() {
+    let bed = Bed::new();
+    let _relay = bed.relay().await;
+    let mut settings = bed.settings("server", SRP_KEY);
+    settings.router.write_timeout_secs = 1;
+    let server = start(settings).await;
+    let pin = Pin(0x0057_A11E);
+    let _stalled = stalled_lan_device(&server, pin).await;
+    let mut refs = HashSet::new();
+    for i in 0..300 {
+        let text = incompressible(i);
+        refs.insert(
+            server
+                .dispatcher()
+                .send(Outgoing {
+                    pin,
+                    content_type: ContentType::Cmime,
+                    plaintext: text,
+                    priority: false,
+                    ref_id: None,
+                })
+                .await
+                .unwrap(),
+        );
+    }
+    crate::fixture::wait_until(
+        PATIENCE,
+        "the device that does not read is disconnected",
+        || async { server.dispatcher().router().lan_devices().is_empty() },
+    )
+    .await;
+    assert_eq!(
+        queued(&server).await,
+        300,
+        "nothing it did not confirm is dropped"
+    );
+    server.shutdown().await.unwrap();
+}
