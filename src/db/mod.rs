@@ -133,6 +133,8 @@ impl DbError {
             DbError::Query(diesel::result::Error::NotFound) => "NOT_FOUND",
             DbError::Query(_) => "DB_QUERY_FAILED",
             DbError::Task(_) => "DB_TASK_FAILED",
+            DbError::Seal(seal::SealError::KeyMissing { .. }) => "DB_KEY_MISSING",
+            DbError::Seal(seal::SealError::KeyExposed { .. }) => "DB_KEY_EXPOSED",
             DbError::Seal(_) => "DB_SEAL_FAILED",
             DbError::Invalid(_) => "INVALID_INPUT",
             DbError::Damaged(_) => "DB_DAMAGED",
@@ -223,6 +225,10 @@ impl Database {
         let folder = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         ensure_writable_folder(&folder)?;
         inspect(path, busy_timeout_ms)?;
+        // The master key before anything is written: a database holding
+        // sealed secrets whose key is gone (or exposed) is left untouched.
+        let sealed = holds_sealed_secrets(path, busy_timeout_ms)?;
+        let sealer = Sealer::open(&key_path(path), !sealed)?;
         let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());
         let pool = Pool::builder()
             .max_size(pool_size.max(1))
@@ -251,7 +257,6 @@ impl Database {
                 }
             })?;
         }
-        let sealer = Sealer::load_or_create(&key_path(path))?;
         tracing::info!(target: "bramble::db", path = %path.display(), "Configuration Database ready");
         Ok(Database {
             pool,
@@ -407,12 +412,66 @@ pub fn key_path(db_path: &Path) -> PathBuf {
     db_path.with_file_name(name)
 }
 
+/// Tables and the condition under which a row of them holds a sealed
+/// secret. Every sealed column is listed here, so that a database with
+/// sealed data is never given a new master key.
+const SEALED_SECRETS: &[(&str, &str)] = &[
+    ("srp_connections", "1"),
+    ("device_keys", "1"),
+    ("domain_keys", "1"),
+    ("activation_passwords", "sealed_secret IS NOT NULL"),
+];
+
+/// Whether the database file holds any sealed secret (a missing or empty
+/// file holds none). Reads only.
+fn holds_sealed_secrets(path: &Path, busy_timeout_ms: u32) -> DbResult<bool> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() > 0 => {}
+        _ => return Ok(false),
+    }
+    let mut conn = establish(path, busy_timeout_ms)?;
+    for (table, condition) in SEALED_SECRETS {
+        let exists = diesel::sql_query(format!(
+            "SELECT count(*) AS value FROM sqlite_master WHERE type = 'table' AND name = '{table}'"
+        ))
+        .get_result::<CountRow>(&mut conn)
+        .map_err(|e| lock_or(path, busy_timeout_ms, e.into()))?
+        .value;
+        if exists == 0 {
+            continue;
+        }
+        let rows = diesel::sql_query(format!(
+            "SELECT count(*) AS value FROM (SELECT 1 FROM {table} WHERE {condition} LIMIT 1)"
+        ))
+        .get_result::<CountRow>(&mut conn)
+        .map_err(|e| lock_or(path, busy_timeout_ms, e.into()))?
+        .value;
+        if rows > 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Creates `folder` (and any missing parent) readable by its owner only:
+/// it holds the database, its master key and the logs.
+pub fn create_private_dir(folder: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(folder)
+}
+
 fn ensure_writable_folder(folder: &Path) -> DbResult<()> {
     let unwritable = |source| DbError::DataDirUnwritable {
         path: folder.to_path_buf(),
         source,
     };
-    std::fs::create_dir_all(folder).map_err(unwritable)?;
+    create_private_dir(folder).map_err(unwritable)?;
     let probe = folder.join(".bramble-write-check");
     std::fs::write(&probe, b"ok").map_err(unwritable)?;
     let _ = std::fs::remove_file(&probe);
@@ -648,6 +707,70 @@ mod tests {
         });
         held_rx.recv().unwrap();
         (release_tx, holder)
+    }
+
+    /// A database holding a sealed secret (an SRP key), closed.
+    fn database_with_a_sealed_secret(dir: &Path) -> PathBuf {
+        let path = dir.join("data").join("bramble.db");
+        let db = Database::open_path(&path, 1, 5_000).unwrap();
+        let sealed = db.sealer().seal("test/1", b"secret").unwrap();
+        db.run_blocking(|conn| {
+            diesel::sql_query(
+                "INSERT INTO domain_keys (id, public_key, sealed_private_key, created_at) VALUES (1, x'00', ?, CURRENT_TIMESTAMP)",
+            )
+            .bind::<diesel::sql_types::Binary, _>(sealed)
+            .execute(conn)?;
+            Ok(())
+        })
+        .unwrap();
+        path
+    }
+
+    #[test]
+    fn a_missing_master_key_beside_sealed_data_stops_the_open_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = database_with_a_sealed_secret(dir.path());
+        std::fs::remove_file(key_path(&path)).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let e = Database::open_path(&path, 1, 5_000).unwrap_err();
+        assert_eq!(e.code(), "DB_KEY_MISSING", "{e}");
+        let words = e.to_string();
+        assert!(words.contains("bramble.db.key"), "{words}");
+        assert!(words.contains("Restore"), "{words}");
+        assert!(!key_path(&path).exists(), "no new key was made");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file is unchanged"
+        );
+    }
+
+    #[test]
+    fn a_missing_master_key_is_made_for_a_database_without_sealed_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bramble.db");
+        drop(Database::open_path(&path, 1, 5_000).unwrap());
+        std::fs::remove_file(key_path(&path)).unwrap();
+        drop(Database::open_path(&path, 1, 5_000).unwrap());
+        assert!(key_path(&path).exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_data_folder_and_key_are_private_and_an_exposed_key_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = database_with_a_sealed_secret(dir.path());
+        assert_eq!(mode(path.parent().unwrap()), 0o700, "the data folder");
+        assert_eq!(mode(&key_path(&path)), 0o600, "the master key");
+        std::fs::set_permissions(key_path(&path), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = Database::open_path(&path, 1, 5_000).unwrap_err();
+        assert_eq!(e.code(), "DB_KEY_EXPOSED", "{e}");
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        assert_eq!(mode(&key_path(&path)), 0o644, "refused, not changed");
+        std::fs::set_permissions(key_path(&path), std::fs::Permissions::from_mode(0o600)).unwrap();
+        Database::open_path(&path, 1, 5_000).unwrap();
     }
 
     #[test]

@@ -110,6 +110,57 @@ fn a_damaged_database_is_left_alone() {
     assert_eq!(digest(&db), before);
 }
 
+/// A data folder whose database holds a sealed secret, as every server
+/// that ever started has (its domain signing key).
+fn data_with_a_sealed_secret(data: &std::path::Path) -> std::path::PathBuf {
+    use diesel::RunQueryDsl;
+    let db_path = data.join("bramble.db");
+    let db = bramble::db::Database::open_path(&db_path, 1, 5_000).unwrap();
+    let sealed = db.sealer().seal("domain_keys/1", b"private key").unwrap();
+    db.run_blocking(|conn| {
+        diesel::sql_query(
+            "INSERT INTO domain_keys (id, public_key, sealed_private_key, created_at) VALUES (1, x'00', ?, CURRENT_TIMESTAMP)",
+        )
+        .bind::<diesel::sql_types::Binary, _>(sealed)
+        .execute(conn)?;
+        Ok(())
+    })
+    .unwrap();
+    db_path
+}
+
+#[test]
+fn a_lost_master_key_stops_start_up_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db = data_with_a_sealed_secret(&data);
+    let key = data.join("bramble.db.key");
+    std::fs::remove_file(&key).unwrap();
+    let before = digest(&db);
+    let out = bramble(&data, &["serve"]);
+    assert_refused(&out, "DB_KEY_MISSING", &key.display().to_string());
+    assert!(text(&out).contains("backup"), "{}", text(&out));
+    assert!(!key.exists(), "no new key replaces the lost one");
+    assert_eq!(digest(&db), before, "the database is unchanged");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_master_key_others_may_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    data_with_a_sealed_secret(&data);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data folder is its owner's only");
+    let key = data.join("bramble.db.key");
+    assert_eq!(mode(&key), 0o600);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = bramble(&data, &["serve"]);
+    assert_refused(&out, "DB_KEY_EXPOSED", "chmod 600");
+    assert_eq!(mode(&key), 0o644, "refused, not silently changed");
+}
+
 #[test]
 fn another_applications_database_is_left_alone() {
     let dir = tempfile::tempdir().unwrap();
