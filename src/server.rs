@@ -127,11 +127,26 @@ impl Server {
     }
 
     /// Binds the Administration Service on `settings.admin.listen` and
-    /// starts everything.
+    /// starts everything. Service passwords the settings leave empty are
+    /// read from the Configuration Database ([`Settings::fill_stored_secrets`]).
     pub async fn start(settings: Settings) -> Result<ServerHandle, StartError> {
         let listeners = Listeners::bind(&settings).await?;
+        let settings = Self::with_stored_secrets(settings).await?;
         let components = Self::default_components(&settings);
         Self::start_with(settings, listeners, components).await
+    }
+
+    /// `settings` with the service passwords they leave empty filled from
+    /// the Configuration Database (opened, and closed again, for it).
+    pub async fn with_stored_secrets(mut settings: Settings) -> Result<Settings, StartError> {
+        let settings = tokio::task::spawn_blocking(move || -> Result<Settings, DbError> {
+            let db = Database::open(&settings.database())?;
+            db.run_blocking(|conn| settings.fill_stored_secrets(conn, db.sealer()))?;
+            Ok(settings)
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))??;
+        Ok(settings)
     }
 
     /// Starts with a listener the caller bound (tests bind `127.0.0.1:0`)

@@ -420,6 +420,7 @@ const SEALED_SECRETS: &[(&str, &str)] = &[
     ("device_keys", "1"),
     ("domain_keys", "1"),
     ("activation_passwords", "sealed_secret IS NOT NULL"),
+    ("service_secrets", "1"),
 ];
 
 /// Whether the database file holds any sealed secret (a missing or empty

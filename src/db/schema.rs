@@ -434,6 +434,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    service_secrets (name) {
+        name -> Text,
+        sealed_value -> Binary,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(messaging_agents -> servers (server_id));
 diesel::joinable!(users -> messaging_agents (messaging_agent_id));
 diesel::joinable!(group_members -> groups (group_id));
@@ -504,6 +512,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     activation_passwords,
     activation_events,
     domain_keys,
+    service_secrets,
 );
 
 // The Synchronization Service (migration 000060_synchronization).

@@ -161,6 +161,98 @@ fn a_master_key_others_may_read_is_refused() {
     assert_eq!(mode(&key), 0o644, "refused, not silently changed");
 }
 
+#[cfg(unix)]
+#[test]
+fn a_password_file_others_may_read_stops_start_up() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("imap.pw");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let file = dir.path().join("bramble.toml");
+    std::fs::write(
+        &file,
+        format!("[mail]\nimap = \"127.0.0.1:1\"\nservice_password_file = {password:?}\n"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let out = bramble(&data, &["--config", file.to_str().unwrap(), "serve"]);
+    assert_refused(
+        &out,
+        "SETTINGS_SECRET_FILE_EXPOSED",
+        &password.display().to_string(),
+    );
+    assert!(!text(&out).contains("s3cret"), "{}", text(&out));
+    assert!(!data.join("bramble.db").exists(), "nothing was started");
+}
+
+#[tokio::test]
+async fn a_service_password_set_from_stdin_is_sealed_and_used_when_the_settings_give_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = |name: &str, value: &str| {
+        let mut child = Command::new(bramble_bin())
+            .args(["secret", "set", name])
+            .env_remove("BRAMBLE_CONFIG")
+            .env("BRAMBLE_DATA_DIR", dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{value}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = set("pop3", "nope");
+    assert_refused(&out, "SECRET_NAME_UNKNOWN", "imap, smtp, dav or ldap/");
+    let out = set("imap", "imap-Sealed-42");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("imap-Sealed-42"));
+    let out = bramble(dir.path(), &["secret", "list"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "imap");
+
+    // Not in clear anywhere in the database.
+    let db_path = dir.path().join("bramble.db");
+    let bytes = std::fs::read(&db_path).unwrap();
+    let wal = std::fs::read(dir.path().join("bramble.db-wal")).unwrap_or_default();
+    for file in [bytes, wal] {
+        assert!(!file.windows(14).any(|w| w == b"imap-Sealed-42"));
+    }
+
+    let mut settings = bramble::config::Settings::load_from(None, &[])
+        .unwrap()
+        .settings;
+    settings.data_dir = dir.path().to_path_buf();
+    settings.mail.imap = Some("127.0.0.1:143".into());
+    let filled = bramble::Server::with_stored_secrets(settings.clone())
+        .await
+        .unwrap();
+    assert_eq!(filled.mail.service_password, "imap-Sealed-42");
+    settings.mail.service_password = "from-the-settings".into();
+    let kept = bramble::Server::with_stored_secrets(settings)
+        .await
+        .unwrap();
+    assert_eq!(kept.mail.service_password, "from-the-settings");
+
+    // The change is audited, without the value.
+    let db = bramble::db::Database::open_path(&db_path, 1, 5_000).unwrap();
+    let (entries, _) = db
+        .run_blocking(|conn| bramble::db::models::audit::find_page(conn, 0, 10))
+        .unwrap();
+    assert_eq!(entries[0].action, "service_secret.set");
+    assert_eq!(entries[0].target, "service_secret/imap");
+    drop(db);
+    let out = bramble(dir.path(), &["secret", "delete", "imap"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = bramble(dir.path(), &["secret", "list"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
+}
+
 #[test]
 fn another_applications_database_is_left_alone() {
     let dir = tempfile::tempdir().unwrap();

@@ -19,7 +19,8 @@
 //! Agent and the Synchronization Service ([`mail`], [`sync`]);
 //! `bramble user activation-password set|generate` prepares activation and
 //! `bramble user policy` shows the IT policy that applies to a user
-//! ([`user`]). This file holds the commands of the server itself
+//! ([`user`]); `bramble secret set|delete|list` seals the service passwords
+//! ([`secret`]). This file holds the commands of the server itself
 //! (`serve`, `db`, `admin`) and the [`Failure`] every command ends with.
 //!
 //! The integration tests (`tests/it` at the top of the repository) are
@@ -28,6 +29,7 @@
 mod bench;
 mod directory;
 mod mail;
+mod secret;
 mod sync;
 mod testbed;
 mod user;
@@ -117,6 +119,12 @@ enum Command {
     Sync {
         #[command(subcommand)]
         command: sync::SyncCommand,
+    },
+    /// Passwords of the accounts Bramble signs in with (IMAP, SMTP, LDAP,
+    /// DAV), sealed in the database.
+    Secret {
+        #[command(subcommand)]
+        command: secret::SecretCommand,
     },
     /// Smartphone users: activation passwords, the IT policy that applies.
     User {
@@ -210,6 +218,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Mail { command } => mail::run(&settings, command),
         Command::Sync { command } => sync::run(&settings, command),
         Command::User { command } => user::run(&settings, command),
+        Command::Secret { command } => secret::run(&settings, command),
         Command::Db {
             command: DbCommand::Migrate,
         } => {
