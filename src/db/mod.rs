@@ -412,15 +412,15 @@ pub fn key_path(db_path: &Path) -> PathBuf {
     db_path.with_file_name(name)
 }
 
-/// Tables and the condition under which a row of them holds a sealed
-/// secret. Every sealed column is listed here, so that a database with
-/// sealed data is never given a new master key.
+/// Every sealed column (table, column), so that a database holding a
+/// sealed value is never given a new master key.
 const SEALED_SECRETS: &[(&str, &str)] = &[
-    ("srp_connections", "1"),
-    ("device_keys", "1"),
-    ("domain_keys", "1"),
-    ("activation_passwords", "sealed_secret IS NOT NULL"),
-    ("service_secrets", "1"),
+    ("srp_connections", "srp_key_sealed"),
+    ("device_keys", "sealed_key"),
+    ("domain_keys", "sealed_private_key"),
+    ("activation_passwords", "sealed_secret"),
+    ("service_secrets", "sealed_value"),
+    ("admin_commands", "sealed_password"),
 ];
 
 /// Whether the database file holds any sealed secret (a missing or empty
@@ -431,9 +431,10 @@ fn holds_sealed_secrets(path: &Path, busy_timeout_ms: u32) -> DbResult<bool> {
         _ => return Ok(false),
     }
     let mut conn = establish(path, busy_timeout_ms)?;
-    for (table, condition) in SEALED_SECRETS {
+    for (table, column) in SEALED_SECRETS {
+        // A database of an older schema may lack the table or the column.
         let exists = diesel::sql_query(format!(
-            "SELECT count(*) AS value FROM sqlite_master WHERE type = 'table' AND name = '{table}'"
+            "SELECT count(*) AS value FROM pragma_table_info('{table}') WHERE name = '{column}'"
         ))
         .get_result::<CountRow>(&mut conn)
         .map_err(|e| lock_or(path, busy_timeout_ms, e.into()))?
@@ -442,7 +443,7 @@ fn holds_sealed_secrets(path: &Path, busy_timeout_ms: u32) -> DbResult<bool> {
             continue;
         }
         let rows = diesel::sql_query(format!(
-            "SELECT count(*) AS value FROM (SELECT 1 FROM {table} WHERE {condition} LIMIT 1)"
+            "SELECT count(*) AS value FROM (SELECT 1 FROM {table} WHERE {column} IS NOT NULL LIMIT 1)"
         ))
         .get_result::<CountRow>(&mut conn)
         .map_err(|e| lock_or(path, busy_timeout_ms, e.into()))?

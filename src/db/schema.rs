@@ -391,6 +391,7 @@ diesel::table! {
         parameters -> Text,
         requested_by -> Text,
         created_at -> Timestamp,
+        sealed_password -> Nullable<Binary>,
     }
 }
 
