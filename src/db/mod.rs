@@ -43,7 +43,7 @@ use diesel::sql_types::{Integer, Text};
 use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-pub use seal::Sealer;
+pub use seal::{AuditKey, Sealer};
 pub use settings::DatabaseSettings;
 
 /// The connection type every model function takes.
@@ -135,6 +135,7 @@ impl DbError {
             DbError::Task(_) => "DB_TASK_FAILED",
             DbError::Seal(seal::SealError::KeyMissing { .. }) => "DB_KEY_MISSING",
             DbError::Seal(seal::SealError::KeyExposed { .. }) => "DB_KEY_EXPOSED",
+            DbError::Seal(seal::SealError::AuditKeyMissing { .. }) => "DB_AUDIT_KEY_MISSING",
             DbError::Seal(_) => "DB_SEAL_FAILED",
             DbError::Invalid(_) => "INVALID_INPUT",
             DbError::Damaged(_) => "DB_DAMAGED",
@@ -177,6 +178,7 @@ impl std::fmt::Debug for Database {
 #[derive(Debug)]
 struct Pragmas {
     busy_timeout_ms: u32,
+    audit_key: Arc<AuditKey>,
 }
 
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
@@ -185,7 +187,9 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
             "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
             self.busy_timeout_ms
         ))
-        .map_err(diesel::r2d2::Error::QueryError)
+        .map_err(diesel::r2d2::Error::QueryError)?;
+        models::audit::register_mac(conn, self.audit_key.clone())
+            .map_err(diesel::r2d2::Error::QueryError)
     }
 }
 
@@ -229,11 +233,21 @@ impl Database {
         // sealed secrets whose key is gone (or exposed) is left untouched.
         let sealed = holds_sealed_secrets(path, busy_timeout_ms)?;
         let sealer = Sealer::open(&key_path(path), !sealed)?;
+        // The audit key: required once the log was keyed; made otherwise,
+        // keying the entries from the next one on.
+        let (keyed, next_entry) = audit_keying(path, busy_timeout_ms)?;
+        let audit_key = Arc::new(AuditKey::open(
+            &audit_key_path(path),
+            (!keyed).then_some(next_entry),
+        )?);
         let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());
         let pool = Pool::builder()
             .max_size(pool_size.max(1))
             .connection_timeout(Duration::from_secs(30))
-            .connection_customizer(Box::new(Pragmas { busy_timeout_ms }))
+            .connection_customizer(Box::new(Pragmas {
+                busy_timeout_ms,
+                audit_key: audit_key.clone(),
+            }))
             .build(manager)
             .map_err(|e| {
                 let message = e.to_string();
@@ -256,6 +270,10 @@ impl Database {
                     DbError::Migration(message)
                 }
             })?;
+            diesel::sql_query("INSERT OR IGNORE INTO audit_keying (id, keyed_from) VALUES (1, ?)")
+                .bind::<diesel::sql_types::BigInt, _>(audit_key.keyed_from())
+                .execute(&mut conn)
+                .map_err(|e| lock_or(path, busy_timeout_ms, e.into()))?;
         }
         tracing::info!(target: "bramble::db", path = %path.display(), "Configuration Database ready");
         Ok(Database {
@@ -400,6 +418,43 @@ impl Database {
         })
         .await
     }
+}
+
+/// The file of the audit log's key, beside the master key.
+pub fn audit_key_path(db_path: &Path) -> PathBuf {
+    let mut name = db_path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".audit-key");
+    db_path.with_file_name(name)
+}
+
+/// Whether the audit log was keyed already (a key file must exist), and the
+/// id the next entry will get. Reads only.
+fn audit_keying(path: &Path, busy_timeout_ms: u32) -> DbResult<(bool, i64)> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() > 0 => {}
+        _ => return Ok((false, 1)),
+    }
+    let mut conn = establish(path, busy_timeout_ms)?;
+    let mut count = |sql: &str| -> DbResult<i64> {
+        Ok(diesel::sql_query(sql)
+            .get_result::<CountRow>(&mut conn)
+            .map_err(|e| lock_or(path, busy_timeout_ms, e.into()))?
+            .value)
+    };
+    let keyed = count("SELECT count(*) AS value FROM sqlite_master WHERE type = 'table' AND name = 'audit_keying'")? > 0
+        && count("SELECT count(*) AS value FROM audit_keying")? > 0;
+    let has_log = count(
+        "SELECT count(*) AS value FROM sqlite_master WHERE type = 'table' AND name = 'audit_log'",
+    )? > 0;
+    let next = if has_log {
+        count("SELECT coalesce(max(id), 0) + 1 AS value FROM audit_log")?
+    } else {
+        1
+    };
+    Ok((keyed, next))
 }
 
 /// The master key file sealing this database's secrets.
@@ -745,6 +800,25 @@ mod tests {
             before,
             "the file is unchanged"
         );
+    }
+
+    #[test]
+    fn a_missing_audit_key_of_a_keyed_log_stops_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bramble.db");
+        drop(Database::open_path(&path, 1, 5_000).unwrap());
+        let audit_key = audit_key_path(&path);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&audit_key).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        std::fs::remove_file(&audit_key).unwrap();
+        let e = Database::open_path(&path, 1, 5_000).unwrap_err();
+        assert_eq!(e.code(), "DB_AUDIT_KEY_MISSING", "{e}");
+        assert!(e.to_string().contains("bramble.db.audit-key"), "{e}");
+        assert!(!audit_key.exists(), "no new key was made");
     }
 
     #[test]

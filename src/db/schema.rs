@@ -443,6 +443,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    audit_keying (id) {
+        id -> Integer,
+        keyed_from -> BigInt,
+    }
+}
+
 diesel::joinable!(messaging_agents -> servers (server_id));
 diesel::joinable!(users -> messaging_agents (messaging_agent_id));
 diesel::joinable!(group_members -> groups (group_id));

@@ -37,8 +37,12 @@ pub enum SealError {
     #[error("the master key file {path} is missing, but the Configuration Database beside it holds secrets sealed with that key. Restore {path} from the backup made together with the database (the two belong together), then start again. Bramble did not create a new key and changed nothing: a new key would open none of the stored secrets.")]
     KeyMissing { path: PathBuf },
     /// The key file may be read by its group or by anyone.
-    #[error("the master key file {path} may be read by other users (permissions {mode:03o}); Bramble refuses to use a key others may have copied. Make it readable by its owner only (`chmod 600 {path}`), and if someone else may have read it, treat the sealed secrets as exposed. Then start again.")]
+    #[error("the key file {path} may be read by other users (permissions {mode:03o}); Bramble refuses to use a key others may have copied. Make it readable by its owner only (`chmod 600 {path}`), and if someone else may have read it, treat the sealed secrets as exposed. Then start again.")]
     KeyExposed { path: PathBuf, mode: u32 },
+    /// The audit key file is gone while the audit log holds entries keyed
+    /// with it.
+    #[error("the audit key file {path} is missing, but the audit log of the Configuration Database beside it was kept with that key. Restore {path} from the backup made together with the database (it belongs with the database and its master key), then start again. Bramble did not create a new key and changed nothing: without it the audit log cannot be verified.")]
+    AuditKeyMissing { path: PathBuf },
     #[error("a sealed secret is damaged or belongs to another database or row")]
     Unseal,
     #[error("cryptography failed: {0}")]
@@ -168,6 +172,92 @@ fn check_private(path: &Path) -> Result<(), SealError> {
     #[cfg(not(unix))]
     let _ = path;
     Ok(())
+}
+
+/// The key of the audit log's chain (HMAC-SHA-256), kept in a file beside
+/// the master key and never in the database, and the first entry it keys:
+/// entries before it were written before the audit log was keyed and are
+/// verified as they were written (plain SHA-256). Both are in the file, so
+/// that whoever can change the database cannot move the boundary.
+///
+/// File layout: `key (32) || first keyed entry id (8, big-endian)`.
+pub struct AuditKey {
+    key: [u8; KEY_LEN],
+    keyed_from: i64,
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditKey")
+            .field("keyed_from", &self.keyed_from)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditKey {
+    /// Reads the audit key; when the file does not exist, creates one
+    /// keying entries from `create_from` on, or fails with
+    /// [`SealError::AuditKeyMissing`] when `create_from` is `None`. A key
+    /// file others may read is refused.
+    pub fn open(path: &Path, create_from: Option<i64>) -> Result<AuditKey, SealError> {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                check_private(path)?;
+                if bytes.len() != KEY_LEN + 8 {
+                    return Err(SealError::KeyLength {
+                        path: path.to_path_buf(),
+                        found: bytes.len(),
+                    });
+                }
+                let mut key = [0u8; KEY_LEN];
+                key.copy_from_slice(&bytes[..KEY_LEN]);
+                let mut from = [0u8; 8];
+                from.copy_from_slice(&bytes[KEY_LEN..]);
+                Ok(AuditKey {
+                    key,
+                    keyed_from: i64::from_be_bytes(from),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let Some(keyed_from) = create_from else {
+                    return Err(SealError::AuditKeyMissing {
+                        path: path.to_path_buf(),
+                    });
+                };
+                let mut key = [0u8; KEY_LEN];
+                rand_bytes(&mut key)?;
+                let mut bytes = key.to_vec();
+                bytes.extend_from_slice(&keyed_from.to_be_bytes());
+                write_private(path, &bytes).map_err(|e| SealError::KeyFile {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+                Ok(AuditKey { key, keyed_from })
+            }
+            Err(e) => Err(SealError::KeyFile {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// An audit key with a given key; for tests.
+    pub fn from_key(key: [u8; KEY_LEN], keyed_from: i64) -> AuditKey {
+        AuditKey { key, keyed_from }
+    }
+
+    /// The id of the first entry this key keys.
+    pub fn keyed_from(&self) -> i64 {
+        self.keyed_from
+    }
+
+    /// HMAC-SHA-256 of `input` under the key.
+    pub fn mac(&self, input: &[u8]) -> Result<Vec<u8>, SealError> {
+        let pkey = openssl::pkey::PKey::hmac(&self.key)?;
+        let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &pkey)?;
+        signer.update(input)?;
+        Ok(signer.sign_to_vec()?)
+    }
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
