@@ -235,6 +235,14 @@ impl Server {
                 )),
             ));
         }
+        tasks.push((
+            "audit",
+            tokio::spawn(watch_audit_log(
+                db.clone(),
+                settings.database.audit_verify_hours,
+                shutdown.clone(),
+            )),
+        ));
         let controller = Controller::new(settings.controller.clone(), db, components, status)
             .with_dispatcher(dispatcher.clone());
         let stop = shutdown.clone();
@@ -259,6 +267,30 @@ impl Server {
             lan_addr,
             state,
         })
+    }
+}
+
+/// Verifies the audit chain when the server starts and then every `hours`
+/// (0: at start-up only), until shutdown. A broken chain is logged and
+/// shown in `GET /health` ([`Database::check_audit_log`]); it does not stop
+/// the server.
+async fn watch_audit_log(
+    db: Database,
+    hours: u64,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        if let Err(e) = db.check_audit_log().await {
+            error!(target: "bramble::audit", code = e.code(), "cannot verify the audit log: {e}");
+        }
+        if hours == 0 {
+            shutdown.cancelled().await;
+            return Ok(());
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(std::time::Duration::from_secs(hours.saturating_mul(3600))) => {}
+        }
     }
 }
 

@@ -165,6 +165,8 @@ pub struct Database {
     /// Writers of this process queue here (in order, without holding a
     /// thread) rather than in SQLite's busy handler, which sleeps.
     write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Where the last check of the audit chain found it broken, if it did.
+    audit_alarm: Arc<std::sync::Mutex<Option<models::audit::AuditTamper>>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -281,6 +283,7 @@ impl Database {
             sealer: Arc::new(sealer),
             path: path.to_path_buf(),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            audit_alarm: Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
@@ -408,6 +411,39 @@ impl Database {
     pub fn run_blocking<T>(&self, f: impl FnOnce(&mut Conn) -> DbResult<T>) -> DbResult<T> {
         let mut conn = self.pool.get()?;
         f(&mut conn)
+    }
+
+    /// Walks the audit chain ([`models::audit::verify_chain`]) and
+    /// remembers the outcome ([`Database::audit_alarm`]). A broken chain
+    /// is logged as an error with the code `AUDIT_CHAIN_BROKEN` under
+    /// `bramble::audit`, naming the first altered entry; a chain that
+    /// verifies clears an earlier alarm. Returns the outcome and the number
+    /// of entries.
+    pub async fn check_audit_log(&self) -> DbResult<(Result<(), models::audit::AuditTamper>, i64)> {
+        let (outcome, entries) = self
+            .run(|conn| {
+                let outcome = models::audit::verify_chain(conn)?;
+                let (_, total) = models::audit::find_page(conn, 0, 0)?;
+                Ok((outcome, total))
+            })
+            .await?;
+        match &outcome {
+            Ok(()) => {
+                tracing::info!(target: "bramble::audit", entries, "the audit log's {entries} entries are intact")
+            }
+            Err(tamper) => {
+                tracing::error!(target: "bramble::audit", code = "AUDIT_CHAIN_BROKEN", entry = tamper.id.0, "{tamper}. Compare the database with its backups to find what was changed, and keep this copy as evidence.")
+            }
+        }
+        if let Ok(mut alarm) = self.audit_alarm.lock() {
+            *alarm = outcome.clone().err();
+        }
+        Ok((outcome, entries))
+    }
+
+    /// Where the last check of the audit chain found it broken, if it did.
+    pub fn audit_alarm(&self) -> Option<models::audit::AuditTamper> {
+        self.audit_alarm.lock().ok().and_then(|a| a.clone())
     }
 
     /// A round trip to the database: is it reachable and answering?
