@@ -857,6 +857,38 @@ mod tests {
         assert!(!audit_key.exists(), "no new key was made");
     }
 
+    #[tokio::test]
+    async fn a_broken_audit_chain_raises_the_alarm_until_it_verifies_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open_path(&dir.path().join("bramble.db"), 1, 5_000).unwrap();
+        db.run_blocking(|conn| {
+            models::audit::append(conn, "admin", "user.update", "user/1", None, None)?;
+            models::audit::append(conn, "admin", "user.update", "user/2", None, None)?;
+            Ok(())
+        })
+        .unwrap();
+        let (outcome, entries) = db.check_audit_log().await.unwrap();
+        assert_eq!((outcome, entries), (Ok(()), 2));
+        assert_eq!(db.audit_alarm(), None);
+        let alter = |actor: &'static str| {
+            db.run_blocking(move |conn| {
+                diesel::sql_query(format!(
+                    "UPDATE audit_log SET actor = '{actor}' WHERE id = 2"
+                ))
+                .execute(conn)?;
+                Ok(())
+            })
+            .unwrap()
+        };
+        alter("mallory");
+        let (outcome, _) = db.check_audit_log().await.unwrap();
+        assert_eq!(outcome.unwrap_err().id.0, 2);
+        assert_eq!(db.audit_alarm().map(|t| t.id.0), Some(2));
+        alter("admin");
+        assert_eq!(db.check_audit_log().await.unwrap().0, Ok(()));
+        assert_eq!(db.audit_alarm(), None, "cleared once intact again");
+    }
+
     #[test]
     fn a_missing_master_key_is_made_for_a_database_without_sealed_data() {
         let dir = tempfile::tempdir().unwrap();

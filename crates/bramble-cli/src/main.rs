@@ -214,7 +214,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Device { command } => wireless::device(&settings, command),
         Command::Bench { command } => bench::run(command),
         Command::Testbed { command } => testbed::run(command),
-        Command::Directory { command } => directory::run(&settings, command),
+        Command::Directory { command } => directory::run(&with_stored_secrets(settings)?, command),
         Command::Mail { command } => mail::run(&settings, command),
         Command::Sync { command } => sync::run(&settings, command),
         Command::User { command } => user::run(&settings, command),
@@ -307,6 +307,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// `settings` with the service passwords they leave empty read from the
+/// Configuration Database (`bramble secret set`), as the server does when
+/// it starts.
+fn with_stored_secrets(mut settings: Settings) -> Result<Settings, Failure> {
+    let db = Database::open(&settings.database()).map_err(|e| Failure::from((e.code(), &e)))?;
+    db.run_blocking(|conn| settings.fill_stored_secrets(conn, db.sealer()))
+        .map_err(|e| Failure::from((e.code(), &e)))?;
+    Ok(settings)
 }
 
 pub(crate) fn read_password(from_stdin: bool) -> anyhow::Result<String> {
