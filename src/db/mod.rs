@@ -16,8 +16,13 @@
 //! application or was created by a newer Bramble is refused with an error
 //! naming the file — and is left exactly as it was.
 //!
-//! Secrets (device transport keys, the SRP key, the domain signing key) are
-//! sealed with a local master key kept beside the database ([`seal`]). The
+//! Secrets (device transport keys, the SRP key, the domain signing key,
+//! service passwords, lock command passwords) are sealed with a local
+//! master key kept beside the database ([`seal`]); a missing key file
+//! beside sealed data stops the open (`DB_KEY_MISSING`) instead of being
+//! replaced, and a key file others may read is refused (`DB_KEY_EXPOSED`).
+//! The audit log's chain is keyed with a second key beside it
+//! ([`seal::AuditKey`]), registered on every pooled connection. The
 //! domain signing key is made by the Policy Service's signing code, called
 //! when the server starts; this module stores it sealed.
 //!

@@ -1,4 +1,5 @@
-//! Sealing secrets at rest (device transport keys, the SRP key).
+//! Sealing secrets at rest (device transport keys, the SRP key, service
+//! and lock passwords), and the audit log's key ([`AuditKey`]).
 //!
 //! AES-256-GCM from openssl with a random 96-bit nonce per secret and the
 //! secret's place in the database (table, row, slot) as associated data, so
