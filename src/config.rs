@@ -22,6 +22,49 @@ pub use crate::router::RouterSettings;
 
 /// Name of the environment variable that points at the settings file.
 pub const CONFIG_ENV: &str = "BRAMBLE_CONFIG";
+
+/// The IMAP service account's password (`[mail] service_password`).
+pub const IMAP_PASSWORD_ENV: &str = "BRAMBLE_IMAP_PASSWORD";
+/// The SMTP submission password (`[mail] smtp_password`).
+pub const SMTP_PASSWORD_ENV: &str = "BRAMBLE_SMTP_PASSWORD";
+/// The organizer server's service account password (`[sync] service_password`).
+pub const DAV_PASSWORD_ENV: &str = "BRAMBLE_DAV_PASSWORD";
+/// Followed by a directory's name (see [`ldap_password_env`]): its bind
+/// password (`[[directories]] bind_password`).
+pub const LDAP_PASSWORD_ENV_PREFIX: &str = "BRAMBLE_LDAP_PASSWORD_";
+
+/// The names `bramble secret set` stores a service password under:
+/// `imap`, `smtp`, `dav` and `ldap/<directory name>`.
+pub const IMAP_SECRET: &str = "imap";
+pub const SMTP_SECRET: &str = "smtp";
+pub const DAV_SECRET: &str = "dav";
+pub const LDAP_SECRET_PREFIX: &str = "ldap/";
+
+/// The environment variable holding the bind password of the directory
+/// named `directory`: `BRAMBLE_LDAP_PASSWORD_` and the name in capitals,
+/// every character other than a letter or digit made `_` (`corp-ad` →
+/// `BRAMBLE_LDAP_PASSWORD_CORP_AD`).
+pub fn ldap_password_env(directory: &str) -> String {
+    let name: String = directory
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{LDAP_PASSWORD_ENV_PREFIX}{name}")
+}
+
+/// Whether `name` is one `bramble secret set` accepts, for these settings.
+pub fn is_service_secret_name(name: &str) -> bool {
+    matches!(name, IMAP_SECRET | SMTP_SECRET | DAV_SECRET)
+        || name
+            .strip_prefix(LDAP_SECRET_PREFIX)
+            .is_some_and(|d| !d.trim().is_empty())
+}
 const ENV_PREFIX: &str = "BRAMBLE_";
 
 /// All of Bramble's settings.
@@ -179,8 +222,120 @@ impl Settings {
                 ),
             });
         }
+        let mut settings = settings;
+        settings.resolve_secret_sources(env)?;
         Ok(Loaded { settings, warnings })
     }
+
+    /// Takes each service password from where it is given, highest first:
+    /// its environment variable ([`IMAP_PASSWORD_ENV`] and the others), its
+    /// `*_file` setting, the setting itself. A password none of them gives
+    /// stays empty here, for [`Settings::fill_stored_secrets`].
+    /// [`Settings::load`] calls this; call it again after changing the
+    /// settings in code.
+    pub fn resolve_secret_sources(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {
+        let var = |name: &str| {
+            env.iter()
+                .rev()
+                .find(|(n, v)| n == name && !v.is_empty())
+                .map(|(_, v)| v.clone())
+        };
+        if let Some(v) = var(IMAP_PASSWORD_ENV) {
+            self.mail.service_password = v;
+        } else if let Some(path) = &self.mail.service_password_file {
+            self.mail.service_password = read_secret_file("[mail] service_password_file", path)?;
+        }
+        if let Some(v) = var(SMTP_PASSWORD_ENV) {
+            self.mail.smtp_password = Some(v);
+        } else if let Some(path) = &self.mail.smtp_password_file {
+            self.mail.smtp_password = Some(read_secret_file("[mail] smtp_password_file", path)?);
+        }
+        if let Some(v) = var(DAV_PASSWORD_ENV) {
+            self.sync.service_password = v;
+        } else if let Some(path) = &self.sync.service_password_file {
+            self.sync.service_password = read_secret_file("[sync] service_password_file", path)?;
+        }
+        for directory in &mut self.directories {
+            if let Some(v) = var(&ldap_password_env(&directory.name)) {
+                directory.bind_password = v;
+            } else if let Some(path) = &directory.bind_password_file {
+                directory.bind_password = read_secret_file(
+                    &format!("[[directories]] bind_password_file of `{}`", directory.name),
+                    path,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills each service password that is still empty from the
+    /// Configuration Database, where `bramble secret set` sealed it: the
+    /// IMAP password when an IMAP server is set, the SMTP password when an
+    /// SMTP login is, the DAV password when an organizer server is, each
+    /// directory's bind password when it binds as a DN.
+    pub fn fill_stored_secrets(
+        &mut self,
+        conn: &mut crate::db::Conn,
+        sealer: &crate::db::Sealer,
+    ) -> crate::db::DbResult<()> {
+        use crate::db::models::service_secret;
+        if self.mail.imap.is_some() && self.mail.service_password.is_empty() {
+            if let Some(v) = service_secret::get(conn, sealer, IMAP_SECRET)? {
+                self.mail.service_password = v;
+            }
+        }
+        if self.mail.smtp_login.is_some() && self.mail.smtp_password.is_none() {
+            self.mail.smtp_password = service_secret::get(conn, sealer, SMTP_SECRET)?;
+        }
+        if self.sync.url.is_some() && self.sync.service_password.is_empty() {
+            if let Some(v) = service_secret::get(conn, sealer, DAV_SECRET)? {
+                self.sync.service_password = v;
+            }
+        }
+        for directory in &mut self.directories {
+            if !directory.bind_dn.is_empty() && directory.bind_password.is_empty() {
+                let name = format!("{LDAP_SECRET_PREFIX}{}", directory.name);
+                if let Some(v) = service_secret::get(conn, sealer, &name)? {
+                    directory.bind_password = v;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a password from a file that only its owner may read: the file's
+/// text without one trailing line break.
+fn read_secret_file(setting: &str, path: &Path) -> Result<String, ConfigError> {
+    let unreadable = |reason: String| ConfigError::SecretFile {
+        setting: setting.to_owned(),
+        path: path.to_path_buf(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| unreadable(e.to_string()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::SecretFileExposed {
+                setting: setting.to_owned(),
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
+    let value = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if value.is_empty() {
+        return Err(unreadable("the file is empty".into()));
+    }
+    Ok(value.to_owned())
 }
 
 /// Settings plus what was noticed while reading them.
@@ -208,6 +363,18 @@ pub enum ConfigError {
     },
     #[error("the environment variable {name} cannot be applied: {reason}")]
     Env { name: String, reason: String },
+    #[error("cannot read the password file {path} named by {setting}: {reason}. Check the path and that Bramble's account can read it; nothing was started.")]
+    SecretFile {
+        setting: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("the password file {path} named by {setting} may be read by other users (permissions {mode:03o}); Bramble refuses it. Make it readable by its owner only (`chmod 600 {path}`), change the password if others may have read it, and start again.")]
+    SecretFileExposed {
+        setting: String,
+        path: PathBuf,
+        mode: u32,
+    },
 }
 
 impl ConfigError {
@@ -217,6 +384,8 @@ impl ConfigError {
             ConfigError::Malformed { .. } => "SETTINGS_MALFORMED",
             ConfigError::Invalid { .. } => "SETTINGS_INVALID",
             ConfigError::Env { .. } => "SETTINGS_ENV_INVALID",
+            ConfigError::SecretFile { .. } => "SETTINGS_SECRET_FILE_UNREADABLE",
+            ConfigError::SecretFileExposed { .. } => "SETTINGS_SECRET_FILE_EXPOSED",
         }
     }
 }
@@ -228,7 +397,7 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        if name == CONFIG_ENV || rest.is_empty() {
+        if name == CONFIG_ENV || rest.is_empty() || is_password_env(name) {
             continue;
         }
         let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
@@ -255,6 +424,15 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
         cursor.insert(last.clone(), value);
     }
     Ok(())
+}
+
+/// The variables that carry a service password, which are not settings
+/// keys (see [`Settings::resolve_secret_sources`]).
+fn is_password_env(name: &str) -> bool {
+    matches!(
+        name,
+        IMAP_PASSWORD_ENV | SMTP_PASSWORD_ENV | DAV_PASSWORD_ENV
+    ) || name.starts_with(LDAP_PASSWORD_ENV_PREFIX)
 }
 
 fn scalar(raw: &str) -> toml::Value {
@@ -336,6 +514,127 @@ mod tests {
         assert_eq!(s.controller.missed_heartbeats_before_restart, 0);
         assert_eq!(s.controller.max_restarts_per_day, 3);
         assert_eq!(s.database_path(), PathBuf::from("/srv/bramble/bramble.db"));
+    }
+
+    fn private_file(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+
+    #[test]
+    fn service_passwords_from_files_the_environment_or_the_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let imap = dir.path().join("imap.pw");
+        let smtp = dir.path().join("smtp.pw");
+        let ldap = dir.path().join("ldap.pw");
+        private_file(&imap, "imap-from-file\n");
+        private_file(&smtp, "smtp-from-file\r\n");
+        private_file(&ldap, "ldap-from-file");
+        let file = dir.path().join("bramble.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[mail]\nservice_password_file = {imap:?}\nsmtp_password_file = {smtp:?}\n[sync]\nservice_password = \"dav-inline\"\n[[directories]]\nname = \"corp-ad\"\nbind_password_file = {ldap:?}\n[[directories]]\nname = \"other\"\nbind_password = \"other-inline\"\n"
+            ),
+        )
+        .unwrap();
+        let loaded = Settings::load_from(Some(&file), &[]).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let s = loaded.settings;
+        assert_eq!(s.mail.service_password, "imap-from-file");
+        assert_eq!(s.mail.smtp_password.as_deref(), Some("smtp-from-file"));
+        assert_eq!(s.sync.service_password, "dav-inline");
+        assert_eq!(s.directories[0].bind_password, "ldap-from-file");
+        assert_eq!(s.directories[1].bind_password, "other-inline");
+
+        // The environment comes first, and its variables are not settings keys.
+        assert_eq!(
+            ldap_password_env("corp-ad"),
+            "BRAMBLE_LDAP_PASSWORD_CORP_AD"
+        );
+        let loaded = Settings::load_from(
+            Some(&file),
+            &env(&[
+                ("BRAMBLE_IMAP_PASSWORD", "imap-env"),
+                ("BRAMBLE_SMTP_PASSWORD", "smtp-env"),
+                ("BRAMBLE_DAV_PASSWORD", "dav-env"),
+                ("BRAMBLE_LDAP_PASSWORD_CORP_AD", "ldap-env"),
+            ]),
+        )
+        .unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let s = loaded.settings;
+        assert_eq!(s.mail.service_password, "imap-env");
+        assert_eq!(s.mail.smtp_password.as_deref(), Some("smtp-env"));
+        assert_eq!(s.sync.service_password, "dav-env");
+        assert_eq!(s.directories[0].bind_password, "ldap-env");
+        assert_eq!(s.directories[1].bind_password, "other-inline");
+    }
+
+    #[test]
+    fn a_password_file_others_may_read_or_that_is_missing_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("imap.pw");
+        let file = dir.path().join("bramble.toml");
+        std::fs::write(&file, format!("[mail]\nservice_password_file = {pw:?}\n")).unwrap();
+        let e = Settings::load_from(Some(&file), &[]).unwrap_err();
+        assert_eq!(e.code(), "SETTINGS_SECRET_FILE_UNREADABLE", "{e}");
+        assert!(
+            e.to_string().contains("[mail] service_password_file"),
+            "{e}"
+        );
+        private_file(&pw, "");
+        let e = Settings::load_from(Some(&file), &[]).unwrap_err();
+        assert!(e.to_string().contains("empty"), "{e}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            private_file(&pw, "secret\n");
+            for mode in [0o644, 0o640, 0o604] {
+                std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(mode)).unwrap();
+                let e = Settings::load_from(Some(&file), &[]).unwrap_err();
+                assert_eq!(e.code(), "SETTINGS_SECRET_FILE_EXPOSED", "{e}");
+                let words = e.to_string();
+                assert!(words.contains(&pw.display().to_string()), "{words}");
+                assert!(words.contains("chmod 600"), "{words}");
+                assert!(!words.contains("secret\n"), "{words}");
+            }
+        }
+    }
+
+    #[test]
+    fn passwords_the_settings_leave_empty_come_from_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::Database::open_path(&dir.path().join("bramble.db"), 1, 5_000).unwrap();
+        let sealer = db.shared_sealer();
+        db.run_blocking(|conn| {
+            use crate::db::models::service_secret;
+            service_secret::set(conn, &sealer, IMAP_SECRET, "imap-stored")?;
+            service_secret::set(conn, &sealer, DAV_SECRET, "dav-stored")?;
+            service_secret::set(conn, &sealer, "ldap/corp", "ldap-stored")?;
+            let mut s = Settings::default();
+            s.mail.imap = Some("127.0.0.1:143".into());
+            s.sync.url = Some("http://127.0.0.1:5232".into());
+            s.sync.service_password = "dav-given".into();
+            s.directories = vec![crate::mailstore::DirectorySettings {
+                name: "corp".into(),
+                bind_dn: "cn=bramble".into(),
+                ..Default::default()
+            }];
+            s.fill_stored_secrets(conn, &sealer)?;
+            assert_eq!(s.mail.service_password, "imap-stored");
+            assert_eq!(s.sync.service_password, "dav-given", "the settings win");
+            assert_eq!(s.directories[0].bind_password, "ldap-stored");
+            assert_eq!(s.mail.smtp_password, None, "no SMTP login, none read");
+            Ok(())
+        })
+        .unwrap();
+        assert!(is_service_secret_name("imap") && is_service_secret_name("ldap/corp"));
+        assert!(!is_service_secret_name("ldap/") && !is_service_secret_name("pop3"));
     }
 
     #[test]

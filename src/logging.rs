@@ -49,7 +49,7 @@ pub fn init(
         path: directory.clone(),
         message,
     };
-    std::fs::create_dir_all(&directory).map_err(|e| dir_error(e.to_string()))?;
+    create_private_dir(&directory).map_err(|e| dir_error(e.to_string()))?;
     let appender = Builder::new()
         .rotation(Rotation::DAILY)
         .filename_prefix("bramble")
@@ -107,4 +107,18 @@ impl Default for LoggingSettings {
             keep_files: 14,
         }
     }
+}
+
+/// Creates `folder` (and any missing parent, such as the data folder when
+/// the logs live in it) readable by its owner only: logs name users and
+/// devices.
+fn create_private_dir(folder: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(folder)
 }

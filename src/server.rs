@@ -133,11 +133,26 @@ impl Server {
     }
 
     /// Binds the Administration Service on `settings.admin.listen` and
-    /// starts everything.
+    /// starts everything. Service passwords the settings leave empty are
+    /// read from the Configuration Database ([`Settings::fill_stored_secrets`]).
     pub async fn start(settings: Settings) -> Result<ServerHandle, StartError> {
         let listeners = Listeners::bind(&settings).await?;
+        let settings = Self::with_stored_secrets(settings).await?;
         let components = Self::default_components(&settings);
         Self::start_with(settings, listeners, components).await
+    }
+
+    /// `settings` with the service passwords they leave empty filled from
+    /// the Configuration Database (opened, and closed again, for it).
+    pub async fn with_stored_secrets(mut settings: Settings) -> Result<Settings, StartError> {
+        let settings = tokio::task::spawn_blocking(move || -> Result<Settings, DbError> {
+            let db = Database::open(&settings.database())?;
+            db.run_blocking(|conn| settings.fill_stored_secrets(conn, db.sealer()))?;
+            Ok(settings)
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))??;
+        Ok(settings)
     }
 
     /// Starts with a listener the caller bound (tests bind `127.0.0.1:0`)
@@ -237,6 +252,14 @@ impl Server {
                 )),
             ));
         }
+        tasks.push((
+            "audit",
+            tokio::spawn(watch_audit_log(
+                db.clone(),
+                settings.database.audit_verify_hours,
+                shutdown.clone(),
+            )),
+        ));
         let controller = Controller::new(settings.controller.clone(), db, components, status)
             .with_dispatcher(dispatcher.clone());
         let stop = shutdown.clone();
@@ -261,6 +284,30 @@ impl Server {
             lan_addr,
             state,
         })
+    }
+}
+
+/// Verifies the audit chain when the server starts and then every `hours`
+/// (0: at start-up only), until shutdown. A broken chain is logged and
+/// shown in `GET /health` ([`Database::check_audit_log`]); it does not stop
+/// the server.
+async fn watch_audit_log(
+    db: Database,
+    hours: u64,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        if let Err(e) = db.check_audit_log().await {
+            error!(target: "bramble::audit", code = e.code(), "cannot verify the audit log: {e}");
+        }
+        if hours == 0 {
+            shutdown.cancelled().await;
+            return Ok(());
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(std::time::Duration::from_secs(hours.saturating_mul(3600))) => {}
+        }
     }
 }
 

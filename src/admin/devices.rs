@@ -422,6 +422,7 @@ pub async fn command(
     };
     let confirm = form.confirm_pin.unwrap_or_default();
     let now = crate::clock::Clock::new().now_db();
+    let sealer = state.db.shared_sealer();
     let view = super::audited(&state, caller.actor(), move |conn| {
         let device = Device::find_by_id(conn, DeviceId(id))?
             .ok_or(DbError::Query(diesel::result::Error::NotFound))?;
@@ -436,7 +437,15 @@ pub async fn command(
                 ),
             ));
         }
-        let command = AdminCommand::create(conn, kind, &parameters, "console", &[device.id], now)?;
+        let command = AdminCommand::create(
+            conn,
+            &sealer,
+            kind,
+            &parameters,
+            "console",
+            &[device.id],
+            now,
+        )?;
         let target = AdminCommand::targets_of(conn, command.id)?
             .into_iter()
             .next()

@@ -11,7 +11,8 @@ use crate::router::LinkStatus;
 
 #[derive(Debug, Serialize)]
 pub struct Health {
-    /// `ok` when every component runs, `degraded` otherwise.
+    /// `ok` when every component runs and the audit chain was last found
+    /// intact, `degraded` otherwise.
     pub status: &'static str,
     pub version: &'static str,
     pub server: String,
@@ -24,6 +25,11 @@ pub struct Health {
     /// in `GET /health`; the live events leave it out).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseHealth>,
+    /// Where the last check of the audit chain (at start-up, every
+    /// `[database] audit_verify_hours`, or on request) found it broken;
+    /// absent while it is intact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_alarm: Option<crate::db::models::audit::AuditTamper>,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,8 +86,14 @@ pub fn snapshot(state: &ServerState) -> Health {
     let all_running = components
         .iter()
         .all(|c| c.state == ComponentState::Running);
+    let audit_alarm = state.db.audit_alarm();
     Health {
-        status: if all_running { "ok" } else { "degraded" },
+        status: if all_running && audit_alarm.is_none() {
+            "ok"
+        } else {
+            "degraded"
+        },
+        audit_alarm,
         version: crate::VERSION,
         server: state.settings.server_name.clone(),
         started_at: state.started_at,

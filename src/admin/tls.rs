@@ -157,7 +157,7 @@ fn generate(settings: &ConsoleSettings, cert_path: &Path, key_path: &Path) -> Re
     let io = |path: &Path, err: std::io::Error| {
         TlsError(format!("cannot write {} ({err})", path.display()))
     };
-    std::fs::create_dir_all(folder).map_err(|err| io(folder, err))?;
+    crate::db::create_private_dir(folder).map_err(|err| io(folder, err))?;
     write_private(key_path, &key.private_key_to_pem_pkcs8().map_err(e)?)
         .map_err(|err| io(key_path, err))?;
     std::fs::write(cert_path, cert.to_pem().map_err(e)?).map_err(|err| io(cert_path, err))?;

@@ -16,8 +16,13 @@
 //! application or was created by a newer Bramble is refused with an error
 //! naming the file — and is left exactly as it was.
 //!
-//! Secrets (device transport keys, the SRP key, the domain signing key) are
-//! sealed with a local master key kept beside the database ([`seal`]). The
+//! Secrets (device transport keys, the SRP key, the domain signing key,
+//! service passwords, lock command passwords) are sealed with a local
+//! master key kept beside the database ([`seal`]); a missing key file
+//! beside sealed data stops the open (`DB_KEY_MISSING`) instead of being
+//! replaced, and a key file others may read is refused (`DB_KEY_EXPOSED`).
+//! The audit log's chain is keyed with a second key beside it
+//! ([`seal::AuditKey`]), registered on every pooled connection. The
 //! domain signing key is made by the Policy Service's signing code, called
 //! when the server starts; this module stores it sealed.
 //!
@@ -43,7 +48,7 @@ use diesel::sql_types::{Integer, Text};
 use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-pub use seal::Sealer;
+pub use seal::{AuditKey, Sealer};
 pub use settings::DatabaseSettings;
 
 /// The connection type every model function takes.
@@ -133,6 +138,9 @@ impl DbError {
             DbError::Query(diesel::result::Error::NotFound) => "NOT_FOUND",
             DbError::Query(_) => "DB_QUERY_FAILED",
             DbError::Task(_) => "DB_TASK_FAILED",
+            DbError::Seal(seal::SealError::KeyMissing { .. }) => "DB_KEY_MISSING",
+            DbError::Seal(seal::SealError::KeyExposed { .. }) => "DB_KEY_EXPOSED",
+            DbError::Seal(seal::SealError::AuditKeyMissing { .. }) => "DB_AUDIT_KEY_MISSING",
             DbError::Seal(_) => "DB_SEAL_FAILED",
             DbError::Invalid(_) => "INVALID_INPUT",
             DbError::Damaged(_) => "DB_DAMAGED",
@@ -162,6 +170,8 @@ pub struct Database {
     /// Writers of this process queue here (in order, without holding a
     /// thread) rather than in SQLite's busy handler, which sleeps.
     write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Where the last check of the audit chain found it broken, if it did.
+    audit_alarm: Arc<std::sync::Mutex<Option<models::audit::AuditTamper>>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -175,6 +185,7 @@ impl std::fmt::Debug for Database {
 #[derive(Debug)]
 struct Pragmas {
     busy_timeout_ms: u32,
+    audit_key: Arc<AuditKey>,
 }
 
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
@@ -183,7 +194,9 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
             "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
             self.busy_timeout_ms
         ))
-        .map_err(diesel::r2d2::Error::QueryError)
+        .map_err(diesel::r2d2::Error::QueryError)?;
+        models::audit::register_mac(conn, self.audit_key.clone())
+            .map_err(diesel::r2d2::Error::QueryError)
     }
 }
 
@@ -223,11 +236,25 @@ impl Database {
         let folder = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         ensure_writable_folder(&folder)?;
         inspect(path, busy_timeout_ms)?;
+        // The master key before anything is written: a database holding
+        // sealed secrets whose key is gone (or exposed) is left untouched.
+        let sealed = holds_sealed_secrets(path, busy_timeout_ms)?;
+        let sealer = Sealer::open(&key_path(path), !sealed)?;
+        // The audit key: required once the log was keyed; made otherwise,
+        // keying the entries from the next one on.
+        let (keyed, next_entry) = audit_keying(path, busy_timeout_ms)?;
+        let audit_key = Arc::new(AuditKey::open(
+            &audit_key_path(path),
+            (!keyed).then_some(next_entry),
+        )?);
         let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());
         let pool = Pool::builder()
             .max_size(pool_size.max(1))
             .connection_timeout(Duration::from_secs(30))
-            .connection_customizer(Box::new(Pragmas { busy_timeout_ms }))
+            .connection_customizer(Box::new(Pragmas {
+                busy_timeout_ms,
+                audit_key: audit_key.clone(),
+            }))
             .build(manager)
             .map_err(|e| {
                 let message = e.to_string();
@@ -250,14 +277,18 @@ impl Database {
                     DbError::Migration(message)
                 }
             })?;
+            diesel::sql_query("INSERT OR IGNORE INTO audit_keying (id, keyed_from) VALUES (1, ?)")
+                .bind::<diesel::sql_types::BigInt, _>(audit_key.keyed_from())
+                .execute(&mut conn)
+                .map_err(|e| lock_or(path, busy_timeout_ms, e.into()))?;
         }
-        let sealer = Sealer::load_or_create(&key_path(path))?;
         tracing::info!(target: "bramble::db", path = %path.display(), "Configuration Database ready");
         Ok(Database {
             pool,
             sealer: Arc::new(sealer),
             path: path.to_path_buf(),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            audit_alarm: Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
@@ -387,6 +418,39 @@ impl Database {
         f(&mut conn)
     }
 
+    /// Walks the audit chain ([`models::audit::verify_chain`]) and
+    /// remembers the outcome ([`Database::audit_alarm`]). A broken chain
+    /// is logged as an error with the code `AUDIT_CHAIN_BROKEN` under
+    /// `bramble::audit`, naming the first altered entry; a chain that
+    /// verifies clears an earlier alarm. Returns the outcome and the number
+    /// of entries.
+    pub async fn check_audit_log(&self) -> DbResult<(Result<(), models::audit::AuditTamper>, i64)> {
+        let (outcome, entries) = self
+            .run(|conn| {
+                let outcome = models::audit::verify_chain(conn)?;
+                let (_, total) = models::audit::find_page(conn, 0, 0)?;
+                Ok((outcome, total))
+            })
+            .await?;
+        match &outcome {
+            Ok(()) => {
+                tracing::info!(target: "bramble::audit", entries, "the audit log's {entries} entries are intact")
+            }
+            Err(tamper) => {
+                tracing::error!(target: "bramble::audit", code = "AUDIT_CHAIN_BROKEN", entry = tamper.id.0, "{tamper}. Compare the database with its backups to find what was changed, and keep this copy as evidence.")
+            }
+        }
+        if let Ok(mut alarm) = self.audit_alarm.lock() {
+            *alarm = outcome.clone().err();
+        }
+        Ok((outcome, entries))
+    }
+
+    /// Where the last check of the audit chain found it broken, if it did.
+    pub fn audit_alarm(&self) -> Option<models::audit::AuditTamper> {
+        self.audit_alarm.lock().ok().and_then(|a| a.clone())
+    }
+
     /// A round trip to the database: is it reachable and answering?
     pub async fn ping(&self) -> DbResult<()> {
         self.run(|conn| {
@@ -395,6 +459,43 @@ impl Database {
         })
         .await
     }
+}
+
+/// The file of the audit log's key, beside the master key.
+pub fn audit_key_path(db_path: &Path) -> PathBuf {
+    let mut name = db_path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".audit-key");
+    db_path.with_file_name(name)
+}
+
+/// Whether the audit log was keyed already (a key file must exist), and the
+/// id the next entry will get. Reads only.
+fn audit_keying(path: &Path, busy_timeout_ms: u32) -> DbResult<(bool, i64)> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() > 0 => {}
+        _ => return Ok((false, 1)),
+    }
+    let mut conn = establish(path, busy_timeout_ms)?;
+    let mut count = |sql: &str| -> DbResult<i64> {
+        Ok(diesel::sql_query(sql)
+            .get_result::<CountRow>(&mut conn)
+            .map_err(|e| lock_or(path, busy_timeout_ms, e.into()))?
+            .value)
+    };
+    let keyed = count("SELECT count(*) AS value FROM sqlite_master WHERE type = 'table' AND name = 'audit_keying'")? > 0
+        && count("SELECT count(*) AS value FROM audit_keying")? > 0;
+    let has_log = count(
+        "SELECT count(*) AS value FROM sqlite_master WHERE type = 'table' AND name = 'audit_log'",
+    )? > 0;
+    let next = if has_log {
+        count("SELECT coalesce(max(id), 0) + 1 AS value FROM audit_log")?
+    } else {
+        1
+    };
+    Ok((keyed, next))
 }
 
 /// The master key file sealing this database's secrets.
@@ -407,12 +508,68 @@ pub fn key_path(db_path: &Path) -> PathBuf {
     db_path.with_file_name(name)
 }
 
+/// Every sealed column (table, column), so that a database holding a
+/// sealed value is never given a new master key.
+const SEALED_SECRETS: &[(&str, &str)] = &[
+    ("srp_connections", "srp_key_sealed"),
+    ("device_keys", "sealed_key"),
+    ("domain_keys", "sealed_private_key"),
+    ("activation_passwords", "sealed_secret"),
+    ("service_secrets", "sealed_value"),
+    ("admin_commands", "sealed_password"),
+];
+
+/// Whether the database file holds any sealed secret (a missing or empty
+/// file holds none). Reads only.
+fn holds_sealed_secrets(path: &Path, busy_timeout_ms: u32) -> DbResult<bool> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() > 0 => {}
+        _ => return Ok(false),
+    }
+    let mut conn = establish(path, busy_timeout_ms)?;
+    for (table, column) in SEALED_SECRETS {
+        // A database of an older schema may lack the table or the column.
+        let exists = diesel::sql_query(format!(
+            "SELECT count(*) AS value FROM pragma_table_info('{table}') WHERE name = '{column}'"
+        ))
+        .get_result::<CountRow>(&mut conn)
+        .map_err(|e| lock_or(path, busy_timeout_ms, e.into()))?
+        .value;
+        if exists == 0 {
+            continue;
+        }
+        let rows = diesel::sql_query(format!(
+            "SELECT count(*) AS value FROM (SELECT 1 FROM {table} WHERE {column} IS NOT NULL LIMIT 1)"
+        ))
+        .get_result::<CountRow>(&mut conn)
+        .map_err(|e| lock_or(path, busy_timeout_ms, e.into()))?
+        .value;
+        if rows > 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Creates `folder` (and any missing parent) readable by its owner only:
+/// it holds the database, its master key and the logs.
+pub fn create_private_dir(folder: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(folder)
+}
+
 fn ensure_writable_folder(folder: &Path) -> DbResult<()> {
     let unwritable = |source| DbError::DataDirUnwritable {
         path: folder.to_path_buf(),
         source,
     };
-    std::fs::create_dir_all(folder).map_err(unwritable)?;
+    create_private_dir(folder).map_err(unwritable)?;
     let probe = folder.join(".bramble-write-check");
     std::fs::write(&probe, b"ok").map_err(unwritable)?;
     let _ = std::fs::remove_file(&probe);
@@ -648,6 +805,121 @@ mod tests {
         });
         held_rx.recv().unwrap();
         (release_tx, holder)
+    }
+
+    /// A database holding a sealed secret (an SRP key), closed.
+    fn database_with_a_sealed_secret(dir: &Path) -> PathBuf {
+        let path = dir.join("data").join("bramble.db");
+        let db = Database::open_path(&path, 1, 5_000).unwrap();
+        let sealed = db.sealer().seal("test/1", b"secret").unwrap();
+        db.run_blocking(|conn| {
+            diesel::sql_query(
+                "INSERT INTO domain_keys (id, public_key, sealed_private_key, created_at) VALUES (1, x'00', ?, CURRENT_TIMESTAMP)",
+            )
+            .bind::<diesel::sql_types::Binary, _>(sealed)
+            .execute(conn)?;
+            Ok(())
+        })
+        .unwrap();
+        path
+    }
+
+    #[test]
+    fn a_missing_master_key_beside_sealed_data_stops_the_open_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = database_with_a_sealed_secret(dir.path());
+        std::fs::remove_file(key_path(&path)).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let e = Database::open_path(&path, 1, 5_000).unwrap_err();
+        assert_eq!(e.code(), "DB_KEY_MISSING", "{e}");
+        let words = e.to_string();
+        assert!(words.contains("bramble.db.key"), "{words}");
+        assert!(words.contains("Restore"), "{words}");
+        assert!(!key_path(&path).exists(), "no new key was made");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file is unchanged"
+        );
+    }
+
+    #[test]
+    fn a_missing_audit_key_of_a_keyed_log_stops_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bramble.db");
+        drop(Database::open_path(&path, 1, 5_000).unwrap());
+        let audit_key = audit_key_path(&path);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&audit_key).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        std::fs::remove_file(&audit_key).unwrap();
+        let e = Database::open_path(&path, 1, 5_000).unwrap_err();
+        assert_eq!(e.code(), "DB_AUDIT_KEY_MISSING", "{e}");
+        assert!(e.to_string().contains("bramble.db.audit-key"), "{e}");
+        assert!(!audit_key.exists(), "no new key was made");
+    }
+
+    #[tokio::test]
+    async fn a_broken_audit_chain_raises_the_alarm_until_it_verifies_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open_path(&dir.path().join("bramble.db"), 1, 5_000).unwrap();
+        db.run_blocking(|conn| {
+            models::audit::append(conn, "admin", "user.update", "user/1", None, None)?;
+            models::audit::append(conn, "admin", "user.update", "user/2", None, None)?;
+            Ok(())
+        })
+        .unwrap();
+        let (outcome, entries) = db.check_audit_log().await.unwrap();
+        assert_eq!((outcome, entries), (Ok(()), 2));
+        assert_eq!(db.audit_alarm(), None);
+        let alter = |actor: &'static str| {
+            db.run_blocking(move |conn| {
+                diesel::sql_query(format!(
+                    "UPDATE audit_log SET actor = '{actor}' WHERE id = 2"
+                ))
+                .execute(conn)?;
+                Ok(())
+            })
+            .unwrap()
+        };
+        alter("mallory");
+        let (outcome, _) = db.check_audit_log().await.unwrap();
+        assert_eq!(outcome.unwrap_err().id.0, 2);
+        assert_eq!(db.audit_alarm().map(|t| t.id.0), Some(2));
+        alter("admin");
+        assert_eq!(db.check_audit_log().await.unwrap().0, Ok(()));
+        assert_eq!(db.audit_alarm(), None, "cleared once intact again");
+    }
+
+    #[test]
+    fn a_missing_master_key_is_made_for_a_database_without_sealed_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bramble.db");
+        drop(Database::open_path(&path, 1, 5_000).unwrap());
+        std::fs::remove_file(key_path(&path)).unwrap();
+        drop(Database::open_path(&path, 1, 5_000).unwrap());
+        assert!(key_path(&path).exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_data_folder_and_key_are_private_and_an_exposed_key_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = database_with_a_sealed_secret(dir.path());
+        assert_eq!(mode(path.parent().unwrap()), 0o700, "the data folder");
+        assert_eq!(mode(&key_path(&path)), 0o600, "the master key");
+        std::fs::set_permissions(key_path(&path), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = Database::open_path(&path, 1, 5_000).unwrap_err();
+        assert_eq!(e.code(), "DB_KEY_EXPOSED", "{e}");
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        assert_eq!(mode(&key_path(&path)), 0o644, "refused, not changed");
+        std::fs::set_permissions(key_path(&path), std::fs::Permissions::from_mode(0o600)).unwrap();
+        Database::open_path(&path, 1, 5_000).unwrap();
     }
 
     #[test]

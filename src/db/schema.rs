@@ -391,6 +391,7 @@ diesel::table! {
         parameters -> Text,
         requested_by -> Text,
         created_at -> Timestamp,
+        sealed_password -> Nullable<Binary>,
     }
 }
 
@@ -431,6 +432,21 @@ diesel::table! {
         public_key -> Binary,
         sealed_private_key -> Binary,
         created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    service_secrets (name) {
+        name -> Text,
+        sealed_value -> Binary,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    audit_keying (id) {
+        id -> Integer,
+        keyed_from -> BigInt,
     }
 }
 
@@ -504,6 +520,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     activation_passwords,
     activation_events,
     domain_keys,
+    service_secrets,
 );
 
 // The Synchronization Service (migration 000060_synchronization).

@@ -14,6 +14,9 @@ pub struct DatabaseSettings {
     pub pool_size: u32,
     /// How long a writer waits for a lock before giving up, in milliseconds.
     pub busy_timeout_ms: u32,
+    /// How often the running server verifies the audit chain, in hours
+    /// (it also does when it starts); 0: only at start-up.
+    pub audit_verify_hours: u64,
 }
 
 impl Default for DatabaseSettings {
@@ -22,6 +25,7 @@ impl Default for DatabaseSettings {
             path: None,
             pool_size: 8,
             busy_timeout_ms: 5_000,
+            audit_verify_hours: 24,
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct DirectorySettings {
     /// DN to bind as; empty binds anonymously.
     pub bind_dn: String,
     pub bind_password: String,
+    /// A file holding the bind password instead (its owner's only).
+    pub bind_password_file: Option<std::path::PathBuf>,
     /// Where users and groups are searched (the whole subtree).
     pub base_dn: String,
     /// Filter for users; unset: the kind's default.
@@ -65,6 +67,7 @@ impl Default for DirectorySettings {
             attributes: AttributeOverrides::default(),
             bind_dn: String::new(),
             bind_password: String::new(),
+            bind_password_file: None,
             base_dn: String::new(),
             user_filter: None,
             group_filter: None,

@@ -31,12 +31,17 @@ pub struct MailSettings {
     /// SMTP AUTH for submission, if the server wants it.
     pub smtp_login: Option<String>,
     pub smtp_password: Option<String>,
+    /// A file holding the SMTP password instead (its owner's only; see
+    /// `crate::config` for where else a password may come from).
+    pub smtp_password_file: Option<PathBuf>,
     /// A private CA's certificate (PEM) to trust for IMAP and SMTP TLS.
     pub tls_ca_file: Option<PathBuf>,
     /// The service account that reaches every mailbox (a Dovecot master
     /// user: the login is `<mailbox><master_separator><service_login>`).
     pub service_login: String,
     pub service_password: String,
+    /// A file holding the service account's (IMAP) password instead.
+    pub service_password_file: Option<PathBuf>,
     pub master_separator: String,
     /// Mailbox logins with their own passwords, used instead of the service
     /// account for those users.
@@ -70,9 +75,11 @@ impl Default for MailSettings {
             smtp_security: Security::Starttls,
             smtp_login: None,
             smtp_password: None,
+            smtp_password_file: None,
             tls_ca_file: None,
             service_login: "bramble".to_owned(),
             service_password: String::new(),
+            service_password_file: None,
             master_separator: "*".to_owned(),
             user_passwords: BTreeMap::new(),
             inbox: "INBOX".to_owned(),

@@ -114,32 +114,49 @@ impl Commands {
                 .await
                 .map(|()| None)
         } else {
-            let body = match target.kind {
-                CommandKind::Lock => Command::Lock {
-                    password: target.parameters["password"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_owned(),
-                },
-                CommandKind::WipeAll => Command::WipeAll {
+            let password = if target.kind == CommandKind::Lock {
+                self.db
+                    .run_sealed(move |conn, sealer| {
+                        AdminCommand::lock_password(conn, sealer, command)
+                    })
+                    .await
+            } else {
+                Ok(None)
+            };
+            let body = match (target.kind, password) {
+                (CommandKind::Lock, Ok(Some(password))) => Ok(Command::Lock { password }),
+                (CommandKind::Lock, Ok(None)) => {
+                    Err("the lock password is no longer stored; queue the command again".to_owned())
+                }
+                (CommandKind::Lock, Err(e)) => {
+                    Err(format!("the lock password cannot be read: {e}"))
+                }
+                (CommandKind::WipeAll, _) => Ok(Command::WipeAll {
                     delay_secs: target.parameters["delay_secs"].as_u64().unwrap_or(0),
-                },
-                _ => Command::WipeWork,
+                }),
+                _ => Ok(Command::WipeWork),
             };
-            let document = CommandDocument {
-                id: command.0,
-                command: body,
+            let signed = match body {
+                Ok(body) => {
+                    let document = CommandDocument {
+                        id: command.0,
+                        command: body,
+                    };
+                    self.db
+                        .write_sealed(move |conn, sealer| {
+                            let text = serde_json::to_string(&document).map_err(|e| {
+                                DbError::Encoding {
+                                    what: "encode the IT administration command",
+                                    message: e.to_string(),
+                                }
+                            })?;
+                            signed_by_domain(conn, sealer, "admin_command", text)
+                        })
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                Err(why) => Err(why),
             };
-            let signed = self
-                .db
-                .write_sealed(move |conn, sealer| {
-                    let text = serde_json::to_string(&document).map_err(|e| DbError::Encoding {
-                        what: "encode the IT administration command",
-                        message: e.to_string(),
-                    })?;
-                    signed_by_domain(conn, sealer, "admin_command", text)
-                })
-                .await;
             match signed {
                 Ok(signed) => self
                     .dispatcher
@@ -153,7 +170,7 @@ impl Commands {
                     .await
                     .map(Some)
                     .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e),
             }
         };
         let now = self.clock.now_db();

@@ -152,19 +152,18 @@ mod tests {
     }
 
     #[test]
-    fn a_database_with_a_lost_key_file_still_opens() {
+    fn a_database_with_a_lost_key_file_is_refused_not_rekeyed() {
         let (dir, db) = test_db();
         let path = db.path().to_path_buf();
         db.run_blocking(|conn| DomainKey::load_or_create(conn, db.sealer()))
             .unwrap();
         drop(db);
         std::fs::remove_file(crate::db::key_path(&path)).unwrap();
-        let reopened = crate::db::Database::open_path(&path, 2, 5_000).unwrap();
-        let sealer = reopened.sealer();
-        let outcome = reopened.run_blocking(|conn| DomainKey::load_or_create(conn, sealer));
+        let e = crate::db::Database::open_path(&path, 2, 5_000).unwrap_err();
+        assert_eq!(e.code(), "DB_KEY_MISSING", "{e}");
         assert!(
-            matches!(outcome, Err(DbError::Seal(_))),
-            "the old key cannot be opened, nor silently replaced"
+            !crate::db::key_path(&path).exists(),
+            "no new key replaces the lost one"
         );
         drop(dir);
     }

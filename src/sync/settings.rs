@@ -17,6 +17,9 @@ pub struct SyncSettings {
     /// mailbox).
     pub service_login: String,
     pub service_password: String,
+    /// A file holding the service account's password instead (its
+    /// owner's only).
+    pub service_password_file: Option<std::path::PathBuf>,
     /// Each database's collection; `{login}` is the user's mailbox login.
     /// Several databases may share one calendar collection: each takes its
     /// own component (VEVENT, VTODO, VJOURNAL).
@@ -51,6 +54,7 @@ impl Default for SyncSettings {
             url: None,
             service_login: String::new(),
             service_password: String::new(),
+            service_password_file: None,
             contacts_path: "/{login}/contacts/".to_owned(),
             calendar_path: "/{login}/calendar/".to_owned(),
             tasks_path: "/{login}/tasks/".to_owned(),

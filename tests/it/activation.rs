@@ -484,10 +484,11 @@ async fn command(
     parameters: serde_json::Value,
 ) -> AdminCommandId {
     bed.db()
-        .run(move |conn| {
+        .run_sealed(move |conn, sealer| {
             let device = DeviceRow::find_by_pin(conn, &Pin(pin))?.unwrap();
             Ok(AdminCommand::create(
                 conn,
+                sealer,
                 kind,
                 &parameters,
                 "test",
@@ -498,6 +499,14 @@ async fn command(
         })
         .await
         .unwrap()
+}
+
+#[derive(diesel::QueryableByName)]
+struct StoredCommand {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    parameters: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Binary>)]
+    sealed_password: Option<Vec<u8>>,
 }
 
 async fn wait_command(bed: &Bed, id: AdminCommandId, want: TargetState) {
@@ -626,6 +635,27 @@ async fn admin_commands_new_keys_lock_and_wipe_are_tracked_to_the_device() {
     let state = device.administered();
     assert!(state.locked);
     assert_eq!(state.password.as_deref(), Some("0000x"));
+    // Acknowledged: the password is gone from the server.
+    let (password, raw) = bed
+        .db()
+        .run_sealed(move |conn, sealer| {
+            use diesel::prelude::*;
+            let password = AdminCommand::lock_password(conn, sealer, id)?;
+            let raw: Vec<(String, Option<Vec<u8>>)> =
+                diesel::sql_query("SELECT parameters, sealed_password FROM admin_commands")
+                    .load::<StoredCommand>(conn)?
+                    .into_iter()
+                    .map(|r| (r.parameters, r.sealed_password))
+                    .collect();
+            Ok((password, raw))
+        })
+        .await
+        .unwrap();
+    assert_eq!(password, None);
+    assert!(
+        raw.iter().all(|(p, s)| !p.contains("0000x") && s.is_none()),
+        "{raw:?}"
+    );
 
     // The server loses its domain key (a database restored without it) and
     // makes a new one: the device refuses a command signed by it, and the

@@ -110,6 +110,149 @@ fn a_damaged_database_is_left_alone() {
     assert_eq!(digest(&db), before);
 }
 
+/// A data folder whose database holds a sealed secret, as every server
+/// that ever started has (its domain signing key).
+fn data_with_a_sealed_secret(data: &std::path::Path) -> std::path::PathBuf {
+    use diesel::RunQueryDsl;
+    let db_path = data.join("bramble.db");
+    let db = bramble::db::Database::open_path(&db_path, 1, 5_000).unwrap();
+    let sealed = db.sealer().seal("domain_keys/1", b"private key").unwrap();
+    db.run_blocking(|conn| {
+        diesel::sql_query(
+            "INSERT INTO domain_keys (id, public_key, sealed_private_key, created_at) VALUES (1, x'00', ?, CURRENT_TIMESTAMP)",
+        )
+        .bind::<diesel::sql_types::Binary, _>(sealed)
+        .execute(conn)?;
+        Ok(())
+    })
+    .unwrap();
+    db_path
+}
+
+#[test]
+fn a_lost_master_key_stops_start_up_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db = data_with_a_sealed_secret(&data);
+    let key = data.join("bramble.db.key");
+    std::fs::remove_file(&key).unwrap();
+    let before = digest(&db);
+    let out = bramble(&data, &["serve"]);
+    assert_refused(&out, "DB_KEY_MISSING", &key.display().to_string());
+    assert!(text(&out).contains("backup"), "{}", text(&out));
+    assert!(!key.exists(), "no new key replaces the lost one");
+    assert_eq!(digest(&db), before, "the database is unchanged");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_master_key_others_may_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    data_with_a_sealed_secret(&data);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data folder is its owner's only");
+    let key = data.join("bramble.db.key");
+    assert_eq!(mode(&key), 0o600);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = bramble(&data, &["serve"]);
+    assert_refused(&out, "DB_KEY_EXPOSED", "chmod 600");
+    assert_eq!(mode(&key), 0o644, "refused, not silently changed");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_password_file_others_may_read_stops_start_up() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("imap.pw");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let file = dir.path().join("bramble.toml");
+    std::fs::write(
+        &file,
+        format!("[mail]\nimap = \"127.0.0.1:1\"\nservice_password_file = {password:?}\n"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let out = bramble(&data, &["--config", file.to_str().unwrap(), "serve"]);
+    assert_refused(
+        &out,
+        "SETTINGS_SECRET_FILE_EXPOSED",
+        &password.display().to_string(),
+    );
+    assert!(!text(&out).contains("s3cret"), "{}", text(&out));
+    assert!(!data.join("bramble.db").exists(), "nothing was started");
+}
+
+#[tokio::test]
+async fn a_service_password_set_from_stdin_is_sealed_and_used_when_the_settings_give_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = |name: &str, value: &str| {
+        let mut child = Command::new(bramble_bin())
+            .args(["secret", "set", name])
+            .env_remove("BRAMBLE_CONFIG")
+            .env("BRAMBLE_DATA_DIR", dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{value}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = set("pop3", "nope");
+    assert_refused(&out, "SECRET_NAME_UNKNOWN", "imap, smtp, dav or ldap/");
+    let out = set("imap", "imap-Sealed-42");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("imap-Sealed-42"));
+    let out = bramble(dir.path(), &["secret", "list"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "imap");
+
+    // Not in clear anywhere in the database.
+    let db_path = dir.path().join("bramble.db");
+    let bytes = std::fs::read(&db_path).unwrap();
+    let wal = std::fs::read(dir.path().join("bramble.db-wal")).unwrap_or_default();
+    for file in [bytes, wal] {
+        assert!(!file.windows(14).any(|w| w == b"imap-Sealed-42"));
+    }
+
+    let mut settings = bramble::config::Settings::load_from(None, &[])
+        .unwrap()
+        .settings;
+    settings.data_dir = dir.path().to_path_buf();
+    settings.mail.imap = Some("127.0.0.1:143".into());
+    let filled = bramble::Server::with_stored_secrets(settings.clone())
+        .await
+        .unwrap();
+    assert_eq!(filled.mail.service_password, "imap-Sealed-42");
+    settings.mail.service_password = "from-the-settings".into();
+    let kept = bramble::Server::with_stored_secrets(settings)
+        .await
+        .unwrap();
+    assert_eq!(kept.mail.service_password, "from-the-settings");
+
+    // The change is audited, without the value.
+    let db = bramble::db::Database::open_path(&db_path, 1, 5_000).unwrap();
+    let (entries, _) = db
+        .run_blocking(|conn| bramble::db::models::audit::find_page(conn, 0, 10))
+        .unwrap();
+    assert_eq!(entries[0].action, "service_secret.set");
+    assert_eq!(entries[0].target, "service_secret/imap");
+    drop(db);
+    let out = bramble(dir.path(), &["secret", "delete", "imap"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = bramble(dir.path(), &["secret", "list"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
+}
+
 #[test]
 fn another_applications_database_is_left_alone() {
     let dir = tempfile::tempdir().unwrap();

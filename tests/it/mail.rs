@@ -696,6 +696,28 @@ async fn servers_down_then_back_lose_nothing_and_send_nothing_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_imap_password_read_from_a_private_file_opens_the_mailboxes() {
+    let secrets = tempfile::tempdir().unwrap();
+    let bed = bed(1, |s| {
+        let file = secrets.path().join("imap.pw");
+        std::fs::write(&file, format!("{}\n", s.mail.service_password)).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        // Only the file knows the password now.
+        s.mail.service_password = String::new();
+        s.mail.service_password_file = Some(file);
+        s.resolve_secret_sources(&[]).unwrap();
+    })
+    .await;
+    let state = bed.wait_state(0, WatchState::Watching).await;
+    assert_eq!(state.error, None);
+    bed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_service_password_is_a_visible_per_user_error() {
     let bed = bed(1, |s| s.mail.service_password = "wrong".into()).await;
     let state = bed.wait_state(0, WatchState::Error).await;

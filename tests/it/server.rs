@@ -121,3 +121,42 @@ async fn port_in_use_is_named() {
         .to_string()
         .contains(&taken.local_addr().unwrap().to_string()));
 }
+
+#[tokio::test]
+async fn an_audit_log_altered_while_stopped_is_reported_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    {
+        let db = bramble::db::Database::open(&s.database()).unwrap();
+        db.run_blocking(|conn| {
+            use diesel::RunQueryDsl;
+            for n in 0..3 {
+                bramble::db::models::audit::append(
+                    conn,
+                    "admin",
+                    "user.update",
+                    &format!("user/{n}"),
+                    None,
+                    Some(serde_json::json!({"n": n})),
+                )?;
+            }
+            // Someone with the database but not the audit key.
+            diesel::sql_query("UPDATE audit_log SET actor = 'nobody' WHERE id = 2")
+                .execute(conn)?;
+            Ok(())
+        })
+        .unwrap();
+    }
+    let handle = Server::start(s).await.unwrap();
+    let addr = handle.admin_addr();
+    // The check runs as the server starts; wait for its outcome.
+    let mut doc = health(addr).await;
+    while doc.get("audit_alarm").is_none() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        doc = health(addr).await;
+    }
+    assert_eq!(doc["audit_alarm"]["id"], 2, "{doc}");
+    assert_eq!(doc["status"], "degraded", "{doc}");
+    assert_eq!(handle.state().db.audit_alarm().map(|t| t.id.0), Some(2));
+    handle.shutdown().await.unwrap();
+}

@@ -39,7 +39,8 @@ export interface ComponentHealth {
 }
 
 export interface HealthDocument {
-  /** "ok" when every component is running, otherwise "degraded". */
+  /** "ok" when every component is running and the audit chain was last
+   *  found intact, otherwise "degraded". */
   status: 'ok' | 'degraded';
   version: string;
   server: string;
@@ -48,6 +49,8 @@ export interface HealthDocument {
   components: ComponentHealth[];
   /** The Router's SRP link to the relay; absent from older servers. */
   wireless?: WirelessHealth;
+  /** Where the last check found the audit chain broken; absent while intact. */
+  audit_alarm?: { id: number; reason: string };
 }
 
 /** The wireless network connection as `/health` reports it. */

@@ -19,7 +19,8 @@
 //! Agent and the Synchronization Service ([`mail`], [`sync`]);
 //! `bramble user activation-password set|generate` prepares activation and
 //! `bramble user policy` shows the IT policy that applies to a user
-//! ([`user`]). This file holds the commands of the server itself
+//! ([`user`]); `bramble secret set|delete|list` seals the service passwords
+//! ([`secret`]). This file holds the commands of the server itself
 //! (`serve`, `db`, `admin`) and the [`Failure`] every command ends with.
 //!
 //! The integration tests (`tests/it` at the top of the repository) are
@@ -28,6 +29,7 @@
 mod bench;
 mod directory;
 mod mail;
+mod secret;
 mod sync;
 mod testbed;
 mod user;
@@ -118,6 +120,12 @@ enum Command {
         #[command(subcommand)]
         command: sync::SyncCommand,
     },
+    /// Passwords of the accounts Bramble signs in with (IMAP, SMTP, LDAP,
+    /// DAV), sealed in the database.
+    Secret {
+        #[command(subcommand)]
+        command: secret::SecretCommand,
+    },
     /// Smartphone users: activation passwords, the IT policy that applies.
     User {
         #[command(subcommand)]
@@ -206,10 +214,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Device { command } => wireless::device(&settings, command),
         Command::Bench { command } => bench::run(command),
         Command::Testbed { command } => testbed::run(command),
-        Command::Directory { command } => directory::run(&settings, command),
+        Command::Directory { command } => directory::run(&with_stored_secrets(settings)?, command),
         Command::Mail { command } => mail::run(&settings, command),
         Command::Sync { command } => sync::run(&settings, command),
         Command::User { command } => user::run(&settings, command),
+        Command::Secret { command } => secret::run(&settings, command),
         Command::Db {
             command: DbCommand::Migrate,
         } => {
@@ -298,6 +307,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// `settings` with the service passwords they leave empty read from the
+/// Configuration Database (`bramble secret set`), as the server does when
+/// it starts.
+fn with_stored_secrets(mut settings: Settings) -> Result<Settings, Failure> {
+    let db = Database::open(&settings.database()).map_err(|e| Failure::from((e.code(), &e)))?;
+    db.run_blocking(|conn| settings.fill_stored_secrets(conn, db.sealer()))
+        .map_err(|e| Failure::from((e.code(), &e)))?;
+    Ok(settings)
 }
 
 pub(crate) fn read_password(from_stdin: bool) -> anyhow::Result<String> {

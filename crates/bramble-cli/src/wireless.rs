@@ -637,6 +637,7 @@ fn queue_command(
     }
     let db = Database::open(&settings.database()).map_err(|e| Failure::new(e.code(), &e))?;
     let now = bramble::clock::Clock::new().now_db();
+    let sealer = db.shared_sealer();
     let (command, count) = db
         .run_blocking(|conn| {
             let devices = match (&pin, &group) {
@@ -659,7 +660,7 @@ fn queue_command(
             if devices.is_empty() {
                 return Ok(Err(format!("{named} has no devices")));
             }
-            let command = AdminCommand::create(conn, kind, &parameters, "command line", &devices, now)?;
+            let command = AdminCommand::create(conn, &sealer, kind, &parameters, "command line", &devices, now)?;
             bramble::db::models::audit::append(
                 conn,
                 "bramble device command",

@@ -6,6 +6,14 @@
 //! `admin_command_targets` that moves queued → sent → acknowledged, or to
 //! failed / expired. The Policy Service sends queued targets and records
 //! what happened; administrators see the rows.
+//!
+//! A lock command's password is never kept in `parameters`: [`AdminCommand::create`]
+//! takes it out and seals it (`admin_commands/<id>/password`), the Policy
+//! Service reads it with [`AdminCommand::lock_password`] when it sends the
+//! command, and it is cleared as soon as no device waits for the command
+//! any more (every target acknowledged, failed or expired). Commands
+//! queued before passwords were sealed keep theirs in `parameters` until
+//! they are done, then lose it the same way.
 
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -14,7 +22,15 @@ use time::PrimitiveDateTime;
 use crate::db::ids::{AdminCommandId, DeviceId};
 use crate::db::models::user::text_enum;
 use crate::db::schema::{admin_command_targets, admin_commands, devices};
-use crate::db::{Conn, DbError, DbResult};
+use crate::db::{Conn, DbError, DbResult, Sealer};
+
+/// The key of a lock command's password in the parameters given to
+/// [`AdminCommand::create`].
+pub const PASSWORD: &str = "password";
+
+fn password_context(command: AdminCommandId) -> String {
+    format!("admin_commands/{}/password", command.0)
+}
 
 /// What a command does on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,9 +136,11 @@ macro_rules! target_query {
 }
 
 impl AdminCommand {
-    /// Stores a command once for every device in `targets` (queued).
+    /// Stores a command once for every device in `targets` (queued). A
+    /// `password` among the parameters is sealed, not stored with them.
     pub fn create(
         conn: &mut Conn,
+        sealer: &Sealer,
         kind: CommandKind,
         parameters: &serde_json::Value,
         requested_by: &str,
@@ -134,6 +152,12 @@ impl AdminCommand {
                 "a command needs at least one device".into(),
             ));
         }
+        let mut parameters = parameters.clone();
+        let password = match parameters.as_object_mut().and_then(|p| p.remove(PASSWORD)) {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(p)) => Some(p),
+            Some(_) => return Err(DbError::Invalid("a lock password must be text".into())),
+        };
         crate::db::write_transaction(conn, |conn| {
             let id: AdminCommandId = diesel::insert_into(admin_commands::table)
                 .values((
@@ -144,6 +168,12 @@ impl AdminCommand {
                 ))
                 .returning(admin_commands::id)
                 .get_result(conn)?;
+            if let Some(password) = &password {
+                let sealed = sealer.seal(&password_context(id), password.as_bytes())?;
+                diesel::update(admin_commands::table.find(id))
+                    .set(admin_commands::sealed_password.eq(Some(sealed)))
+                    .execute(conn)?;
+            }
             let rows: Vec<_> = targets
                 .iter()
                 .map(|device| {
@@ -161,11 +191,66 @@ impl AdminCommand {
             Ok(AdminCommand {
                 id,
                 kind,
-                parameters: parameters.clone(),
+                parameters,
                 requested_by: requested_by.to_owned(),
                 created_at: now,
             })
         })
+    }
+
+    /// The lock password of `command`, while a device still waits for it;
+    /// `None` once cleared (or for a command without one).
+    pub fn lock_password(
+        conn: &mut Conn,
+        sealer: &Sealer,
+        command: AdminCommandId,
+    ) -> DbResult<Option<String>> {
+        let row: Option<(Option<Vec<u8>>, String)> = admin_commands::table
+            .find(command)
+            .select((admin_commands::sealed_password, admin_commands::parameters))
+            .first(conn)
+            .optional()?;
+        let Some((sealed, parameters)) = row else {
+            return Ok(None);
+        };
+        if let Some(sealed) = sealed {
+            let clear = sealer.unseal(&password_context(command), &sealed)?;
+            return String::from_utf8(clear).map(Some).map_err(|_| {
+                DbError::Damaged(format!(
+                    "the lock password of command {command} is not text"
+                ))
+            });
+        }
+        // Queued before passwords were sealed.
+        Ok(serde_json::from_str::<serde_json::Value>(&parameters)
+            .ok()
+            .and_then(|p| p.get(PASSWORD).and_then(|v| v.as_str().map(str::to_owned))))
+    }
+
+    /// Clears the password of `command` when no device waits for it any
+    /// more; whether it did.
+    fn clear_password_when_done(conn: &mut Conn, command: AdminCommandId) -> DbResult<bool> {
+        let waiting: i64 = admin_command_targets::table
+            .filter(admin_command_targets::command_id.eq(command))
+            .filter(
+                admin_command_targets::state
+                    .eq_any([TargetState::Queued.as_str(), TargetState::Sent.as_str()]),
+            )
+            .count()
+            .get_result(conn)?;
+        if waiting > 0 {
+            return Ok(false);
+        }
+        diesel::update(admin_commands::table.find(command))
+            .set(admin_commands::sealed_password.eq(None::<Vec<u8>>))
+            .execute(conn)?;
+        diesel::sql_query(
+            "UPDATE admin_commands SET parameters = json_remove(parameters, '$.password') \
+             WHERE id = ? AND json_valid(parameters) AND json_type(parameters, '$.password') IS NOT NULL",
+        )
+        .bind::<diesel::sql_types::BigInt, _>(command.0)
+        .execute(conn)?;
+        Ok(true)
     }
 
     /// Targets in `state`, oldest first.
@@ -221,7 +306,8 @@ impl AdminCommand {
             .transpose()
     }
 
-    /// Moves one target on.
+    /// Moves one target on. Once no target waits any more (each is
+    /// acknowledged, failed or expired), the command's password is cleared.
     pub fn set_state(
         conn: &mut Conn,
         command: AdminCommandId,
@@ -231,19 +317,24 @@ impl AdminCommand {
         detail: &str,
         now: PrimitiveDateTime,
     ) -> DbResult<bool> {
-        let changed = diesel::update(admin_command_targets::table.find((command, device)))
-            .set((
-                admin_command_targets::state.eq(state.as_str()),
-                admin_command_targets::detail.eq(detail),
-                admin_command_targets::updated_at.eq(now),
-            ))
-            .execute(conn)?;
-        if let Some(ref_id) = ref_id {
-            diesel::update(admin_command_targets::table.find((command, device)))
-                .set(admin_command_targets::ref_id.eq(ref_id))
+        crate::db::write_transaction(conn, |conn| {
+            let changed = diesel::update(admin_command_targets::table.find((command, device)))
+                .set((
+                    admin_command_targets::state.eq(state.as_str()),
+                    admin_command_targets::detail.eq(detail),
+                    admin_command_targets::updated_at.eq(now),
+                ))
                 .execute(conn)?;
-        }
-        Ok(changed > 0)
+            if let Some(ref_id) = ref_id {
+                diesel::update(admin_command_targets::table.find((command, device)))
+                    .set(admin_command_targets::ref_id.eq(ref_id))
+                    .execute(conn)?;
+            }
+            if !matches!(state, TargetState::Queued | TargetState::Sent) {
+                Self::clear_password_when_done(conn, command)?;
+            }
+            Ok(changed > 0)
+        })
     }
 }
 
@@ -259,6 +350,7 @@ mod tests {
     #[test]
     fn stored_once_tracked_per_device() {
         let (_dir, db) = test_db();
+        let sealer = db.shared_sealer();
         db.run_blocking(|conn| {
             let devices: Vec<DeviceId> = (1..=3)
                 .map(|i| {
@@ -278,6 +370,7 @@ mod tests {
             let t0 = datetime!(2026-11-27 08:00);
             let command = AdminCommand::create(
                 conn,
+                &sealer,
                 CommandKind::Lock,
                 &serde_json::json!({"password": "s3cret"}),
                 "admin",
@@ -288,7 +381,11 @@ mod tests {
             assert_eq!(stored, 1, "the command is stored once");
             let queued = AdminCommand::targets_in_state(conn, TargetState::Queued, 10)?;
             assert_eq!(queued.len(), 3);
-            assert_eq!(queued[0].parameters["password"], "s3cret");
+            assert_eq!(queued[0].parameters.get("password"), None);
+            assert_eq!(
+                AdminCommand::lock_password(conn, &sealer, command.id)?.as_deref(),
+                Some("s3cret")
+            );
             AdminCommand::set_state(
                 conn,
                 command.id,
@@ -306,6 +403,7 @@ mod tests {
             assert_eq!(AdminCommand::targets_of(conn, command.id)?.len(), 3);
             assert!(AdminCommand::create(
                 conn,
+                &sealer,
                 CommandKind::WipeAll,
                 &serde_json::json!({}),
                 "a",
@@ -313,6 +411,126 @@ mod tests {
                 t0
             )
             .is_err());
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    fn devices(conn: &mut Conn, pins: std::ops::RangeInclusive<u32>) -> DbResult<Vec<DeviceId>> {
+        pins.map(|i| {
+            Device::create(
+                conn,
+                &NewDevice {
+                    pin: Pin(i),
+                    user_id: None,
+                    model: String::new(),
+                    os_version: String::new(),
+                    carrier: String::new(),
+                },
+            )
+            .map(|d| d.id)
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_lock_password_is_sealed_and_cleared_once_no_device_waits_for_it() {
+        let (_dir, db) = test_db();
+        let sealer = db.shared_sealer();
+        db.run_blocking(|conn| {
+            let devices = devices(conn, 1..=2)?;
+            let t0 = datetime!(2026-11-27 08:00);
+            let command = AdminCommand::create(
+                conn,
+                &sealer,
+                CommandKind::Lock,
+                &serde_json::json!({"password": "Lock-Me-7"}),
+                "admin",
+                &devices,
+                t0,
+            )?;
+            let (parameters, sealed): (String, Option<Vec<u8>>) = admin_commands::table
+                .find(command.id)
+                .select((admin_commands::parameters, admin_commands::sealed_password))
+                .first(conn)?;
+            assert!(!parameters.contains("Lock-Me-7"), "{parameters}");
+            let sealed = sealed.unwrap();
+            assert!(!sealed.windows(9).any(|w| w == b"Lock-Me-7"));
+            assert!(
+                crate::db::Sealer::from_key([3; 32])
+                    .unseal(&password_context(command.id), &sealed)
+                    .is_err(),
+                "only the master key opens it"
+            );
+
+            let set = |conn: &mut Conn, device, state| {
+                AdminCommand::set_state(conn, command.id, device, state, None, "", t0)
+            };
+            set(conn, devices[0], TargetState::Sent)?;
+            set(conn, devices[0], TargetState::Acknowledged)?;
+            assert_eq!(
+                AdminCommand::lock_password(conn, &sealer, command.id)?.as_deref(),
+                Some("Lock-Me-7"),
+                "the second device still waits for it"
+            );
+            set(conn, devices[1], TargetState::Sent)?;
+            set(conn, devices[1], TargetState::Acknowledged)?;
+            assert_eq!(
+                AdminCommand::lock_password(conn, &sealer, command.id)?,
+                None
+            );
+            let sealed: Option<Vec<u8>> = admin_commands::table
+                .find(command.id)
+                .select(admin_commands::sealed_password)
+                .first(conn)?;
+            assert_eq!(sealed, None, "cleared from the database");
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_password_queued_before_sealing_is_used_then_removed() {
+        let (_dir, db) = test_db();
+        let sealer = db.shared_sealer();
+        db.run_blocking(|conn| {
+            let devices = devices(conn, 1..=1)?;
+            let t0 = datetime!(2026-11-27 08:00);
+            let command = AdminCommand::create(
+                conn,
+                &sealer,
+                CommandKind::Lock,
+                &serde_json::json!({}),
+                "admin",
+                &devices,
+                t0,
+            )?;
+            // As an older Bramble stored it.
+            diesel::update(admin_commands::table.find(command.id))
+                .set(admin_commands::parameters.eq(r#"{"password":"old-1234"}"#))
+                .execute(conn)?;
+            assert_eq!(
+                AdminCommand::lock_password(conn, &sealer, command.id)?.as_deref(),
+                Some("old-1234")
+            );
+            AdminCommand::set_state(
+                conn,
+                command.id,
+                devices[0],
+                TargetState::Expired,
+                None,
+                "",
+                t0,
+            )?;
+            assert_eq!(
+                AdminCommand::lock_password(conn, &sealer, command.id)?,
+                None
+            );
+            let parameters: String = admin_commands::table
+                .find(command.id)
+                .select(admin_commands::parameters)
+                .first(conn)?;
+            assert_eq!(parameters, "{}");
             Ok(())
         })
         .unwrap();

@@ -5,12 +5,24 @@
 //! entries cannot be told from the chain alone; compare the newest hash with
 //! one kept elsewhere for that.)
 //!
-//! `hash = hex(SHA-256(prev_hash || canonical))`, where `prev_hash` is the
-//! previous entry's hash as 64 hex digits (64 zeros for the first entry) and
-//! `canonical` is the JSON array
+//! `hash = hex(HMAC-SHA-256(audit key, prev_hash || canonical))`, where
+//! `prev_hash` is the previous entry's hash as 64 hex digits (64 zeros for
+//! the first entry) and `canonical` is the JSON array
 //! `[id, at, actor, action, target, before_state, after_state]` with `at` as
 //! `YYYY-MM-DDTHH:MM:SS.fffffffff` (UTC) and the states as stored (JSON text
 //! or null).
+//!
+//! The audit key ([`crate::db::seal::AuditKey`]) is kept in a file beside
+//! the master key, never in the database, so whoever can write the database
+//! but not read that file cannot recompute a chain after changing it.
+//! Entries written before the log was keyed (ids below the key's
+//! `keyed_from`, which the key file records) keep their plain
+//! `hex(SHA-256(prev_hash || canonical))` and are verified that way; the
+//! first keyed entry's HMAC covers the last of them, so they cannot be
+//! rewritten either without breaking the keyed chain. Each pooled
+//! connection computes the keyed hash through the SQL function
+//! `bramble_audit_mac(id, input)` the pool registers (`crate::db`), which
+//! answers NULL for an entry before `keyed_from`.
 
 use diesel::prelude::*;
 use serde::Serialize;
@@ -107,8 +119,37 @@ struct Fields<'a> {
     after_state: Option<&'a str>,
 }
 
+diesel::define_sql_function! {
+    /// Registered on every pooled connection by `crate::db`: the keyed
+    /// hash of `input` for entry `id`, or NULL before the log was keyed.
+    fn bramble_audit_mac(id: diesel::sql_types::BigInt, input: diesel::sql_types::Binary) -> diesel::sql_types::Nullable<diesel::sql_types::Text>;
+}
+
+/// Registers [`bramble_audit_mac`] on `conn` with `key`.
+pub(crate) fn register_mac(
+    conn: &mut Conn,
+    key: std::sync::Arc<crate::db::seal::AuditKey>,
+) -> diesel::QueryResult<()> {
+    bramble_audit_mac_utils::register_impl(conn, move |id: i64, input: Vec<u8>| {
+        if id < key.keyed_from() {
+            return None;
+        }
+        // HMAC fails only if openssl cannot allocate; the entry then
+        // cannot be written (NOT NULL) nor verified, which is said.
+        key.mac(&input).ok().map(|mac| hex(&mac))
+    })
+}
+
 impl Fields<'_> {
-    fn hash(&self, prev_hash: &str) -> DbResult<String> {
+    fn hash(&self, conn: &mut Conn, prev_hash: &str) -> DbResult<String> {
+        let input = self.input(prev_hash)?;
+        let keyed: Option<String> =
+            diesel::select(bramble_audit_mac(self.id.0, input.clone())).get_result(conn)?;
+        Ok(keyed.unwrap_or_else(|| hex(&openssl::sha::sha256(&input))))
+    }
+
+    /// `prev_hash || canonical`, what the hash covers.
+    fn input(&self, prev_hash: &str) -> DbResult<Vec<u8>> {
         let format = time::macros::format_description!(
             "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]"
         );
@@ -132,7 +173,7 @@ impl Fields<'_> {
         let mut input = Vec::with_capacity(prev_hash.len() + canonical.len());
         input.extend_from_slice(prev_hash.as_bytes());
         input.extend_from_slice(canonical.as_bytes());
-        Ok(hex(&openssl::sha::sha256(&input)))
+        Ok(input)
     }
 }
 
@@ -185,7 +226,7 @@ pub fn append(
             before_state: before_state.as_deref(),
             after_state: after_state.as_deref(),
         }
-        .hash(&prev_hash)?;
+        .hash(conn, &prev_hash)?;
         diesel::insert_into(audit_log::table)
             .values((
                 audit_log::id.eq(id),
@@ -250,7 +291,7 @@ pub fn verify_chain(conn: &mut Conn) -> DbResult<Result<(), AuditTamper>> {
                         .into(),
                 }));
             }
-            if row.fields().hash(&row.prev_hash)? != row.hash {
+            if row.fields().hash(conn, &row.prev_hash)? != row.hash {
                 return Ok(Err(AuditTamper {
                     id: row.id,
                     reason: "its contents do not match its hash (the entry was changed)".into(),
@@ -414,6 +455,125 @@ mod tests {
         db.run_blocking(|conn| {
             assert_eq!(find_page(conn, 0, 1)?.1, 50);
             assert_eq!(verify_chain(conn)?, Ok(()));
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// What someone who can write the database but lacks the audit key
+    /// could compute: the unkeyed hash of a row.
+    fn unkeyed_hash(conn: &mut Conn, id: i64) -> DbResult<(String, String)> {
+        let row = audit_log::table
+            .find(AuditEntryId(id))
+            .select(AuditRow::as_select())
+            .first(conn)?;
+        let input = row.fields().input(&row.prev_hash)?;
+        Ok((hex(&openssl::sha::sha256(&input)), row.hash))
+    }
+
+    /// Rewrites entries `from..=to` with unkeyed hashes, relinking each.
+    fn rechain_unkeyed(conn: &mut Conn, from: i64, to: i64) -> DbResult<()> {
+        for id in from..=to {
+            if id > from {
+                diesel::sql_query(format!(
+                    "UPDATE audit_log SET prev_hash = (SELECT hash FROM audit_log WHERE id = {}) WHERE id = {id}",
+                    id - 1
+                ))
+                .execute(conn)?;
+            }
+            let (unkeyed, _) = unkeyed_hash(conn, id)?;
+            diesel::update(audit_log::table.find(AuditEntryId(id)))
+                .set(audit_log::hash.eq(unkeyed))
+                .execute(conn)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_keyed_chain_cannot_be_rewritten_without_the_key() {
+        let (_dir, db) = test_db();
+        db.run_blocking(|conn| {
+            three_entries(conn)?;
+            let (unkeyed, stored) = unkeyed_hash(conn, 1)?;
+            assert_ne!(unkeyed, stored, "entries are keyed, not plain SHA-256");
+            // Change the middle entry and recompute its hash and the next
+            // one's as the unkeyed chain was computed.
+            diesel::sql_query("UPDATE audit_log SET actor = 'mallory' WHERE id = 2")
+                .execute(conn)?;
+            rechain_unkeyed(conn, 2, 3)?;
+            let tamper = verify_chain(conn)?.unwrap_err();
+            assert_eq!(tamper.id, AuditEntryId(2));
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn entries_from_before_the_key_are_verified_the_old_way_and_covered_by_the_first_keyed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bramble.db");
+        // A database whose log was written before it was keyed: two
+        // entries with plain SHA-256 hashes, no audit key.
+        {
+            let db = crate::db::Database::open_path(&path, 1, 5_000).unwrap();
+            db.run_blocking(|conn| {
+                append(
+                    conn,
+                    "admin",
+                    "user.create",
+                    "user/1",
+                    None,
+                    Some(json!({"n": 1})),
+                )?;
+                append(
+                    conn,
+                    "admin",
+                    "user.update",
+                    "user/1",
+                    None,
+                    Some(json!({"n": 2})),
+                )?;
+                rechain_unkeyed(conn, 1, 2)?;
+                diesel::sql_query("DELETE FROM audit_keying").execute(conn)?;
+                Ok(())
+            })
+            .unwrap();
+        }
+        std::fs::remove_file(crate::db::audit_key_path(&path)).unwrap();
+        let db = crate::db::Database::open_path(&path, 1, 5_000).unwrap();
+        db.run_blocking(|conn| {
+            assert_eq!(verify_chain(conn)?, Ok(()), "old entries verify as written");
+            let third = append(conn, "admin", "user.delete", "user/1", None, None)?;
+            assert_eq!(third.id, AuditEntryId(3));
+            let (unkeyed, stored) = unkeyed_hash(conn, 3)?;
+            assert_ne!(unkeyed, stored, "new entries are keyed");
+            let (unkeyed, stored) = unkeyed_hash(conn, 2)?;
+            assert_eq!(unkeyed, stored, "old entries keep their hashes");
+            assert_eq!(verify_chain(conn)?, Ok(()));
+            // Rewriting the old entries consistently still breaks the link
+            // the first keyed entry's HMAC covers.
+            diesel::sql_query("UPDATE audit_log SET actor = 'mallory' WHERE id = 1").execute(conn)?;
+            rechain_unkeyed(conn, 1, 2)?;
+            diesel::sql_query(
+                "UPDATE audit_log SET prev_hash = (SELECT hash FROM audit_log WHERE id = 2) WHERE id = 3",
+            )
+            .execute(conn)?;
+            let tamper = verify_chain(conn)?.unwrap_err();
+            assert_eq!(tamper.id, AuditEntryId(3));
+            Ok(())
+        })
+        .unwrap();
+        // Moving the boundary in the database changes nothing: it is read
+        // from the key file.
+        db.run_blocking(|conn| {
+            diesel::sql_query("UPDATE audit_keying SET keyed_from = 100").execute(conn)?;
+            Ok(())
+        })
+        .unwrap();
+        drop(db);
+        let db = crate::db::Database::open_path(&path, 1, 5_000).unwrap();
+        db.run_blocking(|conn| {
+            assert_eq!(verify_chain(conn)?.unwrap_err().id, AuditEntryId(3));
             Ok(())
         })
         .unwrap();

@@ -20,6 +20,7 @@ pub mod message_filter;
 pub mod outbound;
 pub mod server;
 pub mod service_book;
+pub mod service_secret;
 pub mod session;
 pub mod software;
 pub mod srp_connection;

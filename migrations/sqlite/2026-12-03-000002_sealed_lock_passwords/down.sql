@@ -1,0 +1,1 @@
+ALTER TABLE admin_commands DROP COLUMN sealed_password;
