@@ -233,7 +233,7 @@ pub struct Fetched {
     pub seen: bool,
     /// The whole message's size.
     pub size: u32,
-    /// At most `max_fetch_bytes` of it.
+    /// At most [`MailSettings::per_message_bytes`] of it.
     pub raw: Vec<u8>,
     /// When the server received it (Unix seconds), if it says.
     pub received: Option<i64>,
@@ -245,35 +245,121 @@ fn is_seen(fetch: &async_imap::types::Fetch) -> bool {
         .any(|f| matches!(f, async_imap::types::Flag::Seen))
 }
 
-/// Messages with a UID above `after`, in UID order (at most `limit`).
-pub async fn fetch_after(
+/// UIDs and sizes of the messages with a UID above `after`, ascending (the
+/// smallest `limit` of them); true when there are more. The listing asks
+/// for no message's content, so a long backlog costs a few bytes a message.
+pub async fn list_after(
     session: &mut Session,
     after: u32,
-    max_bytes: u32,
     limit: usize,
-) -> Result<Vec<Fetched>, MailError> {
-    let query = format!("(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[]<0.{max_bytes}>)");
+) -> Result<(Vec<(u32, u32)>, bool), MailError> {
     let range = format!("{}:*", after.saturating_add(1));
+    let mut listed: Vec<(u32, u32)> = timed(async {
+        let mut stream = session.uid_fetch(&range, "(UID RFC822.SIZE)").await?;
+        let mut listed = Vec::new();
+        while let Some(f) = stream.try_next().await? {
+            if let Some(uid) = f.uid.filter(|uid| *uid > after) {
+                listed.push((uid, f.size.unwrap_or(0)));
+            }
+        }
+        Ok(listed)
+    })
+    .await?;
+    listed.sort_unstable();
+    listed.dedup_by_key(|(uid, _)| *uid);
+    let more = listed.len() > limit;
+    listed.truncate(limit);
+    Ok((listed, more))
+}
+
+/// Splits `listed` (UIDs and sizes, ascending) into batches to fetch: each
+/// asks for at most `batch_bytes` (a message counting for its size, or
+/// `per_message` when it is longer) and holds at most `max_count`
+/// messages. A batch holds at least one message; `per_message` is never
+/// more than `batch_bytes` ([`MailSettings::per_message_bytes`]).
+pub fn batches(
+    listed: &[(u32, u32)],
+    per_message: u32,
+    batch_bytes: u64,
+    max_count: usize,
+) -> Vec<Vec<(u32, u32)>> {
+    let mut out: Vec<Vec<(u32, u32)>> = Vec::new();
+    let mut current: Vec<(u32, u32)> = Vec::new();
+    let mut bytes = 0u64;
+    for &(uid, size) in listed {
+        let asks = u64::from(size.min(per_message));
+        if !current.is_empty() && (bytes + asks > batch_bytes || current.len() >= max_count.max(1))
+        {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        current.push((uid, size));
+        bytes += asks;
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// `uids` (ascending) as an IMAP sequence set: runs of consecutive UIDs as
+/// ranges (`3:5,9`).
+pub fn uid_set(uids: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let start = uids[i];
+        let mut end = start;
+        while i + 1 < uids.len() && uids[i + 1] == end.wrapping_add(1) {
+            i += 1;
+            end = uids[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if end == start {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The messages `uids` (ascending) that are still there, in UID order, each
+/// with at most `max_bytes` of its content: one command, so the batch is
+/// chosen by [`batches`] to fit the command's time.
+pub async fn fetch_uids(
+    session: &mut Session,
+    uids: &[u32],
+    max_bytes: u32,
+) -> Result<Vec<Fetched>, MailError> {
+    if uids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let query = format!("(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[]<0.{max_bytes}>)");
+    let set = uid_set(uids);
     let mut out: Vec<Fetched> = timed(async {
-        let stream = session.uid_fetch(&range, &query).await?;
-        let fetches: Vec<_> = stream.try_collect().await?;
-        Ok(fetches
-            .iter()
-            .filter_map(|f| {
-                let uid = f.uid?;
-                (uid > after).then(|| Fetched {
-                    uid,
-                    seen: is_seen(f),
-                    size: f.size.unwrap_or(0),
-                    raw: f.body().map(<[u8]>::to_vec).unwrap_or_default(),
-                    received: f.internal_date().map(|d| d.timestamp()),
-                })
-            })
-            .collect())
+        let mut stream = session.uid_fetch(&set, &query).await?;
+        let mut out = Vec::with_capacity(uids.len());
+        while let Some(f) = stream.try_next().await? {
+            let Some(uid) = f.uid.filter(|uid| uids.binary_search(uid).is_ok()) else {
+                continue;
+            };
+            out.push(Fetched {
+                uid,
+                seen: is_seen(&f),
+                size: f.size.unwrap_or(0),
+                raw: f.body().map(<[u8]>::to_vec).unwrap_or_default(),
+                received: f.internal_date().map(|d| d.timestamp()),
+            });
+        }
+        Ok(out)
     })
     .await?;
     out.sort_by_key(|f| f.uid);
-    out.truncate(limit);
+    out.dedup_by_key(|f| f.uid);
     Ok(out)
 }
 
@@ -383,4 +469,44 @@ pub async fn append(session: &mut Session, folder: &str, raw: &[u8]) -> Result<(
             })
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_stay_within_the_byte_and_count_limits() {
+        let mib = 1024 * 1024;
+        let listed: Vec<(u32, u32)> = (1..=10).map(|uid| (uid, mib)).collect();
+        let plan = batches(&listed, 4 * mib, 3 * u64::from(mib), 200);
+        let sizes: Vec<usize> = plan.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [3, 3, 3, 1]);
+        let uids: Vec<u32> = plan.iter().flatten().map(|(uid, _)| *uid).collect();
+        assert_eq!(
+            uids,
+            (1..=10).collect::<Vec<_>>(),
+            "every message, in order"
+        );
+
+        // A message longer than a batch counts for what is asked of it.
+        let listed = [(1, 100), (2, 50 * mib), (3, 100), (4, 100)];
+        let plan = batches(&listed, 2 * mib, 2 * u64::from(mib), 200);
+        let sizes: Vec<usize> = plan.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [1, 3]);
+
+        // The count limit holds for tiny messages.
+        let listed: Vec<(u32, u32)> = (1..=450).map(|uid| (uid, 10)).collect();
+        let plan = batches(&listed, mib, u64::from(mib), 200);
+        let sizes: Vec<usize> = plan.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [200, 200, 50]);
+        assert!(batches(&[], mib, 1, 1).is_empty());
+    }
+
+    #[test]
+    fn uid_sets_are_ranges_of_consecutive_uids() {
+        assert_eq!(uid_set(&[3, 4, 5, 9, 11, 12]), "3:5,9,11:12");
+        assert_eq!(uid_set(&[7]), "7");
+        assert_eq!(uid_set(&[]), "");
+    }
 }
