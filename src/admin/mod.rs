@@ -51,6 +51,7 @@ pub mod assignments;
 pub mod audit;
 pub mod auth;
 pub mod components;
+pub mod connections;
 pub mod devices;
 pub mod directories;
 pub mod endpoints;
@@ -309,21 +310,16 @@ pub fn router(state: ServerState) -> Router {
 }
 
 /// Serves until `shutdown` is cancelled; over TLS when given an acceptor
-/// (see [`tls`]).
+/// (see [`tls`]), within the limits of [`connections`].
 pub async fn serve(
     listener: TcpListener,
     state: ServerState,
     tls: Option<openssl::ssl::SslAcceptor>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let limits = connections::Limits::of(&state.settings.admin);
     let app = router(state).layer(Extension(events::Shutdown(shutdown.clone())));
-    if let Some(acceptor) = tls {
-        return tls::serve(listener, app, acceptor, shutdown).await;
-    }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(|e| anyhow::anyhow!("the Administration Service stopped: {e}"))
+    connections::serve(listener, app, tls, limits, shutdown).await
 }
 
 async fn api_not_found() -> ApiError {

@@ -30,6 +30,14 @@ pub struct AdminSettings {
     /// password), through the Messaging Agent's `[mail] smtp` server.
     /// Unset: `bramble@` the user's mail domain.
     pub mail_from: Option<String>,
+    /// A request's headers must arrive whole within this many seconds
+    /// (on a new connection, or one kept open after an answer); otherwise
+    /// the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// A connection on which nothing is sent or received for this many
+    /// seconds is closed (longer than the event stream's 15-second
+    /// keep-alive).
+    pub idle_timeout_secs: u64,
 }
 
 impl AdminSettings {
@@ -50,6 +58,8 @@ impl Default for AdminSettings {
             tls_certificate: None,
             tls_key: None,
             mail_from: None,
+            header_read_timeout_secs: 30,
+            idle_timeout_secs: 120,
         }
     }
 }
