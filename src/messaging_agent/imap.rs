@@ -15,11 +15,6 @@ use tokio_openssl::SslStream;
 
 use super::settings::{MailSettings, Security};
 
-/// How long connecting and logging in may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long one command may take (a 50 MB fetch included).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
-
 /// Why a mailbox cannot be used, in words for an administrator.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum MailError {
@@ -94,7 +89,40 @@ impl AsyncWrite for MailStream {
     }
 }
 
-pub type Session = async_imap::Session<MailStream>;
+/// A logged-in IMAP session, with the time each command may take
+/// (`[mail] command_timeout_secs`).
+pub struct Session {
+    inner: async_imap::Session<MailStream>,
+    timeout: Duration,
+}
+
+impl Session {
+    pub fn new(inner: async_imap::Session<MailStream>, timeout: Duration) -> Session {
+        Session { inner, timeout }
+    }
+
+    /// The session itself (to IDLE, which takes it over).
+    pub fn into_inner(self) -> async_imap::Session<MailStream> {
+        self.inner
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = async_imap::Session<MailStream>;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
 
 /// Wraps `tcp` in TLS for `host`, trusting `[mail] tls_ca_file` too.
 pub async fn tls(
@@ -198,22 +226,29 @@ pub async fn login(settings: &MailSettings, mailbox_login: &str) -> Result<Sessi
                 reason: e.to_string(),
             })
     };
-    tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+    let limit = Duration::from_secs(settings.connect_timeout_secs.max(1));
+    let session = tokio::time::timeout(limit, attempt)
         .await
-        .map_err(|_| MailError::Timeout(CONNECT_TIMEOUT.as_secs()))?
+        .map_err(|_| MailError::Timeout(limit.as_secs()))??;
+    Ok(Session::new(
+        session,
+        Duration::from_secs(settings.command_timeout_secs.max(1)),
+    ))
 }
 
 async fn timed<T>(
+    limit: Duration,
     f: impl std::future::Future<Output = Result<T, MailError>>,
 ) -> Result<T, MailError> {
-    tokio::time::timeout(COMMAND_TIMEOUT, f)
+    tokio::time::timeout(limit, f)
         .await
-        .map_err(|_| MailError::Timeout(COMMAND_TIMEOUT.as_secs()))?
+        .map_err(|_| MailError::Timeout(limit.as_secs()))?
 }
 
 /// Selects `folder`; returns its UIDVALIDITY and UIDNEXT.
 pub async fn select(session: &mut Session, folder: &str) -> Result<(u32, u32), MailError> {
-    let mailbox = timed(async {
+    let limit = session.timeout();
+    let mailbox = timed(limit, async {
         session.select(folder).await.map_err(|e| MailError::Folder {
             folder: folder.to_owned(),
             reason: e.to_string(),
@@ -246,15 +281,16 @@ fn is_seen(fetch: &async_imap::types::Fetch) -> bool {
 }
 
 /// UIDs and sizes of the messages with a UID above `after`, ascending (the
-/// smallest `limit` of them); true when there are more. The listing asks
+/// smallest `max_count` of them); true when there are more. The listing asks
 /// for no message's content, so a long backlog costs a few bytes a message.
 pub async fn list_after(
     session: &mut Session,
     after: u32,
-    limit: usize,
+    max_count: usize,
 ) -> Result<(Vec<(u32, u32)>, bool), MailError> {
+    let limit = session.timeout();
     let range = format!("{}:*", after.saturating_add(1));
-    let mut listed: Vec<(u32, u32)> = timed(async {
+    let mut listed: Vec<(u32, u32)> = timed(limit, async {
         let mut stream = session.uid_fetch(&range, "(UID RFC822.SIZE)").await?;
         let mut listed = Vec::new();
         while let Some(f) = stream.try_next().await? {
@@ -267,8 +303,8 @@ pub async fn list_after(
     .await?;
     listed.sort_unstable();
     listed.dedup_by_key(|(uid, _)| *uid);
-    let more = listed.len() > limit;
-    listed.truncate(limit);
+    let more = listed.len() > max_count;
+    listed.truncate(max_count);
     Ok((listed, more))
 }
 
@@ -335,12 +371,13 @@ pub async fn fetch_uids(
     uids: &[u32],
     max_bytes: u32,
 ) -> Result<Vec<Fetched>, MailError> {
+    let limit = session.timeout();
     if uids.is_empty() {
         return Ok(Vec::new());
     }
     let query = format!("(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[]<0.{max_bytes}>)");
     let set = uid_set(uids);
-    let mut out: Vec<Fetched> = timed(async {
+    let mut out: Vec<Fetched> = timed(limit, async {
         let mut stream = session.uid_fetch(&set, &query).await?;
         let mut out = Vec::with_capacity(uids.len());
         while let Some(f) = stream.try_next().await? {
@@ -365,7 +402,8 @@ pub async fn fetch_uids(
 
 /// UIDs of the messages `query` (IMAP SEARCH syntax) finds, ascending.
 pub async fn search_uids(session: &mut Session, query: &str) -> Result<Vec<u32>, MailError> {
-    let found = timed(async { Ok(session.uid_search(query).await?) }).await?;
+    let limit = session.timeout();
+    let found = timed(limit, async { Ok(session.uid_search(query).await?) }).await?;
     let mut uids: Vec<u32> = found.into_iter().collect();
     uids.sort_unstable();
     Ok(uids)
@@ -377,8 +415,9 @@ pub async fn fetch_uid(
     uid: u32,
     max_bytes: u32,
 ) -> Result<Option<Fetched>, MailError> {
+    let limit = session.timeout();
     let query = format!("(UID FLAGS RFC822.SIZE BODY.PEEK[]<0.{max_bytes}>)");
-    timed(async {
+    timed(limit, async {
         let stream = session.uid_fetch(uid.to_string(), &query).await?;
         let fetches: Vec<_> = stream.try_collect().await?;
         Ok(fetches
@@ -401,7 +440,8 @@ pub async fn seen_flags(
     from: u32,
     to: u32,
 ) -> Result<HashMap<u32, bool>, MailError> {
-    timed(async {
+    let limit = session.timeout();
+    timed(limit, async {
         let stream = session
             .uid_fetch(format!("{from}:{to}"), "(UID FLAGS)")
             .await?;
@@ -417,12 +457,13 @@ pub async fn seen_flags(
 
 /// Marks a message read or unread.
 pub async fn set_seen(session: &mut Session, uid: u32, seen: bool) -> Result<(), MailError> {
+    let limit = session.timeout();
     let op = if seen {
         "+FLAGS.SILENT"
     } else {
         "-FLAGS.SILENT"
     };
-    timed(async {
+    timed(limit, async {
         let stream = session
             .uid_store(uid.to_string(), format!("{op} (\\Seen)"))
             .await?;
@@ -434,7 +475,8 @@ pub async fn set_seen(session: &mut Session, uid: u32, seen: bool) -> Result<(),
 
 /// Deletes a message (flag, then expunge just that UID).
 pub async fn delete(session: &mut Session, uid: u32) -> Result<(), MailError> {
-    timed(async {
+    let limit = session.timeout();
+    timed(limit, async {
         {
             let stream = session
                 .uid_store(uid.to_string(), "+FLAGS.SILENT (\\Deleted)")
@@ -450,7 +492,8 @@ pub async fn delete(session: &mut Session, uid: u32) -> Result<(), MailError> {
 
 /// Files `raw` in `folder` as read, creating the folder when it is missing.
 pub async fn append(session: &mut Session, folder: &str, raw: &[u8]) -> Result<(), MailError> {
-    timed(async {
+    let limit = session.timeout();
+    timed(limit, async {
         if session
             .append(folder, Some("(\\Seen)"), None, raw)
             .await

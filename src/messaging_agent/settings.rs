@@ -51,6 +51,12 @@ pub struct MailSettings {
     pub reconnect_max_ms: u64,
     /// How often the list of users to watch is read again.
     pub refresh_users_secs: u64,
+    /// How long connecting to the IMAP server and logging in may take.
+    pub connect_timeout_secs: u64,
+    /// How long one IMAP command may take (a batch of `fetch_batch_bytes`
+    /// included); a command that takes longer drops the connection, which
+    /// is retried.
+    pub command_timeout_secs: u64,
     /// Largest part of a message fetched; a longer one is forwarded cut.
     pub max_fetch_bytes: u32,
     /// Most bytes of message content one IMAP fetch asks for: a backlog is
@@ -86,6 +92,8 @@ impl Default for MailSettings {
             reconnect_min_ms: 1_000,
             reconnect_max_ms: 300_000,
             refresh_users_secs: 30,
+            connect_timeout_secs: 30,
+            command_timeout_secs: 120,
             max_fetch_bytes: 64 * 1024 * 1024,
             fetch_batch_bytes: 64 * 1024 * 1024,
             max_attachment_bytes: 4 * 1024 * 1024,

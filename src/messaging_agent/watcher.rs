@@ -167,7 +167,8 @@ async fn session(
             continue;
         }
         let unsolicited = session.unsolicited_responses.clone();
-        let mut idle = session.idle();
+        let timeout = session.timeout();
+        let mut idle = session.into_inner().idle();
         idle.init().await?;
         let woke = if changed(&unsolicited) {
             Some(Ok(IdleResponse::ManualInterrupt))
@@ -183,7 +184,7 @@ async fn session(
             None => return Ok(()),
             Some(r) => matches!(r?, IdleResponse::Timeout),
         };
-        session = idle.done().await?;
+        session = Session::new(idle.done().await?, timeout);
         if quiet {
             // Nothing for `idle_secs`: make sure the mailbox is still the
             // one being watched (a mailbox deleted and recreated on the
