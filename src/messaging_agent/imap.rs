@@ -32,7 +32,9 @@ pub enum MailError {
         "the mailbox was deleted and recreated (or renumbered) on the server; reading it again"
     )]
     Renumbered,
-    #[error("the IMAP server did not answer within {0} s")]
+    #[error("the IMAP server did not connect and accept the login within {0} s ([mail] connect_timeout_secs)")]
+    ConnectTimeout(u64),
+    #[error("the IMAP server did not finish a command within {0} s ([mail] command_timeout_secs); for a slow server lower [mail] fetch_batch_bytes or raise command_timeout_secs")]
     Timeout(u64),
     #[error("the IMAP connection failed: {0}")]
     Protocol(String),
@@ -229,7 +231,7 @@ pub async fn login(settings: &MailSettings, mailbox_login: &str) -> Result<Sessi
     let limit = Duration::from_secs(settings.connect_timeout_secs.max(1));
     let session = tokio::time::timeout(limit, attempt)
         .await
-        .map_err(|_| MailError::Timeout(limit.as_secs()))??;
+        .map_err(|_| MailError::ConnectTimeout(limit.as_secs()))??;
     Ok(Session::new(
         session,
         Duration::from_secs(settings.command_timeout_secs.max(1)),
