@@ -55,6 +55,7 @@ pub mod assignments;
 pub mod audit;
 pub mod auth;
 pub mod components;
+pub mod connections;
 pub mod devices;
 pub mod directories;
 pub mod endpoints;
@@ -318,28 +319,19 @@ pub fn router(state: ServerState) -> Router {
 }
 
 /// Serves until `shutdown` is cancelled; over TLS when given an acceptor
-/// (see [`tls`]).
+/// (see [`tls`]), within the limits of [`connections`].
 pub async fn serve(
     listener: TcpListener,
     state: ServerState,
     tls: Option<openssl::ssl::SslAcceptor>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let limits = connections::Limits::of(&state.settings.admin);
     let app = router(state.clone()).layer(Extension(events::Shutdown(shutdown.clone())));
     // Stops with the server, or when serving ends for another reason.
     let audit_stop = shutdown.child_token();
     let audit = tokio::spawn(auth::audit_failed_sign_ins(state, audit_stop.clone()));
-    let served = if let Some(acceptor) = tls {
-        tls::serve(listener, app, acceptor, shutdown).await
-    } else {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(|e| anyhow::anyhow!("the Administration Service stopped: {e}"))
-    };
+    let served = connections::serve(listener, app, tls, limits, shutdown).await;
     audit_stop.cancel();
     let _ = audit.await;
     served

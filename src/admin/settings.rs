@@ -51,6 +51,14 @@ pub struct AdminSettings {
     /// the desktop serves on loopback.
     #[serde(skip)]
     pub launch_secret: Option<String>,
+    /// A request's headers must arrive whole within this many seconds
+    /// (on a new connection, or one kept open after an answer); otherwise
+    /// the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// A connection on which nothing is sent or received for this many
+    /// seconds is closed (longer than the event stream's 15-second
+    /// keep-alive).
+    pub idle_timeout_secs: u64,
 }
 
 impl AdminSettings {
@@ -76,6 +84,8 @@ impl Default for AdminSettings {
             sign_in_queue: 64,
             sign_in_audit_secs: 60,
             launch_secret: None,
+            header_read_timeout_secs: 30,
+            idle_timeout_secs: 120,
         }
     }
 }

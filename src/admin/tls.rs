@@ -11,31 +11,20 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
-use axum::Router;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::PKey;
-use openssl::ssl::{Ssl, SslAcceptor, SslFiletype, SslMethod};
+use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
 use openssl::x509::extension::{
     BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
 };
 use openssl::x509::{X509NameBuilder, X509};
-use tokio::net::TcpListener;
-use tokio_openssl::SslStream;
-use tokio_util::sync::CancellationToken;
 
 use super::ConsoleSettings;
-
-/// How long a client has to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Days a generated certificate is valid (the longest browsers accept).
 const GENERATED_DAYS: u32 = 397;
@@ -175,59 +164,4 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         options.mode(0o600);
     }
     options.open(path)?.write_all(bytes)
-}
-
-/// Serves `app` over TLS until `shutdown`; open connections are closed
-/// gracefully (answers in flight finish).
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    acceptor: SslAcceptor,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let acceptor = Arc::new(acceptor);
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::warn!(target: "bramble::admin", "cannot accept a connection: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let acceptor = acceptor.clone();
-                let app = app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
-                let shutdown = shutdown.clone();
-                connections.spawn(async move {
-                    let Ok(ssl) = Ssl::new(acceptor.context()) else { return };
-                    let Ok(mut stream) = SslStream::new(ssl, tcp) else { return };
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, std::pin::Pin::new(&mut stream).accept()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            tracing::debug!(target: "bramble::admin", %peer, "TLS handshake failed: {e}");
-                            return;
-                        }
-                        Err(_) => return,
-                    }
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
-                    tokio::pin!(connection);
-                    tokio::select! {
-                        _ = connection.as_mut() => {}
-                        _ = shutdown.cancelled() => {
-                            connection.as_mut().graceful_shutdown();
-                            let _ = connection.await;
-                        }
-                    }
-                });
-            }
-        }
-    }
-    while connections.join_next().await.is_some() {}
-    Ok(())
 }

@@ -166,7 +166,8 @@ fn describe(result: &ldap3::LdapResult) -> String {
 }
 
 /// Runs a paged subtree search under `base_dn`, handing each entry to
-/// `on_entry`. `setting` names the filter setting for error messages.
+/// `on_entry`; more than `max_entries` is an error (the search is
+/// abandoned). `setting` names the filter setting for error messages.
 async fn search_paged(
     ldap: &mut Ldap,
     s: &DirectorySettings,
@@ -193,7 +194,20 @@ async fn search_paged(
         .streaming_search_with(adapters, &s.base_dn, Scope::Subtree, filter, attrs)
         .await
         .map_err(failed)?;
+    let mut count = 0usize;
     while let Some(entry) = stream.next().await.map_err(failed)? {
+        count += 1;
+        if count > s.max_entries {
+            // Ask the server to stop, and stop reading.
+            let id = stream.ldap_handle().last_id();
+            let _ = stream.ldap_handle().abandon(id).await;
+            let _ = stream.finish().await;
+            return Err(DirectoryError::TooManyEntries {
+                directory: s.name.clone(),
+                setting,
+                limit: s.max_entries,
+            });
+        }
         on_entry(SearchEntry::construct(entry));
     }
     let result = stream.finish().await;

@@ -88,6 +88,12 @@ pub enum DirectoryError {
     BadBaseDn { directory: String, base_dn: String },
     #[error("directory `{directory}` stopped returning entries at its size limit although the search was paged; raise the limit for bind_dn of directory {directory} (OpenLDAP: `limits dn.exact=\"…\" size.prtotal=unlimited`; Active Directory: MaxPageSize) or lower page_size; nothing was changed")]
     SizeLimit { directory: String },
+    #[error("directory `{directory}` has more than {limit} entries matching {setting} (max_entries of directory {directory}); the read stopped there and nothing was changed. Narrow {setting} or raise max_entries")]
+    TooManyEntries {
+        directory: String,
+        setting: &'static str,
+        limit: usize,
+    },
     #[error("searching directory `{directory}` failed ({reason}); nothing was changed")]
     SearchFailed { directory: String, reason: String },
     #[error(
@@ -109,6 +115,7 @@ impl DirectoryError {
             DirectoryError::BadFilter { .. } => "DIRECTORY_BAD_FILTER",
             DirectoryError::BadBaseDn { .. } => "DIRECTORY_BAD_BASE_DN",
             DirectoryError::SizeLimit { .. } => "DIRECTORY_SIZE_LIMIT",
+            DirectoryError::TooManyEntries { .. } => "DIRECTORY_TOO_MANY_ENTRIES",
             DirectoryError::SearchFailed { .. } => "DIRECTORY_SEARCH_FAILED",
             DirectoryError::Unknown(_) => "DIRECTORY_UNKNOWN",
             DirectoryError::Db(e) => e.code(),

@@ -54,6 +54,10 @@ pub struct DirectorySettings {
     pub full_sync_interval_secs: u64,
     /// How long to wait for the server to connect or answer, in seconds.
     pub timeout_secs: u64,
+    /// Most entries one search may return (users, or groups): a sync that
+    /// would read more stops there and changes nothing, so a filter that
+    /// matches far more than meant cannot fill the server's memory.
+    pub max_entries: usize,
 }
 
 impl Default for DirectorySettings {
@@ -75,6 +79,7 @@ impl Default for DirectorySettings {
             sync_interval_secs: 3600,
             full_sync_interval_secs: 86_400,
             timeout_secs: 30,
+            max_entries: 200_000,
         }
     }
 }

@@ -15,11 +15,6 @@ use tokio_openssl::SslStream;
 
 use super::settings::{MailSettings, Security};
 
-/// How long connecting and logging in may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long one command may take (a 50 MB fetch included).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
-
 /// Why a mailbox cannot be used, in words for an administrator.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum MailError {
@@ -37,7 +32,9 @@ pub enum MailError {
         "the mailbox was deleted and recreated (or renumbered) on the server; reading it again"
     )]
     Renumbered,
-    #[error("the IMAP server did not answer within {0} s")]
+    #[error("the IMAP server did not connect and accept the login within {0} s ([mail] connect_timeout_secs)")]
+    ConnectTimeout(u64),
+    #[error("the IMAP server did not finish a command within {0} s ([mail] command_timeout_secs); for a slow server lower [mail] fetch_batch_bytes or raise command_timeout_secs")]
     Timeout(u64),
     #[error("the IMAP connection failed: {0}")]
     Protocol(String),
@@ -94,7 +91,40 @@ impl AsyncWrite for MailStream {
     }
 }
 
-pub type Session = async_imap::Session<MailStream>;
+/// A logged-in IMAP session, with the time each command may take
+/// (`[mail] command_timeout_secs`).
+pub struct Session {
+    inner: async_imap::Session<MailStream>,
+    timeout: Duration,
+}
+
+impl Session {
+    pub fn new(inner: async_imap::Session<MailStream>, timeout: Duration) -> Session {
+        Session { inner, timeout }
+    }
+
+    /// The session itself (to IDLE, which takes it over).
+    pub fn into_inner(self) -> async_imap::Session<MailStream> {
+        self.inner
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = async_imap::Session<MailStream>;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
 
 /// Wraps `tcp` in TLS for `host`, trusting `[mail] tls_ca_file` too.
 pub async fn tls(
@@ -198,22 +228,29 @@ pub async fn login(settings: &MailSettings, mailbox_login: &str) -> Result<Sessi
                 reason: e.to_string(),
             })
     };
-    tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+    let limit = Duration::from_secs(settings.connect_timeout_secs.max(1));
+    let session = tokio::time::timeout(limit, attempt)
         .await
-        .map_err(|_| MailError::Timeout(CONNECT_TIMEOUT.as_secs()))?
+        .map_err(|_| MailError::ConnectTimeout(limit.as_secs()))??;
+    Ok(Session::new(
+        session,
+        Duration::from_secs(settings.command_timeout_secs.max(1)),
+    ))
 }
 
 async fn timed<T>(
+    limit: Duration,
     f: impl std::future::Future<Output = Result<T, MailError>>,
 ) -> Result<T, MailError> {
-    tokio::time::timeout(COMMAND_TIMEOUT, f)
+    tokio::time::timeout(limit, f)
         .await
-        .map_err(|_| MailError::Timeout(COMMAND_TIMEOUT.as_secs()))?
+        .map_err(|_| MailError::Timeout(limit.as_secs()))?
 }
 
 /// Selects `folder`; returns its UIDVALIDITY and UIDNEXT.
 pub async fn select(session: &mut Session, folder: &str) -> Result<(u32, u32), MailError> {
-    let mailbox = timed(async {
+    let limit = session.timeout();
+    let mailbox = timed(limit, async {
         session.select(folder).await.map_err(|e| MailError::Folder {
             folder: folder.to_owned(),
             reason: e.to_string(),
@@ -233,7 +270,7 @@ pub struct Fetched {
     pub seen: bool,
     /// The whole message's size.
     pub size: u32,
-    /// At most `max_fetch_bytes` of it.
+    /// At most [`MailSettings::per_message_bytes`] of it.
     pub raw: Vec<u8>,
     /// When the server received it (Unix seconds), if it says.
     pub received: Option<i64>,
@@ -245,41 +282,130 @@ fn is_seen(fetch: &async_imap::types::Fetch) -> bool {
         .any(|f| matches!(f, async_imap::types::Flag::Seen))
 }
 
-/// Messages with a UID above `after`, in UID order (at most `limit`).
-pub async fn fetch_after(
+/// UIDs and sizes of the messages with a UID above `after`, ascending (the
+/// smallest `max_count` of them); true when there are more. The listing asks
+/// for no message's content, so a long backlog costs a few bytes a message.
+pub async fn list_after(
     session: &mut Session,
     after: u32,
-    max_bytes: u32,
-    limit: usize,
-) -> Result<Vec<Fetched>, MailError> {
-    let query = format!("(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[]<0.{max_bytes}>)");
+    max_count: usize,
+) -> Result<(Vec<(u32, u32)>, bool), MailError> {
+    let limit = session.timeout();
     let range = format!("{}:*", after.saturating_add(1));
-    let mut out: Vec<Fetched> = timed(async {
-        let stream = session.uid_fetch(&range, &query).await?;
-        let fetches: Vec<_> = stream.try_collect().await?;
-        Ok(fetches
-            .iter()
-            .filter_map(|f| {
-                let uid = f.uid?;
-                (uid > after).then(|| Fetched {
-                    uid,
-                    seen: is_seen(f),
-                    size: f.size.unwrap_or(0),
-                    raw: f.body().map(<[u8]>::to_vec).unwrap_or_default(),
-                    received: f.internal_date().map(|d| d.timestamp()),
-                })
-            })
-            .collect())
+    let mut listed: Vec<(u32, u32)> = timed(limit, async {
+        let mut stream = session.uid_fetch(&range, "(UID RFC822.SIZE)").await?;
+        let mut listed = Vec::new();
+        while let Some(f) = stream.try_next().await? {
+            if let Some(uid) = f.uid.filter(|uid| *uid > after) {
+                listed.push((uid, f.size.unwrap_or(0)));
+            }
+        }
+        Ok(listed)
+    })
+    .await?;
+    listed.sort_unstable();
+    listed.dedup_by_key(|(uid, _)| *uid);
+    let more = listed.len() > max_count;
+    listed.truncate(max_count);
+    Ok((listed, more))
+}
+
+/// Splits `listed` (UIDs and sizes, ascending) into batches to fetch: each
+/// asks for at most `batch_bytes` (a message counting for its size, or
+/// `per_message` when it is longer) and holds at most `max_count`
+/// messages. A batch holds at least one message; `per_message` is never
+/// more than `batch_bytes` ([`MailSettings::per_message_bytes`]).
+pub fn batches(
+    listed: &[(u32, u32)],
+    per_message: u32,
+    batch_bytes: u64,
+    max_count: usize,
+) -> Vec<Vec<(u32, u32)>> {
+    let mut out: Vec<Vec<(u32, u32)>> = Vec::new();
+    let mut current: Vec<(u32, u32)> = Vec::new();
+    let mut bytes = 0u64;
+    for &(uid, size) in listed {
+        let asks = u64::from(size.min(per_message));
+        if !current.is_empty() && (bytes + asks > batch_bytes || current.len() >= max_count.max(1))
+        {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        current.push((uid, size));
+        bytes += asks;
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// `uids` (ascending) as an IMAP sequence set: runs of consecutive UIDs as
+/// ranges (`3:5,9`).
+pub fn uid_set(uids: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let start = uids[i];
+        let mut end = start;
+        while i + 1 < uids.len() && uids[i + 1] == end.wrapping_add(1) {
+            i += 1;
+            end = uids[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if end == start {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The messages `uids` (ascending) that are still there, in UID order, each
+/// with at most `max_bytes` of its content: one command, so the batch is
+/// chosen by [`batches`] to fit the command's time.
+pub async fn fetch_uids(
+    session: &mut Session,
+    uids: &[u32],
+    max_bytes: u32,
+) -> Result<Vec<Fetched>, MailError> {
+    let limit = session.timeout();
+    if uids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let query = format!("(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[]<0.{max_bytes}>)");
+    let set = uid_set(uids);
+    let mut out: Vec<Fetched> = timed(limit, async {
+        let mut stream = session.uid_fetch(&set, &query).await?;
+        let mut out = Vec::with_capacity(uids.len());
+        while let Some(f) = stream.try_next().await? {
+            let Some(uid) = f.uid.filter(|uid| uids.binary_search(uid).is_ok()) else {
+                continue;
+            };
+            out.push(Fetched {
+                uid,
+                seen: is_seen(&f),
+                size: f.size.unwrap_or(0),
+                raw: f.body().map(<[u8]>::to_vec).unwrap_or_default(),
+                received: f.internal_date().map(|d| d.timestamp()),
+            });
+        }
+        Ok(out)
     })
     .await?;
     out.sort_by_key(|f| f.uid);
-    out.truncate(limit);
+    out.dedup_by_key(|f| f.uid);
     Ok(out)
 }
 
 /// UIDs of the messages `query` (IMAP SEARCH syntax) finds, ascending.
 pub async fn search_uids(session: &mut Session, query: &str) -> Result<Vec<u32>, MailError> {
-    let found = timed(async { Ok(session.uid_search(query).await?) }).await?;
+    let limit = session.timeout();
+    let found = timed(limit, async { Ok(session.uid_search(query).await?) }).await?;
     let mut uids: Vec<u32> = found.into_iter().collect();
     uids.sort_unstable();
     Ok(uids)
@@ -291,8 +417,9 @@ pub async fn fetch_uid(
     uid: u32,
     max_bytes: u32,
 ) -> Result<Option<Fetched>, MailError> {
+    let limit = session.timeout();
     let query = format!("(UID FLAGS RFC822.SIZE BODY.PEEK[]<0.{max_bytes}>)");
-    timed(async {
+    timed(limit, async {
         let stream = session.uid_fetch(uid.to_string(), &query).await?;
         let fetches: Vec<_> = stream.try_collect().await?;
         Ok(fetches
@@ -315,7 +442,8 @@ pub async fn seen_flags(
     from: u32,
     to: u32,
 ) -> Result<HashMap<u32, bool>, MailError> {
-    timed(async {
+    let limit = session.timeout();
+    timed(limit, async {
         let stream = session
             .uid_fetch(format!("{from}:{to}"), "(UID FLAGS)")
             .await?;
@@ -331,12 +459,13 @@ pub async fn seen_flags(
 
 /// Marks a message read or unread.
 pub async fn set_seen(session: &mut Session, uid: u32, seen: bool) -> Result<(), MailError> {
+    let limit = session.timeout();
     let op = if seen {
         "+FLAGS.SILENT"
     } else {
         "-FLAGS.SILENT"
     };
-    timed(async {
+    timed(limit, async {
         let stream = session
             .uid_store(uid.to_string(), format!("{op} (\\Seen)"))
             .await?;
@@ -348,7 +477,8 @@ pub async fn set_seen(session: &mut Session, uid: u32, seen: bool) -> Result<(),
 
 /// Deletes a message (flag, then expunge just that UID).
 pub async fn delete(session: &mut Session, uid: u32) -> Result<(), MailError> {
-    timed(async {
+    let limit = session.timeout();
+    timed(limit, async {
         {
             let stream = session
                 .uid_store(uid.to_string(), "+FLAGS.SILENT (\\Deleted)")
@@ -364,7 +494,8 @@ pub async fn delete(session: &mut Session, uid: u32) -> Result<(), MailError> {
 
 /// Files `raw` in `folder` as read, creating the folder when it is missing.
 pub async fn append(session: &mut Session, folder: &str, raw: &[u8]) -> Result<(), MailError> {
-    timed(async {
+    let limit = session.timeout();
+    timed(limit, async {
         if session
             .append(folder, Some("(\\Seen)"), None, raw)
             .await
@@ -383,4 +514,45 @@ pub async fn append(session: &mut Session, folder: &str, raw: &[u8]) -> Result<(
             })
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_stay_within_the_byte_and_count_limits() {
+        let mib = 1024 * 1024;
+        let listed: Vec<(u32, u32)> = (1..=10).map(|uid| (uid, mib)).collect();
+        let plan = batches(&listed, 4 * mib, 3 * u64::from(mib), 200);
+        let sizes: Vec<usize> = plan.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [3, 3, 3, 1]);
+        let uids: Vec<u32> = plan.iter().flatten().map(|(uid, _)| *uid).collect();
+        assert_eq!(
+            uids,
+            (1..=10).collect::<Vec<_>>(),
+            "every message, in order"
+        );
+
+        // A message longer than a batch counts for what is asked of it (a
+        // whole batch), so it is fetched alone.
+        let listed = [(1, 100), (2, 50 * mib), (3, 100), (4, 100)];
+        let plan = batches(&listed, 2 * mib, 2 * u64::from(mib), 200);
+        let sizes: Vec<usize> = plan.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [1, 1, 2]);
+
+        // The count limit holds for tiny messages.
+        let listed: Vec<(u32, u32)> = (1..=450).map(|uid| (uid, 10)).collect();
+        let plan = batches(&listed, mib, u64::from(mib), 200);
+        let sizes: Vec<usize> = plan.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [200, 200, 50]);
+        assert!(batches(&[], mib, 1, 1).is_empty());
+    }
+
+    #[test]
+    fn uid_sets_are_ranges_of_consecutive_uids() {
+        assert_eq!(uid_set(&[3, 4, 5, 9, 11, 12]), "3:5,9,11:12");
+        assert_eq!(uid_set(&[7]), "7");
+        assert_eq!(uid_set(&[]), "");
+    }
 }

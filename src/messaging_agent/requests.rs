@@ -144,7 +144,7 @@ pub(crate) async fn fetch_raw(
     let fetched = imap::fetch_uid(
         &mut session,
         item.uid as u32,
-        shared.settings.max_fetch_bytes,
+        shared.settings.per_message_bytes(),
     )
     .await
     .map_err(|e| Refusal::new("MAILBOX_UNAVAILABLE", e.to_string()))?;

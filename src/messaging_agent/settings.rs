@@ -56,8 +56,19 @@ pub struct MailSettings {
     pub reconnect_max_ms: u64,
     /// How often the list of users to watch is read again.
     pub refresh_users_secs: u64,
+    /// How long connecting to the IMAP server and logging in may take.
+    pub connect_timeout_secs: u64,
+    /// How long one IMAP command may take (a batch of `fetch_batch_bytes`
+    /// included); a command that takes longer drops the connection, which
+    /// is retried.
+    pub command_timeout_secs: u64,
     /// Largest part of a message fetched; a longer one is forwarded cut.
     pub max_fetch_bytes: u32,
+    /// Most bytes of message content one IMAP fetch asks for: a backlog is
+    /// fetched in batches of this size (each in its own command, with its
+    /// own time limit), and a message longer than this is forwarded cut
+    /// too ([`MailSettings::per_message_bytes`]).
+    pub fetch_batch_bytes: u32,
     /// Largest attachment sent to a device on request.
     pub max_attachment_bytes: usize,
     /// Wait before submitting again mail the SMTP server did not take.
@@ -88,7 +99,10 @@ impl Default for MailSettings {
             reconnect_min_ms: 1_000,
             reconnect_max_ms: 300_000,
             refresh_users_secs: 30,
+            connect_timeout_secs: 30,
+            command_timeout_secs: 120,
             max_fetch_bytes: 64 * 1024 * 1024,
+            fetch_batch_bytes: 64 * 1024 * 1024,
             max_attachment_bytes: 4 * 1024 * 1024,
             smtp_retry_secs: 30,
             reconcile_window: 500,
@@ -97,6 +111,17 @@ impl Default for MailSettings {
 }
 
 impl MailSettings {
+    /// `fetch_batch_bytes`, at least 1 KiB.
+    pub fn batch_bytes(&self) -> u32 {
+        self.fetch_batch_bytes.max(1024)
+    }
+
+    /// Most bytes of one message fetched: the smaller of `max_fetch_bytes`
+    /// and [`MailSettings::batch_bytes`].
+    pub fn per_message_bytes(&self) -> u32 {
+        self.max_fetch_bytes.max(1).min(self.batch_bytes())
+    }
+
     /// The login and password that open `mailbox_login`'s mailbox.
     pub fn credentials(&self, mailbox_login: &str) -> (String, String) {
         match self.user_passwords.get(mailbox_login) {

@@ -30,8 +30,12 @@ use crate::dispatcher::Outgoing;
 use super::imap::{self, MailError, Session};
 use super::{activation, filters, mime, Shared};
 
-/// Messages forwarded per scan (and per database transaction).
+/// Most messages fetched in one IMAP command (and recorded in one database
+/// transaction); `[mail] fetch_batch_bytes` bounds their size.
 const SCAN_BATCH: usize = 200;
+/// Most messages listed (UID and size) at a time; a longer backlog is
+/// listed again after these.
+const LIST_LIMIT: usize = 10_000;
 
 /// Watches `mailbox` until `cancel`.
 pub(crate) async fn watch(shared: Arc<Shared>, mailbox: Watched, cancel: CancellationToken) {
@@ -132,7 +136,9 @@ async fn session(
             .collect();
         let mut requests = Vec::new();
         for uid in earlier {
-            if let Some(f) = imap::fetch_uid(&mut session, uid, settings.max_fetch_bytes).await? {
+            if let Some(f) =
+                imap::fetch_uid(&mut session, uid, settings.per_message_bytes()).await?
+            {
                 if let Some(etp) = mime::parse(&f.raw).activation_request {
                     requests.push((uid, etp));
                 }
@@ -142,20 +148,16 @@ async fn session(
     }
     info!(target: "bramble::messaging_agent", user = %mailbox.email, uid_validity, last_uid = last, "watching the mailbox");
     loop {
-        loop {
-            let forwarded = scan(
-                shared,
-                mailbox,
-                &mut session,
-                uid_validity,
-                &mut last,
-                not_before,
-            )
-            .await?;
-            if forwarded < SCAN_BATCH {
-                break;
-            }
-        }
+        while scan(
+            shared,
+            mailbox,
+            &mut session,
+            uid_validity,
+            &mut last,
+            not_before,
+        )
+        .await?
+        {}
         not_before = None;
         reconcile(shared, mailbox, &mut session, uid_validity).await?;
         // The server may have said "new mail" or "flags changed" while the
@@ -165,7 +167,8 @@ async fn session(
             continue;
         }
         let unsolicited = session.unsolicited_responses.clone();
-        let mut idle = session.idle();
+        let timeout = session.timeout();
+        let mut idle = session.into_inner().idle();
         idle.init().await?;
         let woke = if changed(&unsolicited) {
             Some(Ok(IdleResponse::ManualInterrupt))
@@ -181,7 +184,7 @@ async fn session(
             None => return Ok(()),
             Some(r) => matches!(r?, IdleResponse::Timeout),
         };
-        session = idle.done().await?;
+        session = Session::new(idle.done().await?, timeout);
         if quiet {
             // Nothing for `idle_secs`: make sure the mailbox is still the
             // one being watched (a mailbox deleted and recreated on the
@@ -220,8 +223,11 @@ fn dispatch_error(e: crate::dispatcher::DispatchError) -> MailError {
     MailError::Protocol(format!("the Dispatcher could not queue the message: {e}"))
 }
 
-/// Forwards (or files as filtered) the messages above `last`; returns how
-/// many were read.
+/// Forwards (or files as filtered) the messages above `last`, fetched in
+/// batches of at most `[mail] fetch_batch_bytes` and [`SCAN_BATCH`]
+/// messages; `last` moves on after each batch, so a lost connection starts
+/// again from the batch it was in. True when more messages were listed
+/// than [`LIST_LIMIT`] (scan again).
 async fn scan(
     shared: &Arc<Shared>,
     mailbox: &Watched,
@@ -229,20 +235,49 @@ async fn scan(
     uid_validity: u32,
     last: &mut u32,
     not_before: Option<i64>,
-) -> Result<usize, MailError> {
-    let max = shared.settings.max_fetch_bytes;
-    let fetched = imap::fetch_after(session, *last, max, SCAN_BATCH).await?;
-    if fetched.is_empty() {
-        return Ok(0);
+) -> Result<bool, MailError> {
+    let (listed, more) = imap::list_after(session, *last, LIST_LIMIT).await?;
+    let per_message = shared.settings.per_message_bytes();
+    let batch_bytes = u64::from(shared.settings.batch_bytes());
+    for batch in imap::batches(&listed, per_message, batch_bytes, SCAN_BATCH) {
+        let uids: Vec<u32> = batch.iter().map(|(uid, _)| *uid).collect();
+        let fetched = imap::fetch_uids(session, &uids, per_message).await?;
+        // The batch's last UID, even when its messages were deleted
+        // meanwhile: they are not listed again.
+        let top = uids.last().copied().unwrap_or(*last).max(*last);
+        forward(
+            shared,
+            mailbox,
+            session,
+            uid_validity,
+            fetched,
+            top,
+            not_before,
+        )
+        .await?;
+        *last = top;
     }
+    Ok(more)
+}
+
+/// Forwards (or files as filtered) one batch of fetched messages and
+/// records `top` as the last UID handled, in one transaction.
+async fn forward(
+    shared: &Arc<Shared>,
+    mailbox: &Watched,
+    session: &mut Session,
+    uid_validity: u32,
+    fetched: Vec<imap::Fetched>,
+    top: u32,
+    not_before: Option<i64>,
+) -> Result<(), MailError> {
+    let max = shared.settings.per_message_bytes();
     let user = mailbox.user_id;
     let filters = shared
         .db
         .run(move |conn| MessageFilter::find_applicable(conn, user))
         .await
         .map_err(db_error)?;
-    let count = fetched.len();
-    let top = fetched.iter().map(|f| f.uid).max().unwrap_or(*last);
     let mut outgoing = Vec::new();
     let mut records = Vec::new();
     let mut requests = Vec::new();
@@ -272,6 +307,9 @@ async fn scan(
         };
         let (action, by) = filters::decide(&filters, &parsed);
         let cut = (f.size > max).then_some(u64::from(f.size));
+        if cut.is_some() {
+            info!(target: "bramble::messaging_agent", user = %mailbox.email, uid = f.uid, "a message of {} is longer than [mail] max_fetch_bytes or fetch_batch_bytes allow; the device gets its first {} and can ask for more", mib(f.size), mib(max));
+        }
         let ref_id = RefId::random();
         if action == FilterAction::DoNotForward {
             debug!(target: "bramble::messaging_agent", user = %mailbox.email, uid = f.uid, filter = by.unwrap_or(""), "kept in the mailbox by a filter");
@@ -342,8 +380,12 @@ async fn scan(
         })
         .await
         .map_err(dispatch_error)?;
-    *last = top;
-    Ok(count)
+    Ok(())
+}
+
+/// A size in words: "3.2 MiB".
+fn mib(bytes: u32) -> String {
+    format!("{:.1} MiB", f64::from(bytes) / (1024.0 * 1024.0))
 }
 
 /// Answers activation requests found in the mailbox

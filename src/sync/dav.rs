@@ -46,6 +46,12 @@ pub enum DavError {
         status: u16,
         body: String,
     },
+    #[error("the organizer server's answer to {method} {path} is longer than {} ([sync] max_response_bytes); it was cut off there and not used. Raise the setting if the collection is really that large", size_in_words(*.limit))]
+    TooLarge {
+        method: String,
+        path: String,
+        limit: u64,
+    },
     #[error("the organizer server's answer to {method} {path} is not understood: {message}")]
     BadAnswer {
         method: String,
@@ -64,6 +70,7 @@ impl DavError {
             DavError::Changed { .. } => "SYNC_ITEM_CHANGED",
             DavError::TokenExpired { .. } => "SYNC_TOKEN_EXPIRED",
             DavError::Refused { .. } => "SYNC_SERVER_REFUSED",
+            DavError::TooLarge { .. } => "SYNC_ANSWER_TOO_LARGE",
             DavError::BadAnswer { .. } => "SYNC_SERVER_ANSWER",
         }
     }
@@ -152,6 +159,9 @@ const NAMESPACES: &str = r#"xmlns:D="DAV:" xmlns:CR="urn:ietf:params:xml:ns:card
 /// Requests a client has open at the same time unless told otherwise.
 pub const DEFAULT_CONNECTIONS: usize = 8;
 
+/// The longest answer a client reads unless told otherwise (64 MiB).
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// A client for one organizer server, as the service account. Cheap to
 /// clone; clones share its limit on requests open at once, so a burst of
 /// slow syncs waits its turn here instead of timing out at a busy server.
@@ -162,6 +172,7 @@ pub struct DavClient {
     login: String,
     password: String,
     permits: Arc<Semaphore>,
+    max_response_bytes: u64,
 }
 
 impl DavClient {
@@ -189,7 +200,15 @@ impl DavClient {
             login: login.to_owned(),
             password: password.to_owned(),
             permits: Arc::new(Semaphore::new(DEFAULT_CONNECTIONS)),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         })
+    }
+
+    /// Reads at most `bytes` of any answer (at least 1 KiB): a longer one
+    /// is cut off there and is an error ([`DavError::TooLarge`]).
+    pub fn with_max_response_bytes(mut self, bytes: u64) -> DavClient {
+        self.max_response_bytes = bytes.max(1024);
+        self
     }
 
     /// At most `connections` requests open at once (at least one).
@@ -244,10 +263,7 @@ impl DavClient {
         })?;
         let status = response.status();
         let headers = response.headers().clone();
-        let text = response.text().await.map_err(|e| DavError::Unreachable {
-            url: self.base.to_string(),
-            message: error_chain(&e),
-        })?;
+        let text = self.read_body(method, path, response).await?;
         match status {
             StatusCode::UNAUTHORIZED => Err(DavError::Unauthorized {
                 login: self.login.clone(),
@@ -261,6 +277,38 @@ impl DavClient {
             StatusCode::PRECONDITION_FAILED => Err(DavError::Changed { path: path.into() }),
             _ => Ok((status, headers, text)),
         }
+    }
+
+    /// The answer's body as text, read up to `max_response_bytes`: a
+    /// longer one is cut off there (the connection is dropped, so the rest
+    /// is never read).
+    async fn read_body(
+        &self,
+        method: &str,
+        path: &str,
+        mut response: reqwest::Response,
+    ) -> Result<String, DavError> {
+        let limit = self.max_response_bytes;
+        let too_large = || DavError::TooLarge {
+            method: method.into(),
+            path: path.into(),
+            limit,
+        };
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| DavError::Unreachable {
+            url: self.base.to_string(),
+            message: error_chain(&e),
+        })? {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(String::from_utf8(body)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
     }
 
     fn refused(method: &str, path: &str, status: StatusCode, body: &str) -> DavError {
@@ -559,6 +607,21 @@ fn header(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
 }
 
 /// The error and its causes on one line ("error sending request: … refused").
+/// A size for an administrator: "64 MiB", "512 KiB", "100 bytes".
+fn size_in_words(bytes: u64) -> String {
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * 1024;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= MIB {
+        format!("{:.1} MiB", bytes as f64 / MIB as f64)
+    } else if bytes >= KIB {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();

@@ -152,7 +152,12 @@ impl Shared {
         };
         let (resources, token, ctag) = match webdav_sync {
             Some(Ok(report)) => (report.changed, Some(report.token), None),
-            Some(Err(DavError::Refused { .. })) | Some(Err(DavError::BadAnswer { .. })) | None => {
+            // A sync report too large to read whole: listed, then fetched
+            // in parts.
+            Some(Err(
+                DavError::Refused { .. } | DavError::BadAnswer { .. } | DavError::TooLarge { .. },
+            ))
+            | None => {
                 let markers = dav.markers(path).await?;
                 let listed = dav.list(path).await?;
                 let hrefs: Vec<String> = listed.into_iter().map(|(h, _)| h).collect();

@@ -153,7 +153,8 @@ async fn serve(
                 Duration::from_secs(settings.request_timeout_secs.max(1)),
             )
             .map_err(|e| ComponentError::failed(e.code(), e.to_string()))?
-            .with_connections(settings.max_connections),
+            .with_connections(settings.max_connections)
+            .with_max_response_bytes(settings.max_response_bytes),
         ),
         None => {
             info!(target: "bramble::sync", "no organizer server is configured ([sync] url); wireless synchronization is off, backup, restore and diagnostics work");

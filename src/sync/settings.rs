@@ -46,6 +46,10 @@ pub struct SyncSettings {
     /// Requests open to the organizer server at the same time; more wait
     /// their turn (a burst of activations' slow syncs, for instance).
     pub max_connections: usize,
+    /// The longest answer read from the organizer server; a longer one is
+    /// cut off there and that synchronization fails with a message saying
+    /// so (a collection listed whole must fit).
+    pub max_response_bytes: u64,
 }
 
 impl Default for SyncSettings {
@@ -66,6 +70,7 @@ impl Default for SyncSettings {
             batch_size: bramble_proto::sync::DEFAULT_BATCH,
             request_timeout_secs: 30,
             max_connections: super::dav::DEFAULT_CONNECTIONS,
+            max_response_bytes: super::dav::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }

@@ -386,6 +386,26 @@ async fn directory_size_limit_on_paged_results_is_explained() {
 }
 
 #[tokio::test]
+async fn directory_more_entries_than_max_entries_stops_the_read() {
+    let slapd = Slapd::start(&people(12), "").unwrap();
+    let (_dir, db) = database();
+    let mut s = settings(&slapd);
+    s.max_entries = 5;
+    let (tx, _rx) = tokio::sync::watch::channel(Progress::default());
+    let err = mailstore::sync(&db, &s, false, &tx).await.unwrap_err();
+    assert_eq!(err.code(), "DIRECTORY_TOO_MANY_ENTRIES", "{err}");
+    assert!(
+        err.to_string()
+            .contains("more than 5 entries matching user_filter"),
+        "{err}"
+    );
+    assert_eq!(user_count(&db), 0, "a stopped read writes nothing");
+    s.max_entries = 12;
+    sync(&db, &s, false).await;
+    assert_eq!(user_count(&db), 12);
+}
+
+#[tokio::test]
 async fn directory_lookup_returns_at_most_twenty() {
     let slapd = Slapd::start(&people(25), "").unwrap();
     let s = settings(&slapd);

@@ -160,3 +160,62 @@ async fn an_audit_log_altered_while_stopped_is_reported_at_start_up() {
     assert_eq!(handle.state().db.audit_alarm().map(|t| t.id.0), Some(2));
     handle.shutdown().await.unwrap();
 }
+
+/// Sends `bytes` to the console at `addr`, then nothing more; returns what
+/// the server answered before it closed the connection.
+async fn stall_after(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    let mut answer = Vec::new();
+    // Guards against a hang only: the server must close the connection.
+    let read = tokio::time::timeout(Duration::from_secs(120), tcp.read_to_end(&mut answer))
+        .await
+        .expect("the console kept a stalled connection open");
+    if let Err(e) = read {
+        // Closed with unread data: a reset is a close too.
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    }
+    answer
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_is_disconnected_by_the_console() {
+    // Half a request header, then nothing: closed after
+    // [admin] header_read_timeout_secs (the idle limit is far away).
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.admin.header_read_timeout_secs = 1;
+    s.admin.idle_timeout_secs = 3600;
+    let handle = Server::start(s).await.unwrap();
+    let addr = handle.admin_addr();
+    let answer = stall_after(addr, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: ").await;
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("200 OK"),
+        "{answer:?}"
+    );
+    // A keep-alive connection left unused after an answer goes the same way.
+    let answer = stall_after(addr, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    // Others are still served.
+    assert_eq!(health(addr).await["version"], bramble::VERSION);
+    handle.shutdown().await.unwrap();
+
+    // A request body that stalls: closed after [admin] idle_timeout_secs
+    // (the header limit is far away), with no answer.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.admin.header_read_timeout_secs = 3600;
+    s.admin.idle_timeout_secs = 1;
+    let handle = Server::start(s).await.unwrap();
+    let addr = handle.admin_addr();
+    let answer = stall_after(
+        addr,
+        b"POST /api/session HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"login\":",
+    )
+    .await;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(health(addr).await["version"], bramble::VERSION);
+    handle.shutdown().await.unwrap();
+}

@@ -1169,3 +1169,75 @@ async fn with_every_database_off_activation_completes_at_the_configuration_reque
     assert_eq!(status, ActivationStatus::Completed);
     bed.stop().await;
 }
+
+/// An organizer server whose answer would be 2 GiB (a local server that
+/// streams it chunked, as no real server can be made to): the client reads
+/// up to `max_response_bytes`, drops the connection and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organizer_answer_longer_than_the_limit_is_cut_off() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const TOTAL: u64 = 2 * 1024 * 1024 * 1024;
+    const LIMIT: u64 = 1024 * 1024;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let written = Arc::new(AtomicU64::new(0));
+    let server = tokio::spawn({
+        let written = written.clone();
+        async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = vec![0u8; 8192];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = tcp.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client closed before asking");
+                request.extend_from_slice(&buf[..n]);
+            }
+            tcp.write_all(
+                b"HTTP/1.1 207 Multi-Status\r\nContent-Type: application/xml\r\nTransfer-Encoding: chunked\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            let data = vec![b' '; 64 * 1024];
+            let mut chunk = format!("{:x}\r\n", data.len()).into_bytes();
+            chunk.extend_from_slice(&data);
+            chunk.extend_from_slice(b"\r\n");
+            while written.load(Ordering::Relaxed) < TOTAL {
+                if tcp.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                written.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            let _ = tcp.write_all(b"0\r\n\r\n").await;
+        }
+    });
+    let dav = DavClient::new(&format!("http://{addr}/"), "bramble", "secret", PATIENCE)
+        .unwrap()
+        .with_max_response_bytes(LIMIT);
+    let error = dav.markers("/user1/contacts/").await.unwrap_err();
+    assert_eq!(error.code(), "SYNC_ANSWER_TOO_LARGE", "{error}");
+    let text = error.to_string();
+    assert!(
+        text.contains("longer than 1 MiB") && text.contains("max_response_bytes"),
+        "{text}"
+    );
+    // The server's writes fail once the client has dropped the connection.
+    tokio::time::timeout(PATIENCE, server)
+        .await
+        .expect("the client kept the connection open")
+        .unwrap();
+    let sent = written.load(Ordering::Relaxed);
+    // What the client did not read stays in the sockets' buffers: far
+    // less than the answer.
+    assert!(
+        sent < 256 * 1024 * 1024,
+        "the client read on past its limit: {sent} bytes were sent"
+    );
+    eprintln!(
+        "the server wrote {} KiB of a 2 GiB answer before the client (limit {} KiB) dropped it",
+        sent / 1024,
+        LIMIT / 1024
+    );
+}

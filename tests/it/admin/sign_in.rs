@@ -155,6 +155,35 @@ async fn first_run_sign_in_and_out() {
 
 /// One request over TLS, trusting only `ca` and checking the name
 /// `localhost`; returns (status, Set-Cookie, body).
+/// Sends `bytes` over TLS, then nothing more; what came back before the
+/// server closed the connection.
+async fn https_stall(addr: std::net::SocketAddr, ca: &std::path::Path, bytes: &[u8]) -> String {
+    use openssl::ssl::{SslConnector, SslMethod};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut connector = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    connector.set_ca_file(ca).unwrap();
+    let ssl = connector
+        .build()
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut stream).connect().await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut answer = Vec::new();
+    // Guards against a hang only. The server drops the connection without
+    // a TLS close, which the client may report as an error: closed either way.
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the console kept a stalled TLS connection open");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 async fn https_request(
     addr: std::net::SocketAddr,
     ca: &std::path::Path,
@@ -201,6 +230,8 @@ async fn https_with_a_generated_certificate_and_secure_cookies() {
     assert!(settings.admin.tls_enabled());
     settings.admin.listen = "127.0.0.1:0".parse().unwrap();
     settings.admin.tls = Some(true);
+    settings.admin.header_read_timeout_secs = 1;
+    settings.admin.idle_timeout_secs = 3600;
     let (cert, key) = bramble::admin::tls::generated_paths(&settings.console());
     let listeners = Listeners {
         admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -243,6 +274,16 @@ async fn https_with_a_generated_certificate_and_secure_cookies() {
     // Plain HTTP gets no HTTP answer.
     let (status, _) = plain_get(addr).await;
     assert_eq!(status, None);
+
+    // Half a header over TLS, then nothing: the connection is closed after
+    // [admin] header_read_timeout_secs, as over plain HTTP.
+    let answer = https_stall(
+        addr,
+        &cert,
+        b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Half: ",
+    )
+    .await;
+    assert!(!answer.contains("200 OK"), "{answer}");
     handle.shutdown().await.unwrap();
 
     // The next start reuses the certificate.
