@@ -23,12 +23,17 @@
 //!   of [`bramble_proto::control`], then the server's basic information
 //!   packet (`server_info`). Each step must come within
 //!   `handshake_timeout` (10 s). A second accepted link for an SRP ID
-//!   replaces the first. Failed authentications (unknown SRP ID, wrong
-//!   key, a server that gives up after the challenge because the relay's
-//!   proof did not match its key, no basic information packet) and
-//!   flapping (more than `lockout_failures` accepted links in
-//!   `lockout_window`) lock the SRP ID out for `lockout_duration`; the
-//!   relay then answers `srp_rejected {reason: "locked out until …"}`.
+//!   replaces the first. Failed authentications (wrong key, a server that
+//!   gives up after the challenge because the relay's proof did not match
+//!   its key, no basic information packet) are counted per source address
+//!   and SRP ID: `lockout_failures` of them within `lockout_window` lock
+//!   that SRP ID out *for that address* for `lockout_duration`. SRP IDs
+//!   travel in clear in device hellos, so a stranger failing on purpose
+//!   locks out only their own address, never the genuine server connecting
+//!   from another. Flapping (more than `lockout_failures` *authenticated*
+//!   links in `lockout_window`, which needs the key) locks the SRP ID out
+//!   from everywhere. A locked-out server gets
+//!   `srp_rejected {reason: "locked out until …"}`.
 //!   [`client`] is the server's side of this, shared with the Bramble
 //!   Router.
 //! - **Device port** (default 3102): plain TCP; the device sends
@@ -80,7 +85,7 @@
 //! device_listen = "0.0.0.0:3102"   # devices
 //! store_per_device = 1000          # packets held per offline device (and per disconnected server)
 //! store_expiry = "7d"              # durations: "250ms", "60s", "5m", "1h", "7d" or a number of seconds
-//! lockout_failures = 5             # failed links per SRP ID within lockout_window (0: never lock out)
+//! lockout_failures = 5             # failed links per SRP ID and source address within lockout_window (0: never lock out)
 //! lockout_window = "60s"
 //! lockout_duration = "5m"
 //! handshake_timeout = "10s"        # each step of a link's set-up

@@ -8,7 +8,7 @@
 //! reading: it is closed and its traffic is stored as for an offline peer.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -42,6 +42,10 @@ const LINK_QUEUE: usize = 1024;
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Longest SRP ID or nonce accepted in a hello.
 const MAX_HELLO_FIELD: usize = 256;
+/// Most (source address, SRP ID) pairs whose failures are remembered at
+/// once; beyond it the failures of new pairs are counted but not tracked
+/// (logged), so a flood from many addresses cannot grow the table.
+const MAX_ADDR_LOCKOUTS: usize = 4096;
 
 /// `ErrorReport` code: the device's packet has nowhere to go.
 pub const NO_SERVER: &str = "NO_SERVER";
@@ -137,6 +141,8 @@ enum Outcome {
 
 struct State {
     servers: HashMap<String, ServerEntry>,
+    /// Failed authentications per source address and SRP ID.
+    addr_lockouts: HashMap<(IpAddr, String), Lockout>,
     devices: HashMap<Pin, DeviceEntry>,
     stats: RelayStats,
 }
@@ -181,6 +187,7 @@ impl State {
             .collect();
         State {
             servers,
+            addr_lockouts: HashMap::new(),
             devices: HashMap::new(),
             stats: RelayStats::default(),
         }
@@ -196,8 +203,8 @@ impl State {
 
     // ---- SRP accounts and lockout ----
 
-    /// The key for `srp_id`, or why it may not connect now.
-    fn srp_key(&mut self, srp_id: &str, now: Instant) -> Result<Vec<u8>, String> {
+    /// The key for `srp_id`, or why it may not connect now from `ip`.
+    fn srp_key(&mut self, srp_id: &str, ip: IpAddr, now: Instant) -> Result<Vec<u8>, String> {
         let Some(server) = self.servers.get_mut(srp_id) else {
             self.stats.auth_failures += 1;
             return Err(format!(
@@ -208,23 +215,48 @@ impl State {
         if let Some(until) = server.lockout.locked_until(now) {
             return Err(locked_reason(until, now));
         }
-        Ok(server.key.clone())
+        let key = server.key.clone();
+        if let Some(lockout) = self.addr_lockouts.get_mut(&(ip, srp_id.to_owned())) {
+            if let Some(until) = lockout.locked_until(now) {
+                return Err(locked_reason(until, now));
+            }
+        }
+        Ok(key)
     }
 
-    fn srp_failure(&mut self, limits: &Limits, srp_id: &str, now: Instant) {
+    /// A failed authentication for `srp_id` from `ip`: counted against
+    /// that address only, so a stranger cannot lock the genuine server out.
+    fn srp_failure(&mut self, limits: &Limits, srp_id: &str, ip: IpAddr, now: Instant) {
         self.stats.auth_failures += 1;
-        if let Some(server) = self.servers.get_mut(srp_id) {
-            if server.lockout.failure(now, limits.policy) {
-                self.stats.lockouts += 1;
+        if !self.servers.contains_key(srp_id) || limits.policy.limit == 0 {
+            return;
+        }
+        let key = (ip, srp_id.to_owned());
+        if !self.addr_lockouts.contains_key(&key) && self.addr_lockouts.len() >= MAX_ADDR_LOCKOUTS {
+            let window = limits.policy.window;
+            self.addr_lockouts.retain(|_, l| !l.is_idle(now, window));
+            if self.addr_lockouts.len() >= MAX_ADDR_LOCKOUTS {
                 warn!(
                     target: TARGET,
-                    srp_id,
-                    "SRP ID {srp_id} locked out for {:?} after {} failed connections within {:?}",
-                    limits.policy.duration,
-                    limits.policy.limit,
-                    limits.policy.window
+                    srp_id, %ip,
+                    "failed authentication for SRP ID {srp_id} from {ip} not tracked for lockout: \
+                     failures from {MAX_ADDR_LOCKOUTS} other addresses are being tracked already"
                 );
+                return;
             }
+        }
+        let lockout = self.addr_lockouts.entry(key).or_default();
+        if lockout.failure(now, limits.policy) {
+            self.stats.lockouts += 1;
+            warn!(
+                target: TARGET,
+                srp_id, %ip,
+                "SRP ID {srp_id} locked out for {:?} for connections from {ip} after {} failed \
+                 authentications from there within {:?} (other addresses are not affected)",
+                limits.policy.duration,
+                limits.policy.limit,
+                limits.policy.window
+            );
         }
     }
 
@@ -574,6 +606,8 @@ impl State {
         }
         self.devices
             .retain(|_, d| d.link.is_some() || !d.store.is_empty() || d.home().is_some());
+        let window = limits.policy.window;
+        self.addr_lockouts.retain(|_, l| !l.is_idle(now, window));
         if expired > 0 {
             info!(target: TARGET, "{expired} stored packets expired");
         }
@@ -881,7 +915,9 @@ async fn server_connection_inner(shared: Arc<Shared>, tcp: TcpStream, peer: Sock
                 srp_id = %srp_id, %peer,
                 "SRP ID {srp_id} from {peer}: expected the basic information packet first, got {what}; closing"
             );
-            shared.lock().srp_failure(&limits, &srp_id, Instant::now());
+            shared
+                .lock()
+                .srp_failure(&limits, &srp_id, peer.ip(), Instant::now());
             let _ = timeout(CLOSE_GRACE, stream.shutdown()).await;
             return;
         }
@@ -932,7 +968,7 @@ where
         close_with(stream, &rejected("malformed srp_hello".to_owned()), Pin(0)).await;
         return None;
     }
-    let key = shared.lock().srp_key(&srp_id, Instant::now());
+    let key = shared.lock().srp_key(&srp_id, peer.ip(), Instant::now());
     let key = match key {
         Ok(key) => key,
         Err(reason) => {
@@ -948,7 +984,9 @@ where
     };
     if let Err(e) = send_control(stream, &challenge, Pin(0)).await {
         info!(target: TARGET, %peer, "SRP ID {srp_id} from {peer}: sending the challenge failed: {e}");
-        shared.lock().srp_failure(&limits, &srp_id, Instant::now());
+        shared
+            .lock()
+            .srp_failure(&limits, &srp_id, peer.ip(), Instant::now());
         return None;
     }
     match read_control(stream, limits.handshake).await {
@@ -962,14 +1000,18 @@ where
                     srp_id = %srp_id, %peer,
                     "SRP ID {srp_id} from {peer} refused: its SRP authentication key does not match"
                 );
-                shared.lock().srp_failure(&limits, &srp_id, Instant::now());
+                shared
+                    .lock()
+                    .srp_failure(&limits, &srp_id, peer.ip(), Instant::now());
                 close_with(stream, &rejected(reject::BAD_KEY.to_owned()), Pin(0)).await;
                 return None;
             }
         }
         Ok(other) => {
             warn!(target: TARGET, %peer, "SRP ID {srp_id} from {peer} answered the challenge with {other}; closing");
-            shared.lock().srp_failure(&limits, &srp_id, Instant::now());
+            shared
+                .lock()
+                .srp_failure(&limits, &srp_id, peer.ip(), Instant::now());
             close_with(
                 stream,
                 &rejected("expected srp_response".to_owned()),
@@ -985,7 +1027,9 @@ where
                 "SRP ID {srp_id} from {peer} did not answer the challenge ({why}); \
                  the server probably holds a different SRP authentication key"
             );
-            shared.lock().srp_failure(&limits, &srp_id, Instant::now());
+            shared
+                .lock()
+                .srp_failure(&limits, &srp_id, peer.ip(), Instant::now());
             return None;
         }
     }

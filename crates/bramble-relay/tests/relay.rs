@@ -519,6 +519,69 @@ async fn repeated_failures_lock_an_srp_id_out_for_a_while() {
     relay.shutdown().await;
 }
 
+/// A TCP connection to `to` from the loopback address `from` (another
+/// "machine" as far as the relay's per-address limits go).
+async fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from.parse().unwrap(), 0))?;
+    socket.connect(to).await
+}
+
+/// TLS to the relay's server port from `from`, without checking the
+/// certificate (a stranger does not care).
+async fn stranger_tls(relay: &RelayHandle, from: &str) -> tokio_openssl::SslStream<TcpStream> {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    let tcp = connect_from(from, relay.server_addr()).await.unwrap();
+    let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
+    builder.set_verify(SslVerifyMode::NONE);
+    let ssl = builder
+        .build()
+        .configure()
+        .unwrap()
+        .verify_hostname(false)
+        .into_ssl("relay")
+        .unwrap();
+    let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut stream).connect().await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn a_strangers_failures_do_not_lock_out_the_genuine_server() {
+    let relay = start(RelayConfig {
+        lockout_failures: 3,
+        ..config()
+    })
+    .await;
+    // The SRP ID travels in clear in device hellos; a stranger at another
+    // address fails on purpose, as often as it takes.
+    for n in 1..=3 {
+        let mut tls = stranger_tls(&relay, "127.0.0.2").await;
+        let err =
+            bramble_relay::client::srp_handshake(&mut tls, "relay", "S1", b"guess", &info("x"))
+                .await
+                .err()
+                .unwrap();
+        assert!(matches!(err, LinkError::RelayProofInvalid { .. }), "{err}");
+        drop(tls);
+        wait_for(&relay, "the failure", |st| st.auth_failures == n).await;
+    }
+    assert_eq!(relay.stats().lockouts, 1);
+    // The stranger's address is locked out, even with the right key …
+    let mut tls = stranger_tls(&relay, "127.0.0.2").await;
+    let err = bramble_relay::client::srp_handshake(&mut tls, "relay", "S1", S1_KEY, &info("x"))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, LinkError::LockedOut { .. }), "{err}");
+    // … the genuine server, from its own address, is not.
+    let mut s = server(&relay, "S1", S1_KEY).await;
+    let mut d = device(&relay, 0x60, Some("S1")).await;
+    s.send(&cmime(d.pin, 1, "still in touch")).await;
+    assert_eq!(d.recv().await.ref_id, RefId(1));
+    relay.shutdown().await;
+}
+
 #[tokio::test]
 async fn flapping_locks_an_srp_id_out() {
     let relay = start(RelayConfig {
