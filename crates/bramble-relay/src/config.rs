@@ -28,6 +28,19 @@ pub const DEFAULT_LOCKOUT_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_LOCKOUT_DURATION: Duration = Duration::from_secs(5 * 60);
 /// Default time allowed for each step of a link's set-up.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on connections open at once on the server port.
+pub const DEFAULT_MAX_SERVER_CONNECTIONS: usize = 256;
+/// Default bound on connections open at once on the device port.
+pub const DEFAULT_MAX_DEVICE_CONNECTIONS: usize = 10_000;
+/// Default bound on connections open at once from one source address, on
+/// each port.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+/// Default silence after which the relay pings a device, and closes its
+/// connection if the silence lasts as long again.
+pub const DEFAULT_DEVICE_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Default bound on the relay's table of device PINs (connected devices,
+/// PINs with stored packets, PINs whose server the relay remembers).
+pub const DEFAULT_MAX_DEVICE_ENTRIES: usize = 100_000;
 
 /// An enterprise server allowed to connect: its SRP ID and SRP
 /// authentication key (shared with the server's Settings → Wireless network).
@@ -120,6 +133,25 @@ pub struct RelayConfig {
     /// message, the basic information packet, a device's hello).
     #[serde(with = "duration_text")]
     pub handshake_timeout: Duration,
+    /// Connections open at once on the server port; more are closed at
+    /// once. Separate from the device port's budget, so devices (or
+    /// strangers on the device port) cannot crowd the servers out.
+    pub max_server_connections: usize,
+    /// Connections open at once on the device port; more are refused.
+    pub max_device_connections: usize,
+    /// Connections open at once from one source address, on each port;
+    /// more are refused.
+    pub max_connections_per_address: usize,
+    /// After this much silence on a device's connection the relay pings
+    /// the device (devices answer `ping` with `pong`); if the silence lasts
+    /// as long again, the connection is closed. Also bounds the time a
+    /// device may take to send a whole packet.
+    #[serde(with = "duration_text")]
+    pub device_idle_timeout: Duration,
+    /// PINs the relay keeps track of at once. A device that says hello
+    /// when the table is full is refused, unless entries of disconnected
+    /// devices with nothing stored can be forgotten to make room.
+    pub max_device_entries: usize,
     /// The SMTP server (host:port, plain or STARTTLS-less submission on a
     /// trusted network) through which the relay forwards devices' activation
     /// requests (seed step 5). Unset: such requests are refused.
@@ -150,6 +182,11 @@ impl Default for RelayConfig {
             lockout_window: DEFAULT_LOCKOUT_WINDOW,
             lockout_duration: DEFAULT_LOCKOUT_DURATION,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_server_connections: DEFAULT_MAX_SERVER_CONNECTIONS,
+            max_device_connections: DEFAULT_MAX_DEVICE_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            device_idle_timeout: DEFAULT_DEVICE_IDLE_TIMEOUT,
+            max_device_entries: DEFAULT_MAX_DEVICE_ENTRIES,
             smtp: None,
             mail_from: DEFAULT_MAIL_FROM.to_owned(),
         }
@@ -217,6 +254,24 @@ impl RelayConfig {
         if self.handshake_timeout.is_zero() {
             return Err(RelayError::Config(
                 "handshake_timeout must be longer than 0".into(),
+            ));
+        }
+        for (name, value) in [
+            ("max_server_connections", self.max_server_connections),
+            ("max_device_connections", self.max_device_connections),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address,
+            ),
+            ("max_device_entries", self.max_device_entries),
+        ] {
+            if value == 0 {
+                return Err(RelayError::Config(format!("{name} must be at least 1")));
+            }
+        }
+        if self.device_idle_timeout.is_zero() {
+            return Err(RelayError::Config(
+                "device_idle_timeout must be longer than 0".into(),
             ));
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
@@ -339,6 +394,11 @@ mod tests {
         assert_eq!(c.lockout_window, Duration::from_secs(60));
         assert_eq!(c.lockout_duration, Duration::from_secs(300));
         assert_eq!(c.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_server_connections, 256);
+        assert_eq!(c.max_device_connections, 10_000);
+        assert_eq!(c.max_connections_per_address, 64);
+        assert_eq!(c.device_idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.max_device_entries, 100_000);
     }
 
     #[test]

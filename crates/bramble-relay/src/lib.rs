@@ -48,6 +48,29 @@
 //! Either link answers `ping` with `pong`. A malformed packet closes only
 //! the connection it came on (logged with the peer's address).
 //!
+//! ## Bounds
+//! - **Connections**: each port has its own budget (`max_server_connections`,
+//!   `max_device_connections`), so a crowd on the device port cannot crowd
+//!   enterprise servers out; and at most `max_connections_per_address`
+//!   from one source address on each port. A connection over a bound is
+//!   closed at once (on the device port after a `refused {reason}` packet)
+//!   and logged once per address per minute with the address and the
+//!   bound. When accepting fails (e.g. the process is out of open files)
+//!   the relay pauses accepts on that port, longer each time up to 2 s,
+//!   instead of spinning; at start it warns if the two budgets exceed the
+//!   process's open-file limit.
+//! - **Silence**: a device has `handshake_timeout` to send its hello. After
+//!   `device_idle_timeout` without a whole packet from a device, the relay
+//!   pings it (devices answer `ping` with `pong`); silent as long again, the
+//!   connection is closed.
+//! - **PIN table**: an entry lives while its device is connected, while
+//!   packets are stored for it, and for `store_expiry` after a server last
+//!   sent to it (so replies find their server). A device's hello is
+//!   forgotten when it disconnects. At most `max_device_entries` PINs: when
+//!   full, disconnected PINs with nothing stored are forgotten (oldest
+//!   first); if none can be, a new device's hello is refused and a server's
+//!   packet for a new PIN is answered `store_full`.
+//!
 //! ## Routing
 //! - **Server → device**, by the PIN in the header. Device connected:
 //!   forwarded, and the server gets `transport {delivered_to_device}`.
@@ -88,7 +111,12 @@
 //! lockout_failures = 5             # failed links per SRP ID and source address within lockout_window (0: never lock out)
 //! lockout_window = "60s"
 //! lockout_duration = "5m"
-//! handshake_timeout = "10s"        # each step of a link's set-up
+//! handshake_timeout = "10s"        # each step of a link's set-up (TLS, SRP, a device's hello)
+//! max_server_connections = 256     # open at once on the server port (its own budget)
+//! max_device_connections = 10000   # open at once on the device port
+//! max_connections_per_address = 64 # open at once from one source address, on each port
+//! device_idle_timeout = "5m"       # silence before the relay pings a device; as long again and it is closed
+//! max_device_entries = 100000      # PINs tracked at once (connected, stored for, or with a known server)
 //! # smtp = "127.0.0.1:25"          # where activation requests are e-mailed (unset: refused)
 //! mail_from = "activation@relay.bramble.invalid"
 //!
@@ -109,6 +137,7 @@
 
 pub mod client;
 pub mod config;
+mod limits;
 mod lockout;
 pub mod mail;
 mod relay;

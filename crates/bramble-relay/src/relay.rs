@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::RelayConfig;
+use crate::limits::{Gate, Permit, Refusal};
 use crate::lockout::{Lockout, Policy};
 use crate::store::{is_last, Pushed, Store, Stored};
 use crate::tls::{self, Identity};
@@ -72,6 +73,13 @@ pub struct RelayStats {
     pub auth_failures: u64,
     /// Lockouts started.
     pub lockouts: u64,
+    /// Connections refused because a port, an address or the PIN table had
+    /// as many as the relay accepts.
+    pub connections_refused: u64,
+    /// Device connections closed for silence (no answer to the relay's ping).
+    pub idle_closed: u64,
+    /// PINs in the relay's table now.
+    pub device_entries: usize,
     pub servers_connected: usize,
     pub devices_connected: usize,
 }
@@ -82,6 +90,8 @@ struct Limits {
     expiry: Duration,
     policy: Policy,
     handshake: Duration,
+    device_idle: Duration,
+    max_device_entries: usize,
 }
 
 /// The sending end of a link.
@@ -116,17 +126,34 @@ struct ServerEntry {
     lockout: Lockout,
 }
 
-#[derive(Default)]
 struct DeviceEntry {
-    /// The SRP ID the device named in its hello.
+    /// The SRP ID the device named in its hello (while it is connected).
     hello_srp: Option<String>,
     /// The last server that sent to this PIN.
     learned_srp: Option<String>,
     link: Option<LinkTx>,
     store: Store,
+    /// Last connection, disconnection or packet from a server.
+    touched: Instant,
 }
 
 impl DeviceEntry {
+    fn new(now: Instant) -> DeviceEntry {
+        DeviceEntry {
+            hello_srp: None,
+            learned_srp: None,
+            link: None,
+            store: Store::default(),
+            touched: now,
+        }
+    }
+
+    /// Nothing would be lost by forgetting it now but the server learned
+    /// for it.
+    fn evictable(&self) -> bool {
+        self.link.is_none() && self.store.is_empty()
+    }
+
     fn home(&self) -> Option<&str> {
         self.hello_srp.as_deref().or(self.learned_srp.as_deref())
     }
@@ -197,6 +224,7 @@ impl State {
         RelayStats {
             servers_connected: self.servers.values().filter(|s| s.link.is_some()).count(),
             devices_connected: self.devices.values().filter(|d| d.link.is_some()).count(),
+            device_entries: self.devices.len(),
             ..self.stats
         }
     }
@@ -342,8 +370,12 @@ impl State {
         link: &LinkTx,
         now: Instant,
     ) {
-        let device = self.devices.entry(pin).or_default();
+        let device = self
+            .devices
+            .entry(pin)
+            .or_insert_with(|| DeviceEntry::new(now));
         device.hello_srp = hello_srp;
+        device.touched = now;
         if let Some(old) = device.link.replace(link.clone()) {
             info!(
                 target: TARGET,
@@ -405,11 +437,50 @@ impl State {
         }
     }
 
-    fn unregister_device(&mut self, pin: Pin, link_id: u64) {
+    /// Forgets a disconnected device's hello; the entry itself only stays
+    /// while packets are stored for it or a server is known to send to it.
+    fn unregister_device(&mut self, pin: Pin, link_id: u64, now: Instant) {
         if let Some(device) = self.devices.get_mut(&pin) {
             if device.link.as_ref().is_some_and(|l| l.id == link_id) {
                 device.link = None;
+                device.hello_srp = None;
+                device.touched = now;
+                if device.store.is_empty() && device.learned_srp.is_none() {
+                    self.devices.remove(&pin);
+                }
             }
+        }
+    }
+
+    /// Whether `pin` has, or can be given, an entry in the table: when it
+    /// is full, disconnected entries with nothing stored are forgotten,
+    /// oldest first, down to nine tenths of the bound (so a flood of new
+    /// PINs pays for the scan only once in a while).
+    fn make_room(&mut self, limits: &Limits, pin: Pin) -> bool {
+        let max = limits.max_device_entries;
+        if self.devices.contains_key(&pin) || self.devices.len() < max {
+            return true;
+        }
+        let mut evictable: Vec<(Instant, Pin)> = self
+            .devices
+            .iter()
+            .filter(|(_, d)| d.evictable())
+            .map(|(p, d)| (d.touched, *p))
+            .collect();
+        evictable.sort_unstable();
+        let target = (max - max / 10).min(max - 1);
+        let excess = self.devices.len().saturating_sub(target);
+        for (_, old) in evictable.into_iter().take(excess) {
+            self.devices.remove(&old);
+        }
+        if self.devices.len() < max {
+            info!(
+                target: TARGET,
+                "the PIN table was full ({max} entries): forgot the oldest disconnected PINs with nothing stored"
+            );
+            true
+        } else {
+            false
         }
     }
 
@@ -453,7 +524,23 @@ impl State {
         frame: Frame,
         now: Instant,
     ) -> Outcome {
-        let device = self.devices.entry(frame.pin).or_default();
+        if !self.make_room(limits, frame.pin) {
+            warn!(
+                target: TARGET,
+                pin = %frame.pin,
+                "PIN {}: the relay's table of {} PINs is full of connected devices and stored packets; \
+                 dropped RefID {} from SRP ID {origin}",
+                frame.pin,
+                limits.max_device_entries,
+                frame.ref_id
+            );
+            return Outcome::Full;
+        }
+        let device = self
+            .devices
+            .entry(frame.pin)
+            .or_insert_with(|| DeviceEntry::new(now));
+        device.touched = now;
         if device.learned_srp.as_deref() != Some(origin) {
             device.learned_srp = Some(origin.to_owned());
         }
@@ -604,8 +691,12 @@ impl State {
                 expired += old.len() as u64;
             }
         }
-        self.devices
-            .retain(|_, d| d.link.is_some() || !d.store.is_empty() || d.home().is_some());
+        // A PIN the relay only remembers the server of is forgotten after
+        // as long as a packet would have been kept for it.
+        self.devices.retain(|_, d| {
+            !d.evictable()
+                || (d.learned_srp.is_some() && now.duration_since(d.touched) < limits.expiry)
+        });
         let window = limits.policy.window;
         self.addr_lockouts.retain(|_, l| !l.is_idle(now, window));
         if expired > 0 {
@@ -620,6 +711,10 @@ impl State {
 
 struct Shared {
     limits: Limits,
+    server_gate: Arc<Gate>,
+    device_gate: Arc<Gate>,
+    refused: AtomicU64,
+    idle_closed: AtomicU64,
     /// `smtp` and `mail_from` of the configuration.
     mail: (Option<String>, String),
     state: Mutex<State>,
@@ -677,9 +772,22 @@ impl Relay {
                 duration: config.lockout_duration,
             },
             handshake: config.handshake_timeout,
+            device_idle: config.device_idle_timeout,
+            max_device_entries: config.max_device_entries,
         };
+        warn_about_open_file_limit(&config);
         let shared = Arc::new(Shared {
             limits,
+            server_gate: Gate::new(
+                config.max_server_connections,
+                config.max_connections_per_address,
+            ),
+            device_gate: Gate::new(
+                config.max_device_connections,
+                config.max_connections_per_address,
+            ),
+            refused: AtomicU64::new(0),
+            idle_closed: AtomicU64::new(0),
             mail: (config.smtp.clone(), config.mail_from.clone()),
             state: Mutex::new(State::new(&config)),
             acceptor,
@@ -743,7 +851,11 @@ impl RelayHandle {
     }
 
     pub fn stats(&self) -> RelayStats {
-        self.shared.lock().stats()
+        RelayStats {
+            connections_refused: self.shared.refused.load(Ordering::Relaxed),
+            idle_closed: self.shared.idle_closed.load(Ordering::Relaxed),
+            ..self.shared.lock().stats()
+        }
     }
 
     /// Stops listening, closes every link and waits for the tasks to end.
@@ -779,7 +891,27 @@ enum Port {
     Device,
 }
 
+impl Port {
+    fn name(self) -> &'static str {
+        match self {
+            Port::Server => "server",
+            Port::Device => "device",
+        }
+    }
+}
+
+/// First pause after a failed accept; doubled on each failure in a row.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest pause after failed accepts.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, port: Port) {
+    let gate = match port {
+        Port::Server => shared.server_gate.clone(),
+        Port::Device => shared.device_gate.clone(),
+    };
+    let mut backoff = ACCEPT_BACKOFF;
+    let mut failing = false;
     loop {
         let accepted = tokio::select! {
             _ = shared.cancel.cancelled() => break,
@@ -787,20 +919,118 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, port: Port) {
         };
         match accepted {
             Ok((tcp, peer)) => {
+                if failing {
+                    info!(target: TARGET, "accepting connections on the {} port works again", port.name());
+                    failing = false;
+                    backoff = ACCEPT_BACKOFF;
+                }
+                let permit = match gate.admit(peer.ip(), Instant::now()) {
+                    Ok(permit) => permit,
+                    Err((refusal, log)) => {
+                        refuse(&shared, tcp, peer, port, refusal, log, gate.open());
+                        continue;
+                    }
+                };
                 let _ = tcp.set_nodelay(true);
                 let task = shared.clone();
                 match port {
-                    Port::Server => shared.tracker.spawn(server_connection(task, tcp, peer)),
-                    Port::Device => shared.tracker.spawn(device_connection(task, tcp, peer)),
+                    Port::Server => shared
+                        .tracker
+                        .spawn(server_connection(task, tcp, peer, permit)),
+                    Port::Device => shared
+                        .tracker
+                        .spawn(device_connection(task, tcp, peer, permit)),
                 };
             }
             Err(e) => {
-                warn!(target: TARGET, "accepting a connection on the {port:?} port failed: {e}");
+                // Most often the process is out of file descriptors
+                // (EMFILE): pause, longer each time, instead of spinning;
+                // the connections already open keep being served.
+                if !failing {
+                    warn!(
+                        target: TARGET,
+                        "accepting a connection on the {} port failed: {e}; pausing accepts there \
+                         (if the process is out of open files, lower max_device_connections or raise \
+                         the open-file limit)",
+                        port.name()
+                    );
+                    failing = true;
+                } else {
+                    debug!(target: TARGET, "accepting on the {} port failed again: {e}", port.name());
+                }
                 tokio::select! {
                     _ = shared.cancel.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = tokio::time::sleep(backoff) => {}
                 }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
             }
+        }
+    }
+}
+
+/// Closes a connection over the bounds: on the device port with a
+/// `refused` packet saying why (written only if it fits the socket's
+/// buffer at once; the relay never waits for a refused peer).
+fn refuse(
+    shared: &Shared,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    port: Port,
+    refusal: Refusal,
+    log: bool,
+    open: usize,
+) {
+    shared.refused.fetch_add(1, Ordering::Relaxed);
+    let reason = refusal.reason();
+    if log {
+        warn!(
+            target: TARGET,
+            %peer,
+            "refusing connections from {} on the {} port: {reason} ({open} open on the port; \
+             further refusals for this address are not logged for {:?})",
+            peer.ip(),
+            port.name(),
+            crate::limits::REFUSAL_LOG_INTERVAL
+        );
+    }
+    if let Port::Device = port {
+        if let Ok(bytes) = (Control::Refused { reason })
+            .frame(Pin(0), RefId(0))
+            .encode()
+        {
+            let _ = tcp.try_write(&bytes);
+        }
+    }
+    drop(tcp);
+}
+
+/// Warns when the connection bounds exceed the process's open-file limit,
+/// where a full device port would leave nothing for the server port.
+fn warn_about_open_file_limit(config: &RelayConfig) {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
+        return;
+    };
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse::<usize>().ok());
+    // Room for the listeners, SMTP connections, logs and the like.
+    const SPARE: usize = 64;
+    let wanted = config
+        .max_server_connections
+        .saturating_add(config.max_device_connections)
+        .saturating_add(SPARE);
+    if let Some(soft) = soft {
+        if wanted > soft {
+            warn!(
+                target: TARGET,
+                "max_server_connections ({}) + max_device_connections ({}) + {SPARE} exceed the \
+                 process's open-file limit ({soft}): raise the limit (e.g. LimitNOFILE) or lower \
+                 max_device_connections, or a full device port can leave no file for servers",
+                config.max_server_connections,
+                config.max_device_connections
+            );
         }
     }
 }
@@ -870,7 +1100,8 @@ async fn close_with<S: AsyncWrite + Unpin>(stream: &mut S, control: &Control, pi
     .await;
 }
 
-async fn server_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+async fn server_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, permit: Permit) {
+    let _permit = permit;
     let cancel = shared.cancel.clone();
     tokio::select! {
         _ = cancel.cancelled() => {}
@@ -1046,7 +1277,8 @@ where
     Some(srp_id)
 }
 
-async fn device_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+async fn device_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, permit: Permit) {
+    let _permit = permit;
     let cancel = shared.cancel.clone();
     tokio::select! {
         _ = cancel.cancelled() => {}
@@ -1072,6 +1304,21 @@ async fn device_connection_inner(shared: Arc<Shared>, mut tcp: TcpStream, peer: 
                     pin,
                 )
                 .await;
+                return;
+            }
+            if !shared.lock().make_room(&shared.limits, pin) {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    target: TARGET,
+                    %pin, %peer,
+                    "device {pin} from {peer} refused: the relay's table of {} PINs is full of \
+                     connected devices and stored packets",
+                    shared.limits.max_device_entries
+                );
+                let refused = Control::Refused {
+                    reason: "the relay cannot take more devices now; try again later".into(),
+                };
+                close_with(&mut tcp, &refused, pin).await;
                 return;
             }
             info!(
@@ -1140,13 +1387,45 @@ where
             }
         }
     }
+    let is_device = matches!(side, Side::Device { .. });
     loop {
-        let read = tokio::select! {
-            _ = cancel.cancelled() => {
-                debug!(target: TARGET, "closing the link of {who}");
-                break;
+        // A device silent for `device_idle` is pinged; silent as long
+        // again, it is closed. The read goes on across the ping (a packet
+        // half read is not lost), and a packet sent a byte at a time does
+        // not count as activity until it is whole.
+        let read = read_frame(&mut reader);
+        tokio::pin!(read);
+        let mut idle_deadline = Instant::now() + limits.device_idle;
+        let mut pinged = false;
+        let read = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break None,
+                read = &mut read => break Some(read),
+                _ = tokio::time::sleep_until(idle_deadline), if is_device => {
+                    if pinged {
+                        break None;
+                    }
+                    pinged = true;
+                    idle_deadline = Instant::now() + limits.device_idle;
+                    if let Side::Device { pin, .. } = &side {
+                        let _ = link.push(Control::Ping.frame(*pin, RefId(0)));
+                    }
+                }
             }
-            read = read_frame(&mut reader) => read,
+        };
+        let Some(read) = read else {
+            if cancel.is_cancelled() {
+                debug!(target: TARGET, "closing the link of {who}");
+            } else {
+                shared.idle_closed.fetch_add(1, Ordering::Relaxed);
+                info!(
+                    target: TARGET,
+                    %peer,
+                    "closing the link of {who}: silent for {:?} and no answer to a ping",
+                    limits.device_idle * 2
+                );
+            }
+            break;
         };
         let frame = match read {
             Ok(Some(frame)) => frame,
@@ -1189,7 +1468,7 @@ where
         let mut state = shared.lock();
         match &side {
             Side::Server(srp_id) => state.unregister_server(srp_id, link.id),
-            Side::Device { pin, .. } => state.unregister_device(*pin, link.id),
+            Side::Device { pin, .. } => state.unregister_device(*pin, link.id, Instant::now()),
         }
     }
     cancel.cancel();

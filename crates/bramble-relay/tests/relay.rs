@@ -875,3 +875,172 @@ async fn run_stops_when_told() {
     .unwrap();
     assert!(err.to_string().contains("cannot listen"), "{err}");
 }
+
+/// Reads from a connection until the relay closes it; the first packet, if
+/// one came.
+async fn first_then_closed<R: AsyncRead + Unpin>(r: &mut R) -> Option<Control> {
+    let mut first = None;
+    loop {
+        match read_frame(r).await {
+            Ok(Some(frame)) => {
+                if first.is_none() {
+                    first = Some(Control::from_frame(&frame).unwrap());
+                }
+            }
+            Ok(None) | Err(_) => return first,
+        }
+    }
+}
+
+#[tokio::test]
+async fn connections_are_capped_per_address_and_others_still_get_in() {
+    let relay = start(RelayConfig {
+        max_connections_per_address: 50,
+        ..config()
+    })
+    .await;
+    // 300 idle connections from one address: 50 are admitted, the others
+    // are refused at once, with a reason.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut held = Vec::new();
+    for i in 0..300 {
+        let tcp = connect_from("127.0.0.2", relay.device_addr())
+            .await
+            .unwrap();
+        let (mut r, w) = tcp.into_split();
+        held.push(w);
+        let done_tx = done_tx.clone();
+        tokio::spawn(async move {
+            let first = first_then_closed(&mut r).await;
+            let _ = done_tx.send((i, first));
+        });
+    }
+    let mut refused = 0;
+    while refused < 250 {
+        let (_, first) = timeout(Duration::from_secs(30), done_rx.recv())
+            .await
+            .expect("the relay leaves more than 50 connections from one address open")
+            .unwrap();
+        match first {
+            Some(Control::Refused { reason }) => {
+                assert!(reason.contains("from this address"), "{reason}");
+                refused += 1;
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    wait_for(&relay, "the refusals to be counted", |st| {
+        st.connections_refused == 250
+    })
+    .await;
+    // A device from another address and the server still get in, while
+    // the 50 are held open.
+    let mut s = server(&relay, "S1", S1_KEY).await;
+    let tcp = connect_from("127.0.0.3", relay.device_addr())
+        .await
+        .unwrap();
+    let (r, w) = tcp.into_split();
+    let mut d = Device {
+        r,
+        w,
+        pin: Pin(0x70),
+    };
+    let hello = Control::DeviceHello {
+        pin: d.pin,
+        srp_id: Some("S1".into()),
+        model: "8900".into(),
+        os_version: "5.0".into(),
+    };
+    d.send(&hello.frame(d.pin, RefId(0))).await;
+    assert_eq!(
+        Control::from_frame(&d.recv().await).unwrap(),
+        Control::Welcome
+    );
+    s.send(&cmime(d.pin, 1, "through")).await;
+    assert_eq!(d.recv().await.ref_id, RefId(1));
+    assert!(
+        done_rx.try_recv().is_err(),
+        "an admitted connection was closed"
+    );
+    assert_eq!(relay.stats().connections_refused, 250);
+    drop(held);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed_and_pinged_devices_stay() {
+    let relay = start(RelayConfig {
+        handshake_timeout: Duration::from_millis(200),
+        device_idle_timeout: Duration::from_millis(200),
+        ..config()
+    })
+    .await;
+    // No hello at all: closed after the handshake timeout.
+    let mut mute = TcpStream::connect(relay.device_addr()).await.unwrap();
+    assert_eq!(first_then_closed(&mut mute).await, None);
+
+    // A device that answers the relay's pings stays connected …
+    let mut d = device(&relay, 0x80, Some("S1")).await;
+    for _ in 0..3 {
+        let ping = d.recv().await;
+        assert_eq!(Control::from_frame(&ping).unwrap(), Control::Ping);
+        d.send(&Control::Pong.frame(d.pin, ping.ref_id)).await;
+    }
+    // … until it stops answering.
+    assert_eq!(Control::from_frame(&d.recv().await).unwrap(), Control::Ping);
+    assert!(closed(&mut d.r).await);
+    wait_for(&relay, "the idle close", |st| {
+        st.idle_closed == 1 && st.devices_connected == 0
+    })
+    .await;
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn random_pins_do_not_grow_the_table() {
+    let relay = start(RelayConfig {
+        max_device_entries: 20,
+        ..config()
+    })
+    .await;
+    // Hellos naming an SRP ID with random PINs, then gone: nothing is kept.
+    for pin in 0..100u32 {
+        let d = device(&relay, 0x1000 + pin * 7919, Some("S1")).await;
+        drop(d);
+    }
+    wait_for(&relay, "the devices to go", |st| st.devices_connected == 0).await;
+    wait_for(&relay, "an empty table", |st| st.device_entries == 0).await;
+
+    // Held open, the table fills to its bound and further PINs are refused.
+    let mut open = Vec::new();
+    for pin in 0..20u32 {
+        open.push(device(&relay, 0x9000 + pin, Some("S1")).await);
+    }
+    let tcp = TcpStream::connect(relay.device_addr()).await.unwrap();
+    let (mut r, mut w) = tcp.into_split();
+    let hello = Control::DeviceHello {
+        pin: Pin(0x9999),
+        srp_id: Some("S1".into()),
+        model: "8900".into(),
+        os_version: "5.0".into(),
+    };
+    send_to(&mut w, &hello.frame(Pin(0x9999), RefId(0))).await;
+    match first_then_closed(&mut r).await {
+        Some(Control::Refused { reason }) => assert!(reason.contains("more devices"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(relay.stats().device_entries, 20);
+    // A server's packets for a PIN the relay remembers nothing of are
+    // stored while there is room; with the table full, store_full.
+    let mut s = server(&relay, "S1", S1_KEY).await;
+    s.send(&cmime(Pin(0x9999), 1, "x")).await;
+    assert_eq!(s.report(Pin(0x9999), 1).await, TransportStatus::StoreFull);
+    drop(open);
+    wait_for(&relay, "the devices to go", |st| st.devices_connected == 0).await;
+    s.send(&cmime(Pin(0x9999), 2, "x")).await;
+    assert_eq!(
+        s.report(Pin(0x9999), 2).await,
+        TransportStatus::StoredForOfflineDevice
+    );
+    relay.shutdown().await;
+}
