@@ -17,6 +17,8 @@ pub const DEFAULT_DEVICE_PORT: u16 = 3102;
 /// Default bound on packets stored for one offline device (and for one
 /// disconnected server).
 pub const DEFAULT_STORE_PER_DEVICE: usize = 1000;
+/// Default bound on packets stored for all devices and servers together.
+pub const DEFAULT_STORE_TOTAL: usize = 200_000;
 /// Default age after which a stored packet is dropped.
 pub const DEFAULT_STORE_EXPIRY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// Default number of failed (or, plus one, accepted) connections for one
@@ -118,6 +120,9 @@ pub struct RelayConfig {
     pub tls: TlsIdentity,
     /// Packets stored per offline device, and per disconnected server.
     pub store_per_device: usize,
+    /// Packets stored for all offline devices and disconnected servers
+    /// together; beyond it new packets are dropped (`store_full`).
+    pub store_total: usize,
     /// Age after which a stored packet is dropped (reported `expired`).
     #[serde(with = "duration_text")]
     pub store_expiry: Duration,
@@ -177,6 +182,7 @@ impl Default for RelayConfig {
             srp_accounts: Vec::new(),
             tls: TlsIdentity::default(),
             store_per_device: DEFAULT_STORE_PER_DEVICE,
+            store_total: DEFAULT_STORE_TOTAL,
             store_expiry: DEFAULT_STORE_EXPIRY,
             lockout_failures: DEFAULT_LOCKOUT_FAILURES,
             lockout_window: DEFAULT_LOCKOUT_WINDOW,
@@ -264,6 +270,7 @@ impl RelayConfig {
                 self.max_connections_per_address,
             ),
             ("max_device_entries", self.max_device_entries),
+            ("store_total", self.store_total),
         ] {
             if value == 0 {
                 return Err(RelayError::Config(format!("{name} must be at least 1")));
@@ -399,6 +406,7 @@ mod tests {
         assert_eq!(c.max_connections_per_address, 64);
         assert_eq!(c.device_idle_timeout, Duration::from_secs(300));
         assert_eq!(c.max_device_entries, 100_000);
+        assert_eq!(c.store_total, 200_000);
     }
 
     #[test]

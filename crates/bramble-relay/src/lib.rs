@@ -94,7 +94,8 @@
 //!   the message's RefID).
 //! - Reports owed to a disconnected server are stored for it like packets.
 //! - Stores are per device PIN and per SRP ID, bounded by
-//!   `store_per_device` packets and `store_expiry`, and keep a message
+//!   `store_per_device` packets each, `store_total` packets all together,
+//!   and `store_expiry`, and keep a message
 //!   whole or not at all: when one of its packets does not fit, the ones
 //!   already stored go too, so the relay never hands over half a message.
 //! - The relay does not reassemble: packets are relayed as packets, in
@@ -107,6 +108,7 @@
 //! server_listen = "0.0.0.0:3101"   # enterprise servers (TLS)
 //! device_listen = "0.0.0.0:3102"   # devices
 //! store_per_device = 1000          # packets held per offline device (and per disconnected server)
+//! store_total = 200000            # packets stored for all devices and servers together
 //! store_expiry = "7d"              # durations: "250ms", "60s", "5m", "1h", "7d" or a number of seconds
 //! lockout_failures = 5             # failed links per SRP ID and source address within lockout_window (0: never lock out)
 //! lockout_window = "60s"

@@ -92,6 +92,7 @@ struct Limits {
     handshake: Duration,
     device_idle: Duration,
     max_device_entries: usize,
+    store_total: usize,
 }
 
 /// The sending end of a link.
@@ -171,6 +172,8 @@ struct State {
     /// Failed authentications per source address and SRP ID.
     addr_lockouts: HashMap<(IpAddr, String), Lockout>,
     devices: HashMap<Pin, DeviceEntry>,
+    /// Packets in all stores together.
+    stored_total: usize,
     stats: RelayStats,
 }
 
@@ -216,6 +219,7 @@ impl State {
             servers,
             addr_lockouts: HashMap::new(),
             devices: HashMap::new(),
+            stored_total: 0,
             stats: RelayStats::default(),
         }
     }
@@ -360,6 +364,9 @@ impl State {
         }
         self.stats.delivered_from_store += flushed;
         self.stats.expired += expired;
+        self.stored_total = self
+            .stored_total
+            .saturating_sub((flushed + expired) as usize);
     }
 
     fn register_device(
@@ -424,6 +431,9 @@ impl State {
         }
         self.stats.delivered_from_store += flushed;
         self.stats.expired += expired;
+        self.stored_total = self
+            .stored_total
+            .saturating_sub((flushed + expired) as usize);
         for report in reports {
             self.report(limits, report, now);
         }
@@ -510,10 +520,12 @@ impl State {
             at: now,
             origin: None,
         };
-        Some(match server.store.push(stored, limits.store_cap) {
-            Pushed::Stored => Outcome::Stored,
-            Pushed::Full => Outcome::Full,
-        })
+        Some(
+            match push_counted(&mut server.store, &mut self.stored_total, stored, limits) {
+                Pushed::Stored => Outcome::Stored,
+                Pushed::Full => Outcome::Full,
+            },
+        )
     }
 
     /// To a device's link, or its store.
@@ -559,7 +571,7 @@ impl State {
             at: now,
             origin: Some(origin.to_owned()),
         };
-        match device.store.push(stored, limits.store_cap) {
+        match push_counted(&mut device.store, &mut self.stored_total, stored, limits) {
             Pushed::Stored => Outcome::Stored,
             Pushed::Full => Outcome::Full,
         }
@@ -699,6 +711,8 @@ impl State {
         });
         let window = limits.policy.window;
         self.addr_lockouts.retain(|_, l| !l.is_idle(now, window));
+        self.stored_total = self.devices.values().map(|d| d.store.len()).sum::<usize>()
+            + self.servers.values().map(|s| s.store.len()).sum::<usize>();
         if expired > 0 {
             info!(target: TARGET, "{expired} stored packets expired");
         }
@@ -707,6 +721,24 @@ impl State {
             self.report(limits, report, now);
         }
     }
+}
+
+/// Stores a packet within both bounds: `store_per_device` for this store
+/// and `store_total` for all of them, keeping the running total.
+fn push_counted(store: &mut Store, total: &mut usize, item: Stored, limits: &Limits) -> Pushed {
+    let before = store.len();
+    let room = limits.store_total.saturating_sub(*total);
+    let cap = limits.store_cap.min(before.saturating_add(room));
+    let pushed = store.push(item, cap);
+    *total = (*total + store.len()).saturating_sub(before);
+    if pushed == Pushed::Full && room == 0 {
+        warn!(
+            target: TARGET,
+            "the relay holds {} stored packets, as many as store_total allows: dropping new ones",
+            limits.store_total
+        );
+    }
+    pushed
 }
 
 struct Shared {
@@ -774,6 +806,7 @@ impl Relay {
             handshake: config.handshake_timeout,
             device_idle: config.device_idle_timeout,
             max_device_entries: config.max_device_entries,
+            store_total: config.store_total,
         };
         warn_about_open_file_limit(&config);
         let shared = Arc::new(Shared {

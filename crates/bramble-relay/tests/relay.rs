@@ -1044,3 +1044,35 @@ async fn random_pins_do_not_grow_the_table() {
     );
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_stores_are_bounded_all_together() {
+    let relay = start(RelayConfig {
+        store_total: 3,
+        ..config()
+    })
+    .await;
+    let mut s = server(&relay, "S1", S1_KEY).await;
+    let (a, b) = (Pin(0xA1), Pin(0xB2));
+    for (pin, ref_id) in [(a, 1), (a, 2), (b, 3)] {
+        s.send(&cmime(pin, ref_id, "x")).await;
+        assert_eq!(
+            s.report(pin, ref_id).await,
+            TransportStatus::StoredForOfflineDevice
+        );
+    }
+    s.send(&cmime(b, 4, "x")).await;
+    assert_eq!(s.report(b, 4).await, TransportStatus::StoreFull);
+    // Handing a store over makes room again.
+    let mut d = device(&relay, a.0, None).await;
+    assert_eq!(d.recv().await.ref_id, RefId(1));
+    assert_eq!(d.recv().await.ref_id, RefId(2));
+    assert_eq!(s.report(a, 1).await, TransportStatus::DeliveredToDevice);
+    assert_eq!(s.report(a, 2).await, TransportStatus::DeliveredToDevice);
+    s.send(&cmime(b, 5, "x")).await;
+    assert_eq!(
+        s.report(b, 5).await,
+        TransportStatus::StoredForOfflineDevice
+    );
+    relay.shutdown().await;
+}
