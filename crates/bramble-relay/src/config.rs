@@ -163,7 +163,27 @@ pub struct RelayConfig {
     pub smtp: Option<String>,
     /// The sender address of forwarded activation requests.
     pub mail_from: String,
+    /// Activation requests e-mailed per source address within
+    /// `mail_window`; more are refused (`MAIL_NOT_SENT`).
+    pub mail_per_address: u32,
+    #[serde(with = "duration_text")]
+    pub mail_window: Duration,
+    /// Activation requests e-mailed for one device connection.
+    pub mail_per_connection: u32,
+    /// Activation requests being sent at once; beyond it a request is
+    /// refused (the device may try again), not queued.
+    pub mail_concurrency: usize,
 }
+
+/// Default number of activation requests e-mailed per source address
+/// within [`DEFAULT_MAIL_WINDOW`].
+pub const DEFAULT_MAIL_PER_ADDRESS: u32 = 10;
+/// Default window in which activation requests are counted per address.
+pub const DEFAULT_MAIL_WINDOW: Duration = Duration::from_secs(60 * 60);
+/// Default number of activation requests e-mailed for one device connection.
+pub const DEFAULT_MAIL_PER_CONNECTION: u32 = 3;
+/// Default number of activation requests being sent at once.
+pub const DEFAULT_MAIL_CONCURRENCY: usize = 8;
 
 /// Sender of activation requests unless configured.
 pub const DEFAULT_MAIL_FROM: &str = "activation@relay.bramble.invalid";
@@ -195,6 +215,10 @@ impl Default for RelayConfig {
             max_device_entries: DEFAULT_MAX_DEVICE_ENTRIES,
             smtp: None,
             mail_from: DEFAULT_MAIL_FROM.to_owned(),
+            mail_per_address: DEFAULT_MAIL_PER_ADDRESS,
+            mail_window: DEFAULT_MAIL_WINDOW,
+            mail_per_connection: DEFAULT_MAIL_PER_CONNECTION,
+            mail_concurrency: DEFAULT_MAIL_CONCURRENCY,
         }
     }
 }
@@ -271,10 +295,16 @@ impl RelayConfig {
             ),
             ("max_device_entries", self.max_device_entries),
             ("store_total", self.store_total),
+            ("mail_concurrency", self.mail_concurrency),
         ] {
             if value == 0 {
                 return Err(RelayError::Config(format!("{name} must be at least 1")));
             }
+        }
+        if self.mail_window.is_zero() {
+            return Err(RelayError::Config(
+                "mail_window must be longer than 0".into(),
+            ));
         }
         if self.device_idle_timeout.is_zero() {
             return Err(RelayError::Config(
@@ -407,6 +437,10 @@ mod tests {
         assert_eq!(c.device_idle_timeout, Duration::from_secs(300));
         assert_eq!(c.max_device_entries, 100_000);
         assert_eq!(c.store_total, 200_000);
+        assert_eq!(c.mail_per_address, 10);
+        assert_eq!(c.mail_window, Duration::from_secs(3600));
+        assert_eq!(c.mail_per_connection, 3);
+        assert_eq!(c.mail_concurrency, 8);
     }
 
     #[test]

@@ -41,9 +41,16 @@
 //!   was stored for it. A newer connection for a PIN replaces the older.
 //!
 //! - **Activation mail**: a device without an enterprise server may send
-//!   `send_mail {…}`; the relay e-mails its activation request through the
-//!   configured `smtp` server ([`mail`]) and answers `mail_sent`, or an
-//!   error packet `MAIL_NOT_SENT`.
+//!   `send_mail {to, …}`; the relay e-mails its activation request through
+//!   the configured `smtp` server ([`mail`]) and answers `mail_sent`, or an
+//!   error packet `MAIL_NOT_SENT` saying why. The relay mails nothing but
+//!   activation requests: the attachment must read as an `etp.dat`
+//!   ([`bramble_proto::activation::EtpRequest`], at most 8 KiB) for the
+//!   device's own PIN, and `to` must be the e-mail address inside it; the
+//!   subject and attachment name are the relay's own. At most
+//!   `mail_per_address` requests per source address within `mail_window`,
+//!   `mail_per_connection` per connection, and `mail_concurrency` being
+//!   sent at once (beyond that a request is refused, not queued).
 //!
 //! Either link answers `ping` with `pong`. A malformed packet closes only
 //! the connection it came on (logged with the peer's address).
@@ -121,6 +128,10 @@
 //! max_device_entries = 100000      # PINs tracked at once (connected, stored for, or with a known server)
 //! # smtp = "127.0.0.1:25"          # where activation requests are e-mailed (unset: refused)
 //! mail_from = "activation@relay.bramble.invalid"
+//! mail_per_address = 10            # activation requests e-mailed per source address within mail_window
+//! mail_window = "1h"
+//! mail_per_connection = 3          # activation requests e-mailed per device connection
+//! mail_concurrency = 8             # requests being sent at once (more are refused, not queued)
 //!
 //! [tls]                            # neither path: a fresh self-signed certificate at each start
 //! # cert = "/etc/bramble/relay-cert.pem"

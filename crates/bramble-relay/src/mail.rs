@@ -7,10 +7,24 @@
 //! MIME message with the attachment (lettre) and submits it to the
 //! configured `smtp` server. The device gets `mail_sent {to}`, or an error
 //! packet `MAIL_NOT_SENT` whose message says why in words for its user.
+//!
+//! The device port is open to anyone, so the relay sends only what it is
+//! for ([`check_request`]): the attachment must be an activation request
+//! (`etp.dat`, [`EtpRequest`]) for the device's own PIN, addressed to the
+//! e-mail address inside it; the subject and attachment name are the
+//! relay's own. [`MailGate`] bounds the requests per source address and
+//! per connection within `mail_window`, and the requests being sent at
+//! once (beyond it a request is refused, not queued).
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
+
+use bramble_proto::activation::{EtpRequest, ETP_FILE, REQUEST_SUBJECT};
+use bramble_proto::Pin;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use base64::Engine;
 use lettre::message::{header::ContentType as MimeType, Attachment, MultiPart, SinglePart};
@@ -25,17 +39,28 @@ pub fn send_error(text: impl Into<String>) -> String {
     text.into()
 }
 
-/// Builds and submits the request. `smtp` is `host:port`.
-pub async fn forward(
-    smtp: &str,
-    from: &str,
-    to: &str,
-    subject: &str,
-    attachment_name: &str,
-    attachment_b64: &str,
-) -> Result<(), String> {
+/// Most source addresses whose recent requests are remembered at once.
+const MAX_TRACKED_ADDRESSES: usize = 4096;
+
+/// A request that may be e-mailed: the decoded attachment.
+#[derive(Debug)]
+pub struct Checked {
+    pub attachment: Vec<u8>,
+}
+
+/// Checks that a device's `send_mail` is an activation request the relay
+/// may forward: base64 of at most [`MAX_ATTACHMENT`] bytes, readable as
+/// [`EtpRequest`], for `pin` (the device's own), and addressed to the
+/// e-mail address in the request. The message says why not, for the
+/// device's user.
+pub fn check_request(pin: Pin, to: &str, attachment_b64: &str) -> Result<Checked, String> {
+    if attachment_b64.len() > MAX_ATTACHMENT.div_ceil(3) * 4 + 4 {
+        return Err(send_error(format!(
+            "the activation request is too large (at most {MAX_ATTACHMENT} bytes)"
+        )));
+    }
     let attachment = base64::engine::general_purpose::STANDARD
-        .decode(attachment_b64)
+        .decode(attachment_b64.trim())
         .map_err(|_| send_error("the activation request is damaged (not base64)"))?;
     if attachment.len() > MAX_ATTACHMENT {
         return Err(send_error(format!(
@@ -43,6 +68,143 @@ pub async fn forward(
             attachment.len()
         )));
     }
+    let request = EtpRequest::from_bytes(&attachment).map_err(|e| {
+        send_error(format!(
+            "the relay only e-mails activation requests, and this attachment is not one ({e})"
+        ))
+    })?;
+    if request.pin != pin {
+        return Err(send_error(format!(
+            "the activation request is for PIN {}, not for this device's PIN {pin}",
+            request.pin
+        )));
+    }
+    if !request.email.trim().eq_ignore_ascii_case(to.trim()) {
+        return Err(send_error(format!(
+            "the activation request names {}, but it was to be sent to {to}; \
+             an activation request goes only to the address in it",
+            request.email.trim()
+        )));
+    }
+    Ok(Checked { attachment })
+}
+
+/// The bounds on activation mail (see the crate documentation).
+#[derive(Debug, Clone, Copy)]
+pub struct MailLimits {
+    /// Requests e-mailed per source address within `window`.
+    pub per_address: u32,
+    /// Requests e-mailed per device connection (over its whole life).
+    pub per_connection: u32,
+    pub window: Duration,
+    /// Requests being sent at once.
+    pub concurrent: usize,
+}
+
+/// Where activation requests go, and the bounds on them.
+#[derive(Debug)]
+pub struct MailGate {
+    pub smtp: Option<String>,
+    pub from: String,
+    limits: MailLimits,
+    recent: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    sending: Arc<Semaphore>,
+}
+
+/// A place among the requests being sent; released when dropped.
+pub type Sending = OwnedSemaphorePermit;
+
+impl MailGate {
+    pub fn new(smtp: Option<String>, from: String, limits: MailLimits) -> MailGate {
+        MailGate {
+            smtp,
+            from,
+            limits,
+            sending: Arc::new(Semaphore::new(limits.concurrent)),
+            recent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether one more request from `ip`, on a connection that has had
+    /// `on_connection` e-mailed already, may be sent now; counts it if so.
+    pub fn admit(&self, ip: IpAddr, on_connection: u32, now: Instant) -> Result<Sending, String> {
+        let limits = self.limits;
+        if on_connection >= limits.per_connection {
+            return Err(send_error(format!(
+                "this connection has sent {} activation requests already, as many as the relay \
+                 sends for one connection",
+                limits.per_connection
+            )));
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        let prune = |times: &mut VecDeque<Instant>| {
+            while times
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= limits.window)
+            {
+                times.pop_front();
+            }
+        };
+        if !recent.contains_key(&ip) && recent.len() >= MAX_TRACKED_ADDRESSES {
+            recent.retain(|_, times| {
+                prune(times);
+                !times.is_empty()
+            });
+            if recent.len() >= MAX_TRACKED_ADDRESSES {
+                return Err(send_error(
+                    "the relay is sending many activation requests now; try again later",
+                ));
+            }
+        }
+        let times = recent.entry(ip).or_default();
+        prune(times);
+        if times.len() >= limits.per_address as usize {
+            let wait = times
+                .front()
+                .map(|t| limits.window.saturating_sub(now.duration_since(*t)))
+                .unwrap_or(limits.window);
+            return Err(send_error(format!(
+                "{} activation requests came from this address within {}; try again in {} s",
+                limits.per_address,
+                crate::config::duration_text::format(limits.window),
+                wait.as_secs().max(1)
+            )));
+        }
+        let sending = self.sending.clone().try_acquire_owned().map_err(|_| {
+            send_error("the relay is sending many activation requests now; try again in a minute")
+        })?;
+        times.push_back(now);
+        Ok(sending)
+    }
+}
+
+/// Builds and submits a checked request with the relay's own subject and
+/// attachment name. `smtp` is `host:port`.
+pub async fn forward_checked(
+    smtp: &str,
+    from: &str,
+    to: &str,
+    request: Checked,
+) -> Result<(), String> {
+    send_message(
+        smtp,
+        from,
+        to,
+        REQUEST_SUBJECT,
+        ETP_FILE,
+        request.attachment,
+    )
+    .await
+}
+
+async fn send_message(
+    smtp: &str,
+    from: &str,
+    to: &str,
+    subject: &str,
+    attachment_name: &str,
+    attachment: Vec<u8>,
+) -> Result<(), String> {
     let to_mailbox = to
         .trim()
         .parse()

@@ -32,6 +32,7 @@ use tracing::{debug, info, warn};
 use crate::config::RelayConfig;
 use crate::limits::{Gate, Permit, Refusal};
 use crate::lockout::{Lockout, Policy};
+use crate::mail::{MailGate, MailLimits};
 use crate::store::{is_last, Pushed, Store, Stored};
 use crate::tls::{self, Identity};
 use crate::{reject, RelayError, TARGET};
@@ -747,8 +748,8 @@ struct Shared {
     device_gate: Arc<Gate>,
     refused: AtomicU64,
     idle_closed: AtomicU64,
-    /// `smtp` and `mail_from` of the configuration.
-    mail: (Option<String>, String),
+    /// Where activation requests go, and their bounds.
+    mail: MailGate,
     state: Mutex<State>,
     acceptor: SslAcceptor,
     cancel: CancellationToken,
@@ -821,7 +822,16 @@ impl Relay {
             ),
             refused: AtomicU64::new(0),
             idle_closed: AtomicU64::new(0),
-            mail: (config.smtp.clone(), config.mail_from.clone()),
+            mail: MailGate::new(
+                config.smtp.clone(),
+                config.mail_from.clone(),
+                MailLimits {
+                    per_address: config.mail_per_address,
+                    per_connection: config.mail_per_connection,
+                    window: config.mail_window,
+                    concurrent: config.mail_concurrency,
+                },
+            ),
             state: Mutex::new(State::new(&config)),
             acceptor,
             cancel: CancellationToken::new(),
@@ -1421,6 +1431,8 @@ where
         }
     }
     let is_device = matches!(side, Side::Device { .. });
+    // Activation requests this connection has had e-mailed.
+    let mut mails_sent = 0u32;
     loop {
         // A device silent for `device_idle` is pinged; silent as long
         // again, it is closed. The read goes on across the ping (a packet
@@ -1472,8 +1484,11 @@ where
             }
         };
         if frame.content_type == ContentType::Control {
-            let from_device = matches!(side, Side::Device { .. });
-            handle_control(&shared, &link, &frame, &who, from_device);
+            let device = match &side {
+                Side::Device { pin, .. } => Some((*pin, &mut mails_sent)),
+                Side::Server(_) => None,
+            };
+            handle_control(&shared, &link, &frame, &who, device);
             continue;
         }
         let now = Instant::now();
@@ -1513,7 +1528,7 @@ fn handle_control(
     link: &LinkTx,
     frame: &Frame,
     who: &str,
-    from_device: bool,
+    device: Option<(Pin, &mut u32)>,
 ) {
     match Control::from_frame(frame) {
         Ok(Control::SendMail {
@@ -1521,19 +1536,56 @@ fn handle_control(
             subject,
             attachment_name,
             attachment,
-        }) if from_device => {
-            let (smtp, from) = shared.mail.clone();
+        }) if device.is_some() => {
+            let Some((pin, mails_sent)) = device else {
+                return;
+            };
+            let ref_id = frame.ref_id;
+            let not_sent = |message: String| {
+                warn!(
+                    target: TARGET,
+                    peer = %link.peer,
+                    "{who}: activation request for {to:?} refused: {message}"
+                );
+                let _ = link.push(
+                    ErrorReport {
+                        code: ErrorReport::MAIL_NOT_SENT.to_owned(),
+                        message,
+                    }
+                    .frame(pin, ref_id),
+                );
+            };
+            let Some(smtp) = shared.mail.smtp.clone() else {
+                not_sent("this relay does not forward activation requests by e-mail (no smtp server is configured)".to_owned());
+                return;
+            };
+            let checked = match crate::mail::check_request(pin, &to, &attachment) {
+                Ok(checked) => checked,
+                Err(message) => return not_sent(message),
+            };
+            if subject != bramble_proto::activation::REQUEST_SUBJECT
+                || attachment_name != bramble_proto::activation::ETP_FILE
+            {
+                debug!(
+                    target: TARGET,
+                    "{who}: activation request with subject {subject:?} and attachment {attachment_name:?}: \
+                     sent with the relay's own"
+                );
+            }
+            let sending = match shared
+                .mail
+                .admit(link.peer.ip(), *mails_sent, Instant::now())
+            {
+                Ok(sending) => sending,
+                Err(message) => return not_sent(message),
+            };
+            *mails_sent += 1;
+            let from = shared.mail.from.clone();
             let link = link.clone();
-            let (pin, ref_id) = (frame.pin, frame.ref_id);
             let who = who.to_owned();
             shared.tracker.spawn(async move {
-                let result = match smtp {
-                    Some(smtp) => {
-                        crate::mail::forward(&smtp, &from, &to, &subject, &attachment_name, &attachment)
-                            .await
-                    }
-                    None => Err("this relay does not forward activation requests by e-mail (no smtp server is configured)".to_owned()),
-                };
+                let result = crate::mail::forward_checked(&smtp, &from, &to, checked).await;
+                drop(sending);
                 let reply = match result {
                     Ok(()) => {
                         info!(target: TARGET, "{who}: activation request e-mailed to {to}");

@@ -1076,3 +1076,236 @@ async fn the_stores_are_bounded_all_together() {
     );
     relay.shutdown().await;
 }
+
+/// A small SMTP server that accepts everything and counts the messages.
+async fn smtp_sink() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = tcp.into_split();
+                let mut lines = BufReader::new(r).lines();
+                let _ = w.write_all(b"220 sink ESMTP\r\n").await;
+                let mut in_data = false;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let reply: &[u8] = if in_data {
+                        if line != "." {
+                            continue;
+                        }
+                        in_data = false;
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        b"250 queued\r\n"
+                    } else {
+                        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                        match verb.as_str() {
+                            "EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
+                            "DATA" => {
+                                in_data = true;
+                                b"354 go on\r\n"
+                            }
+                            "QUIT" => {
+                                let _ = w.write_all(b"221 bye\r\n").await;
+                                return;
+                            }
+                            _ => b"250 ok\r\n",
+                        }
+                    };
+                    if w.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+fn activation_request(pin: Pin, email: &str) -> String {
+    use base64::Engine;
+    let etp = bramble_proto::activation::EtpRequest {
+        format: bramble_proto::activation::ETP_FORMAT.into(),
+        pin,
+        email: email.into(),
+        relay: "relay".into(),
+        model: "8900".into(),
+        os_version: "5.0".into(),
+        device_key: "00".into(),
+        spake: "00".into(),
+    };
+    base64::engine::general_purpose::STANDARD.encode(etp.to_bytes())
+}
+
+fn send_mail(pin: Pin, ref_id: u64, to: &str, attachment: String) -> Frame {
+    Control::SendMail {
+        to: to.into(),
+        subject: "anything at all".into(),
+        attachment_name: "etp.dat".into(),
+        attachment,
+    }
+    .frame(pin, RefId(ref_id))
+}
+
+/// The answer to a `send_mail`: Ok, or the `MAIL_NOT_SENT` message.
+async fn mail_answer(d: &mut Device, ref_id: u64) -> Result<(), String> {
+    let (got, answer) = any_mail_answer(d).await;
+    assert_eq!(got, ref_id);
+    answer
+}
+
+/// The next answer to a `send_mail`, with its RefID (refusals come at
+/// once, mails sent when the SMTP server has them: in any order).
+async fn any_mail_answer(d: &mut Device) -> (u64, Result<(), String>) {
+    let f = d.recv().await;
+    (f.ref_id.0, mail_result(&f))
+}
+
+fn mail_result(f: &Frame) -> Result<(), String> {
+    if f.content_type == ContentType::Error {
+        let report = ErrorReport::from_payload(&f.payload).unwrap();
+        assert_eq!(report.code, ErrorReport::MAIL_NOT_SENT);
+        return Err(report.message);
+    }
+    match Control::from_frame(f).unwrap() {
+        Control::MailSent { .. } => Ok(()),
+        other => panic!("expected mail_sent, got {other:?}"),
+    }
+}
+
+async fn device_from(relay: &RelayHandle, from: &str, pin: u32) -> Device {
+    let tcp = connect_from(from, relay.device_addr()).await.unwrap();
+    let (r, w) = tcp.into_split();
+    let mut d = Device {
+        r,
+        w,
+        pin: Pin(pin),
+    };
+    let hello = Control::DeviceHello {
+        pin: d.pin,
+        srp_id: None,
+        model: "8900".into(),
+        os_version: "5.0".into(),
+    };
+    d.send(&hello.frame(d.pin, RefId(0))).await;
+    assert_eq!(
+        Control::from_frame(&d.recv().await).unwrap(),
+        Control::Welcome
+    );
+    d
+}
+
+#[tokio::test]
+async fn the_relay_mails_only_activation_requests_and_not_too_many() {
+    use std::sync::atomic::Ordering;
+    let (smtp, mailed) = smtp_sink().await;
+    let relay = start(RelayConfig {
+        smtp: Some(smtp.to_string()),
+        mail_per_address: 3,
+        mail_per_connection: 2,
+        ..config()
+    })
+    .await;
+    let to = "alice@example.com";
+
+    // Not an activation request, or not the device's own, or not to the
+    // address in it: refused with the reason, nothing mailed.
+    let mut d = device_from(&relay, "127.0.0.2", 0x90).await;
+    let junk = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(b"Buy cheap watches!")
+    };
+    d.send(&send_mail(d.pin, 1, "victim@example.com", junk))
+        .await;
+    let err = mail_answer(&mut d, 1).await.unwrap_err();
+    assert!(err.contains("only e-mails activation requests"), "{err}");
+    d.send(&send_mail(
+        d.pin,
+        2,
+        "victim@example.com",
+        activation_request(d.pin, to),
+    ))
+    .await;
+    let err = mail_answer(&mut d, 2).await.unwrap_err();
+    assert!(err.contains("goes only to the address in it"), "{err}");
+    d.send(&send_mail(d.pin, 3, to, activation_request(Pin(0x91), to)))
+        .await;
+    let err = mail_answer(&mut d, 3).await.unwrap_err();
+    assert!(err.contains("not for this device's PIN"), "{err}");
+
+    // A flood of genuine-looking requests from one address: two per
+    // connection, three per address.
+    for ref_id in 10..15 {
+        d.send(&send_mail(d.pin, ref_id, to, activation_request(d.pin, to)))
+            .await;
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    for _ in 10..15 {
+        let (ref_id, answer) = any_mail_answer(&mut d).await;
+        answers.insert(ref_id, answer);
+    }
+    let answers: Vec<_> = answers.into_values().collect();
+    assert_eq!(
+        answers.iter().filter(|a| a.is_ok()).count(),
+        2,
+        "{answers:?}"
+    );
+    assert!(
+        answers[2]
+            .as_ref()
+            .unwrap_err()
+            .contains("for one connection"),
+        "{answers:?}"
+    );
+    let mut again = device_from(&relay, "127.0.0.2", 0x92).await;
+    for ref_id in 20..25 {
+        again
+            .send(&send_mail(
+                again.pin,
+                ref_id,
+                to,
+                activation_request(again.pin, to),
+            ))
+            .await;
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    for _ in 20..25 {
+        let (ref_id, answer) = any_mail_answer(&mut again).await;
+        answers.insert(ref_id, answer);
+    }
+    let answers: Vec<_> = answers.into_values().collect();
+    assert_eq!(
+        answers.iter().filter(|a| a.is_ok()).count(),
+        1,
+        "{answers:?}"
+    );
+    assert!(
+        answers[1]
+            .as_ref()
+            .unwrap_err()
+            .contains("from this address"),
+        "{answers:?}"
+    );
+    assert_eq!(mailed.load(Ordering::SeqCst), 3);
+
+    // Another address is not held back.
+    let mut other = device_from(&relay, "127.0.0.3", 0x93).await;
+    other
+        .send(&send_mail(
+            other.pin,
+            30,
+            to,
+            activation_request(other.pin, to),
+        ))
+        .await;
+    mail_answer(&mut other, 30).await.unwrap();
+    assert_eq!(mailed.load(Ordering::SeqCst), 4);
+    relay.shutdown().await;
+}
