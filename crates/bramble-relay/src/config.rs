@@ -170,9 +170,12 @@ pub struct RelayConfig {
     pub mail_window: Duration,
     /// Activation requests e-mailed for one device connection.
     pub mail_per_connection: u32,
-    /// Activation requests being sent at once; beyond it a request is
-    /// refused (the device may try again), not queued.
+    /// Activation requests being sent at once; more wait their turn.
     pub mail_concurrency: usize,
+    /// Activation requests accepted and not answered yet (being sent or
+    /// waiting their turn); beyond it a request is refused (the device may
+    /// try again), not queued.
+    pub mail_queue: usize,
 }
 
 /// Default number of activation requests e-mailed per source address
@@ -184,6 +187,8 @@ pub const DEFAULT_MAIL_WINDOW: Duration = Duration::from_secs(60 * 60);
 pub const DEFAULT_MAIL_PER_CONNECTION: u32 = 3;
 /// Default number of activation requests being sent at once.
 pub const DEFAULT_MAIL_CONCURRENCY: usize = 8;
+/// Default number of activation requests accepted and not answered yet.
+pub const DEFAULT_MAIL_QUEUE: usize = 256;
 
 /// Sender of activation requests unless configured.
 pub const DEFAULT_MAIL_FROM: &str = "activation@relay.bramble.invalid";
@@ -219,6 +224,7 @@ impl Default for RelayConfig {
             mail_window: DEFAULT_MAIL_WINDOW,
             mail_per_connection: DEFAULT_MAIL_PER_CONNECTION,
             mail_concurrency: DEFAULT_MAIL_CONCURRENCY,
+            mail_queue: DEFAULT_MAIL_QUEUE,
         }
     }
 }
@@ -296,6 +302,7 @@ impl RelayConfig {
             ("max_device_entries", self.max_device_entries),
             ("store_total", self.store_total),
             ("mail_concurrency", self.mail_concurrency),
+            ("mail_queue", self.mail_queue),
         ] {
             if value == 0 {
                 return Err(RelayError::Config(format!("{name} must be at least 1")));
@@ -441,6 +448,7 @@ mod tests {
         assert_eq!(c.mail_window, Duration::from_secs(3600));
         assert_eq!(c.mail_per_connection, 3);
         assert_eq!(c.mail_concurrency, 8);
+        assert_eq!(c.mail_queue, 256);
     }
 
     #[test]

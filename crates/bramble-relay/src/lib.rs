@@ -49,8 +49,9 @@
 //!   device's own PIN, and `to` must be the e-mail address inside it; the
 //!   subject and attachment name are the relay's own. At most
 //!   `mail_per_address` requests per source address within `mail_window`,
-//!   `mail_per_connection` per connection, and `mail_concurrency` being
-//!   sent at once (beyond that a request is refused, not queued).
+//!   `mail_per_connection` per connection, `mail_concurrency` being sent at
+//!   once, and `mail_queue` accepted and not answered yet (beyond that a
+//!   request is refused, not queued: every request in flight is a task).
 //!
 //! Either link answers `ping` with `pong`. A malformed packet closes only
 //! the connection it came on (logged with the peer's address).
@@ -131,7 +132,8 @@
 //! mail_per_address = 10            # activation requests e-mailed per source address within mail_window
 //! mail_window = "1h"
 //! mail_per_connection = 3          # activation requests e-mailed per device connection
-//! mail_concurrency = 8             # requests being sent at once (more are refused, not queued)
+//! mail_concurrency = 8             # requests being sent at once (more wait their turn)
+//! mail_queue = 256                 # requests accepted and not answered yet (more are refused)
 //!
 //! [tls]                            # neither path: a fresh self-signed certificate at each start
 //! # cert = "/etc/bramble/relay-cert.pem"

@@ -13,8 +13,9 @@
 //! (`etp.dat`, [`EtpRequest`]) for the device's own PIN, addressed to the
 //! e-mail address inside it; the subject and attachment name are the
 //! relay's own. [`MailGate`] bounds the requests per source address and
-//! per connection within `mail_window`, and the requests being sent at
-//! once (beyond it a request is refused, not queued).
+//! per connection within `mail_window`, the requests being sent at once,
+//! and those accepted and not answered yet (beyond that a request is
+//! refused, not queued).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -99,6 +100,9 @@ pub struct MailLimits {
     pub window: Duration,
     /// Requests being sent at once.
     pub concurrent: usize,
+    /// Requests accepted but not answered yet (being sent or waiting their
+    /// turn); beyond it a request is refused, not queued.
+    pub queued: usize,
 }
 
 /// Where activation requests go, and the bounds on them.
@@ -108,11 +112,26 @@ pub struct MailGate {
     pub from: String,
     limits: MailLimits,
     recent: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    /// Places among the requests accepted and not answered yet.
+    queue: Arc<Semaphore>,
+    /// Turns to talk to the SMTP server.
     sending: Arc<Semaphore>,
 }
 
-/// A place among the requests being sent; released when dropped.
-pub type Sending = OwnedSemaphorePermit;
+/// A request's place in the queue; [`Queued::turn`] waits for its turn to
+/// be sent. Both are given back when dropped.
+#[derive(Debug)]
+pub struct Queued {
+    _place: OwnedSemaphorePermit,
+    sending: Arc<Semaphore>,
+}
+
+impl Queued {
+    /// Waits until fewer than `mail_concurrency` requests are being sent.
+    pub async fn turn(&self) -> Option<OwnedSemaphorePermit> {
+        self.sending.clone().acquire_owned().await.ok()
+    }
+}
 
 impl MailGate {
     pub fn new(smtp: Option<String>, from: String, limits: MailLimits) -> MailGate {
@@ -120,6 +139,7 @@ impl MailGate {
             smtp,
             from,
             limits,
+            queue: Arc::new(Semaphore::new(limits.queued)),
             sending: Arc::new(Semaphore::new(limits.concurrent)),
             recent: Mutex::new(HashMap::new()),
         }
@@ -127,7 +147,7 @@ impl MailGate {
 
     /// Whether one more request from `ip`, on a connection that has had
     /// `on_connection` e-mailed already, may be sent now; counts it if so.
-    pub fn admit(&self, ip: IpAddr, on_connection: u32, now: Instant) -> Result<Sending, String> {
+    pub fn admit(&self, ip: IpAddr, on_connection: u32, now: Instant) -> Result<Queued, String> {
         let limits = self.limits;
         if on_connection >= limits.per_connection {
             return Err(send_error(format!(
@@ -170,11 +190,14 @@ impl MailGate {
                 wait.as_secs().max(1)
             )));
         }
-        let sending = self.sending.clone().try_acquire_owned().map_err(|_| {
+        let place = self.queue.clone().try_acquire_owned().map_err(|_| {
             send_error("the relay is sending many activation requests now; try again in a minute")
         })?;
         times.push_back(now);
-        Ok(sending)
+        Ok(Queued {
+            _place: place,
+            sending: self.sending.clone(),
+        })
     }
 }
 
@@ -291,5 +314,85 @@ impl lettre::message::header::Header for ActivationHeader {
 
     fn display(&self) -> lettre::message::header::HeaderValue {
         lettre::message::header::HeaderValue::new(Self::name(), "1".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const LIMITS: MailLimits = MailLimits {
+        per_address: 2,
+        per_connection: 5,
+        window: Duration::from_secs(60),
+        concurrent: 1,
+        queued: 2,
+    };
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_and_addresses_are_counted_apart() {
+        let now = Instant::now();
+        let gate = MailGate::new(None, "relay@example.com".into(), LIMITS);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let first = gate.admit(a, 0, now).unwrap();
+        let second = gate.admit(b, 0, now).unwrap();
+        // Two accepted and unanswered: a third is refused, not queued.
+        let err = gate.admit(b, 1, now).unwrap_err();
+        assert!(err.contains("sending many"), "{err}");
+        // One is sent at a time.
+        let turn = first.turn().await.unwrap();
+        assert!(gate.sending.clone().try_acquire_owned().is_err());
+        drop((turn, first));
+        drop(second.turn().await);
+        drop(second);
+        // The refused one did not count against b.
+        gate.admit(b, 1, now).unwrap();
+        let err = gate.admit(b, 2, now).unwrap_err();
+        assert!(err.contains("from this address"), "{err}");
+        // Per connection.
+        let err = gate.admit(a, 5, now).unwrap_err();
+        assert!(err.contains("for one connection"), "{err}");
+        // The window passes.
+        gate.admit(b, 0, now + LIMITS.window).unwrap();
+    }
+
+    #[test]
+    fn only_activation_requests_pass() {
+        use base64::Engine;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let request = EtpRequest {
+            format: bramble_proto::activation::ETP_FORMAT.into(),
+            pin: Pin(7),
+            email: "Alice@Example.com".into(),
+            relay: "relay".into(),
+            model: String::new(),
+            os_version: String::new(),
+            device_key: "00".into(),
+            spake: "00".into(),
+        };
+        let good = b64(&request.to_bytes());
+        assert!(check_request(Pin(7), " alice@example.com", &good).is_ok());
+        for (pin, to, attachment, needle) in [
+            (Pin(7), "alice@example.com", b64(b"hello"), "not one"),
+            (Pin(7), "alice@example.com", "%%%".to_owned(), "not base64"),
+            (
+                Pin(8),
+                "alice@example.com",
+                good.clone(),
+                "not for this device",
+            ),
+            (Pin(7), "bob@example.com", good.clone(), "address in it"),
+            (
+                Pin(7),
+                "alice@example.com",
+                b64(&[b'{'; MAX_ATTACHMENT + 1]),
+                "too large",
+            ),
+        ] {
+            let err = check_request(pin, to, &attachment).unwrap_err();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
     }
 }

@@ -830,6 +830,7 @@ impl Relay {
                     per_connection: config.mail_per_connection,
                     window: config.mail_window,
                     concurrent: config.mail_concurrency,
+                    queued: config.mail_queue,
                 },
             ),
             state: Mutex::new(State::new(&config)),
@@ -1572,11 +1573,11 @@ fn handle_control(
                      sent with the relay's own"
                 );
             }
-            let sending = match shared
+            let queued = match shared
                 .mail
                 .admit(link.peer.ip(), *mails_sent, Instant::now())
             {
-                Ok(sending) => sending,
+                Ok(queued) => queued,
                 Err(message) => return not_sent(message),
             };
             *mails_sent += 1;
@@ -1584,8 +1585,9 @@ fn handle_control(
             let link = link.clone();
             let who = who.to_owned();
             shared.tracker.spawn(async move {
+                let turn = queued.turn().await;
                 let result = crate::mail::forward_checked(&smtp, &from, &to, checked).await;
-                drop(sending);
+                drop((turn, queued));
                 let reply = match result {
                     Ok(()) => {
                         info!(target: TARGET, "{who}: activation request e-mailed to {to}");
