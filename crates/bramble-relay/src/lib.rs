@@ -57,6 +57,9 @@
 //! the connection it came on (logged with the peer's address).
 //!
 //! ## Bounds
+//! Per-address bounds (connections, SRP lockout, activation mail) count an
+//! IPv4 address, or the /64 network of an IPv6 address (one IPv6 host
+//! usually holds a whole /64).
 //! - **Connections**: each port has its own budget (`max_server_connections`,
 //!   `max_device_connections`), so a crowd on the device port cannot crowd
 //!   enterprise servers out; and at most `max_connections_per_address`

@@ -18,6 +18,23 @@ pub(crate) const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Most addresses whose last logged refusal is remembered.
 const MAX_LOGGED: usize = 4096;
 
+/// The "source address" the per-address bounds count: an IPv4 address
+/// (also when it comes IPv4-mapped), or the /64 network of an IPv6 address,
+/// since one IPv6 host usually holds a whole /64.
+pub(crate) fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(segments.into())
+            }
+        },
+    }
+}
+
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
@@ -79,6 +96,7 @@ impl Gate {
     /// A place for a connection from `ip`, or why not and whether this
     /// refusal should be logged (the first for `ip` in the interval).
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<Permit, (Refusal, bool)> {
+        let ip = source(ip);
         let mut counts = self.lock();
         let from_ip = counts.per_addr.get(&ip).copied().unwrap_or(0);
         let refusal = if counts.total >= self.max_total {
@@ -167,5 +185,20 @@ mod tests {
             gate.admit(a, later).unwrap_err(),
             (Refusal::PortFull(3), true)
         );
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_64() {
+        let now = Instant::now();
+        let gate = Gate::new(10, 1);
+        let _one = gate.admit("2001:db8:1:2::1".parse().unwrap(), now).unwrap();
+        assert!(gate
+            .admit("2001:db8:1:2:ffff::9".parse().unwrap(), now)
+            .is_err());
+        let _other = gate.admit("2001:db8:1:3::1".parse().unwrap(), now).unwrap();
+        let _v4 = gate.admit("192.0.2.1".parse().unwrap(), now).unwrap();
+        assert!(gate
+            .admit("::ffff:192.0.2.1".parse().unwrap(), now)
+            .is_err());
     }
 }

@@ -148,6 +148,7 @@ impl MailGate {
     /// Whether one more request from `ip`, on a connection that has had
     /// `on_connection` e-mailed already, may be sent now; counts it if so.
     pub fn admit(&self, ip: IpAddr, on_connection: u32, now: Instant) -> Result<Queued, String> {
+        let ip = crate::limits::source(ip);
         let limits = self.limits;
         if on_connection >= limits.per_connection {
             return Err(send_error(format!(

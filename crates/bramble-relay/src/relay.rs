@@ -249,6 +249,7 @@ impl State {
             return Err(locked_reason(until, now));
         }
         let key = server.key.clone();
+        let ip = crate::limits::source(ip);
         if let Some(lockout) = self.addr_lockouts.get_mut(&(ip, srp_id.to_owned())) {
             if let Some(until) = lockout.locked_until(now) {
                 return Err(locked_reason(until, now));
@@ -264,6 +265,7 @@ impl State {
         if !self.servers.contains_key(srp_id) || limits.policy.limit == 0 {
             return;
         }
+        let ip = crate::limits::source(ip);
         let key = (ip, srp_id.to_owned());
         if !self.addr_lockouts.contains_key(&key) && self.addr_lockouts.len() >= MAX_ADDR_LOCKOUTS {
             let window = limits.policy.window;
