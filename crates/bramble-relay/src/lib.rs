@@ -52,6 +52,7 @@
 //!   `mail_per_connection` per connection, `mail_concurrency` being sent at
 //!   once, and `mail_queue` accepted and not answered yet (beyond that a
 //!   request is refused, not queued: every request in flight is a task).
+//!   A connection with ten refused requests is closed.
 //!
 //! Either link answers `ping` with `pong`. A malformed packet closes only
 //! the connection it came on (logged with the peer's address).

@@ -1435,7 +1435,7 @@ where
     }
     let is_device = matches!(side, Side::Device { .. });
     // Activation requests this connection has had e-mailed.
-    let mut mails_sent = 0u32;
+    let mut mails = MailCount::default();
     loop {
         // A device silent for `device_idle` is pinged; silent as long
         // again, it is closed. The read goes on across the ping (a packet
@@ -1488,7 +1488,7 @@ where
         };
         if frame.content_type == ContentType::Control {
             let device = match &side {
-                Side::Device { pin, .. } => Some((*pin, &mut mails_sent)),
+                Side::Device { pin, .. } => Some((*pin, &mut mails)),
                 Side::Server(_) => None,
             };
             handle_control(&shared, &link, &frame, &who, device);
@@ -1526,12 +1526,24 @@ where
     let _ = writer_task.await;
 }
 
+/// Refused activation requests after which a device's connection is closed
+/// (so one connection cannot fill the log with refusals).
+const MAX_MAIL_REFUSALS: u32 = 10;
+
+/// Activation requests of one device connection.
+#[derive(Debug, Default)]
+struct MailCount {
+    /// E-mailed (or being sent).
+    sent: u32,
+    refused: u32,
+}
+
 fn handle_control(
     shared: &Arc<Shared>,
     link: &LinkTx,
     frame: &Frame,
     who: &str,
-    device: Option<(Pin, &mut u32)>,
+    device: Option<(Pin, &mut MailCount)>,
 ) {
     match Control::from_frame(frame) {
         Ok(Control::SendMail {
@@ -1540,11 +1552,11 @@ fn handle_control(
             attachment_name,
             attachment,
         }) if device.is_some() => {
-            let Some((pin, mails_sent)) = device else {
+            let Some((pin, mails)) = device else {
                 return;
             };
             let ref_id = frame.ref_id;
-            let not_sent = |message: String| {
+            let mut not_sent = |message: String| {
                 warn!(
                     target: TARGET,
                     peer = %link.peer,
@@ -1557,6 +1569,15 @@ fn handle_control(
                     }
                     .frame(pin, ref_id),
                 );
+                mails.refused += 1;
+                if mails.refused >= MAX_MAIL_REFUSALS {
+                    warn!(
+                        target: TARGET,
+                        peer = %link.peer,
+                        "closing the link of {who}: {MAX_MAIL_REFUSALS} of its activation requests were refused"
+                    );
+                    link.cancel.cancel();
+                }
             };
             let Some(smtp) = shared.mail.smtp.clone() else {
                 not_sent("this relay does not forward activation requests by e-mail (no smtp server is configured)".to_owned());
@@ -1577,12 +1598,12 @@ fn handle_control(
             }
             let queued = match shared
                 .mail
-                .admit(link.peer.ip(), *mails_sent, Instant::now())
+                .admit(link.peer.ip(), mails.sent, Instant::now())
             {
                 Ok(queued) => queued,
                 Err(message) => return not_sent(message),
             };
-            *mails_sent += 1;
+            mails.sent += 1;
             let from = shared.mail.from.clone();
             let link = link.clone();
             let who = who.to_owned();

@@ -1307,5 +1307,24 @@ async fn the_relay_mails_only_activation_requests_and_not_too_many() {
         .await;
     mail_answer(&mut other, 30).await.unwrap();
     assert_eq!(mailed.load(Ordering::SeqCst), 4);
+
+    // A connection that keeps sending refused requests is closed.
+    let mut pest = device_from(&relay, "127.0.0.4", 0x94).await;
+    for ref_id in 40..60 {
+        if pest
+            .w
+            .write_all(
+                &send_mail(pest.pin, ref_id, "victim@example.com", String::new())
+                    .encode()
+                    .unwrap(),
+            )
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert!(closed(&mut pest.r).await);
+    assert_eq!(mailed.load(Ordering::SeqCst), 4);
     relay.shutdown().await;
 }
