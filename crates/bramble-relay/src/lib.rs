@@ -69,8 +69,10 @@
 //!   and logged once per address per minute with the address and the
 //!   bound. When accepting fails (e.g. the process is out of open files)
 //!   the relay pauses accepts on that port, longer each time up to 2 s,
-//!   instead of spinning; at start it warns if the two budgets exceed the
-//!   process's open-file limit.
+//!   instead of spinning. At start, if the two budgets and 64 spare files
+//!   exceed the process's open-file limit, the device port's budget is cut
+//!   to what fits (warned), so the device port can never use up the files
+//!   the server port needs.
 //! - **Silence**: a device has `handshake_timeout` to send its hello. After
 //!   `device_idle_timeout` without a whole packet from a device, the relay
 //!   pings it (devices answer `ping` with `pong`); silent as long again, the

@@ -811,17 +811,14 @@ impl Relay {
             max_device_entries: config.max_device_entries,
             store_total: config.store_total,
         };
-        warn_about_open_file_limit(&config);
+        let device_budget = device_budget(&config, open_file_limit());
         let shared = Arc::new(Shared {
             limits,
             server_gate: Gate::new(
                 config.max_server_connections,
                 config.max_connections_per_address,
             ),
-            device_gate: Gate::new(
-                config.max_device_connections,
-                config.max_connections_per_address,
-            ),
+            device_gate: Gate::new(device_budget, config.max_connections_per_address),
             refused: AtomicU64::new(0),
             idle_closed: AtomicU64::new(0),
             mail: MailGate::new(
@@ -1050,35 +1047,44 @@ fn refuse(
     drop(tcp);
 }
 
-/// Warns when the connection bounds exceed the process's open-file limit,
-/// where a full device port would leave nothing for the server port.
-fn warn_about_open_file_limit(config: &RelayConfig) {
-    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
-        return;
+/// Files kept free besides the two ports' budgets: listeners, SMTP
+/// connections, logs and the like.
+const SPARE_FILES: usize = 64;
+
+/// The device port's budget within the process's open-file limit: when
+/// `max_server_connections + max_device_connections` and some spare
+/// exceed it, the device port gets what is left (warned), so a full device
+/// port never leaves the server port without files.
+fn device_budget(config: &RelayConfig, open_file_limit: Option<usize>) -> usize {
+    let wanted = config.max_device_connections;
+    let Some(soft) = open_file_limit else {
+        return wanted;
     };
-    let soft = limits
+    let left = soft
+        .saturating_sub(config.max_server_connections)
+        .saturating_sub(SPARE_FILES);
+    if wanted <= left {
+        return wanted;
+    }
+    let budget = left.max(1);
+    warn!(
+        target: TARGET,
+        "the process may open {soft} files: max_server_connections ({}) + max_device_connections ({wanted}) \
+         + {SPARE_FILES} spare do not fit, so the device port takes at most {budget} connections; raise \
+         the open-file limit (e.g. LimitNOFILE) to allow more",
+        config.max_server_connections
+    );
+    budget
+}
+
+/// The soft open-file limit of this process, where the system tells it.
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    limits
         .lines()
         .find(|l| l.starts_with("Max open files"))
         .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|n| n.parse::<usize>().ok());
-    // Room for the listeners, SMTP connections, logs and the like.
-    const SPARE: usize = 64;
-    let wanted = config
-        .max_server_connections
-        .saturating_add(config.max_device_connections)
-        .saturating_add(SPARE);
-    if let Some(soft) = soft {
-        if wanted > soft {
-            warn!(
-                target: TARGET,
-                "max_server_connections ({}) + max_device_connections ({}) + {SPARE} exceed the \
-                 process's open-file limit ({soft}): raise the limit (e.g. LimitNOFILE) or lower \
-                 max_device_connections, or a full device port can leave no file for servers",
-                config.max_server_connections,
-                config.max_device_connections
-            );
-        }
-    }
+        .and_then(|n| n.parse::<usize>().ok())
 }
 
 async fn sweeper(shared: Arc<Shared>) {
@@ -1694,4 +1700,22 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     }
     out.flush().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_device_port_fits_in_what_the_server_port_leaves() {
+        let config = RelayConfig {
+            max_server_connections: 100,
+            max_device_connections: 10_000,
+            ..RelayConfig::default()
+        };
+        assert_eq!(device_budget(&config, None), 10_000);
+        assert_eq!(device_budget(&config, Some(1_000_000)), 10_000);
+        assert_eq!(device_budget(&config, Some(1024)), 1024 - 100 - SPARE_FILES);
+        assert_eq!(device_budget(&config, Some(10)), 1);
+    }
 }
