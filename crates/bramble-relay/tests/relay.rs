@@ -892,6 +892,13 @@ async fn first_then_closed<R: AsyncRead + Unpin>(r: &mut R) -> Option<Control> {
     }
 }
 
+/// [`first_then_closed`], failing if the relay keeps the connection open.
+async fn first_then_closed_soon<R: AsyncRead + Unpin>(r: &mut R) -> Option<Control> {
+    timeout(Duration::from_secs(30), first_then_closed(r))
+        .await
+        .expect("the relay kept the connection open")
+}
+
 #[tokio::test]
 async fn connections_are_capped_per_address_and_others_still_get_in() {
     let relay = start(RelayConfig {
@@ -981,7 +988,7 @@ async fn silent_connections_are_closed_and_pinged_devices_stay() {
     .await;
     // No hello at all: closed after the handshake timeout.
     let mut mute = TcpStream::connect(relay.device_addr()).await.unwrap();
-    assert_eq!(first_then_closed(&mut mute).await, None);
+    assert_eq!(first_then_closed_soon(&mut mute).await, None);
 
     // A device that answers the relay's pings stays connected …
     let mut d = device(&relay, 0x80, Some("S1")).await;
@@ -1029,7 +1036,7 @@ async fn random_pins_do_not_grow_the_table() {
         os_version: "5.0".into(),
     };
     send_to(&mut w, &hello.frame(Pin(0x9999), RefId(0))).await;
-    match first_then_closed(&mut r).await {
+    match first_then_closed_soon(&mut r).await {
         Some(Control::Refused { reason }) => assert!(reason.contains("more devices"), "{reason}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
