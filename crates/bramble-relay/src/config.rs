@@ -17,6 +17,8 @@ pub const DEFAULT_DEVICE_PORT: u16 = 3102;
 /// Default bound on packets stored for one offline device (and for one
 /// disconnected server).
 pub const DEFAULT_STORE_PER_DEVICE: usize = 1000;
+/// Default bound on packets stored for all devices and servers together.
+pub const DEFAULT_STORE_TOTAL: usize = 200_000;
 /// Default age after which a stored packet is dropped.
 pub const DEFAULT_STORE_EXPIRY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// Default number of failed (or, plus one, accepted) connections for one
@@ -28,6 +30,19 @@ pub const DEFAULT_LOCKOUT_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_LOCKOUT_DURATION: Duration = Duration::from_secs(5 * 60);
 /// Default time allowed for each step of a link's set-up.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on connections open at once on the server port.
+pub const DEFAULT_MAX_SERVER_CONNECTIONS: usize = 256;
+/// Default bound on connections open at once on the device port.
+pub const DEFAULT_MAX_DEVICE_CONNECTIONS: usize = 10_000;
+/// Default bound on connections open at once from one source address, on
+/// each port.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+/// Default silence after which the relay pings a device, and closes its
+/// connection if the silence lasts as long again.
+pub const DEFAULT_DEVICE_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Default bound on the relay's table of device PINs (connected devices,
+/// PINs with stored packets, PINs whose server the relay remembers).
+pub const DEFAULT_MAX_DEVICE_ENTRIES: usize = 100_000;
 
 /// An enterprise server allowed to connect: its SRP ID and SRP
 /// authentication key (shared with the server's Settings → Wireless network).
@@ -105,6 +120,9 @@ pub struct RelayConfig {
     pub tls: TlsIdentity,
     /// Packets stored per offline device, and per disconnected server.
     pub store_per_device: usize,
+    /// Packets stored for all offline devices and disconnected servers
+    /// together; beyond it new packets are dropped (`store_full`).
+    pub store_total: usize,
     /// Age after which a stored packet is dropped (reported `expired`).
     #[serde(with = "duration_text")]
     pub store_expiry: Duration,
@@ -120,13 +138,57 @@ pub struct RelayConfig {
     /// message, the basic information packet, a device's hello).
     #[serde(with = "duration_text")]
     pub handshake_timeout: Duration,
+    /// Connections open at once on the server port; more are closed at
+    /// once. Separate from the device port's budget, so devices (or
+    /// strangers on the device port) cannot crowd the servers out.
+    pub max_server_connections: usize,
+    /// Connections open at once on the device port; more are refused.
+    pub max_device_connections: usize,
+    /// Connections open at once from one source address, on each port;
+    /// more are refused.
+    pub max_connections_per_address: usize,
+    /// After this much silence on a device's connection the relay pings
+    /// the device (devices answer `ping` with `pong`); if the silence lasts
+    /// as long again, the connection is closed. Also bounds the time a
+    /// device may take to send a whole packet.
+    #[serde(with = "duration_text")]
+    pub device_idle_timeout: Duration,
+    /// PINs the relay keeps track of at once. A device that says hello
+    /// when the table is full is refused, unless entries of disconnected
+    /// devices with nothing stored can be forgotten to make room.
+    pub max_device_entries: usize,
     /// The SMTP server (host:port, plain or STARTTLS-less submission on a
     /// trusted network) through which the relay forwards devices' activation
     /// requests (seed step 5). Unset: such requests are refused.
     pub smtp: Option<String>,
     /// The sender address of forwarded activation requests.
     pub mail_from: String,
+    /// Activation requests e-mailed per source address within
+    /// `mail_window`; more are refused (`MAIL_NOT_SENT`).
+    pub mail_per_address: u32,
+    #[serde(with = "duration_text")]
+    pub mail_window: Duration,
+    /// Activation requests e-mailed for one device connection.
+    pub mail_per_connection: u32,
+    /// Activation requests being sent at once; more wait their turn.
+    pub mail_concurrency: usize,
+    /// Activation requests accepted and not answered yet (being sent or
+    /// waiting their turn); beyond it a request is refused (the device may
+    /// try again), not queued.
+    pub mail_queue: usize,
 }
+
+/// Default number of activation requests e-mailed per source address
+/// within [`DEFAULT_MAIL_WINDOW`].
+pub const DEFAULT_MAIL_PER_ADDRESS: u32 = 10;
+/// Default window in which activation requests are counted per address.
+pub const DEFAULT_MAIL_WINDOW: Duration = Duration::from_secs(60 * 60);
+/// Default number of activation requests e-mailed for one device connection.
+pub const DEFAULT_MAIL_PER_CONNECTION: u32 = 3;
+/// Default number of activation requests being sent at once.
+pub const DEFAULT_MAIL_CONCURRENCY: usize = 8;
+/// Default number of activation requests accepted and not answered yet.
+pub const DEFAULT_MAIL_QUEUE: usize = 256;
 
 /// Sender of activation requests unless configured.
 pub const DEFAULT_MAIL_FROM: &str = "activation@relay.bramble.invalid";
@@ -145,13 +207,24 @@ impl Default for RelayConfig {
             srp_accounts: Vec::new(),
             tls: TlsIdentity::default(),
             store_per_device: DEFAULT_STORE_PER_DEVICE,
+            store_total: DEFAULT_STORE_TOTAL,
             store_expiry: DEFAULT_STORE_EXPIRY,
             lockout_failures: DEFAULT_LOCKOUT_FAILURES,
             lockout_window: DEFAULT_LOCKOUT_WINDOW,
             lockout_duration: DEFAULT_LOCKOUT_DURATION,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_server_connections: DEFAULT_MAX_SERVER_CONNECTIONS,
+            max_device_connections: DEFAULT_MAX_DEVICE_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            device_idle_timeout: DEFAULT_DEVICE_IDLE_TIMEOUT,
+            max_device_entries: DEFAULT_MAX_DEVICE_ENTRIES,
             smtp: None,
             mail_from: DEFAULT_MAIL_FROM.to_owned(),
+            mail_per_address: DEFAULT_MAIL_PER_ADDRESS,
+            mail_window: DEFAULT_MAIL_WINDOW,
+            mail_per_connection: DEFAULT_MAIL_PER_CONNECTION,
+            mail_concurrency: DEFAULT_MAIL_CONCURRENCY,
+            mail_queue: DEFAULT_MAIL_QUEUE,
         }
     }
 }
@@ -217,6 +290,32 @@ impl RelayConfig {
         if self.handshake_timeout.is_zero() {
             return Err(RelayError::Config(
                 "handshake_timeout must be longer than 0".into(),
+            ));
+        }
+        for (name, value) in [
+            ("max_server_connections", self.max_server_connections),
+            ("max_device_connections", self.max_device_connections),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address,
+            ),
+            ("max_device_entries", self.max_device_entries),
+            ("store_total", self.store_total),
+            ("mail_concurrency", self.mail_concurrency),
+            ("mail_queue", self.mail_queue),
+        ] {
+            if value == 0 {
+                return Err(RelayError::Config(format!("{name} must be at least 1")));
+            }
+        }
+        if self.mail_window.is_zero() {
+            return Err(RelayError::Config(
+                "mail_window must be longer than 0".into(),
+            ));
+        }
+        if self.device_idle_timeout.is_zero() {
+            return Err(RelayError::Config(
+                "device_idle_timeout must be longer than 0".into(),
             ));
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
@@ -339,6 +438,17 @@ mod tests {
         assert_eq!(c.lockout_window, Duration::from_secs(60));
         assert_eq!(c.lockout_duration, Duration::from_secs(300));
         assert_eq!(c.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_server_connections, 256);
+        assert_eq!(c.max_device_connections, 10_000);
+        assert_eq!(c.max_connections_per_address, 64);
+        assert_eq!(c.device_idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.max_device_entries, 100_000);
+        assert_eq!(c.store_total, 200_000);
+        assert_eq!(c.mail_per_address, 10);
+        assert_eq!(c.mail_window, Duration::from_secs(3600));
+        assert_eq!(c.mail_per_connection, 3);
+        assert_eq!(c.mail_concurrency, 8);
+        assert_eq!(c.mail_queue, 256);
     }
 
     #[test]

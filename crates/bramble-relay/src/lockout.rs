@@ -1,4 +1,10 @@
-//! Lockout of an SRP ID after repeated failed connections or flapping.
+//! Lockout after repeated failed connections or flapping.
+//!
+//! Failed SRP authentications are counted per source address and SRP ID,
+//! not per SRP ID alone: SRP IDs travel in clear in devices' hellos, so a
+//! stranger who fails on purpose must lock out only their own address,
+//! never the genuine server connecting from another. Flapping (too many
+//! *authenticated* links) needs the key, so it is counted per SRP ID.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -40,6 +46,14 @@ impl Lockout {
             }
             None => None,
         }
+    }
+
+    /// Nothing to remember any more: no lockout in force and no event
+    /// within `window` (the entry may be forgotten).
+    pub fn is_idle(&mut self, now: Instant, window: Duration) -> bool {
+        prune(&mut self.failures, now, window);
+        prune(&mut self.opens, now, window);
+        self.locked_until(now).is_none() && self.failures.is_empty() && self.opens.is_empty()
     }
 
     fn lock(&mut self, now: Instant, policy: Policy) {

@@ -8,7 +8,7 @@
 //! reading: it is closed and its traffic is stored as for an offline peer.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -30,7 +30,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::RelayConfig;
+use crate::limits::{Gate, Permit, Refusal};
 use crate::lockout::{Lockout, Policy};
+use crate::mail::{MailGate, MailLimits};
 use crate::store::{is_last, Pushed, Store, Stored};
 use crate::tls::{self, Identity};
 use crate::{reject, RelayError, TARGET};
@@ -42,6 +44,10 @@ const LINK_QUEUE: usize = 1024;
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Longest SRP ID or nonce accepted in a hello.
 const MAX_HELLO_FIELD: usize = 256;
+/// Most (source address, SRP ID) pairs whose failures are remembered at
+/// once; beyond it the failures of new pairs are counted but not tracked
+/// (logged), so a flood from many addresses cannot grow the table.
+const MAX_ADDR_LOCKOUTS: usize = 4096;
 
 /// `ErrorReport` code: the device's packet has nowhere to go.
 pub const NO_SERVER: &str = "NO_SERVER";
@@ -68,6 +74,13 @@ pub struct RelayStats {
     pub auth_failures: u64,
     /// Lockouts started.
     pub lockouts: u64,
+    /// Connections refused because a port, an address or the PIN table had
+    /// as many as the relay accepts.
+    pub connections_refused: u64,
+    /// Device connections closed for silence (no answer to the relay's ping).
+    pub idle_closed: u64,
+    /// PINs in the relay's table now.
+    pub device_entries: usize,
     pub servers_connected: usize,
     pub devices_connected: usize,
 }
@@ -78,6 +91,9 @@ struct Limits {
     expiry: Duration,
     policy: Policy,
     handshake: Duration,
+    device_idle: Duration,
+    max_device_entries: usize,
+    store_total: usize,
 }
 
 /// The sending end of a link.
@@ -112,17 +128,34 @@ struct ServerEntry {
     lockout: Lockout,
 }
 
-#[derive(Default)]
 struct DeviceEntry {
-    /// The SRP ID the device named in its hello.
+    /// The SRP ID the device named in its hello (while it is connected).
     hello_srp: Option<String>,
     /// The last server that sent to this PIN.
     learned_srp: Option<String>,
     link: Option<LinkTx>,
     store: Store,
+    /// Last connection, disconnection or packet from a server.
+    touched: Instant,
 }
 
 impl DeviceEntry {
+    fn new(now: Instant) -> DeviceEntry {
+        DeviceEntry {
+            hello_srp: None,
+            learned_srp: None,
+            link: None,
+            store: Store::default(),
+            touched: now,
+        }
+    }
+
+    /// Nothing would be lost by forgetting it now but the server learned
+    /// for it.
+    fn evictable(&self) -> bool {
+        self.link.is_none() && self.store.is_empty()
+    }
+
     fn home(&self) -> Option<&str> {
         self.hello_srp.as_deref().or(self.learned_srp.as_deref())
     }
@@ -137,7 +170,11 @@ enum Outcome {
 
 struct State {
     servers: HashMap<String, ServerEntry>,
+    /// Failed authentications per source address and SRP ID.
+    addr_lockouts: HashMap<(IpAddr, String), Lockout>,
     devices: HashMap<Pin, DeviceEntry>,
+    /// Packets in all stores together.
+    stored_total: usize,
     stats: RelayStats,
 }
 
@@ -181,7 +218,9 @@ impl State {
             .collect();
         State {
             servers,
+            addr_lockouts: HashMap::new(),
             devices: HashMap::new(),
+            stored_total: 0,
             stats: RelayStats::default(),
         }
     }
@@ -190,14 +229,15 @@ impl State {
         RelayStats {
             servers_connected: self.servers.values().filter(|s| s.link.is_some()).count(),
             devices_connected: self.devices.values().filter(|d| d.link.is_some()).count(),
+            device_entries: self.devices.len(),
             ..self.stats
         }
     }
 
     // ---- SRP accounts and lockout ----
 
-    /// The key for `srp_id`, or why it may not connect now.
-    fn srp_key(&mut self, srp_id: &str, now: Instant) -> Result<Vec<u8>, String> {
+    /// The key for `srp_id`, or why it may not connect now from `ip`.
+    fn srp_key(&mut self, srp_id: &str, ip: IpAddr, now: Instant) -> Result<Vec<u8>, String> {
         let Some(server) = self.servers.get_mut(srp_id) else {
             self.stats.auth_failures += 1;
             return Err(format!(
@@ -208,23 +248,50 @@ impl State {
         if let Some(until) = server.lockout.locked_until(now) {
             return Err(locked_reason(until, now));
         }
-        Ok(server.key.clone())
+        let key = server.key.clone();
+        let ip = crate::limits::source(ip);
+        if let Some(lockout) = self.addr_lockouts.get_mut(&(ip, srp_id.to_owned())) {
+            if let Some(until) = lockout.locked_until(now) {
+                return Err(locked_reason(until, now));
+            }
+        }
+        Ok(key)
     }
 
-    fn srp_failure(&mut self, limits: &Limits, srp_id: &str, now: Instant) {
+    /// A failed authentication for `srp_id` from `ip`: counted against
+    /// that address only, so a stranger cannot lock the genuine server out.
+    fn srp_failure(&mut self, limits: &Limits, srp_id: &str, ip: IpAddr, now: Instant) {
         self.stats.auth_failures += 1;
-        if let Some(server) = self.servers.get_mut(srp_id) {
-            if server.lockout.failure(now, limits.policy) {
-                self.stats.lockouts += 1;
+        if !self.servers.contains_key(srp_id) || limits.policy.limit == 0 {
+            return;
+        }
+        let ip = crate::limits::source(ip);
+        let key = (ip, srp_id.to_owned());
+        if !self.addr_lockouts.contains_key(&key) && self.addr_lockouts.len() >= MAX_ADDR_LOCKOUTS {
+            let window = limits.policy.window;
+            self.addr_lockouts.retain(|_, l| !l.is_idle(now, window));
+            if self.addr_lockouts.len() >= MAX_ADDR_LOCKOUTS {
                 warn!(
                     target: TARGET,
-                    srp_id,
-                    "SRP ID {srp_id} locked out for {:?} after {} failed connections within {:?}",
-                    limits.policy.duration,
-                    limits.policy.limit,
-                    limits.policy.window
+                    srp_id, %ip,
+                    "failed authentication for SRP ID {srp_id} from {ip} not tracked for lockout: \
+                     failures from {MAX_ADDR_LOCKOUTS} other addresses are being tracked already"
                 );
+                return;
             }
+        }
+        let lockout = self.addr_lockouts.entry(key).or_default();
+        if lockout.failure(now, limits.policy) {
+            self.stats.lockouts += 1;
+            warn!(
+                target: TARGET,
+                srp_id, %ip,
+                "SRP ID {srp_id} locked out for {:?} for connections from {ip} after {} failed \
+                 authentications from there within {:?} (other addresses are not affected)",
+                limits.policy.duration,
+                limits.policy.limit,
+                limits.policy.window
+            );
         }
     }
 
@@ -300,6 +367,9 @@ impl State {
         }
         self.stats.delivered_from_store += flushed;
         self.stats.expired += expired;
+        self.stored_total = self
+            .stored_total
+            .saturating_sub((flushed + expired) as usize);
     }
 
     fn register_device(
@@ -310,8 +380,12 @@ impl State {
         link: &LinkTx,
         now: Instant,
     ) {
-        let device = self.devices.entry(pin).or_default();
+        let device = self
+            .devices
+            .entry(pin)
+            .or_insert_with(|| DeviceEntry::new(now));
         device.hello_srp = hello_srp;
+        device.touched = now;
         if let Some(old) = device.link.replace(link.clone()) {
             info!(
                 target: TARGET,
@@ -360,6 +434,9 @@ impl State {
         }
         self.stats.delivered_from_store += flushed;
         self.stats.expired += expired;
+        self.stored_total = self
+            .stored_total
+            .saturating_sub((flushed + expired) as usize);
         for report in reports {
             self.report(limits, report, now);
         }
@@ -373,11 +450,50 @@ impl State {
         }
     }
 
-    fn unregister_device(&mut self, pin: Pin, link_id: u64) {
+    /// Forgets a disconnected device's hello; the entry itself only stays
+    /// while packets are stored for it or a server is known to send to it.
+    fn unregister_device(&mut self, pin: Pin, link_id: u64, now: Instant) {
         if let Some(device) = self.devices.get_mut(&pin) {
             if device.link.as_ref().is_some_and(|l| l.id == link_id) {
                 device.link = None;
+                device.hello_srp = None;
+                device.touched = now;
+                if device.store.is_empty() && device.learned_srp.is_none() {
+                    self.devices.remove(&pin);
+                }
             }
+        }
+    }
+
+    /// Whether `pin` has, or can be given, an entry in the table: when it
+    /// is full, disconnected entries with nothing stored are forgotten,
+    /// oldest first, down to nine tenths of the bound (so a flood of new
+    /// PINs pays for the scan only once in a while).
+    fn make_room(&mut self, limits: &Limits, pin: Pin) -> bool {
+        let max = limits.max_device_entries;
+        if self.devices.contains_key(&pin) || self.devices.len() < max {
+            return true;
+        }
+        let mut evictable: Vec<(Instant, Pin)> = self
+            .devices
+            .iter()
+            .filter(|(_, d)| d.evictable())
+            .map(|(p, d)| (d.touched, *p))
+            .collect();
+        evictable.sort_unstable();
+        let target = (max - max / 10).min(max - 1);
+        let excess = self.devices.len().saturating_sub(target);
+        for (_, old) in evictable.into_iter().take(excess) {
+            self.devices.remove(&old);
+        }
+        if self.devices.len() < max {
+            info!(
+                target: TARGET,
+                "the PIN table was full ({max} entries): forgot the oldest disconnected PINs with nothing stored"
+            );
+            true
+        } else {
+            false
         }
     }
 
@@ -407,10 +523,12 @@ impl State {
             at: now,
             origin: None,
         };
-        Some(match server.store.push(stored, limits.store_cap) {
-            Pushed::Stored => Outcome::Stored,
-            Pushed::Full => Outcome::Full,
-        })
+        Some(
+            match push_counted(&mut server.store, &mut self.stored_total, stored, limits) {
+                Pushed::Stored => Outcome::Stored,
+                Pushed::Full => Outcome::Full,
+            },
+        )
     }
 
     /// To a device's link, or its store.
@@ -421,7 +539,23 @@ impl State {
         frame: Frame,
         now: Instant,
     ) -> Outcome {
-        let device = self.devices.entry(frame.pin).or_default();
+        if !self.make_room(limits, frame.pin) {
+            warn!(
+                target: TARGET,
+                pin = %frame.pin,
+                "PIN {}: the relay's table of {} PINs is full of connected devices and stored packets; \
+                 dropped RefID {} from SRP ID {origin}",
+                frame.pin,
+                limits.max_device_entries,
+                frame.ref_id
+            );
+            return Outcome::Full;
+        }
+        let device = self
+            .devices
+            .entry(frame.pin)
+            .or_insert_with(|| DeviceEntry::new(now));
+        device.touched = now;
         if device.learned_srp.as_deref() != Some(origin) {
             device.learned_srp = Some(origin.to_owned());
         }
@@ -440,7 +574,7 @@ impl State {
             at: now,
             origin: Some(origin.to_owned()),
         };
-        match device.store.push(stored, limits.store_cap) {
+        match push_counted(&mut device.store, &mut self.stored_total, stored, limits) {
             Pushed::Stored => Outcome::Stored,
             Pushed::Full => Outcome::Full,
         }
@@ -572,8 +706,16 @@ impl State {
                 expired += old.len() as u64;
             }
         }
-        self.devices
-            .retain(|_, d| d.link.is_some() || !d.store.is_empty() || d.home().is_some());
+        // A PIN the relay only remembers the server of is forgotten after
+        // as long as a packet would have been kept for it.
+        self.devices.retain(|_, d| {
+            !d.evictable()
+                || (d.learned_srp.is_some() && now.duration_since(d.touched) < limits.expiry)
+        });
+        let window = limits.policy.window;
+        self.addr_lockouts.retain(|_, l| !l.is_idle(now, window));
+        self.stored_total = self.devices.values().map(|d| d.store.len()).sum::<usize>()
+            + self.servers.values().map(|s| s.store.len()).sum::<usize>();
         if expired > 0 {
             info!(target: TARGET, "{expired} stored packets expired");
         }
@@ -584,10 +726,32 @@ impl State {
     }
 }
 
+/// Stores a packet within both bounds: `store_per_device` for this store
+/// and `store_total` for all of them, keeping the running total.
+fn push_counted(store: &mut Store, total: &mut usize, item: Stored, limits: &Limits) -> Pushed {
+    let before = store.len();
+    let room = limits.store_total.saturating_sub(*total);
+    let cap = limits.store_cap.min(before.saturating_add(room));
+    let pushed = store.push(item, cap);
+    *total = (*total + store.len()).saturating_sub(before);
+    if pushed == Pushed::Full && room == 0 {
+        warn!(
+            target: TARGET,
+            "the relay holds {} stored packets, as many as store_total allows: dropping new ones",
+            limits.store_total
+        );
+    }
+    pushed
+}
+
 struct Shared {
     limits: Limits,
-    /// `smtp` and `mail_from` of the configuration.
-    mail: (Option<String>, String),
+    server_gate: Arc<Gate>,
+    device_gate: Arc<Gate>,
+    refused: AtomicU64,
+    idle_closed: AtomicU64,
+    /// Where activation requests go, and their bounds.
+    mail: MailGate,
     state: Mutex<State>,
     acceptor: SslAcceptor,
     cancel: CancellationToken,
@@ -643,10 +807,31 @@ impl Relay {
                 duration: config.lockout_duration,
             },
             handshake: config.handshake_timeout,
+            device_idle: config.device_idle_timeout,
+            max_device_entries: config.max_device_entries,
+            store_total: config.store_total,
         };
+        let device_budget = device_budget(&config, open_file_limit());
         let shared = Arc::new(Shared {
             limits,
-            mail: (config.smtp.clone(), config.mail_from.clone()),
+            server_gate: Gate::new(
+                config.max_server_connections,
+                config.max_connections_per_address,
+            ),
+            device_gate: Gate::new(device_budget, config.max_connections_per_address),
+            refused: AtomicU64::new(0),
+            idle_closed: AtomicU64::new(0),
+            mail: MailGate::new(
+                config.smtp.clone(),
+                config.mail_from.clone(),
+                MailLimits {
+                    per_address: config.mail_per_address,
+                    per_connection: config.mail_per_connection,
+                    window: config.mail_window,
+                    concurrent: config.mail_concurrency,
+                    queued: config.mail_queue,
+                },
+            ),
             state: Mutex::new(State::new(&config)),
             acceptor,
             cancel: CancellationToken::new(),
@@ -709,7 +894,11 @@ impl RelayHandle {
     }
 
     pub fn stats(&self) -> RelayStats {
-        self.shared.lock().stats()
+        RelayStats {
+            connections_refused: self.shared.refused.load(Ordering::Relaxed),
+            idle_closed: self.shared.idle_closed.load(Ordering::Relaxed),
+            ..self.shared.lock().stats()
+        }
     }
 
     /// Stops listening, closes every link and waits for the tasks to end.
@@ -745,7 +934,27 @@ enum Port {
     Device,
 }
 
+impl Port {
+    fn name(self) -> &'static str {
+        match self {
+            Port::Server => "server",
+            Port::Device => "device",
+        }
+    }
+}
+
+/// First pause after a failed accept; doubled on each failure in a row.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest pause after failed accepts.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, port: Port) {
+    let gate = match port {
+        Port::Server => shared.server_gate.clone(),
+        Port::Device => shared.device_gate.clone(),
+    };
+    let mut backoff = ACCEPT_BACKOFF;
+    let mut failing = false;
     loop {
         let accepted = tokio::select! {
             _ = shared.cancel.cancelled() => break,
@@ -753,22 +962,129 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, port: Port) {
         };
         match accepted {
             Ok((tcp, peer)) => {
+                if failing {
+                    info!(target: TARGET, "accepting connections on the {} port works again", port.name());
+                    failing = false;
+                    backoff = ACCEPT_BACKOFF;
+                }
+                let permit = match gate.admit(peer.ip(), Instant::now()) {
+                    Ok(permit) => permit,
+                    Err((refusal, log)) => {
+                        refuse(&shared, tcp, peer, port, refusal, log, gate.open());
+                        continue;
+                    }
+                };
                 let _ = tcp.set_nodelay(true);
                 let task = shared.clone();
                 match port {
-                    Port::Server => shared.tracker.spawn(server_connection(task, tcp, peer)),
-                    Port::Device => shared.tracker.spawn(device_connection(task, tcp, peer)),
+                    Port::Server => shared
+                        .tracker
+                        .spawn(server_connection(task, tcp, peer, permit)),
+                    Port::Device => shared
+                        .tracker
+                        .spawn(device_connection(task, tcp, peer, permit)),
                 };
             }
             Err(e) => {
-                warn!(target: TARGET, "accepting a connection on the {port:?} port failed: {e}");
+                // Most often the process is out of file descriptors
+                // (EMFILE): pause, longer each time, instead of spinning;
+                // the connections already open keep being served.
+                if !failing {
+                    warn!(
+                        target: TARGET,
+                        "accepting a connection on the {} port failed: {e}; pausing accepts there \
+                         (if the process is out of open files, lower max_device_connections or raise \
+                         the open-file limit)",
+                        port.name()
+                    );
+                    failing = true;
+                } else {
+                    debug!(target: TARGET, "accepting on the {} port failed again: {e}", port.name());
+                }
                 tokio::select! {
                     _ = shared.cancel.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = tokio::time::sleep(backoff) => {}
                 }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
             }
         }
     }
+}
+
+/// Closes a connection over the bounds: on the device port with a
+/// `refused` packet saying why (written only if it fits the socket's
+/// buffer at once; the relay never waits for a refused peer).
+fn refuse(
+    shared: &Shared,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    port: Port,
+    refusal: Refusal,
+    log: bool,
+    open: usize,
+) {
+    shared.refused.fetch_add(1, Ordering::Relaxed);
+    let reason = refusal.reason();
+    if log {
+        warn!(
+            target: TARGET,
+            %peer,
+            "refusing connections from {} on the {} port: {reason} ({open} open on the port; \
+             further refusals for this address are not logged for {:?})",
+            peer.ip(),
+            port.name(),
+            crate::limits::REFUSAL_LOG_INTERVAL
+        );
+    }
+    if let Port::Device = port {
+        if let Ok(bytes) = (Control::Refused { reason })
+            .frame(Pin(0), RefId(0))
+            .encode()
+        {
+            let _ = tcp.try_write(&bytes);
+        }
+    }
+    drop(tcp);
+}
+
+/// Files kept free besides the two ports' budgets: listeners, SMTP
+/// connections, logs and the like.
+const SPARE_FILES: usize = 64;
+
+/// The device port's budget within the process's open-file limit: when
+/// `max_server_connections + max_device_connections` and some spare
+/// exceed it, the device port gets what is left (warned), so a full device
+/// port never leaves the server port without files.
+fn device_budget(config: &RelayConfig, open_file_limit: Option<usize>) -> usize {
+    let wanted = config.max_device_connections;
+    let Some(soft) = open_file_limit else {
+        return wanted;
+    };
+    let left = soft
+        .saturating_sub(config.max_server_connections)
+        .saturating_sub(SPARE_FILES);
+    if wanted <= left {
+        return wanted;
+    }
+    let budget = left.max(1);
+    warn!(
+        target: TARGET,
+        "the process may open {soft} files: max_server_connections ({}) + max_device_connections ({wanted}) \
+         + {SPARE_FILES} spare do not fit, so the device port takes at most {budget} connections; raise \
+         the open-file limit (e.g. LimitNOFILE) to allow more",
+        config.max_server_connections
+    );
+    budget
+}
+
+/// The soft open-file limit of this process, where the system tells it.
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse::<usize>().ok())
 }
 
 async fn sweeper(shared: Arc<Shared>) {
@@ -836,7 +1152,8 @@ async fn close_with<S: AsyncWrite + Unpin>(stream: &mut S, control: &Control, pi
     .await;
 }
 
-async fn server_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+async fn server_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, permit: Permit) {
+    let _permit = permit;
     let cancel = shared.cancel.clone();
     tokio::select! {
         _ = cancel.cancelled() => {}
@@ -881,7 +1198,9 @@ async fn server_connection_inner(shared: Arc<Shared>, tcp: TcpStream, peer: Sock
                 srp_id = %srp_id, %peer,
                 "SRP ID {srp_id} from {peer}: expected the basic information packet first, got {what}; closing"
             );
-            shared.lock().srp_failure(&limits, &srp_id, Instant::now());
+            shared
+                .lock()
+                .srp_failure(&limits, &srp_id, peer.ip(), Instant::now());
             let _ = timeout(CLOSE_GRACE, stream.shutdown()).await;
             return;
         }
@@ -932,7 +1251,7 @@ where
         close_with(stream, &rejected("malformed srp_hello".to_owned()), Pin(0)).await;
         return None;
     }
-    let key = shared.lock().srp_key(&srp_id, Instant::now());
+    let key = shared.lock().srp_key(&srp_id, peer.ip(), Instant::now());
     let key = match key {
         Ok(key) => key,
         Err(reason) => {
@@ -948,7 +1267,9 @@ where
     };
     if let Err(e) = send_control(stream, &challenge, Pin(0)).await {
         info!(target: TARGET, %peer, "SRP ID {srp_id} from {peer}: sending the challenge failed: {e}");
-        shared.lock().srp_failure(&limits, &srp_id, Instant::now());
+        shared
+            .lock()
+            .srp_failure(&limits, &srp_id, peer.ip(), Instant::now());
         return None;
     }
     match read_control(stream, limits.handshake).await {
@@ -962,14 +1283,18 @@ where
                     srp_id = %srp_id, %peer,
                     "SRP ID {srp_id} from {peer} refused: its SRP authentication key does not match"
                 );
-                shared.lock().srp_failure(&limits, &srp_id, Instant::now());
+                shared
+                    .lock()
+                    .srp_failure(&limits, &srp_id, peer.ip(), Instant::now());
                 close_with(stream, &rejected(reject::BAD_KEY.to_owned()), Pin(0)).await;
                 return None;
             }
         }
         Ok(other) => {
             warn!(target: TARGET, %peer, "SRP ID {srp_id} from {peer} answered the challenge with {other}; closing");
-            shared.lock().srp_failure(&limits, &srp_id, Instant::now());
+            shared
+                .lock()
+                .srp_failure(&limits, &srp_id, peer.ip(), Instant::now());
             close_with(
                 stream,
                 &rejected("expected srp_response".to_owned()),
@@ -985,7 +1310,9 @@ where
                 "SRP ID {srp_id} from {peer} did not answer the challenge ({why}); \
                  the server probably holds a different SRP authentication key"
             );
-            shared.lock().srp_failure(&limits, &srp_id, Instant::now());
+            shared
+                .lock()
+                .srp_failure(&limits, &srp_id, peer.ip(), Instant::now());
             return None;
         }
     }
@@ -1002,7 +1329,8 @@ where
     Some(srp_id)
 }
 
-async fn device_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+async fn device_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, permit: Permit) {
+    let _permit = permit;
     let cancel = shared.cancel.clone();
     tokio::select! {
         _ = cancel.cancelled() => {}
@@ -1028,6 +1356,21 @@ async fn device_connection_inner(shared: Arc<Shared>, mut tcp: TcpStream, peer: 
                     pin,
                 )
                 .await;
+                return;
+            }
+            if !shared.lock().make_room(&shared.limits, pin) {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    target: TARGET,
+                    %pin, %peer,
+                    "device {pin} from {peer} refused: the relay's table of {} PINs is full of \
+                     connected devices and stored packets",
+                    shared.limits.max_device_entries
+                );
+                let refused = Control::Refused {
+                    reason: "the relay cannot take more devices now; try again later".into(),
+                };
+                close_with(&mut tcp, &refused, pin).await;
                 return;
             }
             info!(
@@ -1096,13 +1439,47 @@ where
             }
         }
     }
+    let is_device = matches!(side, Side::Device { .. });
+    // Activation requests this connection has had e-mailed.
+    let mut mails = MailCount::default();
     loop {
-        let read = tokio::select! {
-            _ = cancel.cancelled() => {
-                debug!(target: TARGET, "closing the link of {who}");
-                break;
+        // A device silent for `device_idle` is pinged; silent as long
+        // again, it is closed. The read goes on across the ping (a packet
+        // half read is not lost), and a packet sent a byte at a time does
+        // not count as activity until it is whole.
+        let read = read_frame(&mut reader);
+        tokio::pin!(read);
+        let mut idle_deadline = Instant::now() + limits.device_idle;
+        let mut pinged = false;
+        let read = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break None,
+                read = &mut read => break Some(read),
+                _ = tokio::time::sleep_until(idle_deadline), if is_device => {
+                    if pinged {
+                        break None;
+                    }
+                    pinged = true;
+                    idle_deadline = Instant::now() + limits.device_idle;
+                    if let Side::Device { pin, .. } = &side {
+                        let _ = link.push(Control::Ping.frame(*pin, RefId(0)));
+                    }
+                }
             }
-            read = read_frame(&mut reader) => read,
+        };
+        let Some(read) = read else {
+            if cancel.is_cancelled() {
+                debug!(target: TARGET, "closing the link of {who}");
+            } else {
+                shared.idle_closed.fetch_add(1, Ordering::Relaxed);
+                info!(
+                    target: TARGET,
+                    %peer,
+                    "closing the link of {who}: silent for {:?} and no answer to a ping",
+                    limits.device_idle * 2
+                );
+            }
+            break;
         };
         let frame = match read {
             Ok(Some(frame)) => frame,
@@ -1116,8 +1493,11 @@ where
             }
         };
         if frame.content_type == ContentType::Control {
-            let from_device = matches!(side, Side::Device { .. });
-            handle_control(&shared, &link, &frame, &who, from_device);
+            let device = match &side {
+                Side::Device { pin, .. } => Some((*pin, &mut mails)),
+                Side::Server(_) => None,
+            };
+            handle_control(&shared, &link, &frame, &who, device);
             continue;
         }
         let now = Instant::now();
@@ -1145,11 +1525,23 @@ where
         let mut state = shared.lock();
         match &side {
             Side::Server(srp_id) => state.unregister_server(srp_id, link.id),
-            Side::Device { pin, .. } => state.unregister_device(*pin, link.id),
+            Side::Device { pin, .. } => state.unregister_device(*pin, link.id, Instant::now()),
         }
     }
     cancel.cancel();
     let _ = writer_task.await;
+}
+
+/// Refused activation requests after which a device's connection is closed
+/// (so one connection cannot fill the log with refusals).
+const MAX_MAIL_REFUSALS: u32 = 10;
+
+/// Activation requests of one device connection.
+#[derive(Debug, Default)]
+struct MailCount {
+    /// E-mailed (or being sent).
+    sent: u32,
+    refused: u32,
 }
 
 fn handle_control(
@@ -1157,7 +1549,7 @@ fn handle_control(
     link: &LinkTx,
     frame: &Frame,
     who: &str,
-    from_device: bool,
+    device: Option<(Pin, &mut MailCount)>,
 ) {
     match Control::from_frame(frame) {
         Ok(Control::SendMail {
@@ -1165,19 +1557,66 @@ fn handle_control(
             subject,
             attachment_name,
             attachment,
-        }) if from_device => {
-            let (smtp, from) = shared.mail.clone();
+        }) if device.is_some() => {
+            let Some((pin, mails)) = device else {
+                return;
+            };
+            let ref_id = frame.ref_id;
+            let mut not_sent = |message: String| {
+                warn!(
+                    target: TARGET,
+                    peer = %link.peer,
+                    "{who}: activation request for {to:?} refused: {message}"
+                );
+                let _ = link.push(
+                    ErrorReport {
+                        code: ErrorReport::MAIL_NOT_SENT.to_owned(),
+                        message,
+                    }
+                    .frame(pin, ref_id),
+                );
+                mails.refused += 1;
+                if mails.refused >= MAX_MAIL_REFUSALS {
+                    warn!(
+                        target: TARGET,
+                        peer = %link.peer,
+                        "closing the link of {who}: {MAX_MAIL_REFUSALS} of its activation requests were refused"
+                    );
+                    link.cancel.cancel();
+                }
+            };
+            let Some(smtp) = shared.mail.smtp.clone() else {
+                not_sent("this relay does not forward activation requests by e-mail (no smtp server is configured)".to_owned());
+                return;
+            };
+            let checked = match crate::mail::check_request(pin, &to, &attachment) {
+                Ok(checked) => checked,
+                Err(message) => return not_sent(message),
+            };
+            if subject != bramble_proto::activation::REQUEST_SUBJECT
+                || attachment_name != bramble_proto::activation::ETP_FILE
+            {
+                debug!(
+                    target: TARGET,
+                    "{who}: activation request with subject {subject:?} and attachment {attachment_name:?}: \
+                     sent with the relay's own"
+                );
+            }
+            let queued = match shared
+                .mail
+                .admit(link.peer.ip(), mails.sent, Instant::now())
+            {
+                Ok(queued) => queued,
+                Err(message) => return not_sent(message),
+            };
+            mails.sent += 1;
+            let from = shared.mail.from.clone();
             let link = link.clone();
-            let (pin, ref_id) = (frame.pin, frame.ref_id);
             let who = who.to_owned();
             shared.tracker.spawn(async move {
-                let result = match smtp {
-                    Some(smtp) => {
-                        crate::mail::forward(&smtp, &from, &to, &subject, &attachment_name, &attachment)
-                            .await
-                    }
-                    None => Err("this relay does not forward activation requests by e-mail (no smtp server is configured)".to_owned()),
-                };
+                let turn = queued.turn().await;
+                let result = crate::mail::forward_checked(&smtp, &from, &to, checked).await;
+                drop((turn, queued));
                 let reply = match result {
                     Ok(()) => {
                         info!(target: TARGET, "{who}: activation request e-mailed to {to}");
@@ -1261,4 +1700,22 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     }
     out.flush().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_device_port_fits_in_what_the_server_port_leaves() {
+        let config = RelayConfig {
+            max_server_connections: 100,
+            max_device_connections: 10_000,
+            ..RelayConfig::default()
+        };
+        assert_eq!(device_budget(&config, None), 10_000);
+        assert_eq!(device_budget(&config, Some(1_000_000)), 10_000);
+        assert_eq!(device_budget(&config, Some(1024)), 1024 - 100 - SPARE_FILES);
+        assert_eq!(device_budget(&config, Some(10)), 1);
+    }
 }

@@ -52,7 +52,7 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    #[cfg(test)]
+    /// Packets held.
     pub fn len(&self) -> usize {
         self.entries.len()
     }

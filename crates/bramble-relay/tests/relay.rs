@@ -519,6 +519,69 @@ async fn repeated_failures_lock_an_srp_id_out_for_a_while() {
     relay.shutdown().await;
 }
 
+/// A TCP connection to `to` from the loopback address `from` (another
+/// "machine" as far as the relay's per-address limits go).
+async fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from.parse().unwrap(), 0))?;
+    socket.connect(to).await
+}
+
+/// TLS to the relay's server port from `from`, without checking the
+/// certificate (a stranger does not care).
+async fn stranger_tls(relay: &RelayHandle, from: &str) -> tokio_openssl::SslStream<TcpStream> {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    let tcp = connect_from(from, relay.server_addr()).await.unwrap();
+    let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
+    builder.set_verify(SslVerifyMode::NONE);
+    let ssl = builder
+        .build()
+        .configure()
+        .unwrap()
+        .verify_hostname(false)
+        .into_ssl("relay")
+        .unwrap();
+    let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut stream).connect().await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn a_strangers_failures_do_not_lock_out_the_genuine_server() {
+    let relay = start(RelayConfig {
+        lockout_failures: 3,
+        ..config()
+    })
+    .await;
+    // The SRP ID travels in clear in device hellos; a stranger at another
+    // address fails on purpose, as often as it takes.
+    for n in 1..=3 {
+        let mut tls = stranger_tls(&relay, "127.0.0.2").await;
+        let err =
+            bramble_relay::client::srp_handshake(&mut tls, "relay", "S1", b"guess", &info("x"))
+                .await
+                .err()
+                .unwrap();
+        assert!(matches!(err, LinkError::RelayProofInvalid { .. }), "{err}");
+        drop(tls);
+        wait_for(&relay, "the failure", |st| st.auth_failures == n).await;
+    }
+    assert_eq!(relay.stats().lockouts, 1);
+    // The stranger's address is locked out, even with the right key …
+    let mut tls = stranger_tls(&relay, "127.0.0.2").await;
+    let err = bramble_relay::client::srp_handshake(&mut tls, "relay", "S1", S1_KEY, &info("x"))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, LinkError::LockedOut { .. }), "{err}");
+    // … the genuine server, from its own address, is not.
+    let mut s = server(&relay, "S1", S1_KEY).await;
+    let mut d = device(&relay, 0x60, Some("S1")).await;
+    s.send(&cmime(d.pin, 1, "still in touch")).await;
+    assert_eq!(d.recv().await.ref_id, RefId(1));
+    relay.shutdown().await;
+}
+
 #[tokio::test]
 async fn flapping_locks_an_srp_id_out() {
     let relay = start(RelayConfig {
@@ -811,4 +874,468 @@ async fn run_stops_when_told() {
     .err()
     .unwrap();
     assert!(err.to_string().contains("cannot listen"), "{err}");
+}
+
+/// Reads from a connection until the relay closes it; the first packet, if
+/// one came.
+async fn first_then_closed<R: AsyncRead + Unpin>(r: &mut R) -> Option<Control> {
+    let mut first = None;
+    loop {
+        match read_frame(r).await {
+            Ok(Some(frame)) => {
+                if first.is_none() {
+                    first = Some(Control::from_frame(&frame).unwrap());
+                }
+            }
+            Ok(None) | Err(_) => return first,
+        }
+    }
+}
+
+/// [`first_then_closed`], failing if the relay keeps the connection open.
+async fn first_then_closed_soon<R: AsyncRead + Unpin>(r: &mut R) -> Option<Control> {
+    timeout(Duration::from_secs(30), first_then_closed(r))
+        .await
+        .expect("the relay kept the connection open")
+}
+
+#[tokio::test]
+async fn connections_are_capped_per_address_and_others_still_get_in() {
+    let relay = start(RelayConfig {
+        max_connections_per_address: 50,
+        // The admitted connections stay open for the whole test.
+        handshake_timeout: Duration::from_secs(600),
+        ..config()
+    })
+    .await;
+    // 300 idle connections from one address: 50 are admitted, the others
+    // are refused at once, with a reason.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut held = Vec::new();
+    for i in 0..300 {
+        let tcp = connect_from("127.0.0.2", relay.device_addr())
+            .await
+            .unwrap();
+        let (mut r, w) = tcp.into_split();
+        held.push(w);
+        let done_tx = done_tx.clone();
+        tokio::spawn(async move {
+            let first = first_then_closed(&mut r).await;
+            let _ = done_tx.send((i, first));
+        });
+    }
+    let mut refused = 0;
+    while refused < 250 {
+        let (_, first) = timeout(Duration::from_secs(30), done_rx.recv())
+            .await
+            .expect("the relay leaves more than 50 connections from one address open")
+            .unwrap();
+        match first {
+            Some(Control::Refused { reason }) => {
+                assert!(reason.contains("from this address"), "{reason}");
+                refused += 1;
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    wait_for(&relay, "the refusals to be counted", |st| {
+        st.connections_refused == 250
+    })
+    .await;
+    // A device from another address and the server still get in, while
+    // the 50 are held open.
+    let mut s = server(&relay, "S1", S1_KEY).await;
+    let tcp = connect_from("127.0.0.3", relay.device_addr())
+        .await
+        .unwrap();
+    let (r, w) = tcp.into_split();
+    let mut d = Device {
+        r,
+        w,
+        pin: Pin(0x70),
+    };
+    let hello = Control::DeviceHello {
+        pin: d.pin,
+        srp_id: Some("S1".into()),
+        model: "8900".into(),
+        os_version: "5.0".into(),
+    };
+    d.send(&hello.frame(d.pin, RefId(0))).await;
+    assert_eq!(
+        Control::from_frame(&d.recv().await).unwrap(),
+        Control::Welcome
+    );
+    s.send(&cmime(d.pin, 1, "through")).await;
+    assert_eq!(d.recv().await.ref_id, RefId(1));
+    assert!(
+        done_rx.try_recv().is_err(),
+        "an admitted connection was closed"
+    );
+    assert_eq!(relay.stats().connections_refused, 250);
+    drop(held);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed_and_pinged_devices_stay() {
+    // Short enough for a quick test, long enough that a loaded machine
+    // still answers a ping in time.
+    let relay = start(RelayConfig {
+        handshake_timeout: Duration::from_secs(1),
+        device_idle_timeout: Duration::from_secs(1),
+        ..config()
+    })
+    .await;
+    // No hello at all: closed after the handshake timeout.
+    let mut mute = TcpStream::connect(relay.device_addr()).await.unwrap();
+    assert_eq!(first_then_closed_soon(&mut mute).await, None);
+
+    // A device that answers the relay's pings stays connected …
+    let mut d = device(&relay, 0x80, Some("S1")).await;
+    for _ in 0..2 {
+        let ping = d.recv().await;
+        assert_eq!(Control::from_frame(&ping).unwrap(), Control::Ping);
+        d.send(&Control::Pong.frame(d.pin, ping.ref_id)).await;
+    }
+    // … until it stops answering.
+    assert_eq!(Control::from_frame(&d.recv().await).unwrap(), Control::Ping);
+    assert!(closed(&mut d.r).await);
+    wait_for(&relay, "the idle close", |st| {
+        st.idle_closed == 1 && st.devices_connected == 0
+    })
+    .await;
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn random_pins_do_not_grow_the_table() {
+    let relay = start(RelayConfig {
+        max_device_entries: 20,
+        ..config()
+    })
+    .await;
+    // Hellos naming an SRP ID with random PINs, then gone: nothing is kept.
+    for pin in 0..100u32 {
+        let d = device(&relay, 0x1000 + pin * 7919, Some("S1")).await;
+        drop(d);
+    }
+    wait_for(&relay, "the devices to go", |st| st.devices_connected == 0).await;
+    wait_for(&relay, "an empty table", |st| st.device_entries == 0).await;
+
+    // Held open, the table fills to its bound and further PINs are refused.
+    let mut open = Vec::new();
+    for pin in 0..20u32 {
+        open.push(device(&relay, 0x9000 + pin, Some("S1")).await);
+    }
+    let tcp = TcpStream::connect(relay.device_addr()).await.unwrap();
+    let (mut r, mut w) = tcp.into_split();
+    let hello = Control::DeviceHello {
+        pin: Pin(0x9999),
+        srp_id: Some("S1".into()),
+        model: "8900".into(),
+        os_version: "5.0".into(),
+    };
+    send_to(&mut w, &hello.frame(Pin(0x9999), RefId(0))).await;
+    match first_then_closed_soon(&mut r).await {
+        Some(Control::Refused { reason }) => assert!(reason.contains("more devices"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(relay.stats().device_entries, 20);
+    // A server's packets for a PIN the relay remembers nothing of are
+    // stored while there is room; with the table full, store_full.
+    let mut s = server(&relay, "S1", S1_KEY).await;
+    s.send(&cmime(Pin(0x9999), 1, "x")).await;
+    assert_eq!(s.report(Pin(0x9999), 1).await, TransportStatus::StoreFull);
+    drop(open);
+    wait_for(&relay, "the devices to go", |st| st.devices_connected == 0).await;
+    s.send(&cmime(Pin(0x9999), 2, "x")).await;
+    assert_eq!(
+        s.report(Pin(0x9999), 2).await,
+        TransportStatus::StoredForOfflineDevice
+    );
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_stores_are_bounded_all_together() {
+    let relay = start(RelayConfig {
+        store_total: 3,
+        ..config()
+    })
+    .await;
+    let mut s = server(&relay, "S1", S1_KEY).await;
+    let (a, b) = (Pin(0xA1), Pin(0xB2));
+    for (pin, ref_id) in [(a, 1), (a, 2), (b, 3)] {
+        s.send(&cmime(pin, ref_id, "x")).await;
+        assert_eq!(
+            s.report(pin, ref_id).await,
+            TransportStatus::StoredForOfflineDevice
+        );
+    }
+    s.send(&cmime(b, 4, "x")).await;
+    assert_eq!(s.report(b, 4).await, TransportStatus::StoreFull);
+    // Handing a store over makes room again.
+    let mut d = device(&relay, a.0, None).await;
+    assert_eq!(d.recv().await.ref_id, RefId(1));
+    assert_eq!(d.recv().await.ref_id, RefId(2));
+    assert_eq!(s.report(a, 1).await, TransportStatus::DeliveredToDevice);
+    assert_eq!(s.report(a, 2).await, TransportStatus::DeliveredToDevice);
+    s.send(&cmime(b, 5, "x")).await;
+    assert_eq!(
+        s.report(b, 5).await,
+        TransportStatus::StoredForOfflineDevice
+    );
+    relay.shutdown().await;
+}
+
+/// A small SMTP server that accepts everything and counts the messages.
+async fn smtp_sink() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = tcp.into_split();
+                let mut lines = BufReader::new(r).lines();
+                let _ = w.write_all(b"220 sink ESMTP\r\n").await;
+                let mut in_data = false;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let reply: &[u8] = if in_data {
+                        if line != "." {
+                            continue;
+                        }
+                        in_data = false;
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        b"250 queued\r\n"
+                    } else {
+                        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                        match verb.as_str() {
+                            "EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
+                            "DATA" => {
+                                in_data = true;
+                                b"354 go on\r\n"
+                            }
+                            "QUIT" => {
+                                let _ = w.write_all(b"221 bye\r\n").await;
+                                return;
+                            }
+                            _ => b"250 ok\r\n",
+                        }
+                    };
+                    if w.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+fn activation_request(pin: Pin, email: &str) -> String {
+    use base64::Engine;
+    let etp = bramble_proto::activation::EtpRequest {
+        format: bramble_proto::activation::ETP_FORMAT.into(),
+        pin,
+        email: email.into(),
+        relay: "relay".into(),
+        model: "8900".into(),
+        os_version: "5.0".into(),
+        device_key: "00".into(),
+        spake: "00".into(),
+    };
+    base64::engine::general_purpose::STANDARD.encode(etp.to_bytes())
+}
+
+fn send_mail(pin: Pin, ref_id: u64, to: &str, attachment: String) -> Frame {
+    Control::SendMail {
+        to: to.into(),
+        subject: "anything at all".into(),
+        attachment_name: "etp.dat".into(),
+        attachment,
+    }
+    .frame(pin, RefId(ref_id))
+}
+
+/// The answer to a `send_mail`: Ok, or the `MAIL_NOT_SENT` message.
+async fn mail_answer(d: &mut Device, ref_id: u64) -> Result<(), String> {
+    let (got, answer) = any_mail_answer(d).await;
+    assert_eq!(got, ref_id);
+    answer
+}
+
+/// The next answer to a `send_mail`, with its RefID (refusals come at
+/// once, mails sent when the SMTP server has them: in any order).
+async fn any_mail_answer(d: &mut Device) -> (u64, Result<(), String>) {
+    let f = d.recv().await;
+    (f.ref_id.0, mail_result(&f))
+}
+
+fn mail_result(f: &Frame) -> Result<(), String> {
+    if f.content_type == ContentType::Error {
+        let report = ErrorReport::from_payload(&f.payload).unwrap();
+        assert_eq!(report.code, ErrorReport::MAIL_NOT_SENT);
+        return Err(report.message);
+    }
+    match Control::from_frame(f).unwrap() {
+        Control::MailSent { .. } => Ok(()),
+        other => panic!("expected mail_sent, got {other:?}"),
+    }
+}
+
+async fn device_from(relay: &RelayHandle, from: &str, pin: u32) -> Device {
+    let tcp = connect_from(from, relay.device_addr()).await.unwrap();
+    let (r, w) = tcp.into_split();
+    let mut d = Device {
+        r,
+        w,
+        pin: Pin(pin),
+    };
+    let hello = Control::DeviceHello {
+        pin: d.pin,
+        srp_id: None,
+        model: "8900".into(),
+        os_version: "5.0".into(),
+    };
+    d.send(&hello.frame(d.pin, RefId(0))).await;
+    assert_eq!(
+        Control::from_frame(&d.recv().await).unwrap(),
+        Control::Welcome
+    );
+    d
+}
+
+#[tokio::test]
+async fn the_relay_mails_only_activation_requests_and_not_too_many() {
+    use std::sync::atomic::Ordering;
+    let (smtp, mailed) = smtp_sink().await;
+    let relay = start(RelayConfig {
+        smtp: Some(smtp.to_string()),
+        mail_per_address: 3,
+        mail_per_connection: 2,
+        ..config()
+    })
+    .await;
+    let to = "alice@example.com";
+
+    // Not an activation request, or not the device's own, or not to the
+    // address in it: refused with the reason, nothing mailed.
+    let mut d = device_from(&relay, "127.0.0.2", 0x90).await;
+    let junk = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(b"Buy cheap watches!")
+    };
+    d.send(&send_mail(d.pin, 1, "victim@example.com", junk))
+        .await;
+    let err = mail_answer(&mut d, 1).await.unwrap_err();
+    assert!(err.contains("only e-mails activation requests"), "{err}");
+    d.send(&send_mail(
+        d.pin,
+        2,
+        "victim@example.com",
+        activation_request(d.pin, to),
+    ))
+    .await;
+    let err = mail_answer(&mut d, 2).await.unwrap_err();
+    assert!(err.contains("goes only to the address in it"), "{err}");
+    d.send(&send_mail(d.pin, 3, to, activation_request(Pin(0x91), to)))
+        .await;
+    let err = mail_answer(&mut d, 3).await.unwrap_err();
+    assert!(err.contains("not for this device's PIN"), "{err}");
+
+    // A flood of genuine-looking requests from one address: two per
+    // connection, three per address.
+    for ref_id in 10..15 {
+        d.send(&send_mail(d.pin, ref_id, to, activation_request(d.pin, to)))
+            .await;
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    for _ in 10..15 {
+        let (ref_id, answer) = any_mail_answer(&mut d).await;
+        answers.insert(ref_id, answer);
+    }
+    let answers: Vec<_> = answers.into_values().collect();
+    assert_eq!(
+        answers.iter().filter(|a| a.is_ok()).count(),
+        2,
+        "{answers:?}"
+    );
+    assert!(
+        answers[2]
+            .as_ref()
+            .unwrap_err()
+            .contains("for one connection"),
+        "{answers:?}"
+    );
+    let mut again = device_from(&relay, "127.0.0.2", 0x92).await;
+    for ref_id in 20..25 {
+        again
+            .send(&send_mail(
+                again.pin,
+                ref_id,
+                to,
+                activation_request(again.pin, to),
+            ))
+            .await;
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    for _ in 20..25 {
+        let (ref_id, answer) = any_mail_answer(&mut again).await;
+        answers.insert(ref_id, answer);
+    }
+    let answers: Vec<_> = answers.into_values().collect();
+    assert_eq!(
+        answers.iter().filter(|a| a.is_ok()).count(),
+        1,
+        "{answers:?}"
+    );
+    assert!(
+        answers[1]
+            .as_ref()
+            .unwrap_err()
+            .contains("from this address"),
+        "{answers:?}"
+    );
+    assert_eq!(mailed.load(Ordering::SeqCst), 3);
+
+    // Another address is not held back.
+    let mut other = device_from(&relay, "127.0.0.3", 0x93).await;
+    other
+        .send(&send_mail(
+            other.pin,
+            30,
+            to,
+            activation_request(other.pin, to),
+        ))
+        .await;
+    mail_answer(&mut other, 30).await.unwrap();
+    assert_eq!(mailed.load(Ordering::SeqCst), 4);
+
+    // A connection that keeps sending refused requests is closed.
+    let mut pest = device_from(&relay, "127.0.0.4", 0x94).await;
+    for ref_id in 40..60 {
+        if pest
+            .w
+            .write_all(
+                &send_mail(pest.pin, ref_id, "victim@example.com", String::new())
+                    .encode()
+                    .unwrap(),
+            )
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert!(closed(&mut pest.r).await);
+    assert_eq!(mailed.load(Ordering::SeqCst), 4);
+    relay.shutdown().await;
 }
