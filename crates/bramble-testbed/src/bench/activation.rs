@@ -82,17 +82,21 @@ pub async fn run(
     .await??;
     let info = testbed.info().clone();
     let relay = Relay::start_with(
-        RelayConfig {
-            srp_accounts: vec![SrpAccount::new(SRP_ID, SRP_KEY.as_bytes().to_vec())],
-            tls: TlsIdentity {
-                cert: Some(dir.path().join("relay.crt")),
-                key: Some(dir.path().join("relay.key")),
-                generate_if_missing: true,
+        super::relay_for_bench(
+            RelayConfig {
+                srp_accounts: vec![SrpAccount::new(SRP_ID, SRP_KEY.as_bytes().to_vec())],
+                tls: TlsIdentity {
+                    cert: Some(dir.path().join("relay.crt")),
+                    key: Some(dir.path().join("relay.key")),
+                    generate_if_missing: true,
+                },
+                smtp: Some(info.smtp_addr().to_string()),
+                store_per_device: 1000,
+                ..RelayConfig::default()
             },
-            smtp: Some(info.smtp_addr().to_string()),
-            store_per_device: 1000,
-            ..RelayConfig::default()
-        },
+            n,
+            n,
+        ),
         TcpListener::bind("127.0.0.1:0").await?,
         TcpListener::bind("127.0.0.1:0").await?,
     )

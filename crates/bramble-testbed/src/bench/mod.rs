@@ -10,6 +10,26 @@ pub mod mail;
 pub mod sync;
 pub mod transport;
 
+/// The relay's per-address and per-connection limits raised for `devices`
+/// devices that all connect from 127.0.0.1: a benchmark measures
+/// throughput, not the limits that keep strangers out.
+pub fn relay_for_bench(
+    mut config: bramble_relay::RelayConfig,
+    devices: usize,
+    messages: usize,
+) -> bramble_relay::RelayConfig {
+    let connections = devices + 64;
+    config.max_device_connections = config.max_device_connections.max(connections);
+    config.max_connections_per_address = config.max_connections_per_address.max(connections);
+    config.max_device_entries = config.max_device_entries.max(connections);
+    config.store_total = config.store_total.max(messages.saturating_mul(2));
+    config.mail_per_address = config
+        .mail_per_address
+        .max(u32::try_from(devices.saturating_mul(2)).unwrap_or(u32::MAX));
+    config.mail_queue = config.mail_queue.max(devices);
+    config
+}
+
 /// Resident memory of this process, in KiB (Linux; 0 elsewhere).
 pub fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

@@ -141,16 +141,20 @@ pub async fn run(
     let limit_msgs_per_s = tokio::task::spawn_blocking(move || limit(messages, size)).await??;
 
     progress("starting the relay and the server");
-    let relay_config = RelayConfig {
-        srp_accounts: vec![SrpAccount::new(SRP_ID, SRP_KEY.as_bytes().to_vec())],
-        tls: TlsIdentity {
-            cert: Some(dir.path().join("relay.crt")),
-            key: Some(dir.path().join("relay.key")),
-            generate_if_missing: true,
+    let relay_config = super::relay_for_bench(
+        RelayConfig {
+            srp_accounts: vec![SrpAccount::new(SRP_ID, SRP_KEY.as_bytes().to_vec())],
+            tls: TlsIdentity {
+                cert: Some(dir.path().join("relay.crt")),
+                key: Some(dir.path().join("relay.key")),
+                generate_if_missing: true,
+            },
+            store_per_device: messages.max(1000),
+            ..RelayConfig::default()
         },
-        store_per_device: messages.max(1000),
-        ..RelayConfig::default()
-    };
+        devices,
+        messages,
+    );
     let relay = Relay::start_with(
         relay_config,
         TcpListener::bind("127.0.0.1:0").await?,
