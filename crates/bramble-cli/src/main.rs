@@ -35,7 +35,7 @@ mod testbed;
 mod user;
 mod wireless;
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -349,15 +349,21 @@ fn serve(mut settings: Settings, listen: Option<SocketAddr>) -> Result<(), Failu
             tracing::error!(target: "bramble::server", code = e.code(), "{e}");
             Failure::from((e.code(), &e))
         })?;
-        println!("Bramble {VERSION} is running; console at {}", handle.admin_url());
+        let stop = shutdown_signal();
+        // Whoever started the server may stop reading its output: a closed
+        // pipe must not take the server down.
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "Bramble {VERSION} is running; console at {}", handle.admin_url());
         if let Some(code) = handle.state().setup.code() {
-            println!(
+            let _ = writeln!(
+                out,
                 "No administrator exists yet. To create the first one, open the console and enter the setup code {code} (also in {}).",
                 handle.state().setup.path().display()
             );
         }
+        let _ = out.flush();
         let ended = tokio::select! {
-            _ = shutdown_signal() => None,
+            _ = stop => None,
             name = handle.any_task_ended() => Some(name),
         };
         if let Some(name) = ended {
@@ -371,24 +377,33 @@ fn serve(mut settings: Settings, listen: Option<SocketAddr>) -> Result<(), Failu
     })
 }
 
-pub async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere). The handlers are in
+/// place as soon as this is called, not when the future is first polled,
+/// so a signal that comes while the caller is still busy is not lost.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
