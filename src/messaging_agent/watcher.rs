@@ -93,11 +93,7 @@ async fn session(
     let user = mailbox.user_id;
     let state = shared
         .db
-        .write(move |conn| {
-            let state = MailboxState::find(conn, user)?;
-            MailboxState::set_watching(conn, user)?;
-            Ok(state)
-        })
+        .run(move |conn| MailboxState::find(conn, user))
         .await
         .map_err(db_error)?;
     // Mail received before this moment was seen already (or is backlog).
@@ -118,13 +114,20 @@ async fn session(
             uid_next.saturating_sub(1)
         }
     };
-    if state.uid_validity != Some(uid_validity) {
-        shared
-            .db
-            .write(move |conn| MailboxState::set_position(conn, user, uid_validity, last))
-            .await
-            .map_err(db_error)?;
-    }
+    // Shown as watching once the position it starts from is recorded.
+    let renumbered = state.uid_validity != Some(uid_validity);
+    shared
+        .db
+        .write(move |conn| {
+            crate::db::write_transaction(conn, |conn| {
+                if renumbered {
+                    MailboxState::set_position(conn, user, uid_validity, last)?;
+                }
+                MailboxState::set_watching(conn, user)
+            })
+        })
+        .await
+        .map_err(db_error)?;
     if mailbox.device.is_none() {
         // Waiting for a device's activation request: one may have arrived
         // before the mailbox came into view (the server searches, so the
@@ -147,6 +150,8 @@ async fn session(
         answer_requests(shared, mailbox, &mut session, requests).await?;
     }
     info!(target: "bramble::messaging_agent", user = %mailbox.email, uid_validity, last_uid = last, "watching the mailbox");
+    let recheck = Duration::from_secs(settings.idle_secs.max(1));
+    let mut checked = tokio::time::Instant::now();
     loop {
         while scan(
             shared,
@@ -185,14 +190,17 @@ async fn session(
             Some(r) => matches!(r?, IdleResponse::Timeout),
         };
         session = Session::new(idle.done().await?, timeout);
-        if quiet {
-            // Nothing for `idle_secs`: make sure the mailbox is still the
-            // one being watched (a mailbox deleted and recreated on the
-            // server tells its old IDLE connections nothing).
+        if quiet || checked.elapsed() >= recheck {
+            // Nothing for `idle_secs`, or that long since the last look:
+            // make sure the mailbox is still the one being watched (a
+            // mailbox deleted and recreated on the server tells its old
+            // IDLE connections nothing, or keeps waking them with news of
+            // the old one, so quiet alone is not enough).
             let (now, _) = imap::select(&mut session, &settings.inbox).await?;
             if now != uid_validity {
                 return Err(MailError::Renumbered);
             }
+            checked = tokio::time::Instant::now();
         }
     }
 }

@@ -911,8 +911,27 @@ async fn a_mailbox_deleted_on_the_server_is_watched_again_when_it_returns() {
     .await;
     // Moved away in one step (Dovecot may be writing into it meanwhile).
     std::fs::rename(&maildir, maildir.with_extension("deleted")).unwrap();
-    bed.deliver(0, &message("a@example.org", "After", "", "second"))
-        .await;
+    // Dovecot may answer "451 Mailbox was deleted under us" while it
+    // notices; a mail server tries a temporary refusal again, so does this.
+    let after = message("a@example.org", "After", "", "second");
+    let to = bed.info().users[0].address.clone();
+    let mut tries = 0;
+    loop {
+        let mut lmtp = Lmtp::connect(bed.info().lmtp_addr()).await.unwrap();
+        match lmtp
+            .deliver("sender@example.org", &to, after.as_bytes())
+            .await
+        {
+            Ok(()) => break,
+            Err(bramble_testbed::lmtp::LmtpError::Refused(answer))
+                if answer.starts_with('4') && tries < 20 =>
+            {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the recreated mailbox refused mail: {e:?}"),
+        }
+    }
     let (_, after) = next_mail(&phone).await;
     assert_eq!(after.subject, "After");
     let user = bed.users[0].0;
