@@ -44,6 +44,9 @@
 //! - [`openapi`]: `GET /api/openapi.json`, generated from the endpoint list.
 //! - [`tls`]: HTTPS (given or self-signed certificate) when bound to an
 //!   address other than loopback, or when `[admin] tls = true`.
+//! - [`connections`]: the one accept loop for plain and TLS connections,
+//!   with the header-read and idle time-outs, giving handlers the client's
+//!   address.
 //! - [`extract`]: request extractors whose failures are `{code, message}`.
 //!
 //! `GET /health` stays public (monitoring and the start-up scripts use it).
