@@ -51,6 +51,8 @@ export interface HealthDocument {
   wireless?: WirelessHealth;
   /** Where the last check found the audit chain broken; absent while intact. */
   audit_alarm?: { id: number; reason: string };
+  /** Whether the Configuration Database answered just now (`GET /health` only). */
+  database?: { status: 'ok' | 'unreachable' | string; error?: string };
 }
 
 /** The wireless network connection as `/health` reports it. */

@@ -40,6 +40,36 @@ describe('Servers and components page', () => {
     expect(screen.queryByTestId('api-error')).toBeNull();
   });
 
+  it('raises an alarm for an altered audit log and a database that does not answer', async () => {
+    vi.stubGlobal(
+      'fetch',
+      vi.fn().mockResolvedValue(
+        jsonResponse({
+          ...sampleHealth(),
+          audit_alarm: { id: 42, reason: 'its content does not match its hash' },
+          database: { status: 'unreachable', error: 'no answer within 5 seconds' },
+        }),
+      ),
+    );
+    renderApp();
+
+    const audit = await screen.findByTestId('audit-alarm');
+    expect(audit.textContent).toContain('Entry 42: its content does not match its hash');
+    expect(screen.getByTestId('database-alarm').textContent).toContain('no answer within 5 seconds');
+  });
+
+  it('raises no alarm while the database answers and the audit log is intact', async () => {
+    vi.stubGlobal(
+      'fetch',
+      vi.fn().mockResolvedValue(jsonResponse({ ...sampleHealth(), database: { status: 'ok' } })),
+    );
+    renderApp();
+
+    await screen.findByTestId('component-table');
+    expect(screen.queryByTestId('audit-alarm')).toBeNull();
+    expect(screen.queryByTestId('database-alarm')).toBeNull();
+  });
+
   it('shows the error code and message with a Retry button that recovers', async () => {
     const fetchMock = vi
       .fn()

@@ -91,6 +91,7 @@ export function ServersPage({
 
       {health.data && (
         <>
+          <HealthAlarms health={health.data} />
           <ServerSummary health={health.data} now={effectiveNow} stale={health.error !== null} />
           <Paper withBorder p="xs">
             <ComponentTable
@@ -109,6 +110,27 @@ export function ServersPage({
         </>
       )}
     </Stack>
+  );
+}
+
+/** What needs an administrator at once: a database that does not answer, an altered audit log. */
+function HealthAlarms({ health }: { health: HealthDocument }) {
+  const database = health.database;
+  return (
+    <>
+      {database && database.status !== 'ok' && (
+        <Alert color="red" variant="light" title="The Configuration Database does not answer" data-testid="database-alarm">
+          {database.error ?? 'No answer.'} Components that need it wait and retry; check the disk and the database file,
+          and the server's log.
+        </Alert>
+      )}
+      {health.audit_alarm && (
+        <Alert color="red" variant="light" title="The audit log has been altered" data-testid="audit-alarm">
+          Entry {health.audit_alarm.id}: {health.audit_alarm.reason}. The log was changed outside Bramble; check on the
+          Audit page which entries are affected, and who had access to the database file.
+        </Alert>
+      )}
+    </>
   );
 }
 
