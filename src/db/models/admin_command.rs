@@ -352,21 +352,7 @@ mod tests {
         let (_dir, db) = test_db();
         let sealer = db.shared_sealer();
         db.run_blocking(|conn| {
-            let devices: Vec<DeviceId> = (1..=3)
-                .map(|i| {
-                    Device::create(
-                        conn,
-                        &NewDevice {
-                            pin: Pin(i),
-                            user_id: None,
-                            model: String::new(),
-                            os_version: String::new(),
-                            carrier: String::new(),
-                        },
-                    )
-                    .map(|d| d.id)
-                })
-                .collect::<DbResult<_>>()?;
+            let devices = devices(conn, 1..=3)?;
             let t0 = datetime!(2026-11-27 08:00);
             let command = AdminCommand::create(
                 conn,

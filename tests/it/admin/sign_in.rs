@@ -153,13 +153,13 @@ async fn first_run_sign_in_and_out() {
     f.stop().await;
 }
 
-/// One request over TLS, trusting only `ca` and checking the name
-/// `localhost`; returns (status, Set-Cookie, body).
-/// Sends `bytes` over TLS, then nothing more; what came back before the
-/// server closed the connection.
-async fn https_stall(addr: std::net::SocketAddr, ca: &std::path::Path, bytes: &[u8]) -> String {
+/// A TLS connection to the console at `addr`, trusting only `ca` and
+/// checking the name `localhost`.
+async fn tls_to_localhost(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+) -> tokio_openssl::SslStream<tokio::net::TcpStream> {
     use openssl::ssl::{SslConnector, SslMethod};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut connector = SslConnector::builder(SslMethod::tls_client()).unwrap();
     connector.set_ca_file(ca).unwrap();
     let ssl = connector
@@ -171,6 +171,14 @@ async fn https_stall(addr: std::net::SocketAddr, ca: &std::path::Path, bytes: &[
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
     std::pin::Pin::new(&mut stream).connect().await.unwrap();
+    stream
+}
+
+/// Sends `bytes` over TLS, then nothing more; what came back before the
+/// server closed the connection.
+async fn https_stall(addr: std::net::SocketAddr, ca: &std::path::Path, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tls_to_localhost(addr, ca).await;
     stream.write_all(bytes).await.unwrap();
     let mut answer = Vec::new();
     // Guards against a hang only. The server drops the connection without
@@ -184,24 +192,15 @@ async fn https_stall(addr: std::net::SocketAddr, ca: &std::path::Path, bytes: &[
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// One request over TLS to `localhost` (see [`tls_to_localhost`]);
+/// returns (status, Set-Cookie, body).
 async fn https_request(
     addr: std::net::SocketAddr,
     ca: &std::path::Path,
     request: Request<String>,
 ) -> (StatusCode, Option<String>, String) {
     use http_body_util::BodyExt;
-    use openssl::ssl::{SslConnector, SslMethod};
-    let mut connector = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    connector.set_ca_file(ca).unwrap();
-    let ssl = connector
-        .build()
-        .configure()
-        .unwrap()
-        .into_ssl("localhost")
-        .unwrap();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut stream = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
-    std::pin::Pin::new(&mut stream).connect().await.unwrap();
+    let stream = tls_to_localhost(addr, ca).await;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake::<_, String>(hyper_util::rt::TokioIo::new(stream))
             .await
