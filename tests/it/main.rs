@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod activation;
-mod attacker;
 mod admin;
+mod attacker;
 mod cli;
 mod console;
 mod directory;
