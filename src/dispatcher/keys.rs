@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use bramble_proto::control::{hex, relay_key, DeviceRelayKeys, RelayKeyEntry};
 use bramble_proto::envelope::TransportKey;
 use bramble_proto::Pin;
 
@@ -74,12 +75,67 @@ impl KeyCache {
             .and_then(|r| r.by_id(key_id).cloned())
     }
 
+    /// What the relay needs to check that `pin` holds its keys: the relay
+    /// key of each (none: the device has no keys, and the relay forgets it).
+    pub async fn relay_keys(&self, pin: Pin) -> DbResult<DeviceRelayKeys> {
+        let ring = self.ring(pin).await?;
+        let keys = ring
+            .map(|ring| {
+                [&ring.current, &ring.pending, &ring.previous]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(relay_entry)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(DeviceRelayKeys { pin, keys })
+    }
+
+    /// The relay keys of every device that has keys, read in one pass.
+    pub async fn all_relay_keys(&self) -> DbResult<Vec<DeviceRelayKeys>> {
+        self.db
+            .run_sealed(|conn, sealer| {
+                let mut out: Vec<DeviceRelayKeys> = Vec::new();
+                for (pin_text, sealed) in DeviceKey::all_sealed_with_pins(conn)? {
+                    let Ok(pin) = pin_text.parse::<Pin>() else {
+                        continue;
+                    };
+                    let id = u32::try_from(sealed.info.key_id).map_err(|_| {
+                        DbError::Damaged(format!("device {pin} has a key id out of range"))
+                    })?;
+                    let material = sealed.unseal(sealer)?;
+                    let Some(key) = TransportKey::from_slice(id, material.as_bytes()) else {
+                        continue;
+                    };
+                    let Some(entry) = relay_entry(&key) else {
+                        continue;
+                    };
+                    match out.last_mut() {
+                        Some(last) if last.pin == pin => last.keys.push(entry),
+                        _ => out.push(DeviceRelayKeys {
+                            pin,
+                            keys: vec![entry],
+                        }),
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
     /// Forget what is cached for `pin` (its keys changed).
     pub fn invalidate(&self, pin: Pin) {
         if let Ok(mut rings) = self.rings.lock() {
             rings.remove(&pin);
         }
     }
+}
+
+fn relay_entry(key: &TransportKey) -> Option<RelayKeyEntry> {
+    relay_key(key.secret()).map(|k| RelayKeyEntry {
+        key_id: key.id,
+        key: hex(&k),
+    })
 }
 
 fn load(conn: &mut Conn, sealer: &Sealer, pin: Pin) -> DbResult<Option<KeyRing>> {

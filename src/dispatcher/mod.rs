@@ -22,9 +22,12 @@
 //!   ignores the message and sends an error message to the smartphone").
 //! - [`assignment`]: users to Messaging Agents, at most 500 each by default.
 //! - [`keys`]: the transport keys of devices, cached from the database.
+//! - `relay_keys`: the keys' relay keys, registered with the relay so it
+//!   admits only devices that prove their key.
 
 pub mod assignment;
 pub mod keys;
+mod relay_keys;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -701,6 +704,7 @@ impl Dispatcher {
     async fn link_event(&self, event: RouterEvent) -> Result<(), DispatchError> {
         match event {
             RouterEvent::LinkUp => {
+                self.register_all_relay_keys().await;
                 const AFTER_LINK: &[OutboundState] = &[
                     OutboundState::Queued,
                     OutboundState::AtRelay,

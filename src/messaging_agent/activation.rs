@@ -376,7 +376,7 @@ async fn complete(
             })
         })
         .await?;
-    shared.dispatcher.keys().invalidate(pin);
+    shared.dispatcher.keys_changed(pin).await;
     Ok(())
 }
 

@@ -249,7 +249,7 @@ impl Commands {
             })
             .await;
         if kind == CommandKind::WipeAll {
-            self.dispatcher.keys().invalidate(pin);
+            self.dispatcher.keys_changed(pin).await;
         }
         match result {
             Ok(()) => {

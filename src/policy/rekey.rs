@@ -227,7 +227,7 @@ impl KeyChanges {
                 })
             })
             .await?;
-        self.dispatcher.keys().invalidate(pin);
+        self.dispatcher.keys_changed(pin).await;
         // Sealed with the new key, which the device holds as pending.
         self.dispatcher
             .send(Outgoing {

@@ -199,6 +199,9 @@ impl Device {
             }
         }
         show(VERIFIED);
+        // The relay now has the new key from the server: this link, opened
+        // activation-only, is made a full one for the policy and services.
+        conn.prove_key().await?;
         Ok(conn)
     }
 }

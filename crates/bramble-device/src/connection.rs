@@ -244,6 +244,9 @@ pub struct Connection {
     link: Arc<Link>,
     device: Arc<DeviceInner>,
     path: Path,
+    /// The relay's challenge of this link's handshake (relay path only),
+    /// for [`Connection::prove_key`].
+    relay_nonce: Option<String>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -263,6 +266,7 @@ impl Connection {
         path: Path,
         reader: OwnedReadHalf,
         writer: OwnedWriteHalf,
+        relay_nonce: Option<String>,
     ) -> Connection {
         let link = Arc::new(Link {
             pin: device.config.pin,
@@ -278,8 +282,29 @@ impl Connection {
             link,
             device,
             path,
+            relay_nonce,
             task: Some(task),
         }
+    }
+
+    /// Proves the device's current transport key to the relay on this
+    /// link, which then carries all its traffic: for a link opened
+    /// activation-only, once activation has given the device a key. The
+    /// relay answers `welcome`, or `refused` and closes the link.
+    pub async fn prove_key(&self) -> Result<(), DeviceError> {
+        let Some(nonce) = self.relay_nonce.as_deref() else {
+            return Err(DeviceError::Unexpected(
+                "only a link to the relay proves the key to it".to_owned(),
+            ));
+        };
+        let proof = {
+            let keys = self.device.keys();
+            let key = keys.current().ok_or(DeviceError::NoKey)?;
+            crate::device::relay_proof(key, self.link.pin, nonce)?
+        };
+        self.link
+            .write(&[proof.frame(self.link.pin, RefId(0))])
+            .await
     }
 
     pub fn path(&self) -> Path {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use bramble_proto::control::{lan_proof, Control};
+use bramble_proto::control::{device_proof, lan_proof, relay_key, Control};
 use bramble_proto::envelope::TransportKey;
 use bramble_proto::frame::{Frame, DEFAULT_MAX_MESSAGE};
 use bramble_proto::io::{read_frame, write_frame};
@@ -395,6 +395,7 @@ impl Device {
             os_version: config.os_version.clone(),
         };
         handshake_write(&mut writer, hello.frame(pin, LINK_REF_ID), deadline, limit).await?;
+        let mut relay_nonce = None;
         loop {
             let frame = match timeout_at(deadline, read_frame(&mut reader)).await {
                 Err(_) => return Err(DeviceError::HandshakeTimeout(limit)),
@@ -429,6 +430,22 @@ impl Device {
                     handshake_write(&mut writer, proof.frame(pin, LINK_REF_ID), deadline, limit)
                         .await?;
                 }
+                Ok(Control::DeviceChallenge { nonce }) => {
+                    if let Path::Lan(_) = path {
+                        return Err(DeviceError::Unexpected(
+                            "a relay challenge on the LAN path".to_owned(),
+                        ));
+                    }
+                    // With a key, prove it; without one (not activated
+                    // yet) the link carries activation traffic only.
+                    let answer = match self.inner.keys().current() {
+                        Some(key) => relay_proof(key, pin, &nonce)?,
+                        None => Control::ActivationOnly,
+                    };
+                    handshake_write(&mut writer, answer.frame(pin, LINK_REF_ID), deadline, limit)
+                        .await?;
+                    relay_nonce = Some(nonce);
+                }
                 Ok(Control::Ping) => {
                     handshake_write(
                         &mut writer,
@@ -445,8 +462,23 @@ impl Device {
             }
         }
         debug!(%pin, ?path, "link up");
-        Ok(Connection::start(self.inner.clone(), path, reader, writer))
+        Ok(Connection::start(
+            self.inner.clone(),
+            path,
+            reader,
+            writer,
+            relay_nonce,
+        ))
     }
+}
+
+/// `device_proof` for the relay's challenge `nonce`, under `key`.
+pub(crate) fn relay_proof(key: &TransportKey, pin: Pin, nonce: &str) -> Result<Control, DeviceError> {
+    let relay_key = relay_key(key.secret()).ok_or(DeviceError::NoKey)?;
+    Ok(Control::DeviceProof {
+        key_id: key.id,
+        proof: device_proof(&relay_key, pin, nonce),
+    })
 }
 
 async fn handshake_write(

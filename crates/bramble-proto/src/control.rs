@@ -19,7 +19,12 @@
 //! `device_hello {pin, …}`; the Router (LAN) answers `lan_challenge
 //! {nonce}` and the device proves it holds its transport key with
 //! `lan_proof {key_id, proof = HMAC-SHA256(transport_key, "lan" || PIN (8
-//! hex digits) || nonce)}`; then `welcome`.
+//! hex digits) || nonce)}`; then `welcome`. The relay answers
+//! `device_challenge {nonce}`, and the device proves it holds its
+//! transport key with `device_proof {key_id, proof}` under the key's
+//! [`relay_key`] (which its server registered with the relay through
+//! `device_keys`), or, with no key yet, asks for an `activation_only`
+//! link; then `welcome`.
 
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
@@ -80,7 +85,8 @@ pub enum Control {
     DeviceHello {
         pin: Pin,
         /// The SRP ID of the device's enterprise server, once it has one
-        /// (from activation); the relay routes the device's traffic there.
+        /// (from activation); informative: the relay routes by the keys
+        /// servers register.
         #[serde(default)]
         srp_id: Option<String>,
         #[serde(default)]
@@ -94,6 +100,29 @@ pub enum Control {
     LanProof {
         key_id: u32,
         proof: String,
+    },
+    /// Relay → device, after `device_hello`: prove the key.
+    DeviceChallenge {
+        nonce: String,
+    },
+    /// Device → relay: [`device_proof`] of the relay key derived from the
+    /// transport key `key_id`; in the handshake, or later on an
+    /// activation-only link to make it a full one.
+    DeviceProof {
+        key_id: u32,
+        proof: String,
+    },
+    /// Device → relay, answering `device_challenge`: the device has no
+    /// transport key yet; the link carries activation traffic only.
+    ActivationOnly,
+    /// Server → relay over the SRP link: the relay keys of devices, each
+    /// entry replacing what the relay held for that PIN (no keys: the
+    /// relay forgets them). `reset`: the relay first forgets every key
+    /// this server registered before (sent first after the link is up).
+    DeviceKeys {
+        #[serde(default)]
+        reset: bool,
+        devices: Vec<DeviceRelayKeys>,
     },
     Welcome,
     /// The link is refused; the reason is for a person.
@@ -120,6 +149,25 @@ pub enum Control {
     Ping,
     Pong,
 }
+
+/// One device's entry in `device_keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRelayKeys {
+    pub pin: Pin,
+    pub keys: Vec<RelayKeyEntry>,
+}
+
+/// A relay key by the id of the transport key it is derived from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayKeyEntry {
+    pub key_id: u32,
+    /// 32 bytes as 64 hex digits.
+    pub key: String,
+}
+
+/// Devices per `device_keys` packet (a device with three keys takes about
+/// 300 bytes of JSON, well inside [`MAX_CONTROL_LEN`]).
+pub const DEVICE_KEYS_PER_PACKET: usize = 40;
 
 /// Machine-readable codes of `srp_rejected`.
 pub mod reject_code {
@@ -266,6 +314,28 @@ pub fn lan_proof(transport_key: &[u8], pin: Pin, nonce: &str) -> String {
     )
 }
 
+/// The key a device proves to the relay, derived one way from its
+/// transport key: HKDF-Expand-SHA256 (RFC 5869) with the transport key as
+/// the pseudorandom key, info `"bramble relay key"`, 32 bytes — that is,
+/// HMAC-SHA256(transport key, "bramble relay key" || 0x01). The relay holds
+/// it and can check proofs, but cannot derive the transport key from it,
+/// open envelopes or answer a LAN challenge.
+pub fn relay_key(transport_key: &[u8]) -> Option<[u8; 32]> {
+    let hk = hkdf::Hkdf::<sha2::Sha256>::from_prk(transport_key).ok()?;
+    let mut out = [0u8; 32];
+    hk.expand(b"bramble relay key", &mut out).ok()?;
+    Some(out)
+}
+
+/// A device's proof to the relay: HMAC-SHA256(relay key, "relay-device" ||
+/// PIN (8 upper-case hex digits) || nonce (the 64 hex digits received)).
+pub fn device_proof(relay_key: &[u8], pin: Pin, nonce: &str) -> String {
+    hmac_hex(
+        relay_key,
+        &[b"relay-device", pin.to_string().as_bytes(), nonce.as_bytes()],
+    )
+}
+
 /// Bytes from lower- or upper-case hex; `None` if it is not hex.
 pub fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
@@ -304,6 +374,44 @@ mod tests {
         assert_eq!(Control::from_frame(&f).unwrap(), c);
         assert!(Control::from_payload(b"{\"type\":\"nope\"}").is_err());
         assert!(Control::from_payload(&vec![b' '; MAX_CONTROL_LEN + 1]).is_err());
+    }
+
+    #[test]
+    fn relay_keys_and_device_proofs() {
+        let transport: Vec<u8> = (0u8..32).collect();
+        let key = relay_key(&transport).unwrap();
+        // HKDF-Expand with one block is HMAC(prk, info || 0x01).
+        assert_eq!(hex(&key), hmac_hex(&transport, &[b"bramble relay key", &[1]]));
+        assert_ne!(&key[..], &transport[..]);
+        let nonce = "33".repeat(32);
+        let proof = device_proof(&key, Pin(0x2A3B_4C5D), &nonce);
+        assert_eq!(proof.len(), 64);
+        // Not a LAN proof, and bound to the PIN and the nonce.
+        assert_ne!(proof, lan_proof(&transport, Pin(0x2A3B_4C5D), &nonce));
+        assert_ne!(proof, lan_proof(&key, Pin(0x2A3B_4C5D), &nonce));
+        assert_ne!(proof, device_proof(&key, Pin(0x2A3B_4C5E), &nonce));
+        assert_ne!(proof, device_proof(&key, Pin(0x2A3B_4C5D), &"34".repeat(32)));
+        // The worked example of docs/protocol.md.
+        assert_eq!(
+            hex(&key),
+            "7cef444a75808a00b714fc307066fc5df3640a71b472d1e670f8ae3b157fe09a"
+        );
+        assert_eq!(
+            device_proof(&key, Pin(0x2A3B_4C5D), &"44".repeat(32)),
+            "1d575d10f3307a566127a691b1b42ba8d78991dd14726cd0797584b82a394e70"
+        );
+        let keys = Control::DeviceKeys {
+            reset: true,
+            devices: vec![DeviceRelayKeys {
+                pin: Pin(0x2A3B_4C5D),
+                keys: vec![RelayKeyEntry {
+                    key_id: 7,
+                    key: hex(&key),
+                }],
+            }],
+        };
+        assert_eq!(Control::from_payload(&keys.to_payload()).unwrap(), keys);
+        assert!(Control::from_payload(br#"{"type":"device_proof","key_id":7}"#).is_err());
     }
 
     #[test]

@@ -176,6 +176,15 @@ pub struct RelayConfig {
     /// waiting their turn); beyond it a request is refused (the device may
     /// try again), not queued.
     pub mail_queue: usize,
+    /// Activation packets a device connection that has not proved a key
+    /// (an activation-only link) may send; more are dropped
+    /// (`ACTIVATION_LIMIT`).
+    pub activation_per_connection: u32,
+    /// Activation packets from activation-only links per source address
+    /// within `activation_window`.
+    pub activation_per_address: u32,
+    #[serde(with = "duration_text")]
+    pub activation_window: Duration,
 }
 
 /// Default number of activation requests e-mailed per source address
@@ -189,6 +198,14 @@ pub const DEFAULT_MAIL_PER_CONNECTION: u32 = 3;
 pub const DEFAULT_MAIL_CONCURRENCY: usize = 8;
 /// Default number of activation requests accepted and not answered yet.
 pub const DEFAULT_MAIL_QUEUE: usize = 256;
+
+/// Default activation packets per activation-only connection.
+pub const DEFAULT_ACTIVATION_PER_CONNECTION: u32 = 16;
+/// Default activation packets from activation-only links per address
+/// within [`DEFAULT_ACTIVATION_WINDOW`].
+pub const DEFAULT_ACTIVATION_PER_ADDRESS: u32 = 120;
+/// Default window in which activation packets are counted per address.
+pub const DEFAULT_ACTIVATION_WINDOW: Duration = Duration::from_secs(60 * 60);
 
 /// Sender of activation requests unless configured.
 pub const DEFAULT_MAIL_FROM: &str = "activation@relay.bramble.invalid";
@@ -225,6 +242,9 @@ impl Default for RelayConfig {
             mail_per_connection: DEFAULT_MAIL_PER_CONNECTION,
             mail_concurrency: DEFAULT_MAIL_CONCURRENCY,
             mail_queue: DEFAULT_MAIL_QUEUE,
+            activation_per_connection: DEFAULT_ACTIVATION_PER_CONNECTION,
+            activation_per_address: DEFAULT_ACTIVATION_PER_ADDRESS,
+            activation_window: DEFAULT_ACTIVATION_WINDOW,
         }
     }
 }
@@ -307,6 +327,11 @@ impl RelayConfig {
             if value == 0 {
                 return Err(RelayError::Config(format!("{name} must be at least 1")));
             }
+        }
+        if self.activation_window.is_zero() {
+            return Err(RelayError::Config(
+                "activation_window must be longer than 0".into(),
+            ));
         }
         if self.mail_window.is_zero() {
             return Err(RelayError::Config(

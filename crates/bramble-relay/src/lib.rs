@@ -37,8 +37,25 @@
 //!   [`client`] is the server's side of this, shared with the Bramble
 //!   Router.
 //! - **Device port** (default 3102): plain TCP; the device sends
-//!   `device_hello {pin, srp_id?, …}` and gets `welcome`, then whatever
-//!   was stored for it. A newer connection for a PIN replaces the older.
+//!   `device_hello {pin, …}`, the relay answers `device_challenge {nonce}`
+//!   and the device proves it holds a transport key with `device_proof
+//!   {key_id, proof}` under that key's relay key, which the device's server
+//!   registered with `device_keys` over its SRP link (the relay keeps them
+//!   in memory; a server registers them all again on each new link). A
+//!   device that proved its key gets `welcome`, then whatever was stored
+//!   for it; it replaces any earlier connection for its PIN, and its
+//!   traffic goes to the server that registered its keys — never where a
+//!   hello says. A proof the relay cannot check is refused; when no key is
+//!   registered for the PIN yet, the relay waits a few seconds for one
+//!   first (a server that has just linked is registering). A device with
+//!   no key answers `activation_only`: its link gets stored and new
+//!   *activation* packets only, may send only activation packets
+//!   (`activation_per_connection`, and `activation_per_address` per
+//!   `activation_window`; others are dropped with `NOT_AUTHENTICATED` or
+//!   `ACTIVATION_LIMIT`) and `send_mail`, and replaces only an earlier
+//!   activation-only link — never a device that proved its key. Once
+//!   activated, the device sends `device_proof` on the same link, which
+//!   becomes a full one.
 //!
 //! - **Activation mail**: a device without an enterprise server may send
 //!   `send_mail {to, …}`; the relay e-mails its activation request through
@@ -166,7 +183,9 @@ mod store;
 pub mod tls;
 
 pub use config::{RelayConfig, SrpAccount, TlsIdentity};
-pub use relay::{run, Relay, RelayHandle, RelayStats, NO_SERVER, STORE_FULL};
+pub use relay::{
+    run, Relay, RelayHandle, RelayStats, ACTIVATION_LIMIT, NOT_AUTHENTICATED, NO_SERVER, STORE_FULL,
+};
 
 use std::net::SocketAddr;
 

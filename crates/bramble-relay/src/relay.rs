@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bramble_proto::control::{
-    nonce, proofs_match, reject_code, srp_relay_proof, srp_server_proof, Control, ErrorReport,
-    TransportStatus,
+    device_proof, nonce, proofs_match, reject_code, srp_relay_proof, srp_server_proof, unhex,
+    Control, DeviceRelayKeys, ErrorReport, TransportStatus,
 };
 use bramble_proto::frame::Frame;
 use bramble_proto::io::{read_frame, write_frame, ReadError};
@@ -49,11 +49,21 @@ const MAX_HELLO_FIELD: usize = 256;
 /// (logged), so a flood from many addresses cannot grow the table.
 const MAX_ADDR_LOCKOUTS: usize = 4096;
 
+/// Most relay keys kept per PIN (a device's current, pending and previous
+/// transport keys).
+const MAX_KEYS_PER_DEVICE: usize = 3;
+
 /// `ErrorReport` code: the device's packet has nowhere to go.
 pub const NO_SERVER: &str = "NO_SERVER";
 /// `ErrorReport` code: the device's server is disconnected and the relay
 /// holds as many packets for it as it may; this one was dropped.
 pub const STORE_FULL: &str = "STORE_FULL";
+/// `ErrorReport` code: a packet other than activation on a link whose
+/// device has not proved its key; dropped.
+pub const NOT_AUTHENTICATED: &str = "NOT_AUTHENTICATED";
+/// `ErrorReport` code: too much activation traffic from this connection or
+/// address; dropped.
+pub const ACTIVATION_LIMIT: &str = "ACTIVATION_LIMIT";
 
 /// Counters since start (packets, not messages, unless stated), and the
 /// links up now.
@@ -79,6 +89,13 @@ pub struct RelayStats {
     pub connections_refused: u64,
     /// Device connections closed for silence (no answer to the relay's ping).
     pub idle_closed: u64,
+    /// Device connections refused because the device did not prove its key.
+    pub device_auth_failures: u64,
+    /// Packets dropped from activation-only links (not activation traffic,
+    /// or over the activation limits).
+    pub unauthenticated_dropped: u64,
+    /// PINs whose relay keys a server has registered.
+    pub devices_with_keys: usize,
     /// PINs in the relay's table now.
     pub device_entries: usize,
     pub servers_connected: usize,
@@ -94,6 +111,9 @@ struct Limits {
     device_idle: Duration,
     max_device_entries: usize,
     store_total: usize,
+    activation_per_connection: u32,
+    activation_per_address: u32,
+    activation_window: Duration,
 }
 
 /// The sending end of a link.
@@ -129,11 +149,18 @@ struct ServerEntry {
 }
 
 struct DeviceEntry {
-    /// The SRP ID the device named in its hello (while it is connected).
-    hello_srp: Option<String>,
-    /// The last server that sent to this PIN.
+    /// Relay keys by transport key id, registered by `registered_by`.
+    keys: Vec<(u32, [u8; 32])>,
+    /// The server that registered the device's keys: its home.
+    registered_by: Option<String>,
+    /// The last server that sent to this PIN (activation traffic goes
+    /// there while no server has registered keys).
     learned_srp: Option<String>,
+    /// The connection of the device that proved its key.
     link: Option<LinkTx>,
+    /// The newest connection for this PIN that has not proved a key: it
+    /// gets activation packets only.
+    activation_link: Option<LinkTx>,
     store: Store,
     /// Last connection, disconnection or packet from a server.
     touched: Instant,
@@ -142,9 +169,11 @@ struct DeviceEntry {
 impl DeviceEntry {
     fn new(now: Instant) -> DeviceEntry {
         DeviceEntry {
-            hello_srp: None,
+            keys: Vec::new(),
+            registered_by: None,
             learned_srp: None,
             link: None,
+            activation_link: None,
             store: Store::default(),
             touched: now,
         }
@@ -153,11 +182,26 @@ impl DeviceEntry {
     /// Nothing would be lost by forgetting it now but the server learned
     /// for it.
     fn evictable(&self) -> bool {
-        self.link.is_none() && self.store.is_empty()
+        self.link.is_none()
+            && self.activation_link.is_none()
+            && self.store.is_empty()
+            && self.keys.is_empty()
     }
 
+    /// Where the device's traffic goes: the server that registered its
+    /// keys, else the last one that sent to it. Never what a device says.
     fn home(&self) -> Option<&str> {
-        self.hello_srp.as_deref().or(self.learned_srp.as_deref())
+        self.registered_by
+            .as_deref()
+            .or(self.learned_srp.as_deref())
+    }
+
+    /// Whether `proof` answers `nonce` under one of the registered keys.
+    fn proves(&self, pin: Pin, key_id: u32, proof: &str, nonce: &str) -> bool {
+        self.keys
+            .iter()
+            .find(|(id, _)| *id == key_id)
+            .is_some_and(|(_, key)| proofs_match(proof, &device_proof(key, pin, nonce)))
     }
 }
 
@@ -170,6 +214,9 @@ enum Outcome {
 
 struct State {
     servers: HashMap<String, ServerEntry>,
+    /// Activation packets from activation-only links per source address
+    /// in the current window: (window start, count).
+    activation_counts: HashMap<IpAddr, (Instant, u32)>,
     /// Failed authentications per source address and SRP ID.
     addr_lockouts: HashMap<(IpAddr, String), Lockout>,
     devices: HashMap<Pin, DeviceEntry>,
@@ -218,6 +265,7 @@ impl State {
             .collect();
         State {
             servers,
+            activation_counts: HashMap::new(),
             addr_lockouts: HashMap::new(),
             devices: HashMap::new(),
             stored_total: 0,
@@ -230,6 +278,7 @@ impl State {
             servers_connected: self.servers.values().filter(|s| s.link.is_some()).count(),
             devices_connected: self.devices.values().filter(|d| d.link.is_some()).count(),
             device_entries: self.devices.len(),
+            devices_with_keys: self.devices.values().filter(|d| !d.keys.is_empty()).count(),
             ..self.stats
         }
     }
@@ -372,32 +421,75 @@ impl State {
             .saturating_sub((flushed + expired) as usize);
     }
 
-    fn register_device(
+    /// A device link after its handshake: `authenticated` when the device
+    /// proved its key (it replaces any earlier connection for the PIN and
+    /// gets everything stored), else an activation-only link (it replaces
+    /// only an earlier activation-only link and gets stored activation
+    /// packets only; a stranger cannot displace the device this way).
+    fn attach_device(
         &mut self,
         limits: &Limits,
         pin: Pin,
-        hello_srp: Option<String>,
         link: &LinkTx,
+        authenticated: bool,
         now: Instant,
     ) {
         let device = self
             .devices
             .entry(pin)
             .or_insert_with(|| DeviceEntry::new(now));
-        device.hello_srp = hello_srp;
         device.touched = now;
-        if let Some(old) = device.link.replace(link.clone()) {
+        let slot = if authenticated {
+            &mut device.link
+        } else {
+            &mut device.activation_link
+        };
+        if let Some(old) = slot.replace(link.clone()) {
             info!(
                 target: TARGET,
                 %pin, "PIN {pin}: a new connection from {} replaces the one from {}", link.peer, old.peer
             );
             old.cancel.cancel();
         }
+        if authenticated
+            && device
+                .activation_link
+                .as_ref()
+                .is_some_and(|l| l.id == link.id)
+        {
+            device.activation_link = None;
+        }
         if link.push(Control::Welcome.frame(pin, RefId(0))).is_err() {
-            device.link = None;
+            if authenticated {
+                device.link = None;
+            } else {
+                device.activation_link = None;
+            }
             return;
         }
-        let mut pending = device.store.take_all();
+        self.flush_device(limits, pin, link, authenticated, now);
+    }
+
+    /// Hands what is stored for `pin` to `link`: everything, or only
+    /// activation packets for an activation-only link.
+    fn flush_device(
+        &mut self,
+        limits: &Limits,
+        pin: Pin,
+        link: &LinkTx,
+        authenticated: bool,
+        now: Instant,
+    ) {
+        let Some(device) = self.devices.get_mut(&pin) else {
+            return;
+        };
+        let mut pending = if authenticated {
+            device.store.take_all()
+        } else {
+            device
+                .store
+                .take_where(|s| s.frame.content_type == ContentType::Activation)
+        };
         let mut reports: Vec<Report> = Vec::new();
         let mut flushed = 0u64;
         let mut expired = 0u64;
@@ -421,7 +513,11 @@ impl State {
                 Err(frame) => {
                     pending.push_front(Stored { frame, ..item });
                     device.store.restore_front(pending);
-                    device.link = None;
+                    if authenticated {
+                        device.link = None;
+                    } else {
+                        device.activation_link = None;
+                    }
                     break;
                 }
             }
@@ -442,6 +538,123 @@ impl State {
         }
     }
 
+    /// Whether `proof` answers `nonce` for `pin` under a registered key.
+    fn device_proves(&mut self, pin: Pin, key_id: u32, proof: &str, nonce: &str) -> bool {
+        let proved = self
+            .devices
+            .get(&pin)
+            .is_some_and(|d| d.proves(pin, key_id, proof, nonce));
+        if !proved {
+            self.stats.device_auth_failures += 1;
+        }
+        proved
+    }
+
+    /// `device_keys` from the server `srp_id`: each entry replaces the
+    /// keys of its PIN; an entry without keys removes them (and closes the
+    /// device's proved connection: its server no longer knows it).
+    fn register_keys(
+        &mut self,
+        limits: &Limits,
+        srp_id: &str,
+        reset: bool,
+        devices: Vec<DeviceRelayKeys>,
+        now: Instant,
+    ) {
+        if reset {
+            for device in self.devices.values_mut() {
+                if device.registered_by.as_deref() == Some(srp_id) {
+                    device.keys.clear();
+                    device.registered_by = None;
+                }
+            }
+        }
+        let (mut registered, mut refused) = (0usize, 0usize);
+        for entry in devices {
+            let pin = entry.pin;
+            let mut keys: Vec<(u32, [u8; 32])> = Vec::new();
+            for key in entry.keys.iter().take(MAX_KEYS_PER_DEVICE) {
+                match unhex(&key.key).and_then(|k| <[u8; 32]>::try_from(k).ok()) {
+                    Some(bytes) => keys.push((key.key_id, bytes)),
+                    None => warn!(
+                        target: TARGET,
+                        %pin, "SRP ID {srp_id} registered key {} of PIN {pin} that is not 32 bytes of hex; ignored",
+                        key.key_id
+                    ),
+                }
+            }
+            if keys.is_empty() {
+                if let Some(device) = self.devices.get_mut(&pin) {
+                    if device.registered_by.as_deref() == Some(srp_id) {
+                        device.keys.clear();
+                        device.registered_by = None;
+                        if let Some(link) = device.link.take() {
+                            info!(
+                                target: TARGET,
+                                %pin, "PIN {pin}: its server {srp_id} removed its keys; closing its connection"
+                            );
+                            link.cancel.cancel();
+                        }
+                    }
+                }
+                continue;
+            }
+            if !self.make_room(limits, pin) {
+                refused += 1;
+                continue;
+            }
+            let device = self
+                .devices
+                .entry(pin)
+                .or_insert_with(|| DeviceEntry::new(now));
+            if let Some(other) = device.registered_by.as_deref().filter(|o| *o != srp_id) {
+                info!(
+                    target: TARGET,
+                    %pin, "PIN {pin} moves from SRP ID {other} to SRP ID {srp_id}, which registered its keys"
+                );
+            }
+            device.keys = keys;
+            device.registered_by = Some(srp_id.to_owned());
+            device.touched = now;
+            registered += 1;
+        }
+        debug!(target: TARGET, srp_id, registered, "device keys registered");
+        if refused > 0 {
+            warn!(
+                target: TARGET,
+                srp_id,
+                "SRP ID {srp_id}: the keys of {refused} devices were not registered: the relay's table of {} PINs is full",
+                limits.max_device_entries
+            );
+        }
+    }
+
+    /// Counts one activation packet from an activation-only link at `ip`;
+    /// `false` when the address has sent as many as it may in the window.
+    fn admit_activation(&mut self, limits: &Limits, ip: IpAddr, now: Instant) -> bool {
+        let ip = crate::limits::source(ip);
+        let window = limits.activation_window;
+        if !self.activation_counts.contains_key(&ip)
+            && self.activation_counts.len() >= MAX_ADDR_LOCKOUTS
+        {
+            self.activation_counts
+                .retain(|_, (start, _)| now.duration_since(*start) < window);
+            if self.activation_counts.len() >= MAX_ADDR_LOCKOUTS {
+                return false;
+            }
+        }
+        let (start, count) = self.activation_counts.entry(ip).or_insert((now, 0));
+        if now.duration_since(*start) >= window {
+            *start = now;
+            *count = 0;
+        }
+        if *count >= limits.activation_per_address {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
     fn unregister_server(&mut self, srp_id: &str, link_id: u64) {
         if let Some(server) = self.servers.get_mut(srp_id) {
             if server.link.as_ref().is_some_and(|l| l.id == link_id) {
@@ -450,15 +663,23 @@ impl State {
         }
     }
 
-    /// Forgets a disconnected device's hello; the entry itself only stays
-    /// while packets are stored for it or a server is known to send to it.
+    /// Forgets a disconnected device's link; the entry itself only stays
+    /// while packets are stored for it, its keys are registered or a
+    /// server is known to send to it.
     fn unregister_device(&mut self, pin: Pin, link_id: u64, now: Instant) {
         if let Some(device) = self.devices.get_mut(&pin) {
+            let mut was = false;
             if device.link.as_ref().is_some_and(|l| l.id == link_id) {
                 device.link = None;
-                device.hello_srp = None;
+                was = true;
+            }
+            if device.activation_link.as_ref().is_some_and(|l| l.id == link_id) {
+                device.activation_link = None;
+                was = true;
+            }
+            if was {
                 device.touched = now;
-                if device.store.is_empty() && device.learned_srp.is_none() {
+                if device.evictable() && device.learned_srp.is_none() {
                     self.devices.remove(&pin);
                 }
             }
@@ -559,11 +780,19 @@ impl State {
         if device.learned_srp.as_deref() != Some(origin) {
             device.learned_srp = Some(origin.to_owned());
         }
-        let frame = match &device.link {
+        // Activation packets go to the device still activating, if any;
+        // everything else only to the device that proved its key.
+        let activation = frame.content_type == ContentType::Activation;
+        let slot = if activation && device.activation_link.is_some() {
+            &mut device.activation_link
+        } else {
+            &mut device.link
+        };
+        let frame = match slot.as_ref() {
             Some(link) => match link.push(frame) {
                 Ok(()) => return Outcome::Live,
                 Err(frame) => {
-                    device.link = None;
+                    *slot = None;
                     frame
                 }
             },
@@ -750,6 +979,8 @@ struct Shared {
     device_gate: Arc<Gate>,
     refused: AtomicU64,
     idle_closed: AtomicU64,
+    /// Woken whenever a server registers device keys.
+    keys_registered: tokio::sync::Notify,
     /// Where activation requests go, and their bounds.
     mail: MailGate,
     state: Mutex<State>,
@@ -810,6 +1041,9 @@ impl Relay {
             device_idle: config.device_idle_timeout,
             max_device_entries: config.max_device_entries,
             store_total: config.store_total,
+            activation_per_connection: config.activation_per_connection,
+            activation_per_address: config.activation_per_address,
+            activation_window: config.activation_window,
         };
         let device_budget = device_budget(&config, open_file_limit());
         let shared = Arc::new(Shared {
@@ -821,6 +1055,7 @@ impl Relay {
             device_gate: Gate::new(device_budget, config.max_connections_per_address),
             refused: AtomicU64::new(0),
             idle_closed: AtomicU64::new(0),
+            keys_registered: tokio::sync::Notify::new(),
             mail: MailGate::new(
                 config.smtp.clone(),
                 config.mail_from.clone(),
@@ -1394,25 +1629,135 @@ async fn device_connection_inner(shared: Arc<Shared>, mut tcp: TcpStream, peer: 
             return;
         }
     };
-    run_link(shared, tcp, peer, Side::Device { pin, srp_id }).await;
+    let _ = srp_id;
+    // The device proves it holds a transport key its server registered,
+    // or asks for an activation-only link.
+    let challenge = nonce();
+    if challenge.is_empty() {
+        warn!(target: TARGET, %peer, "no random nonce for device {pin}'s challenge (the system's random source failed); closing");
+        return;
+    }
+    let sent = timeout(
+        shared.limits.handshake,
+        send_control(
+            &mut tcp,
+            &Control::DeviceChallenge {
+                nonce: challenge.clone(),
+            },
+            pin,
+        ),
+    )
+    .await;
+    if !matches!(sent, Ok(Ok(()))) {
+        info!(target: TARGET, %peer, "device {pin} at {peer} did not take its challenge; closing");
+        return;
+    }
+    let authenticated = match read_control(&mut tcp, shared.limits.handshake).await {
+        Ok(Got::Control(Control::DeviceProof { key_id, proof })) => {
+            if !proves_soon(&shared, pin, key_id, &proof, &challenge).await {
+                warn!(
+                    target: TARGET,
+                    %pin, %peer,
+                    "device {pin} at {peer} did not prove transport key {key_id} (no such key is \
+                     registered for this PIN, or the proof is wrong); refused"
+                );
+                let refused = Control::Refused {
+                    reason: format!(
+                        "the relay could not verify this device's key {key_id}: its enterprise \
+                         server has not registered it (the server may not be connected yet, or \
+                         the device was removed or must be activated again)"
+                    ),
+                };
+                close_with(&mut tcp, &refused, pin).await;
+                return;
+            }
+            true
+        }
+        Ok(Got::Control(Control::ActivationOnly)) => false,
+        Ok(other) => {
+            warn!(target: TARGET, %peer, "device {pin} at {peer} answered its challenge with {other}; closing");
+            let refused = Control::Refused {
+                reason: "the answer to device_challenge must be device_proof or activation_only"
+                    .into(),
+            };
+            close_with(&mut tcp, &refused, pin).await;
+            return;
+        }
+        Err(why) => {
+            info!(target: TARGET, %peer, "device {pin} at {peer} did not answer its challenge ({why}); closing");
+            return;
+        }
+    };
+    run_link(
+        shared,
+        tcp,
+        peer,
+        Side::Device {
+            pin,
+            nonce: challenge,
+            authenticated,
+        },
+    )
+    .await;
+}
+
+/// Longest a device's proof waits for its keys when none are registered
+/// for its PIN yet (its server's link has just come up and is registering).
+const KEYS_GRACE: Duration = Duration::from_secs(5);
+
+/// Whether the device proves its key; when no key is registered for its
+/// PIN at all, waits up to [`KEYS_GRACE`] (within the handshake limit) for
+/// its server to register some, so devices that reconnect as a relay or
+/// server restarts are not refused for arriving first.
+async fn proves_soon(shared: &Shared, pin: Pin, key_id: u32, proof: &str, nonce: &str) -> bool {
+    let deadline = Instant::now() + KEYS_GRACE.min(shared.limits.handshake);
+    loop {
+        let registered = shared.keys_registered.notified();
+        tokio::pin!(registered);
+        registered.as_mut().enable();
+        {
+            let mut state = shared.lock();
+            let has_keys = state.devices.get(&pin).is_some_and(|d| !d.keys.is_empty());
+            if has_keys || Instant::now() >= deadline {
+                return state.device_proves(pin, key_id, proof, nonce);
+            }
+        }
+        if timeout(deadline.saturating_duration_since(Instant::now()), registered)
+            .await
+            .is_err()
+        {
+            return shared.lock().device_proves(pin, key_id, proof, nonce);
+        }
+    }
 }
 
 enum Side {
     Server(String),
-    Device { pin: Pin, srp_id: Option<String> },
+    /// A device; `nonce` is the challenge of its handshake, which a device
+    /// on an activation-only link answers later with `device_proof`.
+    Device {
+        pin: Pin,
+        nonce: String,
+        authenticated: bool,
+    },
 }
 
 impl Side {
     fn describe(&self, peer: SocketAddr) -> String {
         match self {
             Side::Server(srp_id) => format!("SRP ID {srp_id} at {peer}"),
-            Side::Device { pin, .. } => format!("device {pin} at {peer}"),
+            Side::Device {
+                pin,
+                authenticated: true,
+                ..
+            } => format!("device {pin} at {peer}"),
+            Side::Device { pin, .. } => format!("device {pin} (activation only) at {peer}"),
         }
     }
 }
 
 /// A link after its set-up: register it, route what it sends, unregister.
-async fn run_link<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr, side: Side)
+async fn run_link<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr, mut side: Side)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -1434,14 +1779,19 @@ where
         let mut state = shared.lock();
         match &side {
             Side::Server(srp_id) => state.register_server(&limits, srp_id, &link, Instant::now()),
-            Side::Device { pin, srp_id } => {
-                state.register_device(&limits, *pin, srp_id.clone(), &link, Instant::now())
-            }
+            Side::Device {
+                pin, authenticated, ..
+            } => state.attach_device(&limits, *pin, &link, *authenticated, Instant::now()),
         }
     }
     let is_device = matches!(side, Side::Device { .. });
+    let mut who = who;
     // Activation requests this connection has had e-mailed.
     let mut mails = MailCount::default();
+    // Activation packets from this connection while it is activation-only,
+    // and packets dropped from it.
+    let mut activation_sent = 0u32;
+    let mut dropped = 0u32;
     loop {
         // A device silent for `device_idle` is pinged; silent as long
         // again, it is closed. The read goes on across the ping (a packet
@@ -1493,18 +1843,107 @@ where
             }
         };
         if frame.content_type == ContentType::Control {
-            let device = match &side {
-                Side::Device { pin, .. } => Some((*pin, &mut mails)),
-                Side::Server(_) => None,
-            };
-            handle_control(&shared, &link, &frame, &who, device);
+            let control = Control::from_frame(&frame);
+            match (&mut side, control) {
+                (Side::Server(srp_id), Ok(Control::DeviceKeys { reset, devices })) => {
+                    shared
+                        .lock()
+                        .register_keys(&limits, srp_id, reset, devices, Instant::now());
+                    shared.keys_registered.notify_waiters();
+                }
+                (
+                    Side::Device {
+                        pin,
+                        nonce,
+                        authenticated,
+                    },
+                    Ok(Control::DeviceProof { key_id, proof }),
+                ) => {
+                    if *authenticated {
+                        debug!(target: TARGET, "{who} proved its key again; nothing to do");
+                        continue;
+                    }
+                    let mut state = shared.lock();
+                    if state.device_proves(*pin, key_id, &proof, nonce) {
+                        *authenticated = true;
+                        info!(target: TARGET, %peer, "{who} proved its transport key {key_id}: the link now carries all its traffic");
+                        state.attach_device(&limits, *pin, &link, true, Instant::now());
+                        who = side.describe(peer);
+                    } else {
+                        warn!(target: TARGET, %peer, "{who} did not prove transport key {key_id}; closing");
+                        let _ = link.push(
+                            Control::Refused {
+                                reason: format!(
+                                    "the relay could not verify this device's key {key_id}"
+                                ),
+                            }
+                            .frame(*pin, RefId(0)),
+                        );
+                        drop(state);
+                        break;
+                    }
+                }
+                _ => {
+                    let device = match &side {
+                        Side::Device { pin, .. } => Some((*pin, &mut mails)),
+                        Side::Server(_) => None,
+                    };
+                    handle_control(&shared, &link, &frame, &who, device);
+                }
+            }
             continue;
         }
         let now = Instant::now();
         let mut state = shared.lock();
         match &side {
             Side::Server(srp_id) => state.route_from_server(&limits, srp_id, frame, now),
-            Side::Device { pin, .. } => {
+            Side::Device {
+                pin, authenticated, ..
+            } => {
+                if !authenticated {
+                    let refusal = if frame.content_type != ContentType::Activation {
+                        Some((
+                            NOT_AUTHENTICATED,
+                            "This connection carries activation traffic only: the device has not proved its key to the relay.",
+                        ))
+                    } else if activation_sent >= limits.activation_per_connection
+                        || !state.admit_activation(&limits, peer.ip(), now)
+                    {
+                        Some((
+                            ACTIVATION_LIMIT,
+                            "Too much activation traffic from this connection or address; try again later.",
+                        ))
+                    } else {
+                        activation_sent += 1;
+                        None
+                    };
+                    if let Some((code, message)) = refusal {
+                        state.stats.unauthenticated_dropped += 1;
+                        warn!(
+                            target: TARGET,
+                            %peer,
+                            "{who} sent a {:?} packet (RefID {}): dropped ({code})",
+                            frame.content_type,
+                            frame.ref_id
+                        );
+                        if is_last(&frame) {
+                            let _ = link.push(
+                                ErrorReport {
+                                    code: code.to_owned(),
+                                    message: message.to_owned(),
+                                }
+                                .frame(*pin, frame.ref_id),
+                            );
+                        }
+                        // A connection that keeps trying is closed.
+                        dropped += 1;
+                        if dropped >= MAX_MAIL_REFUSALS {
+                            warn!(target: TARGET, %peer, "closing the link of {who}: {dropped} of its packets were dropped");
+                            break;
+                        }
+                        continue;
+                    }
+                }
                 if frame.pin != *pin {
                     warn!(
                         target: TARGET,
@@ -1532,8 +1971,9 @@ where
     let _ = writer_task.await;
 }
 
-/// Refused activation requests after which a device's connection is closed
-/// (so one connection cannot fill the log with refusals).
+/// Refused activation requests (or packets dropped from an activation-only
+/// link) after which a device's connection is closed (so one connection
+/// cannot fill the log with refusals).
 const MAX_MAIL_REFUSALS: u32 = 10;
 
 /// Activation requests of one device connection.

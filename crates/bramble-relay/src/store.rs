@@ -99,6 +99,18 @@ impl Store {
         std::mem::take(&mut self.entries)
     }
 
+    /// The packets `keep` selects, oldest first, leaving the others in
+    /// their order.
+    pub fn take_where(&mut self, keep: impl Fn(&Stored) -> bool) -> VecDeque<Stored> {
+        if !self.entries.iter().any(&keep) {
+            return VecDeque::new();
+        }
+        let (taken, rest): (VecDeque<Stored>, VecDeque<Stored>) =
+            self.take_all().into_iter().partition(|e| keep(e));
+        self.entries = rest;
+        taken
+    }
+
     /// Puts packets back in front (in their order), after a failed flush.
     pub fn restore_front(&mut self, mut items: VecDeque<Stored>) {
         items.append(&mut self.entries);

@@ -7,7 +7,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bramble_proto::control::{srp_relay_proof, Control, ErrorReport, TransportStatus};
+use bramble_proto::control::{
+    device_proof, hex, relay_key, srp_relay_proof, Control, DeviceRelayKeys, ErrorReport,
+    RelayKeyEntry, TransportStatus,
+};
 use bramble_proto::frame::{split, Frame, MAX_PAYLOAD};
 use bramble_proto::io::{read_frame, write_frame};
 use bramble_proto::{ContentType, Pin, RefId};
@@ -151,32 +154,130 @@ impl Server {
     async fn quiet(&mut self) {
         quiet(&mut self.r, "server").await;
     }
+
+    /// Registers the test keys of `pins` with the relay, and waits until
+    /// the relay has them (a ping sent after is answered after).
+    async fn register(&mut self, pins: &[u32]) {
+        let devices = pins.iter().map(|p| registration(Pin(*p))).collect();
+        self.send(
+            &Control::DeviceKeys {
+                reset: false,
+                devices,
+            }
+            .frame(Pin(0), RefId(0)),
+        )
+        .await;
+        self.send(&Control::Ping.frame(Pin(0), RefId(0xBEEF))).await;
+        let pong = self.recv().await;
+        assert_eq!(
+            (Control::from_frame(&pong).unwrap(), pong.ref_id),
+            (Control::Pong, RefId(0xBEEF))
+        );
+    }
 }
 
 struct Device {
     r: tokio::net::tcp::OwnedReadHalf,
     w: tokio::net::tcp::OwnedWriteHalf,
     pin: Pin,
+    /// The relay's challenge of this connection.
+    nonce: String,
 }
 
-async fn device(relay: &RelayHandle, pin: u32, srp_id: Option<&str>) -> Device {
-    let tcp = TcpStream::connect(relay.device_addr()).await.unwrap();
+/// Id of every test device's transport key.
+const KEY_ID: u32 = 7;
+
+/// The transport key a test device holds: its own, derived from its PIN.
+fn transport_key(pin: Pin) -> Vec<u8> {
+    let mut seed = b"test transport key ".to_vec();
+    seed.extend_from_slice(&pin.0.to_be_bytes());
+    openssl::sha::sha256(&seed).to_vec()
+}
+
+/// What the device's server registers for it.
+fn registration(pin: Pin) -> DeviceRelayKeys {
+    DeviceRelayKeys {
+        pin,
+        keys: vec![RelayKeyEntry {
+            key_id: KEY_ID,
+            key: hex(&relay_key(&transport_key(pin)).unwrap()),
+        }],
+    }
+}
+
+/// How a test device answers the relay's challenge.
+enum Answer {
+    /// Proves the key it holds.
+    Prove,
+    /// Proves with this (wrong) key.
+    ProveWith(Vec<u8>),
+    /// Has no key: activation only.
+    ActivationOnly,
+}
+
+/// Hello, challenge, answer; then the relay's verdict: `Ok` on `welcome`,
+/// `Err` with the reason of a `refused` (or why nothing came).
+async fn handshake(tcp: TcpStream, pin: Pin, answer: Answer) -> Result<Device, String> {
     let (r, w) = tcp.into_split();
     let mut d = Device {
         r,
         w,
-        pin: Pin(pin),
+        pin,
+        nonce: String::new(),
     };
     let hello = Control::DeviceHello {
-        pin: Pin(pin),
-        srp_id: srp_id.map(str::to_owned),
+        pin,
+        srp_id: Some("S1".into()),
         model: "8900".into(),
         os_version: "5.0.0.411".into(),
     };
-    d.send(&hello.frame(Pin(pin), RefId(0))).await;
-    let welcome = d.recv().await;
-    assert_eq!(Control::from_frame(&welcome).unwrap(), Control::Welcome);
-    d
+    d.send(&hello.frame(pin, RefId(0))).await;
+    let first = timeout(WAIT, read_frame(&mut d.r)).await;
+    let nonce = match first {
+        Ok(Ok(Some(frame))) => match Control::from_frame(&frame) {
+            Ok(Control::DeviceChallenge { nonce }) => nonce,
+            Ok(Control::Refused { reason }) => return Err(reason),
+            other => return Err(format!("expected a challenge, got {other:?}")),
+        },
+        other => return Err(format!("no challenge: {other:?}")),
+    };
+    d.nonce = nonce.clone();
+    let reply = match answer {
+        Answer::Prove => Control::DeviceProof {
+            key_id: KEY_ID,
+            proof: device_proof(&relay_key(&transport_key(pin)).unwrap(), pin, &nonce),
+        },
+        Answer::ProveWith(key) => Control::DeviceProof {
+            key_id: KEY_ID,
+            proof: device_proof(&relay_key(&key).unwrap(), pin, &nonce),
+        },
+        Answer::ActivationOnly => Control::ActivationOnly,
+    };
+    d.send(&reply.frame(pin, RefId(0))).await;
+    match timeout(WAIT, read_frame(&mut d.r)).await {
+        Ok(Ok(Some(frame))) => match Control::from_frame(&frame) {
+            Ok(Control::Welcome) => Ok(d),
+            Ok(Control::Refused { reason }) => Err(reason),
+            other => Err(format!("expected welcome, got {other:?}")),
+        },
+        other => Err(format!("no welcome: {other:?}")),
+    }
+}
+
+/// A device that proves its key (its server must have registered it).
+async fn device(relay: &RelayHandle, pin: u32) -> Device {
+    let tcp = TcpStream::connect(relay.device_addr()).await.unwrap();
+    handshake(tcp, Pin(pin), Answer::Prove)
+        .await
+        .unwrap_or_else(|why| panic!("device {pin:#x} refused: {why}"))
+}
+
+/// A device with no key yet: an activation-only link.
+async fn activating(relay: &RelayHandle, pin: u32) -> Device {
+    let tcp = TcpStream::connect(relay.device_addr()).await.unwrap();
+    handshake(tcp, Pin(pin), Answer::ActivationOnly)
+        .await
+        .unwrap_or_else(|why| panic!("device {pin:#x} refused: {why}"))
 }
 
 impl Device {
@@ -196,8 +297,9 @@ impl Device {
 #[tokio::test]
 async fn srp_handshake_and_delivery_with_reports() {
     let relay = start(config()).await;
-    let mut d = device(&relay, 0x2A3B4C5D, Some("S1")).await;
     let mut s = server(&relay, "S1", S1_KEY).await;
+    s.register(&[0x2A3B4C5D]).await;
+    let mut d = device(&relay, 0x2A3B4C5D).await;
 
     let mail = cmime(d.pin, 1, "encrypted envelope");
     s.send(&mail).await;
@@ -462,13 +564,14 @@ async fn a_second_link_for_an_srp_id_drops_the_first() {
     assert!(closed(&mut first.r).await, "the first link stays open");
     wait_for(&relay, "one link", |st| st.servers_connected == 1).await;
 
-    let mut d = device(&relay, 0x100, Some("S1")).await;
+    second.register(&[0x100]).await;
+    let mut d = device(&relay, 0x100).await;
     let reply = cmime(d.pin, 3, "reply");
     d.send(&reply).await;
     assert_eq!(second.recv().await, reply);
 
     // Likewise a newer connection for a PIN replaces the older one.
-    let mut newer = device(&relay, 0x100, Some("S1")).await;
+    let mut newer = device(&relay, 0x100).await;
     assert!(
         closed(&mut d.r).await,
         "the older device connection stays open"
@@ -576,7 +679,8 @@ async fn a_strangers_failures_do_not_lock_out_the_genuine_server() {
     assert!(matches!(err, LinkError::LockedOut { .. }), "{err}");
     // … the genuine server, from its own address, is not.
     let mut s = server(&relay, "S1", S1_KEY).await;
-    let mut d = device(&relay, 0x60, Some("S1")).await;
+    s.register(&[0x60]).await;
+    let mut d = device(&relay, 0x60).await;
     s.send(&cmime(d.pin, 1, "still in touch")).await;
     assert_eq!(d.recv().await.ref_id, RefId(1));
     relay.shutdown().await;
@@ -628,7 +732,8 @@ async fn offline_device_gets_its_stored_packets_in_order_on_connecting() {
     }
     s.quiet().await;
 
-    let mut d = device(&relay, pin.0, None).await;
+    s.register(&[pin.0]).await;
+    let mut d = device(&relay, pin.0).await;
     let mut expected = vec![first];
     expected.extend(two);
     expected.push(third);
@@ -647,8 +752,8 @@ async fn offline_device_gets_its_stored_packets_in_order_on_connecting() {
         (4, 4, 0)
     );
 
-    // The store was handed over once; the device learned its server from
-    // the traffic and can answer.
+    // The store was handed over once; the device's traffic goes to the
+    // server that registered its key.
     d.quiet().await;
     let reply = cmime(pin, 9, "got it");
     d.send(&reply).await;
@@ -678,7 +783,8 @@ async fn a_full_store_drops_new_packets() {
     );
     assert_eq!(s.report(pin, 3).await, TransportStatus::StoreFull);
 
-    let mut d = device(&relay, pin.0, Some("S1")).await;
+    s.register(&[pin.0]).await;
+    let mut d = device(&relay, pin.0).await;
     assert_eq!(d.recv().await.ref_id, RefId(1));
     assert_eq!(d.recv().await.ref_id, RefId(2));
     d.quiet().await;
@@ -704,7 +810,8 @@ async fn stored_packets_expire_with_a_report() {
     assert_eq!(s.report(pin, 1).await, TransportStatus::Expired);
     assert_eq!(relay.stats().expired, 1);
 
-    let mut d = device(&relay, pin.0, None).await;
+    s.register(&[pin.0]).await;
+    let mut d = device(&relay, pin.0).await;
     d.quiet().await;
     relay.shutdown().await;
 }
@@ -714,27 +821,44 @@ async fn devices_reach_their_home_server() {
     let relay = start(config()).await;
     let mut s1 = server(&relay, "S1", S1_KEY).await;
 
-    // Home from the hello.
-    let mut named = device(&relay, 0x10, Some("S1")).await;
-    let mut frame = cmime(named.pin, 1, "reply");
+    // Home: the server that registered the device's key.
+    s1.register(&[0x10]).await;
+    let mut registered = device(&relay, 0x10).await;
+    let mut frame = cmime(registered.pin, 1, "reply");
     frame.content_type = ContentType::DeliveryConfirmation;
-    named.send(&frame).await;
+    registered.send(&frame).await;
     assert_eq!(s1.recv().await, frame);
 
-    // Home learned from the server that last sent to the PIN.
-    let mut learned = device(&relay, 0x11, None).await;
-    s1.send(&cmime(learned.pin, 2, "hello")).await;
-    assert_eq!(learned.recv().await.ref_id, RefId(2));
+    // A device still activating: its activation packets go to the server
+    // that last sent it one.
+    let mut learning = activating(&relay, 0x11).await;
+    let challenge = Frame::single(
+        ContentType::Activation,
+        learning.pin,
+        RefId(2),
+        b"{}".to_vec(),
+    );
+    s1.send(&challenge).await;
+    assert_eq!(learning.recv().await, challenge);
     assert_eq!(
-        s1.report(learned.pin, 2).await,
+        s1.report(learning.pin, 2).await,
         TransportStatus::DeliveredToDevice
     );
-    let answer = cmime(learned.pin, 3, "answer");
-    learned.send(&answer).await;
+    let answer = Frame::single(
+        ContentType::Activation,
+        learning.pin,
+        RefId(2),
+        b"{}".to_vec(),
+    );
+    learning.send(&answer).await;
     assert_eq!(s1.recv().await, answer);
 
     // A disconnected home server: stored, handed over when it connects.
-    let mut waiting = device(&relay, 0x12, Some("S2")).await;
+    let mut s2 = try_server(&relay, "S2", S2_KEY).await.unwrap();
+    s2.register(&[0x12]).await;
+    drop(s2);
+    wait_for(&relay, "S2 to go", |st| st.servers_connected == 1).await;
+    let mut waiting = device(&relay, 0x12).await;
     let a = cmime(waiting.pin, 4, "first");
     let b = cmime(waiting.pin, 5, "second");
     waiting.send(&a).await;
@@ -751,17 +875,16 @@ async fn devices_reach_their_home_server() {
 #[tokio::test]
 async fn a_device_without_a_server_gets_no_server() {
     let relay = start(config()).await;
-    for (pin, srp_id) in [(0x20, None), (0x21, Some("S9"))] {
-        let mut d = device(&relay, pin, srp_id).await;
-        d.send(&cmime(d.pin, 42, "anyone?")).await;
-        let error = d.recv().await;
-        assert_eq!(error.content_type, ContentType::Error);
-        assert_eq!((error.pin, error.ref_id), (d.pin, RefId(42)));
-        let report = ErrorReport::from_payload(&error.payload).unwrap();
-        assert_eq!(report.code, bramble_relay::NO_SERVER);
-        assert!(!report.message.is_empty());
-    }
-    assert_eq!(relay.stats().unknown_pin, 2);
+    let mut d = activating(&relay, 0x20).await;
+    let request = Frame::single(ContentType::Activation, d.pin, RefId(42), b"{}".to_vec());
+    d.send(&request).await;
+    let error = d.recv().await;
+    assert_eq!(error.content_type, ContentType::Error);
+    assert_eq!((error.pin, error.ref_id), (d.pin, RefId(42)));
+    let report = ErrorReport::from_payload(&error.payload).unwrap();
+    assert_eq!(report.code, bramble_relay::NO_SERVER);
+    assert!(!report.message.is_empty());
+    assert_eq!(relay.stats().unknown_pin, 1);
     relay.shutdown().await;
 }
 
@@ -769,7 +892,8 @@ async fn a_device_without_a_server_gets_no_server() {
 async fn a_device_cannot_speak_for_another_pin() {
     let relay = start(config()).await;
     let mut s = server(&relay, "S1", S1_KEY).await;
-    let mut d = device(&relay, 0x30, Some("S1")).await;
+    s.register(&[0x30]).await;
+    let mut d = device(&relay, 0x30).await;
     d.send(&cmime(Pin(0x31), 1, "forged")).await;
     let genuine = cmime(d.pin, 2, "genuine");
     d.send(&genuine).await;
@@ -786,9 +910,10 @@ async fn a_malformed_packet_closes_only_its_connection() {
     let relay = start(config()).await;
     let mut s1 = server(&relay, "S1", S1_KEY).await;
     let mut s2 = try_server(&relay, "S2", S2_KEY).await.unwrap();
-    let mut good = device(&relay, 0x40, Some("S1")).await;
-    let mut oversized = device(&relay, 0x41, Some("S1")).await;
-    let mut bad_version = device(&relay, 0x42, Some("S1")).await;
+    s1.register(&[0x40, 0x41, 0x42]).await;
+    let mut good = device(&relay, 0x40).await;
+    let mut oversized = device(&relay, 0x41).await;
+    let mut bad_version = device(&relay, 0x42).await;
 
     // A length beyond the 64 KiB limit.
     oversized
@@ -814,7 +939,7 @@ async fn a_malformed_packet_closes_only_its_connection() {
         s1.report(good.pin, 5).await,
         TransportStatus::DeliveredToDevice
     );
-    let mut again = device(&relay, 0x41, Some("S1")).await;
+    let mut again = device(&relay, 0x41).await;
     again.send(&cmime(again.pin, 6, "back")).await;
     assert_eq!(s1.recv().await.ref_id, RefId(6));
     wait_for(&relay, "S2 to be gone", |st| st.servers_connected == 1).await;
@@ -837,7 +962,8 @@ async fn the_device_port_wants_a_hello_first() {
 async fn shutdown_closes_links() {
     let relay = start(config()).await;
     let mut s = server(&relay, "S1", S1_KEY).await;
-    let mut d = device(&relay, 0x50, Some("S1")).await;
+    s.register(&[0x50]).await;
+    let mut d = device(&relay, 0x50).await;
     let (server_addr, device_addr) = (relay.server_addr(), relay.device_addr());
     timeout(WAIT, relay.shutdown())
         .await
@@ -945,26 +1071,11 @@ async fn connections_are_capped_per_address_and_others_still_get_in() {
     // A device from another address and the server still get in, while
     // the 50 are held open.
     let mut s = server(&relay, "S1", S1_KEY).await;
+    s.register(&[0x70]).await;
     let tcp = connect_from("127.0.0.3", relay.device_addr())
         .await
         .unwrap();
-    let (r, w) = tcp.into_split();
-    let mut d = Device {
-        r,
-        w,
-        pin: Pin(0x70),
-    };
-    let hello = Control::DeviceHello {
-        pin: d.pin,
-        srp_id: Some("S1".into()),
-        model: "8900".into(),
-        os_version: "5.0".into(),
-    };
-    d.send(&hello.frame(d.pin, RefId(0))).await;
-    assert_eq!(
-        Control::from_frame(&d.recv().await).unwrap(),
-        Control::Welcome
-    );
+    let mut d = handshake(tcp, Pin(0x70), Answer::Prove).await.unwrap();
     s.send(&cmime(d.pin, 1, "through")).await;
     assert_eq!(d.recv().await.ref_id, RefId(1));
     assert!(
@@ -991,7 +1102,7 @@ async fn silent_connections_are_closed_and_pinged_devices_stay() {
     assert_eq!(first_then_closed_soon(&mut mute).await, None);
 
     // A device that answers the relay's pings stays connected …
-    let mut d = device(&relay, 0x80, Some("S1")).await;
+    let mut d = activating(&relay, 0x80).await;
     for _ in 0..2 {
         let ping = d.recv().await;
         assert_eq!(Control::from_frame(&ping).unwrap(), Control::Ping);
@@ -1016,7 +1127,7 @@ async fn random_pins_do_not_grow_the_table() {
     .await;
     // Hellos naming an SRP ID with random PINs, then gone: nothing is kept.
     for pin in 0..100u32 {
-        let d = device(&relay, 0x1000 + pin * 7919, Some("S1")).await;
+        let d = activating(&relay, 0x1000 + pin * 7919).await;
         drop(d);
     }
     wait_for(&relay, "the devices to go", |st| st.devices_connected == 0).await;
@@ -1025,7 +1136,7 @@ async fn random_pins_do_not_grow_the_table() {
     // Held open, the table fills to its bound and further PINs are refused.
     let mut open = Vec::new();
     for pin in 0..20u32 {
-        open.push(device(&relay, 0x9000 + pin, Some("S1")).await);
+        open.push(activating(&relay, 0x9000 + pin).await);
     }
     let tcp = TcpStream::connect(relay.device_addr()).await.unwrap();
     let (mut r, mut w) = tcp.into_split();
@@ -1075,7 +1186,8 @@ async fn the_stores_are_bounded_all_together() {
     s.send(&cmime(b, 4, "x")).await;
     assert_eq!(s.report(b, 4).await, TransportStatus::StoreFull);
     // Handing a store over makes room again.
-    let mut d = device(&relay, a.0, None).await;
+    s.register(&[a.0]).await;
+    let mut d = device(&relay, a.0).await;
     assert_eq!(d.recv().await.ref_id, RefId(1));
     assert_eq!(d.recv().await.ref_id, RefId(2));
     assert_eq!(s.report(a, 1).await, TransportStatus::DeliveredToDevice);
@@ -1191,26 +1303,10 @@ fn mail_result(f: &Frame) -> Result<(), String> {
     }
 }
 
+/// A device with no key yet from the address `from`.
 async fn device_from(relay: &RelayHandle, from: &str, pin: u32) -> Device {
     let tcp = connect_from(from, relay.device_addr()).await.unwrap();
-    let (r, w) = tcp.into_split();
-    let mut d = Device {
-        r,
-        w,
-        pin: Pin(pin),
-    };
-    let hello = Control::DeviceHello {
-        pin: d.pin,
-        srp_id: None,
-        model: "8900".into(),
-        os_version: "5.0".into(),
-    };
-    d.send(&hello.frame(d.pin, RefId(0))).await;
-    assert_eq!(
-        Control::from_frame(&d.recv().await).unwrap(),
-        Control::Welcome
-    );
-    d
+    handshake(tcp, Pin(pin), Answer::ActivationOnly).await.unwrap()
 }
 
 #[tokio::test]
@@ -1337,5 +1433,243 @@ async fn the_relay_mails_only_activation_requests_and_not_too_many() {
     }
     assert!(closed(&mut pest.r).await);
     assert_eq!(mailed.load(Ordering::SeqCst), 4);
+    relay.shutdown().await;
+}
+
+// ---- A stranger on the device port (issue: devices authenticated at the relay) ----
+
+/// The proof `pin`'s genuine key gives for this connection's challenge.
+fn genuine_proof(d: &Device) -> Control {
+    Control::DeviceProof {
+        key_id: KEY_ID,
+        proof: device_proof(&relay_key(&transport_key(d.pin)).unwrap(), d.pin, &d.nonce),
+    }
+}
+
+#[tokio::test]
+async fn a_stranger_without_the_key_gets_nothing_and_displaces_no_one() {
+    let relay = start(config()).await;
+    let mut s = server(&relay, "S1", S1_KEY).await;
+    let pin = 0xA0;
+    s.register(&[pin]).await;
+    let mut genuine = device(&relay, pin).await;
+
+    // A hello for the PIN with a proof under any other key: refused, and
+    // the genuine connection stays.
+    let tcp = connect_from("127.0.0.2", relay.device_addr()).await.unwrap();
+    let why = handshake(tcp, Pin(pin), Answer::ProveWith(vec![0x42; 32]))
+        .await
+        .err()
+        .expect("a wrong key was accepted");
+    assert!(why.contains("could not verify"), "{why}");
+    // A proof for a key id that is not registered, with the right bytes.
+    let tcp = connect_from("127.0.0.2", relay.device_addr()).await.unwrap();
+    let (r, w) = tcp.into_split();
+    let mut replayed = Device {
+        r,
+        w,
+        pin: Pin(pin),
+        nonce: String::new(),
+    };
+    replayed
+        .send(
+            &Control::DeviceHello {
+                pin: Pin(pin),
+                srp_id: None,
+                model: String::new(),
+                os_version: String::new(),
+            }
+            .frame(Pin(pin), RefId(0)),
+        )
+        .await;
+    let _challenge = replayed.recv().await;
+    // The genuine device's proof from its own handshake, replayed: bound
+    // to that connection's nonce, it does not check on this one.
+    replayed
+        .send(&genuine_proof(&genuine).frame(Pin(pin), RefId(0)))
+        .await;
+    assert!(matches!(
+        Control::from_frame(&replayed.recv().await).unwrap(),
+        Control::Refused { .. }
+    ));
+    assert!(closed(&mut replayed.r).await);
+
+    // Activation only: admitted, but it displaces no one and gets nothing.
+    let tcp = connect_from("127.0.0.2", relay.device_addr()).await.unwrap();
+    let mut stranger = handshake(tcp, Pin(pin), Answer::ActivationOnly)
+        .await
+        .unwrap();
+    s.send(&cmime(Pin(pin), 1, "for the genuine device")).await;
+    assert_eq!(genuine.recv().await.ref_id, RefId(1));
+    assert_eq!(
+        s.report(Pin(pin), 1).await,
+        TransportStatus::DeliveredToDevice
+    );
+    stranger.quiet().await;
+
+    // With the genuine device offline, what is stored for it stays stored.
+    drop(genuine);
+    wait_for(&relay, "the genuine device to go", |st| {
+        st.devices_connected == 1
+    })
+    .await;
+    s.send(&cmime(Pin(pin), 2, "stored")).await;
+    assert_eq!(
+        s.report(Pin(pin), 2).await,
+        TransportStatus::StoredForOfflineDevice
+    );
+    stranger.quiet().await;
+    // What the stranger sends other than activation is not forwarded.
+    stranger.send(&cmime(Pin(pin), 3, "forged")).await;
+    let error = stranger.recv().await;
+    assert_eq!(
+        ErrorReport::from_payload(&error.payload).unwrap().code,
+        bramble_relay::NOT_AUTHENTICATED
+    );
+    s.quiet().await;
+    // The genuine device comes back and gets it.
+    let mut genuine = device(&relay, pin).await;
+    assert_eq!(genuine.recv().await.ref_id, RefId(2));
+    assert_eq!(
+        s.report(Pin(pin), 2).await,
+        TransportStatus::DeliveredToDevice
+    );
+    let stats = relay.stats();
+    assert_eq!(stats.device_auth_failures, 2);
+    assert_eq!(stats.unauthenticated_dropped, 1);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_hello_cannot_repoint_a_device_to_another_server() {
+    let relay = start(config()).await;
+    let mut s1 = server(&relay, "S1", S1_KEY).await;
+    let mut s2 = try_server(&relay, "S2", S2_KEY).await.unwrap();
+    // S2 registered the device; its hello (and a stranger's) names S1.
+    s2.register(&[0xA1]).await;
+    let mut d = device(&relay, 0xA1).await;
+    let reply = cmime(d.pin, 1, "to my server");
+    d.send(&reply).await;
+    assert_eq!(s2.recv().await, reply);
+    let _stranger = activating(&relay, 0xA1).await;
+    d.send(&cmime(d.pin, 2, "still")).await;
+    assert_eq!(s2.recv().await.ref_id, RefId(2));
+    s1.quiet().await;
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_activation_only_link_is_bounded_and_becomes_full_with_a_proof() {
+    let relay = start(RelayConfig {
+        activation_per_connection: 3,
+        activation_per_address: 5,
+        ..config()
+    })
+    .await;
+    let mut s = server(&relay, "S1", S1_KEY).await;
+    let pin = Pin(0xA2);
+    let mut d = activating(&relay, pin.0).await;
+    // The server answers an activation request: the device learns its
+    // server, and the server stores a policy for after activation.
+    s.send(&Frame::single(ContentType::Activation, pin, RefId(1), b"{}".to_vec()))
+        .await;
+    assert_eq!(d.recv().await.ref_id, RefId(1));
+    assert_eq!(s.report(pin, 1).await, TransportStatus::DeliveredToDevice);
+    s.send(&Frame::single(ContentType::ItPolicy, pin, RefId(2), b"p".to_vec()))
+        .await;
+    assert_eq!(
+        s.report(pin, 2).await,
+        TransportStatus::StoredForOfflineDevice
+    );
+    // Three activation packets pass, the fourth is dropped.
+    for ref_id in 10..14 {
+        d.send(&Frame::single(ContentType::Activation, pin, RefId(ref_id), b"{}".to_vec()))
+            .await;
+    }
+    for ref_id in 10..13 {
+        assert_eq!(s.recv().await.ref_id, RefId(ref_id));
+    }
+    let error = d.recv().await;
+    assert_eq!(error.ref_id, RefId(13));
+    assert_eq!(
+        ErrorReport::from_payload(&error.payload).unwrap().code,
+        bramble_relay::ACTIVATION_LIMIT
+    );
+    // Per address: two more from another connection, then no more.
+    let mut other = activating(&relay, 0xA3).await;
+    for ref_id in 20..23 {
+        other
+            .send(&Frame::single(ContentType::Activation, other.pin, RefId(ref_id), b"{}".to_vec()))
+            .await;
+    }
+    // (0xA3 has no server: the two admitted get NO_SERVER, the third the limit.)
+    let codes: Vec<String> = {
+        let mut codes = Vec::new();
+        for _ in 0..3 {
+            let e = other.recv().await;
+            codes.push(ErrorReport::from_payload(&e.payload).unwrap().code);
+        }
+        codes
+    };
+    assert_eq!(
+        codes,
+        [
+            bramble_relay::NO_SERVER,
+            bramble_relay::NO_SERVER,
+            bramble_relay::ACTIVATION_LIMIT
+        ]
+    );
+
+    // Activation done: the server registers the key, the device proves it
+    // on the same link and gets what was stored for it.
+    s.register(&[pin.0]).await;
+    d.send(&genuine_proof(&d).frame(pin, RefId(0))).await;
+    assert_eq!(
+        Control::from_frame(&d.recv().await).unwrap(),
+        Control::Welcome
+    );
+    assert_eq!(d.recv().await.ref_id, RefId(2));
+    assert_eq!(s.report(pin, 2).await, TransportStatus::DeliveredToDevice);
+    let mail = cmime(pin, 30, "now anything goes");
+    d.send(&mail).await;
+    assert_eq!(s.recv().await, mail);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn keys_removed_by_the_server_close_the_device_and_keep_it_out() {
+    let relay = start(config()).await;
+    let mut s = server(&relay, "S1", S1_KEY).await;
+    s.register(&[0xA4]).await;
+    let mut d = device(&relay, 0xA4).await;
+    s.send(
+        &Control::DeviceKeys {
+            reset: false,
+            devices: vec![DeviceRelayKeys {
+                pin: Pin(0xA4),
+                keys: Vec::new(),
+            }],
+        }
+        .frame(Pin(0), RefId(0)),
+    )
+    .await;
+    assert!(closed(&mut d.r).await);
+    let tcp = TcpStream::connect(relay.device_addr()).await.unwrap();
+    assert!(handshake(tcp, Pin(0xA4), Answer::Prove).await.is_err());
+    // A new link's reset forgets every key the server registered before.
+    s.register(&[0xA5]).await;
+    let _d = device(&relay, 0xA5).await;
+    drop(s);
+    let mut s = server(&relay, "S1", S1_KEY).await;
+    s.send(
+        &Control::DeviceKeys {
+            reset: true,
+            devices: Vec::new(),
+        }
+        .frame(Pin(0), RefId(0)),
+    )
+    .await;
+    s.register(&[]).await;
+    assert_eq!(relay.stats().devices_with_keys, 0);
     relay.shutdown().await;
 }

@@ -29,12 +29,22 @@ pub async fn into_database(db: &Database, devices: Vec<(Pin, TransportKey)>) -> 
 }
 
 /// [`into_database`] on a running server's database, then drops those
-/// devices' keys from its Dispatcher's cache so the new ones are used.
+/// devices' keys from its Dispatcher's cache so the new ones are used, and
+/// registers them with the relay (if the server is linked to one), as
+/// activation does.
 pub async fn into_server(server: &ServerHandle, devices: Vec<(Pin, TransportKey)>) -> DbResult<()> {
     let pins: Vec<Pin> = devices.iter().map(|(pin, _)| *pin).collect();
     into_database(&server.state().db, devices).await?;
-    for pin in pins {
-        server.dispatcher().keys().invalidate(pin);
+    let dispatcher = server.dispatcher();
+    if pins.len() <= 16 {
+        for pin in pins {
+            dispatcher.keys_changed(pin).await;
+        }
+    } else {
+        for pin in pins {
+            dispatcher.keys().invalidate(pin);
+        }
+        dispatcher.register_all_relay_keys().await;
     }
     Ok(())
 }

@@ -248,6 +248,20 @@ impl DeviceKey {
             .transpose()
     }
 
+    /// Every stored key, still sealed, with its device's PIN as stored
+    /// (8 hex digits), ordered by device.
+    pub fn all_sealed_with_pins(conn: &mut Conn) -> DbResult<Vec<(String, SealedDeviceKey)>> {
+        use crate::db::schema::devices;
+        device_keys::table
+            .inner_join(devices::table)
+            .order(device_keys::device_id)
+            .select((devices::pin, KeyRow::as_select()))
+            .load::<(String, KeyRow)>(conn)?
+            .into_iter()
+            .map(|(pin, row)| Ok((pin, SealedDeviceKey::try_from(row)?)))
+            .collect()
+    }
+
     /// The device's slots and key ids (current, pending, previous), without
     /// key material.
     pub fn find_all_for_device(conn: &mut Conn, device: DeviceId) -> DbResult<Vec<DeviceKeyInfo>> {
