@@ -336,6 +336,12 @@ pub fn device_proof(relay_key: &[u8], pin: Pin, nonce: &str) -> String {
     )
 }
 
+/// Whether `proof` is the device's proof for `nonce` under `relay_key`
+/// (constant time; an empty proof never matches).
+pub fn device_proof_matches(relay_key: &[u8], pin: Pin, nonce: &str, proof: &str) -> bool {
+    proofs_match(proof, &device_proof(relay_key, pin, nonce))
+}
+
 /// Bytes from lower- or upper-case hex; `None` if it is not hex.
 pub fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bramble_proto::control::{
-    device_proof, nonce, proofs_match, reject_code, srp_relay_proof, srp_server_proof, unhex,
+    device_proof_matches, nonce, proofs_match, reject_code, srp_relay_proof, srp_server_proof, unhex,
     Control, DeviceRelayKeys, ErrorReport, TransportStatus,
 };
 use bramble_proto::frame::Frame;
@@ -201,7 +201,7 @@ impl DeviceEntry {
         self.keys
             .iter()
             .find(|(id, _)| *id == key_id)
-            .is_some_and(|(_, key)| proofs_match(proof, &device_proof(key, pin, nonce)))
+            .is_some_and(|(_, key)| device_proof_matches(key, pin, nonce, proof))
     }
 }
 

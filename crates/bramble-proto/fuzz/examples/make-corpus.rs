@@ -9,7 +9,7 @@ use bramble_proto::control::{self, Control, ErrorReport, TransportStatus};
 use bramble_proto::envelope;
 use bramble_proto::frame::{split, Frame, FLAG_PRIORITY};
 use bramble_proto::{ContentType, Pin, RefId};
-use bramble_proto_fuzz::{transport_key, CONTENT_TYPE, PIN, REF_ID};
+use bramble_proto_fuzz::{transport_key, CONTENT_TYPE, PIN, REF_ID, TRANSPORT_KEY};
 
 const MAIL: &str = "From: alice@example.com\r\nTo: bob@example.com\r\nSubject: Lunch?\r\n\r\n\
 Noon at the usual place? Noon at the usual place works for me.\r\n";
@@ -252,6 +252,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     for (name, c) in controls {
         out.put("control_decode", name, &c.to_payload())?;
+    }
+    // device_handshake: transport key (32) || PIN (4) || nonce length (1)
+    // || nonce || the device's answer.
+    let nonce = "44".repeat(32);
+    let relay_key = control::relay_key(&TRANSPORT_KEY).ok_or("no relay key")?;
+    for (name, answer) in [
+        (
+            "genuine-proof",
+            Control::DeviceProof {
+                key_id: 7,
+                proof: control::device_proof(&relay_key, PIN, &nonce),
+            },
+        ),
+        (
+            "lan-proof-replayed",
+            Control::DeviceProof {
+                key_id: 7,
+                proof: control::lan_proof(&TRANSPORT_KEY, PIN, &nonce),
+            },
+        ),
+        ("activation-only", Control::ActivationOnly),
+    ] {
+        let mut input = TRANSPORT_KEY.to_vec();
+        input.extend_from_slice(&PIN.0.to_be_bytes());
+        input.push(nonce.len() as u8);
+        input.extend_from_slice(nonce.as_bytes());
+        input.extend_from_slice(&answer.to_payload());
+        out.put("device_handshake", name, &input)?;
     }
     out.put(
         "control_decode",

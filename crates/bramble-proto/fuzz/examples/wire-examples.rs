@@ -139,6 +139,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server_proof = control::srp_server_proof(srp_key, srp_id, &server_nonce, &relay_nonce);
     let lan_nonce = "33".repeat(32);
     let lan = control::lan_proof(&TRANSPORT_KEY, PIN, &lan_nonce);
+    let relay_nonce_device = "44".repeat(32);
+    let relay_key = control::relay_key(&TRANSPORT_KEY).ok_or("no relay key")?;
+    assert_eq!(relay_key, bramble_proto_fuzz::reference_relay::relay_key(&TRANSPORT_KEY));
+    let device_proof = control::device_proof(&relay_key, PIN, &relay_nonce_device);
+    assert_eq!(
+        device_proof,
+        bramble_proto_fuzz::reference_relay::device_proof(&relay_key, PIN.0, &relay_nonce_device)
+    );
+    println!("relay key of the transport key: {}", control::hex(&relay_key));
+    println!("device proof for nonce 44…44: {device_proof}\n");
     let all = [
         Control::SrpHello {
             srp_id: srp_id.into(),
@@ -172,6 +182,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Control::LanProof {
             key_id: key.id,
             proof: lan.clone(),
+        },
+        Control::DeviceChallenge {
+            nonce: relay_nonce_device.clone(),
+        },
+        Control::DeviceProof {
+            key_id: key.id,
+            proof: device_proof.clone(),
+        },
+        Control::ActivationOnly,
+        Control::DeviceKeys {
+            reset: true,
+            devices: vec![control::DeviceRelayKeys {
+                pin: PIN,
+                keys: vec![control::RelayKeyEntry {
+                    key_id: key.id,
+                    key: control::hex(&relay_key),
+                }],
+            }],
         },
         Control::Welcome,
         Control::Refused {

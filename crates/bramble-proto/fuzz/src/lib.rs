@@ -54,6 +54,37 @@ pub fn poll_ready<F: Future>(future: F) -> Option<F::Output> {
 
 /// The envelope of `docs/protocol.md`, implemented from the document with
 /// different cryptographic libraries than bramble-proto's.
+/// The device's proof to the relay as `docs/protocol.md` specifies it,
+/// with RustCrypto's HMAC rather than openssl's or the `hkdf` crate.
+pub mod reference_relay {
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+
+    fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// HKDF-Expand(PRK = transport key, "bramble relay key", 32): one block.
+    pub fn relay_key(transport_key: &[u8]) -> [u8; 32] {
+        hmac(transport_key, &[b"bramble relay key", &[1]])
+    }
+
+    /// HMAC(relay key, "relay-device" || PIN as 8 upper-case hex || nonce), hex.
+    pub fn device_proof(relay_key: &[u8], pin: u32, nonce: &str) -> String {
+        hmac(
+            relay_key,
+            &[b"relay-device", format!("{pin:08X}").as_bytes(), nonce.as_bytes()],
+        )
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+    }
+}
+
 pub mod reference {
     use std::io::{Read, Write};
 
