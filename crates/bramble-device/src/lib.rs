@@ -18,11 +18,15 @@
 //! - [`Connection`]: a link that is up.
 //!
 //! ## The link
-//! `device_hello {pin, srp_id, model, os_version}` → (LAN only:
-//! `lan_challenge {nonce}` → `lan_proof {key_id, proof}`) → `welcome`, or
-//! `refused {reason}` at any point; all within a timeout. The device only
-//! answers a LAN challenge on [`Path::Lan`]: a proof given on the relay
-//! path could be replayed to the Router by whoever asked for it.
+//! `device_hello {pin, srp_id, model, os_version}` → on the relay
+//! `device_challenge {nonce}` → `device_proof {key_id, proof}` under the
+//! current key's relay key (or `activation_only` without a key), on the
+//! LAN `lan_challenge {nonce}` → `lan_proof {key_id, proof}` → `welcome`,
+//! or `refused {reason}` at any point; all within a timeout. Each proof is
+//! answered only on its own path: a LAN proof given on the relay path
+//! could be replayed to the Router by whoever asked for it.
+//! [`Connection::prove_key`] makes an activation-only relay link a full
+//! one once activation has given the device its key.
 //!
 //! Then one tokio task per link reads packets with
 //! [`bramble_proto::io::read_frame`] (no read buffer is kept between
