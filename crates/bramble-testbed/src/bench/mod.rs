@@ -27,6 +27,8 @@ pub fn relay_for_bench(
         .mail_per_address
         .max(u32::try_from(devices.saturating_mul(2)).unwrap_or(u32::MAX));
     config.mail_queue = config.mail_queue.max(devices);
+    let activation = u32::try_from(devices.saturating_mul(4)).unwrap_or(u32::MAX);
+    config.activation_per_address = config.activation_per_address.max(activation);
     config
 }
 
