@@ -234,6 +234,22 @@ async fn an_undecryptable_message_is_ignored_and_reported() {
     assert!(mail_in.try_recv().is_err());
 }
 
+/// The first thing on a new link: every device's relay key, after a reset.
+fn expect_registration(r: &mut Rig) {
+    let frame = r.link.try_recv().unwrap();
+    let Ok(Control::DeviceKeys { reset, devices }) = Control::from_frame(&frame) else {
+        panic!("expected device_keys first, got {frame:?}");
+    };
+    assert!(reset);
+    let relay_key = bramble_proto::control::relay_key(r.key.secret()).unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].pin, PIN);
+    assert_eq!(
+        devices[0].keys.iter().map(|k| (k.key_id, k.key.clone())).collect::<Vec<_>>(),
+        vec![(r.key.id, bramble_proto::control::hex(&relay_key))]
+    );
+}
+
 #[tokio::test]
 async fn queued_while_the_link_is_down_and_sent_when_it_returns() {
     let mut r = rig().await;
@@ -244,6 +260,7 @@ async fn queued_while_the_link_is_down_and_sent_when_it_returns() {
     assert_eq!(queued(&r.dispatcher).await, 2);
     r.router.set_relay(Some(r.link_tx.clone()));
     r.dispatcher.handle(RouterEvent::LinkUp).await.unwrap();
+    expect_registration(&mut r);
     let first = r.link.try_recv().unwrap();
     let second = r.link.try_recv().unwrap();
     assert_eq!((first.ref_id, second.ref_id), (a, b), "in order");
@@ -280,6 +297,7 @@ async fn stored_at_the_relay_is_sent_again_when_the_link_returns() {
     // The relay restarts: its store is gone. Only the stored one goes again.
     r.dispatcher.handle(RouterEvent::LinkDown).await.unwrap();
     r.dispatcher.handle(RouterEvent::LinkUp).await.unwrap();
+    expect_registration(&mut r);
     assert_eq!(r.link.try_recv().unwrap().ref_id, stored);
     assert!(r.link.try_recv().is_err());
 }
