@@ -928,12 +928,14 @@ impl Dispatcher {
         // name a message already sent to the device, and acting on one
         // twice changes nothing. Everything else is, before it is acted on.
         arrived.push(Arrived {
-            record: envelope::key_id(&message.payload).ok().map(|key_id| Arrival {
-                pin: message.pin,
-                key_id,
-                content_type: message.content_type,
-                ref_id: message.ref_id,
-            }),
+            record: envelope::key_id(&message.payload)
+                .ok()
+                .map(|key_id| Arrival {
+                    pin: message.pin,
+                    key_id,
+                    content_type: message.content_type,
+                    ref_id: message.ref_id,
+                }),
             inbound: Inbound {
                 pin: message.pin,
                 ref_id: message.ref_id,

@@ -424,9 +424,15 @@ async fn a_message_played_again_is_not_handed_over_as_new_even_after_a_restart()
     r.dispatcher.handle(lan(&sync)).await.unwrap();
     let first = sync_in.try_recv().unwrap();
     assert!(!first.repeated);
-    assert!(sync_in.try_recv().is_err(), "a repeat is not handed to sync");
+    assert!(
+        sync_in.try_recv().is_err(),
+        "a repeat is not handed to sync"
+    );
     let (a, b) = (mail_in.try_recv().unwrap(), mail_in.try_recv().unwrap());
-    assert!(!a.repeated && b.repeated, "the Messaging Agent sees the repeat, marked");
+    assert!(
+        !a.repeated && b.repeated,
+        "the Messaging Agent sees the repeat, marked"
+    );
     let mut repeated = Vec::new();
     while let Ok(event) = events.try_recv() {
         if let DeliveryEvent::Repeated { ref_id, .. } = event {

@@ -296,8 +296,7 @@ pub struct LinkArgs {
 
 impl LinkArgs {
     fn open(&self) -> Result<(Device, Path), Failure> {
-        let file =
-            DeviceFile::load(&self.keys).map_err(|e| Failure::new("KEY_FILE_INVALID", e))?;
+        let file = DeviceFile::load(&self.keys).map_err(|e| Failure::new("KEY_FILE_INVALID", e))?;
         let pin = file.pin;
         let path = match (self.relay, self.lan) {
             (Some(addr), _) => Path::Relay(addr),

@@ -198,10 +198,7 @@ impl KeyStore {
         domain_key: Option<&str>,
         service_books: Option<&ServiceBooks>,
     ) -> Result<(), KeyFileError> {
-        write_private(
-            path,
-            &self.to_json_full(pin, domain_key, service_books),
-        )
+        write_private(path, &self.to_json_full(pin, domain_key, service_books))
     }
 }
 

@@ -135,7 +135,10 @@ impl SignedHistory {
 
     /// Records an applied policy issued at `issued_at`.
     pub fn record_policy(&mut self, issued_at: u64) {
-        self.policy_issued_at = Some(self.policy_issued_at.map_or(issued_at, |t| t.max(issued_at)));
+        self.policy_issued_at = Some(
+            self.policy_issued_at
+                .map_or(issued_at, |t| t.max(issued_at)),
+        );
     }
 }
 

@@ -275,14 +275,22 @@ fn signed_bytes(
     // only keeps the encoding total.
     out.push(u8::try_from(kind.len()).unwrap_or(u8::MAX));
     out.extend_from_slice(kind.as_bytes());
-    out.extend_from_slice(&u16::try_from(targets.len()).unwrap_or(u16::MAX).to_be_bytes());
+    out.extend_from_slice(
+        &u16::try_from(targets.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
     for pin in targets {
         out.extend_from_slice(&pin.0.to_be_bytes());
     }
     out.extend_from_slice(&issued_at.to_be_bytes());
     out.extend_from_slice(&expires_at.to_be_bytes());
     out.extend_from_slice(&id.to_be_bytes());
-    out.extend_from_slice(&u32::try_from(document.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(
+        &u32::try_from(document.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
     out.extend_from_slice(document.as_bytes());
     out
 }
@@ -379,8 +387,7 @@ mod tests {
     fn signed_with(key: &PKey<openssl::pkey::Private>, binding: Binding, document: &str) -> Signed {
         let public = key.raw_public_key().unwrap();
         Signed::seal(binding, document.to_owned(), &public, |bytes| {
-            Signer::new_without_digest(key)
-                .and_then(|mut s| s.sign_oneshot_to_vec(bytes))
+            Signer::new_without_digest(key).and_then(|mut s| s.sign_oneshot_to_vec(bytes))
         })
         .unwrap()
     }
@@ -452,11 +459,16 @@ mod tests {
         s.check_for(None, KIND_ADMIN_COMMAND, pin, NOW).unwrap();
         let e = s.check_for(None, KIND_IT_POLICY, pin, NOW).unwrap_err();
         assert_eq!(e.code(), codes::SIGNED_WRONG_KIND, "{e}");
-        let e = s.check_for(None, KIND_ADMIN_COMMAND, Pin(7), NOW).unwrap_err();
+        let e = s
+            .check_for(None, KIND_ADMIN_COMMAND, Pin(7), NOW)
+            .unwrap_err();
         assert_eq!(e.code(), codes::SIGNED_WRONG_DEVICE, "{e}");
-        let e = s.check_for(None, KIND_ADMIN_COMMAND, pin, NOW + 3601).unwrap_err();
+        let e = s
+            .check_for(None, KIND_ADMIN_COMMAND, pin, NOW + 3601)
+            .unwrap_err();
         assert_eq!(e.code(), codes::SIGNED_EXPIRED, "{e}");
-        s.check_for(None, KIND_ADMIN_COMMAND, pin, NOW + 3600).unwrap();
+        s.check_for(None, KIND_ADMIN_COMMAND, pin, NOW + 3600)
+            .unwrap();
         // A device clock up to the skew margin behind is fine; further is not.
         s.check_for(None, KIND_ADMIN_COMMAND, pin, NOW - CLOCK_SKEW_SECS)
             .unwrap();

@@ -128,7 +128,11 @@ mod tests {
             )?;
             DeviceKey::promote_pending(conn, sealer, device.id)?;
             ReplayWindow::record(conn, &arrival(pin, 2, 11), now())?;
-            assert_eq!(ReplayWindow::prune(conn)?, 0, "key 1 is still held as previous");
+            assert_eq!(
+                ReplayWindow::prune(conn)?,
+                0,
+                "key 1 is still held as previous"
+            );
             // The next change drops key 1, and its rows with it.
             DeviceKey::save_slot(
                 conn,

@@ -77,7 +77,13 @@ impl Tap {
 /// The next `send_status` about `of` on the device, skipping the rest.
 async fn status_of(conn: &bramble_device::Connection, of: RefId) -> SendState {
     loop {
-        if let (_, Cmime::SendStatus { of: about, status, .. }) = next(conn).await {
+        if let (
+            _,
+            Cmime::SendStatus {
+                of: about, status, ..
+            },
+        ) = next(conn).await
+        {
             if about == of {
                 return status;
             }
@@ -322,10 +328,16 @@ async fn the_device_refuses_replayed_and_misdirected_signed_documents_across_a_r
     let now = unix_now();
 
     let device = Device::new(DeviceConfig::new(pin), KeyStore::new(key.clone()));
-    let (conn, mut session) = tokio::join!(device.connect(Path::Lan(router.addr())), router.accept());
+    let (conn, mut session) =
+        tokio::join!(device.connect(Path::Lan(router.addr())), router.accept());
     let conn = conn.unwrap();
     let policy = domain.sign("it_policy", vec![pin], now, 1, r#"{"rules":{}}"#.into());
-    assert_eq!(session.play(&sealed(&key, pin, ContentType::ItPolicy, &policy)).await, None);
+    assert_eq!(
+        session
+            .play(&sealed(&key, pin, ContentType::ItPolicy, &policy))
+            .await,
+        None
+    );
     let lock = CommandDocument {
         id: 12,
         command: Command::Lock {
@@ -350,7 +362,8 @@ async fn the_device_refuses_replayed_and_misdirected_signed_documents_across_a_r
     // The device restarts from its key file; its user unlocks it (a new
     // process starts unlocked). The recording is played to it again.
     let device = Device::from_file(DeviceConfig::new(pin), DeviceFile::load(&file).unwrap());
-    let (conn, mut session) = tokio::join!(device.connect(Path::Lan(router.addr())), router.accept());
+    let (conn, mut session) =
+        tokio::join!(device.connect(Path::Lan(router.addr())), router.accept());
     let conn = conn.unwrap();
     let refused = session.play(&recorded).await.expect("refused");
     assert_eq!(refused.code, codes::SIGNED_REPLAYED, "{refused:?}");
@@ -367,19 +380,35 @@ async fn the_device_refuses_replayed_and_misdirected_signed_documents_across_a_r
         .play(&sealed(&key, pin, ContentType::ItPolicy, &as_policy))
         .await
         .expect("refused");
-    assert_eq!(refused.code, codes::SIGNATURE_REJECTED, "the kind is signed: {refused:?}");
+    assert_eq!(
+        refused.code,
+        codes::SIGNATURE_REJECTED,
+        "the kind is signed: {refused:?}"
+    );
     let refused = session
         .play(&sealed(&key, pin, ContentType::ItPolicy, &lock))
         .await
         .expect("refused");
     assert_eq!(refused.code, codes::SIGNED_WRONG_KIND, "{refused:?}");
-    let elsewhere = domain.sign("admin_command", vec![Pin(0x1111_1111)], now, 13, r#"{"id":13,"command":"wipe_work"}"#.into());
+    let elsewhere = domain.sign(
+        "admin_command",
+        vec![Pin(0x1111_1111)],
+        now,
+        13,
+        r#"{"id":13,"command":"wipe_work"}"#.into(),
+    );
     let refused = session
         .play(&sealed(&key, pin, ContentType::AdminCommand, &elsewhere))
         .await
         .expect("refused");
     assert_eq!(refused.code, codes::SIGNED_WRONG_DEVICE, "{refused:?}");
-    let older = domain.sign("it_policy", vec![pin], now - 60, 2, r#"{"rules":{"x":1}}"#.into());
+    let older = domain.sign(
+        "it_policy",
+        vec![pin],
+        now - 60,
+        2,
+        r#"{"rules":{"x":1}}"#.into(),
+    );
     let refused = session
         .play(&sealed(&key, pin, ContentType::ItPolicy, &older))
         .await
@@ -387,8 +416,19 @@ async fn the_device_refuses_replayed_and_misdirected_signed_documents_across_a_r
     assert_eq!(refused.code, codes::SIGNED_OUTDATED, "{refused:?}");
     // A new command for this device is still applied: the refusals above
     // are about the documents, not the device.
-    let work = domain.sign("admin_command", vec![pin], now, 14, r#"{"id":14,"command":"wipe_work"}"#.into());
-    assert_eq!(session.play(&sealed(&key, pin, ContentType::AdminCommand, &work)).await, None);
+    let work = domain.sign(
+        "admin_command",
+        vec![pin],
+        now,
+        14,
+        r#"{"id":14,"command":"wipe_work"}"#.into(),
+    );
+    assert_eq!(
+        session
+            .play(&sealed(&key, pin, ContentType::AdminCommand, &work))
+            .await,
+        None
+    );
     assert!(device.administered().wiped_work);
     conn.close().await;
 }
