@@ -418,7 +418,8 @@ mod tests {
     fn every_bound_field_is_covered_by_the_signature() {
         let (good, trusted) = signed(r#"{"rules":{}}"#);
         good.check(Some(&trusted)).unwrap();
-        let changes: Vec<(&str, Box<dyn Fn(&mut Signed)>)> = vec![
+        type Change = Box<dyn Fn(&mut Signed)>;
+        let changes: Vec<(&str, Change)> = vec![
             ("kind", Box::new(|s| s.kind = KIND_ADMIN_COMMAND.into())),
             ("targets", Box::new(|s| s.targets = vec![Pin(1)])),
             ("added target", Box::new(|s| s.targets.push(Pin(1)))),

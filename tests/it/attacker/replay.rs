@@ -432,3 +432,81 @@ async fn the_device_refuses_replayed_and_misdirected_signed_documents_across_a_r
     assert!(device.administered().wiped_work);
     conn.close().await;
 }
+
+/// Attack: a `device_changes` recorded on the wire and played again after
+/// the record was changed on the server since is not applied again, even
+/// where the device's side wins conflicts (where a replay would otherwise
+/// overwrite the newer server record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_sync_change_is_not_applied_again() {
+    use crate::sync::{activate, bed, contact, wait_in_sync, CONTACTS};
+    use bramble_device::organizer::SyncClient;
+    use bramble_proto::sync::{ConflictResolution, Outcome};
+
+    let bed = bed(1).await;
+    bed.set(CONTACTS, |s| s.conflict = ConflictResolution::DeviceWins)
+        .await;
+    bed.put_card(0, "r", "Original", "").await;
+    let pin = bed.users[0].1;
+    let key = TransportKey::generate(1).unwrap();
+    bramble_testbed::provision::into_server(&bed.server, vec![(pin, key.clone())])
+        .await
+        .unwrap();
+    let tap = Tap::new(bed.server.lan_addr().unwrap()).await;
+    let device = Device::new(DeviceConfig::new(pin), KeyStore::new(key));
+    let conn = device.connect(Path::Lan(tap.addr)).await.unwrap();
+    let client = SyncClient::default();
+    activate(&conn, &client).await;
+    wait_in_sync(&bed, 0).await;
+
+    // The device's user edits the record; the attacker records the change.
+    let before = tap.recorded.lock().unwrap().len();
+    client.organizer().edit("r", contact("By device"));
+    let results = client.push(&conn, CONTACTS).await.unwrap();
+    assert!(
+        matches!(results[0].outcome, Outcome::Applied { .. }),
+        "{results:?}"
+    );
+    let recorded: Vec<Frame> = tap.recorded.lock().unwrap()[before..]
+        .iter()
+        .filter(|f| f.content_type == ContentType::Sync)
+        .cloned()
+        .collect();
+    assert!(!recorded.is_empty(), "the tap saw the change");
+
+    // The record changes on the server since; then the recording is
+    // played again, followed by a genuine change of another record. The
+    // Synchronization Service serves one device's messages in order, so
+    // once the genuine change is answered the replay has been dealt with.
+    bed.put_card(0, "r", "Changed on the server since", "")
+        .await;
+    bed.put_card(0, "m", "Marker", "").await;
+    inject(&bed.server, &recorded).await;
+    tokio::time::timeout(PATIENCE, async {
+        while client.organizer().get(CONTACTS, "m").is_none() {
+            client
+                .receive(&conn, Duration::from_millis(200))
+                .await
+                .unwrap();
+        }
+    })
+    .await
+    .expect("the marker reached the device");
+    client.organizer().edit("m", contact("Marker by device"));
+    let results = client.push(&conn, CONTACTS).await.unwrap();
+    assert!(
+        results
+            .iter()
+            .all(|r| !matches!(r.outcome, Outcome::Rejected { .. })),
+        "{results:?}"
+    );
+    let names = bed.server_names(0).await;
+    assert!(names.contains(&"Marker by device".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"Changed on the server since".to_owned()),
+        "the replayed change was not applied again: {names:?}"
+    );
+    assert!(!names.contains(&"By device".to_owned()), "{names:?}");
+    conn.close().await;
+    bed.stop().await;
+}
