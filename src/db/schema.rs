@@ -329,6 +329,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    device_replay_window (pin, key_id, content_type, ref_id) {
+        pin -> Text,
+        key_id -> BigInt,
+        content_type -> Integer,
+        ref_id -> Text,
+        received_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     mail_outbox (id) {
         id -> BigInt,
         ref_id -> Text,

@@ -20,6 +20,12 @@
 //!   it ([`Dispatcher::register`]). A message that cannot be decrypted is
 //!   ignored and the device is told (seed: "the BlackBerry Enterprise Server
 //!   ignores the message and sends an error message to the smartphone").
+//!   Before a message is handed over, its (PIN, key id, content type,
+//!   RefID) is recorded in the replay window
+//!   ([`crate::db::models::replay`]); a message recorded before is a
+//!   replay or a resend and is not acted on as new: it goes, marked
+//!   [`Inbound::repeated`], only to components that asked for repeats
+//!   ([`Dispatcher::register_with_repeats`]).
 //! - [`assignment`]: users to Messaging Agents, at most 500 each by default.
 //! - [`keys`]: the transport keys of devices, cached from the database.
 //! - `relay_keys`: the keys' relay keys, registered with the relay so it
@@ -45,6 +51,7 @@ use tracing::{debug, info, warn};
 use crate::clock::Clock;
 use crate::db::ids::OutboundId;
 use crate::db::models::outbound::{NewOutbound, OutboundPacket, OutboundState};
+use crate::db::models::replay::{Arrival, ReplayWindow};
 use crate::db::{Database, DbError};
 use crate::router::{RouterEvent, RouterHandle, Via};
 use keys::KeyCache;
@@ -83,6 +90,11 @@ pub struct Inbound {
     pub content_type: ContentType,
     pub plaintext: Vec<u8>,
     pub via: Via,
+    /// The server has had this message before (same PIN, key, content
+    /// type and RefID): a replay, or the device sending it again. Only
+    /// components registered with [`Dispatcher::register_with_repeats`]
+    /// receive such messages, and must not act on them as new.
+    pub repeated: bool,
 }
 
 /// A message for a device.
@@ -136,6 +148,13 @@ pub enum DeliveryEvent {
     Undecryptable {
         pin: Pin,
         ref_id: RefId,
+    },
+    /// A device's message had been received before (a replay or a resend):
+    /// it was not handed over as new.
+    Repeated {
+        pin: Pin,
+        ref_id: RefId,
+        content_type: ContentType,
     },
     /// A device and the server now share a transport key: activation
     /// (Messaging Agent, seed step 8), after which the Policy Service sends
@@ -225,10 +244,29 @@ struct Inner {
     settings: DispatcherSettings,
     keys: KeyCache,
     router: RouterHandle,
-    handlers: RwLock<HashMap<ContentType, mpsc::Sender<Inbound>>>,
+    handlers: RwLock<HashMap<ContentType, Handler>>,
     reassembler: Mutex<Reassembler>,
     events: broadcast::Sender<DeliveryEvent>,
 }
+
+/// A component's inbox for one content type.
+#[derive(Clone)]
+struct Handler {
+    tx: mpsc::Sender<Inbound>,
+    /// Receives repeated messages too (marked), to answer them.
+    repeats: bool,
+}
+
+/// A message from a device waiting for the replay window's write before
+/// it is handed over.
+struct Arrived {
+    inbound: Inbound,
+    /// `None` for what is not recorded (activation: plain, no key).
+    record: Option<Arrival>,
+}
+
+/// How often rows of keys no longer held leave the replay window.
+const REPLAY_PRUNE_SECS: u64 = 60 * 60;
 
 /// The Dispatcher; cheap to clone.
 #[derive(Clone)]
@@ -277,12 +315,43 @@ impl Dispatcher {
 
     /// The component for `content_type` receives decrypted messages from
     /// devices here. A later registration replaces an earlier one.
+    /// Messages the server has had before are not delivered
+    /// ([`Inbound::repeated`]).
     pub fn register(&self, content_type: ContentType, capacity: usize) -> mpsc::Receiver<Inbound> {
+        self.register_as(content_type, capacity, false)
+    }
+
+    /// [`Dispatcher::register`], and messages the server has had before
+    /// are delivered too, marked [`Inbound::repeated`], for a component
+    /// that answers a resend (the Messaging Agent answers a `compose` sent
+    /// again with what became of it).
+    pub fn register_with_repeats(
+        &self,
+        content_type: ContentType,
+        capacity: usize,
+    ) -> mpsc::Receiver<Inbound> {
+        self.register_as(content_type, capacity, true)
+    }
+
+    fn register_as(
+        &self,
+        content_type: ContentType,
+        capacity: usize,
+        repeats: bool,
+    ) -> mpsc::Receiver<Inbound> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         if let Ok(mut handlers) = self.inner.handlers.write() {
-            handlers.insert(content_type, tx);
+            handlers.insert(content_type, Handler { tx, repeats });
         }
         rx
+    }
+
+    /// Deletes the replay window's rows of keys no device holds any more
+    /// (after a key change, a reactivation, a wipe, a device removed);
+    /// returns how many. Runs every hour; a message under such a key does
+    /// not open any more, so its row is not needed.
+    pub async fn prune_replays(&self) -> Result<usize, DispatchError> {
+        Ok(self.inner.db.write(ReplayWindow::prune).await?)
     }
 
     fn emit(&self, event: DeliveryEvent) {
@@ -578,9 +647,18 @@ impl Dispatcher {
             self.inner.settings.resend_check_secs.max(1),
         ));
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut prune = tokio::time::interval(Duration::from_secs(REPLAY_PRUNE_SECS));
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
+                _ = prune.tick() => {
+                    match self.prune_replays().await {
+                        Ok(0) => {}
+                        Ok(n) => debug!(target: "bramble::dispatcher", rows = n, "replay window: rows of keys no longer held removed"),
+                        Err(e) => warn!(target: "bramble::dispatcher", "pruning the replay window failed: {e}"),
+                    }
+                }
                 _ = check.tick() => {
                     if let Err(e) = self.check_queue().await {
                         warn!(target: "bramble::dispatcher", "checking the outbound queue failed: {e}");
@@ -614,29 +692,49 @@ impl Dispatcher {
     /// together, before any link event that depends on them.
     pub async fn handle_batch(&self, events: Vec<RouterEvent>) -> Result<(), DispatchError> {
         let mut updates = Vec::new();
+        let mut arrived = Vec::new();
         for event in events {
             match event {
-                RouterEvent::Frame { frame, via } => self.inbound(frame, via, &mut updates).await?,
+                RouterEvent::Frame { frame, via } => {
+                    self.inbound(frame, via, &mut updates, &mut arrived).await?
+                }
                 link => {
-                    self.apply(std::mem::take(&mut updates)).await?;
+                    self.apply(std::mem::take(&mut updates), std::mem::take(&mut arrived))
+                        .await?;
                     self.link_event(link).await?;
                 }
             }
         }
-        self.apply(updates).await
+        self.apply(updates, arrived).await
     }
 
-    /// Writes queue updates in one transaction, then tells subscribers.
-    async fn apply(&self, updates: Vec<QueueUpdate>) -> Result<(), DispatchError> {
-        if updates.is_empty() {
+    /// Writes queue updates and the replay window in one transaction, then
+    /// tells subscribers and hands the messages that arrived over, in
+    /// order. If the write fails nothing is handed over (a message cannot
+    /// be told new from replayed): the device sends it again.
+    async fn apply(
+        &self,
+        updates: Vec<QueueUpdate>,
+        arrived: Vec<Arrived>,
+    ) -> Result<(), DispatchError> {
+        if updates.is_empty() && arrived.is_empty() {
             return Ok(());
         }
-        let outcomes = self
+        let records: Vec<Option<Arrival>> = arrived.iter().map(|a| a.record).collect();
+        let at = self.inner.clock.now_db();
+        let (outcomes, new) = self
             .inner
             .db
             .write(move |conn| {
                 crate::db::write_transaction(conn, |conn| {
-                    updates
+                    let new = records
+                        .iter()
+                        .map(|record| match record {
+                            Some(arrival) => ReplayWindow::record(conn, arrival, at),
+                            None => Ok(true),
+                        })
+                        .collect::<Result<Vec<bool>, DbError>>()?;
+                    let outcomes = updates
                         .into_iter()
                         .map(|update| {
                             let done = match &update {
@@ -657,7 +755,8 @@ impl Dispatcher {
                             };
                             Ok((update, done))
                         })
-                        .collect::<Result<Vec<_>, DbError>>()
+                        .collect::<Result<Vec<_>, DbError>>()?;
+                    Ok((outcomes, new))
                 })
             })
             .await?;
@@ -698,6 +797,10 @@ impl Dispatcher {
                 }
             }
         }
+        for (mut arrived, new) in arrived.into_iter().zip(new) {
+            arrived.inbound.repeated = !new;
+            self.hand_over(arrived.inbound).await;
+        }
         Ok(())
     }
 
@@ -726,9 +829,9 @@ impl Dispatcher {
                     .await?;
             }
             RouterEvent::Frame { frame, via } => {
-                let mut updates = Vec::new();
-                self.inbound(frame, via, &mut updates).await?;
-                self.apply(updates).await?;
+                let (mut updates, mut arrived) = (Vec::new(), Vec::new());
+                self.inbound(frame, via, &mut updates, &mut arrived).await?;
+                self.apply(updates, arrived).await?;
             }
         }
         Ok(())
@@ -739,6 +842,7 @@ impl Dispatcher {
         frame: Frame,
         via: Via,
         updates: &mut Vec<QueueUpdate>,
+        arrived: &mut Vec<Arrived>,
     ) -> Result<(), DispatchError> {
         if frame.content_type == ContentType::Control {
             if let Ok(Control::Transport { status }) = Control::from_frame(&frame) {
@@ -764,15 +868,18 @@ impl Dispatcher {
             }
         };
         if message.content_type == ContentType::Activation {
-            // Plain: the device has no key yet.
-            self.hand_over(Inbound {
-                pin: message.pin,
-                ref_id: message.ref_id,
-                content_type: message.content_type,
-                plaintext: message.payload,
-                via,
-            })
-            .await;
+            // Plain: the device has no key yet, nothing to record by.
+            arrived.push(Arrived {
+                inbound: Inbound {
+                    pin: message.pin,
+                    ref_id: message.ref_id,
+                    content_type: message.content_type,
+                    plaintext: message.payload,
+                    via,
+                    repeated: false,
+                },
+                record: None,
+            });
             return Ok(());
         }
         if message.content_type == ContentType::Error {
@@ -821,19 +928,33 @@ impl Dispatcher {
             });
             return Ok(());
         }
-        self.hand_over(Inbound {
-            pin: message.pin,
-            ref_id: message.ref_id,
-            content_type: message.content_type,
-            plaintext,
-            via,
-        })
-        .await;
+        // Confirmations and refusals above are not recorded: each can only
+        // name a message already sent to the device, and acting on one
+        // twice changes nothing. Everything else is, before it is acted on.
+        arrived.push(Arrived {
+            record: envelope::key_id(&message.payload)
+                .ok()
+                .map(|key_id| Arrival {
+                    pin: message.pin,
+                    key_id,
+                    content_type: message.content_type,
+                    ref_id: message.ref_id,
+                }),
+            inbound: Inbound {
+                pin: message.pin,
+                ref_id: message.ref_id,
+                content_type: message.content_type,
+                plaintext,
+                via,
+                repeated: false,
+            },
+        });
         Ok(())
     }
 
     /// Gives a message that arrived from a device to the component
-    /// registered for its content type.
+    /// registered for its content type; a repeated one only to a component
+    /// that asked for repeats.
     async fn hand_over(&self, inbound: Inbound) {
         let handler = self
             .inner
@@ -841,8 +962,17 @@ impl Dispatcher {
             .read()
             .ok()
             .and_then(|h| h.get(&inbound.content_type).cloned());
+        if inbound.repeated {
+            debug!(target: "bramble::dispatcher", pin = %inbound.pin, ref_id = %inbound.ref_id, content_type = ?inbound.content_type, "a message received before (replayed or sent again); not acted on as new");
+            self.emit(DeliveryEvent::Repeated {
+                pin: inbound.pin,
+                ref_id: inbound.ref_id,
+                content_type: inbound.content_type,
+            });
+        }
         match handler {
-            Some(tx) => {
+            Some(Handler { repeats: false, .. }) if inbound.repeated => {}
+            Some(Handler { tx, .. }) => {
                 let content_type = inbound.content_type;
                 if tx.send(inbound).await.is_err() {
                     warn!(target: "bramble::dispatcher", ?content_type, "the component for this content type has stopped; message dropped");

@@ -413,3 +413,79 @@ async fn a_message_under_the_pending_key_opens() {
         .unwrap();
     assert_eq!(mail_in.try_recv().unwrap().plaintext, b"new key");
 }
+
+fn from_device(key: &TransportKey, content_type: ContentType, ref_id: RefId) -> Frame {
+    let sealed = envelope::seal(key, content_type, PIN, ref_id, b"{}").unwrap();
+    Frame::single(content_type, PIN, ref_id, sealed)
+}
+
+fn lan(frame: &Frame) -> RouterEvent {
+    RouterEvent::Frame {
+        frame: frame.clone(),
+        via: Via::Lan,
+    }
+}
+
+#[tokio::test]
+async fn a_message_played_again_is_not_handed_over_as_new_even_after_a_restart() {
+    let r = rig().await;
+    let mut sync_in = r.dispatcher.register(ContentType::Sync, 8);
+    let mut mail_in = r.dispatcher.register_with_repeats(ContentType::Cmime, 8);
+    let mut events = r.dispatcher.subscribe();
+    let sync = from_device(&r.key, ContentType::Sync, RefId(5));
+    let compose = from_device(&r.key, ContentType::Cmime, RefId(6));
+    // The same packets twice in one batch, then once more alone.
+    r.dispatcher
+        .handle_batch(vec![lan(&sync), lan(&compose), lan(&sync), lan(&compose)])
+        .await
+        .unwrap();
+    r.dispatcher.handle(lan(&sync)).await.unwrap();
+    let first = sync_in.try_recv().unwrap();
+    assert!(!first.repeated);
+    assert!(
+        sync_in.try_recv().is_err(),
+        "a repeat is not handed to sync"
+    );
+    let (a, b) = (mail_in.try_recv().unwrap(), mail_in.try_recv().unwrap());
+    assert!(
+        !a.repeated && b.repeated,
+        "the Messaging Agent sees the repeat, marked"
+    );
+    let mut repeated = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let DeliveryEvent::Repeated { ref_id, .. } = event {
+            repeated.push(ref_id);
+        }
+    }
+    assert_eq!(repeated, vec![RefId(5), RefId(6), RefId(5)]);
+
+    // A restarted server (a new Dispatcher on the same database) still
+    // knows it; the same RefID under another content type is new.
+    let again = Dispatcher::new(
+        r.dispatcher.inner.db.clone(),
+        KeyCache::new(r.dispatcher.inner.db.clone()),
+        r.router.clone(),
+        DispatcherSettings::default(),
+        Clock::new(),
+    );
+    let mut sync_in = again.register(ContentType::Sync, 8);
+    let mut lookup_in = again.register(ContentType::Lookup, 8);
+    again.handle(lan(&sync)).await.unwrap();
+    again
+        .handle(lan(&from_device(&r.key, ContentType::Lookup, RefId(5))))
+        .await
+        .unwrap();
+    assert!(sync_in.try_recv().is_err());
+    assert!(!lookup_in.try_recv().unwrap().repeated);
+
+    // Confirmations are not recorded: the window holds the three above.
+    again.handle(confirmation(&r.key, RefId(5))).await.unwrap();
+    let rows = again
+        .inner
+        .db
+        .run(|conn| crate::db::models::replay::ReplayWindow::count_for(conn, PIN))
+        .await
+        .unwrap();
+    assert_eq!(rows, 3);
+    assert_eq!(again.prune_replays().await.unwrap(), 0, "the key is held");
+}

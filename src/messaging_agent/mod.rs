@@ -128,7 +128,7 @@ impl MessagingAgent {
         });
         let stop = ctx.shutdown.child_token();
         let _stop_guard = stop.clone().drop_guard();
-        let mut requests = dispatcher.register(ContentType::Cmime, 1024);
+        let mut requests = dispatcher.register_with_repeats(ContentType::Cmime, 1024);
         let mut events = dispatcher.subscribe();
         tokio::spawn(outbox::run(shared.clone(), stop.clone()));
         let exchanges = dispatcher.register(ContentType::Activation, 256);

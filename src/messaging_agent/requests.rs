@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 
 use crate::db::models::device::Device;
 use crate::db::models::mailbox::{MailItem, OutboxEntry};
+use crate::db::models::message::{Direction, Message, MessageStatus};
 use crate::db::models::user::User;
 use crate::dispatcher::{Inbound, Outgoing};
 
@@ -44,10 +45,17 @@ pub(crate) async fn reply(shared: &Shared, pin: Pin, message: Cmime) {
     }
 }
 
-/// Serves one message from a device.
+/// Serves one message from a device. A message the server has had before
+/// ([`Inbound::repeated`]) is acted on only if it is a `compose`, which is
+/// answered with what became of it, never submitted twice.
 pub(crate) async fn handle(shared: Arc<Shared>, inbound: Inbound) {
     let pin = inbound.pin;
     let request = match Cmime::from_bytes(&inbound.plaintext) {
+        Ok(request @ Cmime::Compose(_)) => request,
+        Ok(_) | Err(_) if inbound.repeated => {
+            debug!(target: "bramble::messaging_agent", %pin, ref_id = %inbound.ref_id, "a request received before; not served again");
+            return;
+        }
         Ok(request) => request,
         Err(e) => {
             warn!(target: "bramble::messaging_agent", %pin, ref_id = %inbound.ref_id, "ignored a device message that is not CMIME: {e}");
@@ -78,6 +86,16 @@ pub(crate) async fn handle(shared: Arc<Shared>, inbound: Inbound) {
         )
         .await;
     }
+}
+
+/// What the server knew of a `compose`'s RefID when it arrived.
+enum Stored {
+    /// Stored now, to be submitted.
+    New,
+    /// Stored before, not yet submitted.
+    Waiting,
+    /// Submitted before (sent, or refused for good).
+    Done(MessageStatus),
 }
 
 async fn owner(shared: &Shared, pin: Pin) -> Result<User, Refusal> {
@@ -172,24 +190,56 @@ async fn serve(
             let json = serde_json::to_string(&compose)
                 .map_err(|e| Refusal::new("SERVER_ERROR", e.to_string()))?;
             let user_id = user.id;
+            // The RefID is the message's identity: one sent before (the
+            // device's resend, or a replay) is answered with its outcome
+            // from the outbox or the message log, and never stored again.
             let stored = shared
                 .db
-                .write(move |conn| OutboxEntry::insert(conn, ref_id, user_id, pin, &json))
+                .write(move |conn| {
+                    crate::db::write_transaction(conn, |conn| {
+                        if let Some(message) = Message::find_by_ref_id(conn, &ref_id)? {
+                            if message.direction == Direction::FromDevice
+                                && message.user_id == Some(user_id)
+                            {
+                                return Ok(Stored::Done(message.status));
+                            }
+                        }
+                        Ok(
+                            match OutboxEntry::insert(conn, ref_id, user_id, pin, &json)? {
+                                true => Stored::New,
+                                false => Stored::Waiting,
+                            },
+                        )
+                    })
+                })
                 .await
                 .map_err(|e| Refusal::new("SERVER_ERROR", e.to_string()))?;
-            if stored {
-                info!(target: "bramble::messaging_agent", user = %user.email, %ref_id, "mail from the device accepted for sending");
-                shared.outbox_wake.notify_one();
-            } else {
-                debug!(target: "bramble::messaging_agent", %ref_id, "the device sent this message again; it is sent once");
-            }
+            let (status, error) = match stored {
+                Stored::New => {
+                    info!(target: "bramble::messaging_agent", user = %user.email, %ref_id, "mail from the device accepted for sending");
+                    shared.outbox_wake.notify_one();
+                    (SendState::Accepted, None)
+                }
+                Stored::Waiting => {
+                    debug!(target: "bramble::messaging_agent", %ref_id, "the device sent this message again; it is sent once");
+                    (SendState::Accepted, None)
+                }
+                Stored::Done(MessageStatus::Failed) => (
+                    SendState::Failed,
+                    Some("the mail server refused this message when it was submitted".to_owned()),
+                ),
+                Stored::Done(_) => {
+                    debug!(target: "bramble::messaging_agent", %ref_id, "the device sent a message already submitted; answered, not sent again");
+                    (SendState::Sent, None)
+                }
+            };
             reply(
                 shared,
                 pin,
                 Cmime::SendStatus {
                     of: ref_id,
-                    status: SendState::Accepted,
-                    error: None,
+                    status,
+                    error,
                 },
             )
             .await;

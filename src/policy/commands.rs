@@ -15,12 +15,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bramble_proto::policy::{Command, CommandDocument};
+use bramble_proto::policy::{Command, CommandDocument, KIND_ADMIN_COMMAND};
 use bramble_proto::{ContentType, Pin};
 use tracing::{info, warn};
 
 use super::confirmations::{Confirmations, Sent, Step};
-use super::delivery::signed_by_domain;
+use super::delivery::{binding, signed_by_domain};
 use super::rekey::KeyChanges;
 use super::PolicySettings;
 use crate::clock::Clock;
@@ -142,6 +142,13 @@ impl Commands {
                         id: command.0,
                         command: body,
                     };
+                    let binding = binding(
+                        &self.clock,
+                        self.settings.signed_lifetime_secs,
+                        KIND_ADMIN_COMMAND,
+                        pin,
+                        u64::try_from(command.0).unwrap_or(0),
+                    );
                     self.db
                         .write_sealed(move |conn, sealer| {
                             let text = serde_json::to_string(&document).map_err(|e| {
@@ -150,7 +157,7 @@ impl Commands {
                                     message: e.to_string(),
                                 }
                             })?;
-                            signed_by_domain(conn, sealer, "admin_command", text)
+                            signed_by_domain(conn, sealer, binding, text)
                         })
                         .await
                         .map_err(|e| e.to_string())

@@ -7,11 +7,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bramble_proto::policy::Signed;
+use bramble_proto::policy::{Binding, Signed, KIND_IT_POLICY};
 use bramble_proto::{ContentType, Pin};
 use tracing::warn;
 
 use super::confirmations::{send_awaited, Confirmations, Step};
+use crate::clock::Clock;
 use crate::db::ids::UserId;
 use crate::db::models::device::Device;
 use crate::db::models::device_key::DeviceKey;
@@ -27,6 +28,9 @@ pub(super) struct PolicyDelivery {
     db: Database,
     dispatcher: Dispatcher,
     confirmations: Confirmations,
+    clock: Clock,
+    /// How long a signed policy is valid (`[policy] signed_lifetime_secs`).
+    lifetime_secs: u64,
     /// SHA-256 of the last policy document sent to each device.
     last_sent: Arc<Mutex<HashMap<Pin, [u8; 32]>>>,
 }
@@ -36,11 +40,15 @@ impl PolicyDelivery {
         db: Database,
         dispatcher: Dispatcher,
         confirmations: Confirmations,
+        clock: Clock,
+        lifetime_secs: u64,
     ) -> PolicyDelivery {
         PolicyDelivery {
             db,
             dispatcher,
             confirmations,
+            clock,
+            lifetime_secs,
             last_sent: Arc::default(),
         }
     }
@@ -48,6 +56,13 @@ impl PolicyDelivery {
     /// Sends the user's resolved IT policy, signed; the service books
     /// follow its confirmation when `books_after`.
     pub(super) async fn send(&self, user: UserId, pin: Pin, books_after: bool) {
+        let binding = binding(
+            &self.clock,
+            self.lifetime_secs,
+            KIND_IT_POLICY,
+            pin,
+            bramble_proto::RefId::random().0,
+        );
         let signed = self
             .db
             .write_sealed(move |conn, sealer| {
@@ -62,7 +77,7 @@ impl PolicyDelivery {
                 Ok((
                     policy,
                     digest,
-                    signed_by_domain(conn, sealer, "it_policy", document)?,
+                    signed_by_domain(conn, sealer, binding, document)?,
                 ))
             })
             .await;
@@ -132,16 +147,30 @@ impl PolicyDelivery {
     }
 }
 
-/// `document` signed with the domain key, as a device receives it.
+/// What a document of `kind` for `pin` is bound to when signed now: valid
+/// from now for `lifetime_secs`, with `id` (a command's number, a fresh
+/// number for a policy).
+pub(super) fn binding(clock: &Clock, lifetime_secs: u64, kind: &str, pin: Pin, id: u64) -> Binding {
+    let issued_at = u64::try_from(clock.now().unix_timestamp()).unwrap_or(0);
+    Binding {
+        kind: kind.to_owned(),
+        targets: vec![pin],
+        issued_at,
+        expires_at: issued_at.saturating_add(lifetime_secs),
+        id,
+    }
+}
+
+/// `document` bound to `binding` and signed with the domain key, as a
+/// device receives it.
 pub(super) fn signed_by_domain(
     conn: &mut Conn,
     sealer: &Sealer,
-    kind: &str,
+    binding: Binding,
     document: String,
 ) -> Result<Signed, DbError> {
     let key = DomainKey::load_or_create(conn, sealer)?;
-    let signature = key.sign(document.as_bytes())?;
-    Ok(Signed::new(kind, document, &signature, key.public_key()))
+    Signed::seal(binding, document, key.public_key(), |bytes| key.sign(bytes))
 }
 
 /// What tells one policy sent to a device from another: the named policy

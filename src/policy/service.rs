@@ -126,7 +126,13 @@ pub(crate) async fn run(
     let clock = Clock::new();
     let confirmations = Confirmations::default();
     let mut jobs = Jobs {
-        delivery: PolicyDelivery::new(db.clone(), dispatcher.clone(), confirmations.clone()),
+        delivery: PolicyDelivery::new(
+            db.clone(),
+            dispatcher.clone(),
+            confirmations.clone(),
+            clock,
+            settings.signed_lifetime_secs,
+        ),
         steps: ActivationSteps::new(
             settings.clone(),
             server_name.into(),
@@ -203,8 +209,15 @@ pub(crate) async fn run(
                         None => {}
                     }
                 }
-                Ok(DeliveryEvent::Refused { ref_id, message, .. }) => {
+                Ok(DeliveryEvent::Refused { ref_id, code, message, .. }) => {
                     match jobs.confirmations.take(ref_id) {
+                        // The device applied this command before (its
+                        // confirmation was lost): it is done, not failed.
+                        Some(Sent { pin, step: Step::Command(command, device, kind), .. })
+                            if code == bramble_proto::policy::codes::SIGNED_REPLAYED =>
+                        {
+                            jobs.commands.acknowledged(command, device, kind, pin).await;
+                        }
                         Some(Sent { pin, step: Step::Command(command, device, _), .. }) => {
                             jobs.commands.refused(command, device, pin, message).await;
                         }

@@ -22,6 +22,9 @@ pub struct PolicySettings {
     pub key_lifetime_days: u32,
     /// An IT admin command not acknowledged within this long is expired.
     pub command_expiry_hours: u32,
+    /// A signed IT policy or admin command is valid this long after it is
+    /// signed; a device does not act on it afterwards (seconds).
+    pub signed_lifetime_secs: u64,
 }
 
 impl Default for PolicySettings {
@@ -32,6 +35,7 @@ impl Default for PolicySettings {
             browser_homepage: "about:blank".to_owned(),
             key_lifetime_days: 30,
             command_expiry_hours: 24,
+            signed_lifetime_secs: 7 * 24 * 60 * 60,
         }
     }
 }

@@ -387,16 +387,27 @@ async fn a_device_activates_by_email_through_the_relay_and_mail_then_flows() {
     // A policy signed by another domain is refused, never confirmed.
     let other = openssl::pkey::PKey::generate_ed25519().unwrap();
     let document = r#"{"rules":{"password_required":false}}"#;
-    let signature = openssl::sign::Signer::new_without_digest(&other)
+    let issued_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .sign_oneshot_to_vec(document.as_bytes())
-        .unwrap();
-    let forged = Signed::new(
-        "it_policy",
+        .as_secs();
+    let binding = bramble_proto::policy::Binding {
+        kind: "it_policy".into(),
+        targets: vec![Pin(0x3000_0001)],
+        issued_at,
+        expires_at: issued_at + 3600,
+        id: 1,
+    };
+    let forged = Signed::seal(
+        binding,
         document.to_owned(),
-        &signature,
         &other.raw_public_key().unwrap(),
-    );
+        |bytes| {
+            openssl::sign::Signer::new_without_digest(&other)
+                .and_then(|mut s| s.sign_oneshot_to_vec(bytes))
+        },
+    )
+    .unwrap();
     let mut events = bed.server.dispatcher().subscribe();
     let forged_ref = bed
         .server

@@ -35,22 +35,24 @@ use tokio::sync::watch;
 /// Guards against a hang; never a performance assertion.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-struct Bed {
+pub(crate) struct Bed {
     _dir: tempfile::TempDir,
     testbed: Testbed,
     /// Relays in front of IMAP and SMTP that can be cut (when asked for).
     cuts: Option<(Cut, Cut)>,
-    server: ServerHandle,
-    users: Vec<(UserId, Pin)>,
-    keys: Vec<TransportKey>,
+    pub(crate) server: ServerHandle,
+    pub(crate) users: Vec<(UserId, Pin)>,
+    pub(crate) keys: Vec<TransportKey>,
+    /// The server's settings, to start it again.
+    pub(crate) settings: Settings,
 }
 
 impl Bed {
-    fn info(&self) -> &TestbedInfo {
+    pub(crate) fn info(&self) -> &TestbedInfo {
         self.testbed.info()
     }
 
-    fn db(&self) -> &Database {
+    pub(crate) fn db(&self) -> &Database {
         &self.server.state().db
     }
 
@@ -86,7 +88,7 @@ impl Bed {
         })
     }
 
-    async fn stats(&self, n: usize) -> Statistics {
+    pub(crate) async fn stats(&self, n: usize) -> Statistics {
         let user = self.users[n].0;
         self.db()
             .run(move |conn| Statistics::find_by_user(conn, user))
@@ -117,7 +119,7 @@ impl Bed {
             .unwrap();
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.server.shutdown().await.unwrap();
         drop(self.testbed);
     }
@@ -125,7 +127,7 @@ impl Bed {
 
 /// A testbed with `users` users, all enrolled with devices, and a server
 /// whose Messaging Agent reaches the testbed (after `tweak`).
-async fn bed(users: usize, tweak: impl FnOnce(&mut Settings)) -> Bed {
+pub(crate) async fn bed(users: usize, tweak: impl FnOnce(&mut Settings)) -> Bed {
     bed_with(users, false, tweak).await
 }
 
@@ -156,6 +158,7 @@ async fn bed_with(users: usize, with_cuts: bool, tweak: impl FnOnce(&mut Setting
         None
     };
     tweak(&mut settings);
+    let kept = settings.clone();
     let db = Database::open(&settings.database()).unwrap();
     let enrolled = pilot::enroll(&db, &testbed.info().users, 0x2000_0001).unwrap();
     drop(db);
@@ -184,11 +187,12 @@ async fn bed_with(users: usize, with_cuts: bool, tweak: impl FnOnce(&mut Setting
         server,
         users: enrolled,
         keys,
+        settings: kept,
     }
 }
 
 /// The next CMIME message on the device (skipping none).
-async fn next(conn: &Connection) -> (RefId, Cmime) {
+pub(crate) async fn next(conn: &Connection) -> (RefId, Cmime) {
     let m = tokio::time::timeout(PATIENCE, conn.recv())
         .await
         .expect("no message reached the device")
@@ -227,7 +231,7 @@ async fn imap(info: &TestbedInfo, login: &str) -> async_imap::Session<TcpStream>
 }
 
 /// Raw messages in `folder` of `login`'s mailbox (empty if it is missing).
-async fn folder(info: &TestbedInfo, login: &str, name: &str) -> Vec<String> {
+pub(crate) async fn folder(info: &TestbedInfo, login: &str, name: &str) -> Vec<String> {
     let mut s = imap(info, login).await;
     if s.select(name).await.is_err() {
         return Vec::new();
@@ -245,7 +249,12 @@ async fn folder(info: &TestbedInfo, login: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
-async fn wait_folder(info: &TestbedInfo, login: &str, name: &str, want: usize) -> Vec<String> {
+pub(crate) async fn wait_folder(
+    info: &TestbedInfo,
+    login: &str,
+    name: &str,
+    want: usize,
+) -> Vec<String> {
     tokio::time::timeout(PATIENCE, async {
         loop {
             let messages = folder(info, login, name).await;

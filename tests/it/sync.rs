@@ -34,19 +34,19 @@ use bramble_testbed::{pilot, TestUser, Testbed, TestbedOptions};
 
 /// Guards against a hang; never a performance assertion.
 const PATIENCE: Duration = Duration::from_secs(60);
-const CONTACTS: OrganizerDatabase = OrganizerDatabase::Contacts;
+pub(crate) const CONTACTS: OrganizerDatabase = OrganizerDatabase::Contacts;
 
-struct Bed {
+pub(crate) struct Bed {
     _dir: tempfile::TempDir,
     radicale: Radicale,
-    server: ServerHandle,
-    users: Vec<(UserId, Pin)>,
+    pub(crate) server: ServerHandle,
+    pub(crate) users: Vec<(UserId, Pin)>,
     logins: Vec<String>,
     dav: DavClient,
 }
 
 impl Bed {
-    fn db(&self) -> &Database {
+    pub(crate) fn db(&self) -> &Database {
         &self.server.state().db
     }
 
@@ -70,7 +70,7 @@ impl Bed {
     }
 
     /// Writes a vCard on the server as the organization's other clients would.
-    async fn put_card(&self, n: usize, uid: &str, fn_: &str, extra: &str) -> String {
+    pub(crate) async fn put_card(&self, n: usize, uid: &str, fn_: &str, extra: &str) -> String {
         let href = format!("{}{uid}.vcf", self.collection(n, "contacts"));
         let text = format!(
             "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:{uid}\r\nFN:{fn_}\r\nN:{fn_};;;;\r\n{extra}END:VCARD\r\n"
@@ -94,7 +94,7 @@ impl Bed {
     }
 
     /// The FN of every vCard in user `n`'s address book, sorted.
-    async fn server_names(&self, n: usize) -> Vec<String> {
+    pub(crate) async fn server_names(&self, n: usize) -> Vec<String> {
         let report = self
             .dav
             .sync_collection(&self.collection(n, "contacts"), None, Kind::Card)
@@ -114,7 +114,7 @@ impl Bed {
         names
     }
 
-    async fn set(&self, database: OrganizerDatabase, f: impl FnOnce(&mut SyncSetting)) {
+    pub(crate) async fn set(&self, database: OrganizerDatabase, f: impl FnOnce(&mut SyncSetting)) {
         let mut setting = self
             .db()
             .run(move |conn| SyncSetting::find(conn, database))
@@ -154,7 +154,7 @@ impl Bed {
         .expect("no round of server changes came");
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.server.shutdown().await.unwrap();
         drop(self.radicale);
     }
@@ -172,7 +172,7 @@ fn test_users(n: usize) -> Vec<TestUser> {
 
 /// A lone Radicale with `users` users and a server core whose
 /// Synchronization Service reaches it (checked every second).
-async fn bed(users: usize) -> Bed {
+pub(crate) async fn bed(users: usize) -> Bed {
     bed_with(users, |_| {}).await
 }
 
@@ -230,7 +230,7 @@ async fn bed_with(users: usize, tweak: impl FnOnce(&mut SyncSettings)) -> Bed {
     }
 }
 
-fn contact(name: &str) -> Record {
+pub(crate) fn contact(name: &str) -> Record {
     Record::Contact(Contact {
         full_name: name.into(),
         family_name: name.into(),
@@ -269,14 +269,14 @@ async fn wait_device(conn: &Connection, client: &SyncClient, done: impl Fn(&Sync
 }
 
 /// Configuration, then the slow sync of every enabled database.
-async fn activate(conn: &Connection, client: &SyncClient) {
+pub(crate) async fn activate(conn: &Connection, client: &SyncClient) {
     client.request_config(conn).await.unwrap();
     client.slow_sync(conn).await.unwrap();
 }
 
 /// Waits until the server has recorded the device's `in_sync` for every
 /// enabled database.
-async fn wait_in_sync(bed: &Bed, n: usize) {
+pub(crate) async fn wait_in_sync(bed: &Bed, n: usize) {
     let user = bed.users[n].0;
     tokio::time::timeout(PATIENCE, async {
         while !slow_sync_progress(bed.db(), user).await.unwrap().complete {

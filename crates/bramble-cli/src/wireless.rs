@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use bramble::config::Settings;
 use bramble::db::models::srp_connection::{SrpConnection, SrpKey, SrpSettings};
 use bramble::db::Database;
-use bramble_device::{Device, DeviceConfig, KeyStore, Path};
+use bramble_device::{Device, DeviceConfig, DeviceFile, KeyStore, Path};
 use bramble_proto::cmime::{Cmime, Compose};
 use bramble_proto::envelope::TransportKey;
 use bramble_proto::{ContentType, Pin, RefId};
@@ -296,20 +296,18 @@ pub struct LinkArgs {
 
 impl LinkArgs {
     fn open(&self) -> Result<(Device, Path), Failure> {
-        let (pin, keys, domain_key) =
-            KeyStore::load_with(&self.keys).map_err(|e| Failure::new("KEY_FILE_INVALID", e))?;
+        let file = DeviceFile::load(&self.keys).map_err(|e| Failure::new("KEY_FILE_INVALID", e))?;
+        let pin = file.pin;
         let path = match (self.relay, self.lan) {
             (Some(addr), _) => Path::Relay(addr),
             (None, Some(addr)) => Path::Lan(addr),
             (None, None) => Path::Relay(SocketAddr::from(([127, 0, 0, 1], 3102))),
         };
-        let books = KeyStore::load_service_books(&self.keys)
-            .map_err(|e| Failure::new("KEY_FILE_INVALID", e))?;
         let mut config = DeviceConfig::new(pin);
         config.srp_id = self.srp_id.clone();
-        let device = Device::new(config, keys);
-        device.set_domain_key(domain_key);
-        device.set_service_books(books);
+        // Keys, domain key, service books and the signed documents already
+        // acted on, so a command played again after a restart is refused.
+        let device = Device::from_file(config, file);
         Ok((device, path))
     }
 }
@@ -358,8 +356,7 @@ pub fn device(settings: &Settings, command: DeviceCommand) -> Result<(), Failure
                 })
                 .await;
                 device
-                    .keys()
-                    .save_full(pin, &keys, device.domain_key().as_deref(), device.service_books().as_ref())
+                    .save(&keys)
                     .map_err(|e| Failure::new("KEY_FILE_UNWRITABLE", e))?;
                 match services {
                     Ok(Some(books)) => {
@@ -472,6 +469,11 @@ pub fn device(settings: &Settings, command: DeviceCommand) -> Result<(), Failure
                     }
                 }
                 conn.close().await;
+                // What the device applied meanwhile (policies, commands, a
+                // new key) is kept for its next run.
+                device
+                    .save(&link.keys)
+                    .map_err(|e| Failure::new("KEY_FILE_UNWRITABLE", e))?;
             }
             DeviceCommand::Send { link, to, subject, text, reply_to } => {
                 let (device, path) = link.open()?;

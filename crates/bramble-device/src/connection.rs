@@ -12,7 +12,9 @@ use bramble_proto::control::{Control, ErrorReport};
 use bramble_proto::envelope::{self, EnvelopeError, TransportKey};
 use bramble_proto::frame::{split, Frame, FrameError, Message, Reassembler, MAX_PAYLOAD};
 use bramble_proto::io::{read_frame, ReadError};
-use bramble_proto::policy::{CommandDocument, ServiceBooks, Signed, SignedError};
+use bramble_proto::policy::{
+    CommandDocument, ServiceBooks, Signed, SignedError, KIND_ADMIN_COMMAND, KIND_IT_POLICY,
+};
 use bramble_proto::{ContentType, Pin, RefId};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -507,20 +509,68 @@ async fn open_message(
 
 /// An IT policy or admin command must carry a valid signature; the first
 /// policy's domain key is kept, and later documents must be signed by it
-/// (seed step 10).
-fn check_signed(device: &DeviceInner, plaintext: &[u8]) -> Result<(), SignedError> {
+/// (seed step 10). It must also be signed for this use: its kind is the
+/// packet's content type, this device is a target, and it is within its
+/// validity ([`Signed::check_for`]). A document not `shown_before` (the
+/// device has not confirmed this RefID in this run) must moreover be new:
+/// a command not applied before, a policy not issued before the last one
+/// applied ([`crate::seen::SignedHistory`], kept across restarts). Gives
+/// back a command to apply, with its expiry.
+fn check_signed(
+    device: &DeviceInner,
+    content_type: ContentType,
+    plaintext: &[u8],
+    shown_before: bool,
+) -> Result<Option<(CommandDocument, u64)>, SignedError> {
     let signed = Signed::from_bytes(plaintext)?;
+    let kind = if content_type == ContentType::ItPolicy {
+        KIND_IT_POLICY
+    } else {
+        KIND_ADMIN_COMMAND
+    };
     let mut trusted = device.domain_key.lock().unwrap_or_else(|p| p.into_inner());
-    signed.check(trusted.as_deref())?;
-    if trusted.is_none() {
-        if signed.kind != "it_policy" {
+    signed.check_for(trusted.as_deref(), kind, device.config.pin, unix_now())?;
+    if trusted.is_none() && kind != KIND_IT_POLICY {
+        return Err(SignedError::Malformed(
+            "a command before the first IT policy".into(),
+        ));
+    }
+    let command = if kind == KIND_ADMIN_COMMAND {
+        let document = CommandDocument::from_document(&signed.document)?;
+        if u64::try_from(document.id).ok() != Some(signed.id) {
             return Err(SignedError::Malformed(
-                "a command before the first IT policy".into(),
+                "the command's number is not the one signed".into(),
             ));
         }
+        if !shown_before && device.signed().applied(signed.id) {
+            return Err(SignedError::Replayed(signed.id));
+        }
+        Some((document, signed.expires_at))
+    } else {
+        if !shown_before {
+            let mut history = device.signed();
+            if let Some(applied) = history.outdated(signed.issued_at) {
+                return Err(SignedError::Outdated {
+                    issued_at: signed.issued_at,
+                    applied,
+                });
+            }
+            history.record_policy(signed.issued_at);
+        }
+        None
+    };
+    if trusted.is_none() {
         *trusted = Some(signed.domain_key);
     }
-    Ok(())
+    Ok(command)
+}
+
+/// The device's clock, in Unix seconds.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Largest reassembled envelope: the plaintext limit plus the envelope's
@@ -657,37 +707,41 @@ async fn deliver(link: &Link, device: &DeviceInner, message: Message) -> Result<
             return Ok(());
         }
     };
+    let shown_before = device.seen().contains(ref_id.0);
+    let mut command = None;
     if matches!(
         content_type,
         ContentType::ItPolicy | ContentType::AdminCommand
     ) {
-        if let Err(e) = check_signed(device, &plaintext) {
-            bump(&link.stats.rejected);
-            warn!(pin = %link.pin, %ref_id, ?content_type, error = %e, "rejected: not confirmed");
-            // Tell the server, so it stops sending it and says why.
-            let what = if content_type == ContentType::ItPolicy {
-                "IT policy"
-            } else {
-                "IT admin command"
-            };
-            let report = ErrorReport {
-                code: ErrorReport::SIGNATURE_REJECTED.to_owned(),
-                message: format!("the device refused the {what}: {e}"),
-            };
-            let payload = serde_json::to_vec(&report).unwrap_or_default();
-            reply_sealed(
-                link,
-                device,
-                opened_with,
-                ContentType::Refusal,
-                ref_id,
-                &payload,
-            )
-            .await?;
-            return Ok(());
+        match check_signed(device, content_type, &plaintext, shown_before) {
+            Ok(checked) => command = checked.filter(|_| !shown_before),
+            Err(e) => {
+                bump(&link.stats.rejected);
+                warn!(pin = %link.pin, %ref_id, ?content_type, error = %e, "rejected: not confirmed");
+                // Tell the server, so it stops sending it and says why.
+                let what = if content_type == ContentType::ItPolicy {
+                    "IT policy"
+                } else {
+                    "IT admin command"
+                };
+                let report = ErrorReport {
+                    code: e.code().to_owned(),
+                    message: format!("the device refused the {what}: {e}"),
+                };
+                let payload = serde_json::to_vec(&report).unwrap_or_default();
+                reply_sealed(
+                    link,
+                    device,
+                    opened_with,
+                    ContentType::Refusal,
+                    ref_id,
+                    &payload,
+                )
+                .await?;
+                return Ok(());
+            }
         }
     }
-    let shown_before = device.seen().contains(ref_id.0);
     if content_type == ContentType::ServiceBook && !shown_before {
         // The device keeps its service books (address lookup needs ALP).
         match ServiceBooks::from_bytes(&plaintext) {
@@ -709,10 +763,6 @@ async fn deliver(link: &Link, device: &DeviceInner, message: Message) -> Result<
             }
         }
     }
-    let command = (content_type == ContentType::AdminCommand && !shown_before)
-        .then(|| Signed::from_bytes(&plaintext).ok())
-        .flatten()
-        .and_then(|s| CommandDocument::from_document(&s.document).ok());
     let duplicate = shown_before || content_type == ContentType::KeyChange || {
         let received = Received {
             ref_id,
@@ -744,8 +794,8 @@ async fn deliver(link: &Link, device: &DeviceInner, message: Message) -> Result<
     }
     // A command takes effect once confirmed (a wipe removes the keys the
     // confirmation needs).
-    if let Some(command) = command {
-        device.apply(command);
+    if let Some((command, expires_at)) = command {
+        device.apply(command, expires_at, unix_now());
     }
     Ok(())
 }

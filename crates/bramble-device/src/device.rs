@@ -19,8 +19,8 @@ use tokio::time::{timeout_at, Instant};
 use tracing::{debug, warn};
 
 use crate::connection::Connection;
-use crate::keys::KeyStore;
-use crate::seen::SeenRefs;
+use crate::keys::{DeviceFile, KeyFileError, KeyStore};
+use crate::seen::{SeenRefs, SignedHistory};
 use crate::DeviceError;
 
 /// The relay's default port for device links.
@@ -94,6 +94,8 @@ pub(crate) struct DeviceInner {
     /// commands signed by any other key are rejected.
     pub(crate) domain_key: Mutex<Option<String>>,
     administered: Mutex<Administered>,
+    /// The signed documents acted on (kept in the key file).
+    signed: Mutex<SignedHistory>,
     /// The service books last received (None: none yet).
     pub(crate) service_books: Mutex<Option<ServiceBooks>>,
 }
@@ -126,6 +128,10 @@ impl DeviceInner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    pub(crate) fn signed(&self) -> MutexGuard<'_, SignedHistory> {
+        self.signed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn install_pending(&self, key: TransportKey) {
         self.with_keys_mut(|k| k.install_pending(key));
     }
@@ -134,9 +140,19 @@ impl DeviceInner {
         self.with_keys_mut(KeyStore::promote)
     }
 
-    /// Carries out an IT administration command (after confirming it).
-    pub(crate) fn apply(self: &DeviceInner, command: CommandDocument) {
+    /// Carries out an IT administration command (after confirming it),
+    /// once: its id is remembered until `expires_at` (Unix seconds), also
+    /// across restarts when the device's state is saved.
+    pub(crate) fn apply(self: &DeviceInner, command: CommandDocument, expires_at: u64, now: u64) {
         let id = command.id;
+        {
+            let mut signed = self.signed();
+            let number = u64::try_from(id).unwrap_or(0);
+            if signed.applied(number) {
+                return;
+            }
+            signed.record_command(number, expires_at, now);
+        }
         match command.command {
             Command::Lock { password } => {
                 let mut a = self.administered.lock().unwrap_or_else(|p| p.into_inner());
@@ -158,6 +174,9 @@ impl DeviceInner {
         self.with_keys_mut(|k| *k = KeyStore::default());
         *self.domain_key.lock().unwrap_or_else(|p| p.into_inner()) = None;
         *self.service_books.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        // A new activation may bring a new domain; the commands applied
+        // stay remembered.
+        self.signed().policy_issued_at = None;
         let mut a = self.administered.lock().unwrap_or_else(|p| p.into_inner());
         a.wiped_all = true;
         a.locked = false;
@@ -202,9 +221,46 @@ impl Device {
                 seen: Mutex::new(seen),
                 domain_key: Mutex::new(None),
                 administered: Mutex::new(Administered::default()),
+                signed: Mutex::new(SignedHistory::default()),
                 service_books: Mutex::new(None),
             }),
         }
+    }
+
+    /// The device as it was saved ([`Device::save`]): its keys, domain key,
+    /// service books and the signed documents it acted on.
+    pub fn from_file(config: DeviceConfig, file: DeviceFile) -> Device {
+        let device = Device::new(config, file.keys);
+        device.set_domain_key(file.domain_key);
+        device.set_service_books(file.service_books);
+        device.set_signed_history(file.signed);
+        device
+    }
+
+    /// Everything the device keeps across restarts.
+    pub fn to_file(&self) -> DeviceFile {
+        DeviceFile {
+            pin: self.pin(),
+            keys: self.keys(),
+            domain_key: self.domain_key(),
+            service_books: self.service_books(),
+            signed: self.signed_history(),
+        }
+    }
+
+    /// Writes [`Device::to_file`] to the key file at `path`.
+    pub fn save(&self, path: &std::path::Path) -> Result<(), KeyFileError> {
+        self.to_file().save(path)
+    }
+
+    /// What the device remembers of the signed documents it acted on.
+    pub fn signed_history(&self) -> SignedHistory {
+        self.inner.signed().clone()
+    }
+
+    /// Restores [`Device::signed_history`] kept from an earlier run.
+    pub fn set_signed_history(&self, history: SignedHistory) {
+        *self.inner.signed() = history;
     }
 
     pub fn pin(&self) -> Pin {

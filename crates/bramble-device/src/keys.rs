@@ -30,7 +30,12 @@
 //! ```
 //!
 //! An activated device also keeps `"domain_key"` (hex, from its first IT
-//! policy) and `"service_books"` (as received, see `docs/protocol.md`).
+//! policy), `"service_books"` (as received, see `docs/protocol.md`) and
+//! `"signed"`, what it remembers of the signed documents it acted on
+//! ([`SignedHistory`]: `{"policy_issued_at": 1800000000, "commands":
+//! [[12, 1800604800]]}`, command id and expiry), so a recorded command or
+//! an older policy played to it again after a restart is refused. Save the
+//! whole state with [`DeviceFile`] (or `Device::save`).
 //! Absent slots may be `null` or left out. The file holds secrets: on Unix
 //! it is written with mode 0600, through a temporary file renamed into
 //! place so a crash never leaves half a key store.
@@ -42,6 +47,8 @@ use bramble_proto::envelope::TransportKey;
 use bramble_proto::policy::ServiceBooks;
 use bramble_proto::Pin;
 use serde::{Deserialize, Serialize};
+
+use crate::seen::SignedHistory;
 
 /// The `format` value of key-store files this crate reads and writes.
 pub const KEY_FILE_FORMAT: &str = "bramble-device-keys/1";
@@ -117,19 +124,14 @@ impl KeyStore {
         domain_key: Option<&str>,
         service_books: Option<&ServiceBooks>,
     ) -> String {
-        let file = KeyFile {
+        DeviceFile {
+            pin,
+            keys: self.clone(),
             domain_key: domain_key.map(str::to_owned),
             service_books: service_books.cloned(),
-            format: KEY_FILE_FORMAT.to_owned(),
-            pin,
-            keys: Slots {
-                current: self.current.as_ref().map(KeyEntry::from_key),
-                pending: self.pending.as_ref().map(KeyEntry::from_key),
-                previous: self.previous.as_ref().map(KeyEntry::from_key),
-            },
-        };
-        // Serializing plain strings and numbers cannot fail.
-        serde_json::to_string_pretty(&file).unwrap_or_default()
+            signed: SignedHistory::default(),
+        }
+        .to_json()
     }
 
     /// Reads a key-store file's text: the device's PIN and its keys.
@@ -139,19 +141,7 @@ impl KeyStore {
 
     /// [`KeyStore::from_json`] and the domain key, if the file has one.
     pub fn from_json_with(text: &str) -> Result<(Pin, KeyStore, Option<String>), KeyFileError> {
-        let file: KeyFile =
-            serde_json::from_str(text).map_err(|e| KeyFileError::Invalid(e.to_string()))?;
-        if file.format != KEY_FILE_FORMAT {
-            return Err(KeyFileError::Format(file.format));
-        }
-        let slot =
-            |name: &'static str, entry: Option<KeyEntry>| entry.map(|e| e.to_key(name)).transpose();
-        let store = KeyStore {
-            current: slot("current", file.keys.current)?,
-            pending: slot("pending", file.keys.pending)?,
-            previous: slot("previous", file.keys.previous)?,
-        };
-        Ok((file.pin, store, file.domain_key))
+        DeviceFile::from_json(text).map(|f| (f.pin, f.keys, f.domain_key))
     }
 
     /// The service books kept in a key-store file's text, if any.
@@ -208,35 +198,108 @@ impl KeyStore {
         domain_key: Option<&str>,
         service_books: Option<&ServiceBooks>,
     ) -> Result<(), KeyFileError> {
-        let io = |source| KeyFileError::Io {
+        write_private(path, &self.to_json_full(pin, domain_key, service_books))
+    }
+}
+
+/// Everything a device keeps across restarts, as its key file holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceFile {
+    pub pin: Pin,
+    pub keys: KeyStore,
+    pub domain_key: Option<String>,
+    pub service_books: Option<ServiceBooks>,
+    pub signed: SignedHistory,
+}
+
+impl DeviceFile {
+    /// The key file's text.
+    pub fn to_json(&self) -> String {
+        let file = KeyFile {
+            domain_key: self.domain_key.clone(),
+            service_books: self.service_books.clone(),
+            signed: self.signed.clone(),
+            format: KEY_FILE_FORMAT.to_owned(),
+            pin: self.pin,
+            keys: Slots {
+                current: self.keys.current.as_ref().map(KeyEntry::from_key),
+                pending: self.keys.pending.as_ref().map(KeyEntry::from_key),
+                previous: self.keys.previous.as_ref().map(KeyEntry::from_key),
+            },
+        };
+        // Serializing plain strings and numbers cannot fail.
+        serde_json::to_string_pretty(&file).unwrap_or_default()
+    }
+
+    /// Reads a key file's text, whatever it holds besides the keys.
+    pub fn from_json(text: &str) -> Result<DeviceFile, KeyFileError> {
+        let file: KeyFile =
+            serde_json::from_str(text).map_err(|e| KeyFileError::Invalid(e.to_string()))?;
+        if file.format != KEY_FILE_FORMAT {
+            return Err(KeyFileError::Format(file.format));
+        }
+        let slot =
+            |name: &'static str, entry: Option<KeyEntry>| entry.map(|e| e.to_key(name)).transpose();
+        Ok(DeviceFile {
+            pin: file.pin,
+            keys: KeyStore {
+                current: slot("current", file.keys.current)?,
+                pending: slot("pending", file.keys.pending)?,
+                previous: slot("previous", file.keys.previous)?,
+            },
+            domain_key: file.domain_key,
+            service_books: file.service_books,
+            signed: file.signed,
+        })
+    }
+
+    /// Loads a key file.
+    pub fn load(path: &Path) -> Result<DeviceFile, KeyFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
             path: path.to_owned(),
             source,
-        };
-        let mut name = path
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
-        name.push(".tmp");
-        let temp = path.with_file_name(name);
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let written = (|| {
-            let mut file = options.open(&temp)?;
-            file.write_all(self.to_json_full(pin, domain_key, service_books).as_bytes())?;
-            file.write_all(b"\n")?;
-            file.sync_all()?;
-            std::fs::rename(&temp, path)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
-        written.map_err(io)
+        })?;
+        DeviceFile::from_json(&text)
     }
+
+    /// Writes the key file, replacing any earlier one atomically
+    /// (owner-only permissions on Unix).
+    pub fn save(&self, path: &Path) -> Result<(), KeyFileError> {
+        write_private(path, &self.to_json())
+    }
+}
+
+/// Writes `text` to `path` through a temporary file renamed into place,
+/// owner-only on Unix.
+fn write_private(path: &Path, text: &str) -> Result<(), KeyFileError> {
+    let io = |source| KeyFileError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".tmp");
+    let temp = path.with_file_name(name);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let written = (|| {
+        let mut file = options.open(&temp)?;
+        file.write_all(text.as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written.map_err(io)
 }
 
 /// Why a key-store file could not be read or written.
@@ -267,6 +330,13 @@ struct KeyFile {
     /// The service books the device received (address lookup needs ALP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     service_books: Option<ServiceBooks>,
+    /// The signed documents the device acted on.
+    #[serde(default, skip_serializing_if = "is_default")]
+    signed: SignedHistory,
+}
+
+fn is_default(history: &SignedHistory) -> bool {
+    *history == SignedHistory::default()
 }
 
 #[derive(Serialize, Deserialize)]
@@ -423,5 +493,36 @@ mod tests {
             KeyStore::load(Path::new("/nonexistent/keys.json")),
             Err(KeyFileError::Io { .. })
         ));
+    }
+
+    #[test]
+    fn the_signed_history_survives_a_save_and_a_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.json");
+        let mut signed = SignedHistory::default();
+        signed.record_policy(1_800_000_000);
+        signed.record_command(12, 1_800_604_800, 1_800_000_000);
+        let file = DeviceFile {
+            pin: Pin(0x2A3B_4C5D),
+            keys: KeyStore::new(key(3, 7)),
+            domain_key: Some("ab".repeat(32)),
+            service_books: None,
+            signed,
+        };
+        file.save(&path).unwrap();
+        let loaded = DeviceFile::load(&path).unwrap();
+        assert_eq!(loaded, file);
+        assert!(loaded.signed.applied(12));
+        // Older files without it read as a device that applied nothing yet,
+        // and the older readers still read the keys.
+        let (pin, keys, domain) = KeyStore::load_with(&path).unwrap();
+        assert_eq!((pin, keys), (file.pin, file.keys.clone()));
+        assert_eq!(domain, file.domain_key);
+        let bare = KeyStore::new(key(3, 7)).to_json(Pin(1));
+        assert!(!bare.contains("signed"));
+        assert_eq!(
+            DeviceFile::from_json(&bare).unwrap().signed,
+            SignedHistory::default()
+        );
     }
 }

@@ -83,4 +83,5 @@ pub mod seen;
 pub use connection::{Connection, DeviceStats, Plain, Received, ERROR_QUEUE_LEN, INBOX_LEN};
 pub use device::{Administered, Device, DeviceConfig, Path, DEFAULT_RELAY_PORT, LINK_REF_ID};
 pub use error::DeviceError;
-pub use keys::{KeyFileError, KeyStore, KEY_FILE_FORMAT};
+pub use keys::{DeviceFile, KeyFileError, KeyStore, KEY_FILE_FORMAT};
+pub use seen::SignedHistory;

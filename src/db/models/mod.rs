@@ -18,6 +18,7 @@ pub mod mailbox;
 pub mod message;
 pub mod message_filter;
 pub mod outbound;
+pub mod replay;
 pub mod server;
 pub mod service_book;
 pub mod service_secret;
