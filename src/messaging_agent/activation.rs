@@ -499,3 +499,165 @@ async fn send(shared: &Arc<Shared>, pin: Pin, ref_id: RefId, message: Activation
         warn!(target: "bramble::messaging_agent", %pin, "cannot answer the device: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use crate::db::models::test_db;
+    use crate::db::models::user::NewUser;
+    use crate::db::Database;
+    use bramble_proto::activation::DeviceExchange;
+
+    const EMAIL: &str = "alice@example.com";
+
+    /// A user with the password `right`, a request made with `typed`
+    /// answered, and the device's confirmation of it.
+    fn answered(db: &Database, typed: &str) -> (UserId, Pin, RefId, String) {
+        let sealer = db.shared_sealer();
+        let now = crate::db::now();
+        let pin = Pin(0x2A3B_4C5D);
+        let user = db
+            .run_blocking(|conn| {
+                let user = NewUser {
+                    display_name: "alice".into(),
+                    email: EMAIL.into(),
+                    mailbox_login: "alice".into(),
+                }
+                .save(conn)?;
+                ActivationPassword::set(
+                    conn,
+                    &sealer,
+                    user.id,
+                    "right",
+                    now,
+                    now + time::Duration::hours(1),
+                )?;
+                Ok(user.id)
+            })
+            .unwrap();
+        let device = DeviceExchange::start(typed, EMAIL, pin, "relay", "9700", "5.0").unwrap();
+        let request = EtpRequest::from_bytes(&device.etp).unwrap();
+        let ref_id = RefId::random();
+        let (challenge, dropped) = db
+            .run_blocking(|conn| {
+                crate::db::write_transaction(conn, |conn| {
+                    exchange_for(conn, &sealer, EMAIL, &device.etp, &request, ref_id, now)
+                })
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(dropped, 0);
+        let ActivationMessage::Challenge {
+            spake,
+            server_key,
+            key_id,
+            ..
+        } = challenge
+        else {
+            panic!("{challenge:?}");
+        };
+        let keys = device.finish(&spake, &server_key, key_id).unwrap();
+        (user, pin, ref_id, keys.device_confirmation())
+    }
+
+    /// `decide` for the same confirmation from two threads at once, each
+    /// in its own write transaction as the agent runs it.
+    fn twice_at_once(db: &Database, pin: Pin, ref_id: RefId, confirm: &str) -> Vec<Outcome> {
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..2)
+                .map(|_| {
+                    let db = db.clone();
+                    let sealer = db.shared_sealer();
+                    scope.spawn(move || {
+                        db.run_blocking(|conn| {
+                            crate::db::write_transaction(conn, |conn| {
+                                decide(conn, &sealer, pin, ref_id, confirm, crate::db::now())
+                            })
+                        })
+                        .unwrap()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        })
+    }
+
+    fn codes(outcomes: &[Outcome]) -> Vec<&'static str> {
+        let mut codes: Vec<&'static str> = outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Verified { .. } => "VERIFIED",
+                Outcome::Refused { code, .. } => code,
+            })
+            .collect();
+        codes.sort_unstable();
+        codes
+    }
+
+    #[test]
+    fn two_right_confirmations_at_once_complete_once() {
+        let (_dir, db) = test_db();
+        let (user, pin, ref_id, confirm) = answered(&db, "right");
+        let outcomes = twice_at_once(&db, pin, ref_id, &confirm);
+        assert_eq!(codes(&outcomes), ["NO_EXCHANGE", "VERIFIED"]);
+        let keys = db
+            .run_blocking(|conn| {
+                let device = Device::find_by_pin(conn, &pin)?.unwrap();
+                assert_eq!(device.user_id, Some(user));
+                DeviceKey::find_all_for_device(conn, device.id)
+            })
+            .unwrap();
+        assert_eq!(keys.len(), 1);
+        assert!(db
+            .run_blocking(|conn| ActivationPassword::find_by_user(conn, user))
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn two_wrong_confirmations_at_once_count_once_and_keep_the_exchange() {
+        let (_dir, db) = test_db();
+        let (user, pin, ref_id, confirm) = answered(&db, "wrong");
+        let outcomes = twice_at_once(&db, pin, ref_id, &confirm);
+        assert_eq!(codes(&outcomes), ["WRONG_PASSWORD", "WRONG_PASSWORD"]);
+        let (failed, waiting) = db
+            .run_blocking(|conn| {
+                Ok((
+                    ActivationPassword::find_by_user(conn, user)?
+                        .unwrap()
+                        .failed_attempts,
+                    ActivationExchange::count_for_user(conn, user, crate::db::now())?,
+                ))
+            })
+            .unwrap();
+        assert_eq!((failed, waiting), (1, 1));
+    }
+
+    #[test]
+    fn a_new_password_ends_the_exchanges_of_the_old_one() {
+        let (_dir, db) = test_db();
+        let (user, pin, ref_id, confirm) = answered(&db, "right");
+        let sealer = db.shared_sealer();
+        let now = crate::db::now();
+        db.run_blocking(|conn| {
+            ActivationPassword::set(
+                conn,
+                &sealer,
+                user,
+                "newer",
+                now,
+                now + time::Duration::hours(1),
+            )
+        })
+        .unwrap();
+        let outcome = db
+            .run_blocking(|conn| {
+                crate::db::write_transaction(conn, |conn| {
+                    decide(conn, &sealer, pin, ref_id, &confirm, now)
+                })
+            })
+            .unwrap();
+        assert_eq!(codes(&[outcome]), ["NO_EXCHANGE"]);
+    }
+}

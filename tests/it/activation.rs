@@ -277,7 +277,9 @@ impl Bed {
             bramble_proto::activation::REQUEST_SUBJECT,
             base64::engine::general_purpose::STANDARD.encode(etp)
         );
-        let mut lmtp = Lmtp::connect(self.testbed.info().lmtp_addr()).await.unwrap();
+        let mut lmtp = Lmtp::connect(self.testbed.info().lmtp_addr())
+            .await
+            .unwrap();
         lmtp.deliver(from, &self.email(n), mail.as_bytes())
             .await
             .unwrap();

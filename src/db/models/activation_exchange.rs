@@ -76,7 +76,8 @@ impl ExchangeKeys {
     }
 
     fn from_bytes(key_id: u32, bytes: &[u8]) -> DbResult<ExchangeKeys> {
-        let damaged = || DbError::Damaged("an activation exchange has keys of the wrong length".into());
+        let damaged =
+            || DbError::Damaged("an activation exchange has keys of the wrong length".into());
         if bytes.len() != 96 {
             return Err(damaged());
         }
@@ -263,10 +264,10 @@ impl ActivationExchange {
 
     /// Ends every exchange of the user (activated, or a new password).
     pub fn delete_for_user(conn: &mut Conn, user: UserId) -> DbResult<usize> {
-        Ok(
-            diesel::delete(activation_exchanges::table.filter(activation_exchanges::user_id.eq(user)))
-                .execute(conn)?,
+        Ok(diesel::delete(
+            activation_exchanges::table.filter(activation_exchanges::user_id.eq(user)),
         )
+        .execute(conn)?)
     }
 
     /// Deletes exchanges older than [`EXCHANGE_TTL`] at `now`.
@@ -369,12 +370,16 @@ mod tests {
             .save(conn)?
             .id;
             assert_eq!(start(conn, &sealer, alice, 3, T0)?, 0);
-            let found = ActivationExchange::find(conn, &sealer, Pin(0x1003), RefId(103), T0)?.unwrap();
+            let found =
+                ActivationExchange::find(conn, &sealer, Pin(0x1003), RefId(103), T0)?.unwrap();
             assert_eq!(found.user, alice);
             assert_eq!(found.keys.transport, keys(3).transport);
             assert_eq!(found.keys.device_confirmation, keys(3).device_confirmation);
             assert_eq!(found.keys.server_confirmation, keys(3).server_confirmation);
-            assert_eq!((found.model.as_str(), found.attempt_counted), ("9700", false));
+            assert_eq!(
+                (found.model.as_str(), found.attempt_counted),
+                ("9700", false)
+            );
             assert!(
                 ActivationExchange::find(conn, &sealer, Pin(0x1003), RefId(104), T0)?.is_none(),
                 "another RefID names another exchange"
@@ -383,11 +388,16 @@ mod tests {
             assert!(ActivationExchange::count_attempt(conn, found.id)?);
             assert!(!ActivationExchange::count_attempt(conn, found.id)?);
             let later = T0 + EXCHANGE_TTL - Duration::seconds(1);
-            assert!(ActivationExchange::find(conn, &sealer, Pin(0x1003), RefId(103), later)?
-                .unwrap()
-                .attempt_counted);
+            assert!(
+                ActivationExchange::find(conn, &sealer, Pin(0x1003), RefId(103), later)?
+                    .unwrap()
+                    .attempt_counted
+            );
             let expired = T0 + EXCHANGE_TTL;
-            assert!(ActivationExchange::find(conn, &sealer, Pin(0x1003), RefId(103), expired)?.is_none());
+            assert!(
+                ActivationExchange::find(conn, &sealer, Pin(0x1003), RefId(103), expired)?
+                    .is_none()
+            );
             assert_eq!(ActivationExchange::forget_expired(conn, expired)?, 1);
             Ok(())
         })
@@ -408,7 +418,13 @@ mod tests {
             .id;
             let mut dropped = Vec::new();
             for n in 0..10u8 {
-                dropped.push(start(conn, &sealer, alice, n, T0 + Duration::seconds(i64::from(n)))?);
+                dropped.push(start(
+                    conn,
+                    &sealer,
+                    alice,
+                    n,
+                    T0 + Duration::seconds(i64::from(n)),
+                )?);
             }
             assert_eq!(dropped, [0, 0, 0, 0, 0, 0, 0, 0, 1, 1]);
             let at = T0 + Duration::seconds(10);
@@ -463,7 +479,9 @@ mod tests {
             assert!(!AnsweredRequest::was_answered(conn, "ab", gone)?);
             // Recording another request then prunes the old one.
             assert!(AnsweredRequest::record(conn, "cd", gone)?);
-            let left: i64 = answered_activation_requests::table.count().get_result(conn)?;
+            let left: i64 = answered_activation_requests::table
+                .count()
+                .get_result(conn)?;
             assert_eq!(left, 1);
             Ok(())
         })

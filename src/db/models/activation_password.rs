@@ -675,6 +675,43 @@ mod tests {
     }
 
     #[test]
+    fn answering_an_exchange_costs_nothing_and_wrong_confirmations_stop_at_five() {
+        let (_dir, db) = test_db();
+        let sealer = db.shared_sealer();
+        db.run_blocking(|conn| {
+            let alice = user(conn, "alice");
+            let end = T0 + Duration::hours(48);
+            ActivationPassword::set(conn, &sealer, alice.id, "right", T0, end)?;
+            for _ in 0..10 {
+                assert!(ActivationPassword::exchange_secret(conn, &sealer, alice.id, T0)?.is_ok());
+            }
+            assert_eq!(ActivationPassword::usable(conn, alice.id, T0)?, Ok(5));
+            for left in (0..5).rev() {
+                assert_eq!(
+                    ActivationPassword::count_failed_exchange(conn, alice.id, T0)?,
+                    Ok(left)
+                );
+            }
+            assert_eq!(
+                ActivationPassword::count_failed_exchange(conn, alice.id, T0)?,
+                Err(Verification::Exhausted)
+            );
+            assert_eq!(
+                ActivationPassword::exchange_secret(conn, &sealer, alice.id, T0)?,
+                Err(Verification::Exhausted)
+            );
+            ActivationPassword::set(conn, &sealer, alice.id, "again", T0, end)?;
+            assert_eq!(
+                ActivationPassword::count_failed_exchange(conn, alice.id, end)?,
+                Err(Verification::Expired),
+                "an expired password counts nothing"
+            );
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
     fn concurrent_wrong_guesses_never_count_past_the_limit() {
         let (_dir, db) = test_db();
         let sealer = db.shared_sealer();

@@ -28,7 +28,11 @@ fn random_confirmation() -> String {
 }
 
 /// Runs the genuine device up to the server's challenge.
-async fn challenged(bed: &Bed, device: &Device, password: &str) -> bramble_device::activation::Challenged {
+async fn challenged(
+    bed: &Bed,
+    device: &Device,
+    password: &str,
+) -> bramble_device::activation::Challenged {
     let prepared = device
         .prepare_activation(bed.relay_addr(), &bed.email(0), password)
         .await
@@ -42,7 +46,11 @@ async fn challenged(bed: &Bed, device: &Device, password: &str) -> bramble_devic
 /// The device's current key is the one the server stored for it, and the
 /// activation password is used up.
 async fn assert_activated(bed: &Bed, device: &Device) {
-    let current = device.keys().current().cloned().expect("the device has no key");
+    let current = device
+        .keys()
+        .current()
+        .cloned()
+        .expect("the device has no key");
     let pin = device.pin();
     let stored = bed
         .db()
@@ -54,7 +62,11 @@ async fn assert_activated(bed: &Bed, device: &Device) {
         .unwrap();
     let ids: Vec<i64> = stored.iter().map(|k| k.key_id).collect();
     assert_eq!(ids, [i64::from(current.id)]);
-    assert_eq!(bed.failed_attempts(0).await, None, "the password is used up");
+    assert_eq!(
+        bed.failed_attempts(0).await,
+        None,
+        "the password is used up"
+    );
     let user = bed.users[0];
     let steps = bed
         .db()
@@ -124,7 +136,11 @@ async fn foreign_requests_mailed_to_the_user_leave_the_password_usable() {
         .await
         .unwrap();
     assert_eq!(waiting, 5, "each request was answered with a challenge");
-    assert_eq!(bed.failed_attempts(0).await, Some(0), "answering cost nothing");
+    assert_eq!(
+        bed.failed_attempts(0).await,
+        Some(0),
+        "answering cost nothing"
+    );
 
     let conn = genuine
         .activate(bed.relay_addr(), &bed.email(0), PASSWORD, PATIENCE, |_| {})
