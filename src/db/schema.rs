@@ -437,6 +437,28 @@ diesel::table! {
 }
 
 diesel::table! {
+    activation_exchanges (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        pin -> Text,
+        ref_id -> Text,
+        key_id -> BigInt,
+        sealed_keys -> Binary,
+        model -> Text,
+        os_version -> Text,
+        started_at -> Timestamp,
+        attempt_counted -> Bool,
+    }
+}
+
+diesel::table! {
+    answered_activation_requests (digest) {
+        digest -> Text,
+        answered_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     domain_keys (id) {
         id -> BigInt,
         public_key -> Binary,
@@ -484,6 +506,7 @@ diesel::joinable!(admin_command_targets -> admin_commands (command_id));
 diesel::joinable!(admin_command_targets -> devices (device_id));
 diesel::joinable!(user_services -> users (user_id));
 diesel::joinable!(activation_events -> users (user_id));
+diesel::joinable!(activation_exchanges -> users (user_id));
 diesel::joinable!(administrator_group_members -> administrator_groups (group_id));
 diesel::joinable!(administrator_group_members -> administrators (administrator_id));
 diesel::joinable!(administrator_group_roles -> administrator_groups (group_id));
@@ -529,6 +552,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     administrator_group_roles,
     activation_passwords,
     activation_events,
+    activation_exchanges,
+    answered_activation_requests,
     domain_keys,
     service_secrets,
 );

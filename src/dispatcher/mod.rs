@@ -354,6 +354,17 @@ impl Dispatcher {
         Ok(self.inner.db.write(ReplayWindow::prune).await?)
     }
 
+    /// Whether a component has registered for `content_type` (packets of
+    /// a type nobody handles yet are dropped; a restarted server's callers
+    /// wait for this).
+    pub fn handles(&self, content_type: ContentType) -> bool {
+        self.inner
+            .handlers
+            .read()
+            .map(|h| h.contains_key(&content_type))
+            .unwrap_or(false)
+    }
+
     fn emit(&self, event: DeliveryEvent) {
         let _ = self.inner.events.send(event);
     }

@@ -37,18 +37,21 @@ use tokio::net::TcpListener;
 const SRP_ID: &str = "S80005678";
 const SRP_KEY: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
 /// Guards against a hang; never a performance assertion.
-const PATIENCE: Duration = Duration::from_secs(90);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(90);
 
-struct Bed {
+/// A testbed (Postfix, Dovecot), a relay and a server linked to it, with
+/// one Bramble user per testbed user; shared with [`crate::attacker`].
+pub(crate) struct Bed {
     _dir: tempfile::TempDir,
-    testbed: Testbed,
+    pub(crate) testbed: Testbed,
     relay: RelayHandle,
-    server: ServerHandle,
-    users: Vec<UserId>,
+    pub(crate) server: ServerHandle,
+    settings: Settings,
+    pub(crate) users: Vec<UserId>,
 }
 
 impl Bed {
-    async fn start(users: usize) -> Bed {
+    pub(crate) async fn start(users: usize) -> Bed {
         let dir = tempfile::tempdir().unwrap();
         let tb_dir = dir.path().join("testbed");
         let testbed = tokio::task::spawn_blocking(move || {
@@ -115,40 +118,53 @@ impl Bed {
             })
             .unwrap();
         drop(db);
-        let listeners = Listeners::bind(&settings).await.unwrap();
-        let components = Server::default_components(&settings);
-        let server = Server::start_with(settings, listeners, components)
-            .await
-            .unwrap();
-        tokio::time::timeout(PATIENCE, async {
-            while !server.dispatcher().router().is_link_up() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("the SRP link never came up");
+        let server = start_server(&settings).await;
         Bed {
             _dir: dir,
             testbed,
             relay,
             server,
+            settings,
             users: ids,
         }
     }
 
-    fn db(&self) -> &Database {
+    /// Stops the server and starts it again on the same database and
+    /// relay; the testbed and the relay keep running.
+    pub(crate) async fn restart_server(self) -> Bed {
+        let Bed {
+            _dir,
+            testbed,
+            relay,
+            server,
+            settings,
+            users,
+        } = self;
+        server.shutdown().await.unwrap();
+        let server = start_server(&settings).await;
+        Bed {
+            _dir,
+            testbed,
+            relay,
+            server,
+            settings,
+            users,
+        }
+    }
+
+    pub(crate) fn db(&self) -> &Database {
         &self.server.state().db
     }
 
-    fn email(&self, n: usize) -> String {
+    pub(crate) fn email(&self, n: usize) -> String {
         self.testbed.info().users[n].address.clone()
     }
 
-    fn relay_addr(&self) -> SocketAddr {
+    pub(crate) fn relay_addr(&self) -> SocketAddr {
         self.relay.device_addr()
     }
 
-    async fn set_password(&self, n: usize, password: &str) {
+    pub(crate) async fn set_password(&self, n: usize, password: &str) {
         let email = self.email(n);
         let password = password.to_owned();
         self.db()
@@ -167,7 +183,7 @@ impl Bed {
             .unwrap();
     }
 
-    async fn status(&self, n: usize) -> ActivationStatus {
+    pub(crate) async fn status(&self, n: usize) -> ActivationStatus {
         let user = self.users[n];
         self.db()
             .run(move |conn| User::find_by_id(conn, user))
@@ -177,7 +193,7 @@ impl Bed {
             .activation_status
     }
 
-    async fn wait_status(&self, n: usize, want: ActivationStatus) {
+    pub(crate) async fn wait_status(&self, n: usize, want: ActivationStatus) {
         tokio::time::timeout(PATIENCE, async {
             while self.status(n).await != want {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -187,7 +203,7 @@ impl Bed {
         .unwrap_or_else(|_| panic!("user {n} never reached {want:?}"));
     }
 
-    async fn inbox_len(&self, n: usize) -> usize {
+    pub(crate) async fn inbox_len(&self, n: usize) -> usize {
         let info = self.testbed.info();
         let tcp = tokio::net::TcpStream::connect(info.imap_addr())
             .await
@@ -210,7 +226,12 @@ impl Bed {
 
     /// Delivers a message with `subject` to user `n`'s mailbox and returns
     /// the subject of the first e-mail the device then receives.
-    async fn mail_to(&self, n: usize, conn: &bramble_device::Connection, subject: &str) -> String {
+    pub(crate) async fn mail_to(
+        &self,
+        n: usize,
+        conn: &bramble_device::Connection,
+        subject: &str,
+    ) -> String {
         let mut lmtp = Lmtp::connect(self.testbed.info().lmtp_addr())
             .await
             .unwrap();
@@ -233,14 +254,63 @@ impl Bed {
         .expect("no mail reached the device")
     }
 
-    async fn stop(self) {
+    /// The user's activation password's failed attempts (`None`: there
+    /// is none).
+    pub(crate) async fn failed_attempts(&self, n: usize) -> Option<i32> {
+        let user = self.users[n];
+        self.db()
+            .run(move |conn| ActivationPassword::find_by_user(conn, user))
+            .await
+            .unwrap()
+            .map(|info| info.failed_attempts)
+    }
+
+    /// E-mails `etp` to user `n` as an activation request, straight into
+    /// the mailbox (LMTP), as anyone who knows the address can.
+    pub(crate) async fn mail_request(&self, n: usize, from: &str, etp: &[u8]) {
+        let mail = format!(
+            "Subject: {}\r\nX-Bramble-Activation: 1\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+             Content-Type: application/octet-stream\r\n\
+             Content-Disposition: attachment; filename=etp.dat\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+            bramble_proto::activation::REQUEST_SUBJECT,
+            base64::engine::general_purpose::STANDARD.encode(etp)
+        );
+        let mut lmtp = Lmtp::connect(self.testbed.info().lmtp_addr())
+            .await
+            .unwrap();
+        lmtp.deliver(from, &self.email(n), mail.as_bytes())
+            .await
+            .unwrap();
+    }
+
+    pub(crate) async fn stop(self) {
         self.server.shutdown().await.unwrap();
         self.relay.shutdown().await;
         drop(self.testbed);
     }
 }
 
-fn phone(pin: u32) -> Device {
+async fn start_server(settings: &Settings) -> ServerHandle {
+    let listeners = Listeners::bind(settings).await.unwrap();
+    let components = Server::default_components(settings);
+    let server = Server::start_with(settings.clone(), listeners, components)
+        .await
+        .unwrap();
+    tokio::time::timeout(PATIENCE, async {
+        while !server.dispatcher().router().is_link_up()
+            || !server.dispatcher().handles(ContentType::Activation)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the SRP link never came up, or the Messaging Agent never took activation packets");
+    server
+}
+
+pub(crate) fn phone(pin: u32) -> Device {
     Device::new(DeviceConfig::new(Pin(pin)), KeyStore::default())
 }
 
@@ -355,29 +425,27 @@ async fn a_device_activates_by_email_through_the_relay_and_mail_then_flows() {
 
     // The same request e-mailed again (a replay) is refused in words and
     // changes nothing.
-    let replay = format!(
-        "Subject: {}\r\nX-Bramble-Activation: 1\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
-         Content-Type: application/octet-stream\r\n\
-         Content-Disposition: attachment; filename=etp.dat\r\n\
-         Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
-        bramble_proto::activation::REQUEST_SUBJECT,
-        base64::engine::general_purpose::STANDARD.encode(&etp)
-    );
-    let mut lmtp = Lmtp::connect(bed.testbed.info().lmtp_addr()).await.unwrap();
-    lmtp.deliver("attacker@example.org", &bed.email(0), replay.as_bytes())
-        .await
-        .unwrap();
+    bed.mail_request(0, "attacker@example.org", &etp).await;
     let refused = tokio::time::timeout(PATIENCE, conn.next_plain())
         .await
         .unwrap()
         .unwrap();
     match refused.1 {
         bramble_device::Plain::Activation(
-            bramble_proto::activation::ActivationMessage::Refused { code, message },
+            bramble_proto::activation::ActivationMessage::Refused {
+                code,
+                message,
+                request,
+                ..
+            },
         ) => {
             assert_eq!(code, "REPLAYED");
             assert!(message.contains("answered before"), "{message}");
+            assert_eq!(
+                request,
+                Some(bramble_proto::activation::request_digest(&etp)),
+                "the refusal names the request it refuses"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -750,8 +818,12 @@ async fn wrong_passwords_count_and_the_sixth_try_is_refused() {
             .await
             .unwrap_err();
         match err {
-            DeviceError::Activation { code, .. } => {
-                assert_eq!(code, "WRONG_PASSWORD", "attempt {attempt}")
+            DeviceError::Activation { code, message } => {
+                assert_eq!(code, "WRONG_PASSWORD", "attempt {attempt}");
+                if attempt < 5 {
+                    let left = format!("{} attempt(s) left", 5 - attempt);
+                    assert!(message.contains(&left), "attempt {attempt}: {message}");
+                }
             }
             other => panic!("attempt {attempt}: {other}"),
         }

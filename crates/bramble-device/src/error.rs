@@ -60,7 +60,9 @@ pub enum DeviceError {
     #[error("activation failed: {message}")]
     Activation {
         /// A stable code: `WRONG_PASSWORD`, `MAIL_NOT_SENT`, `REFUSED`
-        /// (with the server's code in the message), `TIMEOUT`, `PROTOCOL`.
+        /// (with the server's code in the message), `SERVER_NOT_VERIFIED`
+        /// (the answer did not prove knowledge of the password: an
+        /// impostor), `TIMEOUT`, `PROTOCOL`.
         code: &'static str,
         message: String,
     },

@@ -4,9 +4,9 @@
 //! ```text
 //! device                     relay              mail server        server (Messaging Agent → Policy Service)
 //!   │ send_mail{etp.dat} ──────▶ │ ── SMTP ──────▶ │ ◀──── IMAP ──────── │ finds the request, removes it
-//!   │ ◀──────────── activation: challenge {spake, server_key, key_id, confirm} ──── │
-//!   │ ──────────── activation: confirm {confirm} ───────────────────────────────▶ │ stores the transport key
-//!   │ ◀──────────── activation: verified ───────────────────────────────────────── │ then IT policy, service books
+//!   │ ◀──────────── activation: challenge {spake, server_key, key_id, request} ──── │ remembers the exchange
+//!   │ ──────────── activation: confirm {confirm} ───────────────────────────────▶ │ checks it, stores the key
+//!   │ ◀──────────── activation: verified {confirm} ─────────────────────────────── │ then IT policy, service books
 //! ```
 //!
 //! **Password-authenticated key exchange.** SPAKE2 over Ed25519 (the
@@ -17,9 +17,12 @@
 //! server side B with identity `server <e-mail>`. A passive eavesdropper who
 //! captures `etp.dat` and every packet learns nothing to test password
 //! guesses against: every value derived from the password is masked by a
-//! Diffie-Hellman secret it does not know. An active attacker can test one
-//! guess per exchange; the server counts each exchange it answers against
-//! the password's five attempts.
+//! Diffie-Hellman secret it does not know. The device confirms first and
+//! the server's own confirmation comes only in `verified`, so whoever sent
+//! a request learns nothing from the challenge either: a password guess is
+//! tested only by a confirmation the server checks, one guess per
+//! exchange, and the server counts a wrong one against the password's five
+//! attempts.
 //!
 //! **Transport key with forward secrecy.** Each side also brings an
 //! ephemeral X25519 key; both are thrown away after the exchange. The keys
@@ -104,23 +107,40 @@ impl EtpRequest {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ActivationMessage {
     /// Server → device: the PAKE answer, the server's ephemeral key, the id
-    /// the new transport key will have, and the server's key confirmation.
+    /// the new transport key will have, and the request it answers
+    /// ([`request_digest`] of its `etp.dat`). It carries no key
+    /// confirmation: that would let whoever made the request test a
+    /// password guess offline.
     Challenge {
         spake: String,
         server_key: String,
         key_id: u32,
-        confirm: String,
+        request: String,
     },
-    /// Device → server: the device's key confirmation.
+    /// Device → server, on the challenge's RefID: the device's key
+    /// confirmation, sent before the device trusts the key.
     Confirm { confirm: String },
-    /// Device → server: the server's confirmation did not match, so the
-    /// password the user typed is not the one the administrator set.
+    /// Obsolete (devices sent it when the challenge carried the server's
+    /// confirmation). A server logs it and changes nothing: anyone can send
+    /// it under any PIN.
     Mismatch,
     /// Server → device: the transport key is stored; services follow.
-    Verified,
-    /// Server → device: the request was not accepted; `message` is for the
-    /// user (expired or exhausted password, unknown address, …).
-    Refused { code: String, message: String },
+    /// `confirm` is the server's key confirmation, which the device checks
+    /// before it keeps the key.
+    Verified { confirm: String },
+    /// Server → device: the request or the confirmation was not accepted;
+    /// `message` is for the user (expired or exhausted password, unknown
+    /// address, …). `request` names the request refused ([`request_digest`]),
+    /// `confirm` the confirmation refused, so a device ignores refusals of
+    /// what someone else sent under its PIN.
+    Refused {
+        code: String,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        confirm: Option<String>,
+    },
     /// Inside the server only: a request that arrived by e-mail, handed
     /// from the Messaging Agent to the Policy Service.
     Request { mailbox: String, etp: String },
@@ -186,6 +206,12 @@ fn crypto<E: std::fmt::Display>(e: E) -> ActivationError {
 fn unhex(text: &str, what: &str) -> Result<Vec<u8>, ActivationError> {
     crate::control::unhex(text)
         .ok_or_else(|| ActivationError::Malformed(format!("{what} is not hex")))
+}
+
+/// Names a request in the challenge and refusals that answer it: the
+/// SHA-256 of its `etp.dat`, hex.
+pub fn request_digest(etp: &[u8]) -> String {
+    hex(&Sha256::digest(etp))
 }
 
 /// A random id for a new transport key: positive as a database integer
@@ -380,27 +406,32 @@ impl DeviceExchange {
         })
     }
 
-    /// Finishes with the server's challenge: the session keys once the
-    /// server's confirmation checks, or [`ActivationError::Mismatch`].
+    /// The digest a challenge for this request names ([`request_digest`]).
+    pub fn request(&self) -> String {
+        request_digest(&self.etp)
+    }
+
+    /// Finishes with the server's challenge (check its `request` with
+    /// [`DeviceExchange::request`] first): the session keys, not yet
+    /// trusted. The device sends [`SessionKeys::device_confirmation`] and
+    /// keeps the transport key only once the server's confirmation in
+    /// `verified` checks ([`SessionKeys::check_server`]).
     pub fn finish(
         self,
         spake_b: &str,
         server_key: &str,
         key_id: u32,
-        confirm: &str,
     ) -> Result<SessionKeys, ActivationError> {
         let k = self
             .spake
             .finish(&unhex(spake_b, "the server's PAKE message")?)
             .map_err(|e| ActivationError::Malformed(format!("the server's PAKE message: {e:?}")))?;
         let dh = self.ephemeral.agree(server_key)?;
-        let keys = SessionKeys::derive(
+        SessionKeys::derive(
             &[k.as_slice(), dh.as_slice()].concat(),
             transcript(&self.etp, spake_b, server_key, key_id),
             key_id,
-        )?;
-        keys.check_server(confirm)?;
-        Ok(keys)
+        )
     }
 }
 
@@ -438,7 +469,7 @@ pub fn server_answer(
             spake: spake_b,
             server_key,
             key_id,
-            confirm: keys.server_confirmation(),
+            request: request_digest(etp),
         },
         keys,
     })
@@ -476,22 +507,30 @@ mod tests {
 
     const EMAIL: &str = "Alice@Example.org";
 
+    fn challenge(message: &ActivationMessage) -> (String, String, u32, String) {
+        let ActivationMessage::Challenge {
+            spake,
+            server_key,
+            key_id,
+            request,
+        } = message.clone()
+        else {
+            panic!("not a challenge: {message:?}");
+        };
+        (spake, server_key, key_id, request)
+    }
+
     fn exchange(device_password: &str, server_password: &str) -> Result<(), ActivationError> {
         let device =
             DeviceExchange::start(device_password, EMAIL, Pin(0x2A3B_4C5D), "relay", "m", "1")?;
         let secret = password_secret(server_password, "alice@example.org")?;
         let answer = server_answer(&secret, &device.etp, 7)?;
-        let ActivationMessage::Challenge {
-            spake,
-            server_key,
-            key_id,
-            confirm,
-        } = answer.challenge.clone()
-        else {
-            panic!("not a challenge");
-        };
-        let keys = device.finish(&spake, &server_key, key_id, &confirm)?;
+        let (spake, server_key, key_id, request) = challenge(&answer.challenge);
+        assert_eq!(request, device.request(), "the challenge names the request");
+        let keys = device.finish(&spake, &server_key, key_id)?;
+        // The device confirms first; the server answers with its own.
         answer.keys.check_device(&keys.device_confirmation())?;
+        keys.check_server(&answer.keys.server_confirmation())?;
         assert_eq!(keys.transport, answer.keys.transport);
         assert_eq!(keys.transport.id, 7);
         Ok(())
@@ -511,36 +550,96 @@ mod tests {
     }
 
     #[test]
+    fn the_challenge_names_its_request_and_carries_no_confirmation() {
+        let device = DeviceExchange::start("p", EMAIL, Pin(1), "relay", "", "").unwrap();
+        let secret = password_secret("p", EMAIL).unwrap();
+        let answer = server_answer(&secret, &device.etp, 3).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&answer.challenge.to_bytes()).unwrap();
+        let mut fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(fields, ["key_id", "request", "server_key", "spake", "type"]);
+        assert_eq!(
+            json["request"].as_str(),
+            Some(hex(&Sha256::digest(&device.etp)).as_str())
+        );
+        // Another request's digest differs, so a device tells a challenge
+        // for someone else's request apart.
+        let other = DeviceExchange::start("p", EMAIL, Pin(1), "relay", "", "").unwrap();
+        assert_ne!(other.request(), device.request());
+    }
+
+    #[test]
+    fn a_requester_with_a_wrong_guess_cannot_check_it_against_the_challenge() {
+        // The requester knows its own scalar and ephemeral key, so it can
+        // finish the exchange; with the wrong password its keys differ from
+        // the server's and only a confirmation the server checks (and
+        // counts) tells it so.
+        let device = DeviceExchange::start("guess", EMAIL, Pin(1), "relay", "", "").unwrap();
+        let secret = password_secret("right", EMAIL).unwrap();
+        let answer = server_answer(&secret, &device.etp, 1).unwrap();
+        let (spake, server_key, key_id, _) = challenge(&answer.challenge);
+        let keys = device.finish(&spake, &server_key, key_id).unwrap();
+        assert_ne!(keys.transport, answer.keys.transport);
+        assert_eq!(
+            answer.keys.check_device(&keys.device_confirmation()),
+            Err(ActivationError::Mismatch)
+        );
+    }
+
+    #[test]
     fn an_eavesdropper_cannot_tell_a_right_guess_from_a_wrong_one() {
         // Everything on the wire of one exchange with the right password.
         let device = DeviceExchange::start("right", EMAIL, Pin(1), "relay", "", "").unwrap();
+        let etp = device.etp.clone();
         let secret = password_secret("right", EMAIL).unwrap();
-        let answer = server_answer(&secret, &device.etp, 1).unwrap();
-        let ActivationMessage::Challenge {
-            spake,
-            server_key,
-            key_id,
-            confirm,
-        } = answer.challenge
-        else {
-            panic!("not a challenge");
-        };
+        let answer = server_answer(&secret, &etp, 1).unwrap();
+        let (spake, server_key, key_id, _) = challenge(&answer.challenge);
+        let keys = device.finish(&spake, &server_key, key_id).unwrap();
+        let device_confirm = keys.device_confirmation();
+        let server_confirm = answer.keys.server_confirmation();
         // The eavesdropper replays the device's side with each guess, but
-        // has neither the device's PAKE scalar nor its X25519 key: the
-        // server's confirmation fails for the right guess as for a wrong one.
+        // has neither the device's PAKE scalar nor its X25519 key: neither
+        // recorded confirmation checks, for the right guess as for a wrong
+        // one.
         for guess in ["right", "wrong"] {
             let attacker = DeviceExchange::start(guess, EMAIL, Pin(1), "relay", "", "").unwrap();
             let attacker = DeviceExchange {
-                etp: device.etp.clone(),
+                etp: etp.clone(),
                 ..attacker
             };
+            let guessed = attacker.finish(&spake, &server_key, key_id).unwrap();
             assert_eq!(
-                attacker
-                    .finish(&spake, &server_key, key_id, &confirm)
-                    .unwrap_err(),
-                ActivationError::Mismatch
+                guessed.check_server(&server_confirm),
+                Err(ActivationError::Mismatch)
             );
+            assert_ne!(guessed.device_confirmation(), device_confirm);
         }
+    }
+
+    #[test]
+    fn refusals_name_what_they_refuse_only_when_told() {
+        let plain = ActivationMessage::Refused {
+            code: "NO_PASSWORD".into(),
+            message: "m".into(),
+            request: None,
+            confirm: None,
+        };
+        assert_eq!(
+            String::from_utf8(plain.to_bytes()).unwrap(),
+            r#"{"type":"refused","code":"NO_PASSWORD","message":"m"}"#
+        );
+        let named = ActivationMessage::from_bytes(
+            br#"{"type":"refused","code":"WRONG_PASSWORD","message":"m","confirm":"ab"}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(named, ActivationMessage::Refused { confirm: Some(c), request: None, .. } if c == "ab")
+        );
     }
 
     #[test]

@@ -97,6 +97,10 @@ fn hash(password: &str) -> DbResult<String> {
         .to_string())
 }
 
+fn attempts_left(failed: i32) -> u32 {
+    u32::try_from((MAX_FAILED_ATTEMPTS - failed).max(0)).unwrap_or(0)
+}
+
 fn secret_context(user: UserId) -> String {
     format!("activation_passwords/{user}/secret")
 }
@@ -302,6 +306,10 @@ impl ActivationPassword {
                     ) => DbError::Invalid(format!("there is no user {user}")),
                     other => other.into(),
                 })?;
+            // Exchanges answered with the old password must not complete.
+            crate::db::models::activation_exchange::ActivationExchange::delete_for_user(
+                conn, user,
+            )?;
             record_status(conn, user, ActivationStatus::Initializing, now)?;
             Ok(ActivationPasswordInfo::from(&row))
         })
@@ -384,18 +392,13 @@ impl ActivationPassword {
         )))
     }
 
-    /// A device asks to activate: if the password is usable now, counts
-    /// the exchange against its attempts (an exchange that is then
-    /// confirmed deletes the password with [`ActivationPassword::consume`];
-    /// one that is not stays counted, so an attacker gets at most
-    /// [`MAX_FAILED_ATTEMPTS`] guesses) and returns the secret the exchange
-    /// runs with. Otherwise says why not.
-    pub fn begin_exchange(
+    /// Whether the password can still open at `now`: the attempts it has
+    /// left, or why not. Changes nothing.
+    pub fn usable(
         conn: &mut Conn,
-        sealer: &Sealer,
         user: UserId,
         now: PrimitiveDateTime,
-    ) -> DbResult<Result<[u8; 32], Verification>> {
+    ) -> DbResult<Result<u32, Verification>> {
         let Some(row) = Self::row(conn, user)? else {
             return Ok(Err(Verification::NoPassword));
         };
@@ -405,19 +408,29 @@ impl ActivationPassword {
         if now >= row.expires_at {
             return Ok(Err(Verification::Expired));
         }
-        let sealed: Option<Option<Vec<u8>>> = diesel::update(activation_passwords::table)
-            .filter(activation_passwords::user_id.eq(user))
-            .filter(activation_passwords::failed_attempts.lt(MAX_FAILED_ATTEMPTS))
-            .filter(activation_passwords::expires_at.gt(now))
-            .set(
-                activation_passwords::failed_attempts.eq(activation_passwords::failed_attempts + 1),
-            )
-            .returning(activation_passwords::sealed_secret)
-            .get_result(conn)
+        Ok(Ok(attempts_left(row.failed_attempts)))
+    }
+
+    /// A device asks to activate: if the password is usable now, the
+    /// secret the exchange runs with; otherwise why not. Answering a request
+    /// costs no attempt: the challenge lets nobody test a guess, only a
+    /// wrong key confirmation does ([`ActivationPassword::count_failed_exchange`]).
+    pub fn exchange_secret(
+        conn: &mut Conn,
+        sealer: &Sealer,
+        user: UserId,
+        now: PrimitiveDateTime,
+    ) -> DbResult<Result<[u8; 32], Verification>> {
+        if let Err(why) = Self::usable(conn, user, now)? {
+            return Ok(Err(why));
+        }
+        let sealed: Option<Option<Vec<u8>>> = activation_passwords::table
+            .find(user)
+            .select(activation_passwords::sealed_secret)
+            .first(conn)
             .optional()?;
         let Some(sealed) = sealed else {
-            // Used up or replaced meanwhile.
-            return Ok(Err(Verification::Exhausted));
+            return Ok(Err(Verification::NoPassword));
         };
         let Some(sealed) = sealed else {
             return Err(DbError::Invalid(format!(
@@ -429,6 +442,31 @@ impl ActivationPassword {
             .try_into()
             .map_err(|_| DbError::Damaged("the activation secret has the wrong length".into()))?;
         Ok(Ok(secret))
+    }
+
+    /// A device's key confirmation did not check: a tested guess. Counts
+    /// one failed attempt if the password is usable at `now` and returns
+    /// the attempts left, or says why it was not counted. The caller counts
+    /// at most once per exchange.
+    pub fn count_failed_exchange(
+        conn: &mut Conn,
+        user: UserId,
+        now: PrimitiveDateTime,
+    ) -> DbResult<Result<u32, Verification>> {
+        let counted: Option<i32> = diesel::update(activation_passwords::table)
+            .filter(activation_passwords::user_id.eq(user))
+            .filter(activation_passwords::failed_attempts.lt(MAX_FAILED_ATTEMPTS))
+            .filter(activation_passwords::expires_at.gt(now))
+            .set(
+                activation_passwords::failed_attempts.eq(activation_passwords::failed_attempts + 1),
+            )
+            .returning(activation_passwords::failed_attempts)
+            .get_result(conn)
+            .optional()?;
+        match counted {
+            Some(failed) => Ok(Ok(attempts_left(failed))),
+            None => Ok(Self::usable(conn, user, now)?.and(Err(Verification::Exhausted))),
+        }
     }
 
     /// The exchange was confirmed: the password is used up (deleted) and
@@ -631,6 +669,43 @@ mod tests {
                 .count()
                 .get_result(conn)?;
             assert_eq!(steps, 0, "and so do the user's activation steps");
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn answering_an_exchange_costs_nothing_and_wrong_confirmations_stop_at_five() {
+        let (_dir, db) = test_db();
+        let sealer = db.shared_sealer();
+        db.run_blocking(|conn| {
+            let alice = user(conn, "alice");
+            let end = T0 + Duration::hours(48);
+            ActivationPassword::set(conn, &sealer, alice.id, "right", T0, end)?;
+            for _ in 0..10 {
+                assert!(ActivationPassword::exchange_secret(conn, &sealer, alice.id, T0)?.is_ok());
+            }
+            assert_eq!(ActivationPassword::usable(conn, alice.id, T0)?, Ok(5));
+            for left in (0..5).rev() {
+                assert_eq!(
+                    ActivationPassword::count_failed_exchange(conn, alice.id, T0)?,
+                    Ok(left)
+                );
+            }
+            assert_eq!(
+                ActivationPassword::count_failed_exchange(conn, alice.id, T0)?,
+                Err(Verification::Exhausted)
+            );
+            assert_eq!(
+                ActivationPassword::exchange_secret(conn, &sealer, alice.id, T0)?,
+                Err(Verification::Exhausted)
+            );
+            ActivationPassword::set(conn, &sealer, alice.id, "again", T0, end)?;
+            assert_eq!(
+                ActivationPassword::count_failed_exchange(conn, alice.id, end)?,
+                Err(Verification::Expired),
+                "an expired password counts nothing"
+            );
             Ok(())
         })
         .unwrap();

@@ -3,6 +3,7 @@
 //! and `delete_*`, each taking a `&mut Conn` so callers choose the thread
 //! (see [`crate::db::Database::run`]) and can group calls in a transaction.
 
+pub mod activation_exchange;
 pub mod activation_password;
 pub mod admin_command;
 pub mod administrator;

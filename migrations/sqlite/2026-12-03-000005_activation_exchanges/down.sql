@@ -1,0 +1,2 @@
+DROP TABLE answered_activation_requests;
+DROP TABLE activation_exchanges;
