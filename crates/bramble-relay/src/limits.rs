@@ -61,6 +61,8 @@ impl Refusal {
 #[derive(Debug, Default)]
 struct Counts {
     total: usize,
+    /// Most connections open at once since start.
+    peak: usize,
     per_addr: HashMap<IpAddr, usize>,
     logged: HashMap<IpAddr, Instant>,
 }
@@ -105,6 +107,7 @@ impl Gate {
             Refusal::AddressFull(self.max_per_addr)
         } else {
             counts.total += 1;
+            counts.peak = counts.peak.max(counts.total);
             counts.per_addr.insert(ip, from_ip + 1);
             return Ok(Permit {
                 gate: self.clone(),
@@ -131,6 +134,11 @@ impl Gate {
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.lock().total
+    }
+
+    /// Most connections open at once since start.
+    pub fn peak(&self) -> usize {
+        self.lock().peak
     }
 }
 

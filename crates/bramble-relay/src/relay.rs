@@ -96,6 +96,8 @@ pub struct RelayStats {
     pub unauthenticated_dropped: u64,
     /// PINs whose relay keys a server has registered.
     pub devices_with_keys: usize,
+    /// Most connections open at once on the device port since start.
+    pub device_connections_peak: usize,
     /// PINs in the relay's table now.
     pub device_entries: usize,
     pub servers_connected: usize,
@@ -1132,6 +1134,7 @@ impl RelayHandle {
         RelayStats {
             connections_refused: self.shared.refused.load(Ordering::Relaxed),
             idle_closed: self.shared.idle_closed.load(Ordering::Relaxed),
+            device_connections_peak: self.shared.device_gate.peak(),
             ..self.shared.lock().stats()
         }
     }
