@@ -245,7 +245,11 @@ fn expect_registration(r: &mut Rig) {
     assert_eq!(devices.len(), 1);
     assert_eq!(devices[0].pin, PIN);
     assert_eq!(
-        devices[0].keys.iter().map(|k| (k.key_id, k.key.clone())).collect::<Vec<_>>(),
+        devices[0]
+            .keys
+            .iter()
+            .map(|k| (k.key_id, k.key.clone()))
+            .collect::<Vec<_>>(),
         vec![(r.key.id, bramble_proto::control::hex(&relay_key))]
     );
 }

@@ -107,7 +107,11 @@ pub(crate) async fn linked() -> (Bed, RelayHandle, ServerHandle) {
 }
 
 /// A registered device connected through the relay.
-pub(crate) async fn online(server: &ServerHandle, relay: &RelayHandle, pin: u32) -> (Device, Connection) {
+pub(crate) async fn online(
+    server: &ServerHandle,
+    relay: &RelayHandle,
+    pin: u32,
+) -> (Device, Connection) {
     let phone = device(server, pin).await;
     let conn = phone
         .connect(Path::Relay(relay.device_addr()))
@@ -529,7 +533,10 @@ async fn undecryptable_message_gets_an_error_back_and_nothing_else() {
         .connect(Path::Relay(relay.device_addr()))
         .await
         .unwrap_err();
-    assert!(refused.to_string().contains("could not verify"), "{refused}");
+    assert!(
+        refused.to_string().contains("could not verify"),
+        "{refused}"
+    );
     let err = server
         .dispatcher()
         .send(mail(0x0000_9999, "x".into()))

@@ -529,7 +529,11 @@ impl Device {
 }
 
 /// `device_proof` for the relay's challenge `nonce`, under `key`.
-pub(crate) fn relay_proof(key: &TransportKey, pin: Pin, nonce: &str) -> Result<Control, DeviceError> {
+pub(crate) fn relay_proof(
+    key: &TransportKey,
+    pin: Pin,
+    nonce: &str,
+) -> Result<Control, DeviceError> {
     let relay_key = relay_key(key.secret()).ok_or(DeviceError::NoKey)?;
     Ok(Control::DeviceProof {
         key_id: key.id,

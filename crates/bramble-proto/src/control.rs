@@ -332,7 +332,11 @@ pub fn relay_key(transport_key: &[u8]) -> Option<[u8; 32]> {
 pub fn device_proof(relay_key: &[u8], pin: Pin, nonce: &str) -> String {
     hmac_hex(
         relay_key,
-        &[b"relay-device", pin.to_string().as_bytes(), nonce.as_bytes()],
+        &[
+            b"relay-device",
+            pin.to_string().as_bytes(),
+            nonce.as_bytes(),
+        ],
     )
 }
 
@@ -387,7 +391,10 @@ mod tests {
         let transport: Vec<u8> = (0u8..32).collect();
         let key = relay_key(&transport).unwrap();
         // HKDF-Expand with one block is HMAC(prk, info || 0x01).
-        assert_eq!(hex(&key), hmac_hex(&transport, &[b"bramble relay key", &[1]]));
+        assert_eq!(
+            hex(&key),
+            hmac_hex(&transport, &[b"bramble relay key", &[1]])
+        );
         assert_ne!(&key[..], &transport[..]);
         let nonce = "33".repeat(32);
         let proof = device_proof(&key, Pin(0x2A3B_4C5D), &nonce);
@@ -396,7 +403,10 @@ mod tests {
         assert_ne!(proof, lan_proof(&transport, Pin(0x2A3B_4C5D), &nonce));
         assert_ne!(proof, lan_proof(&key, Pin(0x2A3B_4C5D), &nonce));
         assert_ne!(proof, device_proof(&key, Pin(0x2A3B_4C5E), &nonce));
-        assert_ne!(proof, device_proof(&key, Pin(0x2A3B_4C5D), &"34".repeat(32)));
+        assert_ne!(
+            proof,
+            device_proof(&key, Pin(0x2A3B_4C5D), &"34".repeat(32))
+        );
         // The worked example of docs/protocol.md.
         assert_eq!(
             hex(&key),

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bramble_proto::control::{
-    device_proof_matches, nonce, proofs_match, reject_code, srp_relay_proof, srp_server_proof, unhex,
-    Control, DeviceRelayKeys, ErrorReport, TransportStatus,
+    device_proof_matches, nonce, proofs_match, reject_code, srp_relay_proof, srp_server_proof,
+    unhex, Control, DeviceRelayKeys, ErrorReport, TransportStatus,
 };
 use bramble_proto::frame::Frame;
 use bramble_proto::io::{read_frame, write_frame, ReadError};
@@ -675,7 +675,11 @@ impl State {
                 device.link = None;
                 was = true;
             }
-            if device.activation_link.as_ref().is_some_and(|l| l.id == link_id) {
+            if device
+                .activation_link
+                .as_ref()
+                .is_some_and(|l| l.id == link_id)
+            {
                 device.activation_link = None;
                 was = true;
             }
@@ -1725,9 +1729,12 @@ async fn proves_soon(shared: &Shared, pin: Pin, key_id: u32, proof: &str, nonce:
                 return state.device_proves(pin, key_id, proof, nonce);
             }
         }
-        if timeout(deadline.saturating_duration_since(Instant::now()), registered)
-            .await
-            .is_err()
+        if timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            registered,
+        )
+        .await
+        .is_err()
         {
             return shared.lock().device_proves(pin, key_id, proof, nonce);
         }

@@ -1306,7 +1306,9 @@ fn mail_result(f: &Frame) -> Result<(), String> {
 /// A device with no key yet from the address `from`.
 async fn device_from(relay: &RelayHandle, from: &str, pin: u32) -> Device {
     let tcp = connect_from(from, relay.device_addr()).await.unwrap();
-    handshake(tcp, Pin(pin), Answer::ActivationOnly).await.unwrap()
+    handshake(tcp, Pin(pin), Answer::ActivationOnly)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -1456,14 +1458,18 @@ async fn a_stranger_without_the_key_gets_nothing_and_displaces_no_one() {
 
     // A hello for the PIN with a proof under any other key: refused, and
     // the genuine connection stays.
-    let tcp = connect_from("127.0.0.2", relay.device_addr()).await.unwrap();
+    let tcp = connect_from("127.0.0.2", relay.device_addr())
+        .await
+        .unwrap();
     let why = handshake(tcp, Pin(pin), Answer::ProveWith(vec![0x42; 32]))
         .await
         .err()
         .expect("a wrong key was accepted");
     assert!(why.contains("could not verify"), "{why}");
     // A proof for a key id that is not registered, with the right bytes.
-    let tcp = connect_from("127.0.0.2", relay.device_addr()).await.unwrap();
+    let tcp = connect_from("127.0.0.2", relay.device_addr())
+        .await
+        .unwrap();
     let (r, w) = tcp.into_split();
     let mut replayed = Device {
         r,
@@ -1495,7 +1501,9 @@ async fn a_stranger_without_the_key_gets_nothing_and_displaces_no_one() {
     assert!(closed(&mut replayed.r).await);
 
     // Activation only: admitted, but it displaces no one and gets nothing.
-    let tcp = connect_from("127.0.0.2", relay.device_addr()).await.unwrap();
+    let tcp = connect_from("127.0.0.2", relay.device_addr())
+        .await
+        .unwrap();
     let mut stranger = handshake(tcp, Pin(pin), Answer::ActivationOnly)
         .await
         .unwrap();
@@ -1571,20 +1579,35 @@ async fn an_activation_only_link_is_bounded_and_becomes_full_with_a_proof() {
     let mut d = activating(&relay, pin.0).await;
     // The server answers an activation request: the device learns its
     // server, and the server stores a policy for after activation.
-    s.send(&Frame::single(ContentType::Activation, pin, RefId(1), b"{}".to_vec()))
-        .await;
+    s.send(&Frame::single(
+        ContentType::Activation,
+        pin,
+        RefId(1),
+        b"{}".to_vec(),
+    ))
+    .await;
     assert_eq!(d.recv().await.ref_id, RefId(1));
     assert_eq!(s.report(pin, 1).await, TransportStatus::DeliveredToDevice);
-    s.send(&Frame::single(ContentType::ItPolicy, pin, RefId(2), b"p".to_vec()))
-        .await;
+    s.send(&Frame::single(
+        ContentType::ItPolicy,
+        pin,
+        RefId(2),
+        b"p".to_vec(),
+    ))
+    .await;
     assert_eq!(
         s.report(pin, 2).await,
         TransportStatus::StoredForOfflineDevice
     );
     // Three activation packets pass, the fourth is dropped.
     for ref_id in 10..14 {
-        d.send(&Frame::single(ContentType::Activation, pin, RefId(ref_id), b"{}".to_vec()))
-            .await;
+        d.send(&Frame::single(
+            ContentType::Activation,
+            pin,
+            RefId(ref_id),
+            b"{}".to_vec(),
+        ))
+        .await;
     }
     for ref_id in 10..13 {
         assert_eq!(s.recv().await.ref_id, RefId(ref_id));
@@ -1599,7 +1622,12 @@ async fn an_activation_only_link_is_bounded_and_becomes_full_with_a_proof() {
     let mut other = activating(&relay, 0xA3).await;
     for ref_id in 20..23 {
         other
-            .send(&Frame::single(ContentType::Activation, other.pin, RefId(ref_id), b"{}".to_vec()))
+            .send(&Frame::single(
+                ContentType::Activation,
+                other.pin,
+                RefId(ref_id),
+                b"{}".to_vec(),
+            ))
             .await;
     }
     // (0xA3 has no server: the two admitted get NO_SERVER, the third the limit.)

@@ -55,7 +55,10 @@ async fn a_hello_for_another_devices_pin_gets_nothing_and_displaces_no_one() {
         .connect(Path::Relay(relay.device_addr()))
         .await
         .unwrap_err();
-    assert!(refused.to_string().contains("could not verify"), "{refused}");
+    assert!(
+        refused.to_string().contains("could not verify"),
+        "{refused}"
+    );
 
     // A stranger with no key: an activation-only link, which takes nothing
     // from the genuine device.
@@ -218,7 +221,10 @@ async fn ten_thousand_idle_connections_are_capped_and_closed() {
     let stats = relay.stats();
     assert_eq!(stats.connections_refused as usize, count("refused"));
     assert!(stats.device_connections_peak <= FLOOD_CAP, "{stats:?}");
-    assert_eq!(stats.device_connections_peak, FLOOD_CAP, "the cap was reached: {stats:?}");
+    assert_eq!(
+        stats.device_connections_peak, FLOOD_CAP,
+        "the cap was reached: {stats:?}"
+    );
 
     // Afterwards a device gets in as before.
     let (_phone2, conn2) = online(&server, &relay, 0x0A77_AC03).await;
